@@ -1,0 +1,73 @@
+"""Scenario -> cases: the matrix expanded, one case per combination, each with a stable id."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+from bench.errors import BenchInputError
+from bench.scenario.schema import CompileSetting, Scenario
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of a scenario's matrix: what one isolated worker process runs."""
+
+    scenario: Scenario
+    precision: str
+    compile: CompileSetting
+    hotswap_path: str
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"precision": self.precision, "compile": self.compile.label, "hotswap_path": self.hotswap_path}
+
+    @property
+    def id(self) -> str:
+        # Only axes with more than one value, plus precision and compile which every reader wants to see.
+        parts = [self.precision, self.compile.label]
+        if len(self.scenario.matrix.hotswap_path) > 1 or self.hotswap_path != "transformers":
+            parts.append(self.hotswap_path)
+        return f"{self.scenario.name}[{'-'.join(parts)}]"
+
+    @property
+    def file_stem(self) -> str:
+        """A file-system-safe name for this case's files (ids hold '[', '+' and ']')."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id).strip("_")
+
+
+def expand(scenario: Scenario) -> list[Case]:
+    m = scenario.matrix
+    return [
+        Case(scenario=scenario, precision=p, compile=c, hotswap_path=h)
+        for p, c, h in itertools.product(m.precision, m.compile, m.hotswap_path)
+    ]
+
+
+def expand_all(scenarios: list[Scenario]) -> list[Case]:
+    cases = [c for s in scenarios for c in expand(s)]
+    if not cases:
+        raise BenchInputError("the selection expands to no case")
+    return cases
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m:
+            raise BenchInputError(f"--shard: expected K/N such as 1/4, got {text!r}")
+        k, n = int(m.group(1)), int(m.group(2))
+        if n < 1 or not 1 <= k <= n:
+            raise BenchInputError(f"--shard: K must be between 1 and N, got {k}/{n}")
+        return cls(k, n)
+
+    def select(self, cases: list[Case]) -> list[Case]:
+        """Round-robin over the cases sorted by id: the N shards partition any selection exactly."""
+        ordered = sorted(cases, key=lambda c: c.id)
+        return [c for i, c in enumerate(ordered) if i % self.count == self.index - 1]

@@ -1,0 +1,114 @@
+"""The command line. Parsing, printing and exit codes live here and nowhere else.
+
+Exit codes: 0 every expectation holds (or is a known failure), 1 a case failed, errored or xpassed,
+2 invalid input (scenario, results file, option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchInputError
+
+DEFAULT_SCENARIOS = "scenarios"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # unknown options: our message format, exit 2, no traceback
+        self.print_usage(sys.stderr)
+        raise BenchInputError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="peft-bench", description="Compile-aware benchmarking and verification of PEFT adapters.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run scenarios, one isolated process per case")
+    run.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS], help="scenario files or folders")
+    run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
+    run.add_argument("--shard", help="run only shard K of N (K/N), for CI job matrices")
+    run.add_argument("--timeout", type=float, help="per-case timeout in seconds (overrides scenario.timeout_s)")
+    run.add_argument("--memory-limit-mb", type=int, help="address-space limit for each worker process")
+    run.add_argument("--resume", type=Path, help="finish an interrupted run in this folder")
+    run.add_argument("--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+
+    ls = sub.add_parser("list", help="print the case ids a selection expands to")
+    ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
+    ls.add_argument("--shard")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args, argv)
+    except BenchInputError as exc:
+        print(f"peft-bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _select(paths: list[str], shard: str | None):
+    from bench.cases import Shard, expand_all
+    from bench.scenario import load_scenarios
+
+    cases = expand_all(load_scenarios(paths))
+    if shard:
+        cases = Shard.parse(shard).select(cases)
+    return cases
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "list":
+        for case in _select(args.paths, args.shard):
+            print(case.id)
+        return 0
+    if args.command == "run":
+        return _run(args, argv)
+    raise BenchInputError(f"unknown command {args.command!r}")
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.run import RunOptions, default_out_dir, load_previous, run_cases
+    from bench.sources.cache import default_cache_root
+    from bench.summary import case_line, counts_line
+    from bench.verdict import exit_code
+
+    cases = _select(args.paths, args.shard)
+    previous = {}
+    if args.resume:
+        previous = load_previous(args.resume)
+        out_dir = args.resume
+    else:
+        out_dir = args.out or default_out_dir()
+    if args.out and args.resume and args.out != args.resume:
+        raise BenchInputError("--resume writes into the folder it resumes; drop --out")
+    opts = RunOptions(out_dir=out_dir, cache_root=args.cache or default_cache_root(), timeout_s=args.timeout,
+                      memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
+                      command=("peft-bench", *argv), shard=args.shard)
+
+    def progress(event, i, n, case, result, elapsed_s):
+        if args.quiet:
+            return
+        if event == "start":
+            print(f"[{i}/{n}] running {case.id}  (elapsed {elapsed_s:.0f}s)", flush=True)
+        else:
+            print(f"[{i}/{n}] {case_line(result)}", flush=True)
+
+    kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
+    if not args.quiet:
+        print(f"peft-bench: {len(cases)} case(s)" + (f", {kept} kept from {args.resume}" if kept else "")
+              + f" -> {out_dir}", flush=True)
+    results = run_cases(cases, opts, previous=previous, progress=progress)
+    print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
+    print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
+    if results.interrupted:
+        return 130
+    return exit_code(c.verdict for c in results.cases)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

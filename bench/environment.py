@@ -1,0 +1,70 @@
+"""The environment block every results file and report starts with."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import __version__
+from bench.records import Environment
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "pandas", "psutil",
+             "nvidia-ml-py")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def collect() -> Environment:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Environment(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        cpu=cpu_name(),
+        cpu_count=os.cpu_count() or 0,
+        device="cuda" if cuda else "cpu",
+        gpu=torch.cuda.get_device_name(0) if cuda else None,
+        libraries={name: _version(name) for name in LIBRARIES},
+        suite_version=__version__,
+        git_commit=git_commit(),
+        hostname=socket.gethostname(),
+    )
+
+
+def same_machine(a: Environment, b: Environment) -> bool:
+    """Timings are comparable only between runs on the same kind of machine with the same libraries."""
+    return (a.cpu, a.cpu_count, a.device, a.gpu, a.libraries.get("torch")) == (
+        b.cpu, b.cpu_count, b.device, b.gpu, b.libraries.get("torch"))

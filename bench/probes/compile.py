@@ -1,0 +1,81 @@
+"""Count dynamo's work during a step: frame compiles, recompiles (with the failed guard) and graph breaks.
+
+torch 2.13 has no recompile counter: a recompile is a compilation-metrics record with `recompile_reason`
+set. The metrics deque is bounded (64), so it is cleared on entry instead of diffed. Graph breaks come from
+`torch._dynamo.utils.counters["graph_break"]` (reason -> count), diffed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from bench.records import CompileStats
+
+# Raised while counting, so that a case that recompiles often is counted rather than silently falling back
+# to eager at the default limit of 8.
+COUNTING_RECOMPILE_LIMIT = 256
+
+
+@dataclass
+class _Window:
+    stats: CompileStats | None = None
+    recompile_error: str | None = None
+    extra_reasons: list[str] = field(default_factory=list)
+
+
+def configure_dynamo_for_counting() -> None:
+    """Reset dynamo's global state for a fresh case and raise the recompile limit. Called once per case."""
+    import torch
+
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = COUNTING_RECOMPILE_LIMIT
+    torch._dynamo.config.accumulated_recompile_limit = COUNTING_RECOMPILE_LIMIT * 4
+    torch._dynamo.utils.counters.clear()
+    torch._dynamo.utils.clear_compilation_metrics()
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[_Window]:
+    """Yields a window whose `.stats` is filled on exit, also when the body raises."""
+    from torch._dynamo.utils import clear_compilation_metrics, counters, get_compilation_metrics
+
+    window = _Window()
+    clear_compilation_metrics()
+    breaks_before = Counter(counters["graph_break"])
+    unique_before = counters["stats"]["unique_graphs"]
+    try:
+        yield window
+    finally:
+        metrics = list(get_compilation_metrics())
+        breaks = Counter(counters["graph_break"])
+        breaks.subtract(breaks_before)
+        recompile_reasons = [m.recompile_reason for m in metrics if m.recompile_reason]
+        window.stats = CompileStats(
+            recompiles=len(recompile_reasons),
+            frame_compiles=len(metrics),
+            graph_breaks=sum(v for v in breaks.values() if v > 0),
+            unique_graphs=counters["stats"]["unique_graphs"] - unique_before,
+            recompile_reasons=tuple(_one_line(r) for r in recompile_reasons),
+            graph_break_reasons=tuple(sorted(_one_line(k) for k, v in breaks.items() if v > 0)),
+            compile_time_s=sum((m.entire_frame_compile_time_s or 0.0) for m in metrics),
+        )
+
+
+def _one_line(text: str) -> str:
+    # The guard text is what a reader needs; dynamo appends the user stack, which is noise here.
+    return " ".join(str(text).split(" User stack trace:")[0].split())[:500]
+
+
+@contextlib.contextmanager
+def no_recompile_allowed(enabled: bool) -> Iterator[None]:
+    """torch._dynamo.config.patch(error_on_recompile=True) when enabled; a RecompileError then escapes."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        yield

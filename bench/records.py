@@ -1,0 +1,253 @@
+"""The records a run produces, from one timed call up to a whole results file.
+
+Frozen dataclasses with an explicit schema; `to_dict` / `from_dict` give the JSON round trip (see
+docs/results-schema.md). Units are in the field names. A figure that could not be measured here is None and
+its reason is in the record's `unavailable` map: never a made-up 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+VERDICTS = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
+FAILING_VERDICTS = ("fail", "xpass", "error")
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Repeated calls of one operation, in milliseconds."""
+
+    n: int
+    min_ms: float
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    max_ms: float
+    stdev_ms: float
+    iqr_ms: float
+    total_s: float
+    samples_ms: tuple[float, ...]
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> TimingStats:
+        s = sorted(samples_ms)
+        n = len(s)
+        q = statistics.quantiles(s, n=10, method="inclusive") if n >= 2 else [s[0]] * 9
+        quart = statistics.quantiles(s, n=4, method="inclusive") if n >= 2 else [s[0]] * 3
+        return cls(
+            n=n, min_ms=s[0], median_ms=statistics.median(s), mean_ms=statistics.fmean(s), p90_ms=q[8],
+            max_ms=s[-1], stdev_ms=statistics.stdev(s) if n >= 2 else 0.0, iqr_ms=quart[2] - quart[0],
+            total_s=sum(s) / 1000.0, samples_ms=tuple(samples_ms),
+        )
+
+    @property
+    def iqr_over_median(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms else 0.0
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    """Dynamo's work during one step: counted without raising (unless the step was strict)."""
+
+    recompiles: int
+    frame_compiles: int
+    graph_breaks: int
+    unique_graphs: int
+    recompile_reasons: tuple[str, ...] = ()
+    graph_break_reasons: tuple[str, ...] = ()
+    compile_time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory around one step. Bytes. None + an `unavailable` entry where this machine cannot measure it."""
+
+    rss_before_bytes: int | None
+    rss_after_bytes: int | None
+    rss_peak_bytes: int | None  # high-water mark since the step began (VmHWM reset through clear_refs)
+    cuda_allocated_before_bytes: int | None = None
+    cuda_allocated_after_bytes: int | None = None
+    cuda_allocated_peak_bytes: int | None = None
+    cuda_reserved_after_bytes: int | None = None
+    cuda_reserved_peak_bytes: int | None = None
+    nvml_process_used_bytes: int | None = None
+    nvml_device_used_bytes: int | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rss_delta_bytes(self) -> int | None:
+        if self.rss_before_bytes is None or self.rss_after_bytes is None:
+            return None
+        return self.rss_after_bytes - self.rss_before_bytes
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """The model's output after a state change, against an eager reference on a freshly loaded model."""
+
+    reference_state: str  # e.g. "default=b16 active=[default] enabled"
+    kind: str  # "logits" | "tokens"
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    atol: float
+    rtol: float
+    matches: bool
+    tokens_equal: bool | None = None
+    mismatched_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class AdapterEffect:
+    """How far an adapter moves the output from the base model's (reference vs base, eager)."""
+
+    adapter: str
+    max_abs_effect: float
+    threshold: float
+    measurable: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One expectation of one step, decided."""
+
+    expectation: str
+    expected: str
+    actual: str
+    held: bool
+    status: str  # pass | fail | xfail | xpass
+    message: str = ""
+    known_failure: str | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    op: str
+    args: dict[str, Any]
+    status: str  # pass | fail | xfail | xpass | error | not_run
+    strict: bool  # ran under error_on_recompile=True
+    op_time_ms: float | None  # the API call itself (the swap, the toggle, the compile wrap)
+    first_call_ms: float | None  # the first model call after the op: carries any compile or recompile
+    timing: TimingStats | None  # warm repeated calls (forward/generate steps)
+    compile: CompileStats | None
+    memory: MemoryStats | None
+    output: OutputCheck | None
+    effects: tuple[AdapterEffect, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+    error: str | None = None  # exception raised by the op, "Type: message"
+    notes: tuple[str, ...] = ()  # things the harness did that change what was measured (e.g. a warm-up call)
+    # Bytes of adapter weights this step moved (loads and swaps), and the plain tensor-copy floor for them.
+    adapter_bytes: int | None = None
+    copy_floor_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Static memory of the loaded model."""
+
+    param_bytes: int
+    buffer_bytes: int
+    memory_footprint_bytes: int  # model.get_memory_footprint()
+    quant_state_bytes: int  # bitsandbytes quantisation state that get_memory_footprint leaves out
+    adapter_bytes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    scenario: str
+    scenario_file: str
+    params: dict[str, str]
+    verdict: str
+    reason: str  # one line: why it is not a pass (empty for pass)
+    steps: tuple[StepRecord, ...] = ()
+    phases_s: dict[str, float] = field(default_factory=dict)  # where the case's wall time went
+    footprint: Footprint | None = None
+    device: str = "cpu"
+    total_recompiles: int | None = None
+    total_graph_breaks: int | None = None
+    scenario_outcomes: tuple[Outcome, ...] = ()
+    worker: dict[str, Any] = field(default_factory=dict)  # pid, exit code, signal, cpu seconds, stderr tail
+    timing_policy: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    wall_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    python: str
+    platform: str
+    cpu: str
+    cpu_count: int
+    device: str
+    gpu: str | None
+    libraries: dict[str, str | None]
+    suite_version: str
+    git_commit: str | None
+    hostname: str
+
+
+@dataclass(frozen=True)
+class Results:
+    schema_version: int
+    suite_version: str
+    created_at: str
+    environment: Environment
+    scenario_set: tuple[str, ...]  # scenario names the run selected (for merge and compare)
+    cases: tuple[CaseResult, ...]
+    command: tuple[str, ...] = ()
+    shard: str | None = None
+    parent_cpu_s: float | None = None  # the parent's own CPU time while cases ran
+    interrupted: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON round trip
+
+
+def to_dict(record: Any) -> Any:
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return {f.name: to_dict(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if isinstance(record, (list, tuple)):
+        return [to_dict(x) for x in record]
+    if isinstance(record, dict):
+        return {str(k): to_dict(v) for k, v in record.items()}
+    return record
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Build `cls` from JSON data, converting nested records and tuples by the type hints."""
+    return _convert(cls, data)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(args[0], value) if len(args) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"{tp.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
+        return tp(**{k: _convert(hints[k], v) for k, v in value.items()})
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_convert(inner, v) for v in value)
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        return {k: _convert(vt, v) for k, v in value.items()}
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value

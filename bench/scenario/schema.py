@@ -1,0 +1,220 @@
+"""What a validated scenario is. Frozen dataclasses only; the loader is the one place that builds them."""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
+BACKENDS = ("none", "eager", "aot_eager", "inductor")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+HOTSWAP_PATHS = ("transformers", "peft")
+WORKLOAD_KINDS = ("forward", "generate")
+MATRIX_AXES = ("precision", "compile", "hotswap_path")
+
+# Ops that change which adapter weights produce the output: each is followed by a check against a reference.
+STATE_OPS = frozenset(
+    {"add_adapter", "load_adapter", "set_adapter", "enable_adapters", "disable_adapters", "delete_adapter"}
+)
+MEASURE_OPS = frozenset({"forward", "generate"})
+SETUP_OPS = frozenset({"enable_hotswap", "compile"})
+OPS = STATE_OPS | MEASURE_OPS | SETUP_OPS
+
+# Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
+# declare `raises`; "adapter_effect" is implicit on every step that loads or adds adapter weights from a file.
+EXPECTATIONS = ("recompiles", "graph_breaks", "matches_reference", "raises", "succeeds", "adapter_effect")
+
+_COMPARATORS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_COMPARISON_RE = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A count expectation such as `== 0` or `>= 1`."""
+
+    op: str
+    value: int
+
+    @classmethod
+    def parse(cls, text: str | int) -> Comparison:
+        if isinstance(text, bool):
+            raise ValueError("expected a comparison such as '== 0' or '>= 1', got a boolean")
+        if isinstance(text, int):
+            return cls("==", text)
+        m = _COMPARISON_RE.match(text)
+        if not m:
+            raise ValueError(f"expected a comparison such as '== 0' or '>= 1', got {text!r}")
+        return cls(m.group(1), int(m.group(2)))
+
+    def holds(self, actual: int) -> bool:
+        return _COMPARATORS[self.op](actual, self.value)
+
+    @property
+    def allows_zero_only(self) -> bool:
+        """True when only 0 satisfies it: such a step runs under error_on_recompile=True."""
+        return self.holds(0) and not self.holds(1)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class CompileSetting:
+    """One value of the `compile` axis. backend 'none' means the model is never compiled."""
+
+    backend: str = "none"
+    mode: str | None = None
+    fullgraph: bool = False
+    dynamic: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+    @property
+    def label(self) -> str:
+        parts = [self.backend]
+        if self.mode and self.mode != "default":
+            parts.append(self.mode)
+        if self.fullgraph:
+            parts.append("fullgraph")
+        if self.dynamic is True:
+            parts.append("dynamic")
+        elif self.dynamic is False:
+            parts.append("static")
+        return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The fixed inputs every measurement and every correctness check uses."""
+
+    kind: str = "forward"
+    batch_size: int = 2
+    seq_len: int = 16
+    new_tokens: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How a measured call is repeated: warm-up calls, then rounds until both minimums are reached."""
+
+    warmup: int = 3
+    min_rounds: int = 20
+    min_time_s: float = 0.1
+    max_rounds: int = 10_000
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A named adapter: a saved PEFT adapter (path or Hub id) or a LoRA spec the suite builds and saves."""
+
+    key: str
+    path: str | None = None
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 0
+    rank_pattern: tuple[tuple[str, int], ...] = ()
+    alpha_pattern: tuple[tuple[str, float], ...] = ()
+    init_std: float = 0.05
+    lora_dropout: float = 0.0
+    modules_to_save: tuple[str, ...] = ()
+
+    @property
+    def generated(self) -> bool:
+        return self.path is None
+
+    @property
+    def max_rank(self) -> int:
+        return max([self.rank, *(r for _, r in self.rank_pattern)])
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """An expectation a released library is known to break, like pytest's strict xfail.
+
+    `when` restricts it to matrix values, e.g. (("hotswap_path", ("transformers",)),).
+    """
+
+    expectation: str
+    reason: str
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def applies(self, params: dict[str, str]) -> bool:
+        return all(params.get(axis) in values for axis, values in self.when)
+
+
+@dataclass(frozen=True)
+class Expectations:
+    recompiles: Comparison | None = None
+    graph_breaks: Comparison | None = None
+    matches_reference: bool | None = None
+    raises: str | None = None
+
+    @property
+    def strict(self) -> bool:
+        """Steps that allow no recompile run inside torch._dynamo.config.patch(error_on_recompile=True)."""
+        return self.recompiles is not None and self.recompiles.allows_zero_only
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based, as users count steps in their file
+    op: str
+    adapter: str | None = None  # key into Scenario.adapters
+    name: str | None = None  # adapter_name (the slot) in the model
+    names: tuple[str, ...] = ()  # set_adapter
+    hotswap: bool = False
+    target_rank: int | None = None
+    expect: Expectations = field(default_factory=Expectations)
+    known_failures: tuple[KnownFailure, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index} ({self.op})"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    precision: tuple[str, ...] = ("fp32",)
+    compile: tuple[CompileSetting, ...] = (CompileSetting("aot_eager"),)
+    hotswap_path: tuple[str, ...] = ("transformers",)
+
+
+@dataclass(frozen=True)
+class ScenarioExpectations:
+    total_recompiles: Comparison | None = None
+    total_graph_breaks: Comparison | None = None
+    known_failures: tuple[KnownFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source_file: str
+    model: str
+    matrix: Matrix
+    workload: Workload
+    timing: TimingPolicy
+    adapters: tuple[AdapterSpec, ...]
+    steps: tuple[Step, ...]
+    expect: ScenarioExpectations = field(default_factory=ScenarioExpectations)
+    description: str = ""
+    timeout_s: float = 600.0
+    tags: tuple[str, ...] = ()
+
+    def adapter(self, key: str) -> AdapterSpec:
+        for spec in self.adapters:
+            if spec.key == key:
+                return spec
+        raise KeyError(key)

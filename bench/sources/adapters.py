@@ -1,0 +1,75 @@
+"""Adapter sources: a saved PEFT adapter (folder or Hub id), or a LoRA spec the suite turns into one.
+
+A generated adapter is real: get_peft_model on the base, LoRA A and B drawn from a seeded generator (LoRA's
+default init zeroes B, which would leave the output unchanged and make every correctness check pass), then
+save_pretrained. Its cache key covers the spec, the base model's fingerprint and the library versions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.scenario.schema import AdapterSpec
+from bench.sources.cache import cached_folder
+from bench.sources.models import ResolvedModel
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    key: str
+    location: str  # folder or Hub id, what load_adapter receives
+    kind: str  # "generated" | "local" | "hub"
+    built_now: bool = False
+
+
+def lora_config(spec: AdapterSpec):
+    """The LoraConfig a spec describes (also what add_adapter receives)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        target_modules=list(spec.targets),
+        rank_pattern=dict(spec.rank_pattern),
+        alpha_pattern=dict(spec.alpha_pattern),
+        lora_dropout=spec.lora_dropout,
+        modules_to_save=list(spec.modules_to_save) or None,
+    )
+
+
+def resolve_adapter(spec: AdapterSpec, model: ResolvedModel, cache_root: Path) -> ResolvedAdapter:
+    if spec.path is not None:
+        path = Path(spec.path).expanduser()
+        if path.exists():
+            if not (path / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"adapter folder {path} has no adapter_config.json")
+            return ResolvedAdapter(spec.key, str(path.resolve()), "local")
+        if spec.path.startswith((".", "/", "~")):
+            raise FileNotFoundError(f"adapter path {spec.path} does not exist")
+        return ResolvedAdapter(spec.key, spec.path, "hub")
+    fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path")}
+    key_spec = {"adapter": fields, "base": model.fingerprint}
+    folder, built = cached_folder(cache_root, "adapters", spec.key, key_spec,
+                                  lambda tmp: _build(spec, model.location, tmp))
+    return ResolvedAdapter(spec.key, str(folder), "generated", built)
+
+
+def _build(spec: AdapterSpec, base_location: str, out: Path) -> None:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
+    peft_model = get_peft_model(base, lora_config(spec))
+    gen = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, param in sorted(peft_model.named_parameters()):
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
+            elif "modules_to_save" in name:
+                param.add_(torch.randn(param.shape, generator=gen) * spec.init_std)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    (out / "bench-adapter.json").write_text(json.dumps({"spec": asdict(spec), "base": base_location}, indent=2))

@@ -1,0 +1,1 @@
+"""The worker: runs one case in its own process and writes its CaseResult."""

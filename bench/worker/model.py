@@ -1,0 +1,52 @@
+"""Loading the model under test and the fixed inputs, the way a user does it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.precision import load_kwargs
+from bench.scenario.schema import Workload
+
+
+@dataclass(frozen=True)
+class Inputs:
+    input_ids: Any
+    attention_mask: Any
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+def load_model(location: str, precision: str, device: str, *, trust_remote_code: bool = False):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = load_kwargs(precision, device)
+    model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=trust_remote_code,
+                                                 use_safetensors=True, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    torch.set_grad_enabled(False)
+    return model
+
+
+def make_inputs(workload: Workload, vocab_size: int, device: str) -> Inputs:
+    """Token ids from a private seeded generator; ids 0-2 (pad, bos, eos) are avoided so greedy decoding
+    of a random prompt does not stop early."""
+    import torch
+
+    gen = torch.Generator().manual_seed(workload.seed)
+    ids = torch.randint(3, vocab_size, (workload.batch_size, workload.seq_len), generator=gen)
+    return Inputs(ids.to(device), torch.ones_like(ids).to(device))
+
+
+def vocab_size_of(model) -> int:
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+def generate_kwargs(workload: Workload, pad_token_id: int | None) -> dict[str, Any]:
+    return {"max_new_tokens": workload.new_tokens, "min_new_tokens": workload.new_tokens, "do_sample": False,
+            "pad_token_id": pad_token_id if pad_token_id is not None else 0}
