@@ -22,23 +22,43 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="peft-bench", description="Compile-aware benchmarking and verification of PEFT adapters.")
+    p = _Parser(
+        prog="peft-bench", description="Compile-aware benchmarking and verification of PEFT adapters."
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run scenarios, one isolated process per case")
     run.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS], help="scenario files or folders")
     run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
     run.add_argument("--shard", help="run only shard K of N (K/N), for CI job matrices")
-    run.add_argument("--timeout", type=float, help="per-case timeout in seconds (overrides scenario.timeout_s)")
+    run.add_argument(
+        "--timeout", type=float, help="per-case timeout in seconds (overrides scenario.timeout_s)"
+    )
     run.add_argument("--memory-limit-mb", type=int, help="address-space limit for each worker process")
     run.add_argument("--resume", type=Path, help="finish an interrupted run in this folder")
-    run.add_argument("--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)")
+    run.add_argument(
+        "--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)"
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
+
+    # Commands that work on results files live in their own modules: each has register(sub) and run(args).
+    for module in _command_modules():
+        module.register(sub)
     return p
+
+
+# Modules under bench.commands, one per subcommand; add a name here to add a command.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(f"bench.commands.{name}") for name in COMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +88,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if args.command == "run":
         return _run(args, argv)
+    for module in _command_modules():
+        if module.NAME == args.command:
+            return module.run(args)
     raise BenchInputError(f"unknown command {args.command!r}")
 
 
@@ -86,9 +109,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         out_dir = args.out or default_out_dir()
     if args.out and args.resume and args.out != args.resume:
         raise BenchInputError("--resume writes into the folder it resumes; drop --out")
-    opts = RunOptions(out_dir=out_dir, cache_root=args.cache or default_cache_root(), timeout_s=args.timeout,
-                      memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
-                      command=("peft-bench", *argv), shard=args.shard)
+    opts = RunOptions(
+        out_dir=out_dir,
+        cache_root=args.cache or default_cache_root(),
+        timeout_s=args.timeout,
+        memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
+        command=("peft-bench", *argv),
+        shard=args.shard,
+    )
 
     def progress(event, i, n, case, result, elapsed_s):
         if args.quiet:
@@ -100,8 +128,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
     if not args.quiet:
-        print(f"peft-bench: {len(cases)} case(s)" + (f", {kept} kept from {args.resume}" if kept else "")
-              + f" -> {out_dir}", flush=True)
+        print(
+            f"peft-bench: {len(cases)} case(s)"
+            + (f", {kept} kept from {args.resume}" if kept else "")
+            + f" -> {out_dir}",
+            flush=True,
+        )
     results = run_cases(cases, opts, previous=previous, progress=progress)
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")

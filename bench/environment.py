@@ -13,8 +13,17 @@ from pathlib import Path
 from bench import __version__
 from bench.records import Environment
 
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "pandas", "psutil",
-             "nvidia-ml-py")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "safetensors",
+    "pandas",
+    "psutil",
+    "nvidia-ml-py",
+)
 
 
 def _version(dist: str) -> str | None:
@@ -37,10 +46,19 @@ def cpu_name() -> str:
 def git_commit(repo: Path | None = None) -> str | None:
     repo = repo or Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -67,4 +85,9 @@ def collect() -> Environment:
 def same_machine(a: Environment, b: Environment) -> bool:
     """Timings are comparable only between runs on the same kind of machine with the same libraries."""
     return (a.cpu, a.cpu_count, a.device, a.gpu, a.libraries.get("torch")) == (
-        b.cpu, b.cpu_count, b.device, b.gpu, b.libraries.get("torch"))
+        b.cpu,
+        b.cpu_count,
+        b.device,
+        b.gpu,
+        b.libraries.get("torch"),
+    )

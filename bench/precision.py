@@ -21,12 +21,20 @@ class Tolerance:
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(1e-4, 1e-4, "fp32 differs from eager only by kernel order (compile fuses ops); ~1e-6 seen"),
+    "fp32": Tolerance(
+        1e-4, 1e-4, "fp32 differs from eager only by kernel order (compile fuses ops); ~1e-6 seen"
+    ),
     "bf16": Tolerance(5e-2, 2e-2, "bf16 has an 8-bit mantissa: one rounding step at |logit|~4 is 0.016"),
     "fp16": Tolerance(1e-2, 5e-3, "fp16 has a 10-bit mantissa; fused kernels reorder sums"),
-    "int8": Tolerance(5e-2, 2e-2, "int8 matmul rounds activations per row; compiled and eager outlier paths differ"),
-    "nf4": Tolerance(5e-2, 2e-2, "4-bit weights dequantised to the bf16 compute dtype; bf16 rounding dominates"),
-    "fp4": Tolerance(5e-2, 2e-2, "4-bit weights dequantised to the bf16 compute dtype; bf16 rounding dominates"),
+    "int8": Tolerance(
+        5e-2, 2e-2, "int8 matmul rounds activations per row; compiled and eager outlier paths differ"
+    ),
+    "nf4": Tolerance(
+        5e-2, 2e-2, "4-bit weights dequantised to the bf16 compute dtype; bf16 rounding dominates"
+    ),
+    "fp4": Tolerance(
+        5e-2, 2e-2, "4-bit weights dequantised to the bf16 compute dtype; bf16 rounding dominates"
+    ),
 }
 
 # An adapter must move the output by more than this many times the tolerance, or the scenario is testing
@@ -55,7 +63,14 @@ def load_kwargs(precision: str, device: str) -> dict[str, Any]:
     if precision == "int8":
         qc = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=precision,
-                                bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=False)
-    return {"quantization_config": qc, "device_map": "auto" if device == "cuda" else {"": device},
-            "dtype": torch.bfloat16}
+        qc = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=precision,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=False,
+        )
+    return {
+        "quantization_config": qc,
+        "device_map": "auto" if device == "cuda" else {"": device},
+        "dtype": torch.bfloat16,
+    }

@@ -42,9 +42,16 @@ class TimingStats:
         q = statistics.quantiles(s, n=10, method="inclusive") if n >= 2 else [s[0]] * 9
         quart = statistics.quantiles(s, n=4, method="inclusive") if n >= 2 else [s[0]] * 3
         return cls(
-            n=n, min_ms=s[0], median_ms=statistics.median(s), mean_ms=statistics.fmean(s), p90_ms=q[8],
-            max_ms=s[-1], stdev_ms=statistics.stdev(s) if n >= 2 else 0.0, iqr_ms=quart[2] - quart[0],
-            total_s=sum(s) / 1000.0, samples_ms=tuple(samples_ms),
+            n=n,
+            min_ms=s[0],
+            median_ms=statistics.median(s),
+            mean_ms=statistics.fmean(s),
+            p90_ms=q[8],
+            max_ms=s[-1],
+            stdev_ms=statistics.stdev(s) if n >= 2 else 0.0,
+            iqr_ms=quart[2] - quart[0],
+            total_s=sum(s) / 1000.0,
+            samples_ms=tuple(samples_ms),
         )
 
     @property

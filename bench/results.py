@@ -42,8 +42,11 @@ def load(path: str | Path) -> Results:
         raise BenchInputError("not a peft-bench results file (no schema_version / cases)", source=str(path))
     version = data["schema_version"]
     if not isinstance(version, int) or version > RESULTS_SCHEMA_VERSION:
-        raise BenchInputError(f"results schema version {version!r} is newer than this peft-bench understands "
-                              f"({RESULTS_SCHEMA_VERSION}); upgrade peft-bench", source=str(path))
+        raise BenchInputError(
+            f"results schema version {version!r} is newer than this peft-bench understands "
+            f"({RESULTS_SCHEMA_VERSION}); upgrade peft-bench",
+            source=str(path),
+        )
     try:
         return from_dict(Results, data)
     except (TypeError, ValueError, KeyError) as exc:
@@ -53,8 +56,20 @@ def load(path: str | Path) -> Results:
 # ---------------------------------------------------------------------------------------------------------
 # Flat rows: one per case, step and metric, with the case's parameters as columns.
 
-ROW_FIELDS = ("case_id", "scenario", "precision", "compile", "hotswap_path", "verdict", "step", "op",
-              "step_status", "metric", "value", "unit")
+ROW_FIELDS = (
+    "case_id",
+    "scenario",
+    "precision",
+    "compile",
+    "hotswap_path",
+    "verdict",
+    "step",
+    "op",
+    "step_status",
+    "metric",
+    "value",
+    "unit",
+)
 
 
 def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
@@ -77,8 +92,15 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
         yield "compile_time_s", c.compile_time_s, "s"
     if step.memory:
         m = step.memory
-        for name in ("rss_before_bytes", "rss_after_bytes", "rss_peak_bytes", "cuda_allocated_peak_bytes",
-                     "cuda_reserved_peak_bytes", "nvml_process_used_bytes", "nvml_device_used_bytes"):
+        for name in (
+            "rss_before_bytes",
+            "rss_after_bytes",
+            "rss_peak_bytes",
+            "cuda_allocated_peak_bytes",
+            "cuda_reserved_peak_bytes",
+            "nvml_process_used_bytes",
+            "nvml_device_used_bytes",
+        ):
             if getattr(m, name) is not None:
                 yield name, getattr(m, name), "bytes"
         if m.rss_delta_bytes is not None:
@@ -96,19 +118,44 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
 
 def rows(results: Results) -> Iterator[dict[str, Any]]:
     for case in results.cases:
-        base = {"case_id": case.case_id, "scenario": case.scenario, **{k: case.params.get(k) for k in
-                ("precision", "compile", "hotswap_path")}, "verdict": case.verdict}
+        base = {
+            "case_id": case.case_id,
+            "scenario": case.scenario,
+            **{k: case.params.get(k) for k in ("precision", "compile", "hotswap_path")},
+            "verdict": case.verdict,
+        }
         for step in case.steps:
             for metric, value, unit in _step_metrics(step):
                 if value is not None:
-                    yield {**base, "step": step.index, "op": step.op, "step_status": step.status,
-                           "metric": metric, "value": value, "unit": unit}
+                    yield {
+                        **base,
+                        "step": step.index,
+                        "op": step.op,
+                        "step_status": step.status,
+                        "metric": metric,
+                        "value": value,
+                        "unit": unit,
+                    }
         if case.total_recompiles is not None:
-            yield {**base, "step": None, "op": None, "step_status": None, "metric": "total_recompiles",
-                   "value": case.total_recompiles, "unit": "count"}
+            yield {
+                **base,
+                "step": None,
+                "op": None,
+                "step_status": None,
+                "metric": "total_recompiles",
+                "value": case.total_recompiles,
+                "unit": "count",
+            }
         for phase, seconds in case.phases_s.items():
-            yield {**base, "step": None, "op": None, "step_status": None, "metric": f"phase_{phase}",
-                   "value": seconds, "unit": "s"}
+            yield {
+                **base,
+                "step": None,
+                "op": None,
+                "step_status": None,
+                "metric": f"phase_{phase}",
+                "value": seconds,
+                "unit": "s",
+            }
 
 
 def to_csv(results: Results) -> str:

@@ -76,10 +76,18 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
     cases_dir = opts.out_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     stem = case.file_stem
-    case_file, result_file, log_file = (cases_dir / f"{stem}.case.json", cases_dir / f"{stem}.json",
-                                        cases_dir / f"{stem}.log")
-    spec = {"case_id": case.id, "scenario": case.scenario.name, "scenario_file": case.scenario.source_file,
-            "params": case.params, "cache_root": str(opts.cache_root)}
+    case_file, result_file, log_file = (
+        cases_dir / f"{stem}.case.json",
+        cases_dir / f"{stem}.json",
+        cases_dir / f"{stem}.log",
+    )
+    spec = {
+        "case_id": case.id,
+        "scenario": case.scenario.name,
+        "scenario_file": case.scenario.source_file,
+        "params": case.params,
+        "cache_root": str(opts.cache_root),
+    }
     write_json(case_file, spec)
     if result_file.exists():
         result_file.unlink()
@@ -87,9 +95,15 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(log_file, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.worker", str(case_file), str(result_file)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env(),
-                                start_new_session=True, preexec_fn=_limit(opts.memory_limit_bytes))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", str(case_file), str(result_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_child_env(),
+            start_new_session=True,
+            preexec_fn=_limit(opts.memory_limit_bytes),
+        )
         timed_out = False
         try:
             returncode = proc.wait(timeout=timeout)
@@ -103,9 +117,14 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
             raise
     wall_s = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    worker = {"pid": proc.pid, "returncode": returncode, "timeout_s": timeout, "wall_s": wall_s,
-              "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-              "log": str(log_file)}
+    worker = {
+        "pid": proc.pid,
+        "returncode": returncode,
+        "timeout_s": timeout,
+        "wall_s": wall_s,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "log": str(log_file),
+    }
     tail = _tail(log_file)
     if timed_out:
         return _error(case, f"timed out after {timeout:g} s (worker killed)", worker, tail, wall_s)
@@ -148,18 +167,36 @@ def _tail(path: Path) -> list[str]:
 
 
 def _error(case: Case, reason: str, worker: dict, tail: list[str], wall_s: float) -> CaseResult:
-    return CaseResult(case_id=case.id, scenario=case.scenario.name, scenario_file=case.scenario.source_file,
-                      params=case.params, verdict="error", reason=reason, worker={**worker, "log_tail": tail},
-                      wall_s=wall_s)
+    return CaseResult(
+        case_id=case.id,
+        scenario=case.scenario.name,
+        scenario_file=case.scenario.source_file,
+        params=case.params,
+        verdict="error",
+        reason=reason,
+        worker={**worker, "log_tail": tail},
+        wall_s=wall_s,
+    )
 
 
 def not_run(case: Case, reason: str) -> CaseResult:
-    return CaseResult(case_id=case.id, scenario=case.scenario.name, scenario_file=case.scenario.source_file,
-                      params=case.params, verdict="not_run", reason=reason)
+    return CaseResult(
+        case_id=case.id,
+        scenario=case.scenario.name,
+        scenario_file=case.scenario.source_file,
+        params=case.params,
+        verdict="not_run",
+        reason=reason,
+    )
 
 
-def run_cases(cases: list[Case], opts: RunOptions, *, previous: dict[str, CaseResult] | None = None,
-              progress: Callable[[str, int, int, Case, CaseResult | None, float], None] | None = None) -> Results:
+def run_cases(
+    cases: list[Case],
+    opts: RunOptions,
+    *,
+    previous: dict[str, CaseResult] | None = None,
+    progress: Callable[[str, int, int, Case, CaseResult | None, float], None] | None = None,
+) -> Results:
     """Run every case; `previous` holds finished results to keep (for --resume)."""
     previous = previous or {}
     opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,11 +210,22 @@ def run_cases(cases: list[Case], opts: RunOptions, *, previous: dict[str, CaseRe
     def snapshot(interrupted: bool) -> Results:
         now = resource.getrusage(resource.RUSAGE_SELF)
         parent_cpu = (now.ru_utime - self_before.ru_utime) + (now.ru_stime - self_before.ru_stime)
-        ordered = tuple(done.get(c.id) or not_run(c, "interrupted before this case ran" if interrupted else "pending")
-                        for c in cases)
-        return Results(schema_version=RESULTS_SCHEMA_VERSION, suite_version=__version__, created_at=created,
-                       environment=env, scenario_set=scenario_set, cases=ordered, command=opts.command,
-                       shard=opts.shard, parent_cpu_s=parent_cpu, interrupted=interrupted)
+        ordered = tuple(
+            done.get(c.id) or not_run(c, "interrupted before this case ran" if interrupted else "pending")
+            for c in cases
+        )
+        return Results(
+            schema_version=RESULTS_SCHEMA_VERSION,
+            suite_version=__version__,
+            created_at=created,
+            environment=env,
+            scenario_set=scenario_set,
+            cases=ordered,
+            command=opts.command,
+            shard=opts.shard,
+            parent_cpu_s=parent_cpu,
+            interrupted=interrupted,
+        )
 
     def on_term(signum, frame):
         raise Interrupted(signal.Signals(signum).name)

@@ -40,9 +40,12 @@ def summary_markdown(results: Results) -> str:
         "# peft-bench summary",
         "",
         f"{counts_line(results)}. Created {results.created_at}"
-        + (" (interrupted: the run did not finish)" if results.interrupted else "") + ".",
+        + (" (interrupted: the run did not finish)" if results.interrupted else "")
+        + ".",
         "",
-        f"Environment: {env.device}" + (f" ({env.gpu})" if env.gpu else "") + f", {env.cpu} x{env.cpu_count}, "
+        f"Environment: {env.device}"
+        + (f" ({env.gpu})" if env.gpu else "")
+        + f", {env.cpu} x{env.cpu_count}, "
         f"Python {env.python}; {libs}; peft-bench {env.suite_version} at {env.git_commit or 'unknown commit'}.",
         "",
         "| case | verdict | recompiles | wall s | reason |",
@@ -50,24 +53,34 @@ def summary_markdown(results: Results) -> str:
     ]
     for c in results.cases:
         reason = c.reason.replace("|", "\\|")
-        out.append(f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
-                   f"{'-' if c.wall_s is None else f'{c.wall_s:.1f}'} | {reason} |")
+        out.append(
+            f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
+            f"{'-' if c.wall_s is None else f'{c.wall_s:.1f}'} | {reason} |"
+        )
     out.append("")
     out.append("## Steps")
     for c in results.cases:
         if not c.steps:
             continue
-        out += ["", f"### `{c.case_id}`: {c.verdict}", "",
-                "| # | op | status | op ms | first call ms | median ms (n) | recompiles | max abs diff |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"### `{c.case_id}`: {c.verdict}",
+            "",
+            "| # | op | status | op ms | first call ms | median ms (n) | recompiles | max abs diff |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s in c.steps:
             med = f"{s.timing.median_ms:.3g} ({s.timing.n})" if s.timing else "-"
             rec = "-" if s.compile is None else str(s.compile.recompiles)
             diff = "-" if not s.output or s.output.max_abs_diff is None else f"{s.output.max_abs_diff:.2g}"
             if s.output and s.output.kind == "tokens":
-                diff = "tokens equal" if s.output.tokens_equal else f"{s.output.mismatched_tokens} tokens differ"
-            out.append(f"| {s.index} | {s.op} | {s.status} | {_fmt_ms(s.op_time_ms)} | {_fmt_ms(s.first_call_ms)} | "
-                       f"{med} | {rec} | {diff} |")
+                diff = (
+                    "tokens equal" if s.output.tokens_equal else f"{s.output.mismatched_tokens} tokens differ"
+                )
+            out.append(
+                f"| {s.index} | {s.op} | {s.status} | {_fmt_ms(s.op_time_ms)} | {_fmt_ms(s.first_call_ms)} | "
+                f"{med} | {rec} | {diff} |"
+            )
     return "\n".join(out) + "\n"
 
 

@@ -14,19 +14,29 @@ from bench.scenario.schema import KnownFailure
 _SEVERITY = {"pass": 0, "skip": 0, "xfail": 1, "not_run": 1, "xpass": 2, "fail": 3, "error": 4}
 
 
-def outcome(expectation: str, expected: str, actual: str, held: bool, message: str,
-            known: KnownFailure | None) -> Outcome:
+def outcome(
+    expectation: str, expected: str, actual: str, held: bool, message: str, known: KnownFailure | None
+) -> Outcome:
     if known is None:
         status = "pass" if held else "fail"
     else:
         status = "xpass" if held else "xfail"
     if status == "xpass":
         message = f"expected to fail ({known.reason}) but held: remove the known_failure marker"
-    return Outcome(expectation=expectation, expected=expected, actual=actual, held=held, status=status,
-                   message=message if status != "pass" else "", known_failure=known.reason if known else None)
+    return Outcome(
+        expectation=expectation,
+        expected=expected,
+        actual=actual,
+        held=held,
+        status=status,
+        message=message if status != "pass" else "",
+        known_failure=known.reason if known else None,
+    )
 
 
-def find_known(known_failures: Iterable[KnownFailure], expectation: str, params: dict[str, str]) -> KnownFailure | None:
+def find_known(
+    known_failures: Iterable[KnownFailure], expectation: str, params: dict[str, str]
+) -> KnownFailure | None:
     return next((k for k in known_failures if k.expectation == expectation and k.applies(params)), None)
 
 

@@ -38,8 +38,9 @@ class Clock:
         return (time.perf_counter() - t0) * 1000.0, result
 
 
-def repeat(clock: Clock, fn: Callable[[], Any], *, warmup: int, min_rounds: int, min_time_s: float,
-           max_rounds: int) -> TimingStats:
+def repeat(
+    clock: Clock, fn: Callable[[], Any], *, warmup: int, min_rounds: int, min_time_s: float, max_rounds: int
+) -> TimingStats:
     """Warm-up calls (not recorded), then timed rounds until both min_rounds and min_time_s are reached.
 
     Nothing else runs inside the loop: no probe sampling, no allocation of result lists beyond one float."""

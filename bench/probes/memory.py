@@ -68,7 +68,9 @@ def nvml_readings(device_index: int = 0) -> tuple[int | None, int | None, str | 
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == pid and proc.usedGpuMemory is not None:
                 process_used = int(proc.usedGpuMemory)
-        reason = None if process_used is not None else "NVML does not report this process (containers hide PIDs)"
+        reason = (
+            None if process_used is not None else "NVML does not report this process (containers hide PIDs)"
+        )
         return process_used, device_used, reason
     finally:
         pynvml.nvmlShutdown()
@@ -113,8 +115,13 @@ def measure_memory(device: str) -> Iterator[_MemoryWindow]:
             }
             nv_proc, nv_dev, nv_reason = nvml_readings(torch.cuda.current_device())
         else:
-            for name in ("cuda_allocated_before_bytes", "cuda_allocated_after_bytes", "cuda_allocated_peak_bytes",
-                         "cuda_reserved_after_bytes", "cuda_reserved_peak_bytes"):
+            for name in (
+                "cuda_allocated_before_bytes",
+                "cuda_allocated_after_bytes",
+                "cuda_allocated_peak_bytes",
+                "cuda_reserved_after_bytes",
+                "cuda_reserved_peak_bytes",
+            ):
                 unavailable[name] = cuda_reason
             nv_proc = nv_dev = None
             nv_reason = cuda_reason

@@ -50,7 +50,9 @@ class _Table:
 
     def __init__(self, data: Any, where: str, source: str):
         if not isinstance(data, dict):
-            raise ScenarioError(f"expected a table, got {_type_name(data)}", source=source, field=where or None)
+            raise ScenarioError(
+                f"expected a table, got {_type_name(data)}", source=source, field=where or None
+            )
         self.data = data
         self.where = where
         self.source = source
@@ -60,7 +62,9 @@ class _Table:
         return f"{self.where}.{key}" if self.where else key
 
     def error(self, key: str | None, message: str) -> ScenarioError:
-        return ScenarioError(message, source=self.source, field=self.path(key) if key else (self.where or None))
+        return ScenarioError(
+            message, source=self.source, field=self.path(key) if key else (self.where or None)
+        )
 
     def get(self, key: str, types: type | tuple[type, ...], default: Any = _MISSING) -> Any:
         self.used.add(key)
@@ -88,7 +92,9 @@ class _Table:
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
         value = self.get(key, str, default)
         if value is not None and value not in choices:
-            raise self.error(key, f"unknown value {value!r}{_did_you_mean(value, choices)}; allowed: {', '.join(choices)}")
+            raise self.error(
+                key, f"unknown value {value!r}{_did_you_mean(value, choices)}; allowed: {', '.join(choices)}"
+            )
         return value
 
     def str_list(self, key: str, default: Any = _MISSING) -> tuple[str, ...]:
@@ -114,13 +120,28 @@ class _Table:
 
 
 def _names(types: tuple[type, ...]) -> str:
-    return " or ".join({bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-                        list: "a list", dict: "a table"}.get(t, t.__name__) for t in types)
+    return " or ".join(
+        {
+            bool: "a boolean",
+            int: "an integer",
+            float: "a number",
+            str: "a string",
+            list: "a list",
+            dict: "a table",
+        }.get(t, t.__name__)
+        for t in types
+    )
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
@@ -130,7 +151,10 @@ def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
 
 def _name(table: _Table, key: str, value: str) -> str:
     if not _NAME_RE.match(value):
-        raise table.error(key, f"invalid name {value!r}: use letters, digits, '_', '.', '-' (at most 64, not starting with '.')")
+        raise table.error(
+            key,
+            f"invalid name {value!r}: use letters, digits, '_', '.', '-' (at most 64, not starting with '.')",
+        )
     return value
 
 
@@ -153,7 +177,9 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"not UTF-8 text (byte {exc.start}): scenario files are UTF-8 TOML", source=source) from None
+        raise ScenarioError(
+            f"not UTF-8 text (byte {exc.start}): scenario files are UTF-8 TOML", source=source
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -188,9 +214,18 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     top.finish()
 
     scenario = Scenario(
-        name=name, source_file=source, model=model, matrix=matrix, workload=workload, timing=timing,
-        adapters=tuple(adapters.values()), steps=steps, expect=expect, description=description,
-        timeout_s=timeout_s, tags=tags,
+        name=name,
+        source_file=source,
+        model=model,
+        matrix=matrix,
+        workload=workload,
+        timing=timing,
+        adapters=tuple(adapters.values()),
+        steps=steps,
+        expect=expect,
+        description=description,
+        timeout_s=timeout_s,
+        tags=tags,
     )
     _check_order(scenario)
     return scenario
@@ -200,7 +235,10 @@ def _matrix(t: _Table, default_path: str | None) -> Matrix:
     precision = t.str_list("precision", ("fp32",))
     for i, p in enumerate(precision):
         if p not in PRECISIONS:
-            raise t.error(f"precision[{i}]", f"unknown precision {p!r}{_did_you_mean(p, PRECISIONS)}; allowed: {', '.join(PRECISIONS)}")
+            raise t.error(
+                f"precision[{i}]",
+                f"unknown precision {p!r}{_did_you_mean(p, PRECISIONS)}; allowed: {', '.join(PRECISIONS)}",
+            )
     raw_compile = t.get("compile", (list, str, dict), ["aot_eager"])
     if not isinstance(raw_compile, list):
         raw_compile = [raw_compile]
@@ -210,7 +248,10 @@ def _matrix(t: _Table, default_path: str | None) -> Matrix:
         raise t.error("hotswap_path", "set either scenario.hotswap_path or matrix.hotswap_path, not both")
     for i, p in enumerate(paths):
         if p not in HOTSWAP_PATHS:
-            raise t.error(f"hotswap_path[{i}]", f"unknown hotswap path {p!r}{_did_you_mean(p, HOTSWAP_PATHS)}; allowed: {', '.join(HOTSWAP_PATHS)}")
+            raise t.error(
+                f"hotswap_path[{i}]",
+                f"unknown hotswap path {p!r}{_did_you_mean(p, HOTSWAP_PATHS)}; allowed: {', '.join(HOTSWAP_PATHS)}",
+            )
     t.finish()
     for axis, values in (("precision", precision), ("compile", compile_settings), ("hotswap_path", paths)):
         if not values:
@@ -226,7 +267,10 @@ def _compile_setting(t: _Table, i: int, value: Any) -> CompileSetting:
     where = f"compile[{i}]"
     if isinstance(value, str):
         if value not in BACKENDS:
-            raise t.error(where, f"unknown backend {value!r}{_did_you_mean(value, BACKENDS)}; allowed: {', '.join(BACKENDS)}")
+            raise t.error(
+                where,
+                f"unknown backend {value!r}{_did_you_mean(value, BACKENDS)}; allowed: {', '.join(BACKENDS)}",
+            )
         return CompileSetting(backend=value)
     sub = _Table(value, t.path(where), t.source)
     backend = sub.choice("backend", BACKENDS)
@@ -286,8 +330,13 @@ def _adapters(t: _Table) -> dict[str, AdapterSpec]:
             if not 1 <= r <= MAX_RANK:
                 raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {r}")
         spec = AdapterSpec(
-            key=key, rank=rank, alpha=alpha, targets=targets, seed=a.int_in("seed", 0, 0, 2**31 - 1),
-            rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+            key=key,
+            rank=rank,
+            alpha=alpha,
+            targets=targets,
+            seed=a.int_in("seed", 0, 0, 2**31 - 1),
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
             init_std=a.get("init_std", float, 0.05),
             lora_dropout=a.get("lora_dropout", float, 0.0),
             modules_to_save=a.str_list("modules_to_save", ()),
@@ -326,23 +375,33 @@ _COMMON_STEP_FIELDS = {"op", "expect", "known_failure", "known_failures", "note"
 
 
 def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
+    t.where = f"step {index}"
     op = t.get("op", str)
     if op not in OPS:
-        raise t.error("op", f"unknown op {op!r}{_did_you_mean(op, tuple(sorted(OPS)))}; allowed: {', '.join(sorted(OPS))}")
+        raise t.error(
+            "op",
+            f"unknown op {op!r}{_did_you_mean(op, tuple(sorted(OPS)))}; allowed: {', '.join(sorted(OPS))}",
+        )
     label = f"step {index} ({op})"
     t.where = label
     allowed = _STEP_FIELDS[op] | _COMMON_STEP_FIELDS
     for key in t.data:
         if key not in allowed:
-            raise t.error(key, f"unknown key for op {op!r}{_did_you_mean(key, tuple(sorted(allowed)))}; allowed: {', '.join(sorted(allowed))}")
+            raise t.error(
+                key,
+                f"unknown key for op {op!r}{_did_you_mean(key, tuple(sorted(allowed)))}; allowed: {', '.join(sorted(allowed))}",
+            )
     adapter = t.get("adapter", str, None) if "adapter" in _STEP_FIELDS[op] else None
     if "adapter" in _STEP_FIELDS[op]:
         if adapter is None:
             raise t.error("adapter", "required field is missing: which adapter (a key of [adapters])")
         if adapter not in adapters:
             known = tuple(adapters)
-            raise t.error("adapter", f"adapter {adapter!r} is not defined in [adapters]{_did_you_mean(adapter, known)}"
-                          + (f"; defined: {', '.join(known)}" if known else "; none are defined"))
+            raise t.error(
+                "adapter",
+                f"adapter {adapter!r} is not defined in [adapters]{_did_you_mean(adapter, known)}"
+                + (f"; defined: {', '.join(known)}" if known else "; none are defined"),
+            )
     name = t.get("name", str, None)
     if name is not None:
         _name(t, "name", name)
@@ -367,8 +426,17 @@ def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
     for i, item in enumerate(t.get("known_failures", list, [])):
         kf.append(_known_failure(_Table(item, t.path(f"known_failures[{i}]"), t.source)))
     t.finish()
-    return Step(index=index, op=op, adapter=adapter, name=name, names=names, hotswap=hotswap,
-                target_rank=target_rank, expect=expect, known_failures=tuple(kf))
+    return Step(
+        index=index,
+        op=op,
+        adapter=adapter,
+        name=name,
+        names=names,
+        hotswap=hotswap,
+        target_rank=target_rank,
+        expect=expect,
+        known_failures=tuple(kf),
+    )
 
 
 def _expectations(t: _Table) -> Expectations:
@@ -402,7 +470,10 @@ def _known_failure(t: _Table) -> KnownFailure:
     when = []
     for axis in when_t.data:
         if axis not in MATRIX_AXES:
-            raise when_t.error(axis, f"unknown matrix axis{_did_you_mean(axis, MATRIX_AXES)}; allowed: {', '.join(MATRIX_AXES)}")
+            raise when_t.error(
+                axis,
+                f"unknown matrix axis{_did_you_mean(axis, MATRIX_AXES)}; allowed: {', '.join(MATRIX_AXES)}",
+            )
         when.append((axis, when_t.str_list(axis)))
     when_t.finish()
     t.finish()
@@ -421,13 +492,20 @@ def _scenario_expect(t: _Table) -> ScenarioExpectations:
 
     total_recompiles = comparison("total_recompiles")
     total_graph_breaks = comparison("total_graph_breaks")
-    kf = tuple(_known_failure(_Table(item, t.path(f"known_failures[{i}]"), t.source))
-               for i, item in enumerate(t.get("known_failures", list, [])))
+    kf = tuple(
+        _known_failure(_Table(item, t.path(f"known_failures[{i}]"), t.source))
+        for i, item in enumerate(t.get("known_failures", list, []))
+    )
     for k in kf:
         if k.expectation not in ("recompiles", "graph_breaks"):
-            raise t.error("known_failures", "scenario-level known failures apply to 'recompiles' or 'graph_breaks' (the totals)")
+            raise t.error(
+                "known_failures",
+                "scenario-level known failures apply to 'recompiles' or 'graph_breaks' (the totals)",
+            )
     t.finish()
-    return ScenarioExpectations(total_recompiles=total_recompiles, total_graph_breaks=total_graph_breaks, known_failures=kf)
+    return ScenarioExpectations(
+        total_recompiles=total_recompiles, total_graph_breaks=total_graph_breaks, known_failures=kf
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -453,8 +531,11 @@ def _check_order(s: Scenario) -> None:
             if hotswap_enabled:
                 raise fail(step, "hotswap is already enabled")
             if any_loaded and not expects_error:
-                raise fail(step, "enable_hotswap must come before the first adapter is loaded "
-                                 "(transformers raises RuntimeError after it); set expect.raises to test that")
+                raise fail(
+                    step,
+                    "enable_hotswap must come before the first adapter is loaded "
+                    "(transformers raises RuntimeError after it); set expect.raises to test that",
+                )
             if compiled and not expects_error:
                 raise fail(step, "enable_hotswap must come before compile")
             hotswap_enabled = not expects_error
@@ -463,28 +544,42 @@ def _check_order(s: Scenario) -> None:
                 if step.op == "add_adapter":
                     raise fail(step, "hotswap applies to load_adapter only")
                 if step.name not in slots and not expects_error:
-                    raise fail(step, f"hotswap into {step.name!r}, but no adapter of that name is loaded at this point "
-                                     f"(loaded: {', '.join(sorted(slots)) or 'none'})")
+                    raise fail(
+                        step,
+                        f"hotswap into {step.name!r}, but no adapter of that name is loaded at this point "
+                        f"(loaded: {', '.join(sorted(slots)) or 'none'})",
+                    )
                 if s.adapter(step.adapter).modules_to_save:
-                    raise fail(step, "hotswap of an adapter with modules_to_save is not supported by either path")
+                    raise fail(
+                        step, "hotswap of an adapter with modules_to_save is not supported by either path"
+                    )
             elif step.name in slots and not expects_error:
-                raise fail(step, f"an adapter named {step.name!r} is already loaded; use hotswap = true, another "
-                                 "name, or expect.raises = 'ValueError'")
+                raise fail(
+                    step,
+                    f"an adapter named {step.name!r} is already loaded; use hotswap = true, another "
+                    "name, or expect.raises = 'ValueError'",
+                )
             if not expects_error:
                 slots.add(step.name)
                 any_loaded = True
         elif step.op == "set_adapter":
             missing = [n for n in step.names if n not in slots]
             if missing and not expects_error:
-                raise fail(step, f"set_adapter names {', '.join(missing)}, not loaded at this point "
-                                 f"(loaded: {', '.join(sorted(slots)) or 'none'})")
+                raise fail(
+                    step,
+                    f"set_adapter names {', '.join(missing)}, not loaded at this point "
+                    f"(loaded: {', '.join(sorted(slots)) or 'none'})",
+                )
         elif step.op in ("enable_adapters", "disable_adapters"):
             if not slots and not expects_error:
                 raise fail(step, f"{step.op} needs a loaded adapter")
         elif step.op == "delete_adapter":
             if step.name not in slots and not expects_error:
-                raise fail(step, f"delete_adapter {step.name!r}, not loaded at this point "
-                                 f"(loaded: {', '.join(sorted(slots)) or 'none'})")
+                raise fail(
+                    step,
+                    f"delete_adapter {step.name!r}, not loaded at this point "
+                    f"(loaded: {', '.join(sorted(slots)) or 'none'})",
+                )
             if not expects_error:
                 slots.discard(step.name)
         if step.expect.recompiles is not None and not any(c.enabled for c in s.matrix.compile):
@@ -507,7 +602,10 @@ def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> No
             if v not in axis_values[axis]:
                 raise ScenarioError(
                     f"known_failure.when.{axis} names {v!r}, not a value of the matrix "
-                    f"({', '.join(axis_values[axis])})", source=s.source_file, field=where)
+                    f"({', '.join(axis_values[axis])})",
+                    source=s.source_file,
+                    field=where,
+                )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -536,7 +634,10 @@ def load_scenarios(paths: list[str | Path]) -> list[Scenario]:
     seen: dict[str, str] = {}
     for s in scenarios:
         if s.name in seen:
-            raise ScenarioError(f"duplicate scenario name {s.name!r} (also in {seen[s.name]})",
-                                source=s.source_file, field="scenario.name")
+            raise ScenarioError(
+                f"duplicate scenario name {s.name!r} (also in {seen[s.name]})",
+                source=s.source_file,
+                field="scenario.name",
+            )
         seen[s.name] = s.source_file
     return scenarios

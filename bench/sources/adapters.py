@@ -52,8 +52,9 @@ def resolve_adapter(spec: AdapterSpec, model: ResolvedModel, cache_root: Path) -
         return ResolvedAdapter(spec.key, spec.path, "hub")
     fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path")}
     key_spec = {"adapter": fields, "base": model.fingerprint}
-    folder, built = cached_folder(cache_root, "adapters", spec.key, key_spec,
-                                  lambda tmp: _build(spec, model.location, tmp))
+    folder, built = cached_folder(
+        cache_root, "adapters", spec.key, key_spec, lambda tmp: _build(spec, model.location, tmp)
+    )
     return ResolvedAdapter(spec.key, str(folder), "generated", built)
 
 
@@ -72,4 +73,6 @@ def _build(spec: AdapterSpec, base_location: str, out: Path) -> None:
             elif "modules_to_save" in name:
                 param.add_(torch.randn(param.shape, generator=gen) * spec.init_std)
     peft_model.save_pretrained(out, safe_serialization=True)
-    (out / "bench-adapter.json").write_text(json.dumps({"spec": asdict(spec), "base": base_location}, indent=2))
+    (out / "bench-adapter.json").write_text(
+        json.dumps({"spec": asdict(spec), "base": base_location}, indent=2)
+    )

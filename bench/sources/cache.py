@@ -38,11 +38,15 @@ def library_versions() -> dict[str, str]:
 
 def cache_key(kind: str, spec: dict[str, Any]) -> str:
     """Key over the full spec and the library versions that wrote the files."""
-    blob = json.dumps({"kind": kind, "spec": spec, "versions": library_versions()}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"kind": kind, "spec": spec, "versions": library_versions()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cached_folder(root: Path, kind: str, name: str, spec: dict[str, Any], build: Callable[[Path], None]) -> tuple[Path, bool]:
+def cached_folder(
+    root: Path, kind: str, name: str, spec: dict[str, Any], build: Callable[[Path], None]
+) -> tuple[Path, bool]:
     """Return (folder, built_now). `build(tmp_dir)` writes the entry's files into tmp_dir."""
     final = root / kind / f"{name}-{cache_key(kind, spec)}"
     if (final / _COMPLETE).exists():
@@ -51,8 +55,14 @@ def cached_folder(root: Path, kind: str, name: str, spec: dict[str, Any], build:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         build(tmp)
-        (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "versions": library_versions()},
-                                                  indent=2, sort_keys=True, default=str))
+        (tmp / "spec.json").write_text(
+            json.dumps(
+                {"kind": kind, "spec": spec, "versions": library_versions()},
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
         (tmp / _COMPLETE).write_text("")
         try:
             os.rename(tmp, final)

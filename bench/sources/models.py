@@ -22,24 +22,50 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
     "tiny-llama": {
         "config_class": "LlamaConfig",
         "model_class": "LlamaForCausalLM",
-        "config": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, vocab_size=1000, max_position_embeddings=256, pad_token_id=0,
-                       bos_token_id=1, eos_token_id=2),
+        "config": dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=1000,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
         "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     },
     "tiny-qwen2": {
         "config_class": "Qwen2Config",
         "model_class": "Qwen2ForCausalLM",
-        "config": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=1000, max_position_embeddings=256, pad_token_id=0,
-                       bos_token_id=1, eos_token_id=2),
+        "config": dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
         "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     },
     "tiny-gpt2": {
         "config_class": "GPT2Config",
         "model_class": "GPT2LMHeadModel",
-        "config": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=256, pad_token_id=0,
-                       bos_token_id=1, eos_token_id=2),
+        "config": dict(
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            vocab_size=1000,
+            n_positions=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
         "targets": ["c_attn", "c_proj", "c_fc"],
     },
 }
@@ -57,7 +83,7 @@ class ResolvedModel:
 
 def resolve_model(source: str, cache_root: Path) -> ResolvedModel:
     if source.startswith(BUILTIN_PREFIX):
-        name = source[len(BUILTIN_PREFIX):]
+        name = source[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_MODELS:
             raise ValueError(f"unknown built-in model {name!r}; built-in: {', '.join(BUILTIN_MODELS)}")
         spec = {"name": name, "seed": BUILTIN_SEED, **BUILTIN_MODELS[name]}

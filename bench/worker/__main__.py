@@ -38,8 +38,11 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         tb = traceback.format_exc().strip().splitlines()
         result = CaseResult(
-            case_id=spec["case_id"], scenario=spec["scenario"], scenario_file=spec["scenario_file"],
-            params=spec["params"], verdict="error",
+            case_id=spec["case_id"],
+            scenario=spec["scenario"],
+            scenario_file=spec["scenario_file"],
+            params=spec["params"],
+            verdict="error",
             reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}",
             worker={"traceback_tail": tb[-12:]},
         )

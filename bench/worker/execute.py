@@ -49,7 +49,9 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_case(case: Case, cache_root: Path, *, device: str | None = None, process_start: float | None = None) -> CaseResult:
+def run_case(
+    case: Case, cache_root: Path, *, device: str | None = None, process_start: float | None = None
+) -> CaseResult:
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     phases: dict[str, float] = {}
@@ -57,10 +59,21 @@ def run_case(case: Case, cache_root: Path, *, device: str | None = None, process
         phases["process_start_and_imports_s"] = max(0.0, time.time() - process_start)
     device = device or pick_device()
     s = case.scenario
-    policy = {"warmup": s.timing.warmup, "min_rounds": s.timing.min_rounds, "min_time_s": s.timing.min_time_s,
-              "max_rounds": s.timing.max_rounds}
-    base = dict(case_id=case.id, scenario=s.name, scenario_file=s.source_file, params=case.params, device=device,
-                timing_policy=policy, started_at=started_at)
+    policy = {
+        "warmup": s.timing.warmup,
+        "min_rounds": s.timing.min_rounds,
+        "min_time_s": s.timing.min_time_s,
+        "max_rounds": s.timing.max_rounds,
+    }
+    base = dict(
+        case_id=case.id,
+        scenario=s.name,
+        scenario_file=s.source_file,
+        params=case.params,
+        device=device,
+        timing_policy=policy,
+        started_at=started_at,
+    )
 
     skip = unavailable_reason(case.precision, device)
     if skip:
@@ -87,12 +100,23 @@ def run_case(case: Case, cache_root: Path, *, device: str | None = None, process
 
     tolerance = TOLERANCES[case.precision]
     oracle = ReferenceOracle(
-        model_location=model_src.location, precision=case.precision, device=device, inputs=inputs,
-        workload=s.workload, adapter_locations=locations,
-        adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated}, tolerance=tolerance,
+        model_location=model_src.location,
+        precision=case.precision,
+        device=device,
+        inputs=inputs,
+        workload=s.workload,
+        adapter_locations=locations,
+        adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated},
+        tolerance=tolerance,
     )
-    subject = Subject(model=model, device=device, workload=s.workload, inputs=inputs,
-                      compile_setting=case.compile, hotswap_path=case.hotswap_path)
+    subject = Subject(
+        model=model,
+        device=device,
+        workload=s.workload,
+        inputs=inputs,
+        compile_setting=case.compile,
+        hotswap_path=case.hotswap_path,
+    )
     clock = Clock.for_device(device)
 
     state = AdapterState()
@@ -126,9 +150,16 @@ def run_case(case: Case, cache_root: Path, *, device: str | None = None, process
     scenario_outcomes = _scenario_outcomes(case, total_recompiles, total_breaks)
     verdict, reason = case_verdict(records, scenario_outcomes)
     return CaseResult(
-        verdict=verdict, reason=reason, steps=tuple(records), phases_s=phases, footprint=footprint,
-        total_recompiles=total_recompiles, total_graph_breaks=total_breaks, scenario_outcomes=tuple(scenario_outcomes),
-        wall_s=time.perf_counter() - started, **base,
+        verdict=verdict,
+        reason=reason,
+        steps=tuple(records),
+        phases_s=phases,
+        footprint=footprint,
+        total_recompiles=total_recompiles,
+        total_graph_breaks=total_breaks,
+        scenario_outcomes=tuple(scenario_outcomes),
+        wall_s=time.perf_counter() - started,
+        **base,
     )
 
 
@@ -146,16 +177,30 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
         if run.op_error is None and step.op in STATE_OPS:
             flipped = _freeze_adapter_grads(subject.model)
             if flipped:
-                run.notes.append(f"requires_grad reset on {flipped} tensors after {step.op} (transformers flips it; "
-                                 "dynamo would recompile on the requires_grad guard)")
+                run.notes.append(
+                    f"requires_grad reset on {flipped} tensors after {step.op} (transformers flips it; "
+                    "dynamo would recompile on the requires_grad guard)"
+                )
         if run.op_error is None and calls_model:
-            call = subject.generate if step.op == "generate" else (
-                subject.forward if step.op == "forward" else subject.verification_call)
+            call = (
+                subject.generate
+                if step.op == "generate"
+                else (subject.forward if step.op == "forward" else subject.verification_call)
+            )
             (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(call), run)
             if step.op in ("forward", "generate"):
-                run.timing = _guarded(strict, lambda: repeat(
-                    clock, call, warmup=timing.warmup, min_rounds=timing.min_rounds,
-                    min_time_s=timing.min_time_s, max_rounds=timing.max_rounds), run)
+                run.timing = _guarded(
+                    strict,
+                    lambda: repeat(
+                        clock,
+                        call,
+                        warmup=timing.warmup,
+                        min_rounds=timing.min_rounds,
+                        min_time_s=timing.min_time_s,
+                        max_rounds=timing.max_rounds,
+                    ),
+                    run,
+                )
     return run, mem.stats, comp.stats, strict
 
 
@@ -195,7 +240,11 @@ def _transition(state: AdapterState, step: Step) -> AdapterState:
     if step.op == "add_adapter":
         return state.add(step.name, step.adapter, added=True)
     if step.op == "load_adapter":
-        return state.hotswap(step.name, step.adapter) if step.hotswap else state.add(step.name, step.adapter, added=False)
+        return (
+            state.hotswap(step.name, step.adapter)
+            if step.hotswap
+            else state.add(step.name, step.adapter, added=False)
+        )
     if step.op == "set_adapter":
         return state.set_active(step.names)
     if step.op == "enable_adapters":
@@ -207,37 +256,84 @@ def _transition(state: AdapterState, step: Step) -> AdapterState:
     return state
 
 
-def _decide(case: Case, step: Step, run: _StepRun, mem, comp, strict: bool, state: AdapterState,
-            oracle: ReferenceOracle, subject: Subject, adapter_bytes: dict[str, int], clock: Clock) -> StepRecord:
+def _decide(
+    case: Case,
+    step: Step,
+    run: _StepRun,
+    mem,
+    comp,
+    strict: bool,
+    state: AdapterState,
+    oracle: ReferenceOracle,
+    subject: Subject,
+    adapter_bytes: dict[str, int],
+    clock: Clock,
+) -> StepRecord:
     params = case.params
     kf = step.known_failures
     outcomes: list[Outcome] = []
     e = step.expect
-    err_text = f"{type(run.op_error).__name__}: {' '.join(str(run.op_error).split())[:600]}" if run.op_error else None
+    err_text = (
+        f"{type(run.op_error).__name__}: {' '.join(str(run.op_error).split())[:600]}"
+        if run.op_error
+        else None
+    )
 
     if e.raises is not None:
         names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []
         held = e.raises in names
         actual = err_text or "no exception"
-        outcomes.append(outcome("raises", e.raises, actual, held,
-                                f"expected {e.raises}, got {actual}", find_known(kf, "raises", params)))
+        outcomes.append(
+            outcome(
+                "raises",
+                e.raises,
+                actual,
+                held,
+                f"expected {e.raises}, got {actual}",
+                find_known(kf, "raises", params),
+            )
+        )
     else:
-        outcomes.append(outcome("succeeds", "no exception", err_text or "no exception", run.op_error is None,
-                                f"raised {err_text}", find_known(kf, "succeeds", params)))
+        outcomes.append(
+            outcome(
+                "succeeds",
+                "no exception",
+                err_text or "no exception",
+                run.op_error is None,
+                f"raised {err_text}",
+                find_known(kf, "succeeds", params),
+            )
+        )
 
     if not run.compiled and (e.recompiles or e.graph_breaks):
-        run.notes.append("recompile and graph-break expectations not evaluated: the model is not compiled in this case")
+        run.notes.append(
+            "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
+        )
     if e.recompiles is not None and comp is not None and run.compiled:
         held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
         why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
-        outcomes.append(outcome("recompiles", str(e.recompiles), str(comp.recompiles), held,
-                                f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
-                                find_known(kf, "recompiles", params)))
+        outcomes.append(
+            outcome(
+                "recompiles",
+                str(e.recompiles),
+                str(comp.recompiles),
+                held,
+                f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
+                find_known(kf, "recompiles", params),
+            )
+        )
     if e.graph_breaks is not None and comp is not None and run.compiled:
-        outcomes.append(outcome("graph_breaks", str(e.graph_breaks), str(comp.graph_breaks),
-                                e.graph_breaks.holds(comp.graph_breaks),
-                                f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
-                                + "; ".join(comp.graph_break_reasons[:3]), find_known(kf, "graph_breaks", params)))
+        outcomes.append(
+            outcome(
+                "graph_breaks",
+                str(e.graph_breaks),
+                str(comp.graph_breaks),
+                e.graph_breaks.holds(comp.graph_breaks),
+                f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
+                + "; ".join(comp.graph_break_reasons[:3]),
+                find_known(kf, "graph_breaks", params),
+            )
+        )
 
     output = None
     if run.first_output is not None:
@@ -247,36 +343,68 @@ def _decide(case: Case, step: Step, run: _StepRun, mem, comp, strict: bool, stat
             output = oracle.check_logits(state, run.first_output)
         wanted = e.matches_reference if e.matches_reference is not None else True
         if e.raises is None or e.matches_reference is not None:
-            detail = (f"{output.mismatched_tokens} of the greedy tokens differ" if output.kind == "tokens"
-                      else f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
-                      if output.max_abs_diff is not None else "output shape differs from the reference")
-            outcomes.append(outcome("matches_reference", str(wanted).lower(), str(output.matches).lower(),
-                                    output.matches == wanted,
-                                    f"output vs fresh reference ({output.reference_state}): {detail}",
-                                    find_known(kf, "matches_reference", params)))
+            detail = (
+                f"{output.mismatched_tokens} of the greedy tokens differ"
+                if output.kind == "tokens"
+                else f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
+                if output.max_abs_diff is not None
+                else "output shape differs from the reference"
+            )
+            outcomes.append(
+                outcome(
+                    "matches_reference",
+                    str(wanted).lower(),
+                    str(output.matches).lower(),
+                    output.matches == wanted,
+                    f"output vs fresh reference ({output.reference_state}): {detail}",
+                    find_known(kf, "matches_reference", params),
+                )
+            )
 
     effects = []
     moved_bytes = floor = None
     if step.op == "load_adapter" and run.op_error is None:
         eff = oracle.effect(step.adapter, step.name)
         effects.append(eff)
-        outcomes.append(outcome("adapter_effect", f"> {eff.threshold:g}", f"{eff.max_abs_effect:.3g}", eff.measurable,
-                                f"adapter {step.adapter!r} moves the logits by {eff.max_abs_effect:.3g}, not more than "
-                                f"{eff.threshold:g}: every output check would pass for a no-op adapter",
-                                find_known(kf, "adapter_effect", params)))
+        outcomes.append(
+            outcome(
+                "adapter_effect",
+                f"> {eff.threshold:g}",
+                f"{eff.max_abs_effect:.3g}",
+                eff.measurable,
+                f"adapter {step.adapter!r} moves the logits by {eff.max_abs_effect:.3g}, not more than "
+                f"{eff.threshold:g}: every output check would pass for a no-op adapter",
+                find_known(kf, "adapter_effect", params),
+            )
+        )
         moved_bytes = adapter_bytes.get(step.adapter)
         if moved_bytes:
             floor = copy_floor_ms(moved_bytes, subject.device, clock)
 
     notes = list(run.notes)
     if run.recompile_errors:
-        notes.append("RecompileError under error_on_recompile=True; the call was repeated unguarded to record the output")
+        notes.append(
+            "RecompileError under error_on_recompile=True; the call was repeated unguarded to record the output"
+        )
     status = step_status(outcomes)
     return StepRecord(
-        index=step.index, op=step.op, args=_step_args(step), status=status, strict=strict,
-        op_time_ms=run.op_time_ms, first_call_ms=run.first_call_ms, timing=run.timing, compile=comp, memory=mem,
-        output=output, effects=tuple(effects), outcomes=tuple(outcomes), error=err_text, notes=tuple(notes),
-        adapter_bytes=moved_bytes, copy_floor_ms=floor,
+        index=step.index,
+        op=step.op,
+        args=_step_args(step),
+        status=status,
+        strict=strict,
+        op_time_ms=run.op_time_ms,
+        first_call_ms=run.first_call_ms,
+        timing=run.timing,
+        compile=comp,
+        memory=mem,
+        output=output,
+        effects=tuple(effects),
+        outcomes=tuple(outcomes),
+        error=err_text,
+        notes=tuple(notes),
+        adapter_bytes=moved_bytes,
+        copy_floor_ms=floor,
     )
 
 
@@ -294,28 +422,62 @@ def _step_args(step: Step) -> dict[str, Any]:
 
 
 def _not_run(step: Step, why: str) -> StepRecord:
-    return StepRecord(index=step.index, op=step.op, args=_step_args(step), status="not_run", strict=False,
-                      op_time_ms=None, first_call_ms=None, timing=None, compile=None, memory=None, output=None,
-                      notes=(why,))
+    return StepRecord(
+        index=step.index,
+        op=step.op,
+        args=_step_args(step),
+        status="not_run",
+        strict=False,
+        op_time_ms=None,
+        first_call_ms=None,
+        timing=None,
+        compile=None,
+        memory=None,
+        output=None,
+        notes=(why,),
+    )
 
 
 def _skipped_compile(step: Step) -> StepRecord:
-    return StepRecord(index=step.index, op=step.op, args=_step_args(step), status="pass", strict=False,
-                      op_time_ms=None, first_call_ms=None, timing=None, compile=None, memory=None, output=None,
-                      notes=("compile setting 'none': the model stays eager",))
+    return StepRecord(
+        index=step.index,
+        op=step.op,
+        args=_step_args(step),
+        status="pass",
+        strict=False,
+        op_time_ms=None,
+        first_call_ms=None,
+        timing=None,
+        compile=None,
+        memory=None,
+        output=None,
+        notes=("compile setting 'none': the model stays eager",),
+    )
 
 
 def _scenario_outcomes(case: Case, total_recompiles: int, total_breaks: int) -> list[Outcome]:
     e = case.scenario.expect
     out = []
     if e.total_recompiles is not None:
-        out.append(outcome("recompiles", str(e.total_recompiles), str(total_recompiles),
-                           e.total_recompiles.holds(total_recompiles),
-                           f"{total_recompiles} recompile(s) in the case, expected {e.total_recompiles}",
-                           find_known(e.known_failures, "recompiles", case.params)))
+        out.append(
+            outcome(
+                "recompiles",
+                str(e.total_recompiles),
+                str(total_recompiles),
+                e.total_recompiles.holds(total_recompiles),
+                f"{total_recompiles} recompile(s) in the case, expected {e.total_recompiles}",
+                find_known(e.known_failures, "recompiles", case.params),
+            )
+        )
     if e.total_graph_breaks is not None:
-        out.append(outcome("graph_breaks", str(e.total_graph_breaks), str(total_breaks),
-                           e.total_graph_breaks.holds(total_breaks),
-                           f"{total_breaks} graph break(s) in the case, expected {e.total_graph_breaks}",
-                           find_known(e.known_failures, "graph_breaks", case.params)))
+        out.append(
+            outcome(
+                "graph_breaks",
+                str(e.total_graph_breaks),
+                str(total_breaks),
+                e.total_graph_breaks.holds(total_breaks),
+                f"{total_breaks} graph break(s) in the case, expected {e.total_graph_breaks}",
+                find_known(e.known_failures, "graph_breaks", case.params),
+            )
+        )
     return out

@@ -61,8 +61,20 @@ def adapter_file_bytes(location: str) -> int:
 
 
 def _dtype_size(dtype: str) -> int:
-    return {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-            "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}.get(dtype, 4)
+    return {
+        "F64": 8,
+        "F32": 4,
+        "F16": 2,
+        "BF16": 2,
+        "I64": 8,
+        "I32": 4,
+        "I16": 2,
+        "I8": 1,
+        "U8": 1,
+        "BOOL": 1,
+        "F8_E4M3": 1,
+        "F8_E5M2": 1,
+    }.get(dtype, 4)
 
 
 def copy_floor_ms(n_bytes: int, device: str, clock: Clock, rounds: int = 21) -> float:

@@ -23,8 +23,9 @@ def load_model(location: str, precision: str, device: str, *, trust_remote_code:
     from transformers import AutoModelForCausalLM
 
     kwargs = load_kwargs(precision, device)
-    model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=trust_remote_code,
-                                                 use_safetensors=True, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        location, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+    )
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
@@ -48,5 +49,9 @@ def vocab_size_of(model) -> int:
 
 
 def generate_kwargs(workload: Workload, pad_token_id: int | None) -> dict[str, Any]:
-    return {"max_new_tokens": workload.new_tokens, "min_new_tokens": workload.new_tokens, "do_sample": False,
-            "pad_token_id": pad_token_id if pad_token_id is not None else 0}
+    return {
+        "max_new_tokens": workload.new_tokens,
+        "min_new_tokens": workload.new_tokens,
+        "do_sample": False,
+        "pad_token_id": pad_token_id if pad_token_id is not None else 0,
+    }

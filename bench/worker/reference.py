@@ -65,8 +65,10 @@ class ReferenceOracle:
         return self._tokens[state.key]
 
     def _generate(self, model):
-        out = model.generate(**self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id))
-        return out[:, self.inputs.input_ids.shape[1]:].cpu()
+        out = model.generate(
+            **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
+        )
+        return out[:, self.inputs.input_ids.shape[1] :].cpu()
 
     def check_logits(self, state: AdapterState, actual) -> OutputCheck:
         return compare_logits(actual, self.logits(state), self.tolerance, state.description)
@@ -75,10 +77,20 @@ class ReferenceOracle:
         ref = self.tokens(state)
         actual_tokens = actual_tokens.cpu()
         equal = actual_tokens.shape == ref.shape and bool((actual_tokens == ref).all())
-        mismatched = int((actual_tokens != ref).sum()) if actual_tokens.shape == ref.shape else int(ref.numel())
-        return OutputCheck(reference_state=state.description, kind="tokens", max_abs_diff=None, max_rel_diff=None,
-                           atol=self.tolerance.atol, rtol=self.tolerance.rtol, matches=equal, tokens_equal=equal,
-                           mismatched_tokens=mismatched)
+        mismatched = (
+            int((actual_tokens != ref).sum()) if actual_tokens.shape == ref.shape else int(ref.numel())
+        )
+        return OutputCheck(
+            reference_state=state.description,
+            kind="tokens",
+            max_abs_diff=None,
+            max_rel_diff=None,
+            atol=self.tolerance.atol,
+            rtol=self.tolerance.rtol,
+            matches=equal,
+            tokens_equal=equal,
+            mismatched_tokens=mismatched,
+        )
 
     def effect(self, adapter_key: str, slot_name: str) -> AdapterEffect:
         """How much one adapter, alone and loaded from its files, moves the output away from the base."""
@@ -87,7 +99,9 @@ class ReferenceOracle:
         alone = AdapterState(slots=(Slot(slot_name, adapter_key, False),), active=(slot_name,))
         diff = (self.logits(alone) - self.logits(AdapterState())).abs().max().item()
         threshold = ADAPTER_EFFECT_FACTOR * self.tolerance.atol
-        return AdapterEffect(adapter=adapter_key, max_abs_effect=diff, threshold=threshold, measurable=diff > threshold)
+        return AdapterEffect(
+            adapter=adapter_key, max_abs_effect=diff, threshold=threshold, measurable=diff > threshold
+        )
 
 
 def compare_logits(actual, reference, tol: Tolerance, state_description: str) -> OutputCheck:
@@ -95,11 +109,25 @@ def compare_logits(actual, reference, tol: Tolerance, state_description: str) ->
 
     actual = actual.float().cpu()
     if actual.shape != reference.shape:
-        return OutputCheck(reference_state=state_description, kind="logits", max_abs_diff=None, max_rel_diff=None,
-                           atol=tol.atol, rtol=tol.rtol, matches=False)
+        return OutputCheck(
+            reference_state=state_description,
+            kind="logits",
+            max_abs_diff=None,
+            max_rel_diff=None,
+            atol=tol.atol,
+            rtol=tol.rtol,
+            matches=False,
+        )
     diff = (actual - reference).abs()
     rel = diff / reference.abs().clamp_min(1e-6)
     finite = bool(torch.isfinite(actual).all())
     matches = finite and bool((diff <= tol.atol + tol.rtol * reference.abs()).all())
-    return OutputCheck(reference_state=state_description, kind="logits", max_abs_diff=float(diff.max()),
-                       max_rel_diff=float(rel.max()), atol=tol.atol, rtol=tol.rtol, matches=matches)
+    return OutputCheck(
+        reference_state=state_description,
+        kind="logits",
+        max_abs_diff=float(diff.max()),
+        max_rel_diff=float(rel.max()),
+        atol=tol.atol,
+        rtol=tol.rtol,
+        matches=matches,
+    )

@@ -39,8 +39,10 @@ class AdapterState:
         eff = self.effective
         if not eff:
             return "base"
-        return " ".join(f"{s.name}={'added:' if s.added else ''}{s.adapter}" for s in eff) + \
-            f" active=[{','.join(self.active)}]"
+        return (
+            " ".join(f"{s.name}={'added:' if s.added else ''}{s.adapter}" for s in eff)
+            + f" active=[{','.join(self.active)}]"
+        )
 
     @property
     def description(self) -> str:
@@ -67,5 +69,8 @@ class AdapterState:
         return replace(self, enabled=enabled)
 
     def delete(self, name: str) -> AdapterState:
-        return AdapterState(tuple(s for s in self.slots if s.name != name),
-                            tuple(a for a in self.active if a != name), self.enabled)
+        return AdapterState(
+            tuple(s for s in self.slots if s.name != name),
+            tuple(a for a in self.active if a != name),
+            self.enabled,
+        )

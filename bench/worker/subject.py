@@ -31,7 +31,7 @@ class Subject:
     def generate(self):
         kwargs = generate_kwargs(self.workload, self.model.config.pad_token_id)
         out = self.model.generate(**self.inputs.as_kwargs(), **kwargs)
-        return out[:, self.inputs.input_ids.shape[1]:]
+        return out[:, self.inputs.input_ids.shape[1] :]
 
     def verification_call(self):
         """The call whose output is checked after a state change: the workload's own kind."""
@@ -59,8 +59,12 @@ class Subject:
         if not self.loaded_any and self.pending_target_rank is not None:
             from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
-            prepare_model_for_compiled_hotswap(self.model, target_rank=self.pending_target_rank,
-                                               config=self.model.peft_config, check_compiled="error")
+            prepare_model_for_compiled_hotswap(
+                self.model,
+                target_rank=self.pending_target_rank,
+                config=self.model.peft_config,
+                check_compiled="error",
+            )
             self.pending_target_rank = None
         self.loaded_any = True
 
@@ -82,8 +86,12 @@ class Subject:
         elif self.loaded_any:
             from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
-            prepare_model_for_compiled_hotswap(self.model, target_rank=step.target_rank,
-                                               config=self.model.peft_config, check_compiled="error")
+            prepare_model_for_compiled_hotswap(
+                self.model,
+                target_rank=step.target_rank,
+                config=self.model.peft_config,
+                check_compiled="error",
+            )
         else:
             # PEFT's recipe prepares after the first adapter is loaded; the scenario states the intent up front
             # so that one step list serves both paths.
@@ -98,8 +106,12 @@ class Subject:
 
             # transformers' supported compile path for generate: a static cache and its own torch.compile of
             # the decoding forward (torch.compile(model).generate would run uncompiled).
-            cc = CompileConfig(backend=c.backend, fullgraph=c.fullgraph, dynamic=c.dynamic,
-                               mode=(c.mode or "default") if c.backend == "inductor" else None)
+            cc = CompileConfig(
+                backend=c.backend,
+                fullgraph=c.fullgraph,
+                dynamic=c.dynamic,
+                mode=(c.mode or "default") if c.backend == "inductor" else None,
+            )
             cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
             self.model.generation_config.compile_config = cc
             self.model.generation_config.cache_implementation = "static"
