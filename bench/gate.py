@@ -1,0 +1,62 @@
+"""The regression gate: a Comparison in, pass or fail out, with one message per failure.
+
+A failure names the case (and step), the metric, both values and why it counts; the gate's closing line is
+the command that makes the current run the new baseline, for when the change is intended.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.compare import Comparison, Finding, fmt_value
+
+DEFAULT_BASELINE = Path("reports/baseline/results.json")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    failures: tuple[Finding, ...]
+    messages: tuple[str, ...]  # one per failure
+    timing: str  # how speed was compared, in words
+    update_command: str
+    missing_allowed: int = 0  # cases absent from the current run that --allow-missing let through
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+def update_command(current: str | Path, baseline: str | Path) -> str:
+    return shlex.join(["peft-bench", "gate", str(current), "--baseline", str(baseline), "--update-baseline"])
+
+
+def failure_message(f: Finding) -> str:
+    return (
+        f"{f.where}: {f.metric}: baseline {fmt_value(f.baseline, f.unit)}, "
+        f"current {fmt_value(f.current, f.unit)}: {f.message}"
+    )
+
+
+def decide(comparison: Comparison, command: str, *, allow_missing: bool = False) -> GateResult:
+    """Gated findings that are regressions fail; so do baseline cases that did not run, unless allowed
+    (a sharded or filtered run)."""
+    failures = []
+    allowed = 0
+    for f in comparison.findings:
+        if not f.fails_gate:
+            continue
+        if f.status == "missing" and allow_missing:
+            allowed += 1
+            continue
+        failures.append(f)
+    return GateResult(
+        passed=not failures,
+        failures=tuple(failures),
+        messages=tuple(failure_message(f) for f in failures),
+        timing=comparison.timing_reason,
+        update_command=command,
+        missing_allowed=allowed,
+    )

@@ -1,0 +1,40 @@
+"""Write a results file's reports next to it: report.md, report.html and repro/ (one script per failure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.atomic import write_text
+from bench.records import Results
+from bench.report import html, markdown
+from bench.report.repro import Repro, write_repros
+
+REPORT_FILES = {"md": "report.md", "html": "report.html"}
+
+
+@dataclass(frozen=True)
+class Written:
+    paths: tuple[Path, ...]
+    repros: dict[str, Repro]
+
+
+def write_reports(
+    results: Results,
+    out_dir: Path,
+    formats: tuple[str, ...] = ("md", "html"),
+    *,
+    roots: tuple[Path, ...] = (),
+) -> Written:
+    """`roots` are folders to look for the scenario files in (besides the current folder), for the scripts."""
+    out_dir = Path(out_dir)
+    repros = write_repros(results, out_dir, roots=roots)
+    paths = [out_dir / r.path for r in repros.values() if r.path]
+    for fmt in formats:
+        path = out_dir / REPORT_FILES[fmt]
+        text = (
+            markdown.render(results, repros) if fmt == "md" else html.render(results, repros, out_dir=out_dir)
+        )
+        write_text(path, text)
+        paths.append(path)
+    return Written(tuple(paths), repros)

@@ -1,0 +1,101 @@
+"""A Comparison (and a gate's decision) as terminal text or as Markdown (for $GITHUB_STEP_SUMMARY)."""
+
+from __future__ import annotations
+
+from bench.compare import Comparison, Finding, fmt_value
+from bench.gate import GateResult
+
+# Statuses shown by default: what changed. `--all` shows every finding.
+CHANGED = ("regression", "missing", "improvement", "noise", "new")
+_ORDER = {
+    s: i
+    for i, s in enumerate(
+        ("regression", "missing", "improvement", "noise", "new", "not_compared", "unchanged")
+    )
+}
+
+
+def _sorted(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (_ORDER.get(f.status, 99), f.case_id, f.step or 0))
+
+
+def _shown(c: Comparison, show_all: bool) -> list[Finding]:
+    return _sorted([f for f in c.findings if show_all or f.status in CHANGED])
+
+
+def counts(c: Comparison) -> str:
+    tally: dict[str, int] = {}
+    for f in c.findings:
+        tally[f.status] = tally.get(f.status, 0) + 1
+    return ", ".join(f"{tally[s]} {s}" for s in _ORDER if tally.get(s))
+
+
+def _label(f: Finding) -> str:
+    return f.status + ("" if f.gated or f.status in ("unchanged", "not_compared") else " (not gated)")
+
+
+def comparison_text(c: Comparison, *, show_all: bool = False) -> str:
+    lines = [
+        f"baseline: {c.baseline_label}",
+        f"current:  {c.current_label}",
+        f"speed compared as {c.timing_reason}",
+        f"findings: {counts(c)}",
+    ]
+    shown = _shown(c, show_all)
+    if shown:
+        lines.append("")
+    for f in shown:
+        lines.append(
+            f"{_label(f):24} {f.where}  {f.metric}: {fmt_value(f.baseline, f.unit)} -> "
+            f"{fmt_value(f.current, f.unit)}  [{f.message}]"
+        )
+    if not show_all:
+        lines.append("")
+        lines.append("(unchanged and not compared findings hidden; --all shows them)")
+    return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def comparison_markdown(c: Comparison, *, show_all: bool = False, gate: GateResult | None = None) -> str:
+    out = []
+    if gate is not None:
+        verdict = "passed" if gate.passed else f"FAILED ({len(gate.failures)} failure(s))"
+        out += [f"## peft-bench gate: {verdict}", ""]
+        for m in gate.messages:
+            out.append(f"- {_md_cell(m)}")
+        if gate.failures:
+            out += ["", f"If the change is intended, update the baseline: `{gate.update_command}`"]
+        if gate.missing_allowed:
+            out += [
+                "",
+                f"{gate.missing_allowed} baseline case(s) absent from this run were allowed (--allow-missing).",
+            ]
+        out.append("")
+    else:
+        out += ["## peft-bench compare", ""]
+    out += [
+        f"- baseline: `{c.baseline_label}`",
+        f"- current: `{c.current_label}`",
+        f"- speed compared as {c.timing_reason}",
+        f"- findings: {counts(c)}",
+        "",
+    ]
+    shown = _shown(c, show_all)
+    if shown:
+        out += [
+            "| status | case | step | metric | baseline | current | change | detail |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for f in shown:
+            step = "" if f.step is None else f"{f.step} ({f.op})"
+            change = "" if f.change_rel is None else f"{f.change_rel:+.0%}"
+            out.append(
+                f"| {_label(f)} | `{_md_cell(f.case_id)}` | {step} | {f.metric} | {fmt_value(f.baseline, f.unit)} | "
+                f"{fmt_value(f.current, f.unit)} | {change} | {_md_cell(f.message)} |"
+            )
+    else:
+        out.append("Nothing changed.")
+    return "\n".join(out) + "\n"

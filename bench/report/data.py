@@ -1,0 +1,316 @@
+"""What a report shows, as rows: pure functions from Results to frozen records, shared by Markdown and HTML.
+
+Every figure keeps what a reader needs to judge it: n and spread for repeated calls, n=1 for single calls,
+and a reason where a figure could not be measured (None, never 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.compare import is_hotswap, reload_step, switch_ms
+from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    case_id: str
+    scenario: str
+    precision: str
+    compile: str
+    hotswap_path: str
+    step: int
+    op: str
+    n: int
+    median_ms: float
+    iqr_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    samples_ms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SwitchRow:
+    """One way of changing the adapter: a hotswap step, or the case's plain load it is set against."""
+
+    case_id: str
+    step: int
+    kind: str  # "hotswap (peft)" | "hotswap (transformers)" | "reload"
+    op_ms: float | None
+    first_call_ms: float | None
+    total_ms: float | None
+    recompiles: int | None
+    copy_floor_ms: float | None
+    adapter_bytes: int | None
+    over_reload: float | None  # total / the case's reload total
+    note: str  # why a figure is missing, or what the step raised
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    case_id: str
+    step: int
+    op: str
+    rss_before_bytes: int | None
+    rss_after_bytes: int | None
+    rss_peak_bytes: int | None
+    rss_delta_bytes: int | None
+    cuda_allocated_peak_bytes: int | None
+    unavailable: str  # the reasons the record gives for missing figures (first one)
+
+
+@dataclass(frozen=True)
+class GrowthSeries:
+    """RSS after each load (a repeat_load step's repetitions, or the case's load steps), from the first."""
+
+    case_id: str
+    label: str  # e.g. "repeat_load hotswap x20 (step 4)" or "load steps 2, 5"
+    rss_after_bytes: tuple[int, ...]
+    growth_bytes_per_load: float | None  # least-squares slope
+    adapter_bytes_per_load: int | None
+
+
+@dataclass(frozen=True)
+class RecompileRow:
+    case_id: str
+    step: int
+    op: str
+    recompiles: int
+    frame_compiles: int
+    graph_breaks: int
+    compile_time_s: float
+    strict: bool
+    first_reason: str
+
+
+@dataclass(frozen=True)
+class FailingCase:
+    case_id: str
+    verdict: str
+    reason: str  # one line: which expectation, which guard, which difference
+    repro: str | None = None  # path of the reproduction script, relative to the results folder
+
+
+def latency_rows(results: Results) -> list[LatencyRow]:
+    out = []
+    for c in results.cases:
+        for s in c.steps:
+            if s.timing is None:
+                continue
+            t = s.timing
+            out.append(
+                LatencyRow(
+                    c.case_id,
+                    c.scenario,
+                    c.params.get("precision", ""),
+                    c.params.get("compile", ""),
+                    c.params.get("hotswap_path", ""),
+                    s.index,
+                    s.op,
+                    t.n,
+                    t.median_ms,
+                    t.iqr_ms,
+                    t.p90_ms,
+                    t.min_ms,
+                    t.max_ms,
+                    t.samples_ms,
+                )
+            )
+    return out
+
+
+def _switch_row(case: CaseResult, s: StepRecord, kind: str, reload_total: float | None) -> SwitchRow:
+    total = switch_ms(s)
+    if s.error:
+        note = f"raised {s.error.split(':')[0]}"
+    elif total is None:
+        note = "not measured: the step made no model call"
+    else:
+        note = ""
+    return SwitchRow(
+        case_id=case.case_id,
+        step=s.index,
+        kind=kind,
+        op_ms=s.op_time_ms,
+        first_call_ms=s.first_call_ms,
+        total_ms=total,
+        recompiles=s.compile.recompiles if s.compile else None,
+        copy_floor_ms=s.copy_floor_ms,
+        adapter_bytes=s.adapter_bytes,
+        over_reload=(total / reload_total) if total is not None and reload_total else None,
+        note=note,
+    )
+
+
+def switch_rows(results: Results) -> list[SwitchRow]:
+    """Each hotswap step beside its case's plain load (swap + first call against load + first call)."""
+    out = []
+    for c in results.cases:
+        swaps = [s for s in c.steps if is_hotswap(s) and s.status != "not_run"]
+        if not swaps:
+            continue
+        reload = reload_step(c)
+        reload_total = switch_ms(reload) if reload else None
+        if reload:
+            out.append(_switch_row(c, reload, "reload", reload_total))
+        for s in swaps:
+            out.append(_switch_row(c, s, f"hotswap ({c.params.get('hotswap_path', '?')})", reload_total))
+    return out
+
+
+def memory_rows(results: Results) -> list[MemoryRow]:
+    out = []
+    for c in results.cases:
+        for s in c.steps:
+            m = s.memory
+            if m is None:
+                continue
+            out.append(
+                MemoryRow(
+                    c.case_id,
+                    s.index,
+                    s.op,
+                    m.rss_before_bytes,
+                    m.rss_after_bytes,
+                    m.rss_peak_bytes,
+                    m.rss_delta_bytes,
+                    m.cuda_allocated_peak_bytes,
+                    next(iter(m.unavailable.values()), ""),
+                )
+            )
+    return out
+
+
+def _slope(values: list[float]) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    mx, my = (n - 1) / 2, sum(values) / n
+    return sum((i - mx) * (v - my) for i, v in enumerate(values)) / sum((i - mx) ** 2 for i in range(n))
+
+
+def growth_series(results: Results) -> list[GrowthSeries]:
+    """repeat_load steps: RSS after each repetition. Cases without one but with several load steps: the sum of
+    the load steps' own RSS changes, so the compiles and calls between them are left out."""
+    out = []
+    for c in results.cases:
+        repeats = [s for s in c.steps if getattr(s, "repeat", None) is not None]
+        for s in repeats:
+            r = s.repeat
+            out.append(
+                GrowthSeries(
+                    c.case_id,
+                    f"repeat_load {r.mode} x{r.count} (step {s.index})",
+                    tuple(r.rss_after_bytes),
+                    r.rss_growth_bytes_per_rep,
+                    r.adapter_bytes_per_rep,
+                )
+            )
+        if repeats:
+            continue
+        loads = [s for s in c.steps if s.op in ("load_adapter", "add_adapter") and s.memory]
+        deltas = [s.memory.rss_delta_bytes for s in loads]
+        if len(loads) < 2 or any(d is None for d in deltas):
+            continue
+        series = [loads[0].memory.rss_before_bytes]
+        for d in deltas:
+            series.append(series[-1] + d)
+        sizes = [s.adapter_bytes for s in loads if s.adapter_bytes]
+        out.append(
+            GrowthSeries(
+                c.case_id,
+                "load steps " + ", ".join(str(s.index) for s in loads) + " (their own RSS changes)",
+                tuple(series[1:]),
+                _slope([float(x) for x in series[1:]]),
+                max(sizes) if sizes else None,
+            )
+        )
+    return out
+
+
+def recompile_rows(results: Results) -> list[RecompileRow]:
+    out = []
+    for c in results.cases:
+        for s in c.steps:
+            if s.compile is None:
+                continue
+            k = s.compile
+            out.append(
+                RecompileRow(
+                    c.case_id,
+                    s.index,
+                    s.op,
+                    k.recompiles,
+                    k.frame_compiles,
+                    k.graph_breaks,
+                    k.compile_time_s,
+                    s.strict,
+                    (k.recompile_reasons or k.graph_break_reasons or ("",))[0],
+                )
+            )
+    return out
+
+
+def has_compile_activity(rows: list[RecompileRow]) -> list[str]:
+    """Cases whose steps compiled anything: the ones a recompile table is about."""
+    seen: dict[str, bool] = {}
+    for r in rows:
+        seen[r.case_id] = seen.get(r.case_id, False) or bool(
+            r.frame_compiles or r.recompiles or r.graph_breaks
+        )
+    return [cid for cid, active in seen.items() if active]
+
+
+def verdict_matrix(results: Results) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+    """(rows, columns, cells): rows are scenarios (with the hotswap path where it varies), columns
+    precision / compile setting; a cell is a verdict."""
+    paths: dict[str, set[str]] = {}
+    for c in results.cases:
+        paths.setdefault(c.scenario, set()).add(c.params.get("hotswap_path", ""))
+    rows: list[str] = []
+    cols: list[str] = []
+    cells: dict[tuple[str, str], str] = {}
+    for c in results.cases:
+        row = c.scenario + (f" ({c.params.get('hotswap_path')})" if len(paths[c.scenario]) > 1 else "")
+        col = f"{c.params.get('precision', '?')} / {c.params.get('compile', '?')}"
+        if row not in rows:
+            rows.append(row)
+        if col not in cols:
+            cols.append(col)
+        cells[(row, col)] = c.verdict
+    return rows, cols, cells
+
+
+def failing_cases(results: Results, repro: dict[str, str] | None = None) -> list[FailingCase]:
+    """Cases that are not a plain pass: failures, errors, xpasses and known failures, each with its reason."""
+    repro = repro or {}
+    shown = (*FAILING_VERDICTS, "xfail", "not_run", "skip")
+    order = {v: i for i, v in enumerate(shown)}
+    cases = [c for c in results.cases if c.verdict in shown]
+    cases.sort(key=lambda c: order[c.verdict])
+    return [
+        FailingCase(c.case_id, c.verdict, " ".join(c.reason.split()), repro.get(c.case_id)) for c in cases
+    ]
+
+
+def environment_lines(results: Results) -> list[str]:
+    env = results.environment
+    libs = ", ".join(f"{k} {v}" for k, v in env.libraries.items() if v)
+    device = env.device + (f" ({env.gpu})" if env.gpu else "")
+    return [
+        f"Device: {device}; CPU: {env.cpu} x{env.cpu_count}; {env.platform}",
+        f"Python {env.python}; {libs}",
+        f"peft-bench {env.suite_version} at commit {env.git_commit or 'unknown'}; host {env.hostname}",
+        f"Run created {results.created_at}"
+        + (f", shard {results.shard}" if results.shard else "")
+        + (" (interrupted: the run did not finish)" if results.interrupted else ""),
+    ]
+
+
+def timing_policy_line(results: Results) -> str:
+    policies = {tuple(sorted(c.timing_policy.items())) for c in results.cases if c.timing_policy}
+    if not policies:
+        return "Timing policy: not recorded."
+    parts = ["; ".join(f"{k} {v}" for k, v in p) for p in sorted(policies)]
+    return "Timing policy (warm-up calls, then rounds until both minimums): " + " | ".join(parts)

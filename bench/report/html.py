@@ -1,0 +1,147 @@
+"""The HTML report: one self-contained file (inline CSS, figures as base64 PNG data URIs, no scripts, no
+external links), so it can be mailed, attached to a CI run or opened from disk."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from bench.records import Results
+from bench.report import data, plots, sections
+from bench.report.repro import Repro
+from bench.summary import verdict_counts
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1320px;
+       padding: 0 1.5rem; color: #1d1d1f; line-height: 1.45; }
+h1 { margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
+.env { background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 6px; padding: .6rem 1rem; font-size: .9rem; }
+.env div { margin: .15rem 0; }
+.counts span { display: inline-block; margin: .6rem .4rem 0 0; padding: .15rem .6rem; border-radius: 1rem;
+               font-weight: 600; font-size: .9rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .82rem; }
+th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.wrap { max-width: 520px; word-break: break-word; } td:first-child { white-space: nowrap; }
+.v-pass { background: #dafbe1; } .v-xfail { background: #fff8c5; } .v-fail, .v-error, .v-xpass { background: #ffebe9; }
+.v-skip, .v-not_run { background: #eaeef2; }
+.intro { color: #57606a; font-size: .9rem; max-width: 980px; }
+img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .75rem; max-height: 28rem; }
+li { margin: .35rem 0; } code { font-size: .95em; }
+"""
+
+_NUMERIC = {"n", "steps", "recompiles", "frame compiles", "graph breaks"}
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return ""
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _is_num(header: str) -> bool:
+    return header in _NUMERIC or header.endswith((" ms", " MiB", " KiB", " s")) or header == "x reload"
+
+
+def table_html(t: sections.Table, *, verdict_cells: bool = False) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
+    body = []
+    for row in t.rows:
+        cells = []
+        for h, v in zip(t.header, row, strict=True):
+            cls = []
+            if verdict_cells and h != "scenario" and v:
+                cls.append(f"v-{v}")
+            if _is_num(h):
+                cls.append("num")
+            if h in ("reason", "note"):
+                cls.append("wrap")
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            cells.append(f"<td{attr}>{_e(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    out = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    if t.collapsed:
+        return f"<details><summary>{_e(t.caption or 'details')}</summary>{out}</details>"
+    return out
+
+
+def _section(s: sections.Section, figure: bytes | None) -> str:
+    parts = [f'<h2 id="{s.key}">{_e(s.title)}</h2>']
+    if s.intro:
+        parts.append(f'<p class="intro">{_e(s.intro)}</p>')
+    if not s.tables:
+        parts.append(f"<p>{_e(s.empty)}</p>")
+        return "\n".join(parts)
+    parts.append(_img(figure, s.title))
+    parts += [table_html(t, verdict_cells=s.key == "verdicts") for t in s.tables]
+    return "\n".join(p for p in parts if p)
+
+
+def _failures(results: Results, repros: dict[str, Repro], out_dir: Path | None) -> str:
+    cases = data.failing_cases(results)
+    if not cases:
+        return "<h2 id='failures'>Failures and known failures</h2><p>Every case passed.</p>"
+    items = []
+    for f in cases:
+        item = f'<li><code>{_e(f.case_id)}</code> <b class="v-{_e(f.verdict)}">{_e(f.verdict)}</b>: {_e(f.reason)}'
+        r = repros.get(f.case_id)
+        if r is not None and r.path:
+            item += f' <a href="{_e(r.path)}">reproduction script</a> (<code>python {_e(r.path)}</code>)'
+            script = (out_dir / r.path) if out_dir else None
+            if script is not None and script.is_file():
+                text = script.read_text(encoding="utf-8")
+                item += f"<details><summary>the script</summary><pre>{_e(text)}</pre></details>"
+        elif r is not None:
+            item += f" <i>({_e(r.note)})</i>"
+        items.append(item + "</li>")
+    return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>"
+
+
+def render(
+    results: Results,
+    repros: dict[str, Repro] | None = None,
+    *,
+    out_dir: Path | None = None,
+    title: str = "peft-bench report",
+) -> str:
+    """`out_dir` is where the report is written: reproduction scripts are linked relative to it."""
+    repros = repros or {}
+    counts = verdict_counts(results)
+    badges = "".join(f'<span class="v-{_e(v)}">{counts[v]} {_e(v)}</span>' for v in counts)
+    env = "".join(
+        f"<div>{_e(line)}</div>"
+        for line in [*data.environment_lines(results), data.timing_policy_line(results)]
+    )
+    no_figures = plots.unavailable_reason()
+    figures = (
+        {}
+        if no_figures
+        else {
+            "latency": plots.latency_plot(data.latency_rows(results)),
+            "switch": plots.switch_plot(data.switch_rows(results)),
+            "memory": plots.memory_plot(data.memory_rows(results)),
+            "growth": plots.growth_plot(data.growth_series(results)),
+            "recompiles": plots.recompile_plot(data.recompile_rows(results)),
+        }
+    )
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f'<div class="env">{env}</div>',
+        f'<div class="counts">{badges}</div>',
+        f'<p class="intro">No figures: {_e(no_figures)}.</p>' if no_figures else "",
+        _section(sections.verdicts(results), None),
+        _failures(results, repros, out_dir),
+        *(_section(s, figures.get(s.key)) for s in sections.all_sections(results)),
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -1,0 +1,221 @@
+"""The report's sections as formatted tables, the same for Markdown and HTML: each renderer only lays out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.records import Results
+from bench.report import data
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+    collapsed: bool = False  # long detail: folded away by default
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str  # also names the section's figure
+    title: str
+    intro: str
+    tables: tuple[Table, ...] = ()
+    empty: str = ""  # shown instead of the tables when there is nothing to show
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _mib(v: int | float | None) -> str:
+    return "-" if v is None else f"{v / MiB:.1f}"
+
+
+def _table(header: list[str], rows: list[list[object]], **kw) -> Table:
+    return Table(tuple(header), tuple(tuple(str(c) for c in r) for r in rows), **kw)
+
+
+def verdicts(results: Results) -> Section:
+    rows, cols, cells = data.verdict_matrix(results)
+    return Section(
+        "verdicts",
+        "Verdicts",
+        "Scenario (and hotswap path where it varies) against precision / compile setting. xfail: a known "
+        "upstream failure, marked in the scenario with its reason.",
+        (_table(["scenario", *cols], [[r, *(cells.get((r, c), "") for c in cols)] for r in rows]),),
+    )
+
+
+def latency(results: Results) -> Section:
+    rows = data.latency_rows(results)
+    return Section(
+        "latency",
+        "Latency per precision and compile setting",
+        "Warm repeated calls after the warm-up; n is the number of timed calls, the spread the interquartile "
+        "range (IQR).",
+        (
+            _table(
+                [
+                    "case",
+                    "step",
+                    "precision",
+                    "compile",
+                    "n",
+                    "median ms",
+                    "IQR ms",
+                    "p90 ms",
+                    "min ms",
+                    "max ms",
+                ],
+                [
+                    [r.case_id, f"{r.step} ({r.op})", r.precision, r.compile, r.n]
+                    + [_ms(r.median_ms), _ms(r.iqr_ms), _ms(r.p90_ms), _ms(r.min_ms), _ms(r.max_ms)]
+                    for r in rows
+                ],
+            ),
+        )
+        if rows
+        else (),
+        empty="No measured calls in this run.",
+    )
+
+
+def switch(results: Results) -> Section:
+    rows = data.switch_rows(results)
+    return Section(
+        "switch",
+        "Switch cost: hotswap against reloading",
+        "The swap (or plain load) call plus the first model call after it, which carries any recompile. Single "
+        "calls, n=1 each: read them as orders of magnitude. The copy floor is a plain tensor copy of the "
+        "adapter's bytes, the least any swap can cost.",
+        (
+            _table(
+                ["case", "step", "path", "call ms", "first call ms", "total ms", "x reload", "recompiles"]
+                + ["copy floor ms", "note"],
+                [
+                    [r.case_id, r.step, r.kind, _ms(r.op_ms), _ms(r.first_call_ms), _ms(r.total_ms)]
+                    + ["-" if r.over_reload is None else f"{r.over_reload:.2g}x"]
+                    + ["-" if r.recompiles is None else r.recompiles, _ms(r.copy_floor_ms), r.note or ""]
+                    for r in rows
+                ],
+            ),
+        )
+        if rows
+        else (),
+        empty="No hotswap steps in this run.",
+    )
+
+
+def memory(results: Results) -> Section:
+    rows = data.memory_rows(results)
+    if not rows:
+        return Section("memory", "Memory per step", "", empty="No memory figures in this run.")
+    by_case: dict[str, list[data.MemoryRow]] = {}
+    for r in rows:
+        by_case.setdefault(r.case_id, []).append(r)
+    summary = []
+    for cid, rs in by_case.items():
+        peaks = [r.rss_peak_bytes for r in rs if r.rss_peak_bytes is not None]
+        top = max(rs, key=lambda r: r.rss_peak_bytes or 0)
+        cuda = [r.cuda_allocated_peak_bytes for r in rs if r.cuda_allocated_peak_bytes is not None]
+        summary.append(
+            [cid, len(rs), _mib(rs[0].rss_before_bytes), _mib(rs[-1].rss_after_bytes)]
+            + [_mib(max(peaks)) if peaks else "-", f"{top.step} ({top.op})"]
+            + [_mib(max(cuda)) if cuda else f"- ({rs[0].unavailable})" if rs[0].unavailable else "-"]
+        )
+    return Section(
+        "memory",
+        "Memory per step",
+        "Process RSS at each step's edges (one reading each, n=1); the peak is the kernel's high-water mark, "
+        "reset at the start of each step.",
+        (
+            _table(
+                ["case", "steps", "RSS first MiB", "RSS last MiB", "peak MiB", "peak at", "CUDA peak MiB"],
+                summary,
+            ),
+            _table(
+                ["case", "step", "RSS before MiB", "RSS after MiB", "delta MiB", "peak MiB", "CUDA peak MiB"],
+                [
+                    [r.case_id, f"{r.step} ({r.op})", _mib(r.rss_before_bytes), _mib(r.rss_after_bytes)]
+                    + [_mib(r.rss_delta_bytes), _mib(r.rss_peak_bytes), _mib(r.cuda_allocated_peak_bytes)]
+                    for r in rows
+                ],
+                caption="Memory per step",
+                collapsed=True,
+            ),
+        ),
+    )
+
+
+def growth(results: Results) -> Section:
+    series = data.growth_series(results)
+    return Section(
+        "growth",
+        "Memory growth over repeated loads",
+        "RSS after each load, from the first; the slope is a least-squares fit over the loads. A leak shows as "
+        "a slope near the adapter's size; hotswap into one slot should stay flat.",
+        (
+            _table(
+                ["case", "loads", "n", "RSS first MiB", "RSS last MiB", "growth per load KiB", "adapter KiB"],
+                [
+                    [s.case_id, s.label, len(s.rss_after_bytes), _mib(s.rss_after_bytes[0])]
+                    + [_mib(s.rss_after_bytes[-1])]
+                    + ["-" if s.growth_bytes_per_load is None else f"{s.growth_bytes_per_load / 1024:.1f}"]
+                    + ["-" if s.adapter_bytes_per_load is None else f"{s.adapter_bytes_per_load / 1024:.1f}"]
+                    for s in series
+                ],
+            ),
+        )
+        if series
+        else (),
+        empty="No case loads adapters more than once.",
+    )
+
+
+def recompiles(results: Results) -> Section:
+    rows = data.recompile_rows(results)
+    active = set(data.has_compile_activity(rows))
+    # The figure shows every step; the table lists the steps where dynamo did something, or was told to fail.
+    rows = [
+        r
+        for r in rows
+        if r.case_id in active and (r.recompiles or r.frame_compiles or r.graph_breaks or r.strict)
+    ]
+    return Section(
+        "recompiles",
+        "Recompiles per step",
+        "Dynamo's work in each step of the compiled cases (deterministic counts). Strict steps ran under "
+        "error_on_recompile=True; the reason is the guard that failed.",
+        (
+            _table(
+                [
+                    "case",
+                    "step",
+                    "recompiles",
+                    "frame compiles",
+                    "graph breaks",
+                    "compile s",
+                    "strict",
+                    "reason",
+                ],
+                [
+                    [r.case_id, f"{r.step} ({r.op})", r.recompiles, r.frame_compiles, r.graph_breaks]
+                    + [f"{r.compile_time_s:.2f}", "yes" if r.strict else "", r.first_reason[:200]]
+                    for r in rows
+                ],
+            ),
+        )
+        if rows
+        else (),
+        empty="No step compiled anything (eager cases only).",
+    )
+
+
+def all_sections(results: Results) -> list[Section]:
+    """In report order, after the environment, the verdicts and the failures."""
+    return [latency(results), switch(results), memory(results), growth(results), recompiles(results)]

@@ -1,0 +1,90 @@
+"""The tidy table: the same rows as results.csv, case parameters as columns, exports that read back."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from bench.errors import BenchInputError
+from bench.results import ROW_FIELDS, load, to_csv
+from bench.tables import export, frame, load_frame, parquet_engine
+from tests.conftest import REPO
+
+RESULTS = REPO / "tests" / "fixtures" / "results" / "noise-a"
+
+
+@pytest.fixture(scope="module")
+def results():
+    return load(RESULTS)
+
+
+def test_frame_agrees_with_results_csv(results):
+    df = frame(results)
+    from_csv = pd.read_csv(io.StringIO(to_csv(results)))
+    assert list(df.columns[: len(ROW_FIELDS)]) == list(ROW_FIELDS)
+    assert len(df) == len(from_csv) > 100
+    pd.testing.assert_series_equal(
+        df["value"].astype(float), from_csv["value"].astype(float), check_names=False
+    )
+    assert (df["metric"] == from_csv["metric"]).all() and (df["case_id"] == from_csv["case_id"]).all()
+
+
+def test_frame_is_tidy_with_parameters_as_columns(results):
+    df = load_frame(RESULTS)
+    assert str(df["step"].dtype) == "Int64"  # steps stay integers; case-level rows have none
+    assert df["step"].isna().any() and not df["step"].dropna().empty
+    one = df[(df.case_id == "hotswap-peft[fp32-aot_eager-peft]") & (df.metric == "recompiles")]
+    assert set(one["precision"]) == {"fp32"} and set(one["compile"]) == {"aot_eager"}
+    assert set(one["hotswap_path"]) == {"peft"} and one["value"].sum() == 0
+    # one row per case, step and metric
+    assert not df.duplicated(["case_id", "step", "metric"]).any()
+    med = df[df.metric == "latency_ms_median"]
+    expected = {
+        (c.case_id, s.index): s.timing.median_ms
+        for c in results.cases
+        for s in c.steps
+        if s.timing is not None
+    }
+    assert {(r.case_id, r.step): r.value for r in med.itertuples()} == expected
+
+
+def test_extra_case_parameters_become_columns(results):
+    from dataclasses import replace
+
+    extra = replace(
+        results, cases=tuple(replace(c, params={**c.params, "device_map": "auto"}) for c in results.cases)
+    )
+    df = frame(extra)
+    assert df.columns[-1] == "device_map" and set(df["device_map"]) == {"auto"}
+
+
+def test_export_csv_and_json_read_back(results, tmp_path):
+    df = frame(results)
+    csv_path = export(df, tmp_path / "t.csv")
+    back = pd.read_csv(csv_path)
+    assert len(back) == len(df) and list(back.columns) == list(df.columns)
+    json_path = export(df, tmp_path / "t.json")
+    rows = json.loads(json_path.read_text())
+    assert len(rows) == len(df) and rows[0]["case_id"] == df.iloc[0]["case_id"]
+
+
+def test_parquet_without_an_engine_is_a_clear_error(results, tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.tables.parquet_engine", lambda: None)
+    with pytest.raises(BenchInputError, match="pyarrow") as exc:
+        export(frame(results), tmp_path / "t.parquet")
+    assert "t.parquet" in str(exc.value) and not (tmp_path / "t.parquet").exists()
+
+
+@pytest.mark.skipif(parquet_engine() is None, reason="pyarrow (or fastparquet) is not installed here")
+def test_parquet_reads_back(results, tmp_path):
+    df = frame(results)
+    back = pd.read_parquet(export(df, tmp_path / "t.parquet"))
+    assert len(back) == len(df)
+
+
+def test_unknown_format(results, tmp_path):
+    with pytest.raises(BenchInputError, match="unknown table format '.xlsx'"):
+        export(frame(results), tmp_path / "t.xlsx")
