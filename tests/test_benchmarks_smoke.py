@@ -1,0 +1,79 @@
+"""The pytest-benchmark micro-benchmarks (benchmarks/) run once, quickly, as a user runs them: a JSON run
+that must carry recompile counts and memory in extra_info, then a second run that compares against it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest_plugins = ["pytester"]
+
+BENCHMARKS = REPO / "benchmarks"
+EXPECTED = {
+    "test_hotswap[transformers]",
+    "test_hotswap[peft]",
+    "test_set_adapter",
+    "test_toggle[disable_adapters]",
+    "test_toggle[enable_adapters]",
+    "test_compiled_forward_after_swap[transformers]",
+    "test_compiled_forward_after_swap[peft]",
+    "test_compiled_forward_after_plain_load",
+}
+
+
+@pytest.mark.slow
+def test_benchmarks_write_json_with_extra_info_and_compare(pytester, cache_root, monkeypatch):
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
+    storage = f"file://{pytester.path / 'storage'}"
+    out = pytester.path / "bench.json"
+    first = pytester.runpytest_subprocess(
+        str(BENCHMARKS),
+        "--benchmark-only",
+        "--bench-rounds",
+        "1",
+        f"--benchmark-json={out}",
+        f"--benchmark-storage={storage}",
+        "--benchmark-autosave",
+        "-p",
+        "no:cacheprovider",
+    )
+    first.assert_outcomes(passed=len(EXPECTED))
+    data = json.loads(out.read_text())
+    assert data["machine_info"]["peft_bench_libraries"]["peft"]
+    assert data["machine_info"]["peft_bench_torch_threads"] >= 1
+    by_name = {b["name"]: b for b in data["benchmarks"]}
+    assert set(by_name) == EXPECTED
+    for name, b in by_name.items():
+        info = b["extra_info"]
+        assert b["stats"]["rounds"] == 1, name
+        for key in ("recompiles", "frame_compiles", "graph_breaks", "rss_peak_bytes", "rss_delta_bytes"):
+            assert key in info, (name, key)
+        assert info["rss_peak_bytes"] is None or info["rss_peak_bytes"] > 0
+        assert "cuda_allocated_peak_bytes" in info["memory_unavailable"] or info["device"].startswith("cuda")
+    # A hotswap keeps the compiled graph; a plain load does not. The second is the counter's control: if it
+    # reported 0 too, the 0 of the first would mean nothing.
+    assert by_name["test_compiled_forward_after_swap[peft]"]["extra_info"]["recompiles"] == 0
+    assert by_name["test_compiled_forward_after_swap[peft]"]["extra_info"]["first_call_ms"] > 0
+    assert by_name["test_compiled_forward_after_plain_load"]["extra_info"]["recompiles"] >= 1
+    assert by_name["test_compiled_forward_after_plain_load"]["extra_info"]["recompile_reasons"]
+
+    second = pytester.runpytest_subprocess(
+        str(BENCHMARKS),
+        "--benchmark-only",
+        "--bench-rounds",
+        "1",
+        "-k",
+        "set_adapter",
+        f"--benchmark-storage={storage}",
+        "--benchmark-compare",
+        "-p",
+        "no:cacheprovider",
+    )
+    second.assert_outcomes(passed=1, deselected=len(EXPECTED) - 1)
+    text = second.stdout.str() + second.stderr.str()
+    assert "Comparing against benchmarks from" in text
+    assert "test_set_adapter (0001_" in text and "test_set_adapter (NOW)" in text

@@ -1,0 +1,244 @@
+"""The pytest plugin (entry point `peft_bench`): scenario files as test items, through pytester.
+
+Collection tests are `--collect-only` (no worker runs). One test runs real cases, each in its own worker
+process, and checks pytest's outcomes, the failure messages and the results files.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import textwrap
+
+import pytest
+
+from bench.pytest_plugin import VERDICT_OUTCOMES, is_scenario_file, outcome_for
+from bench.records import VERDICTS
+from bench.results import load
+
+pytest_plugins = ["pytester"]
+
+# Three cases, one worker each: pass, fail and xfail (xpass takes the fail path: see the outcome table test).
+# Eager, one timed round. `hotswap_path` only selects the known_failure here (no step hotswaps).
+VERDICTS_TOML = """
+[scenario]
+name = "verdicts"
+model = "builtin:tiny-llama"
+tags = ["plugin-tag"]
+
+[matrix]
+compile = ["none"]
+hotswap_path = ["transformers", "peft"]
+
+[timing]
+warmup = 0
+min_rounds = 1
+min_time_s = 0.0
+
+[adapters.a]
+rank = 4
+alpha = 8
+seed = 1
+
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+
+[[steps]]
+op = "forward"
+expect = { raises = "ValueError" }
+known_failure = { expectation = "raises", when = { hotswap_path = ["peft"] }, reason = "forward never raises" }
+"""
+
+HOLDS_TOML = """
+[scenario]
+name = "holds"
+model = "builtin:tiny-llama"
+
+[matrix]
+compile = ["none"]
+
+[timing]
+warmup = 0
+min_rounds = 1
+min_time_s = 0.0
+
+[adapters.a]
+rank = 4
+alpha = 8
+seed = 1
+
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+
+[[steps]]
+op = "forward"
+"""
+
+MATRIX_TOML = """
+[scenario]
+name = "matrix"
+model = "builtin:tiny-llama"
+tags = ["gate"]
+
+[matrix]
+precision = ["fp32", "bf16"]
+compile = ["none", "aot_eager"]
+
+[adapters.a]
+rank = 4
+
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+
+[[steps]]
+op = "forward"
+"""
+
+
+@pytest.fixture
+def scenario_dir(pytester):
+    folder = pytester.mkdir("scen")
+    (folder / "verdicts.toml").write_text(textwrap.dedent(VERDICTS_TOML))
+    (folder / "holds.toml").write_text(textwrap.dedent(HOLDS_TOML))
+    (folder / "matrix.toml").write_text(textwrap.dedent(MATRIX_TOML))
+    # A TOML file that is not a scenario: left alone, not an error.
+    (folder / "other.toml").write_text('[tool.something]\nkey = "value"\n')
+    return folder
+
+
+def _collected(result) -> list[str]:
+    return sorted(line.split("::", 1)[1] for line in result.outlines if "::" in line)
+
+
+def test_entry_point_is_installed():
+    eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
+    assert eps.get("peft_bench") == "bench.pytest_plugin"
+
+
+def test_every_verdict_has_a_pytest_outcome():
+    assert set(VERDICT_OUTCOMES) == set(VERDICTS)
+    assert outcome_for("pass", "") == ("pass", "")
+    assert outcome_for("fail", "step 2 (forward): raises: x") == ("fail", "step 2 (forward): raises: x")
+    assert outcome_for("skip", "nf4 needs bitsandbytes") == ("skip", "nf4 needs bitsandbytes")
+    assert outcome_for("xfail", "known") == ("xfail", "known")
+    # Like strict xfail: a known failure that held fails, so the marker goes when upstream fixes the bug.
+    assert outcome_for("xpass", "step 5 (load_adapter): held") == (
+        "fail",
+        "XPASS: step 5 (load_adapter): held",
+    )
+    assert outcome_for("error", "worker killed by SIGKILL") == ("fail", "ERROR: worker killed by SIGKILL")
+
+
+def test_scenario_files_are_recognised_by_their_table(tmp_path):
+    yes, no, txt = tmp_path / "s.toml", tmp_path / "pyproject.toml", tmp_path / "s.txt"
+    yes.write_text('# comment\n[scenario]  # the table\nname = "x"\n')
+    no.write_text("[project]\nname = 'scenario'\n[tool.scenario]\n")
+    txt.write_text("[scenario]\n")
+    assert is_scenario_file(yes)
+    assert not is_scenario_file(no) and not is_scenario_file(txt)
+
+
+def test_collects_one_item_per_case_named_by_id(pytester, scenario_dir):
+    result = pytester.runpytest("scen", "--collect-only", "-q")
+    assert result.ret == 0, result.stdout.str()
+    assert _collected(result) == sorted(
+        [
+            "holds[fp32-none]",
+            "matrix[bf16-aot_eager]",
+            "matrix[bf16-none]",
+            "matrix[fp32-aot_eager]",
+            "matrix[fp32-none]",
+            "verdicts[fp32-none-peft]",
+            "verdicts[fp32-none-transformers]",
+        ]
+    )
+    assert not (pytester.path / "reports").exists()  # collecting writes nothing
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("matrix and bf16", ["matrix[bf16-aot_eager]", "matrix[bf16-none]"]),
+        ("aot_eager", ["matrix[bf16-aot_eager]", "matrix[fp32-aot_eager]"]),
+        ("verdicts and peft", ["verdicts[fp32-none-peft]"]),
+        ("plugin-tag and not peft", ["verdicts[fp32-none-transformers]"]),
+        ("gate and fp32 and none", ["matrix[fp32-none]"]),
+    ],
+)
+def test_k_selects_by_scenario_precision_compile_path_and_tag(pytester, scenario_dir, expression, expected):
+    result = pytester.runpytest("scen", "--collect-only", "-q", "-k", expression)
+    assert _collected(result) == expected
+
+
+def test_testpaths_run_collects_no_scenario(pytester, scenario_dir):
+    """The project's own `pytest` (testpaths) must not run scenarios; naming the folder does."""
+    pytester.makeini("[pytest]\ntestpaths = scen\n")
+    bare = pytester.runpytest("--collect-only", "-q")
+    assert _collected(bare) == []
+    assert bare.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    named = pytester.runpytest("scen", "--collect-only", "-q")  # the control: same files, named
+    assert len(_collected(named)) == 7
+
+
+def test_plugin_can_be_disabled(pytester, scenario_dir):
+    result = pytester.runpytest("scen", "--collect-only", "-q", "-p", "no:peft_bench")
+    assert _collected(result) == []
+
+
+def test_invalid_scenario_is_a_collection_error_with_our_message(pytester):
+    folder = pytester.mkdir("bad")
+    (folder / "bad.toml").write_text(textwrap.dedent(MATRIX_TOML).replace('op = "forward"', 'op = "fwd"'))
+    result = pytester.runpytest("bad", "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # pytest stops on collection errors
+    out = result.stdout.str()
+    assert "bad.toml" in out and "step 2" in out and "unknown op 'fwd'" in out
+    assert "Traceback" not in out and "loader.py" not in out
+
+
+def test_duplicate_scenario_names_are_a_usage_error(pytester, scenario_dir):
+    (scenario_dir / "copy.toml").write_text(textwrap.dedent(MATRIX_TOML))
+    result = pytester.runpytest("scen", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "scenario names must be unique" in result.stderr.str()
+
+
+@pytest.mark.slow
+def test_cases_run_as_tests(pytester, scenario_dir, cache_root):
+    out = pytester.path / "out"
+    # A subprocess: the session imports torch (environment block), and pytester's in-process runs drop the
+    # modules a run imported, which torch and numpy do not survive.
+    result = pytester.runpytest_subprocess(
+        "scen",
+        "-k",
+        "not matrix",
+        "--peft-bench-out",
+        str(out),
+        "--peft-bench-cache",
+        str(cache_root),
+        "-rfx",
+    )
+    result.assert_outcomes(passed=1, failed=1, xfailed=1, deselected=4)
+    text = result.stdout.str()
+    # A failed expectation fails with the case's one-line reason as the message.
+    assert "step 2 (forward): raises: expected ValueError, got no exception" in text
+    # Where to look goes beside the message, in a report section.
+    assert f"log: {out}/cases/verdicts_fp32-none-transformers.log" in text
+    result.stdout.fnmatch_lines(["XFAIL*verdicts*fp32-none-peft*step 2 (forward): raises*"])
+    assert f"peft-bench: results in {out}/results.json" in text
+    # Results as `peft-bench run` writes them, for the selected cases only, each from its own process.
+    results = load(out)
+    verdicts = {c.case_id: c.verdict for c in results.cases}
+    assert verdicts == {
+        "verdicts[fp32-none-transformers]": "fail",
+        "verdicts[fp32-none-peft]": "xfail",
+        "holds[fp32-none]": "pass",
+    }
+    assert results.scenario_set == ("holds", "verdicts")
+    assert results.command[0] == "pytest" and "--peft-bench-out" in results.command
+    assert all(c.worker["pid"] != os.getpid() and c.worker["returncode"] == 0 for c in results.cases)
+    assert (out / "summary.md").is_file() and (out / "results.csv").is_file()
+    assert json.loads((out / "results.json").read_text())["environment"]["libraries"]["peft"]

@@ -1,0 +1,358 @@
+"""Sharding (`--shard K/N`, `list --shard`) and `peft-bench merge`: shards partition a selection exactly, and
+merge joins only files that are one run's parts.
+
+The partition property is checked with hypothesis over scenario sets built by the real loader. Merge
+refusals are checked on results records written to disk and loaded back, as the command reads them; one test
+runs real shards through the CLI and merges them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.cases import Shard, expand_all
+from bench.errors import BenchInputError
+from bench.merge import Source, merge
+from bench.records import CaseResult, Environment, Results
+from bench.results import load, save
+from bench.scenario.loader import parse_scenario
+from bench.scenario.schema import PRECISIONS
+from tests.conftest import REPO
+
+# ---------------------------------------------------------------------------------------------------------
+# Sharding
+
+
+def _scenario(name: str, precision: list[str], compile_: list, hotswap_path: list[str]):
+    data = {
+        "scenario": {"name": name, "model": "builtin:tiny-llama"},
+        "matrix": {"precision": precision, "compile": compile_, "hotswap_path": hotswap_path},
+        "adapters": {"a": {"rank": 4, "alpha": 8, "seed": 1}},
+        "steps": [{"op": "load_adapter", "adapter": "a"}, {"op": "forward"}],
+    }
+    return parse_scenario(data, f"<generated {name}>")
+
+
+COMPILE_VALUES = [
+    "none",
+    "eager",
+    "aot_eager",
+    "inductor",
+    {"backend": "inductor", "mode": "max-autotune", "fullgraph": True},
+    {"backend": "inductor", "dynamic": False},
+]
+
+
+def _subset(values):
+    return st.lists(st.sampled_from(range(len(values))), min_size=1, max_size=len(values), unique=True).map(
+        lambda idx: [values[i] for i in sorted(idx)]
+    )
+
+
+scenario_sets = st.lists(
+    st.tuples(_subset(list(PRECISIONS)), _subset(COMPILE_VALUES), _subset(["transformers", "peft"])),
+    min_size=1,
+    max_size=4,
+).map(lambda specs: [_scenario(f"s{i}", *spec) for i, spec in enumerate(specs)])
+
+
+def partition_problems(selection: list[str], shards: list[list[str]]) -> list[str]:
+    """Why `shards` is not an exact, balanced partition of `selection` (empty when it is)."""
+    problems = []
+    flat = [cid for shard in shards for cid in shard]
+    if sorted(flat) != sorted(selection):
+        problems.append(f"union differs: {len(flat)} ids in shards, {len(selection)} selected")
+    if len(flat) != len(set(flat)):
+        problems.append("a case is in two shards")
+    sizes = [len(s) for s in shards]
+    if sizes and max(sizes) - min(sizes) > 1:
+        problems.append(f"unbalanced shard sizes {sizes}")
+    return problems
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios=scenario_sets, count=st.integers(min_value=1, max_value=9), seed=st.randoms())
+def test_shards_partition_any_selection_exactly(scenarios, count, seed):
+    cases = expand_all(scenarios)
+    ids = [c.id for c in cases]
+    assert len(set(ids)) == len(ids)  # the precondition sharding relies on: ids are unique
+    shards = [[c.id for c in Shard(k, count).select(cases)] for k in range(1, count + 1)]
+    assert partition_problems(ids, shards) == []
+    # Deterministic: every CI job computes the same shards whatever order it found the files in.
+    shuffled = list(cases)
+    seed.shuffle(shuffled)
+    assert [[c.id for c in Shard(k, count).select(shuffled)] for k in range(1, count + 1)] == shards
+
+
+def test_partition_check_catches_overlap_gap_and_imbalance():
+    """Negative control: the property check above fails on shardings that are wrong."""
+    ids = ["a", "b", "c", "d", "e"]
+    assert partition_problems(ids, [["a", "b", "c"], ["d", "e"]]) == []
+    assert "a case is in two shards" in partition_problems(ids, [["a", "b", "c"], ["c", "d", "e"]])
+    assert any("union differs" in p for p in partition_problems(ids, [["a", "b"], ["d", "e"]]))
+    assert any("unbalanced" in p for p in partition_problems(ids, [["a", "b", "c", "d"], ["e"]]))
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "1/0", "a/b", "2", "-1/2"])
+def test_bad_shard_is_input_error(text):
+    with pytest.raises(BenchInputError, match="--shard"):
+        Shard.parse(text)
+
+
+def _cli(*args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_list_shards_of_the_scenarios_folder_partition_it():
+    full = _cli("list", "scenarios")
+    assert full.returncode == 0, full.stderr
+    selection = full.stdout.split()
+    assert len(selection) >= 3
+    shards = []
+    for k in range(1, 4):
+        proc = _cli("list", "scenarios", "--shard", f"{k}/3")
+        assert proc.returncode == 0, proc.stderr
+        shards.append(proc.stdout.split())
+    assert partition_problems(selection, shards) == []
+    bad = _cli("list", "scenarios", "--shard", "4/3")
+    assert bad.returncode == 2 and "K must be between 1 and N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Merge, on results files
+
+
+def _env(**changes) -> Environment:
+    env = Environment(
+        python="3.11.7",
+        platform="Linux",
+        cpu="test-cpu",
+        cpu_count=2,
+        device="cpu",
+        gpu=None,
+        libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
+        suite_version="0.1.0",
+        git_commit=None,
+        hostname="host-a",
+    )
+    return dataclasses.replace(env, **changes)
+
+
+def _case(case_id: str, verdict: str = "pass") -> CaseResult:
+    return CaseResult(
+        case_id=case_id,
+        scenario=case_id.split("[")[0],
+        scenario_file=f"scenarios/{case_id.split('[')[0]}.toml",
+        params={"precision": "fp32", "compile": "none", "hotswap_path": "transformers"},
+        verdict=verdict,
+        reason="" if verdict == "pass" else "step 2 (forward): recompiles: expected == 0, got 1",
+        worker={"pid": 1},
+    )
+
+
+SELECTION = [f"s{i}[fp32-none]" for i in range(7)]
+SCENARIOS = tuple(sorted({cid.split("[")[0] for cid in SELECTION}))
+
+
+def _results(
+    case_ids, *, shard=None, scenario_set=SCENARIOS, env=None, suite_version="0.1.0", **kw
+) -> Results:
+    return Results(
+        schema_version=1,
+        suite_version=suite_version,
+        created_at="2026-01-01T00:00:00+00:00",
+        environment=env or _env(),
+        scenario_set=scenario_set,
+        cases=tuple(_case(c) for c in case_ids),
+        shard=shard,
+        parent_cpu_s=0.5,
+        **kw,
+    )
+
+
+def _shard_ids(k: int, n: int) -> list[str]:
+    return [cid for i, cid in enumerate(sorted(SELECTION)) if i % n == k - 1]
+
+
+def _write(tmp_path, name: str, results: Results) -> Source:
+    """Save and load back: merge sees what the command sees."""
+    folder = tmp_path / name
+    save(folder, results)
+    return Source(str(folder / "results.json"), load(folder))
+
+
+def _shards(tmp_path, n: int, **kw) -> list[Source]:
+    return [
+        _write(tmp_path, f"shard{k}", _results(_shard_ids(k, n), shard=f"{k}/{n}", **kw))
+        for k in range(1, n + 1)
+    ]
+
+
+def test_shards_merge_into_the_whole_selection(tmp_path):
+    sources = _shards(tmp_path, 3)
+    merged = merge(list(reversed(sources)), command=("peft-bench", "merge"))
+    assert sorted(c.case_id for c in merged.cases) == sorted(SELECTION)
+    assert merged.shard is None and merged.scenario_set == SCENARIOS
+    assert merged.parent_cpu_s == pytest.approx(1.5)
+    # Each case says where it came from: the merged file has one environment block.
+    assert {c.worker["shard"] for c in merged.cases} == {"1/3", "2/3", "3/3"}
+    assert all(
+        c.worker["results_file"].endswith("results.json") and c.worker["pid"] == 1 for c in merged.cases
+    )
+    # The merged file round-trips through the results loader, so report, gate and compare can read it.
+    save(tmp_path / "merged", merged)
+    assert [c.case_id for c in load(tmp_path / "merged").cases] == [c.case_id for c in merged.cases]
+
+
+def test_disjoint_unsharded_runs_of_one_scenario_set_merge(tmp_path):
+    a = _write(tmp_path, "a", _results(SELECTION[:3]))
+    b = _write(tmp_path, "b", _results(SELECTION[3:]))
+    assert len(merge([a, b]).cases) == len(SELECTION)
+
+
+def _refusal(sources) -> str:
+    with pytest.raises(BenchInputError) as info:
+        merge(sources)
+    return str(info.value)
+
+
+def test_refuses_different_suite_versions(tmp_path):
+    a = _write(tmp_path, "a", _results(SELECTION[:3]))
+    b = _write(tmp_path, "b", _results(SELECTION[3:], suite_version="0.2.0"))
+    msg = _refusal([a, b])
+    assert b.path in msg and "peft-bench 0.2.0" in msg and "different suite versions" in msg
+
+
+def test_refuses_different_library_versions(tmp_path):
+    other = _env(libraries={"torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"})
+    a = _write(tmp_path, "a", _results(SELECTION[:3]))
+    b = _write(tmp_path, "b", _results(SELECTION[3:], env=other))
+    msg = _refusal([a, b])
+    assert "transformers 5.24.0" in msg and "environment.libraries.transformers" in msg
+
+
+def test_refuses_overlapping_cases(tmp_path):
+    a = _write(tmp_path, "a", _results(SELECTION[:4]))
+    b = _write(tmp_path, "b", _results(SELECTION[3:]))
+    msg = _refusal([a, b])
+    assert repr(SELECTION[3]) in msg and f"also in {a.path}" in msg and "overlap" in msg
+
+
+def test_refuses_the_same_shard_twice(tmp_path):
+    s1, s2 = _shards(tmp_path, 2)
+    assert f"is shard 1/2, and so is {s1.path}" in _refusal([s1, s1, s2])
+
+
+def test_refuses_different_scenario_sets(tmp_path):
+    a = _write(tmp_path, "a", _results(SELECTION[:3]))
+    b = _write(tmp_path, "b", _results(SELECTION[3:], scenario_set=("s3", "s4", "s5", "s6")))
+    msg = _refusal([a, b])
+    assert b.path in msg and "scenario_set" in msg and "same scenarios" in msg
+
+
+def test_refuses_a_missing_shard(tmp_path):
+    s1, _, s3 = _shards(tmp_path, 3)
+    msg = _refusal([s1, s3])
+    assert "missing shard(s) 2/3" in msg
+
+
+def test_refuses_shards_of_different_counts(tmp_path):
+    s1_of_2 = _shards(tmp_path / "two", 2)[0]
+    _, s2_of_3, s3_of_3 = _shards(tmp_path / "three", 3)
+    msg = _refusal([s1_of_2, s2_of_3, s3_of_3])
+    assert "share N" in msg
+
+
+def test_refuses_shards_and_unsharded_runs_together(tmp_path):
+    s1, s2 = _shards(tmp_path, 2)
+    plain = _write(tmp_path, "plain", _results(["other[fp32-none]"]))
+    assert "not both" in _refusal([s1, s2, plain])
+
+
+def test_refuses_shards_of_different_selections(tmp_path):
+    """Shard 2/2 from another selection: all shards present, no overlap, but the ids are not a round-robin
+    share of the union."""
+    s1 = _write(tmp_path, "s1", _results(_shard_ids(1, 2), shard="1/2"))
+    alien = _write(tmp_path, "s2", _results(["s0[bf16-none]", "s9[fp32-none]"], shard="2/2"))
+    msg = _refusal([s1, alien])
+    assert "not shards of one selection" in msg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real thing: shards run through the CLI, then merged
+
+
+TWO_CASES = """
+[scenario]
+name = "shard-e2e"
+model = "builtin:tiny-llama"
+
+[matrix]
+compile = ["none"]
+hotswap_path = ["transformers", "peft"]
+
+[timing]
+warmup = 0
+min_rounds = 1
+min_time_s = 0.0
+
+[adapters.a]
+rank = 4
+alpha = 8
+seed = 1
+
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+
+[[steps]]
+op = "forward"
+"""
+
+
+@pytest.mark.slow
+def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root):
+    path = write_scenario(TWO_CASES, "two.toml")
+    env = {"PEFT_BENCH_CACHE": str(cache_root)}
+    outs = []
+    for k in (1, 2, 3):  # 3 shards over 2 cases: shard 3/3 is empty and must still be a valid shard file
+        out = tmp_path / f"shard{k}"
+        proc = _cli("run", path, "--shard", f"{k}/3", "--out", out, env_extra=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        data = json.loads((out / "results.json").read_text())
+        assert data["shard"] == f"{k}/3" and data["scenario_set"] == ["shard-e2e"]
+        outs.append(out)
+    assert [len(load(o).cases) for o in outs] == [1, 1, 0]
+    merged = tmp_path / "merged"
+    proc = _cli("merge", merged, *outs, env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "merged 3 file(s), 2 case(s)" in proc.stdout
+    results = load(merged)
+    assert sorted(c.case_id for c in results.cases) == [
+        "shard-e2e[fp32-none-peft]",
+        "shard-e2e[fp32-none-transformers]",
+    ]
+    assert all(c.verdict == "pass" for c in results.cases)
+    assert (merged / "summary.md").is_file() and (merged / "results.csv").is_file()
+    # Refusals through the CLI: exit 2, the message, no traceback.
+    missing = _cli("merge", tmp_path / "partial", outs[0], outs[1], env_extra=env)
+    assert missing.returncode == 2 and "missing shard(s) 3/3" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    into_input = _cli("merge", outs[0], outs[0], outs[1], outs[2], env_extra=env)
+    assert into_input.returncode == 2 and "both an input and the output" in into_input.stderr
