@@ -33,7 +33,85 @@ def bench(session: nox.Session) -> None:
     """Run the default scenarios and write results and reports under reports/. Posargs go to `peft-bench run`."""
     install(session, "quant", "report")
     args = session.posargs or ["scenarios"]
-    session.run("peft-bench", "run", *args)
+    out = _out_arg(args)
+    if out is None:  # the report needs to know the folder: name it the way `peft-bench run` would
+        import time
+
+        out = f"reports/run-{time.strftime('%Y%m%d-%H%M%S')}"
+        args = [*args, "--out", out]
+    from nox.command import CommandFailed
+
+    try:
+        session.run("peft-bench", "run", *args)
+    finally:  # a failing case is what the report is for: render it either way, then let the failure stand
+        try:
+            session.run("peft-bench", "report", out)
+        except CommandFailed:
+            session.log(f"no report for {out}")
+
+
+def _out_arg(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--out" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--out="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# The gating scenarios: those tagged "gate". The gate runs them single-threaded (OMP_NUM_THREADS=1): on a
+# shared or small CPU machine torch's intra-op threads spin-wait for a busy core, which turned 1.4 ms calls
+# into 380 ms ones in our runs; one thread keeps run-to-run noise within what the thresholds allow.
+GATE_TAG = "gate"
+GATE_RUN = "reports/tmp/gate"
+GATE_BASELINE = "reports/baseline/results.json"
+GATE_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def _gate_scenarios() -> list[str]:
+    import tomllib
+    from pathlib import Path
+
+    return [
+        str(p)
+        for p in sorted(Path("scenarios").glob("*.toml"))
+        if GATE_TAG in tomllib.loads(p.read_text()).get("scenario", {}).get("tags", [])
+    ]
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """Run the gating scenarios, then `peft-bench gate` against the committed CPU baseline.
+
+    Posargs go to `peft-bench gate` (e.g. --allow-missing, --latency-rel 0.5). `nox -s gate -- --update-baseline`
+    regenerates reports/baseline/results.json from a fresh run."""
+    import shutil
+    from pathlib import Path
+
+    from nox.command import CommandFailed
+
+    install(session, "report")
+    shutil.rmtree(GATE_RUN, ignore_errors=True)
+    try:  # exit 1 (a case failed) is for the gate to judge against the baseline, not a session error
+        session.run(
+            "peft-bench", "run", *_gate_scenarios(), "--out", GATE_RUN, env=GATE_ENV, success_codes=[0, 1]
+        )
+    except CommandFailed:
+        session.error("the gating scenarios could not run")
+    session.run("peft-bench", "report", GATE_RUN)
+    session.run("peft-bench", "gate", GATE_RUN, "--baseline", GATE_BASELINE, *session.posargs)
+    if "--update-baseline" in session.posargs:  # the committed baseline carries its report and repro scripts
+        session.run("peft-bench", "report", str(Path(GATE_BASELINE).parent), "--format", "md")
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Render report.md, report.html and reproduction scripts from existing results (posargs: results paths)."""
+    install(session, "report")
+    if not session.posargs:
+        session.error("give the results to render: nox -s report -- reports/run-XXXX [more ...]")
+    for path in session.posargs:
+        session.run("peft-bench", "report", path)
 
 
 @nox.session
@@ -42,3 +120,112 @@ def lint(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", "bench", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "bench", "tests", "noxfile.py")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compat: the hotswap gating scenarios across transformers x peft releases.
+# How a maintainer learns that a new release broke hotswapping before users do. Each combination gets its own
+# virtualenv, constraints file (torch stays pinned, the pair varies) and results folder; one table shows
+# which guarantees hold per combination. A combination that cannot install, import or run is a row saying so.
+
+COMPAT_DIR = "reports/compat"
+COMPAT_TAGS = ("hotswap", "gate")  # scenarios carrying all of these tags are the hotswap gating scenarios
+COMPAT_MATRIX = [
+    ("5.23.0", "0.21.2"),  # the pinned pair (constraints/ci.txt)
+    ("5.24.0", "0.21.2"),  # transformers 5.24 requires peft >= 0.22 in most adapter calls; no such release
+    ("5.23.0", "0.20.0"),  # the oldest peft that transformers 5.23 accepts (its MIN_PEFT_VERSION)
+    ("5.23.0", "0.18.1"),  # below that minimum: installs, then the adapter calls refuse it
+]
+
+
+def _compat_constraints(transformers: str, peft: str) -> str:
+    """constraints/ci.txt with the transformers and peft pins replaced: torch and the rest stay pinned."""
+    import re
+    from pathlib import Path
+
+    kept = [
+        line
+        for line in Path("constraints/ci.txt").read_text().splitlines()
+        if not re.match(r"\s*(transformers|peft)\s*(==|$)", line)
+    ]
+    return "\n".join([*kept, f"transformers=={transformers}", f"peft=={peft}"]) + "\n"
+
+
+def _compat_scenarios() -> list[str]:
+    import tomllib
+    from pathlib import Path
+
+    files = []
+    for path in sorted(Path("scenarios").glob("*.toml")):
+        tags = tomllib.loads(path.read_text()).get("scenario", {}).get("tags", [])
+        if all(tag in tags for tag in COMPAT_TAGS):
+            files.append(str(path))
+    return files
+
+
+def _tail(path, lines: int = 4) -> str:
+    """What pip or python said when it gave up: pip's first ERROR line and what follows it (the conflict),
+    else the log's last lines (a traceback ends with the exception)."""
+    try:
+        text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    first_error = next((i for i, line in enumerate(text) if line.startswith("ERROR:")), None)
+    picked = text[first_error : first_error + lines] if first_error is not None else text[-2:]
+    return " / ".join(picked)
+
+
+def _compat_status(folder, transformers: str, peft: str, stage: str, detail: str = "") -> None:
+    import json
+
+    status = {"transformers": transformers, "peft": peft, "stage": stage, "detail": detail[-2000:]}
+    (folder / "status.json").write_text(json.dumps(status, indent=1) + "\n")
+
+
+@nox.session
+@nox.parametrize(("transformers", "peft"), COMPAT_MATRIX)
+def compat(session: nox.Session, transformers: str, peft: str) -> None:
+    """Hotswap gating scenarios per transformers x peft pair -> reports/compat/<combo>/ and compat.md."""
+    import shutil
+    from pathlib import Path
+
+    from nox.command import CommandFailed
+
+    folder = Path(COMPAT_DIR) / f"transformers-{transformers}_peft-{peft}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    constraints = folder / "constraints.txt"
+    constraints.write_text(_compat_constraints(transformers, peft))
+    render = ("python", "-m", "bench.commands.compat", COMPAT_DIR)
+    try:
+        with open(folder / "install.log", "w") as log:
+            # A custom stdout keeps pip's words for the table (nox then logs nothing of it itself).
+            session.install("-c", str(constraints), "-e", ".", stdout=log, silent=False)
+    except CommandFailed as exc:
+        detail = _tail(folder / "install.log") or f"pip install: {exc.reason}"
+        session.log(detail)
+        _compat_status(folder, transformers, peft, "install failed", detail)
+        session.run(*render)
+        return
+    freeze = session.run("python", "-m", "pip", "list", "--format=freeze", silent=True)
+    (folder / "pip-list.txt").write_text(freeze or "")
+    session.log(freeze)
+    probe = "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)"
+    try:
+        with open(folder / "import.log", "w") as log:
+            session.run("python", "-c", probe, stdout=log)
+    except CommandFailed as exc:
+        detail = _tail(folder / "import.log") or f"import: {exc.reason}"
+        session.log(detail)
+        _compat_status(folder, transformers, peft, "import failed", detail)
+        session.run(*render)
+        return
+    # Exit 1 means a guarantee does not hold: that is the finding, recorded in the table, not a session error.
+    try:
+        session.run("peft-bench", "run", *_compat_scenarios(), "--out", str(folder), success_codes=[0, 1])
+    except CommandFailed as exc:
+        _compat_status(folder, transformers, peft, "run failed", f"peft-bench run failed ({exc.reason})")
+        session.run(*render)
+        session.error(f"peft-bench run failed for transformers {transformers}, peft {peft}")
+    _compat_status(folder, transformers, peft, "ran")
+    session.run(*render)

@@ -21,21 +21,51 @@ class _Parser(argparse.ArgumentParser):
         raise BenchInputError(f"{self.prog}: {message}")
 
 
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="peft-bench", description="Compile-aware benchmarking and verification of PEFT adapters."
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run scenarios, one isolated process per case")
-    run.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS], help="scenario files or folders")
+    # No abbreviations: `--trust-remote` must not silently mean --trust-remote-code.
+    run = sub.add_parser("run", help="run scenarios, one isolated process per case", allow_abbrev=False)
+    run.add_argument("paths", nargs="*", help=f"scenario files or folders (default: {DEFAULT_SCENARIOS})")
     run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
     run.add_argument("--shard", help="run only shard K of N (K/N), for CI job matrices")
     run.add_argument(
-        "--timeout", type=float, help="per-case timeout in seconds (overrides scenario.timeout_s)"
+        "--timeout",
+        type=_positive(float),
+        help="per-case timeout in seconds (overrides scenario.timeout_s)",
     )
-    run.add_argument("--memory-limit-mb", type=int, help="address-space limit for each worker process")
-    run.add_argument("--resume", type=Path, help="finish an interrupted run in this folder")
+    run.add_argument(
+        "--memory-limit-mb", type=_positive(int), help="address-space limit for each worker process"
+    )
+    run.add_argument(
+        "--resume", type=Path, help="finish an interrupted run in this folder (runs only its missing cases)"
+    )
+    run.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let model folders run their own Python code (off unless this or scenario.trust_remote_code)",
+    )
+    run.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle weight files (*.bin), which can run code (off unless this or scenario.allow_pickle)",
+    )
     run.add_argument(
         "--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)"
     )
@@ -52,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules under bench.commands, one per subcommand; add a name here to add a command.
-COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge")
+COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge", "compat")
 
 
 def _command_modules():
@@ -75,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchInputError as exc:
         print(f"peft-bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or after the run itself (run_cases handles it while cases run)
+        print("peft-bench: interrupted", file=sys.stderr)
+        return 130
 
 
 def _select(paths: list[str], shard: str | None):
@@ -101,27 +134,40 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.run import RunOptions, default_out_dir, load_previous, run_cases
+    from bench.cases import Shard
+    from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.sources.cache import default_cache_root
     from bench.summary import case_line, counts_line
     from bench.verdict import exit_code
 
-    cases = _select(args.paths, args.shard)
-    previous = {}
     if args.resume:
-        previous = load_previous(args.resume)
+        # The selection is the resumed run's own (its results name the scenario files and cases).
+        if args.paths or args.shard:
+            raise BenchInputError(
+                "--resume runs the selection of the run it resumes; drop the paths and --shard"
+            )
+        if args.out and args.out != args.resume:
+            raise BenchInputError("--resume writes into the folder it resumes; drop --out")
+        resume = resume_selection(args.resume)
+        cases, previous = list(resume.cases), resume.previous
+        shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
     else:
+        selection = _select(args.paths or [DEFAULT_SCENARIOS], None)
+        cases = Shard.parse(args.shard).select(selection) if args.shard else selection
+        previous, shard = {}, args.shard
+        scenario_set = tuple(sorted({c.scenario.name for c in selection}))
         out_dir = args.out or default_out_dir()
-    if args.out and args.resume and args.out != args.resume:
-        raise BenchInputError("--resume writes into the folder it resumes; drop --out")
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=args.cache or default_cache_root(),
         timeout_s=args.timeout,
         memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
         command=("peft-bench", *argv),
-        shard=args.shard,
+        shard=shard,
+        scenario_set=scenario_set,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
     )
 
     def progress(event, i, n, case, result, elapsed_s):

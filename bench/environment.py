@@ -79,15 +79,15 @@ def collect() -> Environment:
         suite_version=__version__,
         git_commit=git_commit(),
         hostname=socket.gethostname(),
+        torch_threads=torch.get_num_threads(),
     )
 
 
 def same_machine(a: Environment, b: Environment) -> bool:
-    """Timings are comparable only between runs on the same kind of machine with the same libraries."""
-    return (a.cpu, a.cpu_count, a.device, a.gpu, a.libraries.get("torch")) == (
-        b.cpu,
-        b.cpu_count,
-        b.device,
-        b.gpu,
-        b.libraries.get("torch"),
-    )
+    """Timings are comparable only between runs on the same kind of machine, with the same libraries and the
+    same number of torch threads."""
+
+    def key(e: Environment) -> tuple:
+        return (e.cpu, e.cpu_count, e.device, e.gpu, e.libraries.get("torch"), e.torch_threads)
+
+    return key(a) == key(b)

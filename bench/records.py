@@ -111,6 +111,35 @@ class OutputCheck:
 
 
 @dataclass(frozen=True)
+class TrainStats:
+    """A `train` step: real optimizer steps on synthetic token batches (own loop, AdamW)."""
+
+    steps: int
+    step_time: TimingStats  # forward + backward + optimizer step, per step
+    loss_first: float
+    loss_last: float
+    trainable_params: int
+    total_params: int
+    grad_bytes: int  # gradients held after the last step
+    optimizer_state_bytes: int  # AdamW moments
+    rss_peak_bytes: int | None  # high-water mark over the whole step (also in memory.rss_peak_bytes)
+
+
+@dataclass(frozen=True)
+class RepeatStats:
+    """A `repeat_load` step: memory after each repetition; a leak shows as a slope."""
+
+    mode: str
+    count: int
+    op_time_ms: tuple[float, ...]
+    rss_after_bytes: tuple[int, ...]
+    rss_growth_bytes_per_rep: float  # least-squares slope of rss_after_bytes over the repetition index
+    cuda_allocated_after_bytes: tuple[int, ...] | None = None
+    cuda_growth_bytes_per_rep: float | None = None
+    adapter_bytes_per_rep: int | None = None  # for scale: the weights one repetition loads
+
+
+@dataclass(frozen=True)
 class AdapterEffect:
     """How far an adapter moves the output from the base model's (reference vs base, eager)."""
 
@@ -153,6 +182,8 @@ class StepRecord:
     # Bytes of adapter weights this step moved (loads and swaps), and the plain tensor-copy floor for them.
     adapter_bytes: int | None = None
     copy_floor_ms: float | None = None
+    train: TrainStats | None = None
+    repeat: RepeatStats | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +230,8 @@ class Environment:
     suite_version: str
     git_commit: str | None
     hostname: str
+    # torch intra-op threads (OMP_NUM_THREADS): timings with different counts are not comparable
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """The parent side of a run: one fresh worker process per case, a timeout each, results kept as they come.
 
-The parent never polls: it blocks in wait() while a case runs (its CPU time is recorded, to show it stays
-idle). A case whose worker crashes, is killed or times out gets the verdict `error` with what happened, and
-the run goes on. results.json is rewritten atomically after every case, so an interrupted run keeps every
-finished case and marks the rest `not_run`.
+The parent blocks in wait() while a case runs (its CPU time is recorded, to show it stays idle). A case whose
+worker crashes, is killed, runs out of memory or times out gets the verdict `error` with what happened and
+where (bench.exits), and the run goes on. results.json is rewritten atomically after every case, so a run
+interrupted (SIGINT, SIGTERM) or even killed keeps every finished case and marks the rest `not_run`;
+`--resume` then runs only those. One run at a time writes to a folder (bench.lock).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as _dt
 import json
 import os
@@ -15,8 +18,9 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,11 +28,19 @@ from bench import RESULTS_SCHEMA_VERSION, __version__
 from bench.atomic import write_json
 from bench.cases import Case
 from bench.environment import collect
+from bench.errors import BenchInputError
+from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
+from bench.lock import folder_lock
 from bench.records import CaseResult, Results
 from bench.results import case_from_file, save
 from bench.summary import write_summary
 
 LOG_TAIL_LINES = 15
+# After SIGUSR1 (faulthandler dumps the stack into the log) a timed-out worker is killed as soon as the dump is
+# in its log, or after this long (a loaded machine may take a moment to schedule it).
+STACK_DUMP_WAIT_S = 3.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -39,16 +51,30 @@ class RunOptions:
     memory_limit_bytes: int | None = None  # address-space limit for each worker (RLIMIT_AS)
     command: tuple[str, ...] = ()
     shard: str | None = None
+    # A shard records the whole selection's scenario names, so that merge can tell shards of one selection.
+    scenario_set: tuple[str, ...] | None = None
+    # Opt-ins that let a source run code when loaded (a model's own Python files; pickle weight files).
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt: a BaseException, so that no `except Exception` swallows it."""
 
 
 def default_out_dir(reports: Path = Path("reports")) -> Path:
-    """A new folder per run: two runs started at once never share one (the pid tells them apart)."""
+    """A new folder per run, created here: two runs started at once never share one (the pid and, within one
+    process, a counter tell them apart; mkdir without exist_ok settles any remaining race)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return reports / f"run-{stamp}-{os.getpid()}"
+    Path(reports).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        folder = Path(reports) / (f"run-{stamp}-{os.getpid()}" + (f"-{n}" if n > 1 else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise BenchInputError("cannot create a new run folder", source=str(reports))
 
 
 def _child_env() -> dict[str, str]:
@@ -62,14 +88,38 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _limit(memory_limit_bytes: int | None) -> Callable[[], None] | None:
-    if memory_limit_bytes is None:
-        return None
+def _child_setup(memory_limit_bytes: int | None) -> Callable[[], None]:
+    """Runs in the child between fork and exec: the memory limit, and death with the parent."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    except OSError:
+        libc = None
+    parent = os.getpid()
 
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    def setup() -> None:
+        if memory_limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+        if libc is not None:
+            # A parent killed with SIGKILL cannot kill its workers; the kernel does it for us instead of
+            # leaving a hung worker running forever.
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
 
-    return apply
+    return setup
+
+
+def case_spec(case: Case, opts: RunOptions) -> dict:
+    """What the worker is told (bench.worker.__main__): the case, where the cache is, the opt-ins."""
+    return {
+        "case_id": case.id,
+        "scenario": case.scenario.name,
+        "scenario_file": case.scenario.source_file,
+        "params": case.params,
+        "cache_root": str(opts.cache_root),
+        "trust_remote_code": opts.trust_remote_code,
+        "allow_pickle": opts.allow_pickle,
+    }
 
 
 def run_one(case: Case, opts: RunOptions) -> CaseResult:
@@ -81,14 +131,7 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
         cases_dir / f"{stem}.json",
         cases_dir / f"{stem}.log",
     )
-    spec = {
-        "case_id": case.id,
-        "scenario": case.scenario.name,
-        "scenario_file": case.scenario.source_file,
-        "params": case.params,
-        "cache_root": str(opts.cache_root),
-    }
-    write_json(case_file, spec)
+    write_json(case_file, case_spec(case, opts))
     if result_file.exists():
         result_file.unlink()
     timeout = opts.timeout_s or case.scenario.timeout_s
@@ -101,17 +144,19 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=_child_env(),
-            start_new_session=True,
-            preexec_fn=_limit(opts.memory_limit_bytes),
+            start_new_session=True,  # Ctrl-C reaches the parent only; it decides, and kills the group
+            preexec_fn=_child_setup(opts.memory_limit_bytes),
         )
         timed_out = False
         try:
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            returncode = proc.wait()
-        except BaseException:
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _dump_stack(proc, log_file)
+                _kill_group(proc)
+                returncode = proc.wait()
+        except BaseException:  # Ctrl-C, SIGTERM (also while the stack is dumped): no worker outlives it
             _kill_group(proc)
             proc.wait()
             raise
@@ -125,22 +170,12 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "log": str(log_file),
     }
-    tail = _tail(log_file)
-    if timed_out:
-        return _error(case, f"timed out after {timeout:g} s (worker killed)", worker, tail, wall_s)
-    if returncode != 0 or not result_file.exists():
-        if returncode < 0:
-            sig = signal.Signals(-returncode).name
-            what = f"worker killed by {sig}"
-            if sig == "SIGKILL":
-                what += " (out of memory, or killed from outside)"
-            elif sig in ("SIGABRT", "SIGSEGV", "SIGBUS", "SIGILL"):
-                what += " (native crash)"
-        else:
-            what = f"worker exited with code {returncode} without a result"
-        oom = next((line for line in tail if "MemoryError" in line or "out of memory" in line.lower()), None)
-        if oom:
-            what += f": {oom.strip()[:200]}"
+    if opts.memory_limit_bytes is not None:
+        worker["memory_limit_bytes"] = opts.memory_limit_bytes
+    log_text = read_log(log_file)
+    tail = log_text.splitlines()[-LOG_TAIL_LINES:]
+    if timed_out or returncode != 0 or not result_file.exists():
+        what = describe_exit(returncode, timed_out=timed_out, timeout_s=timeout, log_text=log_text)
         return _error(case, what, worker, tail, wall_s)
     try:
         result = case_from_file(result_file)
@@ -151,19 +186,26 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
     return replace(result, worker={**result.worker, **worker})
 
 
+def _dump_stack(proc: subprocess.Popen, log_file: Path) -> None:
+    """Ask a hung worker for its Python stack (faulthandler writes it into the log) before it is killed."""
+    before = read_log(log_file).count(STACK_DUMP_HEADER)
+    try:
+        os.kill(proc.pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + STACK_DUMP_WAIT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if read_log(log_file).count(STACK_DUMP_HEADER) > before:
+            time.sleep(0.05)  # the rest of the frames follow the header within microseconds
+            return
+        time.sleep(0.02)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
-
-
-def _tail(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return lines[-LOG_TAIL_LINES:]
 
 
 def _error(case: Case, reason: str, worker: dict, tail: list[str], wall_s: float) -> CaseResult:
@@ -190,6 +232,38 @@ def not_run(case: Case, reason: str) -> CaseResult:
     )
 
 
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGTERM raises Interrupted like SIGINT raises KeyboardInterrupt (only the main thread gets signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """While the final results are written, a second Ctrl-C or SIGTERM is noted instead of aborting the write."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    old = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in INTERRUPT_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def run_cases(
     cases: list[Case],
     opts: RunOptions,
@@ -199,56 +273,66 @@ def run_cases(
 ) -> Results:
     """Run every case; `previous` holds finished results to keep (for --resume)."""
     previous = previous or {}
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    env = collect()
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    scenario_set = tuple(sorted({c.scenario.name for c in cases}))
-    done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
-    self_before = resource.getrusage(resource.RUSAGE_SELF)
-    run_started = time.perf_counter()
+    with folder_lock(opts.out_dir):
+        env = collect()
+        created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
+        done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
+        self_before = resource.getrusage(resource.RUSAGE_SELF)
+        run_started = time.perf_counter()
+        in_flight: list[str] = []  # the case whose worker runs now
 
-    def snapshot(interrupted: bool) -> Results:
-        now = resource.getrusage(resource.RUSAGE_SELF)
-        parent_cpu = (now.ru_utime - self_before.ru_utime) + (now.ru_stime - self_before.ru_stime)
-        ordered = tuple(
-            done.get(c.id) or not_run(c, "interrupted before this case ran" if interrupted else "pending")
-            for c in cases
-        )
-        return Results(
-            schema_version=RESULTS_SCHEMA_VERSION,
-            suite_version=__version__,
-            created_at=created,
-            environment=env,
-            scenario_set=scenario_set,
-            cases=ordered,
-            command=opts.command,
-            shard=opts.shard,
-            parent_cpu_s=parent_cpu,
-            interrupted=interrupted,
-        )
+        def snapshot(interrupted: bool) -> Results:
+            now = resource.getrusage(resource.RUSAGE_SELF)
+            parent_cpu = (now.ru_utime - self_before.ru_utime) + (now.ru_stime - self_before.ru_stime)
 
-    def on_term(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+            def missing(c: Case) -> CaseResult:
+                if not interrupted:
+                    return not_run(c, "pending")
+                if c.id in in_flight:
+                    return not_run(c, "interrupted while this case ran (its worker was killed)")
+                return not_run(c, "interrupted before this case ran")
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    interrupted = False
-    try:
-        todo = [c for c in cases if c.id not in done]
-        for i, case in enumerate(todo, 1):
-            if progress:
-                progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
-            result = run_one(case, opts)
-            done[case.id] = result
-            save(opts.out_dir, snapshot(False))
-            if progress:
-                progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
-    except (KeyboardInterrupt, Interrupted):
-        interrupted = True
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-    results = snapshot(interrupted)
-    save(opts.out_dir, results)
-    write_summary(opts.out_dir, results)
+            return Results(
+                schema_version=RESULTS_SCHEMA_VERSION,
+                suite_version=__version__,
+                created_at=created,
+                environment=env,
+                scenario_set=scenario_set,
+                cases=tuple(done.get(c.id) or missing(c) for c in cases),
+                command=opts.command,
+                shard=opts.shard,
+                parent_cpu_s=parent_cpu,
+                interrupted=interrupted,
+            )
+
+        interrupted = False
+        try:
+            with _interrupts_raise():
+                todo = [c for c in cases if c.id not in done]
+                for i, case in enumerate(todo, 1):
+                    if progress:
+                        progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
+                    in_flight[:] = [case.id]
+                    try:
+                        result = run_one(case, opts)
+                    except (
+                        Exception
+                    ) as exc:  # the parent could not start or watch this worker: the others still run
+                        result = _error(
+                            case, f"could not run the worker: {type(exc).__name__}: {exc}", {}, [], 0.0
+                        )
+                    done[case.id] = result
+                    in_flight.clear()
+                    save(opts.out_dir, snapshot(False))
+                    if progress:
+                        progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
+        except (KeyboardInterrupt, Interrupted):
+            interrupted = True
+        with _interrupts_deferred():
+            results = snapshot(interrupted)
+            save(opts.out_dir, results)
+            write_summary(opts.out_dir, results)
     return results
 
 
@@ -256,6 +340,50 @@ def load_previous(out_dir: Path) -> dict[str, CaseResult]:
     from bench.results import load
 
     return {c.case_id: c for c in load(out_dir).cases}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What `--resume DIR` runs: the cases of the run in DIR, in its order, with the results it has."""
+
+    cases: tuple[Case, ...]
+    previous: dict[str, CaseResult]
+    shard: str | None
+    scenario_set: tuple[str, ...]
+
+    @property
+    def missing(self) -> tuple[Case, ...]:
+        return tuple(c for c in self.cases if self.previous[c.id].verdict == "not_run")
+
+
+def resume_selection(out_dir: Path) -> Resume:
+    """The selection of the run in out_dir, reloaded from the scenario files its results name.
+
+    A results file that is not one, or is from a newer schema, is a BenchInputError (bench.results.load); so is
+    a scenario file that changed so that a case of the run no longer exists.
+    """
+    from bench.cases import expand_all
+    from bench.results import load
+    from bench.scenario import load_scenarios
+
+    results = load(out_dir)
+    if not results.cases:
+        raise BenchInputError("the results file holds no case to resume", source=str(out_dir))
+    files = list(dict.fromkeys(c.scenario_file for c in results.cases))
+    by_id = {c.id: c for c in expand_all(load_scenarios(files))}
+    gone = [c.case_id for c in results.cases if c.case_id not in by_id]
+    if gone:
+        raise BenchInputError(
+            f"{len(gone)} case(s) of this run are no longer in its scenario files ({', '.join(gone[:3])}): "
+            "the files changed since the run; start a new run",
+            source=str(out_dir),
+        )
+    return Resume(
+        cases=tuple(by_id[c.case_id] for c in results.cases),
+        previous={c.case_id: c for c in results.cases},
+        shard=results.shard,
+        scenario_set=results.scenario_set,
+    )
 
 
 def dump_case_list(cases: list[Case]) -> str:

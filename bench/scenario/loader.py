@@ -7,6 +7,7 @@ Nothing in a scenario file is evaluated as code: values are read as data and che
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -16,11 +17,13 @@ from bench.errors import ScenarioError
 from bench.scenario.schema import (
     BACKENDS,
     COMPILE_MODES,
+    COMPUTE_DTYPES,
     EXPECTATIONS,
     HOTSWAP_PATHS,
     MATRIX_AXES,
     OPS,
     PRECISIONS,
+    REPEAT_MODES,
     WORKLOAD_KINDS,
     AdapterSpec,
     Comparison,
@@ -28,6 +31,7 @@ from bench.scenario.schema import (
     Expectations,
     KnownFailure,
     Matrix,
+    QuantOptions,
     Scenario,
     ScenarioExpectations,
     Step,
@@ -36,12 +40,16 @@ from bench.scenario.schema import (
 )
 
 # Names become file and folder names: keep them to a safe alphabet so they never escape the output folder.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` would let "x\n" through
 # Limits that catch typos before they cost an hour (or all memory) of a CI machine.
 MAX_BATCH_SIZE = 4096
 MAX_SEQ_LEN = 65536
 MAX_NEW_TOKENS = 4096
+# batch_size x (seq_len + new_tokens): 2**20 tokens is a batch of 256 sequences of 4096 tokens; beyond it the
+# activations alone outgrow any single accelerator, so it is a typo, not a benchmark.
+MAX_BATCH_TOKENS = 2**20
 MAX_RANK = 4096
+MAX_COUNT = 10**9  # a recompile or graph-break count in an expectation
 _MISSING = object()
 
 
@@ -78,15 +86,20 @@ class _Table:
         if isinstance(value, bool) and bool not in types:
             raise self.error(key, f"expected {_names(types)}, got a boolean ({value!r})")
         if float in types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # TOML integers are unbounded here; float() of 10**400 overflows
+                raise self.error(key, f"number too large: {_short(value)}") from None
         if not isinstance(value, types):
-            raise self.error(key, f"expected {_names(types)}, got {_type_name(value)} ({value!r})")
+            raise self.error(key, f"expected {_names(types)}, got {_type_name(value)} ({_short(value)})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {value}")
         return value
 
     def int_in(self, key: str, default: Any, lo: int, hi: int) -> int:
         value = self.get(key, int, default)
         if value is not None and not lo <= value <= hi:
-            raise self.error(key, f"must be between {lo} and {hi}, got {value}")
+            raise self.error(key, f"must be between {lo} and {hi}, got {_short(value)}")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
@@ -144,13 +157,25 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _short(value: Any) -> str:
+    """A value for an error message: bounded, and safe for integers too long for repr (Python refuses to
+    print an int of more than 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # a list or table holding such an integer
+        return f"{_type_name(value)} too large to print"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _name(table: _Table, key: str, value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise table.error(
             key,
             f"invalid name {value!r}: use letters, digits, '_', '.', '-' (at most 64, not starting with '.')",
@@ -175,7 +200,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as exc:
         raise ScenarioError(f"cannot read: {exc.strerror}", source=source) from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark, as some editors write, is not an error
     except UnicodeDecodeError as exc:
         raise ScenarioError(
             f"not UTF-8 text (byte {exc.start}): scenario files are UTF-8 TOML", source=source
@@ -184,6 +209,10 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"TOML syntax error: {exc}", source=source) from None
+    except ValueError as exc:  # tomllib raises it for an integer literal of more than 4300 digits
+        raise ScenarioError(f"TOML value error: {' '.join(str(exc).split())[:120]}", source=source) from None
+    except RecursionError:  # tomllib recurses once per level of [ and {
+        raise ScenarioError("TOML arrays or tables nested too deeply", source=source) from None
     return parse_scenario(data, source)
 
 
@@ -200,6 +229,8 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         raise head.error("timeout_s", f"must be between 1 and 86400 seconds, got {timeout_s}")
     tags = head.str_list("tags", ())
     default_path = head.choice("hotswap_path", HOTSWAP_PATHS, None)
+    trust_remote_code = head.get("trust_remote_code", bool, False)
+    allow_pickle = head.get("allow_pickle", bool, False)
     head.finish()
 
     matrix = _matrix(top.sub("matrix", {}), default_path)
@@ -209,8 +240,12 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     steps_raw = top.get("steps", list)
     if not steps_raw:
         raise top.error("steps", "a scenario needs at least one step")
-    steps = tuple(_step(_Table(s, f"steps[{i}]", source), i, adapters) for i, s in enumerate(steps_raw, 1))
+    saved: set[str] = set()
+    steps = tuple(
+        _step(_Table(s, f"steps[{i}]", source), i, adapters, saved) for i, s in enumerate(steps_raw, 1)
+    )
     expect = _scenario_expect(top.sub("expect", {}))
+    quant = _quantization(top.sub("quantization", {}))
     top.finish()
 
     scenario = Scenario(
@@ -223,9 +258,12 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         adapters=tuple(adapters.values()),
         steps=steps,
         expect=expect,
+        quantization=quant,
         description=description,
         timeout_s=timeout_s,
         tags=tags,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     _check_order(scenario)
     return scenario
@@ -283,6 +321,15 @@ def _compile_setting(t: _Table, i: int, value: Any) -> CompileSetting:
     return CompileSetting(backend=backend, mode=mode, fullgraph=fullgraph, dynamic=dynamic)
 
 
+def _quantization(t: _Table) -> QuantOptions:
+    q = QuantOptions(
+        compute_dtype=t.choice("compute_dtype", COMPUTE_DTYPES, "bf16"),
+        double_quant=t.get("double_quant", bool, False),
+    )
+    t.finish()
+    return q
+
+
 def _workload(t: _Table) -> Workload:
     w = Workload(
         kind=t.choice("kind", WORKLOAD_KINDS, "forward"),
@@ -292,6 +339,13 @@ def _workload(t: _Table) -> Workload:
         seed=t.int_in("seed", 0, 0, 2**31 - 1),
     )
     t.finish()
+    length = w.seq_len + (w.new_tokens if w.kind == "generate" else 0)
+    if w.batch_size * length > MAX_BATCH_TOKENS:
+        raise t.error(
+            None,
+            f"a batch of {w.batch_size} x {length} = {w.batch_size * length} tokens is more than "
+            f"{MAX_BATCH_TOKENS}: far beyond any device's memory (a typo?)",
+        )
     return w
 
 
@@ -328,7 +382,7 @@ def _adapters(t: _Table) -> dict[str, AdapterSpec]:
         alpha_pattern = _pattern(a, "alpha_pattern", float)
         for k, r in rank_pattern:
             if not 1 <= r <= MAX_RANK:
-                raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {r}")
+                raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {_short(r)}")
         spec = AdapterSpec(
             key=key,
             rank=rank,
@@ -370,11 +424,19 @@ _STEP_FIELDS = {
     "compile": set(),
     "forward": set(),
     "generate": set(),
+    "load_pretrained": {"adapter"},
+    "repeat_load": {"adapters", "count", "mode", "name"},
+    "train": {"steps", "learning_rate", "full"},
+    "save_adapter": {"as"},
+    "active_adapters": set(),
 }
 _COMMON_STEP_FIELDS = {"op", "expect", "known_failure", "known_failures", "note"}
 
 
-def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
+def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec], saved: set[str] | None = None) -> Step:
+    """One [[steps]] entry. `saved` collects the keys earlier save_adapter steps declared (`as`): later steps
+    may use them like adapters defined in [adapters]."""
+    saved = set() if saved is None else saved
     t.where = f"step {index}"
     op = t.get("op", str)
     if op not in OPS:
@@ -395,8 +457,8 @@ def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
     if "adapter" in _STEP_FIELDS[op]:
         if adapter is None:
             raise t.error("adapter", "required field is missing: which adapter (a key of [adapters])")
-        if adapter not in adapters:
-            known = tuple(adapters)
+        if adapter not in adapters and adapter not in saved:
+            known = tuple(adapters) + tuple(sorted(saved))
             raise t.error(
                 "adapter",
                 f"adapter {adapter!r} is not defined in [adapters]{_did_you_mean(adapter, known)}"
@@ -417,6 +479,7 @@ def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
     if op == "enable_hotswap" and target_rank is None:
         raise t.error("target_rank", "required: the largest rank any swapped-in adapter will have")
     t.get("note", str, "")
+    extra = _op_fields(t, op, adapters, saved)
     expect = _expectations(t.sub("expect", {}))
     kf = []
     if "known_failure" in t.data and "known_failures" in t.data:
@@ -436,7 +499,37 @@ def _step(t: _Table, index: int, adapters: dict[str, AdapterSpec]) -> Step:
         target_rank=target_rank,
         expect=expect,
         known_failures=tuple(kf),
+        **extra,
     )
+
+
+def _op_fields(t: _Table, op: str, adapters: dict[str, AdapterSpec], saved: set[str]) -> dict[str, Any]:
+    """Fields of the ops beyond the adapter API basics: train, save_adapter, repeat_load."""
+    if op == "train":
+        lr = t.get("learning_rate", float, 1e-3)
+        if not 0 < lr <= 10:
+            raise t.error("learning_rate", f"must be in (0, 10], got {lr}")
+        return {
+            "train_steps": t.int_in("steps", 10, 1, 100_000),
+            "learning_rate": lr,
+            "full": t.get("full", bool, False),
+        }
+    if op == "save_adapter":
+        key = _name(t, "as", t.get("as", str))
+        if key in adapters or key in saved:
+            raise t.error("as", f"adapter key {key!r} is already defined; pick a new one")
+        saved.add(key)
+        return {"save_as": key}
+    if op == "repeat_load":
+        cycle = t.str_list("adapters")
+        if not cycle:
+            raise t.error("adapters", "needs at least one adapter key")
+        for i, key in enumerate(cycle):
+            if key not in adapters and key not in saved:
+                raise t.error(f"adapters[{i}]", f"adapter {key!r} is not defined in [adapters]")
+        mode = t.choice("mode", REPEAT_MODES)
+        return {"cycle": cycle, "mode": mode, "count": t.int_in("count", 5, 1, 1000)}
+    return {}
 
 
 def _expectations(t: _Table) -> Expectations:
@@ -444,6 +537,8 @@ def _expectations(t: _Table) -> Expectations:
         raw = t.get(key, (str, int), None)
         if raw is None:
             return None
+        if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
+            raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {_short(raw)}")
         try:
             return Comparison.parse(raw)
         except ValueError as exc:
@@ -455,7 +550,7 @@ def _expectations(t: _Table) -> Expectations:
         matches_reference=t.get("matches_reference", bool, None),
         raises=t.get("raises", str, None),
     )
-    if e.raises is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", e.raises):
+    if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
     t.finish()
     return e
@@ -485,6 +580,8 @@ def _scenario_expect(t: _Table) -> ScenarioExpectations:
         raw = t.get(key, (str, int), None)
         if raw is None:
             return None
+        if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
+            raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {_short(raw)}")
         try:
             return Comparison.parse(raw)
         except ValueError as exc:
@@ -515,6 +612,7 @@ def _scenario_expect(t: _Table) -> ScenarioExpectations:
 def _check_order(s: Scenario) -> None:
     slots: set[str] = set()
     compiled = hotswap_enabled = any_loaded = False
+    defined = {a.key for a in s.adapters}
 
     def fail(step: Step, message: str) -> ScenarioError:
         return ScenarioError(message, source=s.source_file, field=step.label)
@@ -549,7 +647,7 @@ def _check_order(s: Scenario) -> None:
                         f"hotswap into {step.name!r}, but no adapter of that name is loaded at this point "
                         f"(loaded: {', '.join(sorted(slots)) or 'none'})",
                     )
-                if s.adapter(step.adapter).modules_to_save:
+                if step.adapter in defined and s.adapter(step.adapter).modules_to_save:
                     raise fail(
                         step, "hotswap of an adapter with modules_to_save is not supported by either path"
                     )
@@ -562,6 +660,40 @@ def _check_order(s: Scenario) -> None:
             if not expects_error:
                 slots.add(step.name)
                 any_loaded = True
+        elif step.op == "load_pretrained":
+            if compiled:
+                raise fail(step, "load_pretrained makes a new model: it must come before compile")
+            slots = {"default"}  # from_pretrained(<adapter folder>) loads the adapter as "default"
+            any_loaded = True
+        elif step.op == "save_adapter":
+            if not slots and not expects_error:
+                raise fail(step, "save_adapter needs a loaded adapter (it saves the active one)")
+        elif step.op == "train":
+            if step.full and slots:
+                raise fail(
+                    step,
+                    "full fine-tuning (full = true) is the no-adapter baseline: load no adapter before it",
+                )
+            if not step.full and not slots and not expects_error:
+                raise fail(
+                    step, "train needs an adapter (add_adapter first), or full = true for full fine-tuning"
+                )
+        elif step.op == "repeat_load":
+            base = step.name or "rep"
+            if step.mode == "hotswap" and base not in slots and not expects_error:
+                raise fail(
+                    step, f"repeat_load mode 'hotswap' swaps into {base!r}, which is not loaded at this point"
+                )
+            if step.mode == "side_by_side":
+                new = {f"{base}{i}" for i in range(step.count)}
+                if new & slots:
+                    raise fail(
+                        step, f"repeat_load would reuse adapter names {', '.join(sorted(new & slots))}"
+                    )
+                slots |= new
+                any_loaded = True
+            if step.mode == "load_delete" and base in slots:
+                raise fail(step, f"repeat_load mode 'load_delete' loads {base!r}, which is already loaded")
         elif step.op == "set_adapter":
             missing = [n for n in step.names if n not in slots]
             if missing and not expects_error:

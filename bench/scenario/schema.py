@@ -15,15 +15,37 @@ MATRIX_AXES = ("precision", "compile", "hotswap_path")
 
 # Ops that change which adapter weights produce the output: each is followed by a check against a reference.
 STATE_OPS = frozenset(
-    {"add_adapter", "load_adapter", "set_adapter", "enable_adapters", "disable_adapters", "delete_adapter"}
+    {
+        "add_adapter",
+        "load_adapter",
+        "set_adapter",
+        "enable_adapters",
+        "disable_adapters",
+        "delete_adapter",
+        "load_pretrained",  # AutoModelForCausalLM.from_pretrained(<adapter folder>): a new model
+        "repeat_load",  # N loads side by side, N hotswaps into one slot, or N load/delete cycles
+        "train",  # optimizer steps change the trainable weights
+        "save_adapter",  # save_pretrained of the active adapter; the saved folder becomes an adapter
+    }
 )
 MEASURE_OPS = frozenset({"forward", "generate"})
 SETUP_OPS = frozenset({"enable_hotswap", "compile"})
-OPS = STATE_OPS | MEASURE_OPS | SETUP_OPS
+QUERY_OPS = frozenset({"active_adapters"})
+OPS = STATE_OPS | MEASURE_OPS | SETUP_OPS | QUERY_OPS
+REPEAT_MODES = ("side_by_side", "hotswap", "load_delete")
 
 # Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
 # declare `raises`; "adapter_effect" is implicit on every step that loads or adds adapter weights from a file.
-EXPECTATIONS = ("recompiles", "graph_breaks", "matches_reference", "raises", "succeeds", "adapter_effect")
+EXPECTATIONS = (
+    "recompiles",
+    "graph_breaks",
+    "matches_reference",
+    "raises",
+    "succeeds",
+    "adapter_effect",
+    "active_adapters",  # implicit on the active_adapters op: the names a correct library reports
+    "loss_decreases",  # implicit on train steps
+)
 
 _COMPARATORS = {
     "==": operator.eq,
@@ -91,6 +113,17 @@ class CompileSetting:
         elif self.dynamic is False:
             parts.append("static")
         return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """bitsandbytes options for the int8 / nf4 / fp4 precisions (ignored by fp32, bf16, fp16)."""
+
+    compute_dtype: str = "bf16"  # bnb_4bit_compute_dtype, and the dtype of the non-quantised modules
+    double_quant: bool = False  # bnb_4bit_use_double_quant
+
+
+COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -176,6 +209,16 @@ class Step:
     names: tuple[str, ...] = ()  # set_adapter
     hotswap: bool = False
     target_rank: int | None = None
+    # train
+    train_steps: int | None = None
+    learning_rate: float | None = None
+    full: bool = False  # full fine-tuning: every parameter trainable (the baseline LoRA is compared with)
+    # save_adapter: the key under which the saved folder can be used by later steps
+    save_as: str | None = None
+    # repeat_load
+    mode: str | None = None
+    count: int | None = None
+    cycle: tuple[str, ...] = ()  # adapter keys used in turn
     expect: Expectations = field(default_factory=Expectations)
     known_failures: tuple[KnownFailure, ...] = ()
 
@@ -209,9 +252,13 @@ class Scenario:
     adapters: tuple[AdapterSpec, ...]
     steps: tuple[Step, ...]
     expect: ScenarioExpectations = field(default_factory=ScenarioExpectations)
+    quantization: QuantOptions = field(default_factory=QuantOptions)
     description: str = ""
     timeout_s: float = 600.0
     tags: tuple[str, ...] = ()
+    # Opt-ins for sources that can run code when loaded: a model's own Python files, pickle weight files.
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     def adapter(self, key: str) -> AdapterSpec:
         for spec in self.adapters:

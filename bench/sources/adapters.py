@@ -8,6 +8,7 @@ save_pretrained. Its cache key covers the spec, the base model's fingerprint and
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,30 +41,59 @@ def lora_config(spec: AdapterSpec):
     )
 
 
-def resolve_adapter(spec: AdapterSpec, model: ResolvedModel, cache_root: Path) -> ResolvedAdapter:
+# A Hub adapter id is OWNER/NAME; anything else that does not exist locally is a missing path, reported as
+# such rather than sent to the Hub (where it would fail later, slowly, with a download error).
+_HUB_ADAPTER_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def resolve_adapter(
+    spec: AdapterSpec,
+    model: ResolvedModel,
+    cache_root: Path,
+    *,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> ResolvedAdapter:
     if spec.path is not None:
         path = Path(spec.path).expanduser()
         if path.exists():
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"adapter {spec.key!r}: {path} is not a folder (a saved PEFT adapter)"
+                )
             if not (path / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"adapter folder {path} has no adapter_config.json")
+                raise FileNotFoundError(
+                    f"adapter {spec.key!r}: folder {path} has no adapter_config.json (not a PEFT adapter)"
+                )
             return ResolvedAdapter(spec.key, str(path.resolve()), "local")
-        if spec.path.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"adapter path {spec.path} does not exist")
+        if spec.path.startswith((".", "/", "~")) or not _HUB_ADAPTER_RE.match(spec.path):
+            raise FileNotFoundError(f"adapter {spec.key!r}: path {spec.path} does not exist")
         return ResolvedAdapter(spec.key, spec.path, "hub")
     fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path")}
     key_spec = {"adapter": fields, "base": model.fingerprint}
     folder, built = cached_folder(
-        cache_root, "adapters", spec.key, key_spec, lambda tmp: _build(spec, model.location, tmp)
+        cache_root,
+        "adapters",
+        spec.key,
+        key_spec,
+        lambda tmp: _build(spec, model.location, tmp, trust_remote_code, allow_pickle),
     )
     return ResolvedAdapter(spec.key, str(folder), "generated", built)
 
 
-def _build(spec: AdapterSpec, base_location: str, out: Path) -> None:
+def _build(
+    spec: AdapterSpec, base_location: str, out: Path, trust_remote_code: bool, allow_pickle: bool
+) -> None:
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_location, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(
+        base_location,
+        dtype=torch.float32,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
+    )
     peft_model = get_peft_model(base, lora_config(spec))
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,24 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
         "config": dict(
             hidden_size=64,
             intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=1000,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    # Wider, for memory scenarios: one rank-64 adapter on every projection is ~2.4 MB, well above RSS noise.
+    "small-llama": {
+        "config_class": "LlamaConfig",
+        "model_class": "LlamaForCausalLM",
+        "config": dict(
+            hidden_size=256,
+            intermediate_size=512,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=4,
@@ -81,6 +100,9 @@ class ResolvedModel:
     built_now: bool = False
 
 
+_HUB_MODEL_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
 def resolve_model(source: str, cache_root: Path) -> ResolvedModel:
     if source.startswith(BUILTIN_PREFIX):
         name = source[len(BUILTIN_PREFIX) :]
@@ -91,17 +113,20 @@ def resolve_model(source: str, cache_root: Path) -> ResolvedModel:
         return ResolvedModel(source, str(folder), "builtin", folder.name, built)
     path = Path(source).expanduser()
     if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"model {source!r}: {path} is not a folder (a saved transformers model)")
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model folder {path} has no config.json")
+            raise FileNotFoundError(f"model {source!r}: folder {path} has no config.json")
         return ResolvedModel(source, str(path.resolve()), "local", _folder_fingerprint(path))
-    if source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {source} does not exist")
+    # A Hub id is NAME or OWNER/NAME; anything else that does not exist locally is a missing path.
+    if source.startswith((".", "/", "~")) or not _HUB_MODEL_RE.match(source):
+        raise FileNotFoundError(f"model {source!r}: path does not exist")
     return ResolvedModel(source, source, "hub", f"hub:{source}")
 
 
 def _folder_fingerprint(path: Path) -> str:
     h = hashlib.sha256((path / "config.json").read_bytes())
-    for f in sorted(path.glob("*.safetensors")):
+    for f in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]

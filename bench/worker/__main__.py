@@ -3,11 +3,18 @@
 Reads the case (scenario file + matrix values), runs it, writes the CaseResult atomically. Anything that
 escapes the case (a bad source, a library crash) is written as an `error` result with the traceback's last
 lines, so the parent can tell a reported error from a dead process.
+
+The log (stdout and stderr) gets a phase line before each step and, through faulthandler, the Python stack
+on a native crash or when the parent sends SIGUSR1 before killing a worker that timed out: bench.exits reads
+both to say where a dead worker was.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
+import signal
 import sys
 import time
 import traceback
@@ -15,17 +22,47 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     case_file, out_file = Path(argv[0]), Path(argv[1])
     spec = json.loads(case_file.read_text())
+
+    from bench.atomic import write_json
+    from bench.exits import PHASE_FINISHING, PHASE_MARKER
+    from bench.records import to_dict
+    from bench.worker import inject
+
+    # Test-only fault injection (see bench.worker.inject): read once, here, and nowhere else.
+    faults = inject.parse(os.environ.get(inject.ENV_VAR))
+    inject.fire(faults, spec["scenario"], "start")
     try:
         import psutil
 
         process_start = psutil.Process().create_time()
     except Exception:
         process_start = None
+    result = run_spec(spec, process_start=process_start, faults=faults)
+    print(f"{PHASE_MARKER} {PHASE_FINISHING}", flush=True)
+    payload = to_dict(result)
+    payload["worker"] = {**payload.get("worker", {}), "finished_at_epoch_s": time.time()}
+    write_json(out_file, payload)
+    return 0
 
-    from bench.atomic import write_json
-    from bench.records import CaseResult, to_dict
+
+def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = ()):
+    """Run the case a case spec names and return its CaseResult; whatever escapes becomes an `error` result."""
+    from bench.exits import PHASE_MARKER, PHASE_STARTED
+    from bench.records import CaseResult
+    from bench.worker import inject
+    from bench.worker.oom import is_out_of_memory, memory_limit_note
+
+    print(f"{PHASE_MARKER} {PHASE_STARTED}", flush=True)
+    current: list[str] = []  # the label of the step running now, for the reason of an escaping exception
+
+    def before_step(step) -> None:
+        current[:] = [step.label]
+        print(f"{PHASE_MARKER} {step.label}", flush=True)
+        inject.fire(faults, spec["scenario"], str(step.index))
 
     try:
         from bench.cases import expand
@@ -33,23 +70,33 @@ def main(argv: list[str]) -> int:
         from bench.worker.execute import run_case
 
         scenario = load_scenario(spec["scenario_file"])
-        case = next(c for c in expand(scenario) if c.params == spec["params"])
-        result = run_case(case, Path(spec["cache_root"]), process_start=process_start)
+        case = next((c for c in expand(scenario) if c.params == spec["params"]), None)
+        if case is None:
+            raise LookupError(
+                f"case {spec['case_id']} is no longer in {spec['scenario_file']} (the file changed since the run began)"
+            )
+        return run_case(
+            case,
+            Path(spec["cache_root"]),
+            process_start=process_start,
+            trust_remote_code=bool(spec.get("trust_remote_code", False)),
+            allow_pickle=bool(spec.get("allow_pickle", False)),
+            on_step=before_step,
+        )
     except Exception as exc:
         tb = traceback.format_exc().strip().splitlines()
-        result = CaseResult(
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+        if is_out_of_memory(exc):
+            what = f"out of memory{memory_limit_note()}: {what}"
+        return CaseResult(
             case_id=spec["case_id"],
             scenario=spec["scenario"],
             scenario_file=spec["scenario_file"],
             params=spec["params"],
             verdict="error",
-            reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}",
+            reason=f"{current[0]}: {what}" if current else what,
             worker={"traceback_tail": tb[-12:]},
         )
-    payload = to_dict(result)
-    payload["worker"] = {**payload.get("worker", {}), "finished_at_epoch_s": time.time()}
-    write_json(out_file, payload)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,23 +7,27 @@ and the allocator start clean; torch's global state that a process keeps is stil
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.cases import Case
-from bench.precision import TOLERANCES, unavailable_reason
+from bench.precision import TOLERANCES, needs_eager_forward_after_state_dict, unavailable_reason
 from bench.probes.clock import Clock, repeat
 from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
 from bench.probes.memory import measure_memory
 from bench.records import CaseResult, Outcome, StepRecord
 from bench.scenario.schema import STATE_OPS, Step
 from bench.sources.adapters import lora_config, resolve_adapter
+from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
 from bench.sources.models import resolve_model
 from bench.verdict import case_verdict, find_known, outcome, step_status
 from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
 from bench.worker.model import load_model, make_inputs, vocab_size_of
+from bench.worker.oom import is_out_of_memory
 from bench.worker.reference import ReferenceOracle
 from bench.worker.state import AdapterState
 from bench.worker.subject import Subject
@@ -34,6 +38,7 @@ class _StepRun:
     """What happened during one step, before it is decided."""
 
     op_time_ms: float | None = None
+    op_result: Any = None  # what the op reports: TrainStats, RepeatStats, active adapter names
     first_call_ms: float | None = None
     first_output: Any = None
     timing: Any = None
@@ -50,11 +55,30 @@ def pick_device() -> str:
 
 
 def run_case(
-    case: Case, cache_root: Path, *, device: str | None = None, process_start: float | None = None
+    case: Case,
+    cache_root: Path,
+    *,
+    device: str | None = None,
+    process_start: float | None = None,
+    work_dir: Path | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    on_step: Callable[[Step], None] | None = None,
 ) -> CaseResult:
+    """Run one case. `work_dir` receives what the case writes (saved adapters); default a temporary folder.
+
+    trust_remote_code / allow_pickle: the command line's opt-ins (the scenario's own are added to them).
+    on_step is called before each step runs (the worker logs the step there, so a crash can be placed).
+    """
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     phases: dict[str, float] = {}
+    # The libraries are imported here, up front, so that their import time lands in this phase instead of
+    # inside whichever step first touches them.
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
     if process_start is not None:
         phases["process_start_and_imports_s"] = max(0.0, time.time() - process_start)
     device = device or pick_device()
@@ -79,23 +103,40 @@ def run_case(
     if skip:
         return CaseResult(verdict="skip", reason=skip, **base)
 
-    import torch
-
     configure_dynamo_for_counting()
     torch.manual_seed(0)
 
     t = time.perf_counter()
+    trust = trust_remote_code or s.trust_remote_code
+    pickle_ok = allow_pickle or s.allow_pickle
     model_src = resolve_model(s.model, cache_root)
+    # Before anything loads the model (a generated adapter is built on it): its own code, its weight files.
+    check_model_files(
+        s.model, model_src.location, model_src.kind, allow_pickle=pickle_ok, trust_remote_code=trust
+    )
     adapters = {a.key: a for a in s.adapters}
-    resolved = {k: resolve_adapter(a, model_src, cache_root) for k, a in adapters.items()}
+    resolved = {
+        k: resolve_adapter(a, model_src, cache_root, trust_remote_code=trust, allow_pickle=pickle_ok)
+        for k, a in adapters.items()
+    }
     locations = {k: r.location for k, r in resolved.items()}
+    peft_types = check_adapter_sources(s, resolved, allow_pickle=pickle_ok)
     phases["resolve_sources_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    model = load_model(model_src.location, case.precision, device)
+    model = load_model(
+        model_src.location,
+        case.precision,
+        device,
+        quant=s.quantization,
+        trust_remote_code=trust,
+        allow_pickle=pickle_ok,
+    )
     phases["load_model_s"] = time.perf_counter() - t
+    check_adapters_fit(s, model, resolved, peft_types)
     inputs = make_inputs(s.workload, vocab_size_of(model), device)
-    adapter_bytes = {k: adapter_file_bytes(loc) for k, loc in locations.items() if resolved[k].kind != "hub"}
+    measured = {k: adapter_file_bytes(loc) for k, loc in locations.items() if resolved[k].kind != "hub"}
+    adapter_bytes = {k: n for k, n in measured.items() if n is not None}
     footprint = model_footprint(model, adapter_bytes)
 
     tolerance = TOLERANCES[case.precision]
@@ -108,6 +149,9 @@ def run_case(
         adapter_locations=locations,
         adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated},
         tolerance=tolerance,
+        quant=s.quantization,
+        trust_remote_code=trust,
+        allow_pickle=pickle_ok,
     )
     subject = Subject(
         model=model,
@@ -116,8 +160,14 @@ def run_case(
         inputs=inputs,
         compile_setting=case.compile,
         hotswap_path=case.hotswap_path,
+        precision=case.precision,
+        quant=s.quantization,
+        work_dir=Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="peft-bench-case-")),
+        trust_remote_code=trust,
+        allow_pickle=pickle_ok,
     )
     clock = Clock.for_device(device)
+    subject.clock = clock
 
     state = AdapterState()
     records: list[StepRecord] = []
@@ -130,6 +180,8 @@ def run_case(
         if step.op == "compile" and not case.compile.enabled:
             records.append(_skipped_compile(step))
             continue
+        if on_step is not None:
+            on_step(step)
         t = time.perf_counter()
         run, mem, comp, strict = _execute(subject, step, adapters, locations, clock, s.timing)
         steps_s += time.perf_counter() - t
@@ -168,11 +220,14 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
     run = _StepRun()
     run.compiled = subject.compiled is not None or subject.generate_compiled or step.op == "compile"
     strict = step.expect.strict and run.compiled
-    calls_model = step.op in STATE_OPS or step.op in ("forward", "generate")
+    # After train no file holds the weights: there is no reference to check against until save_adapter.
+    calls_model = (step.op in STATE_OPS and step.op != "train") or step.op in ("forward", "generate")
     with measure_memory(subject.device) as mem, count_compiles() as comp:
         try:
-            run.op_time_ms, _ = clock.time_ms(lambda: subject.apply(step, adapters, locations))
+            run.op_time_ms, run.op_result = clock.time_ms(lambda: subject.apply(step, adapters, locations))
         except Exception as exc:  # the library's answer to the call: decided against expect.raises
+            if is_out_of_memory(exc):
+                raise  # a fault of the run, not the library's answer: the case's error (see worker main)
             run.op_error = exc
         if run.op_error is None and step.op in STATE_OPS:
             flipped = _freeze_adapter_grads(subject.model)
@@ -180,6 +235,14 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                 run.notes.append(
                     f"requires_grad reset on {flipped} tensors after {step.op} (transformers flips it; "
                     "dynamo would recompile on the requires_grad guard)"
+                )
+        if run.op_error is None and step.op in STATE_OPS and run.compiled:
+            if needs_eager_forward_after_state_dict(subject.precision, subject.device):
+                ms, _ = clock.time_ms(lambda: subject.model(**subject.inputs.as_kwargs()))
+                run.notes.append(
+                    f"one eager forward ({ms:.3g} ms, untimed) after {step.op}: bitsandbytes 4-bit on CPU repacks "
+                    "weights on an eager forward, and state_dict() unpacks them; without it the next compiled "
+                    "call recompiles on a size guard"
                 )
         if run.op_error is None and calls_model:
             call = (
@@ -253,6 +316,14 @@ def _transition(state: AdapterState, step: Step) -> AdapterState:
         return state.set_enabled(False)
     if step.op == "delete_adapter":
         return state.delete(step.name)
+    if step.op == "load_pretrained":
+        return AdapterState.loaded_pretrained(step.adapter)
+    if step.op == "train":
+        return state.trained(full=step.full)
+    if step.op == "save_adapter":
+        return state.saved(step.save_as)
+    if step.op == "repeat_load":
+        return state.repeated(step.mode, step.name or "rep", step.cycle, step.count)
     return state
 
 
@@ -335,8 +406,39 @@ def _decide(
             )
         )
 
+    if step.op == "active_adapters" and run.op_error is None:
+        want = list(state.active)
+        outcomes.append(
+            outcome(
+                "active_adapters",
+                str(want),
+                str(run.op_result),
+                run.op_result == want,
+                f"active_adapters() returned {run.op_result}, expected {want}",
+                find_known(kf, "active_adapters", params),
+            )
+        )
+    train_stats = run.op_result if step.op == "train" and run.op_error is None else None
+    repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
+    if train_stats is not None:
+        outcomes.append(
+            outcome(
+                "loss_decreases",
+                f"< {train_stats.loss_first:.4g}",
+                f"{train_stats.loss_last:.4g}",
+                train_stats.loss_last < train_stats.loss_first,
+                f"loss went from {train_stats.loss_first:.4g} to {train_stats.loss_last:.4g} in "
+                f"{train_stats.steps} steps: the optimizer did not train the weights",
+                find_known(kf, "loss_decreases", params),
+            )
+        )
+
     output = None
-    if run.first_output is not None:
+    if run.first_output is not None and not state.verifiable:
+        run.notes.append(
+            "output not checked: trained weights exist only in this model (save_adapter, then check)"
+        )
+    elif run.first_output is not None:
         if subject.workload.kind == "generate" and step.op != "forward":
             output = oracle.check_tokens(state, run.first_output)
         else:
@@ -363,8 +465,8 @@ def _decide(
 
     effects = []
     moved_bytes = floor = None
-    if step.op == "load_adapter" and run.op_error is None:
-        eff = oracle.effect(step.adapter, step.name)
+    if step.op in ("load_adapter", "load_pretrained") and run.op_error is None:
+        eff = oracle.effect(step.adapter, step.name or "default")
         effects.append(eff)
         outcomes.append(
             outcome(
@@ -405,6 +507,8 @@ def _decide(
         notes=tuple(notes),
         adapter_bytes=moved_bytes,
         copy_floor_ms=floor,
+        train=train_stats,
+        repeat=repeat_stats,
     )
 
 

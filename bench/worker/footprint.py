@@ -41,13 +41,14 @@ def model_footprint(model, adapter_bytes: dict[str, int]) -> Footprint:
     )
 
 
-def adapter_file_bytes(location: str) -> int:
-    """Bytes of tensor data in an adapter's safetensors file (header excluded)."""
+def adapter_file_bytes(location: str) -> int | None:
+    """Bytes of tensor data in an adapter's safetensors file (header excluded); None without one (pickle
+    weights, allowed by --allow-pickle, are not measured: 0 would be a made-up figure)."""
     from safetensors import safe_open
 
     path = Path(location) / "adapter_model.safetensors"
     if not path.is_file():
-        return 0
+        return None
     total = 0
     with safe_open(str(path), framework="pt") as f:
         for name in f.keys():

@@ -18,13 +18,26 @@ class Inputs:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
 
-def load_model(location: str, precision: str, device: str, *, trust_remote_code: bool = False):
+def load_model(
+    location: str,
+    precision: str,
+    device: str,
+    *,
+    quant=None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """trust_remote_code and allow_pickle stay off unless the scenario or the command line opts in: a model
+    folder's own Python code, and pickle weight files, can run anything when loaded."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = load_kwargs(precision, device)
+    kwargs = load_kwargs(precision, device, quant)
     model = AutoModelForCausalLM.from_pretrained(
-        location, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        location,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
+        **kwargs,
     )
     if "device_map" not in kwargs:
         model.to(device)

@@ -26,6 +26,9 @@ class ReferenceOracle:
     adapter_locations: dict[str, str]
     adapter_configs: dict[str, Any]  # key -> LoraConfig for add_adapter
     tolerance: Tolerance
+    quant: Any = None
+    trust_remote_code: bool = False  # as the model under test: off unless the scenario or the CLI opts in
+    allow_pickle: bool = False
     _logits: dict[str, Any] = field(default_factory=dict)
     _tokens: dict[str, Any] = field(default_factory=dict)
     fresh_loads: int = 0
@@ -33,7 +36,14 @@ class ReferenceOracle:
     def _fresh(self, state: AdapterState):
         import torch
 
-        model = load_model(self.model_location, self.precision, self.device)
+        model = load_model(
+            self.model_location,
+            self.precision,
+            self.device,
+            quant=self.quant,
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
         self.fresh_loads += 1
         effective = state.effective
         for slot in effective:

@@ -15,6 +15,7 @@ class Slot:
     name: str  # adapter_name in the model
     adapter: str  # key of the AdapterSpec whose weights it holds
     added: bool  # True: add_adapter (fresh LoRA init, B = 0), False: weights loaded from the adapter's files
+    trained: bool = False  # optimizer steps changed its weights: they exist only in this model until saved
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class AdapterState:
     slots: tuple[Slot, ...] = ()
     active: tuple[str, ...] = ()
     enabled: bool = True
+    base_modified: bool = False  # full fine-tuning changed the base weights
+
+    @property
+    def verifiable(self) -> bool:
+        """False when the output depends on weights no file holds (trained, not yet saved)."""
+        return not self.base_modified and not any(s.trained for s in self.effective)
 
     def slot(self, name: str) -> Slot | None:
         return next((s for s in self.slots if s.name == name), None)
@@ -67,6 +74,35 @@ class AdapterState:
 
     def set_enabled(self, enabled: bool) -> AdapterState:
         return replace(self, enabled=enabled)
+
+    def trained(self, *, full: bool) -> AdapterState:
+        if full:
+            return replace(self, base_modified=True)
+        slots = tuple(replace(s, trained=True) if s in self.effective else s for s in self.slots)
+        return replace(self, slots=slots)
+
+    def saved(self, key: str) -> AdapterState:
+        """save_pretrained writes the active adapter; that slot now holds exactly the saved file's weights."""
+        active = [s for s in self.slots if s.name in self.active]
+        if len(active) != 1:
+            return self  # transformers refuses to save several active adapters (ValueError)
+        slots = tuple(Slot(s.name, key, False) if s == active[0] else s for s in self.slots)
+        return replace(self, slots=slots)
+
+    @classmethod
+    def loaded_pretrained(cls, key: str) -> AdapterState:
+        """from_pretrained(<adapter folder>): a new model holding that adapter as "default"."""
+        return cls(slots=(Slot("default", key, False),), active=("default",))
+
+    def repeated(self, mode: str, base: str, cycle: tuple[str, ...], count: int) -> AdapterState:
+        if mode == "side_by_side":
+            state = self
+            for i in range(count):
+                state = state.add(f"{base}{i}", cycle[i % len(cycle)], added=False)
+            return state
+        if mode == "hotswap":
+            return self.hotswap(base, cycle[(count - 1) % len(cycle)])
+        return self  # load_delete: every load is undone
 
     def delete(self, name: str) -> AdapterState:
         return AdapterState(

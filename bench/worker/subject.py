@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.scenario.schema import AdapterSpec, CompileSetting, Step, Workload
@@ -22,6 +23,12 @@ class Subject:
     generate_compiled: bool = False  # transformers' own compile path for generate workloads
     pending_target_rank: int | None = None  # peft path: prepare after the first adapter is loaded
     loaded_any: bool = False
+    precision: str = "fp32"
+    quant: Any = None  # QuantOptions, for load_pretrained
+    trust_remote_code: bool = False  # for load_pretrained: off unless the scenario or the CLI opts in
+    allow_pickle: bool = False
+    work_dir: Path | None = None  # where save_adapter writes
+    clock: Any = None
 
     # ----- model calls
     def forward(self):
@@ -38,8 +45,15 @@ class Subject:
         return self.generate() if self.workload.kind == "generate" else self.forward()
 
     # ----- ops
-    def apply(self, step: Step, adapters: dict[str, AdapterSpec], locations: dict[str, str]) -> None:
-        getattr(self, f"_op_{step.op}")(step, adapters, locations)
+    def apply(self, step: Step, adapters: dict[str, AdapterSpec], locations: dict[str, str]) -> Any:
+        """Make the op's real API call(s). Returns what the op reports (train and repeat stats, names)."""
+        return getattr(self, f"_op_{step.op}")(step, adapters, locations)
+
+    def _hotswap(self, location: str, name: str) -> None:
+        if self.hotswap_path == "transformers":
+            self.model.load_adapter(location, adapter_name=name, hotswap=True)
+        else:
+            peft_hotswap(self.model, location, name, self.device)
 
     def _op_add_adapter(self, step, adapters, locations):
         self.model.add_adapter(lora_config(adapters[step.adapter]), adapter_name=step.name)
@@ -50,10 +64,8 @@ class Subject:
         if not step.hotswap:
             self.model.load_adapter(location, adapter_name=step.name)
             self._after_first_load()
-        elif self.hotswap_path == "transformers":
-            self.model.load_adapter(location, adapter_name=step.name, hotswap=True)
         else:
-            peft_hotswap(self.model, location, step.name, self.device)
+            self._hotswap(location, step.name)
 
     def _after_first_load(self):
         if not self.loaded_any and self.pending_target_rank is not None:
@@ -121,6 +133,67 @@ class Subject:
             if c.mode and c.mode != "default":
                 kwargs["mode"] = c.mode
             self.compiled = torch.compile(self.model, **kwargs)
+
+    def _op_load_pretrained(self, step, adapters, locations):
+        from bench.worker.model import load_model
+
+        # AutoModelForCausalLM.from_pretrained(<adapter folder>): transformers reads adapter_config.json,
+        # loads the base it names and the adapter on top, as "default".
+        self.model = load_model(
+            locations[step.adapter],
+            self.precision,
+            self.device,
+            quant=self.quant,
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
+        self.compiled = None
+        self.loaded_any = True
+
+    def _op_save_adapter(self, step, adapters, locations):
+        if self.work_dir is None:
+            raise RuntimeError("save_adapter needs a work folder for the case")
+        folder = self.work_dir / step.save_as
+        self.model.save_pretrained(folder)
+        locations[step.save_as] = str(folder)
+
+    def _op_active_adapters(self, step, adapters, locations):
+        return list(self.model.active_adapters())
+
+    def _op_train(self, step, adapters, locations):
+        from bench.worker.model import vocab_size_of
+        from bench.worker.train import train
+
+        return train(
+            self.model,
+            self.workload,
+            vocab_size_of(self.model),
+            self.device,
+            self.clock,
+            steps=step.train_steps,
+            learning_rate=step.learning_rate,
+            full=step.full,
+        )
+
+    def _op_repeat_load(self, step, adapters, locations):
+        from bench.worker.footprint import adapter_file_bytes
+        from bench.worker.repeat import repeat_load
+
+        base = step.name or "rep"
+
+        def one(i: int) -> None:
+            location = locations[step.cycle[i % len(step.cycle)]]
+            if step.mode == "side_by_side":
+                self.model.load_adapter(location, adapter_name=f"{base}{i}")
+            elif step.mode == "hotswap":
+                self._hotswap(location, base)
+            else:
+                self.model.load_adapter(location, adapter_name=base)
+                self.model.delete_adapter(base)
+
+        first = locations[step.cycle[0]]
+        size = adapter_file_bytes(first) if Path(first).exists() else None
+        return repeat_load(step.mode, step.count, one, self.clock, self.device, size)
 
     def _op_forward(self, step, adapters, locations):
         pass  # the measurement is the op: see execute.measure

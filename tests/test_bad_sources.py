@@ -1,0 +1,315 @@
+"""Bad model and adapter sources: each becomes that case's `error` with the reason, and nothing else breaks.
+
+Every source here is real: folders written by save_pretrained, adapters built with peft for another base
+model, IA3 and LoHa adapters saved with peft, safetensors files cut short or overwritten. The cases run
+through the worker's own entry (bench.worker.__main__.run_spec) in this process, so no process start is paid
+per case; that a worker error does not stop the run is checked with real processes in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.cases import expand
+from bench.run import RunOptions, case_spec
+from bench.scenario import load_scenario
+from bench.scenario.schema import AdapterSpec
+from bench.sources.adapters import resolve_adapter
+from bench.sources.models import resolve_model
+from bench.worker.__main__ import run_spec
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory, cache_root) -> dict[str, Path]:
+    """Good and foreign sources, built once: a LoRA adapter for tiny-llama, LoRA adapters made for tiny-gpt2
+    (other module names) and tiny-qwen2 (v_proj has 32 outputs, tiny-llama's 64), IA3 and LoHa adapters."""
+    from peft import IA3Config, LoHaConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    llama = resolve_model("builtin:tiny-llama", cache_root)
+    gpt2 = resolve_model("builtin:tiny-gpt2", cache_root)
+    qwen = resolve_model("builtin:tiny-qwen2", cache_root)
+    out = {
+        "llama": Path(llama.location),
+        "lora": Path(resolve_adapter(AdapterSpec(key="lora", rank=4, seed=1), llama, cache_root).location),
+        "gpt2_lora": Path(
+            resolve_adapter(
+                AdapterSpec(key="g", rank=4, seed=1, targets=("c_attn",)), gpt2, cache_root
+            ).location
+        ),
+        "qwen_lora": Path(resolve_adapter(AdapterSpec(key="q", rank=4, seed=1), qwen, cache_root).location),
+    }
+    folder = tmp_path_factory.mktemp("foreign-adapters")
+    configs = {
+        "ia3": IA3Config(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"], feedforward_modules=[]),
+        "loha": LoHaConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"], r=4),
+    }
+    for kind, config in configs.items():
+        base = AutoModelForCausalLM.from_pretrained(llama.location)
+        get_peft_model(base, config).save_pretrained(folder / kind)
+        out[kind] = folder / kind
+    return out
+
+
+def _scenario(model: str, adapters: dict[str, str], steps: str, paths: str = '["transformers"]') -> str:
+    adapter_tables = "".join(f"[adapters.{k}]\npath = '{v}'\n" for k, v in adapters.items())
+    return (
+        textwrap.dedent(f"""
+        [scenario]
+        name = "bad-source"
+        model = '{model}'
+        [matrix]
+        compile = ["none"]
+        hotswap_path = {paths}
+        [timing]
+        warmup = 0
+        min_rounds = 1
+        min_time_s = 0.0
+        """)
+        + adapter_tables
+        + textwrap.dedent(steps)
+    )
+
+
+LOAD_A = '[[steps]]\nop = "load_adapter"\nadapter = "a"\n'
+
+
+def _run(tmp_path: Path, text: str, cache_root: Path, **opts):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    results = []
+    for case in expand(load_scenario(path)):
+        spec = case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root, **opts))
+        results.append(run_spec(spec))
+    return results
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# Each entry: a name, a function (sources, tmp_path) -> (model, adapter path), and what the reason must say.
+def _missing_model(s, tmp):
+    return str(tmp / "no-such-model"), str(s["lora"])
+
+
+def _relative_missing_model(s, tmp):
+    return "./models/missing", str(s["lora"])
+
+
+def _missing_adapter(s, tmp):
+    return str(s["llama"]), str(tmp / "no-such-adapter")
+
+
+def _nested_missing_adapter(s, tmp):
+    return str(s["llama"]), "adapters/mine/v2"  # not a Hub id (OWNER/NAME): a missing path, not a download
+
+
+def _adapter_without_config(s, tmp):
+    folder = _copy(s["lora"], tmp / "noconfig")
+    (folder / "adapter_config.json").unlink()
+    return str(s["llama"]), str(folder)
+
+
+def _adapter_config_not_json(s, tmp):
+    folder = _copy(s["lora"], tmp / "badconfig")
+    (folder / "adapter_config.json").write_text("{ this is not json")
+    return str(s["llama"]), str(folder)
+
+
+def _model_without_config(s, tmp):
+    folder = _copy(s["llama"], tmp / "model-noconfig")
+    (folder / "config.json").unlink()
+    return str(folder), str(s["lora"])
+
+
+def _truncated_adapter(s, tmp):
+    folder = _copy(s["lora"], tmp / "trunc")
+    _truncate(folder / "adapter_model.safetensors", 0.5)
+    return str(s["llama"]), str(folder)
+
+
+def _corrupt_adapter(s, tmp):
+    folder = _copy(s["lora"], tmp / "corrupt")
+    path = folder / "adapter_model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:24] = b"\x00garbage\xff\xfe!!!!!!"  # inside the JSON header
+    path.write_bytes(bytes(data))
+    return str(s["llama"]), str(folder)
+
+
+def _truncated_model(s, tmp):
+    folder = _copy(s["llama"], tmp / "model-trunc")
+    _truncate(folder / "model.safetensors", 0.9)
+    return str(folder), str(s["lora"])
+
+
+def _empty_model_weights(s, tmp):
+    folder = _copy(s["llama"], tmp / "model-empty")
+    (folder / "model.safetensors").write_bytes(b"")
+    return str(folder), str(s["lora"])
+
+
+def _gpt2_adapter_on_llama(s, tmp):
+    return str(s["llama"]), str(s["gpt2_lora"])
+
+
+def _qwen_adapter_on_llama(s, tmp):
+    return str(s["llama"]), str(s["qwen_lora"])
+
+
+BAD_SOURCES = [
+    (_missing_model, ["FileNotFoundError", "no-such-model", "does not exist"]),
+    (_relative_missing_model, ["model './models/missing': path does not exist"]),
+    (_missing_adapter, ["adapter 'a': path", "no-such-adapter", "does not exist"]),
+    (_nested_missing_adapter, ["adapter 'a': path adapters/mine/v2 does not exist"]),
+    (_adapter_without_config, ["adapter 'a'", "has no adapter_config.json"]),
+    (_adapter_config_not_json, ["SourceError", "adapter_config.json is not valid JSON"]),
+    (_model_without_config, ["model-noconfig has no config.json"]),
+    (_truncated_adapter, ["SourceError: adapter 'a'", "not a valid safetensors file (truncated or corrupt)"]),
+    (_corrupt_adapter, ["adapter 'a'", "not a valid safetensors file", "header"]),
+    (
+        _truncated_model,
+        ["SourceError: model", "model.safetensors is not a valid safetensors file", "covered"],
+    ),
+    (_empty_model_weights, ["model.safetensors is not a valid safetensors file", "header too small"]),
+    (
+        _gpt2_adapter_on_llama,
+        [
+            "adapter 'a' does not fit model",
+            "another base model",
+            "transformer.h.0.attn.c_attn is not a module",
+        ],
+    ),
+    (
+        _qwen_adapter_on_llama,
+        ["adapter 'a' does not fit model", "v_proj.lora_B.weight has shape [32, 4]", "gives 64 outputs"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"), BAD_SOURCES, ids=[m.__name__.strip("_") for m, _ in BAD_SOURCES]
+)
+def test_bad_source_is_the_cases_error(make, fragments, sources, tmp_path, cache_root):
+    model, adapter = make(sources, tmp_path)
+    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, LOAD_A), cache_root)
+    assert result.verdict == "error", result.reason
+    for fragment in fragments:
+        assert fragment in result.reason, f"{fragment!r} not in {result.reason!r}"
+    assert result.steps == ()  # refused before any step ran
+
+
+def test_good_sources_pass(sources, tmp_path, cache_root):
+    """The control for every case above: the same scenario with sound sources passes."""
+    (result,) = _run(
+        tmp_path, _scenario(str(sources["llama"]), {"a": str(sources["lora"])}, LOAD_A), cache_root
+    )
+    assert result.verdict == "pass", result.reason
+
+
+HOTSWAP = """
+[[steps]]
+op = "load_adapter"
+adapter = "first"
+name = "default"
+[[steps]]
+op = "load_adapter"
+adapter = "other"
+name = "default"
+hotswap = true
+"""
+
+
+@pytest.mark.parametrize("kind", ["ia3", "loha"])
+def test_hotswap_of_a_non_lora_adapter_is_an_error_on_both_paths(kind, sources, tmp_path, cache_root):
+    text = _scenario(
+        str(sources["llama"]),
+        {"first": str(sources["lora"]), "other": str(sources[kind])},
+        HOTSWAP,
+        paths='["peft", "transformers"]',
+    )
+    results = _run(tmp_path, text, cache_root)
+    assert [r.params["hotswap_path"] for r in results] == ["peft", "transformers"]
+    for r in results:
+        assert r.verdict == "error"
+        assert (
+            f"step 2 (load_adapter): hotswap needs a LoRA adapter, but adapter 'other' is {kind.upper()}"
+            in r.reason
+        )
+
+
+def test_expected_refusals_are_left_to_the_library(sources, tmp_path, cache_root):
+    """A step that sets expect.raises tests the library's own refusal: the pre-checks stand aside.
+
+    peft refuses the IA3 swap (ValueError); transformers 5.23 accepts it without an error, which the
+    expectation then reports as a failure (the library's behaviour, not the suite's)."""
+    text = _scenario(
+        str(sources["llama"]),
+        {"first": str(sources["lora"]), "other": str(sources["ia3"]), "shape": str(sources["qwen_lora"])},
+        HOTSWAP.replace("hotswap = true", 'hotswap = true\nexpect = { raises = "ValueError" }')
+        + '[[steps]]\nop = "load_adapter"\nadapter = "shape"\nexpect = { raises = "RuntimeError" }\n',
+        paths='["peft", "transformers"]',
+    )
+    peft, transformers = _run(tmp_path, text, cache_root)
+    assert peft.verdict == "pass", peft.reason
+    assert "Incompatible PEFT types" in peft.steps[1].error
+    assert "size" in peft.steps[2].error  # the library's own shape-mismatch error, expected
+    assert transformers.verdict == "fail"
+    assert "step 2 (load_adapter): raises: expected ValueError, got no exception" in transformers.reason
+
+
+def test_op_error_is_a_fail_and_halts_the_case(tmp_path, cache_root):
+    """The other side of the line: an op that raises unexpectedly is the library's answer, a failed
+    `succeeds` (verdict fail, not error), and the steps after it are not run. Here: a rank-8 adapter
+    hotswapped into a rank-4 slot without enable_hotswap, through transformers."""
+    path = tmp_path / "halt.toml"
+    path.write_text(
+        textwrap.dedent("""
+        [scenario]
+        name = "halt"
+        model = "builtin:tiny-llama"
+        hotswap_path = "transformers"
+        [matrix]
+        compile = ["none"]
+        [timing]
+        warmup = 0
+        min_rounds = 1
+        min_time_s = 0.0
+        [adapters.r4]
+        rank = 4
+        [adapters.r8]
+        rank = 8
+        [[steps]]
+        op = "load_adapter"
+        adapter = "r4"
+        name = "default"
+        [[steps]]
+        op = "load_adapter"
+        adapter = "r8"
+        name = "default"
+        hotswap = true
+        [[steps]]
+        op = "forward"
+    """)
+    )
+    (case,) = expand(load_scenario(path))
+    result = run_spec(case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root)))
+    assert result.verdict == "fail"
+    assert result.reason.startswith("step 2 (load_adapter): succeeds: raised ")
+    assert [s.status for s in result.steps] == ["pass", "fail", "not_run"]
+    assert result.steps[2].notes == (
+        "step 2 (load_adapter) raised "
+        + result.steps[1].error.split(":")[0]
+        + "; the model state is unknown",
+    )

@@ -1,0 +1,116 @@
+"""Determinism: the same scenario run twice gives the same verdicts and the same deterministic figures.
+
+Deterministic figures are everything but time and memory: recompile, frame-compile and graph-break counts
+(with their reasons), parameter, buffer and adapter bytes, output differences to the reference, adapter
+effects, step statuses and outcomes. One run is in this process, the other in a fresh worker process as
+`peft-bench run` makes it, so a figure that depends on the process (addresses, hash seeds, warm caches)
+shows up as a difference. The control: another adapter seed changes the figures, and the comparison sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from bench.cases import expand
+from bench.records import CaseResult, from_dict
+from bench.run import RunOptions, case_spec
+from bench.scenario import load_scenario
+from bench.worker.execute import run_case
+from tests.conftest import REPO, SCENARIOS
+
+FAST_TIMING = "[timing]\nwarmup = 1\nmin_rounds = 2\nmin_time_s = 0.0\n\n[adapters.first]"
+
+
+def deterministic(result: CaseResult) -> dict:
+    fp = result.footprint
+    return {
+        "verdict": result.verdict,
+        "reason": result.reason,
+        "total_recompiles": result.total_recompiles,
+        "total_graph_breaks": result.total_graph_breaks,
+        "footprint": None
+        if fp is None
+        else (
+            fp.param_bytes,
+            fp.buffer_bytes,
+            fp.memory_footprint_bytes,
+            fp.quant_state_bytes,
+            fp.adapter_bytes,
+        ),
+        "steps": [
+            {
+                "step": (s.index, s.op, s.status, s.strict, s.error),
+                "compile": None
+                if s.compile is None
+                else (
+                    s.compile.recompiles,
+                    s.compile.frame_compiles,
+                    s.compile.graph_breaks,
+                    s.compile.unique_graphs,
+                    s.compile.recompile_reasons,
+                    s.compile.graph_break_reasons,
+                ),
+                "output": None
+                if s.output is None
+                else (
+                    s.output.max_abs_diff,
+                    s.output.max_rel_diff,
+                    s.output.matches,
+                    s.output.reference_state,
+                ),
+                "effects": [(e.adapter, e.max_abs_effect, e.measurable) for e in s.effects],
+                "outcomes": [(o.expectation, o.expected, o.actual, o.status) for o in s.outcomes],
+                "adapter_bytes": s.adapter_bytes,
+                "timing_n": None if s.timing is None else s.timing.n,  # fixed by the policy (min_time_s = 0)
+            }
+            for s in result.steps
+        ],
+    }
+
+
+def _scenario(tmp_path, seed: int, compile_label: str = "aot_eager"):
+    text = (SCENARIOS / "recompile_control.toml").read_text()
+    assert "[adapters.first]" in text and "seed = 2" in text and 'compile = ["aot_eager"]' in text
+    text = text.replace("[adapters.first]", FAST_TIMING, 1).replace("seed = 2", f"seed = {seed}", 1)
+    text = text.replace('compile = ["aot_eager"]', 'compile = ["none", "aot_eager"]')
+    path = tmp_path / f"control-{seed}.toml"
+    path.write_text(text)
+    return next(c for c in expand(load_scenario(path)) if c.compile.label == compile_label)
+
+
+def _in_worker_process(case, tmp_path, cache_root) -> CaseResult:
+    case_file, out_file = tmp_path / "case.json", tmp_path / "result.json"
+    case_file.write_text(json.dumps(case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))))
+    subprocess.run(
+        [sys.executable, "-m", "bench.worker", str(case_file), str(out_file)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return from_dict(CaseResult, json.loads(out_file.read_text()))
+
+
+def test_same_scenario_twice_same_figures(tmp_path, cache_root):
+    case = _scenario(tmp_path, seed=2)
+    here = run_case(case, cache_root)
+    there = _in_worker_process(case, tmp_path, cache_root)
+    assert here.verdict == "pass", here.reason
+    a, b = deterministic(here), deterministic(there)
+    assert a == b
+    # The figures compared are real ones, not empty: a recompile with its guard, adapter bytes, output diffs.
+    assert here.total_recompiles >= 1
+    assert any(s["compile"] and s["compile"][4] for s in a["steps"])
+    assert all(s["adapter_bytes"] for s in a["steps"] if s["step"][1] == "load_adapter")
+    assert any(s["output"] and s["output"][0] is not None for s in a["steps"])
+
+    # The control: another seed for the second adapter moves its effect on the output, and the comparison
+    # sees it. (Eager, to save a compile: the effect is measured on eager references either way.)
+    same = deterministic(run_case(_scenario(tmp_path, seed=2, compile_label="none"), cache_root))
+    other = deterministic(run_case(_scenario(tmp_path, seed=7, compile_label="none"), cache_root))
+    assert same["steps"][3]["effects"] == a["steps"][3]["effects"]
+    assert other["steps"][3]["effects"] != a["steps"][3]["effects"]
+    assert other["footprint"] == a["footprint"]  # same shapes: the bytes are still equal

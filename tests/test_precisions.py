@@ -1,0 +1,169 @@
+"""Precisions: loaded as a user passes them, skipped (never replaced) where they cannot run, and the
+bitsandbytes-on-CPU facts the harness works around, re-checked on the installed versions."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.cases import expand
+from bench.precision import TOLERANCES, load_kwargs, unavailable_reason
+from bench.scenario import load_scenario
+from bench.scenario.schema import PRECISIONS, QuantOptions
+from bench.worker.execute import run_case
+from tests.conftest import REPO, SCENARIOS
+
+
+def _case(path, **params):
+    cases = [c for c in expand(load_scenario(path)) if all(c.params[k] == v for k, v in params.items())]
+    assert len(cases) == 1
+    return cases[0]
+
+
+def test_every_precision_has_a_tolerance_with_a_reason():
+    assert set(TOLERANCES) == set(PRECISIONS)
+    for name, tol in TOLERANCES.items():
+        assert tol.atol > 0 and tol.rtol > 0 and len(tol.reason) > 20, name
+
+
+def test_load_kwargs_are_what_a_user_passes():
+    assert load_kwargs("bf16", "cpu") == {"dtype": torch.bfloat16}
+    kw = load_kwargs("nf4", "cpu", QuantOptions(compute_dtype="fp16", double_quant=True))
+    qc = kw["quantization_config"]
+    assert qc.load_in_4bit and qc.bnb_4bit_quant_type == "nf4" and qc.bnb_4bit_use_double_quant
+    assert qc.bnb_4bit_compute_dtype == torch.float16 and kw["device_map"] == "auto"
+    assert load_kwargs("int8", "cpu")["quantization_config"].load_in_8bit
+
+
+def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario, cache_root):
+    """A real failed import (a shadowing package that raises), in a real worker process."""
+    shadow = tmp_path / "shadow" / "bitsandbytes"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('bitsandbytes deliberately broken for this test')\n"
+    )
+    path = write_scenario("""
+        [scenario]
+        name = "needs-bnb"
+        model = "builtin:tiny-llama"
+        [matrix]
+        precision = ["nf4", "fp32"]
+        compile = ["none"]
+        [[steps]]
+        op = "forward"
+    """)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}",
+        "PEFT_BENCH_CACHE": str(cache_root),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(path), "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    cases = {c["case_id"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
+    nf4 = cases["needs-bnb[nf4-none]"]
+    assert nf4["verdict"] == "skip" and "deliberately broken" in nf4["reason"]
+    assert cases["needs-bnb[fp32-none]"]["verdict"] == "pass"
+    assert unavailable_reason("fp32", "cpu") is None
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])
+def test_peft_hotswap_is_correct_in_each_precision(precision, cache_root):
+    r = run_case(
+        _case(SCENARIOS / "hotswap_precisions.toml", precision=precision, hotswap_path="peft"), cache_root
+    )
+    swap = next(s for s in r.steps if s.index == 5)
+    assert swap.output.matches, swap.output
+    # the measured difference sits inside the tolerance, and the adapter moves the output far beyond it
+    assert swap.output.max_abs_diff <= swap.output.atol + swap.output.rtol * 50
+    assert swap.effects[0].measurable
+    if precision == "nf4":
+        assert any("eager forward" in n for n in swap.notes)  # the CPU repack workaround is reported
+        assert r.verdict == "xfail" and "bitsandbytes LoRA layers" in " ".join(
+            o.known_failure or "" for o in swap.outcomes
+        )
+    else:
+        assert r.verdict == "pass", r.reason
+
+
+def test_quantized_footprint_counts_quant_state(cache_root):
+    r = run_case(_case(SCENARIOS / "quantized.toml", precision="nf4", compile="none"), cache_root)
+    assert r.footprint.quant_state_bytes > 0  # get_memory_footprint() leaves these out
+    fp32 = run_case(_case(SCENARIOS / "multi_adapter.toml", precision="fp32"), cache_root)
+    assert fp32.footprint.quant_state_bytes == 0
+    assert r.footprint.param_bytes < fp32.footprint.param_bytes
+
+
+# ---- upstream facts the harness depends on: if one changes, this is where it shows -------------------
+
+
+def _nf4_model(cache_root):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from bench.sources.models import resolve_model
+
+    base = resolve_model("builtin:tiny-llama", cache_root).location
+    qc = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        base, quantization_config=qc, device_map="auto", dtype=torch.bfloat16
+    )
+
+
+def _recompiles_after_state_dict(cache_root, eager_forward_between: bool) -> int:
+    from bench.probes.compile import configure_dynamo_for_counting, count_compiles
+
+    configure_dynamo_for_counting()
+    model = _nf4_model(cache_root).eval()
+    ids = torch.randint(3, 1000, (2, 8), generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(model, backend="aot_eager")
+    with torch.no_grad():
+        model(input_ids=ids)  # the first eager forward repacks the 4-bit weights on CPU
+        compiled(input_ids=ids)
+        model.state_dict()  # what both hotswap paths call
+        if eager_forward_between:
+            model(input_ids=ids)
+        with count_compiles() as window:
+            compiled(input_ids=ids)
+    return window.stats.recompiles
+
+
+def test_nf4_cpu_state_dict_recompile_and_its_workaround(cache_root):
+    """The fact behind needs_eager_forward_after_state_dict, and the negative control for the workaround."""
+    assert _recompiles_after_state_dict(cache_root, eager_forward_between=False) >= 1
+    assert _recompiles_after_state_dict(cache_root, eager_forward_between=True) == 0
+
+
+def test_peft_does_not_pad_bitsandbytes_lora_layers(cache_root):
+    """Behind the known failure in hotswap_precisions.toml and quantized.toml (peft 0.21.2)."""
+    from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+
+    from bench.sources.adapters import resolve_adapter
+    from bench.sources.models import resolve_model
+
+    scenario = load_scenario(SCENARIOS / "quantized.toml")
+    model_src = resolve_model("builtin:tiny-llama", cache_root)
+    adapter = resolve_adapter(scenario.adapter("r8"), model_src, cache_root)
+    model = _nf4_model(cache_root)
+    model.load_adapter(adapter.location, adapter_name="default")
+    prepare_model_for_compiled_hotswap(model, target_rank=16, config=model.peft_config)
+    q = model.model.layers[0].self_attn.q_proj
+    assert q.lora_A["default"].weight.shape[0] == 8, (
+        "peft now pads bnb layers: drop the known_failure markers"
+    )
+    assert isinstance(q.scaling["default"], torch.Tensor)  # the scalings are converted, though
+    assert glob.glob(str(cache_root / "models" / "tiny-llama-*"))
