@@ -118,8 +118,8 @@ def report(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*CONSTRAINTS, "ruff")
-    session.run("ruff", "check", "bench", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "bench", "tests", "noxfile.py")
+    session.run("ruff", "check", "bench", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "bench", "tests", "benchmarks", "noxfile.py")
 
 
 # ---------------------------------------------------------------------------------------------------------

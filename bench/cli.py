@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)"
     )
+    run.add_argument(
+        "--compile-cache",
+        choices=("warm", "cold"),
+        default="warm",
+        help="inductor cache: 'warm' shares one across cases and runs (default), 'cold' gives each case an "
+        "empty one, so compile_s is the full cold compile",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
@@ -87,14 +94,8 @@ COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge", "compa
 
 def _command_modules():
     import importlib
-    import importlib.util
 
-    # TEMPORARY while the commands are being written in parallel: skip modules that do not exist yet.
-    return [
-        importlib.import_module(f"bench.commands.{name}")
-        for name in COMMAND_MODULES
-        if importlib.util.find_spec(f"bench.commands.{name}") is not None
-    ]
+    return [importlib.import_module(f"bench.commands.{name}") for name in COMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +169,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         scenario_set=scenario_set,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
+        compile_cache=args.compile_cache,
     )
 
     def progress(event, i, n, case, result, elapsed_s):

@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,12 @@ class RunOptions:
     # Opt-ins that let a source run code when loaded (a model's own Python files; pickle weight files).
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    # "warm": one inductor cache shared by every case and run (under cache_root); "cold": a fresh, empty one
+    # per case, so compile_s is the full cold compile. Recorded in each case's worker block.
+    compile_cache: str = "warm"
+
+
+COMPILE_CACHES = ("warm", "cold")
 
 
 class Interrupted(BaseException):
@@ -77,8 +84,11 @@ def default_out_dir(reports: Path = Path("reports")) -> Path:
     raise BenchInputError("cannot create a new run folder", source=str(reports))
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(compile_cache_dir: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if compile_cache_dir is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
+        env["TRITON_CACHE_DIR"] = str(compile_cache_dir / "triton")
     # Quiet the libraries' progress bars in the worker logs; behaviour is unchanged.
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -135,6 +145,11 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
     if result_file.exists():
         result_file.unlink()
     timeout = opts.timeout_s or case.scenario.timeout_s
+    if opts.compile_cache == "cold":
+        compile_dir = cases_dir / f"{stem}.inductor-cache"
+        shutil.rmtree(compile_dir, ignore_errors=True)
+    else:
+        compile_dir = opts.cache_root / "inductor"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(log_file, "wb") as log:
@@ -143,7 +158,7 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_child_env(),
+            env=_child_env(compile_dir),
             start_new_session=True,  # Ctrl-C reaches the parent only; it decides, and kills the group
             preexec_fn=_child_setup(opts.memory_limit_bytes),
         )
@@ -169,7 +184,10 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
         "wall_s": wall_s,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "log": str(log_file),
+        "compile_cache": opts.compile_cache,
     }
+    if opts.compile_cache == "cold":
+        shutil.rmtree(compile_dir, ignore_errors=True)  # only this case could use it
     if opts.memory_limit_bytes is not None:
         worker["memory_limit_bytes"] = opts.memory_limit_bytes
     log_text = read_log(log_file)

@@ -51,6 +51,30 @@ def _run(n: int, cache: Path, tmp: Path) -> dict:
     return {"n": n, "wall_s": wall, "cases": data["cases"], "parent_cpu_s": data["parent_cpu_s"]}
 
 
+def _compile_cold_vs_warm(cache: Path, tmp: Path) -> dict[str, dict[str, float]]:
+    """The inductor forward-latency case with an empty per-case inductor cache (cold), then twice with the
+    shared one (the first fills it, the second is warm)."""
+    from bench.cases import expand
+    from bench.run import RunOptions, run_one
+    from bench.scenario import load_scenario
+
+    tmp.mkdir(parents=True)
+    text = (REPO / "scenarios" / "forward_latency.toml").read_text()
+    path = tmp / "inductor.toml"
+    path.write_text(text.replace('compile = ["none", "aot_eager"]', 'compile = ["inductor"]'))
+    (case,) = expand(load_scenario(path))
+    out = {}
+    for label, mode in (("cold", "cold"), ("warm_fill", "warm"), ("warm", "warm")):
+        r = run_one(case, RunOptions(out_dir=tmp / label, cache_root=cache, compile_cache=mode))
+        forward = next(s for s in r.steps if s.op == "forward")
+        out[label] = {
+            "compile_s": r.phases_s.get("compile_s"),
+            "first_call_ms": forward.first_call_ms,
+            "case_wall_s": r.worker["wall_s"],
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "reports" / "performance")
@@ -70,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / str(n)).mkdir()
             (tmp / str(n) / f"scen{n}").mkdir()
             runs.append(_run(n, cache, tmp / str(n)))
+        compile_costs = _compile_cold_vs_warm(cache, tmp / "compile")
     xs = [r["n"] for r in runs]
     ys = [r["wall_s"] for r in runs]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -89,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit": {"fixed_s": fixed, "per_case_s": per_case},
         "case_wall_s": case_walls,
         "phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
+        "inductor_compile": compile_costs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "budget.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -110,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Median phases of one case (s): "
         + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in result["phases_median_s"].items()),
+        "",
+        "Inductor compile of the same case (`--compile-cache cold` gives each case an empty inductor cache):",
+        "",
+        "| inductor cache | compile_s (dynamo metrics) | first call ms | case wall s |",
+        "|---|---|---|---|",
+        *[
+            f"| {k} | {v['compile_s']:.2f} | {v['first_call_ms']:.0f} | {v['case_wall_s']:.2f} |"
+            for k, v in compile_costs.items()
+        ],
     ]
     (args.out / "budget.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

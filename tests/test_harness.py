@@ -192,7 +192,7 @@ def test_toggles_match_references(cache_root, compile_label):
 
 
 def test_generate_hotswap_tokens_match_reference(cache_root):
-    r = _run(SCENARIOS / "generate_hotswap.toml", cache_root)
+    r = _run(SCENARIOS / "generate_hotswap.toml", cache_root, hotswap_path="peft")
     assert r.verdict == "pass", r.reason
     after = _step(r, 6)
     assert after.output.kind == "tokens" and after.output.tokens_equal
