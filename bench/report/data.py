@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.compare import is_hotswap, reload_step, switch_ms
-from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
+from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord, TimingStats
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,10 @@ class SwitchRow:
     copy_floor_ms: float | None
     adapter_bytes: int | None
     over_reload: float | None  # total / the case's reload total
+    over_floor: float | None  # the call alone / the copy floor: how far the swap is from moving bytes only
     note: str  # why a figure is missing, or what the step raised
+    n: int = 1  # calls behind op_ms: 1, or a repeat_load's swaps (op_ms is then their median)
+    op_iqr_ms: float | None = None  # their interquartile range (None for a single call)
 
 
 @dataclass(frozen=True)
@@ -139,16 +142,50 @@ def _switch_row(case: CaseResult, s: StepRecord, kind: str, reload_total: float 
         copy_floor_ms=s.copy_floor_ms,
         adapter_bytes=s.adapter_bytes,
         over_reload=(total / reload_total) if total is not None and reload_total else None,
+        over_floor=(s.op_time_ms / s.copy_floor_ms) if s.op_time_ms is not None and s.copy_floor_ms else None,
         note=note,
     )
 
 
+def _floor_for(case: CaseResult, size: int | None) -> float | None:
+    """The copy floor a step of this case measured for this many bytes (repeat_load steps measure none)."""
+    return next(
+        (s.copy_floor_ms for s in case.steps if size and s.adapter_bytes == size and s.copy_floor_ms), None
+    )
+
+
+def _repeat_row(case: CaseResult, s: StepRecord) -> SwitchRow:
+    """A repeat_load hotswap step: the median of its swaps (no model call between them, so no total)."""
+    r = s.repeat
+    t = TimingStats.from_samples(list(r.op_time_ms))
+    floor = _floor_for(case, r.adapter_bytes_per_rep)
+    return SwitchRow(
+        case_id=case.case_id,
+        step=s.index,
+        kind=f"hotswap ({case.params.get('hotswap_path', '?')}), repeat_load x{r.count}",
+        op_ms=t.median_ms,
+        first_call_ms=None,
+        total_ms=None,
+        recompiles=s.compile.recompiles if s.compile else None,
+        copy_floor_ms=floor,
+        adapter_bytes=r.adapter_bytes_per_rep,
+        over_reload=None,
+        over_floor=(t.median_ms / floor) if floor else None,
+        note=f"call ms: median of {t.n} swaps (IQR {t.iqr_ms:.3g} ms); no model call between them, so no first "
+        "call or total",
+        n=t.n,
+        op_iqr_ms=t.iqr_ms,
+    )
+
+
 def switch_rows(results: Results) -> list[SwitchRow]:
-    """Each hotswap step beside its case's plain load (swap + first call against load + first call)."""
+    """Each hotswap step beside its case's plain load (swap + first call against load + first call), and each
+    repeat_load hotswap step's swaps."""
     out = []
     for c in results.cases:
         swaps = [s for s in c.steps if is_hotswap(s) and s.status != "not_run"]
-        if not swaps:
+        repeats = [s for s in c.steps if s.repeat is not None and s.repeat.mode == "hotswap"]
+        if not swaps and not repeats:
             continue
         reload = reload_step(c)
         reload_total = switch_ms(reload) if reload else None
@@ -156,6 +193,7 @@ def switch_rows(results: Results) -> list[SwitchRow]:
             out.append(_switch_row(c, reload, "reload", reload_total))
         for s in swaps:
             out.append(_switch_row(c, s, f"hotswap ({c.params.get('hotswap_path', '?')})", reload_total))
+        out += [_repeat_row(c, s) for s in repeats]
     return out
 
 

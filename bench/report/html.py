@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 
 from bench.records import Results
-from bench.report import data, plots, sections
+from bench.report import data, plots, sections, training
 from bench.report.repro import Repro
 from bench.summary import verdict_counts
 
@@ -22,17 +22,26 @@ h1 { margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #
                font-weight: 600; font-size: .9rem; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .82rem; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.id { white-space: nowrap; }
 td.wrap { max-width: 520px; word-break: break-word; } td:first-child { white-space: nowrap; }
 .v-pass { background: #dafbe1; } .v-xfail { background: #fff8c5; } .v-fail, .v-error, .v-xpass { background: #ffebe9; }
 .v-skip, .v-not_run { background: #eaeef2; }
 .intro { color: #57606a; font-size: .9rem; max-width: 980px; }
+.note { border-left: 3px solid #d4a72c; padding-left: .6rem; font-size: .9rem; max-width: 980px; }
 img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .75rem; max-height: 28rem; }
 li { margin: .35rem 0; } code { font-size: .95em; }
 """
 
-_NUMERIC = {"n", "steps", "recompiles", "frame compiles", "graph breaks"}
+_NUMERIC = {"n", "steps", "recompiles", "frame compiles", "graph breaks", "grad", "optimizer state", "saved"}
+_NUMERIC |= {
+    "grad + optimizer full",
+    "grad + optimizer LoRA",
+    "full / LoRA",
+    "RSS full / LoRA",
+    "call / floor",
+}
 
 
 def _e(text: object) -> str:
@@ -62,6 +71,8 @@ def table_html(t: sections.Table, *, verdict_cells: bool = False) -> str:
                 cls.append("num")
             if h in ("reason", "note"):
                 cls.append("wrap")
+            if h.endswith("case"):  # case ids: one line each, as in the first column
+                cls.append("id")
             attr = f' class="{" ".join(cls)}"' if cls else ""
             cells.append(f"<td{attr}>{_e(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -75,12 +86,16 @@ def _section(s: sections.Section, figure: bytes | None) -> str:
     parts = [f'<h2 id="{s.key}">{_e(s.title)}</h2>']
     if s.intro:
         parts.append(f'<p class="intro">{_e(s.intro)}</p>')
+    notes = [f'<p class="note">{_e(n)}</p>' for n in s.notes]
     if not s.tables:
         parts.append(f"<p>{_e(s.empty)}</p>")
-        return "\n".join(parts)
+        return "\n".join([*parts, *notes])
     parts.append(_img(figure, s.title))
-    parts += [table_html(t, verdict_cells=s.key == "verdicts") for t in s.tables]
-    return "\n".join(p for p in parts if p)
+    for t in s.tables:
+        if t.caption and not t.collapsed:
+            parts.append(f"<h3>{_e(t.caption)}</h3>")
+        parts.append(table_html(t, verdict_cells=s.key == "verdicts"))
+    return "\n".join(p for p in [*parts, *notes] if p)
 
 
 def _failures(results: Results, repros: dict[str, Repro], out_dir: Path | None) -> str:
@@ -125,6 +140,7 @@ def render(
         else {
             "latency": plots.latency_plot(data.latency_rows(results)),
             "switch": plots.switch_plot(data.switch_rows(results)),
+            "training": plots.training_plot(training.train_rows(results)),
             "memory": plots.memory_plot(data.memory_rows(results)),
             "growth": plots.growth_plot(data.growth_series(results)),
             "recompiles": plots.recompile_plot(data.recompile_rows(results)),

@@ -30,11 +30,14 @@ def section_md(s: sections.Section) -> list[str]:
     out = [f"## {s.title}", ""]
     if s.intro:
         out += [s.intro, ""]
+    notes = [f"> {n}" for n in s.notes]
     if not s.tables:
-        return [*out, s.empty, ""]
+        return [*out, s.empty, "", *notes, *([""] if notes else [])]
     for t in s.tables:
+        if t.caption and not t.collapsed:
+            out += [f"**{t.caption}**", ""]
         out += [*table_md(t, code_first=s.key != "verdicts"), ""]
-    return out
+    return [*out, *notes, *([""] if notes else [])]
 
 
 def failures_md(results: Results, repros: dict[str, Repro]) -> list[str]:

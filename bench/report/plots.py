@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.util
 import io
 
-from bench.report import data
+from bench.report import data, training
+from bench.report.units import ratio_text, size_text
 
 MiB = 2**20
 # One colour per compile setting / path, in a fixed order, so that figures agree with each other.
@@ -42,6 +43,15 @@ def _colours(keys: list[str]) -> dict[str, str]:
     return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
 
 
+def _horizontal() -> dict[str, object]:
+    import matplotlib
+
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecates the old name).
+    if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10):
+        return {"orientation": "horizontal"}
+    return {"vert": False}
+
+
 def latency_plot(rows: list[data.LatencyRow]) -> bytes | None:
     if not rows:
         return None
@@ -50,17 +60,9 @@ def latency_plot(rows: list[data.LatencyRow]) -> bytes | None:
     plt, fig, ax = _figure(12, max(2.5, 0.42 * len(rows) + 1.5))
     labels = [f"{r.case_id} step {r.step} (n={r.n})" for r in rows]
     colours = _colours([r.compile for r in rows])
-    import matplotlib
-
-    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecates the old name).
-    horizontal = (
-        {"orientation": "horizontal"}
-        if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
-        else {"vert": False}
-    )
     box = ax.boxplot(
         [list(r.samples_ms) for r in rows],
-        **horizontal,
+        **_horizontal(),
         patch_artist=True,
         widths=0.6,
         showfliers=True,
@@ -89,7 +91,7 @@ def latency_plot(rows: list[data.LatencyRow]) -> bytes | None:
 
 
 def switch_plot(rows: list[data.SwitchRow]) -> bytes | None:
-    rows = [r for r in rows if r.total_ms is not None]
+    rows = [r for r in rows if r.op_ms is not None]
     if not rows:
         return None
     plt, fig, ax = _figure(12, max(2.5, 0.45 * len(rows) + 1.5))
@@ -99,18 +101,94 @@ def switch_plot(rows: list[data.SwitchRow]) -> bytes | None:
     firsts = [r.first_call_ms or 0.0 for r in rows]
     ax.barh(y, ops, color="#4C72B0", label="the call (swap or load)")
     ax.barh(y, firsts, left=ops, color="#DD8452", label="first model call after it")
-    for yi, r in zip(y, rows, strict=True):
-        text = f"{r.total_ms:.3g} ms" + (f"  ({r.over_reload:.2g}x reload)" if r.kind != "reload" else "")
-        ax.text(r.total_ms, yi, "  " + text, va="center", fontsize=8)
+    ends = [r.op_ms + (r.first_call_ms or 0.0) for r in rows]
+    for yi, r, end in zip(y, rows, ends, strict=True):
+        if r.total_ms is None:  # repeat_load swaps: the median call, no model call after each
+            text = f"{r.op_ms:.3g} ms, median of n={r.n} swaps"
+        else:
+            text = f"{r.total_ms:.3g} ms" + (
+                f"  ({r.over_reload:.2g}x reload)" if r.over_reload and r.kind != "reload" else ""
+            )
+        if r.over_floor is not None:  # the floor is too small to see on this axis: say it in words
+            text += f"; copy floor {r.copy_floor_ms:.2g} ms, call = {ratio_text(r.over_floor)} floor"
+        ax.text(end, yi, "  " + text, va="center", fontsize=8)
         if r.copy_floor_ms:
             ax.plot([r.copy_floor_ms], [yi], marker="|", color="black", markersize=14)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("ms (single calls, n=1 each; black tick: plain tensor-copy floor)")
-    ax.set_xlim(0, max(r.total_ms for r in rows) * 1.35)
+    ax.set_xlabel(
+        "ms (single calls, n=1 each, or the median of a repeat_load's n swaps; black tick: copy floor)"
+    )
+    ax.set_xlim(0, max(ends) * 1.8)
     ax.set_title("Switch cost: hotswap against reloading the adapter", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
+    return _png(plt, fig)
+
+
+def _log_axis(ax, label: str, *, minor_labels: bool) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, not 10^1
+    # A narrow range has one decade or none: label 2 and 5 within it, or the axis has no numbers at all.
+    ax.xaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+        if minor_labels
+        else NullFormatter()
+    )
+    ax.set_xlabel(label)
+    ax.grid(axis="x", which="both", alpha=0.3)
+
+
+def training_plot(rows: list[training.TrainRow]) -> bytes | None:
+    """Left: gradient + optimizer-state bytes per train step (what LoRA saves); right: the step times."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (mem, time) = plt.subplots(
+        1, 2, figsize=(12, max(2.5, 0.45 * len(rows) + 1.6)), dpi=100, sharey=True
+    )
+    y = list(range(len(rows)))
+    colours = {"full": "#C44E52", "LoRA": "#4C72B0"}
+    grads = [r.grad_bytes / 1024 for r in rows]
+    states = [r.optimizer_state_bytes / 1024 for r in rows]
+    mem.barh(y, grads, color=[colours[r.kind] for r in rows], label="gradients")
+    mem.barh(y, states, left=grads, color=[colours[r.kind] for r in rows], alpha=0.45, label="AdamW state")
+    for yi, r in zip(y, rows, strict=True):
+        mem.text(
+            r.train_state_bytes / 1024, yi, " " + size_text(r.train_state_bytes), va="center", fontsize=8
+        )
+    mem.set_yticks(y, [f"{r.case_id} step {r.step} ({r.kind})" for r in rows], fontsize=8)
+    mem.invert_yaxis()
+    _log_axis(
+        mem,
+        "KiB held after the last step (log scale; dark: gradients, light: AdamW state)",
+        minor_labels=False,
+    )
+    # Bars start at 0, which a log axis cannot show: set both ends so the smallest gradient stays visible.
+    mem.set_xlim(min(grads) / 4, max(r.train_state_bytes for r in rows) / 1024 * 4)
+    mem.set_title("Gradients + optimizer state per train step (exact byte counts)", fontsize=10)
+    box = time.boxplot(
+        [list(r.step_samples_ms) for r in rows],
+        positions=y,
+        manage_ticks=False,  # keep the case labels the two panels share
+        **_horizontal(),
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"markersize": 2, "alpha": 0.5},
+    )
+    for patch, r in zip(box["boxes"], rows, strict=True):
+        patch.set_facecolor(colours[r.kind])
+        patch.set_alpha(0.7)
+    for yi, r in zip(y, rows, strict=True):
+        time.text(1.02, yi, f"n={r.n}", va="center", fontsize=8, transform=time.get_yaxis_transform())
+    _log_axis(time, "ms per optimizer step (log scale)", minor_labels=True)
+    time.set_title("Step time: box = IQR, line = median, whiskers = 1.5 IQR", fontsize=10)
     return _png(plt, fig)
 
 

@@ -47,6 +47,11 @@ SUPPORTED_OPS = frozenset(
         "compile",
         "forward",
         "generate",
+        "active_adapters",
+        "save_adapter",
+        "load_pretrained",
+        "repeat_load",
+        "train",
     }
 )
 _DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}
@@ -220,6 +225,46 @@ class Totals:
         self.reasons += window.reasons
 '''
 
+_TRAIN = '''
+
+def train(model, steps, learning_rate, full, shape, seed=0):
+    """The harness's loop: AdamW on a few fixed random token batches, cycled. LoRA: the active adapters'
+    lora_* weights and modules_to_save copies are trained; full: every parameter."""
+    if full:
+        params = list(model.parameters())
+    else:
+        active = set(model.active_adapters())
+        params = []
+        for name, param in model.named_parameters():
+            parts = name.split(".")
+            adapter_tensor = any(p.startswith("lora_") for p in parts) or "modules_to_save" in parts
+            if adapter_tensor and active & set(parts):
+                params.append(param)
+    model.requires_grad_(False)
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    batches = [torch.randint(3, vocab, shape, generator=gen).to(DEVICE) for _ in range(min(steps, 2))]
+    losses = []
+    model.train()
+    with torch.enable_grad():
+        for i in range(steps):
+            ids = batches[i % len(batches)]
+            optimizer.zero_grad(set_to_none=True)
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    optimizer.zero_grad(set_to_none=True)
+    model.requires_grad_(False)
+    count = sum(p.numel() for p in params)
+    print(f"trained {count:,} parameters for {steps} steps: loss {losses[0]:.4g} -> {losses[-1]:.4g}")
+    return losses
+'''
+
 _PEFT_HOTSWAP = '''
 
 def peft_hotswap(model, location, adapter_name):
@@ -255,6 +300,8 @@ class _Writer:
     loaded_any: bool = False
     pending_target_rank: int | None = None
     uses_peft_hotswap: bool = False
+    uses_train: bool = False
+    adapters_used: frozenset[str] = frozenset()  # keys the replayed steps load: only these are built
 
     def emit(self, text: str = "") -> None:
         self.lines.append(("    " * self.depth + text) if text else "")
@@ -328,6 +375,47 @@ class _Writer:
             self.emit(f"model.delete_adapter({step.name!r})")
         elif step.op == "compile":
             self._compile()
+        elif step.op == "active_adapters":
+            self.emit("names = list(model.active_adapters())")
+            self.emit("print('active_adapters():', names)")
+        elif step.op == "save_adapter":
+            self.emit(f"ADAPTERS[{step.save_as!r}] = f'{{work}}/saved/{_ident(step.save_as)}'")
+            self.emit(f"model.save_pretrained(ADAPTERS[{step.save_as!r}])  # the active adapter")
+        elif step.op == "load_pretrained":
+            self.emit(
+                "# AutoModelForCausalLM.from_pretrained(<adapter folder>): a new model; transformers finds"
+            )
+            self.emit("# the base through adapter_config.json and loads the adapter on it as 'default'")
+            self.emit(f"model = load_model(ADAPTERS[{step.adapter!r}])")
+            self.emit("compiled = None")
+            self.compiled = False
+            self.loaded_any = True
+        elif step.op == "repeat_load":
+            self._repeat_load(step)
+        elif step.op == "train":
+            self.uses_train = True
+            wl = self.case.scenario.workload
+            self.emit(
+                f"losses = train(model, steps={step.train_steps!r}, learning_rate={step.learning_rate!r}, "
+                f"full={step.full!r}, shape=({wl.batch_size!r}, {wl.seq_len!r}))"
+            )
+
+    def _repeat_load(self, step: Step) -> None:
+        """The harness's repetitions (bench/worker/subject.py), as a plain loop."""
+        base = step.name or "rep"
+        self.emit(f"cycle = {list(step.cycle)!r}")
+        with self.block(f"for i in range({step.count!r}):"):
+            self.emit("location = ADAPTERS[cycle[i % len(cycle)]]")
+            if step.mode == "side_by_side":
+                self.emit(f"model.load_adapter(location, adapter_name=f'{base}{{i}}')")
+            elif step.mode == "hotswap" and self.case.hotswap_path == "transformers":
+                self.emit(f"model.load_adapter(location, adapter_name={base!r}, hotswap=True)")
+            elif step.mode == "hotswap":
+                self.uses_peft_hotswap = True
+                self.emit(f"peft_hotswap(model, location, {base!r})")
+            else:
+                self.emit(f"model.load_adapter(location, adapter_name={base!r})")
+                self.emit(f"model.delete_adapter({base!r})")
 
     def _compile(self) -> None:
         s = self.case.compile
@@ -363,7 +451,8 @@ class _Writer:
                     "if DEVICE == 'cpu':  # the harness's eager forward: bitsandbytes repacks weights"
                 ):
                     self.emit("model(**INPUTS)")
-        if step.op in STATE_OPS or step.op in ("forward", "generate"):
+        # After train no file holds the weights: the harness makes no check call until they are saved.
+        if (step.op in STATE_OPS and step.op != "train") or step.op in ("forward", "generate"):
             self.emit(f"out = {self.call(step.op)}")
             if target and step.op in ("forward", "generate"):
                 with self.block("for _ in range(3):"):
@@ -499,13 +588,26 @@ def _check(w: _Writer, target: Target, step: Step | None, state: AdapterState) -
         w.emit(f"check_output(out, reference({slots!r}, {active!r}), {what!r}, want={want!r})")
     elif o.expectation == "adapter_effect":
         threshold = float(o.expected.lstrip("> "))
-        w.emit(f"effect = (reference([({step.name!r}, 'loaded', {step.adapter!r})], [{step.name!r}])")
+        name = step.name or "default"  # load_pretrained loads the adapter as "default"
+        w.emit(f"effect = (reference([({name!r}, 'loaded', {step.adapter!r})], [{name!r}])")
         w.emit("          - reference([], [])).abs().max().item()")
         w.emit(f"print({what!r}, 'adapter {step.adapter} moves the logits by', effect)")
         with w.block(f"if not effect > {threshold!r}:"):
             w.emit(
                 f"reproduced(f'{what}: adapter {step.adapter!r} moves the logits by {{effect:.3g}}: a no-op')"
             )
+    elif o.expectation == "active_adapters":
+        want = list(state.active)
+        with w.block(f"if names != {want!r}:"):
+            w.emit(f"reproduced(f'{what}: active_adapters() returned {{names}}, expected {want!r}')")
+    elif o.expectation == "loss_decreases":
+        with w.block("if not losses[-1] < losses[0]:"):
+            w.emit(
+                f"reproduced(f'{what}: the loss did not decrease: {{losses[0]:.4g}} -> {{losses[-1]:.4g}} in "
+                f"{step.train_steps} steps')"
+            )
+    else:
+        raise ReproUnsupported(f"the repro writer does not check {o.expectation!r} yet")
     w.emit("print('NOT REPRODUCED: the check that failed in the run holds here')")
 
 
@@ -536,7 +638,7 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
     bad = sorted({st.op for st in needed if st.op not in SUPPORTED_OPS})
     if bad:
         raise ReproUnsupported(f"the repro writer does not translate op(s) {', '.join(bad)} yet")
-    w = _Writer(case)
+    w = _Writer(case, adapters_used=frozenset(k for st in needed for k in (st.adapter, *st.cycle) if k))
     if target.scenario_level:
         w.emit("totals = Totals()")
     state = AdapterState()
@@ -574,6 +676,12 @@ def _step_desc(step: Step) -> dict:
         out["names"] = list(step.names)
     if step.hotswap:
         out["hotswap"] = True
+    if step.op == "train":
+        out.update(steps=step.train_steps, learning_rate=step.learning_rate, full=step.full)
+    elif step.op == "save_adapter":
+        out["as"] = step.save_as
+    elif step.op == "repeat_load":
+        out.update(mode=step.mode, count=step.count, adapters=list(step.cycle))
     return out
 
 
@@ -605,6 +713,8 @@ def _assemble(result: CaseResult, results: Results, case: Case, target: Target, 
         ]
     adapters = []
     for a in s.adapters:
+        if a.key not in w.adapters_used:
+            continue  # not loaded before the failing step: building it would only slow the script down
         if a.generated:
             adapters.append(
                 f"        {a.key!r}: build_adapter(BASE, lora_config_{_ident(a.key)}(), seed={a.seed!r}, "
@@ -651,6 +761,7 @@ def _assemble(result: CaseResult, results: Results, case: Case, target: Target, 
                 *_lora_configs(s.adapters),
                 _HELPERS.rstrip("\n"),
                 *([_PEFT_HOTSWAP.rstrip("\n")] if case.hotswap_path == "peft" else []),
+                *([_TRAIN.rstrip("\n")] if w.uses_train else []),
                 *main,
                 "",
                 "",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.records import Results
-from bench.report import data
+from bench.report import data, training
+from bench.report.units import ratio_text as _ratio
+from bench.report.units import size_text
 
 MiB = 2**20
 
@@ -29,11 +31,21 @@ class Section:
 
 
 def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3g}"
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 1180, not 1.18e+03
 
 
 def _mib(v: int | float | None) -> str:
     return "-" if v is None else f"{v / MiB:.1f}"
+
+
+def _floor_note(r: data.SwitchRow) -> str:
+    if r.copy_floor_ms is not None:
+        return ""
+    if r.adapter_bytes is None:
+        return "no copy floor: the adapter's size is unknown (a Hub adapter, or an older results file)"
+    return "no copy floor recorded"
 
 
 def _table(header: list[str], rows: list[list[object]], **kw) -> Table:
@@ -91,16 +103,29 @@ def switch(results: Results) -> Section:
         "switch",
         "Switch cost: hotswap against reloading",
         "The swap (or plain load) call plus the first model call after it, which carries any recompile. Single "
-        "calls, n=1 each: read them as orders of magnitude. The copy floor is a plain tensor copy of the "
-        "adapter's bytes, the least any swap can cost.",
+        "calls, n=1 each (a repeat_load row: the median of its n swaps): read them as orders of magnitude. The copy floor is a plain tensor copy of the "
+        "adapter's bytes (timed once, n=1), the least any swap can cost; call / floor is how many times that "
+        "floor the swap (or load) call took.",
         (
             _table(
-                ["case", "step", "path", "call ms", "first call ms", "total ms", "x reload", "recompiles"]
-                + ["copy floor ms", "note"],
                 [
-                    [r.case_id, r.step, r.kind, _ms(r.op_ms), _ms(r.first_call_ms), _ms(r.total_ms)]
+                    "case",
+                    "step",
+                    "path",
+                    "n",
+                    "call ms",
+                    "first call ms",
+                    "total ms",
+                    "x reload",
+                    "recompiles",
+                ]
+                + ["adapter KiB", "copy floor ms", "call / floor", "note"],
+                [
+                    [r.case_id, r.step, r.kind, r.n, _ms(r.op_ms), _ms(r.first_call_ms), _ms(r.total_ms)]
                     + ["-" if r.over_reload is None else f"{r.over_reload:.2g}x"]
-                    + ["-" if r.recompiles is None else r.recompiles, _ms(r.copy_floor_ms), r.note or ""]
+                    + ["-" if r.recompiles is None else r.recompiles]
+                    + ["-" if r.adapter_bytes is None else f"{r.adapter_bytes / 1024:.1f}"]
+                    + [_ms(r.copy_floor_ms), _ratio(r.over_floor), r.note or _floor_note(r)]
                     for r in rows
                 ],
             ),
@@ -108,6 +133,70 @@ def switch(results: Results) -> Section:
         if rows
         else (),
         empty="No hotswap steps in this run.",
+    )
+
+
+def _signed_size(v: int | None) -> str:
+    return "-" if v is None else ("-" if v < 0 else "") + size_text(abs(v))
+
+
+def train(results: Results) -> Section:
+    rows = training.train_rows(results)
+    if not rows:
+        return Section("training", "Training", "", empty="No train steps in this run.")
+    savings = training.lora_savings(rows)
+    steps = sorted({r.n for r in rows})
+    tables = [
+        _table(
+            ["case", "step", "precision", "kind", "trainable params", "grad", "optimizer state"]
+            + ["peak RSS MiB", "n", "step median ms", "IQR ms", "loss first -> last"],
+            [
+                [r.case_id, r.step, r.precision, r.kind]
+                + [f"{r.trainable_params:,} of {r.total_params:,} ({r.trainable_percent:.3g}%)"]
+                + [size_text(r.grad_bytes), size_text(r.optimizer_state_bytes)]
+                + [_mib(r.rss_peak_bytes) if r.rss_peak_bytes is not None else f"- ({r.rss_unavailable})"]
+                + [r.n, _ms(r.step_median_ms), _ms(r.step_iqr_ms), f"{r.loss_first:.4g} -> {r.loss_last:.4g}"]
+                for r in rows
+            ],
+        )
+    ]
+    notes = training.unpaired_notes(rows, savings)
+    if savings:
+        # One note shared by every row is said once, below the table, rather than in a column of repeats.
+        shared = {v.note for v in savings}
+        per_row = len(shared) > 1
+        if not per_row and shared != {""}:
+            notes.append("Every row: " + shared.pop() + ".")
+        tables.append(
+            _table(
+                ["LoRA case", "full case", "precision", "grad + optimizer full", "grad + optimizer LoRA"]
+                + ["saved", "full / LoRA", "peak RSS full MiB", "peak RSS LoRA MiB", "RSS saved MiB"]
+                + ["RSS full / LoRA"]
+                + (["note"] if per_row else []),
+                [
+                    [v.lora.case_id, v.full.case_id, v.lora.precision]
+                    + [size_text(v.full.train_state_bytes), size_text(v.lora.train_state_bytes)]
+                    + [_signed_size(v.train_state_saved_bytes), _ratio(v.train_state_ratio)]
+                    + [_mib(v.full.rss_peak_bytes), _mib(v.lora.rss_peak_bytes), _mib(v.rss_peak_saved_bytes)]
+                    + [_ratio(v.rss_peak_ratio)]
+                    + ([v.note] if per_row else [])
+                    for v in savings
+                ],
+                caption="What LoRA saves against full fine-tuning",
+            )
+        )
+    return Section(
+        "training",
+        "Training",
+        "One row per train step: AdamW on synthetic token batches. n is the number of optimizer steps timed "
+        f"(here {', '.join(map(str, steps))}; every step of the loop, the first included, which allocates the "
+        "optimizer state), the spread their interquartile range (IQR). Parameter and byte counts are exact "
+        "(the tensors held after the last step); peak RSS is one reading per step (n=1), the kernel's "
+        "high-water mark over the whole train step, so it includes the process's runtime. A LoRA case is set "
+        "against the full fine-tuning case of the same base model (its parameter count) and precision: saved "
+        "= full minus LoRA.",
+        tuple(tables),
+        notes=tuple(notes),
     )
 
 
@@ -218,4 +307,11 @@ def recompiles(results: Results) -> Section:
 
 def all_sections(results: Results) -> list[Section]:
     """In report order, after the environment, the verdicts and the failures."""
-    return [latency(results), switch(results), memory(results), growth(results), recompiles(results)]
+    return [
+        latency(results),
+        switch(results),
+        train(results),
+        memory(results),
+        growth(results),
+        recompiles(results),
+    ]

@@ -522,6 +522,14 @@ def _step_args(step: Step) -> dict[str, Any]:
         args["names"] = list(step.names)
     if step.hotswap:
         args["hotswap"] = True
+    # The other ops' arguments under their TOML names, so a report can tell a full fine-tuning baseline
+    # from a LoRA run and label a repetition without the scenario file.
+    if step.op == "train":
+        args.update(steps=step.train_steps, learning_rate=step.learning_rate, full=step.full)
+    elif step.op == "save_adapter":
+        args["as"] = step.save_as
+    elif step.op == "repeat_load":
+        args.update(mode=step.mode, count=step.count, adapters=list(step.cycle))
     return args
 
 

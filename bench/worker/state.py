@@ -102,11 +102,14 @@ class AdapterState:
             return state
         if mode == "hotswap":
             return self.hotswap(base, cycle[(count - 1) % len(cycle)])
-        return self  # load_delete: every load is undone
+        # load_delete: each load activates the new adapter and each delete removes it again
+        return self.add(base, cycle[(count - 1) % len(cycle)], added=False).delete(base)
 
     def delete(self, name: str) -> AdapterState:
-        return AdapterState(
-            tuple(s for s in self.slots if s.name != name),
-            tuple(a for a in self.active if a != name),
-            self.enabled,
-        )
+        """Deleting the only active adapter activates the first one left (peft warns "Setting active adapter
+        to ..."); with none left the model gives the base output."""
+        slots = tuple(s for s in self.slots if s.name != name)
+        active = tuple(a for a in self.active if a != name)
+        if not active and slots:
+            active = (slots[0].name,)
+        return AdapterState(slots, active, self.enabled)
