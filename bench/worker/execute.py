@@ -533,12 +533,13 @@ def _step_args(step: Step) -> dict[str, Any]:
     return args
 
 
-def _not_run(step: Step, why: str) -> StepRecord:
+def _unmeasured(step: Step, status: str, note: str) -> StepRecord:
+    """A step that made no call: nothing was measured, and the note says why."""
     return StepRecord(
         index=step.index,
         op=step.op,
         args=_step_args(step),
-        status="not_run",
+        status=status,
         strict=False,
         op_time_ms=None,
         first_call_ms=None,
@@ -546,25 +547,16 @@ def _not_run(step: Step, why: str) -> StepRecord:
         compile=None,
         memory=None,
         output=None,
-        notes=(why,),
+        notes=(note,),
     )
+
+
+def _not_run(step: Step, why: str) -> StepRecord:
+    return _unmeasured(step, "not_run", why)
 
 
 def _skipped_compile(step: Step) -> StepRecord:
-    return StepRecord(
-        index=step.index,
-        op=step.op,
-        args=_step_args(step),
-        status="pass",
-        strict=False,
-        op_time_ms=None,
-        first_call_ms=None,
-        timing=None,
-        compile=None,
-        memory=None,
-        output=None,
-        notes=("compile setting 'none': the model stays eager",),
-    )
+    return _unmeasured(step, "pass", "compile setting 'none': the model stays eager")
 
 
 def _scenario_outcomes(case: Case, total_recompiles: int, total_breaks: int) -> list[Outcome]:
