@@ -136,10 +136,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
+    from bench.judge.verdict import exit_code
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.sources.cache import default_cache_root
     from bench.summary import case_line, counts_line
-    from bench.verdict import exit_code
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).

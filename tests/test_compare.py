@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from bench.compare import compare, judge_number, judge_samples, judge_verdict, timing_basis
 from bench.errors import BenchInputError
-from bench.mann_whitney import mann_whitney_u
+from bench.judge.compare import compare, judge_number, judge_samples, judge_verdict, timing_basis
+from bench.judge.stats import mann_whitney_u
+from bench.judge.thresholds import DEFAULT_POLICY, load_policy, with_flags
 from bench.results import load
-from bench.thresholds import DEFAULT_POLICY, load_policy, with_flags
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"

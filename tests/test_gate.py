@@ -14,11 +14,11 @@ from dataclasses import replace
 import pytest
 
 from bench.cli import main
-from bench.compare import compare
-from bench.gate import decide, update_command
+from bench.judge.compare import compare
+from bench.judge.gate import decide, update_command
+from bench.judge.thresholds import load_policy
 from bench.records import Results, TimingStats, to_dict
 from bench.results import load
-from bench.thresholds import load_policy
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.compare import TIMING_MODES
+from bench.judge.compare import TIMING_MODES
 
 NAME = "compare"
 
@@ -25,7 +25,7 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
 
 
 def policy_from_args(args: argparse.Namespace, default_config: Path | None = None):
-    from bench.thresholds import load_policy, with_flags
+    from bench.judge.thresholds import load_policy, with_flags
 
     config = args.config or (default_config if default_config and default_config.is_file() else None)
     policy = load_policy(config)
@@ -50,7 +50,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.compare import compare
+    from bench.judge.compare import compare
     from bench.report.comparison import comparison_markdown, comparison_text
     from bench.results import load
 

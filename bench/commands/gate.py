@@ -14,7 +14,7 @@ CONFIG_BESIDE_BASELINE = "gate.toml"
 
 def register(sub) -> None:
     from bench.commands.compare import add_policy_options
-    from bench.gate import DEFAULT_BASELINE
+    from bench.judge.gate import DEFAULT_BASELINE
 
     p = sub.add_parser(
         NAME,
@@ -70,8 +70,8 @@ def _update(args: argparse.Namespace, current) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from bench.commands.compare import policy_from_args
-    from bench.compare import compare
-    from bench.gate import decide, update_command
+    from bench.judge.compare import compare
+    from bench.judge.gate import decide, update_command
     from bench.report.comparison import comparison_markdown, comparison_text
     from bench.results import load
 

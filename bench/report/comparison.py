@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.compare import Comparison, Finding, fmt_value
-from bench.gate import GateResult
+from bench.judge.compare import Comparison, Finding, fmt_value
+from bench.judge.gate import GateResult
 
 # Statuses shown by default: what changed. `--all` shows every finding.
 CHANGED = ("regression", "missing", "improvement", "noise", "new")

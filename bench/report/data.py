@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.compare import is_hotswap, reload_step, switch_ms
+from bench.judge.compare import is_hotswap, reload_step, switch_ms
 from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord, TimingStats
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import Case
+from bench.judge.verdict import case_verdict, find_known, outcome, step_status
 from bench.precision import TOLERANCES, needs_eager_forward_after_state_dict, unavailable_reason
 from bench.probes.clock import Clock, repeat
 from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
@@ -24,7 +25,6 @@ from bench.scenario.schema import STATE_OPS, Step
 from bench.sources.adapters import lora_config, resolve_adapter
 from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
 from bench.sources.models import resolve_model
-from bench.verdict import case_verdict, find_known, outcome, step_status
 from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
 from bench.worker.model import load_model, make_inputs, vocab_size_of
 from bench.worker.oom import is_out_of_memory

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from bench.environment import same_machine
-from bench.mann_whitney import MIN_SAMPLES, mann_whitney_u
+from bench.judge.stats import MIN_SAMPLES, mann_whitney_u
+from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
 from bench.records import FAILING_VERDICTS, CaseResult, Environment, Results, StepRecord
-from bench.thresholds import DEFAULT_POLICY, MetricPolicy
 
 TIMING_MODES = ("auto", "absolute", "ratio")
 # Statuses a finding can have. Only a gated "regression" or "missing" fails the gate.
