@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from bench.errors import BenchInputError
-from bench.scenario.schema import CompileSetting, Scenario
+from bench.scenario.schema import DEFAULT_HOTSWAP_PATH, CompileSetting, Scenario
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,21 @@ class Case:
     def id(self) -> str:
         # Only axes with more than one value, plus precision and compile which every reader wants to see.
         parts = [self.precision, self.compile.label]
-        if len(self.scenario.matrix.hotswap_path) > 1 or self.hotswap_path != "transformers":
+        if len(self.scenario.matrix.hotswap_path) > 1 or self.hotswap_path != DEFAULT_HOTSWAP_PATH:
             parts.append(self.hotswap_path)
         return f"{self.scenario.name}[{'-'.join(parts)}]"
+
+    def to_dict(self) -> dict:
+        """The case as JSON data: what the worker is handed and what its result keeps."""
+        from bench.records import to_dict
+
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Case:
+        from bench.records import from_dict
+
+        return from_dict(cls, data)
 
     @property
     def file_stem(self) -> str:

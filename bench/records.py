@@ -8,6 +8,7 @@ its reason is in the record's `unavailable` map: never a made-up 0.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import statistics
 import types
 import typing
@@ -16,8 +17,22 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-VERDICTS = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
-FAILING_VERDICTS = ("fail", "xpass", "error")
+
+
+class Verdict(enum.StrEnum):
+    """A case's verdict. A str, so JSON, CSV and comparisons with the plain names keep working."""
+
+    PASS = "pass"
+    FAIL = "fail"  # an expectation does not hold
+    XFAIL = "xfail"  # a known upstream failure happened, as marked
+    XPASS = "xpass"  # a known failure did not happen: the marker is stale (fails the run)
+    ERROR = "error"  # the case could not be decided: a worker fault, a bad source, no reference
+    SKIP = "skip"  # cannot run here (e.g. bitsandbytes missing), with the reason
+    NOT_RUN = "not_run"  # interrupted or pending
+
+
+VERDICTS = tuple(v.value for v in Verdict)
+FAILING_VERDICTS = (Verdict.FAIL, Verdict.XPASS, Verdict.ERROR)
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,7 @@ class Outcome:
     expected: str
     actual: str
     held: bool
-    status: str  # pass | fail | xfail | xpass
+    status: str  # pass | fail | xfail | xpass; error: the check itself could not be made (no reference)
     message: str = ""
     known_failure: str | None = None
 
@@ -203,7 +218,7 @@ class CaseResult:
     scenario: str
     scenario_file: str
     params: dict[str, str]
-    verdict: str
+    verdict: Verdict
     reason: str  # one line: why it is not a pass (empty for pass)
     steps: tuple[StepRecord, ...] = ()
     phases_s: dict[str, float] = field(default_factory=dict)  # where the case's wall time went
@@ -216,6 +231,14 @@ class CaseResult:
     timing_policy: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     wall_s: float | None = None
+    # The expanded case the worker was handed (bench.cases.Case.to_dict): report, repro, merge and --resume
+    # read it from here, so a results folder is self-contained. Empty in files written before it existed.
+    case: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every path that builds a CaseResult passes a known verdict; an unknown one (a hand-edited results
+        # file) is refused here rather than read as "not failing" by a gate.
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
 
 
 @dataclass(frozen=True)
@@ -283,6 +306,10 @@ def _convert(tp: Any, value: Any) -> Any:
         return tp(**{k: _convert(hints[k], v) for k, v in value.items()})
     if origin is tuple:
         args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis:  # a fixed-length tuple such as tuple[str, int]: by position
+            if len(args) != len(value):
+                raise ValueError(f"expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
         inner = args[0] if args else Any
         return tuple(_convert(inner, v) for v in value)
     if origin is dict:

@@ -126,6 +126,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
         "scenario": case.scenario.name,
         "scenario_file": case.scenario.source_file,
         "params": case.params,
+        "case": case.to_dict(),
         "cache_root": str(opts.cache_root),
         "trust_remote_code": opts.trust_remote_code,
         "allow_pickle": opts.allow_pickle,
@@ -234,8 +235,10 @@ def _error(case: Case, reason: str, worker: dict, tail: list[str], wall_s: float
         params=case.params,
         verdict="error",
         reason=reason,
-        worker={**worker, "log_tail": tail},
-        wall_s=wall_s,
+        worker={**worker, "wall_s": wall_s, "log_tail": tail},
+        # CaseResult.wall_s is only ever the worker's own measure of the case; a dead worker reported none.
+        wall_s=None,
+        case=case.to_dict(),
     )
 
 
@@ -247,6 +250,7 @@ def not_run(case: Case, reason: str) -> CaseResult:
         params=case.params,
         verdict="not_run",
         reason=reason,
+        case=case.to_dict(),
     )
 
 
@@ -340,7 +344,7 @@ def run_cases(
                         result = _error(
                             case, f"could not run the worker: {type(exc).__name__}: {exc}", {}, [], 0.0
                         )
-                    done[case.id] = result
+                    done[case.id] = replace(result, case=case.to_dict())
                     in_flight.clear()
                     save(opts.out_dir, snapshot(False))
                     if progress:
@@ -375,7 +379,8 @@ class Resume:
 
 
 def resume_selection(out_dir: Path) -> Resume:
-    """The selection of the run in out_dir, reloaded from the scenario files its results name.
+    """The selection of the run in out_dir: the cases its results hold (older files: reloaded from the scenario
+    files they name).
 
     A results file that is not one, or is from a newer schema, is a BenchInputError (bench.results.load); so is
     a scenario file that changed so that a case of the run no longer exists.
@@ -387,6 +392,14 @@ def resume_selection(out_dir: Path) -> Resume:
     results = load(out_dir)
     if not results.cases:
         raise BenchInputError("the results file holds no case to resume", source=str(out_dir))
+    if all(c.case for c in results.cases):  # self-contained results: the cases are in the file
+        return Resume(
+            cases=tuple(Case.from_dict(c.case) for c in results.cases),
+            previous={c.case_id: c for c in results.cases},
+            shard=results.shard,
+            scenario_set=results.scenario_set,
+        )
+    # Results written before cases were kept in them: reload the scenario files they name.
     files = list(dict.fromkeys(c.scenario_file for c in results.cases))
     by_id = {c.id: c for c in expand_all(load_scenarios(files))}
     gone = [c.case_id for c in results.cases if c.case_id not in by_id]

@@ -15,7 +15,7 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def case_line(case: CaseResult) -> str:
-    wall = f"{case.wall_s:.1f}s" if case.wall_s is not None else "-"
+    wall = _wall(case)
     line = f"{case.verdict.upper():7} {case.case_id}  ({wall})"
     return line + (f"\n        {case.reason}" if case.reason else "")
 
@@ -55,7 +55,7 @@ def summary_markdown(results: Results) -> str:
         reason = c.reason.replace("|", "\\|")
         out.append(
             f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
-            f"{'-' if c.wall_s is None else f'{c.wall_s:.1f}'} | {reason} |"
+            f"{_wall(c)} | {reason} |"
         )
     out.append("")
     out.append("## Steps")
@@ -88,3 +88,11 @@ def write_summary(out_dir: Path, results: Results) -> Path:
     path = Path(out_dir) / SUMMARY_FILE
     write_text(path, summary_markdown(results))
     return path
+
+
+def _wall(case) -> str:
+    """The case's own time; for a worker that died before reporting it, the parent's time of its process."""
+    if case.wall_s is not None:
+        return f"{case.wall_s:.1f}s"
+    process_s = case.worker.get("wall_s")
+    return f"{process_s:.1f}s (process)" if isinstance(process_s, (int, float)) else "-"

@@ -21,7 +21,7 @@ def _swap_fn(model, path: str, device: str):
     """The hotswap call of each path, as bench.worker.subject makes it."""
     if path == "transformers":
         return lambda location: model.load_adapter(location, adapter_name="default", hotswap=True)
-    from bench.worker.subject import peft_hotswap
+    from bench.ops.hotswap import peft_hotswap
 
     return lambda location: peft_hotswap(model, location, "default", device)
 

@@ -85,16 +85,16 @@ def test_negative_control_expecting_zero_fails_with_the_guard(cache_root, tmp_pa
 
 def test_deliberately_wrong_swap_is_caught(cache_root, monkeypatch):
     """A swap that loads other weights than the scenario says must fail the output check."""
-    from bench.worker.subject import Subject
+    from bench.ops.adapters import LoadAdapter
 
-    real = Subject._op_load_adapter
+    real = LoadAdapter.apply
 
-    def wrong(self, step, adapters, locations):
+    def wrong(self, subject, step, adapters, locations):
         if step.hotswap:  # swap in r8's weights again while the scenario expects r16's
             locations = {**locations, step.adapter: locations["r8"]}
-        return real(self, step, adapters, locations)
+        return real(self, subject, step, adapters, locations)
 
-    monkeypatch.setattr(Subject, "_op_load_adapter", wrong)
+    monkeypatch.setattr(LoadAdapter, "apply", wrong)
     r = _run(SCENARIOS / "hotswap_peft.toml", cache_root)
     assert r.verdict == "fail"
     assert not _step(r, 5).output.matches

@@ -153,7 +153,7 @@ def test_repro_of_a_case_that_did_not_fail_says_so(failing, tmp_path):
     )
     rp = write_repros(planted, tmp_path, roots=(REPO,))
     text = (tmp_path / rp[ALPHA_PEFT].path).read_text()
-    assert "peft_hotswap(model, ADAPTERS['a4'], 'default')" in text
+    assert "peft_hotswap(model, ADAPTERS['a4'], 'default', DEVICE)" in text
     proc = _run_standalone(tmp_path / rp[ALPHA_PEFT].path, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NOT REPRODUCED" in proc.stdout and "max abs diff 0" in proc.stdout

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from bench.cases import expand
 from bench.cli import build_parser
 from bench.errors import ScenarioError
+from bench.ops import OPS
 from bench.run import RunOptions, case_spec
 from bench.scenario import load_scenario
 from bench.scenario.loader import parse_scenario
-from bench.scenario.schema import OPS
 from bench.sources.models import resolve_model
 from bench.worker import inject
 from bench.worker.__main__ import run_spec
@@ -106,16 +106,14 @@ def test_code_in_every_string_of_a_scenario_is_never_run(tmp_path, write_scenari
 
 @pytest.mark.parametrize("op", ["__init__", "apply", "_hotswap", "__class__", "forward.__globals__"])
 def test_ops_dispatch_only_to_the_fixed_table(op, write_scenario):
-    """The worker calls Subject._op_<op>: an op outside the table never reaches getattr."""
+    """The worker looks ops up in the registry: an op outside it never reaches a method."""
     text = f'[scenario]\nname = "x"\nmodel = "m"\n[[steps]]\nop = "{op}"\n'
     with pytest.raises(ScenarioError, match="unknown op"):
         load_scenario(write_scenario(text))
 
 
-def test_every_op_has_its_method():
-    from bench.worker.subject import Subject
-
-    assert all(callable(getattr(Subject, f"_op_{op}", None)) for op in OPS)
+def test_every_op_is_in_the_registry_under_its_name():
+    assert all(op.name == name for name, op in OPS.items())
 
 
 # Calls that would turn data into code (or into arbitrary objects) if their argument came from a file.

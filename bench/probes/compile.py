@@ -17,6 +17,9 @@ from bench.records import CompileStats
 # Raised while counting, so that a case that recompiles often is counted rather than silently falling back
 # to eager at the default limit of 8.
 COUNTING_RECOMPILE_LIMIT = 256
+# torch keeps the last 64 compilation-metrics records by default; a step with more frame compiles would be
+# undercounted silently. Recompiles are counted from these records, so the buffer must outgrow the limit.
+COUNTING_METRICS_LIMIT = 16 * COUNTING_RECOMPILE_LIMIT
 
 
 @dataclass
@@ -33,7 +36,10 @@ def configure_dynamo_for_counting() -> None:
     torch._dynamo.reset()
     torch._dynamo.config.recompile_limit = COUNTING_RECOMPILE_LIMIT
     torch._dynamo.config.accumulated_recompile_limit = COUNTING_RECOMPILE_LIMIT * 4
+    # Hitting the limit anyway must fail the call, not fall back to eager silently.
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     torch._dynamo.utils.counters.clear()
+    torch._dynamo.utils.set_compilation_metrics_limit(COUNTING_METRICS_LIMIT)
     torch._dynamo.utils.clear_compilation_metrics()
 
 

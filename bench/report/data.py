@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.judge.compare import is_hotswap, reload_step, switch_ms
+from bench.judge.stats import slope
 from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord, TimingStats
 
 
@@ -221,11 +222,8 @@ def memory_rows(results: Results) -> list[MemoryRow]:
 
 
 def _slope(values: list[float]) -> float | None:
-    n = len(values)
-    if n < 2:
-        return None
-    mx, my = (n - 1) / 2, sum(values) / n
-    return sum((i - mx) * (v - my) for i, v in enumerate(values)) / sum((i - mx) ** 2 for i in range(n))
+    """Least-squares slope over the index; None for fewer than two values (nothing to fit)."""
+    return slope(values) if len(values) >= 2 else None
 
 
 def growth_series(results: Results) -> list[GrowthSeries]:

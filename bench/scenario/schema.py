@@ -10,29 +10,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
 BACKENDS = ("none", "eager", "aot_eager", "inductor")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 HOTSWAP_PATHS = ("transformers", "peft")
+DEFAULT_HOTSWAP_PATH = HOTSWAP_PATHS[0]  # case ids name the path only when it is not this one
 WORKLOAD_KINDS = ("forward", "generate")
 MATRIX_AXES = ("precision", "compile", "hotswap_path")
-
-# Ops that change which adapter weights produce the output: each is followed by a check against a reference.
-STATE_OPS = frozenset(
-    {
-        "add_adapter",
-        "load_adapter",
-        "set_adapter",
-        "enable_adapters",
-        "disable_adapters",
-        "delete_adapter",
-        "load_pretrained",  # AutoModelForCausalLM.from_pretrained(<adapter folder>): a new model
-        "repeat_load",  # N loads side by side, N hotswaps into one slot, or N load/delete cycles
-        "train",  # optimizer steps change the trainable weights
-        "save_adapter",  # save_pretrained of the active adapter; the saved folder becomes an adapter
-    }
-)
-MEASURE_OPS = frozenset({"forward", "generate"})
-SETUP_OPS = frozenset({"enable_hotswap", "compile"})
-QUERY_OPS = frozenset({"active_adapters"})
-OPS = STATE_OPS | MEASURE_OPS | SETUP_OPS | QUERY_OPS
-REPEAT_MODES = ("side_by_side", "hotswap", "load_delete")
 
 # Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
 # declare `raises`; "adapter_effect" is implicit on every step that loads or adds adapter weights from a file.
@@ -45,6 +25,7 @@ EXPECTATIONS = (
     "adapter_effect",
     "active_adapters",  # implicit on the active_adapters op: the names a correct library reports
     "loss_decreases",  # implicit on train steps
+    "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
 )
 
 _COMPARATORS = {
@@ -231,7 +212,7 @@ class Step:
 class Matrix:
     precision: tuple[str, ...] = ("fp32",)
     compile: tuple[CompileSetting, ...] = (CompileSetting("aot_eager"),)
-    hotswap_path: tuple[str, ...] = ("transformers",)
+    hotswap_path: tuple[str, ...] = (DEFAULT_HOTSWAP_PATH,)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Worker entry point: `python -m bench.worker CASE_JSON RESULT_JSON`.
 
-Reads the case (scenario file + matrix values), runs it, writes the CaseResult atomically. Anything that
+Reads the case (the expanded, serialised Case the parent wrote), runs it, writes the CaseResult atomically. Anything that
 escapes the case (a bad source, a library crash) is written as an `error` result with the traceback's last
 lines, so the parent can tell a reported error from a dead process.
 
@@ -65,16 +65,12 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
         inject.fire(faults, spec["scenario"], str(step.index))
 
     try:
-        from bench.cases import expand
-        from bench.scenario.loader import load_scenario
+        from bench.cases import Case
         from bench.worker.execute import run_case
 
-        scenario = load_scenario(spec["scenario_file"])
-        case = next((c for c in expand(scenario) if c.params == spec["params"]), None)
-        if case is None:
-            raise LookupError(
-                f"case {spec['case_id']} is no longer in {spec['scenario_file']} (the file changed since the run began)"
-            )
+        # The parent hands over the expanded case itself: the scenario file is never read again, so editing
+        # it during a run changes nothing in the run.
+        case = Case.from_dict(spec["case"])
         return run_case(
             case,
             Path(spec["cache_root"]),

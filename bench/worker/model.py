@@ -29,7 +29,6 @@ def load_model(
 ):
     """trust_remote_code and allow_pickle stay off unless the scenario or the command line opts in: a model
     folder's own Python code, and pickle weight files, can run anything when loaded."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = load_kwargs(precision, device, quant)
@@ -43,7 +42,6 @@ def load_model(
         model.to(device)
     model.eval()
     model.requires_grad_(False)
-    torch.set_grad_enabled(False)
     return model
 
 

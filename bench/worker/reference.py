@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.ops.state import AdapterState
 from bench.precision import ADAPTER_EFFECT_FACTOR, Tolerance
 from bench.records import AdapterEffect, OutputCheck
 from bench.scenario.schema import Workload
 from bench.worker.model import Inputs, generate_kwargs, load_model
-from bench.worker.state import AdapterState
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ReferenceOracle:
 
     def effect(self, adapter_key: str, slot_name: str) -> AdapterEffect:
         """How much one adapter, alone and loaded from its files, moves the output away from the base."""
-        from bench.worker.state import Slot
+        from bench.ops.state import Slot
 
         alone = AdapterState(slots=(Slot(slot_name, adapter_key, False),), active=(slot_name,))
         diff = (self.logits(alone) - self.logits(AdapterState())).abs().max().item()

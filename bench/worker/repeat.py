@@ -6,21 +6,10 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 
+from bench.judge.stats import slope
 from bench.probes.clock import Clock
 from bench.probes.memory import rss_bytes
 from bench.records import RepeatStats
-
-
-def slope(values: list[float]) -> float:
-    """Least-squares slope of values over their index (0 for fewer than two values)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean_x = (n - 1) / 2
-    mean_y = sum(values) / n
-    num = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(values))
-    den = sum((i - mean_x) ** 2 for i in range(n))
-    return num / den
 
 
 def repeat_load(

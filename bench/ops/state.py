@@ -90,9 +90,9 @@ class AdapterState:
         return replace(self, slots=slots)
 
     @classmethod
-    def loaded_pretrained(cls, key: str) -> AdapterState:
-        """from_pretrained(<adapter folder>): a new model holding that adapter as "default"."""
-        return cls(slots=(Slot("default", key, False),), active=("default",))
+    def loaded_pretrained(cls, key: str, slot: str) -> AdapterState:
+        """from_pretrained(<adapter folder>): a new model holding that adapter in `slot` ("default")."""
+        return cls(slots=(Slot(slot, key, False),), active=(slot,))
 
     def repeated(self, mode: str, base: str, cycle: tuple[str, ...], count: int) -> AdapterState:
         if mode == "side_by_side":

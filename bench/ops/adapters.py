@@ -1,0 +1,208 @@
+"""The adapter API of the Transformers PEFT guide: add, load (and hotswap), set, enable, disable, delete."""
+
+from __future__ import annotations
+
+from bench.ops.base import Op, ParseContext, Walk, common_args, read_adapter, read_name
+from bench.ops.state import AdapterState
+
+
+class AddAdapter(Op):
+    """`model.add_adapter(LoraConfig(...), adapter_name=name)`: LoRA's default init, B = 0."""
+
+    name = "add_adapter"
+    fields = frozenset({"adapter", "name"})
+    changes_state = True
+
+    def parse(self, t, ctx: ParseContext):
+        adapter = read_adapter(t, ctx)
+        return {"adapter": adapter, "name": read_name(t) or adapter}
+
+    def check(self, walk: Walk, step):
+        if step.hotswap:
+            raise walk.fail(step, "hotswap applies to load_adapter only")
+        _check_new_slot(walk, step)
+
+    def transition(self, state: AdapterState, step):
+        return state.add(step.name, step.adapter, added=True)
+
+    def args(self, step):
+        return common_args(step)
+
+    def apply(self, subject, step, adapters, locations):
+        from bench.sources.adapters import lora_config
+
+        subject.model.add_adapter(lora_config(adapters[step.adapter]), adapter_name=step.name)
+        subject.path.after_first_load(subject)
+
+    def script(self, w, step):
+        w.emit(f"model.add_adapter(LORA_CONFIGS[{step.adapter!r}](), adapter_name={step.name!r})")
+        w.path.script_after_first_load(w)
+
+
+class LoadAdapter(Op):
+    """`model.load_adapter(path, adapter_name=name)`; with `hotswap = true`, the case's hotswap path."""
+
+    name = "load_adapter"
+    own_expectations = frozenset({"adapter_effect"})
+    fields = frozenset({"adapter", "name", "hotswap"})
+    changes_state = True
+
+    def parse(self, t, ctx: ParseContext):
+        adapter = read_adapter(t, ctx)
+        return {"adapter": adapter, "name": read_name(t) or adapter, "hotswap": t.get("hotswap", bool, False)}
+
+    def check(self, walk: Walk, step):
+        if not step.hotswap:
+            _check_new_slot(walk, step)
+            return
+        expects_error = step.expect.raises is not None
+        if step.name not in walk.slots and not expects_error:
+            raise walk.fail(
+                step,
+                f"hotswap into {step.name!r}, but no adapter of that name is loaded at this point "
+                f"(loaded: {walk.loaded()})",
+            )
+        s = walk.scenario
+        if step.adapter in {a.key for a in s.adapters} and s.adapter(step.adapter).modules_to_save:
+            raise walk.fail(
+                step, "hotswap of an adapter with modules_to_save is not supported by either path"
+            )
+
+    def transition(self, state: AdapterState, step):
+        if step.hotswap:
+            return state.hotswap(step.name, step.adapter)
+        return state.add(step.name, step.adapter, added=False)
+
+    def args(self, step):
+        return {**common_args(step), **({"hotswap": True} if step.hotswap else {})}
+
+    def apply(self, subject, step, adapters, locations):
+        location = locations[step.adapter]
+        if step.hotswap:
+            subject.path.swap(subject, location, step.name)
+        else:
+            subject.model.load_adapter(location, adapter_name=step.name)
+            subject.path.after_first_load(subject)
+
+    def script(self, w, step):
+        location = f"ADAPTERS[{step.adapter!r}]"
+        if step.hotswap:
+            w.path.script_swap(w, location, step.name)
+        else:
+            w.emit(f"model.load_adapter({location}, adapter_name={step.name!r})")
+            w.path.script_after_first_load(w)
+
+
+def _check_new_slot(walk: Walk, step) -> None:
+    expects_error = step.expect.raises is not None
+    if step.name in walk.slots and not expects_error:
+        raise walk.fail(
+            step,
+            f"an adapter named {step.name!r} is already loaded; use hotswap = true, another "
+            "name, or expect.raises = 'ValueError'",
+        )
+    if not expects_error:
+        walk.slots.add(step.name)
+        walk.any_loaded = True
+
+
+class SetAdapter(Op):
+    """`model.set_adapter(name or [names])`."""
+
+    name = "set_adapter"
+    fields = frozenset({"names"})
+    changes_state = True
+
+    def parse(self, t, ctx):
+        names = t.str_list("names", ())
+        if not names:
+            raise t.error("names", "required: the adapter name(s) to activate")
+        return {"names": names}
+
+    def check(self, walk: Walk, step):
+        missing = [n for n in step.names if n not in walk.slots]
+        if missing and step.expect.raises is None:
+            raise walk.fail(
+                step,
+                f"set_adapter names {', '.join(missing)}, not loaded at this point (loaded: {walk.loaded()})",
+            )
+
+    def transition(self, state, step):
+        return state.set_active(step.names)
+
+    def args(self, step):
+        return {"names": list(step.names)}
+
+    def apply(self, subject, step, adapters, locations):
+        subject.model.set_adapter(_names_arg(step))
+
+    def script(self, w, step):
+        w.emit(f"model.set_adapter({_names_arg(step)!r})")
+
+
+def _names_arg(step):
+    return list(step.names) if len(step.names) > 1 else step.names[0]
+
+
+class _Toggle(Op):
+    changes_state = True
+    enabled: bool
+
+    def check(self, walk: Walk, step):
+        if not walk.slots and step.expect.raises is None:
+            raise walk.fail(step, f"{step.op} needs a loaded adapter")
+
+    def transition(self, state, step):
+        return state.set_enabled(self.enabled)
+
+    def apply(self, subject, step, adapters, locations):
+        getattr(subject.model, self.name)()
+
+    def script(self, w, step):
+        w.emit(f"model.{self.name}()")
+
+
+class EnableAdapters(_Toggle):
+    """`model.enable_adapters()`."""
+
+    name = "enable_adapters"
+    enabled = True
+
+
+class DisableAdapters(_Toggle):
+    """`model.disable_adapters()`: exactly the base output, the adapters stay loaded."""
+
+    name = "disable_adapters"
+    enabled = False
+
+
+class DeleteAdapter(Op):
+    """`model.delete_adapter(name)`."""
+
+    name = "delete_adapter"
+    fields = frozenset({"name"})
+    changes_state = True
+
+    def parse(self, t, ctx):
+        return {"name": read_name(t, required="which adapter_name to delete")}
+
+    def check(self, walk: Walk, step):
+        expects_error = step.expect.raises is not None
+        if step.name not in walk.slots and not expects_error:
+            raise walk.fail(
+                step, f"delete_adapter {step.name!r}, not loaded at this point (loaded: {walk.loaded()})"
+            )
+        if not expects_error:
+            walk.slots.discard(step.name)
+
+    def transition(self, state, step):
+        return state.delete(step.name)
+
+    def args(self, step):
+        return common_args(step)
+
+    def apply(self, subject, step, adapters, locations):
+        subject.model.delete_adapter(step.name)
+
+    def script(self, w, step):
+        w.emit(f"model.delete_adapter({step.name!r})")

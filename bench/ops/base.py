@@ -1,0 +1,145 @@
+"""What an op is, in one place: its step fields, its order rule, its effect on the adapter state, its real API
+call, and the lines a reproduction script makes for it.
+
+An op is a subclass of Op in a module of bench/ops/; the registry (bench.ops.OPS) finds it by its `name`.
+The loader reads `fields`, `parse` and `check`; the worker reads `transition`, `args` and `apply`; the repro
+writer reads `script`. Adding an op is one new module here, with its test and its line in the docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.errors import ScenarioError
+from bench.ops.state import AdapterState
+
+if TYPE_CHECKING:
+    from bench.scenario.schema import AdapterSpec, Scenario, Step
+    from bench.scenario.table import Table
+
+# Adapter names the harness chooses when a step names none. Written once, here.
+PRETRAINED_SLOT = "default"  # from_pretrained(<adapter folder>) loads the adapter under this name
+REPEAT_SLOT = "rep"  # repeat_load's base name: rep0, rep1, ... side by side; "rep" for hotswap/load_delete
+
+
+@dataclass
+class ParseContext:
+    """What parsing one step may consult: the [adapters] keys and the keys earlier save_adapter steps added."""
+
+    adapters: dict[str, AdapterSpec]
+    saved: set[str] = field(default_factory=set)
+
+    def known(self, key: str) -> bool:
+        return key in self.adapters or key in self.saved
+
+
+@dataclass
+class Walk:
+    """The model as the steps leave it, walked at load time without torch: what the order rules read."""
+
+    scenario: Scenario
+    slots: set[str] = field(default_factory=set)
+    compiled: bool = False
+    hotswap_enabled: bool = False
+    any_loaded: bool = False
+
+    def fail(self, step: Step, message: str) -> ScenarioError:
+        return ScenarioError(message, source=self.scenario.source_file, field=step.label)
+
+    def loaded(self) -> str:
+        return ", ".join(sorted(self.slots)) or "none"
+
+
+class Op:
+    """One scenario op. Subclasses set `name` and override what differs from these defaults."""
+
+    name: ClassVar[str]
+    # TOML keys of this op beyond the common ones (op, expect, known_failure(s), note).
+    fields: ClassVar[frozenset[str]] = frozenset()
+    # The op changes which adapter weights produce the output: a check call against the reference follows.
+    changes_state: ClassVar[bool] = False
+    # The op is a measured model call (first call alone, then warm-up and timed rounds).
+    measures: ClassVar[bool] = False
+    # The op compiles the model: the executor then requires the next model call to compile a frame.
+    compiles: ClassVar[bool] = False
+
+    # Expectations only this op decides, beyond the ones every op can (see `produces`).
+    own_expectations: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def produces(self) -> frozenset[str]:
+        """Every expectation a step of this op can decide: a known_failure naming another can never apply."""
+        names = {"succeeds", "raises", "recompiles", "graph_breaks", *self.own_expectations}
+        if self.checks_output:
+            names |= {"matches_reference", "compile_effective"}
+        return frozenset(names)
+
+    @property
+    def checks_output(self) -> bool:
+        """A model call follows the op and is compared with the reference."""
+        return self.changes_state or self.measures
+
+    def parse(self, t: Table, ctx: ParseContext) -> dict[str, Any]:
+        """The op's own fields, read from its [[steps]] table: keyword arguments of Step."""
+        return {}
+
+    def check(self, walk: Walk, step: Step) -> None:
+        """Refuse an order that cannot work (raise walk.fail(...)), and advance the walk."""
+
+    def transition(self, state: AdapterState, step: Step) -> AdapterState:
+        """The adapter state a correct library is in after the op (pure)."""
+        return state
+
+    def args(self, step: Step) -> dict[str, Any]:
+        """The step's arguments as recorded in the results, under their TOML names."""
+        return {}
+
+    def apply(self, subject, step: Step, adapters: dict[str, AdapterSpec], locations: dict[str, str]) -> Any:
+        """Make the op's real API call(s) on the subject. Returns what the op reports (stats, names)."""
+        return None
+
+    def script(self, w, step: Step) -> None:
+        """Emit the op's API call into a reproduction script (bench.report.repro's writer)."""
+        w.emit(f"pass  # {self.name}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Field readers shared by several ops
+
+
+def read_adapter(t: Table, ctx: ParseContext) -> str:
+    adapter = t.get("adapter", str, None)
+    if adapter is None:
+        raise t.error("adapter", "required field is missing: which adapter (a key of [adapters])")
+    if not ctx.known(adapter):
+        from bench.scenario.table import did_you_mean
+
+        known = tuple(ctx.adapters) + tuple(sorted(ctx.saved))
+        raise t.error(
+            "adapter",
+            f"adapter {adapter!r} is not defined in [adapters]{did_you_mean(adapter, known)}"
+            + (f"; defined: {', '.join(known)}" if known else "; none are defined"),
+        )
+    return adapter
+
+
+def read_name(t: Table, *, required: str | None = None) -> str | None:
+    """The adapter_name field; `required` is the message when it must be given."""
+    from bench.scenario.table import checked_name
+
+    name = t.get("name", str, None)
+    if name is not None:
+        checked_name(t, "name", name)
+    elif required:
+        raise t.error("name", f"required field is missing: {required}")
+    return name
+
+
+def common_args(step: Step) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for key in ("adapter", "name"):
+        value = getattr(step, key)
+        if value is not None:
+            args[key] = value
+    return args

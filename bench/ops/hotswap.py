@@ -1,0 +1,158 @@
+"""The two hotswap paths as strategy objects: transformers' integration and PEFT's own functions.
+
+Each path knows how to enable compiled hotswapping, what happens after the first adapter is loaded, and how
+to swap new weights into a loaded slot, both as a real call on the subject and as script lines. Nothing
+else in the suite branches on the path's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+
+class HotswapPath:
+    name: ClassVar[str]
+    # What a reproduction script needs to make this path's calls: import lines and helper functions.
+    script_imports: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def script_source(self) -> str:
+        return ""
+
+    def enable(self, subject, target_rank: int) -> None:
+        raise NotImplementedError
+
+    def after_first_load(self, subject) -> None:
+        """Called after each plain add/load; a path may finish its preparation then."""
+        subject.loaded_any = True
+
+    def swap(self, subject, location: str, name: str) -> None:
+        raise NotImplementedError
+
+    def script_enable(self, w, target_rank: int) -> None:
+        raise NotImplementedError
+
+    def script_after_first_load(self, w) -> None:
+        w.loaded_any = True
+
+    def script_swap(self, w, location_expr: str, name: str) -> None:
+        raise NotImplementedError
+
+
+class TransformersPath(HotswapPath):
+    """`enable_peft_hotswap(target_rank=...)`, then `load_adapter(..., hotswap=True)`."""
+
+    name = "transformers"
+
+    def enable(self, subject, target_rank: int) -> None:
+        subject.model.enable_peft_hotswap(target_rank=target_rank, check_compiled="error")
+
+    def swap(self, subject, location: str, name: str) -> None:
+        subject.model.load_adapter(location, adapter_name=name, hotswap=True)
+
+    def script_enable(self, w, target_rank: int) -> None:
+        w.emit(f'model.enable_peft_hotswap(target_rank={target_rank}, check_compiled="error")')
+
+    def script_swap(self, w, location_expr: str, name: str) -> None:
+        w.emit(f"model.load_adapter({location_expr}, adapter_name={name!r}, hotswap=True)")
+
+
+class PeftPath(HotswapPath):
+    """`prepare_model_for_compiled_hotswap` right after the first load, then PEFT's state-dict hotswap."""
+
+    name = "peft"
+    script_imports = (
+        "from typing import Any",
+        "from peft.utils.hotswap import prepare_model_for_compiled_hotswap",
+    )
+
+    @property
+    def script_source(self) -> str:
+        # The very functions the harness calls, so the script swaps exactly as the run did (it must run
+        # without peft-bench installed, hence their source and not an import).
+        return "\n\n" + inspect.getsource(peft_hotswap) + "\n\n" + inspect.getsource(map_adapter_keys)
+
+    def enable(self, subject, target_rank: int) -> None:
+        if subject.loaded_any:
+            prepare(subject.model, target_rank)
+        else:
+            # PEFT's recipe prepares after the first adapter is loaded; the scenario states the intent up front
+            # so that one step list serves both paths.
+            subject.pending_target_rank = target_rank
+
+    def after_first_load(self, subject) -> None:
+        if not subject.loaded_any and subject.pending_target_rank is not None:
+            prepare(subject.model, subject.pending_target_rank)
+            subject.pending_target_rank = None
+        subject.loaded_any = True
+
+    def swap(self, subject, location: str, name: str) -> None:
+        peft_hotswap(subject.model, location, name, subject.device)
+
+    def script_enable(self, w, target_rank: int) -> None:
+        if w.loaded_any:
+            _script_prepare(w, target_rank)
+        else:
+            w.emit("pass  # PEFT path: prepare_model_for_compiled_hotswap runs after the first load")
+            w.pending_target_rank = target_rank
+
+    def script_after_first_load(self, w) -> None:
+        if not w.loaded_any and w.pending_target_rank is not None:
+            w.emit("# PEFT's recipe: prepare for compiled hotswap right after the first adapter is loaded")
+            _script_prepare(w, w.pending_target_rank)
+            w.pending_target_rank = None
+        w.loaded_any = True
+
+    def script_swap(self, w, location_expr: str, name: str) -> None:
+        w.uses_peft_hotswap = True
+        w.emit(f"peft_hotswap(model, {location_expr}, {name!r}, DEVICE)")
+
+
+PATHS: dict[str, HotswapPath] = {p.name: p for p in (TransformersPath(), PeftPath())}
+
+
+def prepare(model, target_rank: int) -> None:
+    from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+
+    prepare_model_for_compiled_hotswap(
+        model, target_rank=target_rank, config=model.peft_config, check_compiled="error"
+    )
+
+
+def _script_prepare(w, rank: int) -> None:
+    w.emit(
+        f"prepare_model_for_compiled_hotswap(model, target_rank={rank}, config=model.peft_config, "
+        'check_compiled="error")'
+    )
+
+
+def peft_hotswap(model, location: str, adapter_name: str, device: str) -> None:
+    """PEFT's hotswap on a Transformers model that holds adapters through the integration.
+
+    peft.utils.hotswap.hotswap_adapter expects a PeftModel (it reads `active_peft_config`); on a transformers
+    model we make the same calls it makes: check the configs are compatible, load the weights, map their
+    keys onto the model's adapter slot, and swap with hotswap_adapter_from_state_dict.
+    """
+    from peft import PeftConfig
+    from peft.utils.hotswap import check_hotswap_configs_compatible, hotswap_adapter_from_state_dict
+    from peft.utils.save_and_load import load_peft_weights
+
+    config = PeftConfig.from_pretrained(location)
+    check_hotswap_configs_compatible(model.peft_config[adapter_name], config)
+    state_dict = load_peft_weights(location, device=device)
+    hotswap_adapter_from_state_dict(model, map_adapter_keys(state_dict, adapter_name), adapter_name, config)
+
+
+def map_adapter_keys(state_dict: dict[str, Any], adapter_name: str) -> dict[str, Any]:
+    """Saved keys (`base_model.model.<module>.lora_A.weight`) -> the model's (`<module>.lora_A.<name>.weight`)."""
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("base_model.model.")
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if part.startswith("lora_") and i + 1 < len(parts) and parts[i + 1] != adapter_name:
+                parts.insert(i + 1, adapter_name)
+                break
+        out[".".join(parts)] = value
+    return out

@@ -1,0 +1,51 @@
+"""`AutoModelForCausalLM.from_pretrained(<adapter folder>)`: a new model, its base found through
+adapter_config.json, the adapter loaded on it."""
+
+from __future__ import annotations
+
+from bench.ops.base import PRETRAINED_SLOT, Op, Walk, common_args, read_adapter
+from bench.ops.state import AdapterState
+
+
+class LoadPretrained(Op):
+    name = "load_pretrained"
+    own_expectations = frozenset({"adapter_effect"})
+    fields = frozenset({"adapter"})
+    changes_state = True
+
+    def parse(self, t, ctx):
+        return {"adapter": read_adapter(t, ctx)}
+
+    def check(self, walk: Walk, step):
+        if walk.compiled:
+            raise walk.fail(step, "load_pretrained makes a new model: it must come before compile")
+        walk.slots = {PRETRAINED_SLOT}
+        walk.any_loaded = True
+
+    def transition(self, state, step):
+        return AdapterState.loaded_pretrained(step.adapter, PRETRAINED_SLOT)
+
+    def args(self, step):
+        return common_args(step)
+
+    def apply(self, subject, step, adapters, locations):
+        from bench.worker.model import load_model
+
+        subject.model = load_model(
+            locations[step.adapter],
+            subject.precision,
+            subject.device,
+            quant=subject.quant,
+            trust_remote_code=subject.trust_remote_code,
+            allow_pickle=subject.allow_pickle,
+        )
+        subject.compiled = None
+        subject.loaded_any = True
+
+    def script(self, w, step):
+        w.emit("# AutoModelForCausalLM.from_pretrained(<adapter folder>): a new model; transformers finds")
+        w.emit(f"# the base through adapter_config.json and loads the adapter on it as {PRETRAINED_SLOT!r}")
+        w.emit(f"model = load_model(ADAPTERS[{step.adapter!r}])")
+        w.emit("compiled = None")
+        w.compiled = False
+        w.loaded_any = True

@@ -1,0 +1,109 @@
+"""Setting the model up: compiled hotswapping enabled, and compilation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.ops.base import Op, Walk
+
+
+class EnableHotswap(Op):
+    """transformers path: `enable_peft_hotswap(target_rank=...)`; peft path: `prepare_model_for_compiled_hotswap`
+    right after the first load."""
+
+    name = "enable_hotswap"
+    fields = frozenset({"target_rank"})
+
+    def parse(self, t, ctx):
+        from bench.scenario.table import MAX_RANK
+
+        target_rank = t.int_in("target_rank", None, 1, MAX_RANK)
+        if target_rank is None:
+            raise t.error("target_rank", "required: the largest rank any swapped-in adapter will have")
+        return {"target_rank": target_rank}
+
+    def check(self, walk: Walk, step):
+        expects_error = step.expect.raises is not None
+        if walk.hotswap_enabled:
+            raise walk.fail(step, "hotswap is already enabled")
+        if walk.any_loaded and not expects_error:
+            raise walk.fail(
+                step,
+                "enable_hotswap must come before the first adapter is loaded "
+                "(transformers raises RuntimeError after it); set expect.raises to test that",
+            )
+        if walk.compiled and not expects_error:
+            raise walk.fail(step, "enable_hotswap must come before compile")
+        walk.hotswap_enabled = not expects_error
+
+    def args(self, step):
+        return {"target_rank": step.target_rank}
+
+    def apply(self, subject, step, adapters, locations):
+        subject.path.enable(subject, step.target_rank)
+
+    def script(self, w, step):
+        w.path.script_enable(w, step.target_rank)
+
+
+class Compile(Op):
+    """Forward workloads: `torch.compile(model, ...)`; generate workloads: transformers' own compile path."""
+
+    name = "compile"
+    compiles = True
+
+    def check(self, walk: Walk, step):
+        if walk.compiled:
+            raise walk.fail(step, "the model is already compiled (one compile step per scenario)")
+        if not any(c.enabled for c in walk.scenario.matrix.compile):
+            raise walk.fail(
+                step, "a compile step needs a compile backend in matrix.compile other than 'none'"
+            )
+        walk.compiled = True
+
+    def apply(self, subject, step, adapters, locations):
+        import torch
+
+        c = subject.compile_setting
+        if subject.workload.kind == "generate":
+            from transformers import CompileConfig
+
+            # transformers' supported compile path for generate: a static cache and its own torch.compile of
+            # the decoding forward (torch.compile(model).generate would run uncompiled).
+            cc = CompileConfig(
+                backend=c.backend,
+                fullgraph=c.fullgraph,
+                dynamic=c.dynamic,
+                mode=(c.mode or "default") if c.backend == "inductor" else None,
+            )
+            cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
+            subject.model.generation_config.compile_config = cc
+            subject.model.generation_config.cache_implementation = "static"
+            subject.generate_compiled = True
+        else:
+            kwargs: dict[str, Any] = {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic}
+            if c.mode and c.mode != "default":
+                kwargs["mode"] = c.mode
+            subject.compiled = torch.compile(subject.model, **kwargs)
+
+    def script(self, w, step):
+        s = w.case.compile
+        if not s.enabled:
+            w.emit("pass  # compile setting 'none': the model stays eager")
+        elif w.generate:
+            mode = (s.mode or "default") if s.backend == "inductor" else None
+            w.emit("# transformers' compile path for generate: a static cache and its own torch.compile")
+            w.emit(
+                f"cc = CompileConfig(backend={s.backend!r}, fullgraph={s.fullgraph!r}, dynamic={s.dynamic!r}, "
+                f"mode={mode!r})"
+            )
+            w.emit("cc._compile_all_devices = True  # transformers compiles only on accelerators unless told")
+            w.emit("model.generation_config.compile_config = cc")
+            w.emit('model.generation_config.cache_implementation = "static"')
+            w.generate_compiled = True
+        else:
+            kwargs = f"backend={s.backend!r}, fullgraph={s.fullgraph!r}, dynamic={s.dynamic!r}"
+            if s.mode and s.mode != "default":
+                kwargs += f", mode={s.mode!r}"
+            w.emit(f"compiled = torch.compile(model, {kwargs})")
+            w.compiled = True

@@ -1,0 +1,108 @@
+"""Training the active adapters (or, as the baseline, every weight), and saving what was trained."""
+
+from __future__ import annotations
+
+from bench.ops.base import Op, Walk
+
+
+class Train(Op):
+    """A real AdamW loop on synthetic token batches (bench.worker.train): the active LoRA weights (and their
+    modules_to_save copies), or every parameter with `full = true`."""
+
+    name = "train"
+    own_expectations = frozenset({"loss_decreases"})
+    fields = frozenset({"steps", "learning_rate", "full"})
+    changes_state = True
+
+    @property
+    def checks_output(self) -> bool:
+        return False  # no file holds the trained weights: nothing to check against until save_adapter
+
+    def parse(self, t, ctx):
+        lr = t.get("learning_rate", float, 1e-3)
+        if not 0 < lr <= 10:
+            raise t.error("learning_rate", f"must be in (0, 10], got {lr}")
+        return {
+            "train_steps": t.int_in("steps", 10, 1, 100_000),
+            "learning_rate": lr,
+            "full": t.get("full", bool, False),
+        }
+
+    def check(self, walk: Walk, step):
+        if step.full and walk.slots:
+            raise walk.fail(
+                step, "full fine-tuning (full = true) is the no-adapter baseline: load no adapter before it"
+            )
+        if not step.full and not walk.slots and step.expect.raises is None:
+            raise walk.fail(
+                step, "train needs an adapter (add_adapter first), or full = true for full fine-tuning"
+            )
+
+    def transition(self, state, step):
+        return state.trained(full=step.full)
+
+    def args(self, step):
+        return {"steps": step.train_steps, "learning_rate": step.learning_rate, "full": step.full}
+
+    def apply(self, subject, step, adapters, locations):
+        from bench.worker.model import vocab_size_of
+        from bench.worker.train import train
+
+        return train(
+            subject.model,
+            subject.workload,
+            vocab_size_of(subject.model),
+            subject.device,
+            subject.clock,
+            steps=step.train_steps,
+            learning_rate=step.learning_rate,
+            full=step.full,
+        )
+
+    def script(self, w, step):
+        w.uses_train = True
+        wl = w.case.scenario.workload
+        w.emit(
+            f"losses = train(model, steps={step.train_steps!r}, learning_rate={step.learning_rate!r}, "
+            f"full={step.full!r}, shape=({wl.batch_size!r}, {wl.seq_len!r}))"
+        )
+
+
+class SaveAdapter(Op):
+    """`model.save_pretrained(folder)` of the active adapter; later steps use the folder as adapter `as`."""
+
+    name = "save_adapter"
+    fields = frozenset({"as"})
+    changes_state = True
+
+    def parse(self, t, ctx):
+        from bench.scenario.table import checked_name
+
+        key = checked_name(t, "as", t.get("as", str))
+        if ctx.known(key):
+            raise t.error("as", f"adapter key {key!r} is already defined; pick a new one")
+        ctx.saved.add(key)
+        return {"save_as": key}
+
+    def check(self, walk: Walk, step):
+        if not walk.slots and step.expect.raises is None:
+            raise walk.fail(step, "save_adapter needs a loaded adapter (it saves the active one)")
+
+    def transition(self, state, step):
+        return state.saved(step.save_as)
+
+    def args(self, step):
+        return {"as": step.save_as}
+
+    def apply(self, subject, step, adapters, locations):
+        if subject.work_dir is None:
+            raise RuntimeError("save_adapter needs a work folder for the case")
+        folder = subject.work_dir / step.save_as
+        subject.model.save_pretrained(folder)
+        locations[step.save_as] = str(folder)
+
+    def script(self, w, step):
+        from bench.report.repro import ident
+
+        w.emit(f"ADAPTERS[{step.save_as!r}] = f'{{work}}/saved/{ident(step.save_as)}'")
+        w.emit(f"model.save_pretrained(ADAPTERS[{step.save_as!r}])  # the active adapter")

@@ -1,0 +1,86 @@
+"""The writer of a reproduction script's main(): the ops emit their calls through it (bench/ops, `script`)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+
+from bench.cases import Case
+from bench.ops import OPS
+from bench.ops.hotswap import PATHS, HotswapPath
+from bench.scenario.schema import Step
+
+
+@dataclass
+class Writer:
+    """Emits main()'s body while tracking what the model under test looks like, as the harness's Subject."""
+
+    case: Case
+    lines: list[str] = field(default_factory=list)
+    depth: int = 1
+    compiled: bool = False
+    generate_compiled: bool = False
+    loaded_any: bool = False
+    pending_target_rank: int | None = None
+    uses_peft_hotswap: bool = False
+    uses_train: bool = False
+    adapters_used: frozenset[str] = frozenset()  # keys the replayed steps load: only these are built
+
+    def emit(self, text: str = "") -> None:
+        self.lines.append(("    " * self.depth + text) if text else "")
+
+    @contextlib.contextmanager
+    def block(self, header: str):
+        self.emit(header)
+        self.depth += 1
+        before = len(self.lines)
+        try:
+            yield
+        finally:
+            if len(self.lines) == before:
+                self.emit("pass")
+            self.depth -= 1
+
+    @property
+    def generate(self) -> bool:
+        return self.case.scenario.workload.kind == "generate"
+
+    def call(self, op: str) -> str:
+        if op == "generate" or (op != "forward" and self.generate):
+            return "generate(model)"
+        return "forward(model, compiled)"
+
+    @property
+    def path(self) -> HotswapPath:
+        return PATHS[self.case.hotswap_path]
+
+    def op(self, step: Step) -> None:
+        """The step's API call, as the harness makes it: the op's own script (bench/ops)."""
+        OPS[step.op].script(self, step)
+
+    def model_calls(self, step: Step, *, target: bool) -> None:
+        """The calls the harness makes after the op: the check call after an adapter change, the measured
+        call on forward/generate (and, at the failing step, a few more, as the timing rounds make)."""
+        op = OPS[step.op]
+        if op.changes_state:
+            self.emit("model.requires_grad_(False)  # the harness resets it: dynamo guards on requires_grad")
+            if (self.compiled or self.generate_compiled) and self.case.precision in ("nf4", "fp4"):
+                with self.block(
+                    "if DEVICE == 'cpu':  # the harness's eager forward: bitsandbytes repacks weights"
+                ):
+                    self.emit("model(**INPUTS)")
+        # After train no file holds the weights: the harness makes no check call until they are saved.
+        if op.checks_output:
+            self.emit(f"out = {self.call(step.op)}")
+            if target and step.op in ("forward", "generate"):
+                with self.block("for _ in range(3):"):
+                    self.emit(self.call(step.op))
+
+    def step(self, step: Step, *, target: bool = False) -> None:
+        self.op(step)
+        self.model_calls(step, target=target)
+
+
+def ident(key: str) -> str:
+    return re.sub(r"\W", "_", key)

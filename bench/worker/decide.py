@@ -1,0 +1,289 @@
+"""Deciding a step: what happened (StepRun, the probes' stats) and what it was checked against (Evidence) in,
+outcomes and a StepRecord out. Pure functions: nothing here loads a model, calls one or times anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.cases import Case
+from bench.judge.verdict import find_known, outcome, step_status
+from bench.ops import OPS
+from bench.ops.state import AdapterState
+from bench.records import AdapterEffect, Outcome, OutputCheck, StepRecord
+from bench.scenario.schema import Step
+
+
+@dataclass
+class StepRun:
+    """What happened during one step, before it is decided."""
+
+    op_time_ms: float | None = None
+    op_result: Any = None  # what the op reports: TrainStats, RepeatStats, active adapter names
+    first_call_ms: float | None = None
+    first_output: Any = None
+    timing: Any = None
+    op_error: BaseException | None = None
+    recompile_errors: list[str] = field(default_factory=list)
+    compiled: bool = False  # the model was compiled when the step ran: recompile expectations apply
+    notes: list[str] = field(default_factory=list)
+    # This step made the first model call after the compile step: it must have compiled at least one frame.
+    first_call_after_compile: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the step's output was checked against (bench.worker.execute gathers it)."""
+
+    output: OutputCheck | None = None
+    effects: tuple[AdapterEffect, ...] = ()
+    adapter_bytes: int | None = None  # bytes of adapter weights a load moved
+    copy_floor_ms: float | None = None  # a plain tensor copy of as many bytes
+    notes: tuple[str, ...] = ()
+    # Building the reference raised: the step cannot be judged, and the fault is the oracle's, not the op's.
+    reference_error: str | None = None
+
+
+def decide(
+    params: dict[str, str],
+    step: Step,
+    run: StepRun,
+    mem,
+    comp,
+    strict: bool,
+    state: AdapterState,
+    evidence: Evidence,
+) -> StepRecord:
+    """The step's outcomes and record from what happened (run, probes) and what was checked (evidence). Pure:
+    it loads nothing, calls no model and times nothing."""
+    kf = step.known_failures
+    outcomes: list[Outcome] = []
+    e = step.expect
+    err_text = (
+        f"{type(run.op_error).__name__}: {' '.join(str(run.op_error).split())[:600]}"
+        if run.op_error
+        else None
+    )
+
+    if e.raises is not None:
+        names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []
+        held = e.raises in names
+        actual = err_text or "no exception"
+        outcomes.append(
+            outcome(
+                "raises",
+                e.raises,
+                actual,
+                held,
+                f"expected {e.raises}, got {actual}",
+                find_known(kf, "raises", params),
+            )
+        )
+    else:
+        outcomes.append(
+            outcome(
+                "succeeds",
+                "no exception",
+                err_text or "no exception",
+                run.op_error is None,
+                f"raised {err_text}",
+                find_known(kf, "succeeds", params),
+            )
+        )
+
+    if not run.compiled and (e.recompiles or e.graph_breaks):
+        run.notes.append(
+            "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
+        )
+    if e.recompiles is not None and comp is not None and run.compiled:
+        held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
+        why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
+        outcomes.append(
+            outcome(
+                "recompiles",
+                str(e.recompiles),
+                str(comp.recompiles),
+                held,
+                f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
+                find_known(kf, "recompiles", params),
+            )
+        )
+    if run.first_call_after_compile and comp is not None:
+        outcomes.append(
+            outcome(
+                "compile_effective",
+                ">= 1 frame compile",
+                f"{comp.frame_compiles} frame compile(s)",
+                comp.frame_compiles >= 1,
+                "compile had no effect: the first model call after the compile step compiled no frame, so "
+                "the model ran eager and no recompile count means anything",
+                find_known(kf, "compile_effective", params),
+            )
+        )
+    if e.graph_breaks is not None and comp is not None and run.compiled:
+        outcomes.append(
+            outcome(
+                "graph_breaks",
+                str(e.graph_breaks),
+                str(comp.graph_breaks),
+                e.graph_breaks.holds(comp.graph_breaks),
+                f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
+                + "; ".join(comp.graph_break_reasons[:3]),
+                find_known(kf, "graph_breaks", params),
+            )
+        )
+
+    if step.op == "active_adapters" and run.op_error is None:
+        want = list(state.active)
+        outcomes.append(
+            outcome(
+                "active_adapters",
+                str(want),
+                str(run.op_result),
+                run.op_result == want,
+                f"active_adapters() returned {run.op_result}, expected {want}",
+                find_known(kf, "active_adapters", params),
+            )
+        )
+    train_stats = run.op_result if step.op == "train" and run.op_error is None else None
+    repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
+    if train_stats is not None:
+        outcomes.append(
+            outcome(
+                "loss_decreases",
+                f"< {train_stats.loss_first:.4g}",
+                f"{train_stats.loss_last:.4g}",
+                train_stats.loss_last < train_stats.loss_first,
+                f"loss went from {train_stats.loss_first:.4g} to {train_stats.loss_last:.4g} in "
+                f"{train_stats.steps} steps: the optimizer did not train the weights",
+                find_known(kf, "loss_decreases", params),
+            )
+        )
+
+    if evidence.reference_error is not None:
+        outcomes.append(
+            Outcome(
+                expectation="reference",
+                expected="a reference built",
+                actual=evidence.reference_error,
+                held=False,
+                status="error",
+                message=f"reference could not be built: {evidence.reference_error}",
+            )
+        )
+    output = evidence.output
+    if output is not None and (e.raises is None or e.matches_reference is not None):
+        wanted = e.matches_reference if e.matches_reference is not None else True
+        detail = (
+            f"{output.mismatched_tokens} of the greedy tokens differ"
+            if output.kind == "tokens"
+            else f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
+            if output.max_abs_diff is not None
+            else "output shape differs from the reference"
+        )
+        outcomes.append(
+            outcome(
+                "matches_reference",
+                str(wanted).lower(),
+                str(output.matches).lower(),
+                output.matches == wanted,
+                f"output vs fresh reference ({output.reference_state}): {detail}",
+                find_known(kf, "matches_reference", params),
+            )
+        )
+    for eff in evidence.effects:
+        outcomes.append(
+            outcome(
+                "adapter_effect",
+                f"> {eff.threshold:g}",
+                f"{eff.max_abs_effect:.3g}",
+                eff.measurable,
+                f"adapter {eff.adapter!r} moves the logits by {eff.max_abs_effect:.3g}, not more than "
+                f"{eff.threshold:g}: every output check would pass for a no-op adapter",
+                find_known(kf, "adapter_effect", params),
+            )
+        )
+
+    notes = list(run.notes) + list(evidence.notes)
+    if run.recompile_errors:
+        notes.append(
+            "RecompileError under error_on_recompile=True; the call was repeated unguarded to record the output"
+        )
+    status = step_status(outcomes)
+    return StepRecord(
+        index=step.index,
+        op=step.op,
+        args=OPS[step.op].args(step),
+        status=status,
+        strict=strict,
+        op_time_ms=run.op_time_ms,
+        first_call_ms=run.first_call_ms,
+        timing=run.timing,
+        compile=comp,
+        memory=mem,
+        output=output,
+        effects=evidence.effects,
+        outcomes=tuple(outcomes),
+        error=err_text,
+        notes=tuple(notes),
+        adapter_bytes=evidence.adapter_bytes,
+        copy_floor_ms=evidence.copy_floor_ms,
+        train=train_stats,
+        repeat=repeat_stats,
+    )
+
+
+def unmeasured(step: Step, status: str, note: str) -> StepRecord:
+    """A step that made no call: nothing was measured, and the note says why."""
+    return StepRecord(
+        index=step.index,
+        op=step.op,
+        args=OPS[step.op].args(step),
+        status=status,
+        strict=False,
+        op_time_ms=None,
+        first_call_ms=None,
+        timing=None,
+        compile=None,
+        memory=None,
+        output=None,
+        notes=(note,),
+    )
+
+
+def not_run_record(step: Step, why: str) -> StepRecord:
+    return unmeasured(step, "not_run", why)
+
+
+def skipped_compile(step: Step) -> StepRecord:
+    return unmeasured(step, "pass", "compile setting 'none': the model stays eager")
+
+
+def scenario_outcomes(case: Case, total_recompiles: int, total_breaks: int) -> list[Outcome]:
+    """The scenario-level [expect] against the case's totals."""
+    e = case.scenario.expect
+    out = []
+    if e.total_recompiles is not None:
+        out.append(
+            outcome(
+                "recompiles",
+                str(e.total_recompiles),
+                str(total_recompiles),
+                e.total_recompiles.holds(total_recompiles),
+                f"{total_recompiles} recompile(s) in the case, expected {e.total_recompiles}",
+                find_known(e.known_failures, "recompiles", case.params),
+            )
+        )
+    if e.total_graph_breaks is not None:
+        out.append(
+            outcome(
+                "graph_breaks",
+                str(e.total_graph_breaks),
+                str(total_breaks),
+                e.total_graph_breaks.holds(total_breaks),
+                f"{total_breaks} graph break(s) in the case, expected {e.total_graph_breaks}",
+                find_known(e.known_failures, "graph_breaks", case.params),
+            )
+        )
+    return out

@@ -1,0 +1,169 @@
+"""Verdict rules with their negative controls (docs/verdicts.md): each test plants the fault the rule exists
+for and shows the rule catching it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import expand
+from bench.errors import ScenarioError
+from bench.scenario import load_scenario
+from bench.worker.execute import run_case
+
+SCENARIO = """
+[scenario]
+name = "oracle-fault"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["none"]
+[adapters.a]
+rank = 4
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+[[steps]]
+op = "forward"
+"""
+
+
+def _only_case(path):
+    (case,) = expand(load_scenario(path))
+    return case
+
+
+def test_a_reference_that_cannot_be_built_is_an_error_of_its_own(cache_root, write_scenario, monkeypatch):
+    """transformers 5.24 + peft 0.21: the subject's load_adapter succeeded, the reference's set_adapter raised.
+    The step must say the reference failed, and the op's own `succeeds` must hold."""
+    from bench.worker.reference import ReferenceOracle
+
+    real = ReferenceOracle._fresh
+
+    def planted(self, state):
+        if state.effective:
+            raise ValueError("planted: the reference's set_adapter refuses this peft")
+        return real(self, state)
+
+    monkeypatch.setattr(ReferenceOracle, "_fresh", planted)
+    r = run_case(_only_case(write_scenario(SCENARIO)), cache_root)
+    assert r.verdict == "error"
+    assert r.reason.startswith(
+        "step 1 (load_adapter): reference: reference could not be built: ValueError: planted"
+    )
+    load = r.steps[0]
+    assert {o.expectation: o.status for o in load.outcomes}["succeeds"] == "pass"
+    assert load.error is None  # the op itself raised nothing
+
+
+def test_without_the_planted_fault_the_same_case_passes(cache_root, write_scenario):
+    """The control of the control: the scenario above is sound when the reference builds."""
+    r = run_case(_only_case(write_scenario(SCENARIO)), cache_root)
+    assert r.verdict == "pass", r.reason
+
+
+MARKER = """
+[scenario]
+name = "markers"
+model = "builtin:tiny-llama"
+[adapters.a]
+rank = 4
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+[[steps]]
+op = "{op}"
+{fields}
+known_failure = {{ expectation = "{expectation}", reason = "upstream bug" }}
+"""
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "expectation"),
+    [
+        ("set_adapter", 'names = ["a"]', "adapter_effect"),  # only loads measure an adapter's effect
+        ("compile", "", "matches_reference"),  # compile makes no model call
+        ("forward", "", "loss_decreases"),
+        ("disable_adapters", "", "active_adapters"),
+    ],
+)
+def test_a_marker_that_can_never_be_evaluated_is_refused(op, fields, expectation, write_scenario):
+    path = write_scenario(MARKER.format(op=op, fields=fields, expectation=expectation))
+    with pytest.raises(ScenarioError, match=f"names '{expectation}', which a {op} step never decides"):
+        load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    ("op", "fields", "expectation"),
+    [("load_adapter", 'adapter = "a"\nname = "b"', "adapter_effect"), ("forward", "", "matches_reference")],
+)
+def test_a_marker_the_op_can_evaluate_is_accepted(op, fields, expectation, write_scenario):
+    """Negative control: the rule refuses only markers that can never apply."""
+    load_scenario(write_scenario(MARKER.format(op=op, fields=fields, expectation=expectation)))
+
+
+def test_matches_reference_on_a_step_without_a_model_call_is_refused(write_scenario):
+    text = MARKER.format(op="compile", fields="", expectation="recompiles").replace(
+        "known_failure", "expect = { matches_reference = true }\n#"
+    )
+    with pytest.raises(ScenarioError, match="makes no model call"):
+        load_scenario(write_scenario(text))
+
+
+COMPILED = """
+[scenario]
+name = "compiled"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["eager"]
+[adapters.a]
+rank = 4
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+[[steps]]
+op = "compile"
+[[steps]]
+op = "forward"
+expect = { recompiles = "== 0" }
+"""
+
+
+def test_a_compile_step_that_compiles_nothing_fails(cache_root, write_scenario, monkeypatch):
+    """A compile that silently leaves the model eager would make every recompile check pass vacuously."""
+    from bench.ops.setup import Compile
+
+    monkeypatch.setattr(
+        Compile, "apply", lambda self, subject, *a: setattr(subject, "compiled", subject.model)
+    )
+    r = run_case(_only_case(write_scenario(COMPILED)), cache_root)
+    assert r.verdict == "fail"
+    assert "compile_effective: compile had no effect" in r.reason
+
+
+def test_a_real_compile_step_passes_the_same_check(cache_root, write_scenario):
+    r = run_case(_only_case(write_scenario(COMPILED)), cache_root)
+    assert r.verdict == "pass", r.reason
+    forward = r.steps[2]
+    assert {o.expectation: o.held for o in forward.outcomes}["compile_effective"]
+
+
+def test_more_frame_compiles_than_torch_keeps_by_default_are_all_counted():
+    """torch keeps 64 compilation-metrics records; a step with more must still count every one."""
+    import torch
+
+    from bench.probes.compile import configure_dynamo_for_counting, count_compiles
+
+    configure_dynamo_for_counting()
+    assert torch._dynamo.config.fail_on_recompile_limit_hit  # no silent fallback to eager at the limit
+    fn = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+    with count_compiles() as window:
+        for n in range(1, 67):
+            fn(torch.ones(n))
+    assert window.stats.frame_compiles == 66
+    assert window.stats.recompiles == 65
+    # Negative control: torch's default buffer would have kept only 64 of them.
+    torch._dynamo.utils.set_compilation_metrics_limit(64)
+    with count_compiles() as window:
+        for n in range(67, 133):
+            fn(torch.ones(n))
+    assert window.stats.frame_compiles == 64
+    configure_dynamo_for_counting()
