@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-
 class Verdict(enum.StrEnum):
     """A case's verdict. A str, so JSON, CSV and comparisons with the plain names keep working."""
 
