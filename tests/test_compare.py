@@ -165,8 +165,18 @@ def test_verdicts():
     assert judge_verdict(p, "c", "pass", None).status == "missing"
     assert judge_verdict(p, "c", None, "fail").status == "regression"
     assert judge_verdict(p, "c", None, "pass").status == "new"
-    skipped = judge_verdict(p, "c", "pass", "skip")
+    skipped = judge_verdict(p, "c", "fail", "skip")
     assert skipped.status == "not_compared" and not skipped.fails_gate and "skipped" in skipped.message
+
+
+@pytest.mark.parametrize("cur", ["skip", "xfail"])
+def test_a_pass_that_now_skips_or_xfails_is_lost_coverage_and_fails_the_gate(cur):
+    p = DEFAULT_POLICY["verdict"]
+    f = judge_verdict(p, "c", "pass", cur)
+    assert f.status == "coverage_lost" and f.fails_gate and "--allow-coverage-loss" in f.message
+    # Negative controls: an xfail that stays an xfail, and a skip that was a skip, lose nothing.
+    assert not judge_verdict(p, "c", "xfail", "xfail").fails_gate
+    assert not judge_verdict(p, "c", "skip", "skip").fails_gate
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -269,3 +269,15 @@ def test_compare_cli_markdown(noise_a, tmp_path, capsys):
         and "| regression | `hotswap-peft[fp32-aot_eager-peft]` | 6 (forward) | latency_ms" in out
     )
     assert "absolute times: both runs on the same kind of machine" in out
+
+
+@pytest.mark.parametrize("verdict", ["skip", "xfail"])
+def test_lost_coverage_fails_unless_allowed(noise_a, cpu_policy, verdict):
+    """A baseline pass that now skips (a precision that stopped running) or xfails (a marker added to hide
+    a bug) checks less than before: the gate says so, and only --allow-coverage-loss lets it through."""
+    current = _edit_case(noise_a, SWAP_CASE, lambda c: replace(c, verdict=verdict, reason="planted"))
+    _, g = _gate(noise_a, current, cpu_policy)
+    assert not g.passed
+    assert [f.status for f in g.failures] == ["coverage_lost"]
+    _, allowed = _gate(noise_a, current, cpu_policy, allow_coverage_loss=True)
+    assert allowed.passed and allowed.missing_allowed == 1

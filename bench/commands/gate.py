@@ -33,6 +33,11 @@ def register(sub) -> None:
         help="baseline cases absent from this run do not fail (shards)",
     )
     p.add_argument(
+        "--allow-coverage-loss",
+        action="store_true",
+        help="baseline passes that now skip or xfail do not fail (a precision dropped on purpose)",
+    )
+    p.add_argument(
         "--summary",
         type=Path,
         help="append the Markdown verdict to this file (default: $GITHUB_STEP_SUMMARY when it is set)",
@@ -94,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
         baseline_label=str(baseline_file),
         current_label=str(args.current),
     )
-    result = decide(c, update_command(args.current, baseline_file), allow_missing=args.allow_missing)
+    result = decide(
+        c,
+        update_command(args.current, baseline_file),
+        allow_missing=args.allow_missing,
+        allow_coverage_loss=args.allow_coverage_loss,
+    )
     print(comparison_text(c, show_all=args.all), end="")
     if config:
         print(f"thresholds: defaults with {config}")

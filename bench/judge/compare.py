@@ -22,8 +22,21 @@ from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
 from bench.records import FAILING_VERDICTS, CaseResult, Environment, Results, StepRecord
 
 TIMING_MODES = ("auto", "absolute", "ratio")
-# Statuses a finding can have. Only a gated "regression" or "missing" fails the gate.
-STATUSES = ("regression", "improvement", "unchanged", "noise", "not_compared", "missing", "new")
+# Statuses a finding can have. Only a gated "regression", "missing" or "coverage_lost" fails the gate.
+STATUSES = (
+    "regression",
+    "improvement",
+    "unchanged",
+    "noise",
+    "not_compared",
+    "missing",
+    "new",
+    "coverage_lost",
+)
+# A baseline pass that now skips or is a known failure checks less than before: the gate must not let a
+# suite lose its coverage silently (a precision that stopped running, a marker added to hide a bug).
+COVERAGE_LOST_FROM = ("pass",)
+COVERAGE_LOST_TO = ("skip", "xfail")
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,7 @@ class Finding:
 
     @property
     def fails_gate(self) -> bool:
-        return self.gated and self.status in ("regression", "missing")
+        return self.gated and self.status in ("regression", "missing", "coverage_lost")
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,15 @@ def judge_verdict(p: MetricPolicy, case_id: str, base: str | None, cur: str | No
         return _finding(p, key, base, None, "missing", "case is in the baseline but did not run now")
     if cur == "not_run":
         return _finding(p, key, base, cur, "missing", "case did not run (interrupted or pending)")
+    if base in COVERAGE_LOST_FROM and cur in COVERAGE_LOST_TO:
+        return _finding(
+            p,
+            key,
+            base,
+            cur,
+            "coverage_lost",
+            f"coverage lost: {base} -> {cur} (allow with --allow-coverage-loss)",
+        )
     if cur == "skip" and base not in (None, "skip"):
         # Not worse code, but less coverage (a precision this machine cannot run): say so, do not gate.
         return _finding(p, key, base, cur, "not_compared", f"skipped in the current run (was {base})")

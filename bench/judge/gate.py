@@ -22,7 +22,7 @@ class GateResult:
     messages: tuple[str, ...]  # one per failure
     timing: str  # how speed was compared, in words
     update_command: str
-    missing_allowed: int = 0  # cases absent from the current run that --allow-missing let through
+    missing_allowed: int = 0  # findings --allow-missing / --allow-coverage-loss let through
 
     @property
     def exit_code(self) -> int:
@@ -40,15 +40,17 @@ def failure_message(f: Finding) -> str:
     )
 
 
-def decide(comparison: Comparison, command: str, *, allow_missing: bool = False) -> GateResult:
+def decide(
+    comparison: Comparison, command: str, *, allow_missing: bool = False, allow_coverage_loss: bool = False
+) -> GateResult:
     """Gated findings that are regressions fail; so do baseline cases that did not run, unless allowed
-    (a sharded or filtered run)."""
+    (a sharded or filtered run), and baseline passes that now skip or xfail, unless allowed."""
     failures = []
     allowed = 0
     for f in comparison.findings:
         if not f.fails_gate:
             continue
-        if f.status == "missing" and allow_missing:
+        if (f.status == "missing" and allow_missing) or (f.status == "coverage_lost" and allow_coverage_loss):
             allowed += 1
             continue
         failures.append(f)

@@ -6,11 +6,11 @@ from bench.judge.compare import Comparison, Finding, fmt_value
 from bench.judge.gate import GateResult
 
 # Statuses shown by default: what changed. `--all` shows every finding.
-CHANGED = ("regression", "missing", "improvement", "noise", "new")
+CHANGED = ("regression", "missing", "coverage_lost", "improvement", "noise", "new")
 _ORDER = {
     s: i
     for i, s in enumerate(
-        ("regression", "missing", "improvement", "noise", "new", "not_compared", "unchanged")
+        ("regression", "missing", "coverage_lost", "improvement", "noise", "new", "not_compared", "unchanged")
     )
 }
 
