@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -213,6 +214,21 @@ def test_generate_tokens_agree(world):
     state = _loaded(("a", "conv", False))
     assert torch.equal(library.tokens(state), math.tokens(state))
     assert not torch.equal(math.tokens(state), math.tokens(AdapterState()))
+
+
+def test_trained_state_is_refused(world):
+    _, math = _oracles(world, "tiny-llama")
+    state = _loaded(("a", "patterns", False)).trained(full=False)
+    with pytest.raises(MathOracleError, match="trained weights"):
+        math.logits(state)
+
+
+def test_check_uses_the_case_precision(world):
+    library, math = _oracles(world, "tiny-llama")
+    state = _loaded(("a", "patterns", False))
+    agreement = math.check(state, library.logits(state))
+    assert agreement.agree and agreement.rtol == ORACLE_RTOL["fp32"]
+    assert not math.check(state, library.logits(AdapterState())).agree
 
 
 def test_cache_per_state_key(world):
@@ -454,6 +470,7 @@ torch.save(oracle.logits(state), {str(out)!r})
 assert not [m for m in sys.modules if m.split(".")[0] == "peft" and sys.modules[m] is not None]
 """
     env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    env.update({k: os.environ[k] for k in ("HOME", "HF_HOME", "XDG_CACHE_HOME") if k in os.environ})
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     library, _ = _oracles(world, "tiny-gpt2")

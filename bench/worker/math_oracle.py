@@ -66,10 +66,18 @@ class MathOracle:
         self.logits(state)
         return self._tokens[state.key]
 
+    def check(self, state: AdapterState, library_logits) -> OracleAgreement:
+        """The library reference's logits for `state` against this oracle's."""
+        return compare_oracles(library_logits, self.logits(state), self.precision)
+
     def build(self, state: AdapterState):
         """A plain transformers model whose weights (or hooks) hold exactly `state`."""
         import torch
 
+        if not state.verifiable:
+            raise MathOracleError(
+                f"state {state.description!r} holds trained weights no adapter file has; nothing to compute from"
+            )
         quantized = self.precision in QUANTIZED
         kwargs = (
             load_kwargs(self.precision, self.device, self.quant) if quantized else {"dtype": torch.float32}
