@@ -248,6 +248,18 @@ def test_two_saved_copies_of_one_module_is_refused(world):
         math.logits(state)
 
 
+def test_library_refuses_two_active_when_one_has_modules_to_save(world):
+    """Upstream fact (peft 0.21.2): set_adapter([a, b]) raises when either has modules_to_save, so there is no
+    library output to agree with. The math oracle still computes the sum (b's copy of lm_head, both LoRAs);
+    when this test starts failing, peft accepts the state and it belongs in CASES."""
+    library, math = _oracles(world, "tiny-llama")
+    state = _loaded(("a", "second", False), ("b", "head", False), active=("a", "b"))
+    with pytest.raises(ValueError, match="multiple"):
+        library.logits(state)
+    both = math.logits(state)
+    assert not torch.equal(both, math.logits(_loaded(("b", "head", False))))
+
+
 # Negative control 1: a bug inside peft's loading path ------------------------------------------------------
 
 
