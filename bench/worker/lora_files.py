@@ -1,0 +1,222 @@
+"""A saved LoRA adapter read from its files alone (adapter_config.json + adapter_model.safetensors), no peft.
+
+This is the math oracle's half that turns an adapter folder into per-module (A, B, scaling) and saved copies
+of whole modules (modules_to_save). Every rule here is written from PEFT's documentation and source, in our own
+code, so that a bug inside peft's loading path cannot reach it:
+
+- scaling = alpha / r, or alpha / sqrt(r) with use_rslora;
+- r and alpha per module come from rank_pattern / alpha_pattern: the pattern keys are tried in the order the
+  config lists them, and the first key K for which the regex `(.*\\.)?(K)$` matches the whole module name
+  wins (so a key matches a name's dotted suffix, and the key itself is a regex);
+- saved keys are `base_model.model.<module>.lora_A.weight` / `.lora_B.weight` (the adapter name removed), and
+  `base_model.model.<module>.<param>` for a modules_to_save copy;
+- a list target_modules selects a module whose name equals an entry or ends in `.<entry>`; a string is a
+  regex matched against the whole name. Modules inside a modules_to_save module are never targeted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchInputError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_PREFIX = "base_model.model."
+_LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
+
+# Config fields whose non-default value changes the math beyond W + scaling * B @ A. The oracle refuses them
+# by name rather than compute something else and call it the reference.
+_UNSUPPORTED_WHEN_SET = (
+    "use_dora",
+    "lora_bias",
+    "target_parameters",
+    "layer_replication",
+    "trainable_token_indices",
+    "alora_invocation_tokens",
+    "layers_to_transform",
+    "use_bdlora",
+    "use_qalora",
+)
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    module: str  # name in the base model, e.g. model.layers.0.self_attn.q_proj
+    A: Any  # (r, in_features) fp32 tensor
+    B: Any  # (out_features, r) fp32 tensor
+    rank: int
+    alpha: float
+    scaling: float
+
+
+@dataclass(frozen=True)
+class AdapterWeights:
+    location: str
+    lora: tuple[LoraModule, ...]
+    saved_copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (module, ((param, tensor), ...))
+    fan_in_fan_out: bool
+
+    def saved_copy(self, module: str) -> dict[str, Any] | None:
+        return next((dict(params) for name, params in self.saved_copies if name == module), None)
+
+
+def pattern_key(pattern_keys, module_name: str) -> str | None:
+    """The rank_pattern / alpha_pattern key that applies to module_name, or None (then r / lora_alpha)."""
+    for key in pattern_keys:
+        if re.match(rf"(.*\.)?({key})$", module_name):
+            return key
+    return None
+
+
+def is_targeted(target_modules, module_name: str) -> bool:
+    if target_modules is None:
+        return False
+    if isinstance(target_modules, str):
+        return re.fullmatch(target_modules, module_name) is not None
+    return any(module_name == t or module_name.endswith(f".{t}") for t in target_modules)
+
+
+def in_saved_module(modules_to_save, module_name: str) -> bool:
+    return any(re.match(rf"(^|.*\.){m}($|\..*)", module_name) for m in modules_to_save or ())
+
+
+def scaling_for(config: dict[str, Any], module_name: str) -> tuple[int, float, float]:
+    """(rank, alpha, scaling) of one module under a config dict (as adapter_config.json holds it)."""
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rk = pattern_key(rank_pattern.keys(), module_name)
+    ak = pattern_key(alpha_pattern.keys(), module_name)
+    rank = int(rank_pattern[rk]) if rk is not None else int(config["r"])
+    alpha = float(alpha_pattern[ak]) if ak is not None else float(config["lora_alpha"])
+    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+    return rank, alpha, scaling
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise BenchInputError(f"no {CONFIG_FILE} in {folder}", source=str(path))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchInputError(f"cannot be read as JSON: {exc}", source=str(path)) from None
+    if config.get("peft_type") != "LORA":
+        raise BenchInputError(
+            f"the math oracle handles LoRA only, got {config.get('peft_type')!r}",
+            source=str(path),
+            field="peft_type",
+        )
+    for field in ("r", "lora_alpha"):
+        if not isinstance(config.get(field), (int, float)):
+            raise BenchInputError("missing or not a number", source=str(path), field=field)
+    for field in _UNSUPPORTED_WHEN_SET:
+        if config.get(field):
+            raise BenchInputError(
+                f"set to {config[field]!r}: the math oracle computes only W + scaling * B @ A",
+                source=str(path),
+                field=field,
+            )
+    return config
+
+
+def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
+    """Read and check one adapter folder against the base model's modules (name -> module).
+
+    Every key in the weights file must be a LoRA A/B of a module the config targets or a parameter of a
+    modules_to_save copy; every targeted module must have both A and B with the shapes its rank implies."""
+    from safetensors import safe_open
+
+    folder = Path(location)
+    config = read_config(folder)
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise BenchInputError(
+            f"no {WEIGHTS_FILE} in {folder} (the math oracle reads safetensors only)",
+            source=str(weights_path),
+        )
+    saved_modules = config.get("modules_to_save") or []
+    pairs: dict[str, dict[str, Any]] = {}
+    copies: dict[str, dict[str, Any]] = {}
+
+    def bad(key: str, why: str) -> BenchInputError:
+        return BenchInputError(why, source=str(weights_path), field=key)
+
+    with safe_open(str(weights_path), framework="pt") as f:
+        for key in sorted(f.keys()):
+            if not key.startswith(_PREFIX):
+                raise bad(key, f"unknown key: it does not start with {_PREFIX!r}")
+            rest = key[len(_PREFIX) :]
+            suffix = next((s for s in _LORA_SUFFIXES if rest.endswith(s)), None)
+            if suffix is not None:
+                module = rest[: -len(suffix)]
+                if module not in modules:
+                    raise bad(key, f"unknown key: the base model has no module {module!r}")
+                if not is_targeted(config.get("target_modules"), module):
+                    raise bad(key, f"unknown key: module {module!r} is not in target_modules")
+                pairs.setdefault(module, {})[_LORA_SUFFIXES[suffix]] = f.get_tensor(key).float()
+                continue
+            module, _, param = rest.rpartition(".")
+            if module in modules and in_saved_module(saved_modules, module):
+                copies.setdefault(module, {})[param] = f.get_tensor(key)
+                continue
+            raise bad(key, "unknown key: neither a lora_A/lora_B weight nor part of a modules_to_save module")
+
+    lora = []
+    for module in sorted(n for n in modules if _lora_target(config, n, modules[n])):
+        got = pairs.get(module, {})
+        for part in ("A", "B"):
+            if part not in got:
+                key = f"{_PREFIX}{module}.lora_{part}.weight"
+                raise bad(key, f"missing key: module {module!r} is targeted but the file has no lora_{part}")
+        rank, alpha, scaling = scaling_for(config, module)
+        a, b = got["A"], got["B"]
+        out_features, in_features = _features(modules[module], config)
+        if tuple(a.shape) != (rank, in_features) or tuple(b.shape) != (out_features, rank):
+            raise bad(
+                f"{_PREFIX}{module}.lora_A.weight",
+                f"shapes A {tuple(a.shape)}, B {tuple(b.shape)} do not fit rank {rank} (from r / rank_pattern)"
+                f" and the module's {in_features} -> {out_features}",
+            )
+        lora.append(LoraModule(module, a, b, rank, alpha, scaling))
+    extra = sorted(set(pairs) - {m.module for m in lora})
+    if extra:
+        raise bad(f"{_PREFIX}{extra[0]}.lora_A.weight", f"module {extra[0]!r} is not a LoRA target here")
+    for module in saved_modules:
+        matched = [n for n in copies if n == module or n.endswith(f".{module}")]
+        if not matched:
+            raise bad(
+                f"{_PREFIX}{module}.weight",
+                f"missing key: modules_to_save names {module!r}, the file has no copy",
+            )
+    return AdapterWeights(
+        location=str(folder),
+        lora=tuple(lora),
+        saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
+        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+    )
+
+
+def is_conv1d(module) -> bool:
+    """transformers' Conv1D (GPT-2): weight stored (in_features, out_features), y = x @ W + b."""
+    return type(module).__name__ == "Conv1D"
+
+
+def _lora_target(config: dict[str, Any], name: str, module) -> bool:
+    if not is_targeted(config.get("target_modules"), name):
+        return False
+    if in_saved_module(config.get("modules_to_save"), name):
+        return False
+    return hasattr(module, "weight") and (is_conv1d(module) or hasattr(module, "in_features"))
+
+
+def _features(module, config: dict[str, Any]) -> tuple[int, int]:
+    if is_conv1d(module):
+        in_features, out_features = module.weight.shape
+        return int(out_features), int(in_features)
+    return int(module.out_features), int(module.in_features)
