@@ -164,6 +164,20 @@ class AdapterEffect:
 
 
 @dataclass(frozen=True)
+class OracleAgreement:
+    """The two references of a step: the library's (a fresh model, same API calls as the subject) and the math
+    oracle's (W + scaling * B @ A computed from the adapter files, no peft code). Rule:
+    max |library - math| <= rtol * max(1, max |math|) on the logits (bench.worker.math_oracle.ORACLE_RTOL)."""
+
+    agree: bool
+    max_abs_diff: float | None
+    scale: float | None  # max(1, max |math logits|)
+    bound: float | None  # rtol * scale
+    rtol: float
+    rule: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One expectation of one step, decided."""
 
@@ -196,6 +210,8 @@ class StepRecord:
     # Bytes of adapter weights this step moved (loads and swaps), and the plain tensor-copy floor for them.
     adapter_bytes: int | None = None
     copy_floor_ms: float | None = None
+    # The library reference against the math oracle, for the state this step's output was checked against.
+    oracle_agreement: OracleAgreement | None = None
     train: TrainStats | None = None
     repeat: RepeatStats | None = None
 

@@ -344,7 +344,8 @@ def run_cases(
                         result = _error(
                             case, f"could not run the worker: {type(exc).__name__}: {exc}", {}, [], 0.0
                         )
-                    done[case.id] = replace(result, case=case.to_dict())
+                    result = replace(result, case=case.to_dict())  # every result keeps the case it ran
+                    done[case.id] = result
                     in_flight.clear()
                     save(opts.out_dir, snapshot(False))
                     if progress:

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchInputError
+from bench.ops.state import AdapterState, Slot
 from bench.precision import TOLERANCES
 from bench.scenario.schema import AdapterSpec, Workload
 from bench.sources.adapters import lora_config, resolve_adapter
@@ -29,7 +30,6 @@ from bench.worker import lora_files, math_oracle
 from bench.worker.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
 from bench.worker.model import load_model, make_inputs
 from bench.worker.reference import ReferenceOracle, compare_logits
-from bench.worker.state import AdapterState, Slot
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOAD = Workload(kind="forward", batch_size=2, seq_len=16)
@@ -473,7 +473,7 @@ import torch
 from bench.scenario.schema import Workload
 from bench.worker.math_oracle import MathOracle
 from bench.worker.model import make_inputs
-from bench.worker.state import AdapterState, Slot
+from bench.ops.state import AdapterState, Slot
 wl = Workload(kind="forward", batch_size=2, seq_len=16)
 oracle = MathOracle({models["tiny-gpt2"].location!r}, "fp32", "cpu", make_inputs(wl, 1000, "cpu"), wl,
                     {{"conv": {adapters["conv"]!r}}})

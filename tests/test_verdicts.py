@@ -167,3 +167,50 @@ def test_more_frame_compiles_than_torch_keeps_by_default_are_all_counted():
             fn(torch.ones(n))
     assert window.stats.frame_compiles == 64
     configure_dynamo_for_counting()
+
+
+PATTERNS = """
+[scenario]
+name = "two-oracles"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["none"]
+[adapters.p]
+rank = 8
+alpha = 16
+targets = ["q_proj", "v_proj"]
+alpha_pattern = { "v_proj" = 64 }
+[[steps]]
+op = "load_adapter"
+adapter = "p"
+[[steps]]
+op = "forward"
+"""
+
+
+def test_a_library_bug_both_the_subject_and_its_reference_share_fails_on_the_math(
+    cache_root, write_scenario, monkeypatch
+):
+    """Planted in peft itself: LoRA layers ignore alpha_pattern. The subject and the library's fresh reference
+    load through the same code, so they agree (matches_reference holds); the math oracle does not."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    original = LoraLayer.update_layer
+
+    def buggy(self, adapter_name, r, lora_alpha, config, **kwargs):
+        return original(self, adapter_name, r, lora_alpha=config.lora_alpha, config=config, **kwargs)
+
+    monkeypatch.setattr(LoraLayer, "update_layer", buggy)
+    r = run_case(_only_case(write_scenario(PATTERNS)), cache_root)
+    assert r.verdict == "fail"
+    assert "oracles_agree: the library's reference disagrees with the math" in r.reason
+    outcomes = {o.expectation: o.held for o in r.steps[0].outcomes}
+    assert outcomes["matches_reference"] and not outcomes["oracles_agree"]
+    assert not r.steps[0].oracle_agreement.agree
+
+
+def test_the_same_scenario_without_the_library_bug_has_both_oracles_agree(cache_root, write_scenario):
+    r = run_case(_only_case(write_scenario(PATTERNS)), cache_root)
+    assert r.verdict == "pass", r.reason
+    assert all(s.oracle_agreement.agree for s in r.steps if s.oracle_agreement is not None)
+    assert sum(s.oracle_agreement is not None for s in r.steps) == 2

@@ -72,7 +72,7 @@ class Op:
         """Every expectation a step of this op can decide: a known_failure naming another can never apply."""
         names = {"succeeds", "raises", "recompiles", "graph_breaks", *self.own_expectations}
         if self.checks_output:
-            names |= {"matches_reference", "compile_effective"}
+            names |= {"matches_reference", "compile_effective", "oracles_agree"}
         return frozenset(names)
 
     @property

@@ -25,6 +25,7 @@ EXPECTATIONS = (
     "adapter_effect",
     "active_adapters",  # implicit on the active_adapters op: the names a correct library reports
     "loss_decreases",  # implicit on train steps
+    "oracles_agree",  # implicit with every reference check: the library's reference agrees with the math
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
 )
 

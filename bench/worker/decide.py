@@ -11,7 +11,7 @@ from bench.cases import Case
 from bench.judge.verdict import find_known, outcome, step_status
 from bench.ops import OPS
 from bench.ops.state import AdapterState
-from bench.records import AdapterEffect, Outcome, OutputCheck, StepRecord
+from bench.records import AdapterEffect, OracleAgreement, Outcome, OutputCheck, StepRecord
 from bench.scenario.schema import Step
 
 
@@ -43,6 +43,7 @@ class Evidence:
     notes: tuple[str, ...] = ()
     # Building the reference raised: the step cannot be judged, and the fault is the oracle's, not the op's.
     reference_error: str | None = None
+    oracle_agreement: OracleAgreement | None = None  # the library's reference against the math oracle
 
 
 def decide(
@@ -172,6 +173,19 @@ def decide(
                 message=f"reference could not be built: {evidence.reference_error}",
             )
         )
+    agreement = evidence.oracle_agreement
+    if agreement is not None:
+        diff = "n/a" if agreement.max_abs_diff is None else f"{agreement.max_abs_diff:.3g}"
+        outcomes.append(
+            outcome(
+                "oracles_agree",
+                f"<= {agreement.bound:.3g}" if agreement.bound is not None else agreement.rule,
+                diff,
+                agreement.agree,
+                f"the library's reference disagrees with the math: max abs diff {diff} ({agreement.rule})",
+                find_known(kf, "oracles_agree", params),
+            )
+        )
     output = evidence.output
     if output is not None and (e.raises is None or e.matches_reference is not None):
         wanted = e.matches_reference if e.matches_reference is not None else True
@@ -224,6 +238,7 @@ def decide(
         memory=mem,
         output=output,
         effects=evidence.effects,
+        oracle_agreement=evidence.oracle_agreement,
         outcomes=tuple(outcomes),
         error=err_text,
         notes=tuple(notes),

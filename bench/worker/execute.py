@@ -36,6 +36,7 @@ from bench.worker.decide import (
     skipped_compile,
 )
 from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
+from bench.worker.math_oracle import MathOracle, MathOracleError
 from bench.worker.model import load_model, make_inputs, vocab_size_of
 from bench.worker.oom import is_out_of_memory
 from bench.worker.reference import ReferenceOracle
@@ -160,6 +161,18 @@ def _run_case(
         trust_remote_code=trust,
         allow_pickle=pickle_ok,
     )
+    # The second, independent oracle: the same states computed from the adapter files, without peft.
+    math_oracle = MathOracle(
+        model_location=model_src.location,
+        precision=case.precision,
+        device=device,
+        inputs=inputs,
+        workload=s.workload,
+        adapter_locations=locations,
+        quant=s.quantization,
+        trust_remote_code=trust,
+        allow_pickle=pickle_ok,
+    )
     subject = Subject(
         model=model,
         device=device,
@@ -194,7 +207,9 @@ def _run_case(
         steps_s += time.perf_counter() - t
         t = time.perf_counter()
         new_state = state if run.op_error is not None else OPS[step.op].transition(state, step)
-        evidence = _gather_evidence(step, run, new_state, oracle, subject, adapter_bytes, clock)
+        evidence = _gather_evidence(
+            step, run, new_state, (oracle, math_oracle), subject, adapter_bytes, clock
+        )
         record = decide(case.params, step, run, mem, comp, strict, new_state, evidence)
         references_s += time.perf_counter() - t
         records.append(record)
@@ -315,15 +330,16 @@ def _gather_evidence(
     step: Step,
     run: StepRun,
     state: AdapterState,
-    oracle: ReferenceOracle,
+    oracles: tuple[ReferenceOracle, MathOracle],
     subject: Subject,
     adapter_bytes: dict[str, int],
     clock: Clock,
 ) -> Evidence:
     """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
     copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
+    oracle, math_oracle = oracles
     notes: list[str] = []
-    output = None
+    output = agreement = None
     reference_error = None
     try:
         if run.first_output is not None and not state.verifiable:
@@ -335,6 +351,10 @@ def _gather_evidence(
                 output = oracle.check_tokens(state, run.first_output)
             else:
                 output = oracle.check_logits(state, run.first_output)
+            try:
+                agreement = math_oracle.check(state, oracle.logits(state))
+            except MathOracleError as exc:  # a state the math cannot express (said, never a pass)
+                notes.append(f"math oracle not applied: {exc}")
     except Exception as exc:
         if is_out_of_memory(exc):
             raise  # a fault of the run: the case's error
@@ -358,4 +378,6 @@ def _gather_evidence(
         adapter_bytes=moved_bytes,
         copy_floor_ms=floor,
         notes=tuple(notes),
+        reference_error=reference_error,
+        oracle_agreement=agreement,
     )

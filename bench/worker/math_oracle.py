@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.ops.state import AdapterState
 from bench.precision import QUANTIZED, load_kwargs
+from bench.records import OracleAgreement
 from bench.scenario.schema import Workload
 from bench.worker.lora_files import AdapterWeights, is_conv1d, read_adapter
 from bench.worker.model import Inputs, generate_kwargs
-from bench.worker.state import AdapterState
 
 
 class MathOracleError(Exception):
@@ -190,18 +191,6 @@ def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights
 
 
 # Agreement between the two oracles ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OracleAgreement:
-    """max |library - math| <= rtol * max(1, max |math|), on logits: one bound scaled to the logits' size."""
-
-    agree: bool
-    max_abs_diff: float | None
-    scale: float | None  # max(1, max |math logits|)
-    bound: float | None  # rtol * scale
-    rtol: float
-    rule: str
 
 
 # Measured on CPU (torch 2.13, transformers 5.23, peft 0.21.2) over the seven agreement cases of
