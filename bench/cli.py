@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="inductor cache: 'warm' shares one across cases and runs (default), 'cold' gives each case an "
         "empty one, so compile_s is the full cold compile",
     )
+    run.add_argument(
+        "--worker",
+        choices=("fork", "spawn"),
+        default=None,
+        help="'fork' starts each case from a preloaded worker process (default where os.fork exists), "
+        "'spawn' starts a fresh Python per case",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
@@ -170,6 +177,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         compile_cache=args.compile_cache,
+        **({"worker": args.worker} if args.worker else {}),
     )
 
     def progress(event, i, n, case, result, elapsed_s):
