@@ -195,8 +195,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
                 exit_ = handle.wait(None)
         except BaseException:  # Ctrl-C, SIGTERM (also while the stack is dumped): no worker outlives it
             handle.kill_group()
-            with contextlib.suppress(BaseException):
-                handle.wait(30.0)
+            with contextlib.suppress(BaseException):  # a second signal here must not keep the first one
+                handle.settle()
             raise
         finally:
             if watcher:

@@ -69,6 +69,7 @@ class SpawnedWorker:
         )
         self.pid = self._proc.pid
         self._exit: Exit | None = None
+        self._killed = False
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
@@ -78,7 +79,13 @@ class SpawnedWorker:
         """The exit, or None once `timeout` seconds passed with the worker still running."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._exit is None:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            try:
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already: an interrupt landed between wait4 and the line below
+                self._exit = Exit(-signal.SIGKILL if self._killed else 255, 0.0)
+                self._proc.returncode = self._exit.returncode
+                self._close()
+                break
             if pid:
                 self._exit = Exit(os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
                 self._proc.returncode = self._exit.returncode  # so Popen never waits for it again
@@ -100,6 +107,7 @@ class SpawnedWorker:
     def kill_group(self) -> None:
         if self._exit is not None:
             return
+        self._killed = True
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -107,6 +115,10 @@ class SpawnedWorker:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """After kill_group, on the way out of an interruption: reap the worker, never for ever."""
+        self.wait(timeout_s)
 
     def _close(self) -> None:
         if self._pidfd is not None:
@@ -205,6 +217,21 @@ class ForkedWorker:
 
     def poll(self) -> bool:
         return self.wait(0) is not None
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """After kill_group, on the way out of an interruption: read the exit the zygote reports, never for
+        ever. If an interrupt lost that message the zygote stays `busy` and the next run starts a new one."""
+        deadline = time.monotonic() + timeout_s
+        gone_since = None
+        while time.monotonic() < deadline and self.wait(0.2) is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:  # reaped by the zygote; its message should follow at once
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > 1.0:
+                    return
+            except PermissionError:
+                return
 
     def kill_group(self) -> None:
         if self._exit is not None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -129,3 +130,62 @@ def test_zygote_refuses_to_serve_with_cuda_initialised(monkeypatch):
     assert zygote_mod.cuda_initialized() is True
     fake.cuda.is_initialized = lambda: False
     assert zygote_mod.cuda_initialized() is False
+
+
+class _Storm(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_interrupts_landing_anywhere_in_wait_never_wedge_it(method, zyg, tmp_path):
+    """Issue 13's flaky interrupt test: a signal landing inside subprocess.Popen.wait's lock handling left its
+    lock taken, and the wait after killing the worker blocked for ever. Here an interrupt lands at a random
+    point of every wait, thousands of times; then the worker is killed and must be reaped at once.
+    (The same storm against Popen.wait(timeout=...) leaves `_waitpid_lock` held in about half the trials.)"""
+    from bench.workers import SpawnedWorker
+
+    log = tmp_path / "w.log"
+    if method == "spawn":
+        handle = SpawnedWorker(
+            [sys.executable, "-c", "import time; time.sleep(120)"],
+            subprocess.DEVNULL,
+            _env(tmp_path, "w"),
+            None,
+        )
+    else:
+        handle = zyg.fork(
+            [],
+            log=log,
+            env=_env(tmp_path, "w"),
+            memory_limit_bytes=None,
+            entry="tests.test_zygote:_sleep_forever",
+        )
+    armed = [False]
+
+    def storm(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise _Storm()
+
+    old = signal.signal(signal.SIGALRM, storm)
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+    interrupts, end = 0, time.monotonic() + 1.5
+    try:
+        while time.monotonic() < end:
+            try:
+                armed[0] = True
+                assert handle.wait(0.01) is None
+            except _Storm:
+                interrupts += 1
+            finally:
+                armed[0] = False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert interrupts > 50
+    handle.kill_group()
+    started = time.monotonic()
+    handle.settle(20)
+    assert time.monotonic() - started < 10
+    if method == "spawn":
+        assert handle.wait(0) is not None
