@@ -144,6 +144,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
     from bench.judge.verdict import exit_code
+    from bench.progress import eta_s, phase_line
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.sources.cache import default_cache_root
     from bench.summary import case_line, counts_line
@@ -180,13 +181,25 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         **({"worker": args.worker} if args.worker else {}),
     )
 
+    tty = sys.stdout.isatty()
+    case_started = [0.0]
+
     def progress(event, i, n, case, result, elapsed_s):
         if args.quiet:
             return
         if event == "start":
+            case_started[0] = elapsed_s
             print(f"[{i}/{n}] running {case.id}  (elapsed {elapsed_s:.0f}s)", flush=True)
         else:
-            print(f"[{i}/{n}] {case_line(result)}", flush=True)
+            print(("\r\033[K" if tty else "") + f"[{i}/{n}] {case_line(result)}", flush=True)
+
+    def phase_progress(i, n, case, phase, phase_s, elapsed_s, changed):
+        # A terminal gets one line rewritten in place; CI logs (not a TTY) get a plain line per new step.
+        if args.quiet or not (tty or changed):
+            return
+        eta = eta_s(i - 1, n, case_started[0], elapsed_s - case_started[0])
+        line = phase_line(i, n, phase, phase_s, elapsed_s, eta)
+        print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
     if not args.quiet:
@@ -196,7 +209,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             + f" -> {out_dir}",
             flush=True,
         )
-    results = run_cases(cases, opts, previous=previous, progress=progress)
+    results = run_cases(cases, opts, previous=previous, progress=progress, phase_progress=phase_progress)
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
     if results.interrupted:

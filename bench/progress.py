@@ -34,6 +34,17 @@ def eta_s(done: int, total: int, finished_s: float, current_s: float = 0.0) -> f
     return max(0.0, finished_s / done * (total - done) - current_s)
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def phase_line(i: int, n: int, phase: str, phase_s: float, elapsed_s: float, eta: float | None) -> str:
+    """`[2/5]   step 3 (forward) 4s  | run 1m12s, ETA 2m01s` (ETA `?` until a case has finished)."""
+    left = "?" if eta is None else _clock(eta)
+    return f"[{i}/{n}]   {phase} {_clock(phase_s)}  | run {_clock(elapsed_s)}, ETA {left}"
+
+
 class CaseWatcher:
     """Calls on_phase(phase, phase_elapsed_s, changed) every POLL_S while a case runs."""
 
