@@ -44,7 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios, one isolated process per case", allow_abbrev=False)
     run.add_argument("paths", nargs="*", help=f"scenario files or folders (default: {DEFAULT_SCENARIOS})")
     run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
-    run.add_argument("--shard", help="run only shard K of N (K/N), for CI job matrices")
+    run.add_argument(
+        "--shard",
+        help="run only shard K of N (K/N), for CI job matrices; 'auto' takes it from the environment "
+        "(PEFT_BENCH_JOB_INDEX/PEFT_BENCH_JOB_TOTAL, or a Slurm job array; docs/ci.md)",
+    )
+    run.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="run only scenarios carrying this tag (repeatable: every tag given must be present)",
+    )
+    run.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where the workers run the cases (default: cuda when available, else cpu)",
+    )
+    run.add_argument(
+        "--junit-xml", type=Path, help="also write the results as JUnit XML (one testcase per case)"
+    )
     run.add_argument(
         "--timeout",
         type=_positive(float),
@@ -88,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
+    ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
 
     # Commands that work on results files live in their own modules: each has register(sub) and run(args).
     for module in _command_modules():
@@ -118,19 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _select(paths: list[str], shard: str | None):
+def _select(paths: list[str], shard: str | None, tags: list[str] = ()):
     from bench.cases import Shard, expand_all
+    from bench.ci import select_tags
     from bench.scenario import load_scenarios
 
-    cases = expand_all(load_scenarios(paths))
+    cases = select_tags(expand_all(load_scenarios(paths)), list(tags))
     if shard:
-        cases = Shard.parse(shard).select(cases)
+        cases = Shard.parse(_shard_text(shard)).select(cases)
     return cases
+
+
+def _shard_text(shard: str) -> str:
+    import os
+
+    from bench.ci import shard_from_env
+
+    return shard_from_env(os.environ) if shard.strip() == "auto" else shard
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in _select(args.paths, args.shard):
+        for case in _select(args.paths, args.shard, args.tag):
             print(case.id)
         return 0
     if args.command == "run":
@@ -151,9 +179,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).
-        if args.paths or args.shard:
+        if args.paths or args.shard or args.tag:
             raise BenchInputError(
-                "--resume runs the selection of the run it resumes; drop the paths and --shard"
+                "--resume runs the selection of the run it resumes; drop the paths, --shard and --tag"
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
@@ -162,9 +190,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
     else:
-        selection = _select(args.paths or [DEFAULT_SCENARIOS], None)
-        cases = Shard.parse(args.shard).select(selection) if args.shard else selection
-        previous, shard = {}, args.shard
+        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.tag)
+        if not selection and args.tag:
+            raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
+        shard = _shard_text(args.shard) if args.shard else None
+        cases = Shard.parse(shard).select(selection) if shard else selection
+        previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
         out_dir = args.out or default_out_dir()
     opts = RunOptions(
@@ -179,6 +210,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         allow_pickle=args.allow_pickle,
         compile_cache=args.compile_cache,
         **({"worker": args.worker} if args.worker else {}),
+        device=args.device,
     )
 
     tty = sys.stdout.isatty()
@@ -212,9 +244,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     results = run_cases(cases, opts, previous=previous, progress=progress, phase_progress=phase_progress)
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
+    _ci_outputs(args, out_dir, results)
     if results.interrupted:
         return 130
     return exit_code(c.verdict for c in results.cases)
+
+
+def _ci_outputs(args: argparse.Namespace, out_dir: Path, results) -> None:
+    import os
+
+    from bench.ci import append_step_summary, write_junit
+
+    if args.junit_xml:
+        write_junit(args.junit_xml, results)
+        print(f"peft-bench: JUnit XML in {args.junit_xml}")
+    summary = append_step_summary(os.environ, (out_dir / "summary.md").read_text())
+    if summary is not None:
+        print(f"peft-bench: summary appended to {summary}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class RunOptions:
     # "fork": each case is forked from a preloaded worker (bench.zygote), no import cost; "spawn": a fresh
     # `python -m bench.worker`. Recorded in each case's worker block as start_method.
     worker: str = field(default_factory=default_method)
+    device: str | None = None  # "cpu" or "cuda" (--device); None: the worker picks (cuda when available)
     zygote: Zygote | None = field(default=None, compare=False, repr=False)
 
 
@@ -142,6 +143,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
         "cache_root": str(opts.cache_root),
         "trust_remote_code": opts.trust_remote_code,
         "allow_pickle": opts.allow_pickle,
+        "device": opts.device,
     }
 
 
