@@ -44,7 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios, one isolated process per case", allow_abbrev=False)
     run.add_argument("paths", nargs="*", help=f"scenario files or folders (default: {DEFAULT_SCENARIOS})")
     run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
-    run.add_argument("--shard", help="run only shard K of N (K/N), for CI job matrices")
+    run.add_argument(
+        "--shard",
+        help="run only shard K of N (K/N), for CI job matrices; 'auto' takes it from the environment "
+        "(PEFT_BENCH_JOB_INDEX/PEFT_BENCH_JOB_TOTAL, or a Slurm job array; docs/ci.md)",
+    )
+    run.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="run only scenarios carrying this tag (repeatable: every tag given must be present)",
+    )
+    run.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where the workers run the cases (default: cuda when available, else cpu)",
+    )
+    run.add_argument(
+        "--junit-xml", type=Path, help="also write the results as JUnit XML (one testcase per case)"
+    )
     run.add_argument(
         "--timeout",
         type=_positive(float),
@@ -76,11 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="inductor cache: 'warm' shares one across cases and runs (default), 'cold' gives each case an "
         "empty one, so compile_s is the full cold compile",
     )
+    run.add_argument(
+        "--worker",
+        choices=("fork", "spawn"),
+        default=None,
+        help="'fork' starts each case from a preloaded worker process (default where os.fork exists), "
+        "'spawn' starts a fresh Python per case",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
+    ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
 
     # Commands that work on results files live in their own modules: each has register(sub) and run(args).
     for module in _command_modules():
@@ -111,19 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _select(paths: list[str], shard: str | None):
+def _select(paths: list[str], shard: str | None, tags: list[str] = ()):
     from bench.cases import Shard, expand_all
+    from bench.ci import select_tags
     from bench.scenario import load_scenarios
 
-    cases = expand_all(load_scenarios(paths))
+    cases = select_tags(expand_all(load_scenarios(paths)), list(tags))
     if shard:
-        cases = Shard.parse(shard).select(cases)
+        cases = Shard.parse(_shard_text(shard)).select(cases)
     return cases
+
+
+def _shard_text(shard: str) -> str:
+    import os
+
+    from bench.ci import shard_from_env
+
+    return shard_from_env(os.environ) if shard.strip() == "auto" else shard
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in _select(args.paths, args.shard):
+        for case in _select(args.paths, args.shard, args.tag):
             print(case.id)
         return 0
     if args.command == "run":
@@ -137,15 +172,16 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
     from bench.judge.verdict import exit_code
+    from bench.progress import eta_s, phase_line
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.sources.cache import default_cache_root
     from bench.summary import case_line, counts_line
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).
-        if args.paths or args.shard:
+        if args.paths or args.shard or args.tag:
             raise BenchInputError(
-                "--resume runs the selection of the run it resumes; drop the paths and --shard"
+                "--resume runs the selection of the run it resumes; drop the paths, --shard and --tag"
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
@@ -154,9 +190,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
     else:
-        selection = _select(args.paths or [DEFAULT_SCENARIOS], None)
-        cases = Shard.parse(args.shard).select(selection) if args.shard else selection
-        previous, shard = {}, args.shard
+        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.tag)
+        if not selection and args.tag:
+            raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
+        shard = _shard_text(args.shard) if args.shard else None
+        cases = Shard.parse(shard).select(selection) if shard else selection
+        previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
         out_dir = args.out or default_out_dir()
     opts = RunOptions(
@@ -170,15 +209,29 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         compile_cache=args.compile_cache,
+        **({"worker": args.worker} if args.worker else {}),
+        device=args.device,
     )
+
+    tty = sys.stdout.isatty()
+    case_started = [0.0]
 
     def progress(event, i, n, case, result, elapsed_s):
         if args.quiet:
             return
         if event == "start":
+            case_started[0] = elapsed_s
             print(f"[{i}/{n}] running {case.id}  (elapsed {elapsed_s:.0f}s)", flush=True)
         else:
-            print(f"[{i}/{n}] {case_line(result)}", flush=True)
+            print(("\r\033[K" if tty else "") + f"[{i}/{n}] {case_line(result)}", flush=True)
+
+    def phase_progress(i, n, case, phase, phase_s, elapsed_s, changed):
+        # A terminal gets one line rewritten in place; CI logs (not a TTY) get a plain line per new step.
+        if args.quiet or not (tty or changed):
+            return
+        eta = eta_s(i - 1, n, case_started[0], elapsed_s - case_started[0])
+        line = phase_line(i, n, phase, phase_s, elapsed_s, eta)
+        print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
     if not args.quiet:
@@ -188,12 +241,26 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             + f" -> {out_dir}",
             flush=True,
         )
-    results = run_cases(cases, opts, previous=previous, progress=progress)
+    results = run_cases(cases, opts, previous=previous, progress=progress, phase_progress=phase_progress)
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
+    _ci_outputs(args, out_dir, results)
     if results.interrupted:
         return 130
     return exit_code(c.verdict for c in results.cases)
+
+
+def _ci_outputs(args: argparse.Namespace, out_dir: Path, results) -> None:
+    import os
+
+    from bench.ci import append_step_summary, write_junit
+
+    if args.junit_xml:
+        write_junit(args.junit_xml, results)
+        print(f"peft-bench: JUnit XML in {args.junit_xml}")
+    summary = append_step_summary(os.environ, (out_dir / "summary.md").read_text())
+    if summary is not None:
+        print(f"peft-bench: summary appended to {summary}")
 
 
 if __name__ == "__main__":

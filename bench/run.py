@@ -17,12 +17,11 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import RESULTS_SCHEMA_VERSION, __version__
@@ -32,9 +31,19 @@ from bench.environment import collect
 from bench.errors import BenchInputError
 from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
 from bench.lock import folder_lock
+from bench.progress import CaseWatcher
 from bench.records import CaseResult, Results
 from bench.results import case_from_file, save
 from bench.summary import write_summary
+from bench.workers import (
+    WORKER_METHODS,
+    SpawnedWorker,
+    WorkerGone,
+    Zygote,
+    default_method,
+    fork_available,
+    shared_zygotes,
+)
 
 LOG_TAIL_LINES = 15
 # After SIGUSR1 (faulthandler dumps the stack into the log) a timed-out worker is killed as soon as the dump is
@@ -60,6 +69,11 @@ class RunOptions:
     # "warm": one inductor cache shared by every case and run (under cache_root); "cold": a fresh, empty one
     # per case, so compile_s is the full cold compile. Recorded in each case's worker block.
     compile_cache: str = "warm"
+    # "fork": each case is forked from a preloaded worker (bench.zygote), no import cost; "spawn": a fresh
+    # `python -m bench.worker`. Recorded in each case's worker block as start_method.
+    worker: str = field(default_factory=default_method)
+    device: str | None = None  # "cpu" or "cuda" (--device); None: the worker picks (cuda when available)
+    zygote: Zygote | None = field(default=None, compare=False, repr=False)
 
 
 COMPILE_CACHES = ("warm", "cold")
@@ -130,10 +144,11 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
         "cache_root": str(opts.cache_root),
         "trust_remote_code": opts.trust_remote_code,
         "allow_pickle": opts.allow_pickle,
+        "device": opts.device,
     }
 
 
-def run_one(case: Case, opts: RunOptions) -> CaseResult:
+def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
     cases_dir = opts.out_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     stem = case.file_stem
@@ -151,42 +166,58 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
         shutil.rmtree(compile_dir, ignore_errors=True)
     else:
         compile_dir = opts.cache_root / "inductor"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    method = opts.worker if opts.worker in WORKER_METHODS else default_method()
+    if method == "fork" and not fork_available():
+        method = "spawn"
+    argv = [str(case_file), str(result_file)]
+    env = _child_env(compile_dir)
+    zygote, fallback = None, None
+    if method == "fork":
+        try:  # started once and reused (its start is not this case's wall time)
+            zygote = opts.zygote or shared_zygotes.get(_child_env(None), _child_setup(None))
+        except (WorkerGone, OSError) as exc:  # the case still runs, in a spawned worker, and says why
+            method, fallback = "spawn", f"{type(exc).__name__}: {exc}"
     started = time.perf_counter()
     with open(log_file, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", str(case_file), str(result_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_child_env(compile_dir),
-            start_new_session=True,  # Ctrl-C reaches the parent only; it decides, and kills the group
-            preexec_fn=_child_setup(opts.memory_limit_bytes),
-        )
+        if zygote is not None:
+            handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
+        else:
+            handle = SpawnedWorker(
+                [sys.executable, "-m", "bench.worker", *argv], log, env, _child_setup(opts.memory_limit_bytes)
+            )
         timed_out = False
+        watcher = CaseWatcher(log_file, case, on_phase) if on_phase else None
         try:
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            if watcher:
+                watcher.start()
+            exit_ = handle.wait(timeout)
+            if exit_ is None:
                 timed_out = True
-                _dump_stack(proc, log_file)
-                _kill_group(proc)
-                returncode = proc.wait()
+                _dump_stack(handle, log_file)
+                handle.kill_group()
+                exit_ = handle.wait(None)
         except BaseException:  # Ctrl-C, SIGTERM (also while the stack is dumped): no worker outlives it
-            _kill_group(proc)
-            proc.wait()
+            handle.kill_group()
+            with contextlib.suppress(BaseException):  # a second signal here must not keep the first one
+                handle.settle()
             raise
+        finally:
+            if watcher:
+                watcher.stop()
     wall_s = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    returncode = exit_.returncode
     worker = {
-        "pid": proc.pid,
+        "pid": handle.pid,
         "returncode": returncode,
         "timeout_s": timeout,
         "wall_s": wall_s,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "cpu_s": exit_.cpu_s,
         "log": str(log_file),
         "compile_cache": opts.compile_cache,
+        "start_method": method,
     }
+    if fallback:
+        worker["fork_failed"] = fallback
     if opts.compile_cache == "cold":
         shutil.rmtree(compile_dir, ignore_errors=True)  # only this case could use it
     if opts.memory_limit_bytes is not None:
@@ -205,7 +236,7 @@ def run_one(case: Case, opts: RunOptions) -> CaseResult:
     return replace(result, worker={**result.worker, **worker})
 
 
-def _dump_stack(proc: subprocess.Popen, log_file: Path) -> None:
+def _dump_stack(proc, log_file: Path) -> None:
     """Ask a hung worker for its Python stack (faulthandler writes it into the log) before it is killed."""
     before = read_log(log_file).count(STACK_DUMP_HEADER)
     try:
@@ -213,18 +244,11 @@ def _dump_stack(proc: subprocess.Popen, log_file: Path) -> None:
     except (ProcessLookupError, PermissionError):
         return
     deadline = time.monotonic() + STACK_DUMP_WAIT_S
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and not proc.poll():
         if read_log(log_file).count(STACK_DUMP_HEADER) > before:
             time.sleep(0.05)  # the rest of the frames follow the header within microseconds
             return
         time.sleep(0.02)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
 
 
 def _error(case: Case, reason: str, worker: dict, tail: list[str], wall_s: float) -> CaseResult:
@@ -292,7 +316,10 @@ def run_cases(
     *,
     previous: dict[str, CaseResult] | None = None,
     progress: Callable[[str, int, int, Case, CaseResult | None, float], None] | None = None,
+    phase_progress: Callable[[int, int, Case, str, float, float, bool], None] | None = None,
 ) -> Results:
+    """`phase_progress(i, n, case, phase, phase_s, run_elapsed_s, changed)` is called from a watcher thread
+    while a case runs (bench.progress), at most every POLL_S."""
     """Run every case; `previous` holds finished results to keep (for --resume)."""
     previous = previous or {}
     with folder_lock(opts.out_dir):
@@ -331,13 +358,26 @@ def run_cases(
         interrupted = False
         try:
             with _interrupts_raise():
+                if opts.worker == "fork" and fork_available() and opts.zygote is None:
+                    # Start the preloaded worker before the first case, so no case's wall time holds it.
+                    with contextlib.suppress(WorkerGone, OSError):
+                        shared_zygotes.get(_child_env(None), _child_setup(None))
                 todo = [c for c in cases if c.id not in done]
+                total = len(todo)
                 for i, case in enumerate(todo, 1):
                     if progress:
                         progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
                     in_flight[:] = [case.id]
+                    on_phase = None
+                    if phase_progress:
+
+                        def on_phase(phase, phase_s, changed, i=i, case=case, n=total):
+                            phase_progress(
+                                i, n, case, phase, phase_s, time.perf_counter() - run_started, changed
+                            )
+
                     try:
-                        result = run_one(case, opts)
+                        result = run_one(case, opts, on_phase=on_phase)
                     except (
                         Exception
                     ) as exc:  # the parent could not start or watch this worker: the others still run

@@ -75,11 +75,69 @@ def _compile_cold_vs_warm(cache: Path, tmp: Path) -> dict[str, dict[str, float]]
     return out
 
 
+def _fork_vs_spawn(cache: Path, tmp: Path, n: int) -> dict:
+    """The isolated forward case (fp32, eager) n times with each worker start method, interleaved so that
+    load on the machine hits both alike. Wall = the parent's view of one worker, start to exit."""
+    from bench.cases import expand
+    from bench.run import RunOptions, run_one
+    from bench.scenario import load_scenario
+
+    (case,) = expand(load_scenario(next(_copies(1, tmp / "scen").glob("*.toml"))))
+    walls: dict[str, list[float]] = {"fork": [], "spawn": []}
+    run_one(case, RunOptions(out_dir=tmp / "fill", cache_root=cache))  # fills the cache, starts the zygote
+    for i in range(n):
+        for method in ("fork", "spawn"):
+            r = run_one(case, RunOptions(out_dir=tmp / f"{method}{i}", cache_root=cache, worker=method))
+            assert r.verdict == "pass", r.reason
+            assert r.worker["start_method"] == method
+            walls[method].append(r.worker["wall_s"])
+    return {
+        m: {"n": len(w), "median_s": statistics.median(w), "min_s": min(w), "max_s": max(w), "walls_s": w}
+        for m, w in walls.items()
+    }
+
+
+def workers_only(out: Path, n: int) -> int:
+    from bench.environment import collect
+    from bench.records import to_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "scen").mkdir()
+        figures = _fork_vs_spawn(tmp / "cache", tmp, n)
+    env = to_dict(collect())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "worker_start.json").write_text(
+        json.dumps({"environment": env, "cases": figures}, indent=1) + "\n"
+    )
+    lines = [
+        "# Worker start: forked from the preloaded worker vs spawned",
+        "",
+        f"`python benchmarks/budget.py --workers-only --n {n}`; {env['cpu']} x{env['cpu_count']}, "
+        f"torch {env['libraries']['torch']}. One isolated forward-latency case (fp32, eager), wall time of its "
+        "worker as the parent sees it (start to exit), the two methods interleaved.",
+        "",
+        "| worker | n | median s | min s | max s |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {m} | {f['n']} | {f['median_s']:.2f} | {f['min_s']:.2f} | {f['max_s']:.2f} |"
+            for m, f in figures.items()
+        ],
+    ]
+    (out / "worker_start.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "reports" / "performance")
     p.add_argument("--sizes", default="1,2,4")
+    p.add_argument("--workers-only", action="store_true", help="only the fork vs spawn worker comparison")
+    p.add_argument("--n", type=int, default=5, help="cases per worker start method (with --workers-only)")
     args = p.parse_args(argv)
+    if args.workers_only:
+        return workers_only(args.out, args.n)
     from bench.environment import collect
     from bench.records import to_dict
 

@@ -51,13 +51,13 @@ def _scenario(name: str) -> str:
     """)
 
 
-def _start(args, cache_root, fault: str | None) -> subprocess.Popen:
+def _start(args, cache_root, fault: str | None, method: str = "fork") -> subprocess.Popen:
     env = {**os.environ, "PEFT_BENCH_CACHE": str(cache_root), "PYTHONPATH": str(REPO)}
     env.pop(inject.ENV_VAR, None)
     if fault:
         env[inject.ENV_VAR] = fault
     return subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", *map(str, args)],
+        [sys.executable, "-m", "bench", "run", "--worker", method, *map(str, args)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -110,7 +110,8 @@ class _Reader(threading.Thread):
 
 
 @pytest.mark.slow
-def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root):
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root, method):
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
     first.write_text(_scenario("first"))
     second.write_text(_scenario("second"))
@@ -121,7 +122,7 @@ def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root):
     reader.start()
     try:
         # 1. Ctrl-C while the second case runs: the first is kept, the second is not run, exit code 130.
-        proc = _start([first, second, "--out", out], cache_root, hang)
+        proc = _start([first, second, "--out", out], cache_root, hang, method)
         worker = _wait_for_hang(log, proc)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
@@ -136,7 +137,7 @@ def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root):
         kept = to_dict(results.cases[0])
 
         # 2. --resume, and SIGTERM while the missing case runs: the first case is untouched.
-        proc = _start(["--resume", out], cache_root, hang)
+        proc = _start(["--resume", out], cache_root, hang, method)
         worker = _wait_for_hang(log, proc, previous=worker)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
@@ -149,7 +150,7 @@ def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root):
         # 3. SIGKILL of the parent itself: nothing can run on its side, yet results.json stays whole, and the
         # kernel kills the worker with it (PR_SET_PDEATHSIG) instead of leaving it hanging.
         before = (out / RESULTS_FILE).read_bytes()
-        proc = _start(["--resume", out], cache_root, hang)
+        proc = _start(["--resume", out], cache_root, hang, method)
         worker = _wait_for_hang(log, proc, previous=worker)
         proc.kill()
         proc.communicate(timeout=60)
@@ -160,7 +161,7 @@ def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root):
         assert (out / RESULTS_FILE).read_bytes() == before
 
         # 4. --resume with nothing in the way: only the missing case runs, and the run is complete.
-        proc = _start(["--resume", out], cache_root, None)
+        proc = _start(["--resume", out], cache_root, None, method)
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, output
         assert "[1/1] running second[fp32-none]" in output and "running first" not in output

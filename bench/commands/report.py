@@ -68,4 +68,11 @@ def run(args: argparse.Namespace) -> int:
         if "md" not in formats:
             raise BenchInputError("--print prints the Markdown report: add --format md")
         print(markdown.render(results, written.repros), end="")
+    import os
+
+    from bench.ci import append_step_summary
+
+    summary = append_step_summary(os.environ, markdown.render(results, written.repros))
+    if summary is not None:
+        print(f"peft-bench: report appended to {summary}")
     return 0

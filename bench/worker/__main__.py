@@ -26,6 +26,8 @@ def main(argv: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     case_file, out_file = Path(argv[0]), Path(argv[1])
     spec = json.loads(case_file.read_text())
+    if spec.get("device") == "cpu":  # --device cpu: pick_device() (bench.worker.execute) then sees no GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
     from bench.atomic import write_json
     from bench.exits import PHASE_FINISHING, PHASE_MARKER

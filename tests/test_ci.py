@@ -1,0 +1,129 @@
+"""CI surfaces (bench.ci and the CLI): JUnit XML, the GitHub step summary from `run` and `report`, `--tag`,
+`--device` into the case spec, `--shard auto` from a GitHub Actions matrix or a Slurm job array."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from bench.ci import junit_xml, select_tags, shard_from_env
+from bench.cli import main
+from bench.errors import BenchInputError
+from bench.results import load
+from tests.conftest import REPO
+
+FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
+
+
+@pytest.mark.parametrize(
+    ("env", "shard"),
+    [
+        ({"PEFT_BENCH_JOB_INDEX": "0", "PEFT_BENCH_JOB_TOTAL": "4"}, "1/4"),
+        ({"PEFT_BENCH_JOB_INDEX": "3", "PEFT_BENCH_JOB_TOTAL": "4"}, "4/4"),
+        ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "3"}, "1/3"),
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "3/3"),
+    ],
+)
+def test_shard_from_env(env, shard):
+    assert shard_from_env(env) == shard
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"PEFT_BENCH_JOB_INDEX": "0"},
+        {"PEFT_BENCH_JOB_INDEX": "x", "PEFT_BENCH_JOB_TOTAL": "2"},
+        {"PEFT_BENCH_JOB_INDEX": "2", "PEFT_BENCH_JOB_TOTAL": "2"},  # 0-based: 2 is past the end
+        {"SLURM_ARRAY_TASK_ID": "1"},
+    ],
+)
+def test_shard_from_env_refuses_what_it_cannot_read(env):
+    with pytest.raises(BenchInputError, match="--shard auto"):
+        shard_from_env(env)
+
+
+def test_junit_xml_one_testcase_per_case_with_reasons():
+    results = load(FAILING)
+    suite = ET.fromstring(junit_xml(results))
+    cases = suite.findall("testcase")
+    assert [tc.get("name") for tc in cases] == [c.case_id for c in results.cases]
+    for tc, c in zip(cases, results.cases, strict=True):
+        failure, skipped = tc.find("failure"), tc.find("skipped")
+        if c.verdict in ("fail", "error", "xpass"):
+            assert failure is not None and failure.get("message") == c.reason
+        elif c.verdict in ("skip", "xfail", "not_run"):
+            assert skipped is not None and failure is None
+        else:
+            assert failure is None and skipped is None
+    assert int(suite.get("failures")) == sum(c.verdict in ("fail", "error", "xpass") for c in results.cases)
+    assert int(suite.get("failures")) > 0  # the fixture run has failing cases: the check has something to see
+
+
+def _scen(tmp_path, name, tags):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[scenario]\nname = "{name}"\nmodel = "builtin:tiny-llama"\ntags = {list(tags)!r}\n'
+        '[matrix]\ncompile = ["none"]\n[adapters.a]\nrank = 4\nseed = 1\n'
+        '[[steps]]\nop = "load_adapter"\nadapter = "a"\n'.replace("'", '"')
+    )
+    return path
+
+
+def test_list_by_tag_and_auto_shard(tmp_path, capsys, monkeypatch):
+    _scen(tmp_path, "one", ["gate", "hotswap"])
+    _scen(tmp_path, "two", ["gate"])
+    _scen(tmp_path, "three", [])
+    assert main(["list", str(tmp_path), "--tag", "gate"]) == 0
+    assert {line.split("[")[0] for line in capsys.readouterr().out.split()} == {"one", "two"}
+    assert main(["list", str(tmp_path), "--tag", "gate", "--tag", "hotswap"]) == 0
+    assert {line.split("[")[0] for line in capsys.readouterr().out.split()} == {"one"}
+    assert select_tags([], ["x"]) == []
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    assert main(["list", str(tmp_path), "--shard", "auto"]) == 0
+    assert capsys.readouterr().out.split() == ["three[fp32-none]"]  # sorted ids: one, three, two
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    assert main(["list", str(tmp_path), "--shard", "auto"]) == 2
+
+
+def test_report_appends_to_the_step_summary(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(FAILING, run)
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main(["report", str(run), "--format", "md"]) == 0
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and load(run).cases[0].case_id in text
+
+
+def test_device_goes_into_the_case_spec(tmp_path, cache_root):
+    from bench.cases import expand_all
+    from bench.run import RunOptions, case_spec
+    from bench.scenario import load_scenarios
+
+    (case,) = expand_all(load_scenarios([_scen(tmp_path, "d", [])]))
+    assert (
+        case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root, device="cpu"))["device"] == "cpu"
+    )
+    assert case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))["device"] is None
+
+
+def test_run_writes_junit_and_step_summary(tmp_path, cache_root, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
+    summary = tmp_path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    scen, out, xml = _scen(tmp_path, "ci", ["x"]), tmp_path / "out", tmp_path / "junit.xml"
+    assert main(["run", str(scen), "--out", str(out), "--junit-xml", str(xml), "--device", "cpu"]) == 0
+    (tc,) = ET.parse(xml).getroot().findall("testcase")
+    assert tc.get("name") == "ci[fp32-none]" and tc.find("failure") is None
+    assert "ci[fp32-none]" in summary.read_text()
+    assert json.loads((out / "cases" / "ci_fp32-none.case.json").read_text())["device"] == "cpu"
+    (case,) = load(out).cases
+    assert case.worker["start_method"] in ("fork", "spawn")
