@@ -157,3 +157,21 @@ def test_metric_and_gate_criteria():
 def test_bad_criterion_text_is_input_error(text):
     with pytest.raises(BenchInputError, match="--bad-when"):
         criteria.parse(text)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["scenarios/hotswap_alpha.toml", "--bad-when", "wat"], "--bad-when"),
+        (["no/such.toml"], "no such scenario"),
+        (["scenarios/hotswap_alpha.toml", "--package", "numpy"], "--package 'numpy'"),
+        (["scenarios/hotswap_alpha.toml", "--constraints", "no-such.txt"], "no such constraints"),
+    ],
+)
+def test_cli_bad_input_is_exit_2_with_a_message(args, message, capsys, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.chdir(COMPAT.parent.parent)
+    base = ["bisect", "--package", "transformers", "--good", "5.20.0", "--bad", "5.24.0"]
+    assert main([*base, *args]) == 2
+    assert message in capsys.readouterr().err
