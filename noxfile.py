@@ -226,3 +226,33 @@ def compat(session: nox.Session, transformers: str, peft: str) -> None:
         session.error(f"peft-bench run failed for transformers {transformers}, peft {peft}")
     _compat_status(folder, transformers, peft, "ran")
     session.run(*render)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bisect: the first release (or commit) where a guarantee breaks. Posargs go to `peft-bench bisect`; without
+# them it runs the committed search (reports/bisect/transformers-5.20.0..5.24.0). Each probe is a --target
+# folder over this session's venv (torch and the other pins from constraints/ci.txt), cached under
+# $PEFT_BENCH_CACHE/envs and reused by later searches.
+BISECT_DEFAULT = [
+    "scenarios/hotswap_alpha.toml",
+    "--package",
+    "transformers",
+    "--good",
+    "5.20.0",
+    "--bad",
+    "5.24.0",
+    "--bad-when",
+    "expectation:matches_reference",
+    "--case",
+    "hotswap-alpha[fp32-aot_eager-transformers]",
+    "--all",
+]
+
+
+@nox.session
+def bisect(session: nox.Session) -> None:
+    """`peft-bench bisect` (posargs), by default the hotswap-alpha search over transformers 5.20.0..5.24.0."""
+    install(session)
+    # Exit 1: no break found inside the range (the good end is bad too, or nothing is): a finding the table
+    # records, not a session error.
+    session.run("peft-bench", "bisect", *(session.posargs or BISECT_DEFAULT), success_codes=[0, 1])

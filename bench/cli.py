@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules under bench.commands, one per subcommand; add a name here to add a command.
-COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge", "compat")
+COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge", "compat", "bisect")
 
 
 def _command_modules():

@@ -1,0 +1,137 @@
+"""A planted break: a local git repository of a tiny package whose commits introduce a bug (and later fix
+it), with one commit in the range that does not import. The search must name the exact commit that
+introduced the bug and skip the broken one, through the real pieces: commits from git, one --target
+environment per commit built by pip from the checkout, cached, and an import check in a fresh process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.bisect import envs, versions
+from bench.bisect.probe import Target
+from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "adapterlib"
+version = "0.1.{n}"
+"""
+GOOD_CODE = "def scaling(alpha, rank):\n    return alpha / rank\n"
+BUG_CODE = "def scaling(alpha, rank):\n    return 1.0  # the planted bug: the old scaling is kept\n"
+BROKEN_CODE = "def scaling(alpha, rank)\n    return alpha / rank\n"  # a syntax error: does not import
+
+# commit index -> (code, what it is)
+HISTORY = [
+    (GOOD_CODE, "good: initial"),
+    (GOOD_CODE + "\n# docs\n", "good: docs"),
+    (GOOD_CODE + "\n# docs\n# more\n", "good: more docs"),
+    (GOOD_CODE + "\nVERSION = 3\n", "good: a constant"),
+    (BROKEN_CODE, "untestable: a syntax error"),
+    (GOOD_CODE + "\nVERSION = 5\n", "good: syntax fixed"),
+    (BUG_CODE, "bad: the bug is introduced"),
+    (BUG_CODE + "\n# docs\n", "bad: unrelated"),
+    (BUG_CODE + "\n# more docs\n", "bad: unrelated again"),
+    (GOOD_CODE, "good: the bug is fixed"),
+]
+FIRST_BAD, UNTESTABLE_AT, BAD_END = 6, 4, 8
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(repo),
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, list[str]]:
+    repo = tmp_path_factory.mktemp("adapterlib")
+    git(repo, "init", "-q", "-b", "main")
+    shas = []
+    for n, (code, message) in enumerate(HISTORY):
+        (repo / "adapterlib").mkdir(exist_ok=True)
+        (repo / "adapterlib" / "__init__.py").write_text(code)
+        (repo / "pyproject.toml").write_text(PYPROJECT.format(n=n))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", message)
+        shas.append(git(repo, "rev-parse", "HEAD").strip())
+    return repo, shas
+
+
+CHECK = textwrap.dedent(
+    """
+    import adapterlib, sys
+    assert "{env}" in adapterlib.__file__, adapterlib.__file__
+    sys.exit(0 if adapterlib.scaling(4, 8) == 0.5 else 3)
+    """
+)
+
+
+def make_probe(repo: Path, cache: Path, work: Path, built: list):
+    target = Target("adapterlib", "adapterlib", repo)
+
+    def probe(sha: str):
+        label = target.label(sha)
+        spec = "" if envs.is_built(cache, "adapterlib", label) else target.spec(sha, work)
+        env = envs.build(cache, "adapterlib", label, spec, "torch==2.13.0\n")
+        built.append((label, env.cached))
+        if env.path is None:
+            return UNTESTABLE, env.error
+        proc = subprocess.run(
+            [sys.executable, "-c", CHECK.format(env=env.path)],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(env.path), "PATH": "/usr/bin:/bin"},
+        )
+        if proc.returncode == 3:
+            return BAD, "scaling(4, 8) != 0.5"
+        if proc.returncode != 0:
+            return UNTESTABLE, "import failed: " + proc.stderr.strip().splitlines()[-1]
+        return GOOD, "scaling(4, 8) == 0.5"
+
+    return probe
+
+
+def test_planted_break_is_found_and_the_broken_commit_skipped(repo, tmp_path):
+    path, shas = repo
+    candidates = versions.commits(path, shas[0], shas[BAD_END])
+    assert candidates == shas[: BAD_END + 1]
+    cache, built = tmp_path / "cache", []
+    answer = bisect(candidates, make_probe(path, cache, tmp_path, built))
+    assert answer.kind == "found"
+    assert answer.first_bad == shas[FIRST_BAD], versions.subject(path, answer.first_bad)
+    assert answer.last_good == shas[FIRST_BAD - 1]
+    skipped = [p for p in answer.probes if p.state == UNTESTABLE]
+    assert [p.version for p in skipped] == [shas[UNTESTABLE_AT]]
+    assert "SyntaxError" in skipped[0].reason
+    # a second search over the same range reuses every environment the first one built
+    again = []
+    assert bisect(candidates, make_probe(path, cache, tmp_path, again)).first_bad == shas[FIRST_BAD]
+    assert again and all(cached for _, cached in again)
+    assert sorted(label for label, _ in again) == sorted(label for label, _ in built)
+
+
+def test_refs_must_be_ordered_and_exist(repo):
+    from bench.errors import BenchInputError
+
+    path, shas = repo
+    with pytest.raises(BenchInputError, match="not an ancestor"):
+        versions.commits(path, shas[5], shas[1])
+    with pytest.raises(BenchInputError, match="rev-parse"):
+        versions.commits(path, "no-such-ref", shas[1])
