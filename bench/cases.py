@@ -49,6 +49,32 @@ class Case:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id).strip("_")
 
 
+# A selection beyond this is refused (`--max-cases` raises it): each case is a worker process of seconds to
+# minutes, and expanding 10^6 cases alone takes minutes before the first one runs.
+DEFAULT_MAX_CASES = 10_000
+
+
+def selection_size(scenarios: list[Scenario]) -> int:
+    """How many cases the scenarios expand to, from the matrix axes' lengths (no expansion)."""
+    total = 0
+    for s in scenarios:
+        m = s.matrix
+        total += len(m.precision) * len(m.compile) * len(m.hotswap_path)
+    return total
+
+
+def check_selection_size(scenarios: list[Scenario], max_cases: int) -> None:
+    n = selection_size(scenarios)
+    if n > max_cases:
+        biggest = max(scenarios, key=lambda s: selection_size([s]))
+        raise BenchInputError(
+            f"the selection expands to {n} cases, more than --max-cases {max_cases} "
+            f"(the largest matrix: {biggest.name}, {selection_size([biggest])}); raise --max-cases to run it",
+            source=biggest.source_file,
+            field="matrix",
+        )
+
+
 def expand(scenario: Scenario) -> list[Case]:
     m = scenario.matrix
     return [

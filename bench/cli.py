@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.paths import path_arg
 
 DEFAULT_SCENARIOS = "scenarios"
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `--trust-remote` must not silently mean --trust-remote-code.
     run = sub.add_parser("run", help="run scenarios, one isolated process per case", allow_abbrev=False)
     run.add_argument("paths", nargs="*", help=f"scenario files or folders (default: {DEFAULT_SCENARIOS})")
-    run.add_argument("--out", type=Path, help="output folder (default: a new reports/run-* folder)")
+    run.add_argument("--out", type=path_arg, help="output folder (default: a new reports/run-* folder)")
     run.add_argument(
         "--shard",
         help="run only shard K of N (K/N), for CI job matrices; 'auto' takes it from the environment "
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the workers run the cases (default: cuda when available, else cpu)",
     )
     run.add_argument(
-        "--junit-xml", type=Path, help="also write the results as JUnit XML (one testcase per case)"
+        "--junit-xml", type=path_arg, help="also write the results as JUnit XML (one testcase per case)"
     )
     run.add_argument(
         "--timeout",
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit-mb", type=_positive(int), help="address-space limit for each worker process"
     )
     run.add_argument(
-        "--resume", type=Path, help="finish an interrupted run in this folder (runs only its missing cases)"
+        "--resume",
+        type=path_arg,
+        help="finish an interrupted run in this folder (runs only its missing cases)",
     )
     run.add_argument(
         "--trust-remote-code",
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="load pickle weight files (*.bin), which can run code (off unless this or scenario.allow_pickle)",
     )
     run.add_argument(
-        "--cache", type=Path, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)"
+        "--cache", type=path_arg, help="cache for built models and adapters (default $PEFT_BENCH_CACHE)"
     )
     run.add_argument(
         "--compile-cache",
@@ -102,16 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
         "'spawn' starts a fresh Python per case",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    run.add_argument(
+        "--resume-any-version",
+        action="store_true",
+        help="with --resume: keep cases measured by another peft-bench or library version (said per case)",
+    )
+    _max_cases_option(run)
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
     ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
+    _max_cases_option(ls)
 
     # Commands that work on results files live in their own modules: each has register(sub) and run(args).
     for module in _command_modules():
         module.register(sub)
     return p
+
+
+def _max_cases_option(p: argparse.ArgumentParser) -> None:
+    from bench.cases import DEFAULT_MAX_CASES
+
+    p.add_argument(
+        "--max-cases",
+        type=_positive(int),
+        default=DEFAULT_MAX_CASES,
+        help=f"refuse a selection of more cases than this (default {DEFAULT_MAX_CASES})",
+    )
 
 
 # Modules under bench.commands, one per subcommand; add a name here to add a command.
@@ -137,14 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _select(paths: list[str], shard: str | None, tags: list[str] = ()):
-    from bench.cases import Shard, expand_all
+def _select(paths: list[str], shard: str | None, max_cases: int, tags: list[str] = ()):
+    from bench.cases import Shard, check_selection_size, expand_all
     from bench.ci import select_tags
     from bench.scenario import load_scenarios
 
-    cases = select_tags(expand_all(load_scenarios(paths)), list(tags))
+    scenarios = load_scenarios(paths)
+    check_selection_size(scenarios, max_cases)  # from the axes' lengths, before expanding the product
+    cases = select_tags(expand_all(scenarios), list(tags))
     if shard:
-        cases = Shard.parse(_shard_text(shard)).select(cases)
+        text = _shard_text(shard)
+        cases = Shard.parse(text).select(cases)
+        if not cases:
+            raise BenchInputError(f"--shard {text}: no case selected (the selection has fewer cases than N)")
     return cases
 
 
@@ -158,7 +184,7 @@ def _shard_text(shard: str) -> str:
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in _select(args.paths, args.shard, args.tag):
+        for case in _select(args.paths, args.shard, args.max_cases, args.tag):
             print(case.id)
         return 0
     if args.command == "run":
@@ -172,10 +198,18 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
     from bench.judge.verdict import exit_code
+    from bench.lock import LOCK_FILE
+    from bench.paths import cache_root, check_out_folder, default_cache_root
     from bench.progress import eta_s, phase_line
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
-    from bench.sources.cache import default_cache_root
     from bench.summary import case_line, counts_line
+
+    # Paths first: a run that cannot write its results must not find out after its first case.
+    cache = cache_root(args.cache) if args.cache else default_cache_root()
+    if args.out or args.resume:
+        check_out_folder(args.resume or args.out, lock_file=LOCK_FILE)
+    if args.resume_any_version and not args.resume:
+        raise BenchInputError("--resume-any-version goes with --resume")
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).
@@ -185,22 +219,24 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
-        resume = resume_selection(args.resume)
+        resume = resume_selection(args.resume, any_version=args.resume_any_version)
         cases, previous = list(resume.cases), resume.previous
         shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
     else:
-        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.tag)
+        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag)
         if not selection and args.tag:
             raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
         shard = _shard_text(args.shard) if args.shard else None
         cases = Shard.parse(shard).select(selection) if shard else selection
+        if not cases:
+            raise BenchInputError(f"--shard {shard}: no case selected (the selection has fewer cases than N)")
         previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
         out_dir = args.out or default_out_dir()
     opts = RunOptions(
         out_dir=out_dir,
-        cache_root=args.cache or default_cache_root(),
+        cache_root=cache,
         timeout_s=args.timeout,
         memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
         command=("peft-bench", *argv),
@@ -234,6 +270,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
+    if args.resume:
+        for case_id, note in resume.version_notes.items():
+            print(f"peft-bench: {case_id}: kept figures from another version ({note})", flush=True)
     if not args.quiet:
         print(
             f"peft-bench: {len(cases)} case(s)"

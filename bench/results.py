@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_SCHEMA_VERSION
 from bench.atomic import write_text
 from bench.errors import BenchInputError
 from bench.records import CaseResult, Results, StepRecord, from_dict, to_dict
+from bench.results_check import ResultsInvalid, parse_results
 
 RESULTS_FILE = "results.json"
 CSV_FILE = "results.csv"
@@ -35,22 +35,23 @@ def load(path: str | Path) -> Results:
     if not path.is_file():
         raise BenchInputError("no such results file", source=str(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BenchInputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BenchInputError(f"not a results file (invalid JSON: {exc})", source=str(path)) from None
-    if not isinstance(data, dict) or "schema_version" not in data or "cases" not in data:
-        raise BenchInputError("not a peft-bench results file (no schema_version / cases)", source=str(path))
-    version = data["schema_version"]
-    if not isinstance(version, int) or version > RESULTS_SCHEMA_VERSION:
+    except RecursionError:
+        raise BenchInputError("not a results file (JSON nested too deeply)", source=str(path)) from None
+    except ValueError as exc:  # json raises it for an integer literal of more than 4300 digits
         raise BenchInputError(
-            f"results schema version {version!r} is newer than this peft-bench understands "
-            f"({RESULTS_SCHEMA_VERSION}); upgrade peft-bench",
-            source=str(path),
-        )
+            f"not a results file ({' '.join(str(exc).split())[:100]})", source=str(path)
+        ) from None
     try:
-        return from_dict(Results, data)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise BenchInputError(f"malformed results file: {exc}", source=str(path)) from None
+        return parse_results(data)
+    except ResultsInvalid as exc:
+        raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
 
 
 # ---------------------------------------------------------------------------------------------------------

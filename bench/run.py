@@ -413,13 +413,30 @@ class Resume:
     previous: dict[str, CaseResult]
     shard: str | None
     scenario_set: tuple[str, ...]
+    # case id -> which versions differ, for kept cases measured by another version (--resume-any-version)
+    version_notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> tuple[Case, ...]:
         return tuple(c for c in self.cases if self.previous[c.id].verdict == "not_run")
 
 
-def resume_selection(out_dir: Path) -> Resume:
+def version_differences(results: Results) -> list[str]:
+    """How the run in a results file differs from this one in suite and library versions (empty: not at all)."""
+    from bench.merge import VERDICT_LIBRARIES
+
+    diffs = []
+    if results.suite_version != __version__:
+        diffs.append(f"peft-bench {results.suite_version} there, {__version__} here")
+    here = collect().libraries
+    for lib in VERDICT_LIBRARIES:
+        then, now = results.environment.libraries.get(lib), here.get(lib)
+        if then != now:
+            diffs.append(f"{lib} {then or 'not installed'} there, {now or 'not installed'} here")
+    return diffs
+
+
+def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
     """The selection of the run in out_dir: the cases its results hold (older files: reloaded from the scenario
     files they name).
 
@@ -433,12 +450,22 @@ def resume_selection(out_dir: Path) -> Resume:
     results = load(out_dir)
     if not results.cases:
         raise BenchInputError("the results file holds no case to resume", source=str(out_dir))
+    # Figures measured by another suite or library version are not one run with what runs now.
+    diffs = version_differences(results)
+    if diffs and not any_version:
+        raise BenchInputError(
+            f"the run was made by other versions ({'; '.join(diffs)}): start a new run, or keep its cases "
+            "anyway with --resume-any-version",
+            source=str(out_dir),
+        )
+    kept_note = "; ".join(diffs)
     if all(c.case for c in results.cases):  # self-contained results: the cases are in the file
         return Resume(
             cases=tuple(Case.from_dict(c.case) for c in results.cases),
             previous={c.case_id: c for c in results.cases},
             shard=results.shard,
             scenario_set=results.scenario_set,
+            version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
         )
     # Results written before cases were kept in them: reload the scenario files they name.
     files = list(dict.fromkeys(c.scenario_file for c in results.cases))
@@ -455,6 +482,7 @@ def resume_selection(out_dir: Path) -> Resume:
         previous={c.case_id: c for c in results.cases},
         shard=results.shard,
         scenario_set=results.scenario_set,
+        version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
     )
 
 

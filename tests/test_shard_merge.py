@@ -331,18 +331,21 @@ def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root):
     path = write_scenario(TWO_CASES, "two.toml")
     env = {"PEFT_BENCH_CACHE": str(cache_root)}
     outs = []
-    for k in (1, 2, 3):  # 3 shards over 2 cases: shard 3/3 is empty and must still be a valid shard file
+    # A shard that selects no case is refused (issue 15): 3 shards over 2 cases, shard 3/3 exits 2.
+    empty = _cli("run", path, "--shard", "3/3", "--out", tmp_path / "shard3", env_extra=env)
+    assert empty.returncode == 2 and "no case selected" in empty.stderr
+    for k in (1, 2):
         out = tmp_path / f"shard{k}"
-        proc = _cli("run", path, "--shard", f"{k}/3", "--out", out, env_extra=env)
+        proc = _cli("run", path, "--shard", f"{k}/2", "--out", out, env_extra=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         data = json.loads((out / "results.json").read_text())
-        assert data["shard"] == f"{k}/3" and data["scenario_set"] == ["shard-e2e"]
+        assert data["shard"] == f"{k}/2" and data["scenario_set"] == ["shard-e2e"]
         outs.append(out)
-    assert [len(load(o).cases) for o in outs] == [1, 1, 0]
+    assert [len(load(o).cases) for o in outs] == [1, 1]
     merged = tmp_path / "merged"
     proc = _cli("merge", merged, *outs, env_extra=env)
     assert proc.returncode == 0, proc.stderr
-    assert "merged 3 file(s), 2 case(s)" in proc.stdout
+    assert "merged 2 file(s), 2 case(s)" in proc.stdout
     results = load(merged)
     assert sorted(c.case_id for c in results.cases) == [
         "shard-e2e[fp32-none-peft]",
@@ -351,8 +354,8 @@ def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root):
     assert all(c.verdict == "pass" for c in results.cases)
     assert (merged / "summary.md").is_file() and (merged / "results.csv").is_file()
     # Refusals through the CLI: exit 2, the message, no traceback.
-    missing = _cli("merge", tmp_path / "partial", outs[0], outs[1], env_extra=env)
-    assert missing.returncode == 2 and "missing shard(s) 3/3" in missing.stderr
+    missing = _cli("merge", tmp_path / "partial", outs[0], env_extra=env)
+    assert missing.returncode == 2 and "missing shard(s) 2/2" in missing.stderr
     assert "Traceback" not in missing.stderr
-    into_input = _cli("merge", outs[0], outs[0], outs[1], outs[2], env_extra=env)
+    into_input = _cli("merge", outs[0], outs[0], outs[1], env_extra=env)
     assert into_input.returncode == 2 and "both an input and the output" in into_input.stderr

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.paths import check_out_folder, path_arg
 
 NAME = "merge"
 
@@ -18,7 +19,7 @@ def register(sub) -> None:
         "different suite or library versions, overlapping cases, different scenario sets, and incomplete "
         "or inconsistent sets of shards.",
     )
-    p.add_argument("out", type=Path, help="output folder for the merged results")
+    p.add_argument("out", type=path_arg, help="output folder for the merged results")
     p.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding one")
 
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.summary import counts_line, write_summary
 
     out = Path(args.out)
+    check_out_folder(out)
     target = (out / RESULTS_FILE).resolve()
     for path in args.results:
         given = (path / RESULTS_FILE if path.is_dir() else path).resolve()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.paths import check_out_file, check_out_folder, path_arg
 
 NAME = "report"
 FORMATS = ("md", "html")
@@ -23,10 +24,10 @@ def register(sub) -> None:
     p.add_argument(
         "--format", action="append", choices=FORMATS, help="md or html (repeatable; default: both)"
     )
-    p.add_argument("--out", type=Path, help="folder for the reports (default: the results folder)")
+    p.add_argument("--out", type=path_arg, help="folder for the reports (default: the results folder)")
     p.add_argument(
         "--table",
-        type=Path,
+        type=path_arg,
         action="append",
         default=[],
         help="also write the tidy table (.csv, .json, .parquet)",
@@ -47,9 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from bench.results import load
     from bench.tables import export, frame
 
-    results = load(args.results)
     folder = args.results if args.results.is_dir() else args.results.parent
     out = args.out or folder
+    check_out_folder(out)  # before loading: a bad --out is refused at once
+    for path in args.table:
+        check_out_file(path)
+    results = load(args.results)
     formats = tuple(dict.fromkeys(args.format or FORMATS))
     roots = (*args.scenarios_root, Path.cwd())
     if args.table:

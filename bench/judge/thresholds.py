@@ -16,6 +16,7 @@ A config file overrides any of rel, abs, alpha and gated per metric:
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -167,6 +168,12 @@ def load_policy(
         raise BenchInputError("no such threshold config file", source=source) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BenchInputError(f"not a TOML file: {exc}", source=source) from None
+    except RecursionError:
+        raise BenchInputError("not a TOML file: nested too deeply", source=source) from None
+    except ValueError as exc:  # tomllib raises it for an integer literal of more than 4300 digits
+        raise BenchInputError(f"not a TOML file: {' '.join(str(exc).split())[:100]}", source=source) from None
+    except OSError as exc:  # a folder, no permission
+        raise BenchInputError(f"cannot read: {exc.strerror}", source=source) from None
     unknown_top = set(data) - {"thresholds"}
     if unknown_top:
         raise BenchInputError(
@@ -204,7 +211,13 @@ def _override(p: MetricPolicy, fields: dict[str, Any], source: str, where: str) 
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BenchInputError("expected a number", source=source, field=field)
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a TOML integer beyond a float
+                raise BenchInputError("number out of range", source=source, field=field) from None
+            # NaN compares false with everything: a NaN threshold would let any regression through.
+            if not math.isfinite(value):
+                raise BenchInputError(f"must be a finite number, got {value}", source=source, field=field)
             if value < 0:
                 raise BenchInputError("must not be negative", source=source, field=field)
             if key == "alpha":
@@ -236,6 +249,8 @@ def with_flags(
     ):
         if value is None:
             continue
+        if not math.isfinite(value):
+            raise BenchInputError(f"{name}: must be a finite number, got {value}")
         if value < 0 or (field == "alpha" and not 0 < value < 1):
             raise BenchInputError(f"{name}: out of range: {value}")
         for m in metrics:

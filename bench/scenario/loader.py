@@ -14,6 +14,7 @@ from typing import Any
 from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.ops.base import ParseContext, Walk
+from bench.scenario.files import check_scenario_file
 from bench.scenario.schema import (
     BACKENDS,
     COMPILE_MODES,
@@ -58,6 +59,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate one scenario file."""
     path = Path(path)
     source = str(path)
+    check_scenario_file(path)  # regular files only, size-limited: a FIFO or /dev/zero never gets read
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -448,7 +450,8 @@ def discover(paths: list[str | Path]) -> list[Path]:
             if not found:
                 raise ScenarioError("directory holds no scenario file (*.toml)", source=str(p))
             files.extend(found)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
+            check_scenario_file(p)
             files.append(p)
         else:
             raise ScenarioError("no such file or directory", source=str(p))
