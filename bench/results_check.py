@@ -11,6 +11,7 @@ range, unique case ids, names that stay one file name, timing samples that agree
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
 import types
@@ -22,7 +23,8 @@ from bench.records import VERDICTS, Outcome, Results, StepRecord, TimingStats
 
 OLDEST_SCHEMA_VERSION = 1  # the oldest results schema this version reads
 STEP_STATUSES = ("pass", "fail", "xfail", "xpass", "error", "not_run", "skip")
-OUTCOME_STATUSES = ("pass", "fail", "xfail", "xpass")
+# error: the check itself could not be made (the reference could not be built)
+OUTCOME_STATUSES = ("pass", "fail", "xfail", "xpass", "error")
 MAX_DEPTH = 32  # free-form values (a step's args, a worker block) nested deeper than this are refused
 # A scenario name as the loader accepts it; a case id is that name with its parameters in brackets. Neither
 # may hold a path separator or start with a dot, so that a file named after it stays in its folder.
@@ -113,6 +115,11 @@ def build(tp: Any, value: Any, where: str = "", depth: int = 0) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ResultsInvalid(where, f"expected a string, got {json_kind(value)}")
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # e.g. Verdict: a string from a fixed vocabulary
+        if not isinstance(value, str):
+            raise ResultsInvalid(where, f"expected a string, got {json_kind(value)}")
+        _one_of(value, tuple(m.value for m in tp), where, tp.__name__.lower())
         return value
     raise ResultsInvalid(where, f"cannot check a field of type {tp!r}")  # a record type this module misses
 
