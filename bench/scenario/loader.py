@@ -133,6 +133,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         allow_pickle=allow_pickle,
     )
     _check_order(scenario)
+    _check_count_expectations_compiled(scenario)
     return scenario
 
 
@@ -323,9 +324,12 @@ def _expectations(t: Table) -> Expectations:
         if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
             raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
         try:
-            return Comparison.parse(raw)
+            cmp = Comparison.parse(raw)
         except ValueError as exc:
             raise t.error(key, str(exc)) from None
+        if (why := cmp.satisfiable()) is not None:
+            raise t.error(key, why)
+        return cmp
 
     e = Expectations(
         recompiles=comparison("recompiles"),
@@ -366,9 +370,12 @@ def _scenario_expect(t: Table) -> ScenarioExpectations:
         if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
             raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
         try:
-            return Comparison.parse(raw)
+            cmp = Comparison.parse(raw)
         except ValueError as exc:
             raise t.error(key, str(exc)) from None
+        if (why := cmp.satisfiable()) is not None:
+            raise t.error(key, why)
+        return cmp
 
     total_recompiles = comparison("total_recompiles")
     total_graph_breaks = comparison("total_graph_breaks")
@@ -409,6 +416,24 @@ def _check_order(s: Scenario) -> None:
             _check_known_failure(s, step, kf)
     for kf in s.expect.known_failures:
         _check_known_failure(s, None, kf)
+
+
+def _check_count_expectations_compiled(s: Scenario) -> None:
+    """A recompile or graph-break expectation on a step before the compile step (or with none) is judged on
+    an eager model, where no count exists: it could only be 'not evaluated', so it is refused here."""
+    compile_at = next((st.index for st in s.steps if st.op == "compile"), None)
+    for step in s.steps:
+        if compile_at is not None and step.index >= compile_at:
+            return
+        for key in ("recompiles", "graph_breaks"):
+            if getattr(step.expect, key) is not None:
+                where = f"step {compile_at}" if compile_at else "no step: the scenario has no compile step"
+                raise ScenarioError(
+                    f"expect.{key} on a step before the model is compiled (compiled at {where}): "
+                    "nothing can be counted there",
+                    source=s.source_file,
+                    field=step.label,
+                )
 
 
 def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> None:
