@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.cases import Case
+from bench.errors import BenchInputError
 from bench.judge.verdict import case_verdict
 from bench.ops import OPS, STATE_OPS
 from bench.ops.base import PRETRAINED_SLOT
@@ -353,7 +354,9 @@ def _gather_evidence(
                 output = oracle.check_logits(state, run.first_output)
             try:
                 agreement = math_oracle.check(state, oracle.logits(state))
-            except MathOracleError as exc:  # a state the math cannot express (said, never a pass)
+            except (MathOracleError, BenchInputError) as exc:
+                # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
+                # note; the library reference's check above still decides matches_reference.
                 notes.append(f"math oracle not applied: {exc}")
     except Exception as exc:
         if is_out_of_memory(exc):
