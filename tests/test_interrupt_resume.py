@@ -329,7 +329,9 @@ def _results_with(tmp_path: Path, scenario_file: Path, case_id: str) -> Path:
     params = {"precision": "fp32", "compile": "none", "hotswap_path": "transformers"}
     case = CaseResult(case_id, "first", str(scenario_file), params, "not_run", "pending")
     folder = tmp_path / "run"
-    save(folder, Results(1, "0", "now", collect(), ("first",), (case,)))
+    from bench import __version__
+
+    save(folder, Results(1, __version__, "now", collect(), ("first",), (case,)))
     return folder
 
 
@@ -348,7 +350,7 @@ def _bad_resume(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         return ["run", "--resume", str(run)], "not a peft-bench results file"
     if kind == "newer schema":
         (run / RESULTS_FILE).write_text('{"schema_version": 999, "cases": []}')
-        return ["run", "--resume", str(run)], "results schema version 999 is newer than this peft-bench"
+        return ["run", "--resume", str(run)], "schema_version: 999 is newer than this peft-bench"
     if kind == "scenario changed":
         folder = _results_with(tmp_path, scenario, "first[fp32-inductor]")
         return ["run", "--resume", str(folder)], "are no longer in its scenario files (first[fp32-inductor])"
@@ -357,7 +359,7 @@ def _bad_resume(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         return ["run", "--resume", str(folder)], "deleted.toml: no such file or directory"
     if kind == "resume with paths":
         folder = _results_with(tmp_path, scenario, "first[fp32-none]")
-        return ["run", str(scenario), "--resume", str(folder)], "drop the paths and --shard"
+        return ["run", str(scenario), "--resume", str(folder)], "drop the paths, --shard and --tag"
     if kind == "resume with another out":
         folder = _results_with(tmp_path, scenario, "first[fp32-none]")
         return ["run", "--resume", str(folder), "--out", str(tmp_path / "x")], "drop --out"
