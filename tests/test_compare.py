@@ -250,3 +250,9 @@ def test_comparing_a_run_with_itself_finds_nothing():
         "footprint_bytes",
         "switch_ms",
     } <= metrics
+
+
+def test_zero_timing_samples_are_not_compared_instead_of_dividing_by_zero():
+    """Found by the results-file fuzz test: a baseline of 0 ms samples made compare divide by zero."""
+    f = judge_samples(DEFAULT_POLICY["latency_ms"], KEY, [0.0] * 6, BASE)
+    assert f.status == "not_compared" and "0 ms" in f.message

@@ -209,6 +209,18 @@ def judge_samples(
             f"fewer than {MIN_SAMPLES} samples (baseline {len(base)}, current {len(cur)}): no test possible",
             n=(len(base), len(cur)),
         )
+    refs = [*(base_ref or ()), *(cur_ref or ())]
+    if min(base) <= 0 or min(cur) <= 0 or (refs and min(refs) <= 0):
+        # A time of zero or less is no measurement (a hand-edited or corrupted file): no ratio exists.
+        return _finding(
+            p,
+            key,
+            None,
+            None,
+            "not_compared",
+            "a timing sample of 0 ms or less: no ratio possible",
+            n=(len(base), len(cur)),
+        )
     floor_b, floor_c = min(base), min(cur)
     if base_ref is not None and cur_ref is not None:
         med_ref_b, med_ref_c = statistics.median(base_ref), statistics.median(cur_ref)
