@@ -32,6 +32,11 @@ class StepRun:
     first_call_after_compile: bool = False
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception as one bounded line: its class and message, whitespace collapsed."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What the step's output was checked against (bench.worker.execute gathers it)."""
@@ -61,11 +66,7 @@ def decide(
     kf = step.known_failures
     outcomes: list[Outcome] = []
     e = step.expect
-    err_text = (
-        f"{type(run.op_error).__name__}: {' '.join(str(run.op_error).split())[:600]}"
-        if run.op_error
-        else None
-    )
+    err_text = error_text(run.op_error) if run.op_error else None
 
     if e.raises is not None:
         names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []

@@ -32,6 +32,7 @@ from bench.worker.decide import (
     Evidence,
     StepRun,
     decide,
+    error_text,
     not_run_record,
     scenario_outcomes,
     skipped_compile,
@@ -362,7 +363,7 @@ def _gather_evidence(
         if is_out_of_memory(exc):
             raise  # a fault of the run: the case's error
         # The oracle failed, not the subject: its own outcome (bench.worker.decide), never blamed on the op.
-        reference_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
+        reference_error = error_text(exc)
     effects = []
     moved_bytes = floor = None
     if step.op in ("load_adapter", "load_pretrained") and run.op_error is None and reference_error is None:
@@ -371,7 +372,7 @@ def _gather_evidence(
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
-            reference_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
+            reference_error = error_text(exc)
         moved_bytes = adapter_bytes.get(step.adapter)
         if moved_bytes:
             floor = copy_floor_ms(moved_bytes, subject.device, clock)
