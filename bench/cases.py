@@ -18,16 +18,33 @@ class Case:
     precision: str
     compile: CompileSetting
     hotswap_path: str
+    strategy: str = ""  # serving scenarios: the serve step's switching strategy; "" elsewhere
 
     @property
     def params(self) -> dict[str, str]:
-        return {"precision": self.precision, "compile": self.compile.label, "hotswap_path": self.hotswap_path}
+        params = {
+            "precision": self.precision,
+            "compile": self.compile.label,
+            "hotswap_path": self.hotswap_path,
+        }
+        if self.strategy:
+            params["strategy"] = self.strategy
+        return params
+
+    @property
+    def uses_hotswap_path(self) -> bool:
+        """Only the hotswap strategy (or a scenario that is not a serving one) depends on the path."""
+        return self.strategy in ("", "hotswap")
 
     @property
     def id(self) -> str:
         # Only axes with more than one value, plus precision and compile which every reader wants to see.
         parts = [self.precision, self.compile.label]
-        if len(self.scenario.matrix.hotswap_path) > 1 or self.hotswap_path != DEFAULT_HOTSWAP_PATH:
+        if self.strategy:
+            parts.append(self.strategy)
+        if self.uses_hotswap_path and (
+            len(self.scenario.matrix.hotswap_path) > 1 or self.hotswap_path != DEFAULT_HOTSWAP_PATH
+        ):
             parts.append(self.hotswap_path)
         return f"{self.scenario.name}[{'-'.join(parts)}]"
 
@@ -59,8 +76,15 @@ def selection_size(scenarios: list[Scenario]) -> int:
     total = 0
     for s in scenarios:
         m = s.matrix
-        total += len(m.precision) * len(m.compile) * len(m.hotswap_path)
+        total += len(m.precision) * len(m.compile) * _path_strategy_cells(m)
     return total
+
+
+def _path_strategy_cells(m) -> int:
+    """hotswap_path x strategy cells: strategies other than hotswap do not depend on the path (one cell each)."""
+    if not m.strategy:
+        return len(m.hotswap_path)
+    return sum(len(m.hotswap_path) if st == "hotswap" else 1 for st in m.strategy)
 
 
 def check_selection_size(scenarios: list[Scenario], max_cases: int) -> None:
@@ -77,9 +101,14 @@ def check_selection_size(scenarios: list[Scenario], max_cases: int) -> None:
 
 def expand(scenario: Scenario) -> list[Case]:
     m = scenario.matrix
+    cells = [
+        (h, st)
+        for st in (m.strategy or ("",))
+        for h in (m.hotswap_path if st in ("", "hotswap") else m.hotswap_path[:1])
+    ]
     return [
-        Case(scenario=scenario, precision=p, compile=c, hotswap_path=h)
-        for p, c, h in itertools.product(m.precision, m.compile, m.hotswap_path)
+        Case(scenario=scenario, precision=p, compile=c, hotswap_path=h, strategy=st)
+        for p, c, (h, st) in itertools.product(m.precision, m.compile, cells)
     ]
 
 

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="run only scenarios carrying this tag (repeatable: every tag given must be present)",
     )
+    _keyword_option(run)
     run.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
     ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
+    _keyword_option(ls)
     _max_cases_option(ls)
 
     # Commands that work on results files live in their own modules: each has register(sub) and run(args).
@@ -158,7 +160,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _select(paths: list[str], shard: str | None, max_cases: int, tags: list[str] = ()):
+def _keyword_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-k",
+        dest="keyword",
+        action="append",
+        default=[],
+        help="run only cases whose id contains this text (repeatable: any of them), e.g. -k side_by_side",
+    )
+
+
+def _select(
+    paths: list[str], shard: str | None, max_cases: int, tags: list[str] = (), keywords: list[str] = ()
+):
     from bench.cases import Shard, check_selection_size, expand_all
     from bench.ci import select_tags
     from bench.scenario import load_scenarios
@@ -166,6 +180,10 @@ def _select(paths: list[str], shard: str | None, max_cases: int, tags: list[str]
     scenarios = load_scenarios(paths)
     check_selection_size(scenarios, max_cases)  # from the axes' lengths, before expanding the product
     cases = select_tags(expand_all(scenarios), list(tags))
+    if keywords:
+        cases = [c for c in cases if any(k in c.id for k in keywords)]
+        if not cases:
+            raise BenchInputError(f"-k {' '.join(keywords)}: no case id contains any of these")
     if shard:
         text = _shard_text(shard)
         cases = Shard.parse(text).select(cases)
@@ -184,7 +202,7 @@ def _shard_text(shard: str) -> str:
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in _select(args.paths, args.shard, args.max_cases, args.tag):
+        for case in _select(args.paths, args.shard, args.max_cases, args.tag, args.keyword):
             print(case.id)
         return 0
     if args.command == "run":
@@ -213,9 +231,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).
-        if args.paths or args.shard or args.tag:
+        if args.paths or args.shard or args.tag or args.keyword:
             raise BenchInputError(
-                "--resume runs the selection of the run it resumes; drop the paths, --shard and --tag"
+                "--resume runs the selection of the run it resumes; drop the paths, --shard, --tag and -k"
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
@@ -224,7 +242,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
     else:
-        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag)
+        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword)
         if not selection and args.tag:
             raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
         shard = _shard_text(args.shard) if args.shard else None

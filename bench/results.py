@@ -63,6 +63,7 @@ ROW_FIELDS = (
     "precision",
     "compile",
     "hotswap_path",
+    "strategy",
     "verdict",
     "step",
     "op",
@@ -115,6 +116,16 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
         yield f"adapter_effect_max_abs[{eff.adapter}]", eff.max_abs_effect, "abs"
     yield "adapter_bytes", step.adapter_bytes, "bytes"
     yield "copy_floor_ms", step.copy_floor_ms, "ms"
+    if step.serving is not None and step.serving.figures is not None:
+        import dataclasses
+
+        for f in dataclasses.fields(step.serving.figures):
+            name = f.name
+            unit = (
+                "ms" if "_ms" in name else "bytes" if "bytes" in name else "s" if name.endswith("_s") else ""
+            )
+            unit = "per s" if name in ("throughput_rps", "tokens_per_s") else unit or "count"
+            yield f"serving_{name}", getattr(step.serving.figures, name), unit
 
 
 def rows(results: Results) -> Iterator[dict[str, Any]]:
@@ -122,7 +133,7 @@ def rows(results: Results) -> Iterator[dict[str, Any]]:
         base = {
             "case_id": case.case_id,
             "scenario": case.scenario,
-            **{k: case.params.get(k) for k in ("precision", "compile", "hotswap_path")},
+            **{k: case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")},
             "verdict": case.verdict,
         }
         for step in case.steps:

@@ -23,6 +23,9 @@ RECORDS = (
     "Outcome",
     "TrainStats",
     "RepeatStats",
+    "ServingRecord",
+    "ServingFigures",
+    "RequestRecord",
 )
 
 

@@ -29,6 +29,8 @@ class ParseContext:
 
     adapters: dict[str, AdapterSpec]
     saved: set[str] = field(default_factory=set)
+    # [adapters.NAME] with `count`: a generated family; NAME stands for its members (NAME0, NAME1, ...).
+    families: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def known(self, key: str) -> bool:
         return key in self.adapters or key in self.saved
@@ -63,6 +65,8 @@ class Op:
     measures: ClassVar[bool] = False
     # The op compiles the model: the executor then requires the next model call to compile a frame.
     compiles: ClassVar[bool] = False
+    # The op makes its own model calls and keeps their responses (serve): the executor checks each of them.
+    checks_responses: ClassVar[bool] = False
 
     # Expectations only this op decides, beyond the ones every op can (see `produces`).
     own_expectations: ClassVar[frozenset[str]] = frozenset()

@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 
 from bench.records import Results
-from bench.report import data, plots, sections, training
+from bench.report import data, plots, sections, serving, training
 from bench.report.repro import Repro
 from bench.summary import verdict_counts
 
@@ -139,6 +139,7 @@ def render(
         if no_figures
         else {
             "latency": plots.latency_plot(data.latency_rows(results)),
+            "serving": serving.serving_plot(serving.serving_rows(results)),
             "switch": plots.switch_plot(data.switch_rows(results)),
             "training": plots.training_plot(training.train_rows(results)),
             "memory": plots.memory_plot(data.memory_rows(results)),

@@ -307,8 +307,11 @@ def recompiles(results: Results) -> Section:
 
 def all_sections(results: Results) -> list[Section]:
     """In report order, after the environment, the verdicts and the failures."""
+    from bench.report import serving
+
     return [
         latency(results),
+        serving.section(results),
         switch(results),
         train(results),
         memory(results),

@@ -6,6 +6,7 @@ Nothing in a scenario file is evaluated as code: values are read as data and che
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -24,6 +25,7 @@ from bench.scenario.schema import (
     HOTSWAP_PATHS,
     MATRIX_AXES,
     PRECISIONS,
+    SERVING_STRATEGIES,
     WORKLOAD_KINDS,
     AdapterSpec,
     Comparison,
@@ -105,11 +107,11 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     matrix = _matrix(top.sub("matrix", {}), default_path)
     workload = _workload(top.sub("workload", {}))
     timing = _timing(top.sub("timing", {}))
-    adapters = _adapters(top.sub("adapters", {}))
+    adapters, families = _adapters(top.sub("adapters", {}))
     steps_raw = top.get("steps", list)
     if not steps_raw:
         raise top.error("steps", "a scenario needs at least one step")
-    ctx = ParseContext(adapters=adapters)
+    ctx = ParseContext(adapters=adapters, families=families)
     steps = tuple(_step(Table(s, f"steps[{i}]", source), i, ctx) for i, s in enumerate(steps_raw, 1))
     expect = _scenario_expect(top.sub("expect", {}))
     quant = _quantization(top.sub("quantization", {}))
@@ -132,6 +134,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
+    scenario = _check_serving(scenario)
     _check_order(scenario)
     _check_count_expectations_compiled(scenario)
     return scenario
@@ -158,15 +161,29 @@ def _matrix(t: Table, default_path: str | None) -> Matrix:
                 f"hotswap_path[{i}]",
                 f"unknown hotswap path {p!r}{did_you_mean(p, HOTSWAP_PATHS)}; allowed: {', '.join(HOTSWAP_PATHS)}",
             )
+    strategies = t.str_list("strategy", ())
+    for i, st in enumerate(strategies):
+        if st not in SERVING_STRATEGIES:
+            raise t.error(
+                f"strategy[{i}]",
+                f"unknown strategy {st!r}{did_you_mean(st, SERVING_STRATEGIES)}; allowed: {', '.join(SERVING_STRATEGIES)}",
+            )
+    if "strategy" in t.data and not strategies:
+        raise t.error("strategy", "empty axis: the matrix would have no case")
     t.finish()
-    for axis, values in (("precision", precision), ("compile", compile_settings), ("hotswap_path", paths)):
+    for axis, values in (
+        ("precision", precision),
+        ("compile", compile_settings),
+        ("hotswap_path", paths),
+        ("strategy", strategies or ("-",)),
+    ):
         if not values:
             raise t.error(axis, "empty axis: the matrix would have no case")
         labels = [v.label if isinstance(v, CompileSetting) else v for v in values]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise t.error(axis, f"duplicate value(s): {', '.join(dupes)}")
-    return Matrix(precision=precision, compile=compile_settings, hotswap_path=paths)
+    return Matrix(precision=precision, compile=compile_settings, hotswap_path=paths, strategy=strategies)
 
 
 def _compile_setting(t: Table, i: int, value: Any) -> CompileSetting:
@@ -230,12 +247,21 @@ def _timing(t: Table) -> TimingPolicy:
     return TimingPolicy(warmup=warmup, min_rounds=min_rounds, min_time_s=min_time_s, max_rounds=max_rounds)
 
 
-def _adapters(t: Table) -> dict[str, AdapterSpec]:
+def _adapters(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[str, ...]]]:
     out: dict[str, AdapterSpec] = {}
+    families: dict[str, tuple[str, ...]] = {}
     for key in t.data:
         t.used.add(key)
         checked_name(t, key, key)
         a = t.sub(key)
+        if "count" in a.data:
+            members = _family(a, key)
+            for spec in members:
+                if spec.key in t.data or spec.key in out:
+                    raise a.error("count", f"family member {spec.key!r} clashes with another adapter's key")
+                out[spec.key] = spec
+            families[key] = tuple(m.key for m in members)
+            continue
         path = a.get("path", str, None)
         if path is not None:
             a.finish()  # a saved adapter carries its own config: no spec fields beside the path
@@ -269,7 +295,45 @@ def _adapters(t: Table) -> dict[str, AdapterSpec]:
             raise a.error("lora_dropout", f"must be in [0, 1), got {spec.lora_dropout}")
         a.finish()
         out[key] = spec
-    return out
+    return out, families
+
+
+# A family's size is bounded: each member is a built, saved and loaded adapter.
+MAX_FAMILY = 256
+
+
+def _family(a: Table, key: str) -> list[AdapterSpec]:
+    """[adapters.NAME] with `count`: NAME0 .. NAME{count-1}, ranks and alphas taken in turn, seeds seed + i."""
+    count = a.int_in("count", None, 1, MAX_FAMILY)
+    ranks = a.get("ranks", list, [8])
+    alphas = a.get("alphas", list, None)
+    for field_name, values in (("ranks", ranks), ("alphas", alphas or [1])):
+        if not values:
+            raise a.error(field_name, "needs at least one value")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1e6:
+                raise a.error(f"{field_name}[{i}]", f"expected a positive number, got {short(v)}")
+    for i, r in enumerate(ranks):
+        if not isinstance(r, int) or not 1 <= r <= MAX_RANK:
+            raise a.error(f"ranks[{i}]", f"must be an integer between 1 and {MAX_RANK}, got {short(r)}")
+    targets = a.str_list("targets", ("q_proj", "v_proj"))
+    if not targets:
+        raise a.error("targets", "needs at least one target module")
+    seed = a.int_in("seed", 0, 0, 2**31 - 1 - MAX_FAMILY)
+    init_std = a.get("init_std", float, 0.05)
+    if not 0 < init_std <= 10:
+        raise a.error("init_std", f"must be in (0, 10], got {init_std}")
+    a.finish()
+    members = []
+    for i in range(count):
+        rank = ranks[i % len(ranks)]
+        alpha = float(alphas[i % len(alphas)]) if alphas else float(2 * rank)
+        members.append(
+            AdapterSpec(
+                key=f"{key}{i}", rank=rank, alpha=alpha, targets=targets, seed=seed + i, init_std=init_std
+            )
+        )
+    return members
 
 
 def _pattern(t: Table, key: str, kind: type) -> tuple[tuple[str, Any], ...]:
@@ -336,6 +400,8 @@ def _expectations(t: Table) -> Expectations:
         graph_breaks=comparison("graph_breaks"),
         matches_reference=t.get("matches_reference", bool, None),
         raises=t.get("raises", str, None),
+        wrong_responses=comparison("wrong_responses"),
+        recompiles_after_warmup=comparison("recompiles_after_warmup"),
     )
     if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
@@ -418,6 +484,36 @@ def _check_order(s: Scenario) -> None:
         _check_known_failure(s, None, kf)
 
 
+def _check_serving(s: Scenario) -> Scenario:
+    """A serve step sets the model up itself for each strategy: it is the scenario's only step, and the
+    strategy axis belongs to it (all strategies when the matrix names none)."""
+    serves = [st for st in s.steps if st.op == "serve"]
+    if not serves:
+        if s.matrix.strategy:
+            raise ScenarioError(
+                "the strategy axis needs a serve step", source=s.source_file, field="matrix.strategy"
+            )
+        for step in s.steps:
+            for key in ("wrong_responses", "recompiles_after_warmup"):
+                if getattr(step.expect, key) is not None:
+                    raise ScenarioError(
+                        f"expect.{key}: only a serve step decides it",
+                        source=s.source_file,
+                        field=step.label,
+                    )
+        return s
+    if len(s.steps) > 1:
+        raise ScenarioError(
+            "a serve step is the scenario's only step: each strategy loads its adapters and compiles itself "
+            "(put other steps in another scenario)",
+            source=s.source_file,
+            field=serves[0].label,
+        )
+    if s.matrix.strategy:
+        return s
+    return dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
+
+
 def _check_count_expectations_compiled(s: Scenario) -> None:
     """A recompile or graph-break expectation on a step before the compile step (or with none) is judged on
     an eager model, where no count exists: it could only be 'not evaluated', so it is refused here."""
@@ -450,6 +546,7 @@ def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> No
         "precision": s.matrix.precision,
         "compile": tuple(c.label for c in s.matrix.compile),
         "hotswap_path": s.matrix.hotswap_path,
+        "strategy": s.matrix.strategy,
     }
     for axis, values in kf.when:
         for v in values:

@@ -12,7 +12,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 HOTSWAP_PATHS = ("transformers", "peft")
 DEFAULT_HOTSWAP_PATH = HOTSWAP_PATHS[0]  # case ids name the path only when it is not this one
 WORKLOAD_KINDS = ("forward", "generate")
-MATRIX_AXES = ("precision", "compile", "hotswap_path")
+MATRIX_AXES = ("precision", "compile", "hotswap_path", "strategy")
+# How a serve step switches between adapters (bench/serving/strategies.py); a matrix axis of serving scenarios.
+SERVING_STRATEGIES = ("hotswap", "side_by_side", "reload", "mixed_batch")
+POPULARITIES = ("uniform", "zipf")
+ARRIVALS = ("closed", "poisson")
 
 # Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
 # declare `raises`; "adapter_effect" is implicit on every step that loads or adds adapter weights from a file.
@@ -27,6 +31,8 @@ EXPECTATIONS = (
     "loss_decreases",  # implicit on train steps
     "oracles_agree",  # implicit with every reference check: the library's reference agrees with the math
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
+    "wrong_responses",  # serve: responses that differ from their adapter's fresh reference (implicit "== 0")
+    "recompiles_after_warmup",  # serve: recompiles once every adapter in play has been served once
 )
 
 _COMPARATORS = {
@@ -179,6 +185,27 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
+class ServeSpec:
+    """A serve step: a seeded request stream over several adapters (docs/serving.md)."""
+
+    adapters: tuple[str, ...]  # adapter keys, in popularity order (a family expands to its members)
+    requests: int = 64
+    popularity: str = "uniform"  # "uniform" | "zipf": adapter i drawn with weight 1 / (i + 1) ** zipf_s
+    zipf_s: float = 1.1
+    arrival: str = "closed"  # "closed": `concurrency` clients back to back | "poisson": open loop at rate_rps
+    rate_rps: float | None = None
+    concurrency: int = 1
+    prompts: int = 8  # distinct prompts the requests draw from (seq_len tokens each, from the workload)
+    batch_size: int = 4  # mixed_batch: requests of different adapters in one batch
+    max_wait_ms: float = 10.0  # mixed_batch: how long a batch waits to fill once its first request is queued
+    warmup_requests: int = 1  # besides each adapter's first request, the first N requests are warm-up
+    check_per_adapter: int | None = (
+        None  # None: every response is checked; k: a seeded sample of k per adapter
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class KnownFailure:
     """An expectation a released library is known to break, like pytest's strict xfail.
 
@@ -199,6 +226,8 @@ class Expectations:
     graph_breaks: Comparison | None = None
     matches_reference: bool | None = None
     raises: str | None = None
+    wrong_responses: Comparison | None = None  # serve steps
+    recompiles_after_warmup: Comparison | None = None  # serve steps
 
     @property
     def strict(self) -> bool:
@@ -225,6 +254,7 @@ class Step:
     mode: str | None = None
     count: int | None = None
     cycle: tuple[str, ...] = ()  # adapter keys used in turn
+    serve: ServeSpec | None = None
     expect: Expectations = field(default_factory=Expectations)
     known_failures: tuple[KnownFailure, ...] = ()
 
@@ -238,6 +268,7 @@ class Matrix:
     precision: tuple[str, ...] = ("fp32",)
     compile: tuple[CompileSetting, ...] = (CompileSetting("aot_eager"),)
     hotswap_path: tuple[str, ...] = (DEFAULT_HOTSWAP_PATH,)
+    strategy: tuple[str, ...] = ()  # serving scenarios only: how the serve step switches adapters
 
 
 @dataclass(frozen=True)

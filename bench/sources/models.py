@@ -87,6 +87,48 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
         ),
         "targets": ["c_attn", "c_proj", "c_fc"],
     },
+    # Shaped like real small checkpoints (their published configs; random seeded weights, no download), for
+    # serving figures at realistic sizes. 135M parameters (about 540 MB in fp32) and 494M (about 2 GB).
+    "smollm2-135m-shape": {
+        "config_class": "LlamaConfig",
+        "model_class": "LlamaForCausalLM",
+        "config": dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            rope_theta=100000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    "qwen2.5-0.5b-shape": {
+        "config_class": "Qwen2Config",
+        "model_class": "Qwen2ForCausalLM",
+        "config": dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
 }
 BUILTIN_SEED = 1234
 

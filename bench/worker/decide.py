@@ -11,8 +11,16 @@ from bench.cases import Case
 from bench.judge.verdict import find_known, outcome, step_status
 from bench.ops import OPS
 from bench.ops.state import AdapterState
-from bench.records import AdapterEffect, OracleAgreement, Outcome, OutputCheck, StepRecord
-from bench.scenario.schema import Step
+from bench.records import (
+    AdapterEffect,
+    OracleAgreement,
+    Outcome,
+    OutputCheck,
+    ServingRecord,
+    StepRecord,
+    TimingStats,
+)
+from bench.scenario.schema import Comparison, Step
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Evidence:
     # Building the reference raised: the step cannot be judged, and the fault is the oracle's, not the op's.
     reference_error: str | None = None
     oracle_agreement: OracleAgreement | None = None  # the library's reference against the math oracle
+    serving: ServingRecord | None = None  # a serve step: every request, checked, and the figures
 
 
 def decide(
@@ -220,6 +229,9 @@ def decide(
             )
         )
 
+    if evidence.serving is not None:
+        outcomes.extend(serving_outcomes(params, step, evidence.serving, run.compiled))
+
     notes = list(run.notes) + list(evidence.notes)
     if run.recompile_errors:
         notes.append(
@@ -234,7 +246,7 @@ def decide(
         strict=strict,
         op_time_ms=run.op_time_ms,
         first_call_ms=run.first_call_ms,
-        timing=run.timing,
+        timing=run.timing if run.timing is not None else serving_timing(evidence.serving),
         compile=comp,
         memory=mem,
         output=output,
@@ -247,7 +259,72 @@ def decide(
         copy_floor_ms=evidence.copy_floor_ms,
         train=train_stats,
         repeat=repeat_stats,
+        serving=evidence.serving,
     )
+
+
+def serving_timing(serving: ServingRecord | None) -> TimingStats | None:
+    """A serve step's per-request latencies as its timing: what the gate compares between runs."""
+    if serving is None or not serving.requests:
+        return None
+    return TimingStats.from_samples([r.latency_ms for r in serving.requests])
+
+
+def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, compiled: bool) -> list[Outcome]:
+    """wrong_responses (implicit == 0), recompiles_after_warmup (when expected), oracles_agree per adapter."""
+    kf = step.known_failures
+    e = step.expect
+    out = []
+    if sv.figures is not None:
+        wanted = e.wrong_responses or Comparison("==", 0)
+        wrong = [r for r in sv.requests if r.matches is False]
+        listed = ", ".join(
+            f"request {r.id} ({r.adapter}"
+            + (f", {r.mismatched_tokens} tokens differ" if r.mismatched_tokens else "")
+            + (f", max abs diff {r.max_abs_diff:.3g})" if r.max_abs_diff is not None else ")")
+            for r in wrong[:8]
+        )
+        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        out.append(
+            outcome(
+                "wrong_responses",
+                str(wanted),
+                str(len(wrong)),
+                wanted.holds(len(wrong)),
+                f"{len(wrong)} of {sv.figures.checked_responses} checked responses differ from their adapter's "
+                f"fresh reference: {listed}{more}",
+                find_known(kf, "wrong_responses", params),
+            )
+        )
+        if e.recompiles_after_warmup is not None and compiled:
+            n = sv.figures.recompiles_after_warmup
+            out.append(
+                outcome(
+                    "recompiles_after_warmup",
+                    str(e.recompiles_after_warmup),
+                    str(n),
+                    e.recompiles_after_warmup.holds(n),
+                    f"{n} recompile(s) after warm-up, expected {e.recompiles_after_warmup} (first at request "
+                    f"{next((r.id for r in sv.requests if not r.warmup and r.recompiles), '-')})",
+                    find_known(kf, "recompiles_after_warmup", params),
+                )
+            )
+    if sv.oracle_agreement:
+        bad = {k: a for k, a in sv.oracle_agreement.items() if not a.agree}
+        worst = max((a.max_abs_diff or 0.0) for a in sv.oracle_agreement.values())
+        out.append(
+            outcome(
+                "oracles_agree",
+                "every adapter",
+                f"{len(sv.oracle_agreement) - len(bad)} of {len(sv.oracle_agreement)} agree",
+                not bad,
+                "the library's reference disagrees with the math for "
+                + ", ".join(f"{k} (max abs diff {a.max_abs_diff})" for k, a in sorted(bad.items()))
+                + f"; worst {worst:.3g}",
+                find_known(kf, "oracles_agree", params),
+            )
+        )
+    return out
 
 
 def unmeasured(step: Step, status: str, note: str) -> StepRecord:

@@ -182,6 +182,7 @@ def _run_case(
         inputs=inputs,
         compile_setting=case.compile,
         hotswap_path=case.hotswap_path,
+        strategy=case.strategy,
         precision=case.precision,
         quant=s.quantization,
         work_dir=work_dir,
@@ -243,7 +244,13 @@ def _run_case(
 def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, timing):
     """Apply the op and make the step's model calls, inside the memory and compile probes."""
     run = StepRun()
-    run.compiled = subject.compiled is not None or subject.generate_compiled or step.op == "compile"
+    op = OPS[step.op]
+    run.compiled = (
+        subject.compiled is not None
+        or subject.generate_compiled
+        or op.compiles
+        or (op.checks_responses and subject.compile_setting.enabled)  # serve compiles inside its setup
+    )
     strict = step.expect.strict and run.compiled
     # After train no file holds the weights: there is no reference to check against until save_adapter.
     calls_model = OPS[step.op].checks_output
@@ -254,8 +261,10 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
             if is_out_of_memory(exc):
                 raise  # a fault of the run, not the library's answer: the case's error (see worker main)
             run.op_error = exc
-        if run.op_error is None and OPS[step.op].compiles:
+        if run.op_error is None and op.compiles:
             subject.compile_unverified = True  # set here, not by the op: a broken op cannot skip the check
+        # serve compiles in its setup and makes its own calls: its stream must have compiled a frame.
+        run.first_call_after_compile = op.checks_responses and run.compiled
         if run.op_error is None and step.op in STATE_OPS:
             flipped = _freeze_adapter_grads(subject.model)
             if flipped:
@@ -340,6 +349,8 @@ def _gather_evidence(
     """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
     copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
     oracle, math_oracle = oracles
+    if OPS[step.op].checks_responses:
+        return _serving_evidence(run, oracle, math_oracle, subject)
     notes: list[str] = []
     output = agreement = None
     reference_error = None
@@ -385,3 +396,20 @@ def _gather_evidence(
         reference_error=reference_error,
         oracle_agreement=agreement,
     )
+
+
+def _serving_evidence(
+    run: StepRun, oracle: ReferenceOracle, math_oracle: MathOracle, subject: Subject
+) -> Evidence:
+    """A serve step: its responses against fresh references, per request (bench.serving.evidence)."""
+    from bench.serving.evidence import serving_record, serving_run_of
+
+    served = serving_run_of(run.op_result, run.op_error)
+    if served is None:
+        return Evidence()
+    try:
+        return Evidence(serving=serving_record(served, oracle, math_oracle, subject))
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        return Evidence(reference_error=error_text(exc))

@@ -31,6 +31,7 @@ class Subject:
     allow_pickle: bool = False
     work_dir: Path | None = None  # where save_adapter writes
     clock: Any = None
+    strategy: str = ""  # serve steps: the case's switching strategy (bench/serving/strategies.py)
 
     @property
     def path(self) -> HotswapPath:

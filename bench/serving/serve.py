@@ -1,0 +1,200 @@
+"""Replaying one stream with one strategy on the subject: the measured part of a serve step.
+
+Setup (loading, compiling) is timed apart from the stream. Each batch is timed as its switch and its model
+call; between batches, outside the timed calls, the probes read RSS (and CUDA memory on a GPU) and dynamo's
+compile records, and the checked responses are kept for bench.serving.check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.scenario.schema import ServeSpec
+from bench.serving.replay import Served, replay
+from bench.serving.strategies import STRATEGIES, ServeContext
+from bench.serving.stream import Request, checked_ids, make_stream, prompt_pool, warmup_ids
+
+
+@dataclass(frozen=True)
+class Response:
+    logits: Any  # forward: [seq_len, vocab] of the prompt; generate: [new_tokens, vocab], one per new token
+    tokens: Any = None  # generate: the greedy new tokens
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One model call of the stream."""
+
+    index: int
+    request_ids: tuple[int, ...]
+    switched: bool
+    switch_ms: float
+    call_ms: float
+    recompiles: int
+    frame_compiles: int
+    recompile_reasons: tuple[str, ...]
+    rss_after_bytes: int | None
+    cuda_allocated_after_bytes: int | None
+
+
+@dataclass
+class ServingRun:
+    strategy: str
+    spec: ServeSpec
+    stream: tuple[Request, ...]
+    checked: frozenset[int]
+    warmup: frozenset[int]
+    prompts: Any  # [prompts, seq_len] token ids on the device
+    setup_ms: float | None = None
+    served: list[Served] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+    responses: dict[int, Response] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class ServingError(Exception):
+    """The strategy raised during setup or at one request; `partial` keeps what was served until then."""
+
+    def __init__(self, message: str, partial: ServingRun):
+        super().__init__(message)
+        self.partial = partial
+
+
+def phase(label: str) -> None:
+    """A progress line for the parent (bench.progress tails the case log): a serve step runs for minutes."""
+    from bench.exits import PHASE_MARKER
+
+    print(f"{PHASE_MARKER} {label}", flush=True)
+
+
+def run_stream(
+    subject, spec: ServeSpec, locations: dict[str, str], max_rank: int, vocab_size: int, label: str = "serve"
+) -> ServingRun:
+    from bench.worker.decide import error_text
+    from bench.worker.oom import is_out_of_memory
+
+    strategy = STRATEGIES[subject.strategy]
+    stream = make_stream(spec)
+    prompts = prompt_pool(spec, subject.workload.seq_len, vocab_size, subject.workload.seed).to(
+        subject.device
+    )
+    run = ServingRun(
+        strategy=strategy.name,
+        spec=spec,
+        stream=stream,
+        checked=checked_ids(stream, spec),
+        warmup=warmup_ids(stream, spec),
+        prompts=prompts,
+    )
+    ctx = ServeContext(
+        subject=subject,
+        locations={k: locations[k] for k in spec.adapters},
+        keys=spec.adapters,
+        first=stream[0].adapter,
+        max_rank=max_rank,
+    )
+    clock = subject.clock
+    where = "setup"
+    every = max(1, spec.requests // 10)
+    try:
+        phase(f"{label}: {strategy.name} setup")
+        run.setup_ms, _ = clock.time_ms(lambda: strategy.setup(ctx))
+        run.notes.extend(ctx.notes)
+
+        def serve(batch: list[Request]) -> float:
+            nonlocal where
+            where = f"request {batch[0].id} (adapter {batch[0].adapter})"
+            done = sum(len(b.request_ids) for b in run.batches)
+            if done // every != (done + len(batch)) // every or not run.batches:
+                phase(f"{label}: request {done + 1}/{spec.requests}")
+            return _serve_batch(run, ctx, strategy, batch)
+
+        run.served = replay(
+            stream,
+            serve,
+            concurrency=spec.concurrency,
+            batch_size=spec.batch_size if strategy.batches else 1,
+            max_wait_ms=spec.max_wait_ms,
+        )
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise ServingError(f"{strategy.name} failed at {where}: {error_text(exc)}", run) from exc
+    return run
+
+
+def _serve_batch(run: ServingRun, ctx: ServeContext, strategy, batch: list[Request]) -> float:
+    import torch
+
+    subject = ctx.subject
+    clock = subject.clock
+    keys = [r.adapter for r in batch]
+    marks = _compile_marks()
+    switch_ms, switched = clock.time_ms(lambda: strategy.activate(ctx, keys))
+    ids = run.prompts[[r.prompt for r in batch]]
+    kwargs = strategy.call_kwargs(ctx, keys)
+    call_ms, out = clock.time_ms(lambda: _call(subject, ctx.model, ids, kwargs))
+    recompiles, frames, reasons = _compile_diff(marks)
+    cuda = torch.cuda.memory_allocated() if subject.device.startswith("cuda") else None
+    from bench.probes.memory import rss_bytes
+
+    run.batches.append(
+        Batch(
+            index=len(run.batches),
+            request_ids=tuple(r.id for r in batch),
+            switched=bool(switched),
+            switch_ms=switch_ms,
+            call_ms=call_ms,
+            recompiles=recompiles,
+            frame_compiles=frames,
+            recompile_reasons=reasons,
+            rss_after_bytes=rss_bytes(),
+            cuda_allocated_after_bytes=cuda,
+        )
+    )
+    logits, tokens = out
+    for row, r in enumerate(batch):
+        if r.id in run.checked:
+            run.responses[r.id] = Response(
+                logits=logits[row].float().cpu().clone(),
+                tokens=None if tokens is None else tokens[row].cpu().clone(),
+            )
+    return switch_ms + call_ms
+
+
+def _call(subject, model, input_ids, kwargs):
+    """The model call for one batch: (logits, tokens or None)."""
+    import torch
+
+    from bench.worker.model import generate_kwargs
+
+    mask = torch.ones_like(input_ids)
+    if subject.workload.kind == "generate":
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **generate_kwargs(subject.workload, model.config.pad_token_id),
+            **kwargs,
+        )
+        return torch.stack(out.logits, dim=1), out.sequences[:, input_ids.shape[1] :]
+    fn = subject.compiled if subject.compiled is not None else model
+    return fn(input_ids=input_ids, attention_mask=mask, **kwargs).logits, None
+
+
+def _compile_marks() -> int:
+    from torch._dynamo.utils import get_compilation_metrics
+
+    return len(get_compilation_metrics())
+
+
+def _compile_diff(before: int) -> tuple[int, int, tuple[str, ...]]:
+    """Frames compiled since `before` (the step's compile probe cleared the records when it began, and its
+    buffer holds 4096, so the list only grows during the stream)."""
+    from torch._dynamo.utils import get_compilation_metrics
+
+    new = list(get_compilation_metrics())[before:]
+    reasons = tuple(" ".join(str(m.recompile_reason).split())[:300] for m in new if m.recompile_reason)
+    return len(reasons), len(new), reasons
