@@ -41,7 +41,7 @@ def test_run_writes_results_csv_and_summary(tmp_path, write_scenario, cache_root
     assert data["environment"]["libraries"]["torch"]
     assert data["parent_cpu_s"] is not None
     csv_text = (out / "results.csv").read_text()
-    assert csv_text.startswith("case_id,scenario,precision,compile,hotswap_path,verdict,step,op")
+    assert csv_text.startswith("case_id,scenario,precision,compile,hotswap_path,strategy,verdict,step,op")
     assert "latency_ms_median" in csv_text
     summary = (out / "summary.md").read_text()
     assert "| `failing[fp32-aot_eager]` | fail |" in summary
