@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.precision import Tolerance
 from bench.records import OracleAgreement
-from bench.serving.serve import Response, ServingRun
+from bench.serving.serve import Response, ServingRun, load_response
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,9 @@ def check_run(run: ServingRun, reference: ServingReference, tol: Tolerance) -> d
     """Each kept response against its adapter's reference on the same prompt."""
     by_id = {r.id: r for r in run.stream}
     out = {}
-    for rid, response in sorted(run.responses.items()):
+    for rid, path in sorted(run.responses.items()):
         req = by_id[rid]
-        out[rid] = compare(response, reference.response(req.adapter, req.prompt, run.prompts), tol)
+        out[rid] = compare(load_response(path), reference.response(req.adapter, req.prompt, run.prompts), tol)
     return out
 
 
