@@ -29,6 +29,7 @@ from bench.scenario.schema import (
     Comparison,
     CompileSetting,
     Expectations,
+    HarnessOptions,
     KnownFailure,
     Matrix,
     QuantOptions,
@@ -113,6 +114,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     steps = tuple(_step(Table(s, f"steps[{i}]", source), i, ctx) for i, s in enumerate(steps_raw, 1))
     expect = _scenario_expect(top.sub("expect", {}))
     quant = _quantization(top.sub("quantization", {}))
+    harness = _harness(top.sub("harness", {}))
     top.finish()
 
     scenario = Scenario(
@@ -126,6 +128,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         steps=steps,
         expect=expect,
         quantization=quant,
+        harness=harness,
         description=description,
         timeout_s=timeout_s,
         tags=tags,
@@ -196,6 +199,12 @@ def _quantization(t: Table) -> QuantOptions:
     )
     t.finish()
     return q
+
+
+def _harness(t: Table) -> HarnessOptions:
+    h = HarnessOptions(freeze_params=t.get("freeze_params", bool, False))
+    t.finish()
+    return h
 
 
 def _workload(t: Table) -> Workload:
@@ -407,6 +416,14 @@ def _check_order(s: Scenario) -> None:
         if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
             raise walk.fail(
                 step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
+            )
+        counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
+        if counts and not OPS[step.op].checks_output and step.expect.raises is None:
+            # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
+            raise walk.fail(
+                step,
+                f"expect.{counts[0]}: a {step.op} step makes no model call, so nothing can be counted there "
+                "(put the expectation on the next step that calls the model)",
             )
         if step.expect.recompiles is not None and not compiled_somewhere:
             raise walk.fail(

@@ -27,6 +27,8 @@ EXPECTATIONS = (
     "loss_decreases",  # implicit on train steps
     "oracles_agree",  # implicit with every reference check: the library's reference agrees with the math
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
+    "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
+    "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
 )
 
 _COMPARATORS = {
@@ -141,6 +143,18 @@ class Workload:
     seq_len: int = 16
     new_tokens: int = 8
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    """What the harness itself does between the scenario's API calls ([harness]); recorded in every result.
+
+    freeze_params: after every state op, set requires_grad=False on every parameter. transformers'
+    set_adapter (and a later load_adapter) flip requires_grad on the LoRA weights and dynamo guards on it,
+    so a user's plain sequence of calls recompiles there; the reset hides that recompile. Off by default:
+    the suite measures the flow users run unless a scenario asks for the workaround."""
+
+    freeze_params: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,6 +273,7 @@ class Scenario:
     steps: tuple[Step, ...]
     expect: ScenarioExpectations = field(default_factory=ScenarioExpectations)
     quantization: QuantOptions = field(default_factory=QuantOptions)
+    harness: HarnessOptions = field(default_factory=HarnessOptions)
     description: str = ""
     timeout_s: float = 600.0
     tags: tuple[str, ...] = ()

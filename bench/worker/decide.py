@@ -30,6 +30,10 @@ class StepRun:
     notes: list[str] = field(default_factory=list)
     # This step made the first model call after the compile step: it must have compiled at least one frame.
     first_call_after_compile: bool = False
+    last_output: Any = None  # the last timed call's output (forward / generate): the steady-state check
+    refused: bool = False  # the op raised and the step declared `raises`: a call checks nothing changed
+    call_error: str | None = None  # the model call after a refused op raised
+    called_model: bool = False  # a model call was made: only then can a recompile be counted
 
 
 def error_text(exc: BaseException) -> str:
@@ -49,6 +53,7 @@ class Evidence:
     # Building the reference raised: the step cannot be judged, and the fault is the oracle's, not the op's.
     reference_error: str | None = None
     oracle_agreement: OracleAgreement | None = None  # the library's reference against the math oracle
+    steady_output: OutputCheck | None = None  # the last timed call against the same reference
 
 
 def decide(
@@ -98,7 +103,14 @@ def decide(
         run.notes.append(
             "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
         )
-    if e.recompiles is not None and comp is not None and run.compiled:
+    elif not run.called_model and (e.recompiles or e.graph_breaks):
+        # No call, no graph to guard: a count of 0 here would be a pass that tested nothing.
+        run.notes.append(
+            "recompile and graph-break expectations not evaluated: the step made no model call"
+            + (f" ({err_text})" if err_text else "")
+        )
+    counted = run.compiled and run.called_model
+    if e.recompiles is not None and comp is not None and counted:
         held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
         why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
         outcomes.append(
@@ -123,7 +135,7 @@ def decide(
                 find_known(kf, "compile_effective", params),
             )
         )
-    if e.graph_breaks is not None and comp is not None and run.compiled:
+    if e.graph_breaks is not None and comp is not None and counted:
         outcomes.append(
             outcome(
                 "graph_breaks",
@@ -189,24 +201,8 @@ def decide(
         )
     output = evidence.output
     if output is not None and (e.raises is None or e.matches_reference is not None):
-        wanted = e.matches_reference if e.matches_reference is not None else True
-        detail = (
-            f"{output.mismatched_tokens} of the greedy tokens differ"
-            if output.kind == "tokens"
-            else f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
-            if output.max_abs_diff is not None
-            else "output shape differs from the reference"
-        )
-        outcomes.append(
-            outcome(
-                "matches_reference",
-                str(wanted).lower(),
-                str(output.matches).lower(),
-                output.matches == wanted,
-                f"output vs fresh reference ({output.reference_state}): {detail}",
-                find_known(kf, "matches_reference", params),
-            )
-        )
+        outcomes.append(_matches(params, step, "matches_reference", output, "output"))
+    outcomes += _steady_and_refusal(params, step, run, evidence)
     for eff in evidence.effects:
         outcomes.append(
             outcome(
@@ -240,6 +236,7 @@ def decide(
         output=output,
         effects=evidence.effects,
         oracle_agreement=evidence.oracle_agreement,
+        steady_output=evidence.steady_output,
         outcomes=tuple(outcomes),
         error=err_text,
         notes=tuple(notes),
@@ -248,6 +245,54 @@ def decide(
         train=train_stats,
         repeat=repeat_stats,
     )
+
+
+def _output_detail(output: OutputCheck) -> str:
+    if output.kind == "tokens":
+        return f"{output.mismatched_tokens} of the greedy tokens differ"
+    if output.max_abs_diff is None:
+        return "output shape differs from the reference"
+    return f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
+
+
+def _matches(params, step: Step, expectation: str, output: OutputCheck, what: str) -> Outcome:
+    """An output against its fresh reference: it must match, unless the step expects it not to."""
+    e = step.expect
+    wanted = e.matches_reference if e.matches_reference is not None else True
+    return outcome(
+        expectation,
+        str(wanted).lower(),
+        str(output.matches).lower(),
+        output.matches == wanted,
+        f"{what} vs fresh reference ({output.reference_state}): {_output_detail(output)}",
+        find_known(step.known_failures, expectation, params),
+    )
+
+
+def _steady_and_refusal(params, step: Step, run: StepRun, evidence: Evidence) -> list[Outcome]:
+    """The last timed call against the same reference as the first, and the model after a refused op
+    against the previous state's reference."""
+    kf = step.known_failures
+    out = []
+    steady = evidence.steady_output
+    if steady is not None:
+        out.append(_matches(params, step, "steady_state_matches", steady, "the last timed call"))
+    if run.refused and (evidence.output is not None or run.call_error is not None):
+        output = evidence.output
+        held = run.call_error is None and output.matches
+        detail = f"the model call raised {run.call_error}" if run.call_error else _output_detail(output)
+        out.append(
+            outcome(
+                "refusal_leaves_state",
+                "the previous state's output",
+                "unchanged" if held else "changed",
+                held,
+                "a refused op must leave the model unchanged: output after the refusal vs the previous "
+                f"state's fresh reference ({output.reference_state if output else 'not built'}): {detail}",
+                find_known(kf, "refusal_leaves_state", params),
+            )
+        )
+    return out
 
 
 def unmeasured(step: Step, status: str, note: str) -> StepRecord:

@@ -64,7 +64,10 @@ class Writer:
         call on forward/generate (and, at the failing step, a few more, as the timing rounds make)."""
         op = OPS[step.op]
         if op.changes_state:
-            self.emit("model.requires_grad_(False)  # the harness resets it: dynamo guards on requires_grad")
+            if self.case.scenario.harness.freeze_params:
+                self.emit(
+                    "model.requires_grad_(False)  # harness.freeze_params: dynamo guards on requires_grad"
+                )
             if (self.compiled or self.generate_compiled) and self.case.precision in ("nf4", "fp4"):
                 with self.block(
                     "if DEVICE == 'cpu':  # the harness's eager forward: bitsandbytes repacks weights"
