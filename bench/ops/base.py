@@ -43,6 +43,7 @@ class Walk:
     compiled: bool = False
     hotswap_enabled: bool = False
     any_loaded: bool = False
+    unloaded: bool = False  # merge_and_unload ran: the model holds no adapter any more
 
     def fail(self, step: Step, message: str) -> ScenarioError:
         return ScenarioError(message, source=self.scenario.source_file, field=step.label)

@@ -412,6 +412,11 @@ def _check_order(s: Scenario) -> None:
     walk = Walk(scenario=s)
     compiled_somewhere = any(c.enabled for c in s.matrix.compile)
     for step in s.steps:
+        if walk.unloaded and OPS[step.op].changes_state:
+            raise walk.fail(
+                step,
+                f"{step.op} after merge_and_unload: the model is a plain model now, with no adapter to act on",
+            )
         OPS[step.op].check(walk, step)
         if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
             raise walk.fail(

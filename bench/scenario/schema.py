@@ -29,6 +29,7 @@ EXPECTATIONS = (
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
     "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
     "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
+    "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
 )
 
 _COMPARATORS = {
@@ -228,7 +229,11 @@ class Step:
     name: str | None = None  # adapter_name (the slot) in the model
     names: tuple[str, ...] = ()  # set_adapter
     hotswap: bool = False
+    # load_adapter with `hotswap = "auto"`: no hotswap argument passed; transformers hotswaps by itself into
+    # an existing slot after enable_peft_hotswap (its default, hotswap="auto")
+    auto_hotswap: bool = False
     target_rank: int | None = None
+    inplace: bool = False  # compile: model.compile() in place instead of torch.compile(model)
     # train
     train_steps: int | None = None
     learning_rate: float | None = None

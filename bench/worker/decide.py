@@ -160,6 +160,20 @@ def decide(
                 find_known(kf, "active_adapters", params),
             )
         )
+    if step.op == "merge_and_unload" and run.op_error is None:
+        left = run.op_result
+        outcomes.append(
+            outcome(
+                "plain_model",
+                "no LoRA layer, no peft_config",
+                f"{left['lora_layers_left']} LoRA layer(s), peft_config {'left' if left['peft_config_left'] else 'gone'}",
+                left["lora_layers_left"] == 0 and not left["peft_config_left"],
+                f"merge_and_unload left {left['lora_layers_left']} LoRA layer(s)"
+                + (" and the peft_config" if left["peft_config_left"] else "")
+                + ": not the plain model it must return",
+                find_known(kf, "plain_model", params),
+            )
+        )
     train_stats = run.op_result if step.op == "train" and run.op_error is None else None
     repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
     if train_stats is not None:

@@ -25,6 +25,7 @@ class Writer:
     pending_target_rank: int | None = None
     uses_peft_hotswap: bool = False
     uses_train: bool = False
+    uses_merge: bool = False  # the merge ops' helper functions go into the script
     adapters_used: frozenset[str] = frozenset()  # keys the replayed steps load: only these are built
 
     def emit(self, text: str = "") -> None:
