@@ -282,6 +282,8 @@ class StepRecord:
     copy_floor_ms: float | None = None
     # The library reference against the math oracle, for the state this step's output was checked against.
     oracle_agreement: OracleAgreement | None = None
+    # The last timed call of a forward/generate step against the same reference as the first call.
+    steady_output: OutputCheck | None = None
     train: TrainStats | None = None
     repeat: RepeatStats | None = None
     serving: ServingRecord | None = None  # serve steps (bench/serving)
@@ -315,6 +317,9 @@ class CaseResult:
     scenario_outcomes: tuple[Outcome, ...] = ()
     worker: dict[str, Any] = field(default_factory=dict)  # pid, exit code, signal, cpu seconds, stderr tail
     timing_policy: dict[str, Any] = field(default_factory=dict)
+    harness: dict[str, Any] = field(
+        default_factory=dict
+    )  # the scenario's [harness] options the case ran with
     started_at: str = ""
     wall_s: float | None = None
     # The expanded case the worker was handed (bench.cases.Case.to_dict): report, repro, merge and --resume

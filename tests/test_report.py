@@ -465,3 +465,36 @@ def test_repro_of_an_unknown_expectation_is_a_note(planted, tmp_path):
     odd = replace(results, cases=(replace(c, steps=steps),))
     note = write_repros(odd, tmp_path, roots=(REPO,))[PLANTED_ID]
     assert note.path is None and "does not check 'made_up' yet" in note.note
+
+
+MERGE_PLANTED = REPO / "tests" / "fixtures" / "scenarios" / "merge_planted.toml"
+
+
+def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_root, tmp_path):
+    """Each new op's script() runs standalone: merge, unmerge, merge_and_unload (the suite's own functions
+    carried in the script), model.compile(), load_adapter with hotswap left at its default, and the save."""
+    from bench.cases import expand
+    from bench.environment import collect
+    from bench.scenario import load_scenario
+    from bench.worker.execute import run_case
+
+    (case,) = expand(load_scenario(MERGE_PLANTED))
+    result = run_case(case, cache_root, work_dir=tmp_path / "work")
+    assert result.verdict == "fail" and result.reason.startswith("step 10 (forward): matches_reference")
+    assert [s.status for s in result.steps] == ["pass"] * 9 + ["fail"]
+    results = Results(1, "test", "now", collect(), (case.scenario.name,), (result,))
+    rp = write_repros(results, tmp_path, roots=(REPO,))[case.id]
+    text = (tmp_path / rp.path).read_text()
+    for call in (
+        "model.compile(backend='aot_eager', fullgraph=False, dynamic=None)",
+        "model.load_adapter(ADAPTERS['second'], adapter_name='default')  # hotswap left at its default",
+        "model.save_pretrained(ADAPTERS['swapped'])",
+        "layer.merge()",
+        "layer.unmerge()",
+        "merge_and_unload(model)",
+        "def merge_and_unload(model)",
+    ):
+        assert call in text, call
+    proc = _run_standalone(tmp_path / rp.path, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "REPRODUCED: step 10 (forward): the output matches a freshly loaded reference" in proc.stdout

@@ -49,9 +49,25 @@ class LoadAdapter(Op):
 
     def parse(self, t, ctx: ParseContext):
         adapter = read_adapter(t, ctx)
-        return {"adapter": adapter, "name": read_name(t) or adapter, "hotswap": t.get("hotswap", bool, False)}
+        hotswap = t.get("hotswap", (bool, str), False)
+        if isinstance(hotswap, str) and hotswap != "auto":
+            raise t.error(
+                "hotswap",
+                f'expected true, false or "auto" (no argument: the library decides), got {hotswap!r}',
+            )
+        auto = hotswap == "auto"
+        return {
+            "adapter": adapter,
+            "name": read_name(t) or adapter,
+            "hotswap": hotswap is True,
+            "auto_hotswap": auto,
+        }
 
     def check(self, walk: Walk, step):
+        if step.auto_hotswap:
+            _check_auto(walk, step)
+            if step.name in walk.slots:
+                return  # transformers hotswaps into the existing slot (the walk checked it was enabled)
         if not step.hotswap:
             _check_new_slot(walk, step)
             return
@@ -69,18 +85,21 @@ class LoadAdapter(Op):
             )
 
     def transition(self, state: AdapterState, step):
-        if step.hotswap:
+        # hotswap = "auto" after enable_peft_hotswap: the documented default swaps into an existing slot.
+        if step.hotswap or (step.auto_hotswap and state.slot(step.name) is not None):
             return state.hotswap(step.name, step.adapter)
         return state.add(step.name, step.adapter, added=False)
 
     def args(self, step):
-        return {**common_args(step), **({"hotswap": True} if step.hotswap else {})}
+        hotswap = {"hotswap": True} if step.hotswap else {"hotswap": "auto"} if step.auto_hotswap else {}
+        return {**common_args(step), **hotswap}
 
     def apply(self, subject, step, adapters, locations):
         location = locations[step.adapter]
         if step.hotswap:
             subject.path.swap(subject, location, step.name)
         else:
+            # No hotswap argument: the library's default ("auto" in transformers) decides.
             subject.model.load_adapter(location, adapter_name=step.name)
             subject.path.after_first_load(subject)
 
@@ -89,8 +108,24 @@ class LoadAdapter(Op):
         if step.hotswap:
             w.path.script_swap(w, location, step.name)
         else:
-            w.emit(f"model.load_adapter({location}, adapter_name={step.name!r})")
+            note = "  # hotswap left at its default" if step.auto_hotswap else ""
+            w.emit(f"model.load_adapter({location}, adapter_name={step.name!r}){note}")
             w.path.script_after_first_load(w)
+
+
+def _check_auto(walk: Walk, step) -> None:
+    """hotswap = "auto" is transformers' default after enable_peft_hotswap; PEFT's path has no such default."""
+    if step.hotswap:
+        raise walk.fail(step, 'hotswap = "auto" and hotswap = true are one field')
+    if not walk.hotswap_enabled:
+        raise walk.fail(step, 'hotswap = "auto" hotswaps only after enable_hotswap; add that step first')
+    paths = walk.scenario.matrix.hotswap_path
+    if tuple(paths) != ("transformers",):
+        raise walk.fail(
+            step,
+            'hotswap = "auto" is transformers\' default (enable_peft_hotswap then load_adapter): '
+            f"the matrix must run the transformers path only, not {', '.join(paths)}",
+        )
 
 
 def _check_new_slot(walk: Walk, step) -> None:

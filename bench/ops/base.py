@@ -45,6 +45,7 @@ class Walk:
     compiled: bool = False
     hotswap_enabled: bool = False
     any_loaded: bool = False
+    unloaded: bool = False  # merge_and_unload ran: the model holds no adapter any more
 
     def fail(self, step: Step, message: str) -> ScenarioError:
         return ScenarioError(message, source=self.scenario.source_file, field=step.label)
@@ -74,9 +75,19 @@ class Op:
     @property
     def produces(self) -> frozenset[str]:
         """Every expectation a step of this op can decide: a known_failure naming another can never apply."""
-        names = {"succeeds", "raises", "recompiles", "graph_breaks", *self.own_expectations}
+        # A step declaring `raises` is followed by a model call whatever the op: the refusal check.
+        names = {
+            "succeeds",
+            "raises",
+            "recompiles",
+            "graph_breaks",
+            "refusal_leaves_state",
+            *self.own_expectations,
+        }
         if self.checks_output:
             names |= {"matches_reference", "compile_effective", "oracles_agree"}
+        if self.measures:
+            names.add("steady_state_matches")
         return frozenset(names)
 
     @property

@@ -51,8 +51,19 @@ class Compile(Op):
 
     name = "compile"
     compiles = True
+    fields = frozenset({"inplace"})
+
+    def parse(self, t, ctx):
+        return {"inplace": t.get("inplace", bool, False)}
+
+    def args(self, step):
+        return {"inplace": True} if step.inplace else {}
 
     def check(self, walk: Walk, step):
+        if step.inplace and walk.scenario.workload.kind == "generate":
+            raise walk.fail(
+                step, "inplace = true applies to forward workloads (generate uses transformers' compile path)"
+            )
         if walk.compiled:
             raise walk.fail(step, "the model is already compiled (one compile step per scenario)")
         if not any(c.enabled for c in walk.scenario.matrix.compile):
@@ -84,7 +95,12 @@ class Compile(Op):
             kwargs: dict[str, Any] = {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic}
             if c.mode and c.mode != "default":
                 kwargs["mode"] = c.mode
-            subject.compiled = torch.compile(subject.model, **kwargs)
+            if step.inplace:
+                # nn.Module.compile(): the module itself now runs compiled; no wrapper object to call.
+                subject.model.compile(**kwargs)
+                subject.compiled = subject.model
+            else:
+                subject.compiled = torch.compile(subject.model, **kwargs)
 
     def script(self, w, step):
         s = w.case.compile
@@ -105,5 +121,9 @@ class Compile(Op):
             kwargs = f"backend={s.backend!r}, fullgraph={s.fullgraph!r}, dynamic={s.dynamic!r}"
             if s.mode and s.mode != "default":
                 kwargs += f", mode={s.mode!r}"
-            w.emit(f"compiled = torch.compile(model, {kwargs})")
+            if step.inplace:
+                w.emit(f"model.compile({kwargs})  # in place: the module itself runs compiled")
+                w.emit("compiled = model")
+            else:
+                w.emit(f"compiled = torch.compile(model, {kwargs})")
             w.compiled = True

@@ -24,6 +24,9 @@ class AdapterState:
     active: tuple[str, ...] = ()
     enabled: bool = True
     base_modified: bool = False  # full fine-tuning changed the base weights
+    # merge_and_unload: the effective adapters are merged into the base weights and the LoRA layers removed.
+    # The output is still theirs (the key is unchanged); no adapter op can follow (the loader refuses it).
+    unloaded: bool = False
 
     @property
     def verifiable(self) -> bool:
@@ -56,7 +59,10 @@ class AdapterState:
         if not self.slots:
             return "no adapters (base)"
         slots = ", ".join(f"{s.name}={'added:' if s.added else ''}{s.adapter}" for s in self.slots)
-        return f"{slots}; active=[{','.join(self.active)}]; {'enabled' if self.enabled else 'disabled'}"
+        where = (
+            "merged into the base, unloaded" if self.unloaded else ("enabled" if self.enabled else "disabled")
+        )
+        return f"{slots}; active=[{','.join(self.active)}]; {where}"
 
     # Transitions, as the Transformers PEFT guide documents them.
     def add(self, name: str, adapter: str, *, added: bool) -> AdapterState:

@@ -31,6 +31,7 @@ from bench.scenario.schema import (
     Comparison,
     CompileSetting,
     Expectations,
+    HarnessOptions,
     KnownFailure,
     Matrix,
     QuantOptions,
@@ -115,6 +116,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     steps = tuple(_step(Table(s, f"steps[{i}]", source), i, ctx) for i, s in enumerate(steps_raw, 1))
     expect = _scenario_expect(top.sub("expect", {}))
     quant = _quantization(top.sub("quantization", {}))
+    harness = _harness(top.sub("harness", {}))
     top.finish()
 
     scenario = Scenario(
@@ -128,6 +130,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         steps=steps,
         expect=expect,
         quantization=quant,
+        harness=harness,
         description=description,
         timeout_s=timeout_s,
         tags=tags,
@@ -213,6 +216,12 @@ def _quantization(t: Table) -> QuantOptions:
     )
     t.finish()
     return q
+
+
+def _harness(t: Table) -> HarnessOptions:
+    h = HarnessOptions(freeze_params=t.get("freeze_params", bool, False))
+    t.finish()
+    return h
 
 
 def _workload(t: Table) -> Workload:
@@ -469,10 +478,23 @@ def _check_order(s: Scenario) -> None:
     walk = Walk(scenario=s)
     compiled_somewhere = any(c.enabled for c in s.matrix.compile)
     for step in s.steps:
+        if walk.unloaded and OPS[step.op].changes_state:
+            raise walk.fail(
+                step,
+                f"{step.op} after merge_and_unload: the model is a plain model now, with no adapter to act on",
+            )
         OPS[step.op].check(walk, step)
         if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
             raise walk.fail(
                 step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
+            )
+        counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
+        if counts and not OPS[step.op].checks_output and step.expect.raises is None:
+            # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
+            raise walk.fail(
+                step,
+                f"expect.{counts[0]}: a {step.op} step makes no model call, so nothing can be counted there "
+                "(put the expectation on the next step that calls the model)",
             )
         if step.expect.recompiles is not None and not compiled_somewhere:
             raise walk.fail(

@@ -33,6 +33,9 @@ EXPECTATIONS = (
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
     "wrong_responses",  # serve: responses that differ from their adapter's fresh reference (implicit "== 0")
     "recompiles_after_warmup",  # serve: recompiles once every adapter in play has been served once
+    "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
+    "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
+    "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
 )
 
 _COMPARATORS = {
@@ -150,6 +153,18 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class HarnessOptions:
+    """What the harness itself does between the scenario's API calls ([harness]); recorded in every result.
+
+    freeze_params: after every state op, set requires_grad=False on every parameter. transformers'
+    set_adapter (and a later load_adapter) flip requires_grad on the LoRA weights and dynamo guards on it,
+    so a user's plain sequence of calls recompiles there; the reset hides that recompile. Off by default:
+    the suite measures the flow users run unless a scenario asks for the workaround."""
+
+    freeze_params: bool = False
+
+
+@dataclass(frozen=True)
 class TimingPolicy:
     """How a measured call is repeated: warm-up calls, then rounds until both minimums are reached."""
 
@@ -243,7 +258,11 @@ class Step:
     name: str | None = None  # adapter_name (the slot) in the model
     names: tuple[str, ...] = ()  # set_adapter
     hotswap: bool = False
+    # load_adapter with `hotswap = "auto"`: no hotswap argument passed; transformers hotswaps by itself into
+    # an existing slot after enable_peft_hotswap (its default, hotswap="auto")
+    auto_hotswap: bool = False
     target_rank: int | None = None
+    inplace: bool = False  # compile: model.compile() in place instead of torch.compile(model)
     # train
     train_steps: int | None = None
     learning_rate: float | None = None
@@ -290,6 +309,7 @@ class Scenario:
     steps: tuple[Step, ...]
     expect: ScenarioExpectations = field(default_factory=ScenarioExpectations)
     quantization: QuantOptions = field(default_factory=QuantOptions)
+    harness: HarnessOptions = field(default_factory=HarnessOptions)
     description: str = ""
     timeout_s: float = 600.0
     tags: tuple[str, ...] = ()

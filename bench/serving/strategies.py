@@ -45,11 +45,13 @@ class Strategy:
 def _compile(ctx: ServeContext) -> None:
     """Compile the model `call` runs, as the scenario's compile setting says (the compile op's own code)."""
     from bench.ops import OPS
+    from bench.scenario.schema import Step
 
     subject = ctx.subject
     subject.model = ctx.model
     if subject.compile_setting.enabled:
-        OPS["compile"].apply(subject, None, {}, {})
+        # torch.compile(model) as a compile step with its defaults does it (not the in-place model.compile()).
+        OPS["compile"].apply(subject, Step(index=0, op="compile"), {}, {})
 
 
 class Hotswap(Strategy):

@@ -20,7 +20,7 @@ from bench.records import (
     StepRecord,
     TimingStats,
 )
-from bench.scenario.schema import Comparison, Step
+from bench.scenario.schema import Step
 
 
 @dataclass
@@ -38,6 +38,10 @@ class StepRun:
     notes: list[str] = field(default_factory=list)
     # This step made the first model call after the compile step: it must have compiled at least one frame.
     first_call_after_compile: bool = False
+    last_output: Any = None  # the last timed call's output (forward / generate): the steady-state check
+    refused: bool = False  # the op raised and the step declared `raises`: a call checks nothing changed
+    call_error: str | None = None  # the model call after a refused op raised
+    called_model: bool = False  # a model call was made: only then can a recompile be counted
 
 
 def error_text(exc: BaseException) -> str:
@@ -58,6 +62,7 @@ class Evidence:
     reference_error: str | None = None
     oracle_agreement: OracleAgreement | None = None  # the library's reference against the math oracle
     serving: ServingRecord | None = None  # a serve step: every request, checked, and the figures
+    steady_output: OutputCheck | None = None  # the last timed call against the same reference
 
 
 def decide(
@@ -107,7 +112,14 @@ def decide(
         run.notes.append(
             "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
         )
-    if e.recompiles is not None and comp is not None and run.compiled:
+    elif not run.called_model and (e.recompiles or e.graph_breaks):
+        # No call, no graph to guard: a count of 0 here would be a pass that tested nothing.
+        run.notes.append(
+            "recompile and graph-break expectations not evaluated: the step made no model call"
+            + (f" ({err_text})" if err_text else "")
+        )
+    counted = run.compiled and run.called_model
+    if e.recompiles is not None and comp is not None and counted:
         held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
         why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
         outcomes.append(
@@ -132,7 +144,7 @@ def decide(
                 find_known(kf, "compile_effective", params),
             )
         )
-    if e.graph_breaks is not None and comp is not None and run.compiled:
+    if e.graph_breaks is not None and comp is not None and counted:
         outcomes.append(
             outcome(
                 "graph_breaks",
@@ -155,6 +167,20 @@ def decide(
                 run.op_result == want,
                 f"active_adapters() returned {run.op_result}, expected {want}",
                 find_known(kf, "active_adapters", params),
+            )
+        )
+    if step.op == "merge_and_unload" and run.op_error is None:
+        left = run.op_result
+        outcomes.append(
+            outcome(
+                "plain_model",
+                "no LoRA layer, no peft_config",
+                f"{left['lora_layers_left']} LoRA layer(s), peft_config {'left' if left['peft_config_left'] else 'gone'}",
+                left["lora_layers_left"] == 0 and not left["peft_config_left"],
+                f"merge_and_unload left {left['lora_layers_left']} LoRA layer(s)"
+                + (" and the peft_config" if left["peft_config_left"] else "")
+                + ": not the plain model it must return",
+                find_known(kf, "plain_model", params),
             )
         )
     train_stats = run.op_result if step.op == "train" and run.op_error is None else None
@@ -198,24 +224,8 @@ def decide(
         )
     output = evidence.output
     if output is not None and (e.raises is None or e.matches_reference is not None):
-        wanted = e.matches_reference if e.matches_reference is not None else True
-        detail = (
-            f"{output.mismatched_tokens} of the greedy tokens differ"
-            if output.kind == "tokens"
-            else f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
-            if output.max_abs_diff is not None
-            else "output shape differs from the reference"
-        )
-        outcomes.append(
-            outcome(
-                "matches_reference",
-                str(wanted).lower(),
-                str(output.matches).lower(),
-                output.matches == wanted,
-                f"output vs fresh reference ({output.reference_state}): {detail}",
-                find_known(kf, "matches_reference", params),
-            )
-        )
+        outcomes.append(_matches(params, step, "matches_reference", output, "output"))
+    outcomes += _steady_and_refusal(params, step, run, evidence)
     for eff in evidence.effects:
         outcomes.append(
             outcome(
@@ -230,6 +240,8 @@ def decide(
         )
 
     if evidence.serving is not None:
+        from bench.serving.outcomes import serving_outcomes
+
         outcomes.extend(serving_outcomes(params, step, evidence.serving, run.compiled))
 
     notes = list(run.notes) + list(evidence.notes)
@@ -246,12 +258,13 @@ def decide(
         strict=strict,
         op_time_ms=run.op_time_ms,
         first_call_ms=run.first_call_ms,
-        timing=run.timing if run.timing is not None else serving_timing(evidence.serving),
+        timing=run.timing if run.timing is not None else _serving_timing(evidence.serving),
         compile=comp,
         memory=mem,
         output=output,
         effects=evidence.effects,
         oracle_agreement=evidence.oracle_agreement,
+        steady_output=evidence.steady_output,
         outcomes=tuple(outcomes),
         error=err_text,
         notes=tuple(notes),
@@ -263,65 +276,56 @@ def decide(
     )
 
 
-def serving_timing(serving: ServingRecord | None) -> TimingStats | None:
+def _serving_timing(serving: ServingRecord | None) -> TimingStats | None:
     """A serve step's per-request latencies as its timing: what the gate compares between runs."""
     if serving is None or not serving.requests:
         return None
     return TimingStats.from_samples([r.latency_ms for r in serving.requests])
 
 
-def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, compiled: bool) -> list[Outcome]:
-    """wrong_responses (implicit == 0), recompiles_after_warmup (when expected), oracles_agree per adapter."""
-    kf = step.known_failures
+def _output_detail(output: OutputCheck) -> str:
+    if output.kind == "tokens":
+        return f"{output.mismatched_tokens} of the greedy tokens differ"
+    if output.max_abs_diff is None:
+        return "output shape differs from the reference"
+    return f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
+
+
+def _matches(params, step: Step, expectation: str, output: OutputCheck, what: str) -> Outcome:
+    """An output against its fresh reference: it must match, unless the step expects it not to."""
     e = step.expect
+    wanted = e.matches_reference if e.matches_reference is not None else True
+    return outcome(
+        expectation,
+        str(wanted).lower(),
+        str(output.matches).lower(),
+        output.matches == wanted,
+        f"{what} vs fresh reference ({output.reference_state}): {_output_detail(output)}",
+        find_known(step.known_failures, expectation, params),
+    )
+
+
+def _steady_and_refusal(params, step: Step, run: StepRun, evidence: Evidence) -> list[Outcome]:
+    """The last timed call against the same reference as the first, and the model after a refused op
+    against the previous state's reference."""
+    kf = step.known_failures
     out = []
-    if sv.figures is not None:
-        wanted = e.wrong_responses or Comparison("==", 0)
-        wrong = [r for r in sv.requests if r.matches is False]
-        listed = ", ".join(
-            f"request {r.id} ({r.adapter}"
-            + (f", {r.mismatched_tokens} tokens differ" if r.mismatched_tokens else "")
-            + (f", max abs diff {r.max_abs_diff:.3g})" if r.max_abs_diff is not None else ")")
-            for r in wrong[:8]
-        )
-        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+    steady = evidence.steady_output
+    if steady is not None:
+        out.append(_matches(params, step, "steady_state_matches", steady, "the last timed call"))
+    if run.refused and (evidence.output is not None or run.call_error is not None):
+        output = evidence.output
+        held = run.call_error is None and output.matches
+        detail = f"the model call raised {run.call_error}" if run.call_error else _output_detail(output)
         out.append(
             outcome(
-                "wrong_responses",
-                str(wanted),
-                str(len(wrong)),
-                wanted.holds(len(wrong)),
-                f"{len(wrong)} of {sv.figures.checked_responses} checked responses differ from their adapter's "
-                f"fresh reference: {listed}{more}",
-                find_known(kf, "wrong_responses", params),
-            )
-        )
-        if e.recompiles_after_warmup is not None and compiled:
-            n = sv.figures.recompiles_after_warmup
-            out.append(
-                outcome(
-                    "recompiles_after_warmup",
-                    str(e.recompiles_after_warmup),
-                    str(n),
-                    e.recompiles_after_warmup.holds(n),
-                    f"{n} recompile(s) after warm-up, expected {e.recompiles_after_warmup} (first at request "
-                    f"{next((r.id for r in sv.requests if not r.warmup and r.recompiles), '-')})",
-                    find_known(kf, "recompiles_after_warmup", params),
-                )
-            )
-    if sv.oracle_agreement:
-        bad = {k: a for k, a in sv.oracle_agreement.items() if not a.agree}
-        worst = max((a.max_abs_diff or 0.0) for a in sv.oracle_agreement.values())
-        out.append(
-            outcome(
-                "oracles_agree",
-                "every adapter",
-                f"{len(sv.oracle_agreement) - len(bad)} of {len(sv.oracle_agreement)} agree",
-                not bad,
-                "the library's reference disagrees with the math for "
-                + ", ".join(f"{k} (max abs diff {a.max_abs_diff})" for k, a in sorted(bad.items()))
-                + f"; worst {worst:.3g}",
-                find_known(kf, "oracles_agree", params),
+                "refusal_leaves_state",
+                "the previous state's output",
+                "unchanged" if held else "changed",
+                held,
+                "a refused op must leave the model unchanged: output after the refusal vs the previous "
+                f"state's fresh reference ({output.reference_state if output else 'not built'}): {detail}",
+                find_known(kf, "refusal_leaves_state", params),
             )
         )
     return out

@@ -23,7 +23,7 @@ from bench.precision import TOLERANCES, needs_eager_forward_after_state_dict, un
 from bench.probes.clock import Clock, repeat
 from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
 from bench.probes.memory import measure_memory
-from bench.records import CaseResult, StepRecord
+from bench.records import CaseResult, StepRecord, to_dict
 from bench.scenario.schema import Step
 from bench.sources.adapters import lora_config, resolve_adapter
 from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
@@ -38,6 +38,7 @@ from bench.worker.decide import (
     skipped_compile,
 )
 from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
+from bench.worker.harness import after_state_op
 from bench.worker.math_oracle import MathOracle, MathOracleError
 from bench.worker.model import load_model, make_inputs, vocab_size_of
 from bench.worker.oom import is_out_of_memory
@@ -106,6 +107,7 @@ def _run_case(
         params=case.params,
         device=device,
         timing_policy=policy,
+        harness=to_dict(s.harness),
         started_at=started_at,
     )
 
@@ -206,7 +208,9 @@ def _run_case(
         if on_step is not None:
             on_step(step)
         t = time.perf_counter()
-        run, mem, comp, strict = _execute(subject, step, adapters, locations, clock, s.timing)
+        run, mem, comp, strict = _execute(
+            subject, step, adapters, locations, clock, s.timing, freeze=s.harness.freeze_params
+        )
         steps_s += time.perf_counter() - t
         t = time.perf_counter()
         new_state = state if run.op_error is not None else OPS[step.op].transition(state, step)
@@ -241,8 +245,9 @@ def _run_case(
     )
 
 
-def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, timing):
-    """Apply the op and make the step's model calls, inside the memory and compile probes."""
+def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, timing, *, freeze: bool):
+    """Apply the op and make the step's model calls, inside the memory and compile probes. `freeze`: the
+    scenario's harness.freeze_params (reset requires_grad after each state op)."""
     run = StepRun()
     op = OPS[step.op]
     run.compiled = (
@@ -266,12 +271,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
         # serve compiles in its setup and makes its own calls: its stream must have compiled a frame.
         run.first_call_after_compile = op.checks_responses and run.compiled
         if run.op_error is None and step.op in STATE_OPS:
-            flipped = _freeze_adapter_grads(subject.model)
-            if flipped:
-                run.notes.append(
-                    f"requires_grad reset on {flipped} tensors after {step.op} (transformers flips it; "
-                    "dynamo would recompile on the requires_grad guard)"
-                )
+            after_state_op(subject.model, step, freeze, run)
         if run.op_error is None and step.op in STATE_OPS and run.compiled:
             if needs_eager_forward_after_state_dict(subject.precision, subject.device):
                 ms, _ = clock.time_ms(lambda: subject.model(**subject.inputs.as_kwargs()))
@@ -280,7 +280,10 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     "weights on an eager forward, and state_dict() unpacks them; without it the next compiled "
                     "call recompiles on a size guard"
                 )
-        if run.op_error is None and calls_model:
+        # A refused op (it raised, as the step declares) is followed by a model call too: the model must
+        # still give the previous state's output (bench.worker.decide, refusal_leaves_state).
+        run.refused = run.op_error is not None and step.expect.raises is not None
+        if (run.op_error is None and calls_model) or run.refused:
             run.first_call_after_compile = subject.compile_unverified
             subject.compile_unverified = False
             call = (
@@ -288,13 +291,26 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                 if step.op == "generate"
                 else (subject.forward if step.op == "forward" else subject.verification_call)
             )
-            (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(call), run)
+            try:
+                (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(call), run)
+            except Exception as exc:
+                if not run.refused or is_out_of_memory(exc):
+                    raise
+                run.call_error = error_text(exc)  # the refused op left a model that cannot run
+            run.called_model = run.call_error is None
             if step.op in ("forward", "generate"):
+                last: list = []
+
+                def timed_call():
+                    # Keeps only the latest output (one reference, no list growth): the steady-state check.
+                    last[:] = [call()]
+                    return last[0]
+
                 run.timing = _guarded(
                     strict,
                     lambda: repeat(
                         clock,
-                        call,
+                        timed_call,
                         warmup=timing.warmup,
                         min_rounds=timing.min_rounds,
                         min_time_s=timing.min_time_s,
@@ -302,6 +318,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     ),
                     run,
                 )
+                run.last_output = last[0] if last else None
     return run, mem.stats, comp.stats, strict
 
 
@@ -328,15 +345,6 @@ def _is_recompile_error(exc: BaseException) -> bool:
     return False
 
 
-def _freeze_adapter_grads(model) -> int:
-    flipped = 0
-    for p in model.parameters():
-        if p.requires_grad:
-            p.requires_grad_(False)
-            flipped += 1
-    return flipped
-
-
 def _gather_evidence(
     step: Step,
     run: StepRun,
@@ -352,7 +360,7 @@ def _gather_evidence(
     if OPS[step.op].checks_responses:
         return _serving_evidence(run, oracle, math_oracle, subject)
     notes: list[str] = []
-    output = agreement = None
+    output = agreement = steady = None
     reference_error = None
     try:
         if run.first_output is not None and not state.verifiable:
@@ -360,10 +368,14 @@ def _gather_evidence(
                 "output not checked: trained weights exist only in this model (save_adapter, then check)"
             )
         elif run.first_output is not None:
-            if subject.workload.kind == "generate" and step.op != "forward":
-                output = oracle.check_tokens(state, run.first_output)
-            else:
-                output = oracle.check_logits(state, run.first_output)
+            check = (
+                oracle.check_tokens
+                if subject.workload.kind == "generate" and step.op != "forward"
+                else oracle.check_logits
+            )
+            output = check(state, run.first_output)
+            if run.last_output is not None:
+                steady = check(state, run.last_output)
             try:
                 agreement = math_oracle.check(state, oracle.logits(state))
             except (MathOracleError, BenchInputError) as exc:
@@ -395,6 +407,7 @@ def _gather_evidence(
         notes=tuple(notes),
         reference_error=reference_error,
         oracle_agreement=agreement,
+        steady_output=steady,
     )
 
 

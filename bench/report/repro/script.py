@@ -368,6 +368,7 @@ def _assemble(result: CaseResult, results: Results, case: Case, target: Target, 
                 HELPERS.rstrip("\n"),
                 *([w.path.script_source.rstrip("\n")] if w.path.script_source else []),
                 *([TRAIN.rstrip("\n")] if w.uses_train else []),
+                *([merge_source()] if w.uses_merge else []),
                 *main,
                 "",
                 "",
@@ -381,6 +382,15 @@ def _assemble(result: CaseResult, results: Results, case: Case, target: Target, 
         )
         + "\n"
     )
+
+
+def merge_source() -> str:
+    """The merge ops' own functions (bench.ops.merge), so the script merges exactly as the run did."""
+    import inspect
+
+    from bench.ops import merge
+
+    return "\n\n" + "\n\n".join(inspect.getsource(f) for f in (merge.tuner_layers, merge.merge_and_unload))
 
 
 def _tolerance(result: CaseResult, case: Case) -> tuple[float, float]:

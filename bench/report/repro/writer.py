@@ -25,6 +25,7 @@ class Writer:
     pending_target_rank: int | None = None
     uses_peft_hotswap: bool = False
     uses_train: bool = False
+    uses_merge: bool = False  # the merge ops' helper functions go into the script
     adapters_used: frozenset[str] = frozenset()  # keys the replayed steps load: only these are built
 
     def emit(self, text: str = "") -> None:
@@ -64,7 +65,10 @@ class Writer:
         call on forward/generate (and, at the failing step, a few more, as the timing rounds make)."""
         op = OPS[step.op]
         if op.changes_state:
-            self.emit("model.requires_grad_(False)  # the harness resets it: dynamo guards on requires_grad")
+            if self.case.scenario.harness.freeze_params:
+                self.emit(
+                    "model.requires_grad_(False)  # harness.freeze_params: dynamo guards on requires_grad"
+                )
             if (self.compiled or self.generate_compiled) and self.case.precision in ("nf4", "fp4"):
                 with self.block(
                     "if DEVICE == 'cpu':  # the harness's eager forward: bitsandbytes repacks weights"

@@ -1,0 +1,107 @@
+"""Merging the adapter into the base weights and back: what users reach for beside hotswapping.
+
+transformers' adapter integration has no merge API, so these are the layer calls PEFT's own
+LoraModel.merge_adapter / unmerge_adapter / merge_and_unload make, on every LoRA layer of the model.
+Each must leave the output of the unmerged adapter (within the precision's tolerance): the step's check call
+compares it with the fresh reference and the math oracle of the same adapter state.
+"""
+
+from __future__ import annotations
+
+from bench.ops.base import Op, Walk
+
+
+def tuner_layers(model) -> list[tuple[str, object]]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _check_mergeable(walk: Walk, step) -> None:
+    if not walk.slots and step.expect.raises is None:
+        raise walk.fail(step, f"{step.op} needs a loaded adapter")
+    if any(a.modules_to_save for a in walk.scenario.adapters):
+        # modules_to_save copies are wrappers, not LoRA layers: these layer calls do not merge them.
+        raise walk.fail(step, f"{step.op} with an adapter that has modules_to_save is not supported")
+
+
+class _EachLayer(Op):
+    """One call on every LoRA layer; the expected state does not change (the output must not either)."""
+
+    changes_state = True
+    method: str  # the BaseTunerLayer method peft's model-level function calls on each layer
+
+    def check(self, walk: Walk, step):
+        _check_mergeable(walk, step)
+
+    def transition(self, state, step):
+        return state  # merged or unmerged, the active adapters must give the same output
+
+    def apply(self, subject, step, adapters, locations):
+        for _, layer in tuner_layers(subject.model):
+            getattr(layer, self.method)()
+
+    def script(self, w, step):
+        w.uses_merge = True
+        with w.block(f"for _, layer in tuner_layers(model):  # what peft's {self.name}() does"):
+            w.emit(f"layer.{self.method}()")
+
+
+class MergeAdapter(_EachLayer):
+    """`layer.merge()` on every LoRA layer (PEFT's `merge_adapter()`): W += scaling * B @ A, adapters kept."""
+
+    name = "merge_adapter"
+    method = "merge"
+
+
+class UnmergeAdapter(_EachLayer):
+    """`layer.unmerge()` on every LoRA layer (PEFT's `unmerge_adapter()`): back to the adapter state."""
+
+    name = "unmerge_adapter"
+    method = "unmerge"
+
+
+class MergeAndUnload(Op):
+    """Merge every LoRA layer, put its base layer back in its place and drop the adapter config (PEFT's
+    `merge_and_unload()`): a plain transformers model with the merged adapter's output."""
+
+    name = "merge_and_unload"
+    changes_state = True
+    own_expectations = frozenset({"plain_model"})
+
+    def check(self, walk: Walk, step):
+        _check_mergeable(walk, step)
+        walk.slots = set()
+        walk.unloaded = True
+
+    def transition(self, state, step):
+        from dataclasses import replace
+
+        return replace(state, unloaded=True)
+
+    def apply(self, subject, step, adapters, locations):
+        merge_and_unload(subject.model)
+        return plain_model_report(subject.model)
+
+    def script(self, w, step):
+        w.uses_merge = True
+        w.emit("merge_and_unload(model)  # what peft's merge_and_unload() does, in place")
+
+
+def merge_and_unload(model) -> None:
+    for name, layer in tuner_layers(model):
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer.get_base_layer())
+    # transformers reads these to decide whether the model holds adapters.
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    model._hf_peft_config_loaded = False
+
+
+def plain_model_report(model) -> dict[str, int | bool]:
+    """What merge_and_unload left of the adapters: a plain model has no LoRA layer and no peft_config."""
+    return {
+        "lora_layers_left": len(tuner_layers(model)),
+        "peft_config_left": bool(getattr(model, "peft_config", None)),
+    }
