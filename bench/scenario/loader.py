@@ -6,7 +6,6 @@ Nothing in a scenario file is evaluated as code: values are read as data and che
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any
 
 from bench.errors import ScenarioError
 from bench.ops import OPS
-from bench.ops.base import ParseContext, Walk
+from bench.ops.base import ParseContext
+from bench.scenario.adapters import adapters_table
 from bench.scenario.files import check_scenario_file
+from bench.scenario.rules import check_count_expectations_compiled, check_order, check_serving
 from bench.scenario.schema import (
     BACKENDS,
     COMPILE_MODES,
@@ -27,7 +28,6 @@ from bench.scenario.schema import (
     PRECISIONS,
     SERVING_STRATEGIES,
     WORKLOAD_KINDS,
-    AdapterSpec,
     Comparison,
     CompileSetting,
     Expectations,
@@ -46,7 +46,6 @@ from bench.scenario.table import (
     MAX_BATCH_TOKENS,
     MAX_COUNT,
     MAX_NEW_TOKENS,
-    MAX_RANK,
     MAX_SEQ_LEN,
     Table,
     checked_name,
@@ -108,7 +107,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     matrix = _matrix(top.sub("matrix", {}), default_path)
     workload = _workload(top.sub("workload", {}))
     timing = _timing(top.sub("timing", {}))
-    adapters, families = _adapters(top.sub("adapters", {}))
+    adapters, families = adapters_table(top.sub("adapters", {}))
     steps_raw = top.get("steps", list)
     if not steps_raw:
         raise top.error("steps", "a scenario needs at least one step")
@@ -137,9 +136,9 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
-    scenario = _check_serving(scenario)
-    _check_order(scenario)
-    _check_count_expectations_compiled(scenario)
+    scenario = check_serving(scenario)
+    check_order(scenario)
+    check_count_expectations_compiled(scenario)
     return scenario
 
 
@@ -254,104 +253,6 @@ def _timing(t: Table) -> TimingPolicy:
         raise t.error("max_rounds", f"must be at least min_rounds ({min_rounds}), got {max_rounds}")
     t.finish()
     return TimingPolicy(warmup=warmup, min_rounds=min_rounds, min_time_s=min_time_s, max_rounds=max_rounds)
-
-
-def _adapters(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[str, ...]]]:
-    out: dict[str, AdapterSpec] = {}
-    families: dict[str, tuple[str, ...]] = {}
-    for key in t.data:
-        t.used.add(key)
-        checked_name(t, key, key)
-        a = t.sub(key)
-        if "count" in a.data:
-            members = _family(a, key)
-            for spec in members:
-                if spec.key in t.data or spec.key in out:
-                    raise a.error("count", f"family member {spec.key!r} clashes with another adapter's key")
-                out[spec.key] = spec
-            families[key] = tuple(m.key for m in members)
-            continue
-        path = a.get("path", str, None)
-        if path is not None:
-            a.finish()  # a saved adapter carries its own config: no spec fields beside the path
-            out[key] = AdapterSpec(key=key, path=path)
-            continue
-        rank = a.int_in("rank", 8, 1, MAX_RANK)
-        alpha = a.get("alpha", float, float(2 * rank))
-        targets = a.str_list("targets", ("q_proj", "v_proj"))
-        if not targets:
-            raise a.error("targets", "needs at least one target module")
-        rank_pattern = _pattern(a, "rank_pattern", int)
-        alpha_pattern = _pattern(a, "alpha_pattern", float)
-        for k, r in rank_pattern:
-            if not 1 <= r <= MAX_RANK:
-                raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {short(r)}")
-        spec = AdapterSpec(
-            key=key,
-            rank=rank,
-            alpha=alpha,
-            targets=targets,
-            seed=a.int_in("seed", 0, 0, 2**31 - 1),
-            rank_pattern=rank_pattern,
-            alpha_pattern=alpha_pattern,
-            init_std=a.get("init_std", float, 0.05),
-            lora_dropout=a.get("lora_dropout", float, 0.0),
-            modules_to_save=a.str_list("modules_to_save", ()),
-        )
-        if not 0 < spec.init_std <= 10:
-            raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
-        if not 0 <= spec.lora_dropout < 1:
-            raise a.error("lora_dropout", f"must be in [0, 1), got {spec.lora_dropout}")
-        a.finish()
-        out[key] = spec
-    return out, families
-
-
-# A family's size is bounded: each member is a built, saved and loaded adapter.
-MAX_FAMILY = 256
-
-
-def _family(a: Table, key: str) -> list[AdapterSpec]:
-    """[adapters.NAME] with `count`: NAME0 .. NAME{count-1}, ranks and alphas taken in turn, seeds seed + i."""
-    count = a.int_in("count", None, 1, MAX_FAMILY)
-    ranks = a.get("ranks", list, [8])
-    alphas = a.get("alphas", list, None)
-    for field_name, values in (("ranks", ranks), ("alphas", alphas or [1])):
-        if not values:
-            raise a.error(field_name, "needs at least one value")
-        for i, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1e6:
-                raise a.error(f"{field_name}[{i}]", f"expected a positive number, got {short(v)}")
-    for i, r in enumerate(ranks):
-        if not isinstance(r, int) or not 1 <= r <= MAX_RANK:
-            raise a.error(f"ranks[{i}]", f"must be an integer between 1 and {MAX_RANK}, got {short(r)}")
-    targets = a.str_list("targets", ("q_proj", "v_proj"))
-    if not targets:
-        raise a.error("targets", "needs at least one target module")
-    seed = a.int_in("seed", 0, 0, 2**31 - 1 - MAX_FAMILY)
-    init_std = a.get("init_std", float, 0.05)
-    if not 0 < init_std <= 10:
-        raise a.error("init_std", f"must be in (0, 10], got {init_std}")
-    a.finish()
-    members = []
-    for i in range(count):
-        rank = ranks[i % len(ranks)]
-        alpha = float(alphas[i % len(alphas)]) if alphas else float(2 * rank)
-        members.append(
-            AdapterSpec(
-                key=f"{key}{i}", rank=rank, alpha=alpha, targets=targets, seed=seed + i, init_std=init_std
-            )
-        )
-    return members
-
-
-def _pattern(t: Table, key: str, kind: type) -> tuple[tuple[str, Any], ...]:
-    sub = t.sub(key, {})
-    items = []
-    for k in sub.data:
-        items.append((k, sub.get(k, kind)))
-    sub.finish()
-    return tuple(sorted(items))
 
 
 _COMMON_STEP_FIELDS = {"op", "expect", "known_failure", "known_failures", "note"}
@@ -472,113 +373,6 @@ def _scenario_expect(t: Table) -> ScenarioExpectations:
 
 # ---------------------------------------------------------------------------------------------------------
 # Step order: walk the steps as the model would see them and refuse orders that cannot work.
-
-
-def _check_order(s: Scenario) -> None:
-    walk = Walk(scenario=s)
-    compiled_somewhere = any(c.enabled for c in s.matrix.compile)
-    for step in s.steps:
-        if walk.unloaded and OPS[step.op].changes_state:
-            raise walk.fail(
-                step,
-                f"{step.op} after merge_and_unload: the model is a plain model now, with no adapter to act on",
-            )
-        OPS[step.op].check(walk, step)
-        if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
-            raise walk.fail(
-                step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
-            )
-        counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
-        if counts and not OPS[step.op].checks_output and step.expect.raises is None:
-            # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
-            raise walk.fail(
-                step,
-                f"expect.{counts[0]}: a {step.op} step makes no model call, so nothing can be counted there "
-                "(put the expectation on the next step that calls the model)",
-            )
-        if step.expect.recompiles is not None and not compiled_somewhere:
-            raise walk.fail(
-                step, "expect.recompiles needs a compiled model (matrix.compile other than 'none')"
-            )
-        for kf in step.known_failures:
-            _check_known_failure(s, step, kf)
-    for kf in s.expect.known_failures:
-        _check_known_failure(s, None, kf)
-
-
-def _check_serving(s: Scenario) -> Scenario:
-    """A serve step sets the model up itself for each strategy: it is the scenario's only step, and the
-    strategy axis belongs to it (all strategies when the matrix names none)."""
-    serves = [st for st in s.steps if st.op == "serve"]
-    if not serves:
-        if s.matrix.strategy:
-            raise ScenarioError(
-                "the strategy axis needs a serve step", source=s.source_file, field="matrix.strategy"
-            )
-        for step in s.steps:
-            for key in ("wrong_responses", "recompiles_after_warmup"):
-                if getattr(step.expect, key) is not None:
-                    raise ScenarioError(
-                        f"expect.{key}: only a serve step decides it",
-                        source=s.source_file,
-                        field=step.label,
-                    )
-        return s
-    if len(s.steps) > 1:
-        raise ScenarioError(
-            "a serve step is the scenario's only step: each strategy loads its adapters and compiles itself "
-            "(put other steps in another scenario)",
-            source=s.source_file,
-            field=serves[0].label,
-        )
-    if s.matrix.strategy:
-        return s
-    return dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
-
-
-def _check_count_expectations_compiled(s: Scenario) -> None:
-    """A recompile or graph-break expectation on a step before the compile step (or with none) is judged on
-    an eager model, where no count exists: it could only be 'not evaluated', so it is refused here."""
-    compile_at = next((st.index for st in s.steps if st.op == "compile"), None)
-    for step in s.steps:
-        if compile_at is not None and step.index >= compile_at:
-            return
-        for key in ("recompiles", "graph_breaks"):
-            if getattr(step.expect, key) is not None:
-                where = f"step {compile_at}" if compile_at else "no step: the scenario has no compile step"
-                raise ScenarioError(
-                    f"expect.{key} on a step before the model is compiled (compiled at {where}): "
-                    "nothing can be counted there",
-                    source=s.source_file,
-                    field=step.label,
-                )
-
-
-def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> None:
-    where = step.label if step else "expect.known_failures"
-    if step is not None and kf.expectation not in OPS[step.op].produces:
-        # A marker no outcome can ever match would sit there forever, hiding nothing and misleading readers.
-        raise ScenarioError(
-            f"known_failure names {kf.expectation!r}, which a {step.op} step never decides "
-            f"(it decides: {', '.join(sorted(OPS[step.op].produces))})",
-            source=s.source_file,
-            field=where,
-        )
-    axis_values = {
-        "precision": s.matrix.precision,
-        "compile": tuple(c.label for c in s.matrix.compile),
-        "hotswap_path": s.matrix.hotswap_path,
-        "strategy": s.matrix.strategy,
-    }
-    for axis, values in kf.when:
-        for v in values:
-            if v not in axis_values[axis]:
-                raise ScenarioError(
-                    f"known_failure.when.{axis} names {v!r}, not a value of the matrix "
-                    f"({', '.join(axis_values[axis])})",
-                    source=s.source_file,
-                    field=where,
-                )
 
 
 # ---------------------------------------------------------------------------------------------------------

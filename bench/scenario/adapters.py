@@ -1,0 +1,116 @@
+"""The [adapters] table: saved adapter folders, generated LoRA specs, and generated families."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.scenario.schema import (
+    AdapterSpec,
+)
+from bench.scenario.table import (
+    MAX_RANK,
+    Table,
+    checked_name,
+    short,
+)
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[str, ...]]]:
+    out: dict[str, AdapterSpec] = {}
+    families: dict[str, tuple[str, ...]] = {}
+    for key in t.data:
+        t.used.add(key)
+        checked_name(t, key, key)
+        a = t.sub(key)
+        if "count" in a.data:
+            members = _family(a, key)
+            for spec in members:
+                if spec.key in t.data or spec.key in out:
+                    raise a.error("count", f"family member {spec.key!r} clashes with another adapter's key")
+                out[spec.key] = spec
+            families[key] = tuple(m.key for m in members)
+            continue
+        path = a.get("path", str, None)
+        if path is not None:
+            a.finish()  # a saved adapter carries its own config: no spec fields beside the path
+            out[key] = AdapterSpec(key=key, path=path)
+            continue
+        rank = a.int_in("rank", 8, 1, MAX_RANK)
+        alpha = a.get("alpha", float, float(2 * rank))
+        targets = a.str_list("targets", ("q_proj", "v_proj"))
+        if not targets:
+            raise a.error("targets", "needs at least one target module")
+        rank_pattern = _pattern(a, "rank_pattern", int)
+        alpha_pattern = _pattern(a, "alpha_pattern", float)
+        for k, r in rank_pattern:
+            if not 1 <= r <= MAX_RANK:
+                raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {short(r)}")
+        spec = AdapterSpec(
+            key=key,
+            rank=rank,
+            alpha=alpha,
+            targets=targets,
+            seed=a.int_in("seed", 0, 0, 2**31 - 1),
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            init_std=a.get("init_std", float, 0.05),
+            lora_dropout=a.get("lora_dropout", float, 0.0),
+            modules_to_save=a.str_list("modules_to_save", ()),
+        )
+        if not 0 < spec.init_std <= 10:
+            raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
+        if not 0 <= spec.lora_dropout < 1:
+            raise a.error("lora_dropout", f"must be in [0, 1), got {spec.lora_dropout}")
+        a.finish()
+        out[key] = spec
+    return out, families
+
+
+# A family's size is bounded: each member is a built, saved and loaded adapter.
+MAX_FAMILY = 256
+
+
+def _family(a: Table, key: str) -> list[AdapterSpec]:
+    """[adapters.NAME] with `count`: NAME0 .. NAME{count-1}, ranks and alphas taken in turn, seeds seed + i."""
+    count = a.int_in("count", None, 1, MAX_FAMILY)
+    ranks = a.get("ranks", list, [8])
+    alphas = a.get("alphas", list, None)
+    for field_name, values in (("ranks", ranks), ("alphas", alphas or [1])):
+        if not values:
+            raise a.error(field_name, "needs at least one value")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1e6:
+                raise a.error(f"{field_name}[{i}]", f"expected a positive number, got {short(v)}")
+    for i, r in enumerate(ranks):
+        if not isinstance(r, int) or not 1 <= r <= MAX_RANK:
+            raise a.error(f"ranks[{i}]", f"must be an integer between 1 and {MAX_RANK}, got {short(r)}")
+    targets = a.str_list("targets", ("q_proj", "v_proj"))
+    if not targets:
+        raise a.error("targets", "needs at least one target module")
+    seed = a.int_in("seed", 0, 0, 2**31 - 1 - MAX_FAMILY)
+    init_std = a.get("init_std", float, 0.05)
+    if not 0 < init_std <= 10:
+        raise a.error("init_std", f"must be in (0, 10], got {init_std}")
+    a.finish()
+    members = []
+    for i in range(count):
+        rank = ranks[i % len(ranks)]
+        alpha = float(alphas[i % len(alphas)]) if alphas else float(2 * rank)
+        members.append(
+            AdapterSpec(
+                key=f"{key}{i}", rank=rank, alpha=alpha, targets=targets, seed=seed + i, init_std=init_std
+            )
+        )
+    return members
+
+
+def _pattern(t: Table, key: str, kind: type) -> tuple[tuple[str, Any], ...]:
+    sub = t.sub(key, {})
+    items = []
+    for k in sub.data:
+        items.append((k, sub.get(k, kind)))
+    sub.finish()
+    return tuple(sorted(items))

@@ -1,0 +1,126 @@
+"""Rules over a whole parsed scenario: the order of its steps, serving, counts that need a compiled model,
+and known-failure markers that can apply."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bench.errors import ScenarioError
+from bench.ops import OPS
+from bench.ops.base import Walk
+from bench.scenario.schema import (
+    SERVING_STRATEGIES,
+    KnownFailure,
+    Scenario,
+    Step,
+)
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def check_order(s: Scenario) -> None:
+    walk = Walk(scenario=s)
+    compiled_somewhere = any(c.enabled for c in s.matrix.compile)
+    for step in s.steps:
+        if walk.unloaded and OPS[step.op].changes_state:
+            raise walk.fail(
+                step,
+                f"{step.op} after merge_and_unload: the model is a plain model now, with no adapter to act on",
+            )
+        OPS[step.op].check(walk, step)
+        if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
+            raise walk.fail(
+                step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
+            )
+        counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
+        if counts and not OPS[step.op].checks_output and step.expect.raises is None:
+            # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
+            raise walk.fail(
+                step,
+                f"expect.{counts[0]}: a {step.op} step makes no model call, so nothing can be counted there "
+                "(put the expectation on the next step that calls the model)",
+            )
+        if step.expect.recompiles is not None and not compiled_somewhere:
+            raise walk.fail(
+                step, "expect.recompiles needs a compiled model (matrix.compile other than 'none')"
+            )
+        for kf in step.known_failures:
+            _check_known_failure(s, step, kf)
+    for kf in s.expect.known_failures:
+        _check_known_failure(s, None, kf)
+
+
+def check_serving(s: Scenario) -> Scenario:
+    """A serve step sets the model up itself for each strategy: it is the scenario's only step, and the
+    strategy axis belongs to it (all strategies when the matrix names none)."""
+    serves = [st for st in s.steps if st.op == "serve"]
+    if not serves:
+        if s.matrix.strategy:
+            raise ScenarioError(
+                "the strategy axis needs a serve step", source=s.source_file, field="matrix.strategy"
+            )
+        for step in s.steps:
+            for key in ("wrong_responses", "recompiles_after_warmup"):
+                if getattr(step.expect, key) is not None:
+                    raise ScenarioError(
+                        f"expect.{key}: only a serve step decides it",
+                        source=s.source_file,
+                        field=step.label,
+                    )
+        return s
+    if len(s.steps) > 1:
+        raise ScenarioError(
+            "a serve step is the scenario's only step: each strategy loads its adapters and compiles itself "
+            "(put other steps in another scenario)",
+            source=s.source_file,
+            field=serves[0].label,
+        )
+    if s.matrix.strategy:
+        return s
+    return dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
+
+
+def check_count_expectations_compiled(s: Scenario) -> None:
+    """A recompile or graph-break expectation on a step before the compile step (or with none) is judged on
+    an eager model, where no count exists: it could only be 'not evaluated', so it is refused here."""
+    compile_at = next((st.index for st in s.steps if st.op == "compile"), None)
+    for step in s.steps:
+        if compile_at is not None and step.index >= compile_at:
+            return
+        for key in ("recompiles", "graph_breaks"):
+            if getattr(step.expect, key) is not None:
+                where = f"step {compile_at}" if compile_at else "no step: the scenario has no compile step"
+                raise ScenarioError(
+                    f"expect.{key} on a step before the model is compiled (compiled at {where}): "
+                    "nothing can be counted there",
+                    source=s.source_file,
+                    field=step.label,
+                )
+
+
+def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> None:
+    where = step.label if step else "expect.known_failures"
+    if step is not None and kf.expectation not in OPS[step.op].produces:
+        # A marker no outcome can ever match would sit there forever, hiding nothing and misleading readers.
+        raise ScenarioError(
+            f"known_failure names {kf.expectation!r}, which a {step.op} step never decides "
+            f"(it decides: {', '.join(sorted(OPS[step.op].produces))})",
+            source=s.source_file,
+            field=where,
+        )
+    axis_values = {
+        "precision": s.matrix.precision,
+        "compile": tuple(c.label for c in s.matrix.compile),
+        "hotswap_path": s.matrix.hotswap_path,
+        "strategy": s.matrix.strategy,
+    }
+    for axis, values in kf.when:
+        for v in values:
+            if v not in axis_values[axis]:
+                raise ScenarioError(
+                    f"known_failure.when.{axis} names {v!r}, not a value of the matrix "
+                    f"({', '.join(axis_values[axis])})",
+                    source=s.source_file,
+                    field=where,
+                )
