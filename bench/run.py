@@ -30,6 +30,7 @@ from bench.cases import Case
 from bench.environment import collect
 from bench.errors import BenchInputError
 from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
+from bench.judge.relative import relative_outcomes
 from bench.lock import folder_lock
 from bench.progress import CaseWatcher
 from bench.records import CaseResult, Results
@@ -348,7 +349,8 @@ def run_cases(
                 created_at=created,
                 environment=env,
                 scenario_set=scenario_set,
-                cases=tuple(done.get(c.id) or missing(c) for c in cases),
+                # Expectations between cases (a strategy faster than another) need all of them: decided here.
+                cases=relative_outcomes(tuple(done.get(c.id) or missing(c) for c in cases)),
                 command=opts.command,
                 shard=opts.shard,
                 parent_cpu_s=parent_cpu,

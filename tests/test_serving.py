@@ -4,6 +4,7 @@ per-response check with its negative controls (a planted wrong swap, a planted l
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -246,7 +247,8 @@ def eager_runs(cache_root, tmp_path_factory):
             strategy=f'"{strategy}"', compile='"none"', path='"peft"', kind="forward", alphas="16, 32"
         )
         path.write_text(text)
-        out[strategy] = run_case(expand(load_scenario(path))[0], cache_root)
+        case = expand(load_scenario(path))[0]
+        out[strategy] = replace(run_case(case, cache_root), case=case.to_dict())  # as bench.run keeps it
     return out
 
 
@@ -402,3 +404,47 @@ def test_compiled_serving_counts_recompiles_after_warmup(cache_root, write_scena
     names = [o.expectation for o in step.outcomes]
     assert "compile_effective" in names and "recompiles_after_warmup" in names
     assert not math.isnan(sv.figures.latency_ms_p50)
+
+
+def _with_faster_than(result, pairs):
+    import copy
+
+    case = copy.deepcopy(result.case)
+    case["scenario"]["steps"][0]["expect"]["faster_than"] = [list(p) for p in pairs]
+    return replace(result, case=case)
+
+
+def test_faster_than_is_decided_across_the_cases_of_one_run(eager_runs):
+    from bench.judge.relative import relative_outcomes
+
+    p50 = {k: r.steps[0].serving.figures.latency_ms_p50 for k, r in eager_runs.items()}
+    mine = _with_faster_than(eager_runs["mixed_batch"], [("reload", 1000.0), ("side_by_side", 1e-6)])
+    cases = (mine, eager_runs["reload"], eager_runs["side_by_side"])
+    judged = dict(zip(("mixed_batch", "reload", "side_by_side"), relative_outcomes(cases), strict=True))
+    outs = [o for o in judged["mixed_batch"].steps[0].outcomes if o.expectation == "faster_than"]
+    assert [o.held for o in outs] == [p50["mixed_batch"] < 1000 * p50["reload"], False]
+    # Negative control: an impossible factor fails the case, naming the other case.
+    assert judged["mixed_batch"].verdict == "fail" and "side_by_side" in judged["mixed_batch"].reason
+    assert judged["reload"] is eager_runs["reload"]  # cases without the expectation are left alone
+    # Applied twice (every save re-decides): the same outcomes, not doubled.
+    again = relative_outcomes(tuple(relative_outcomes(cases)))
+    assert [o.expectation for o in again[0].steps[0].outcomes].count("faster_than") == 2
+
+
+def test_faster_than_without_its_sibling_is_not_evaluated_never_a_pass(eager_runs):
+    from bench.judge.relative import relative_outcomes
+
+    (alone,) = relative_outcomes((_with_faster_than(eager_runs["mixed_batch"], [("reload", 1000.0)]),))
+    step = alone.steps[0]
+    assert not [o for o in step.outcomes if o.expectation == "faster_than"]
+    assert any("faster_than reload: not evaluated" in n for n in step.notes)
+
+
+def test_faster_than_must_name_a_strategy_of_the_matrix(write_scenario):
+    text = SERVE.format(
+        strategy='"side_by_side"', compile='"none"', path='"peft"', kind="forward", alphas="16"
+    )
+    with pytest.raises(ScenarioError, match="not a strategy of the matrix"):
+        load_scenario(write_scenario(text + "expect = { faster_than = { reload = 1.0 } }\n"))
+    with pytest.raises(ScenarioError, match="unknown strategy"):
+        load_scenario(write_scenario(text + "expect = { faster_than = { reloda = 1.0 } }\n"))

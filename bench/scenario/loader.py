@@ -312,11 +312,30 @@ def _expectations(t: Table) -> Expectations:
         raises=t.get("raises", str, None),
         wrong_responses=comparison("wrong_responses"),
         recompiles_after_warmup=comparison("recompiles_after_warmup"),
+        faster_than=_faster_than(t),
     )
     if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
     t.finish()
     return e
+
+
+def _faster_than(t: Table) -> tuple[tuple[str, float], ...]:
+    sub = t.sub("faster_than", {})
+    pairs = []
+    for strategy in sub.data:
+        if strategy not in SERVING_STRATEGIES:
+            raise sub.error(
+                strategy,
+                f"unknown strategy {strategy!r}{did_you_mean(strategy, SERVING_STRATEGIES)}; "
+                f"allowed: {', '.join(SERVING_STRATEGIES)}",
+            )
+        factor = sub.get(strategy, float)
+        if not 0 < factor <= 100:
+            raise sub.error(strategy, f"a factor in (0, 100], got {short(factor)}")
+        pairs.append((strategy, factor))
+    sub.finish()
+    return tuple(sorted(pairs))
 
 
 def _known_failure(t: Table) -> KnownFailure:

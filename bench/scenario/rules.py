@@ -61,8 +61,8 @@ def check_serving(s: Scenario) -> Scenario:
                 "the strategy axis needs a serve step", source=s.source_file, field="matrix.strategy"
             )
         for step in s.steps:
-            for key in ("wrong_responses", "recompiles_after_warmup"):
-                if getattr(step.expect, key) is not None:
+            for key in ("wrong_responses", "recompiles_after_warmup", "faster_than"):
+                if getattr(step.expect, key):
                     raise ScenarioError(
                         f"expect.{key}: only a serve step decides it",
                         source=s.source_file,
@@ -76,9 +76,17 @@ def check_serving(s: Scenario) -> Scenario:
             source=s.source_file,
             field=serves[0].label,
         )
-    if s.matrix.strategy:
-        return s
-    return dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
+    if not s.matrix.strategy:
+        s = dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
+    for strategy, _ in serves[0].expect.faster_than:
+        if strategy not in s.matrix.strategy:
+            raise ScenarioError(
+                f"expect.faster_than.{strategy}: not a strategy of the matrix ({', '.join(s.matrix.strategy)}): "
+                "no case of the run could be compared with",
+                source=s.source_file,
+                field=serves[0].label,
+            )
+    return s
 
 
 def check_count_expectations_compiled(s: Scenario) -> None:

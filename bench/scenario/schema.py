@@ -33,6 +33,7 @@ EXPECTATIONS = (
     "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
     "wrong_responses",  # serve: responses that differ from their adapter's fresh reference (implicit "== 0")
     "recompiles_after_warmup",  # serve: recompiles once every adapter in play has been served once
+    "faster_than",  # serve: median latency below factor x another strategy's of the same run (bench.judge.relative)
     "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
     "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
     "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
@@ -243,6 +244,7 @@ class Expectations:
     raises: str | None = None
     wrong_responses: Comparison | None = None  # serve steps
     recompiles_after_warmup: Comparison | None = None  # serve steps
+    faster_than: tuple[tuple[str, float], ...] = ()  # serve steps: (strategy, factor) pairs
 
     @property
     def strict(self) -> bool:
