@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from bench.finite import encode
 
 
 def write_text(path: Path, text: str) -> None:
@@ -31,4 +32,5 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n")
+    """Strict JSON: NaN and infinity become null with a note (bench.finite)."""
+    write_text(path, encode(data))

@@ -6,14 +6,20 @@ Each test names its negative control: the planted bug (or the old behaviour) the
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.errors import ScenarioError
+from bench.finite import child
 from bench.scenario import load_scenario
 from bench.scenario.schema import _COMPARATORS, COUNT_BOUND, Comparison
-from tests.conftest import MINIMAL
+from tests.conftest import MINIMAL, REPO
+from tests.test_fuzz_results import _paths
 
 # ---------------------------------------------------------------------------------------------------------
 # Impossible and always-true count expectations
@@ -105,3 +111,106 @@ def test_count_expectation_without_a_compile_step_is_refused(write_scenario):
     with pytest.raises(ScenarioError) as info:
         load_scenario(write_scenario(text))
     assert "the scenario has no compile step" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results.json never holds NaN or Infinity
+
+
+def _at(data, path):
+    for k in path:
+        data = data[k]
+    return data
+
+
+def _float_paths(data):
+    return (p for p in _paths(data) if isinstance(_at(data, p), float))
+
+
+def _path_key(path) -> str:
+    key = ""
+    for k in path:
+        key = child(key, k)
+    return key
+
+
+def _strict_loads(text: str):
+    def refuse(word):
+        raise ValueError(f"bare {word} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def fixture_results_dict():
+    from bench.records import to_dict
+    from bench.results import load
+
+    return to_dict(load(REPO / "tests" / "fixtures" / "results" / "failing"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_non_finite_values_become_null_with_a_note_and_round_trip(fixture_results_dict, tmp_path, data):
+    """60 results files, each with 1-5 float fields (of the fixture's real run) set to NaN, inf or -inf.
+    Control: with allow_nan=True and no replacement (the old atomic.write_json) the strict parse fails."""
+    from bench.atomic import write_json
+    from bench.records import to_dict
+    from bench.results import load, save
+
+    doc = copy.deepcopy(fixture_results_dict)
+    paths = list(_float_paths(doc))
+    chosen = data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=5, unique=True))
+    planted = {}
+    for path in chosen:
+        value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+        _at(doc, path[:-1])[path[-1]] = value
+        planted[_path_key(path)] = value
+    out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+    out.mkdir()
+    write_json(out / "results.json", doc)
+    text = (out / "results.json").read_text()
+    strict = _strict_loads(text)  # raises on a bare NaN / Infinity
+    notes = strict["non_finite"]
+    assert len(notes) == len(chosen)
+    for path in chosen:
+        assert _at(strict, path) is None
+    # the note names each value's path and what it was
+    for key, v in planted.items():
+        assert notes[key] == ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")), (key, notes)
+    # Reading back and saving again: the same bytes.
+    loaded = load(out)
+    assert loaded.non_finite == notes
+    again = tmp_path / f"again{len(list(tmp_path.iterdir()))}"
+    save(again, loaded)
+    assert (again / "results.json").read_text() == text
+    assert to_dict(load(again)) == to_dict(loaded)
+
+
+def test_a_null_number_without_a_note_is_refused(fixture_results_dict, tmp_path):
+    """The reader accepts a null where a number belongs only because a note names it. Control: the same null
+    with its note removed is refused, naming the field (without the rule a hand-edited null would pass)."""
+    from bench.atomic import write_json
+    from bench.errors import BenchInputError
+    from bench.results import load
+
+    doc = copy.deepcopy(fixture_results_dict)
+    path = next(p for p in _float_paths(doc) if p[-1] == "median_ms")
+    _at(doc, path[:-1])[path[-1]] = math.inf
+    write_json(tmp_path / "results.json", doc)
+    assert load(tmp_path).non_finite  # noted: accepted
+    data = json.loads((tmp_path / "results.json").read_text())
+    del data["non_finite"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BenchInputError, match="median_ms: expected a number, got null"):
+        load(tmp_path)
+    data["non_finite"] = {_path_key(path): "huge"}
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BenchInputError, match="unknown non-finite value 'huge'"):
+        load(tmp_path)
+
+
+def test_old_writer_is_caught_by_the_strict_parse():
+    """The control for the test above: what Python's json writes by default is not JSON."""
+    with pytest.raises(ValueError, match="bare NaN"):
+        _strict_loads(json.dumps({"x": math.nan}))
