@@ -214,3 +214,94 @@ def test_old_writer_is_caught_by_the_strict_parse():
     """The control for the test above: what Python's json writes by default is not JSON."""
     with pytest.raises(ValueError, match="bare NaN"):
         _strict_loads(json.dumps({"x": math.nan}))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Repro scripts compile whatever the results file says
+
+HOSTILE_REASONS = [
+    r"C:\Users\me\new\x00file \N{bad} \u12",
+    'three quotes """ and one " at the end"',
+    "\\",
+    "ends with a backslash \\",
+    "NUL \x00, line separator \u2028, surrogate \ud800, tab\tand newline\n",
+    "{braces} {{doubled}} f'{x}' '''",
+]
+
+
+def _with_hostile_text(results, reason: str):
+    from dataclasses import replace
+
+    def step(s):
+        outs = tuple(replace(o, actual=reason) if o.status == "fail" else o for o in s.outcomes)
+        return replace(s, outcomes=outs)
+
+    cases = tuple(
+        replace(c, reason=reason, steps=tuple(step(s) for s in c.steps))
+        if c.verdict in ("fail", "error", "xpass")
+        else c
+        for c in results.cases
+    )
+    return replace(results, cases=cases)
+
+
+def _compile_all(results, out):
+    from bench.report.repro import write_repros
+
+    written = write_repros(results, out, roots=(REPO,))
+    scripts = [r for r in written.values() if r.path]
+    assert scripts, written
+    for r in scripts:
+        source = (out / r.path).read_text(encoding="utf-8")
+        compile(source, r.path, "exec")  # a SyntaxError (or ValueError for a NUL) fails the test
+    return scripts
+
+
+@pytest.fixture(scope="module")
+def failing_results():
+    from bench.results import load
+
+    return load(REPO / "tests" / "fixtures" / "results" / "failing")
+
+
+@pytest.mark.parametrize("reason", HOSTILE_REASONS)
+def test_repro_scripts_compile_with_directed_hostile_reasons(failing_results, tmp_path, reason):
+    """6 reasons, each in every failing case of the fixture run (3 scripts each).
+    Control: the old header (reason inside the docstring unescaped) gives a SyntaxError on the first."""
+    scripts = _compile_all(_with_hostile_text(failing_results, reason), tmp_path)
+    source = (tmp_path / scripts[0].path).read_text(encoding="utf-8")
+    namespace: dict = {}
+    exec(compile(source.split("\nimport", 1)[0], "doc", "exec"), namespace)  # only the docstring
+    assert " ".join(reason.split()) in namespace["__doc__"].replace("\n", " ")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reason=st.text(min_size=1, max_size=300))
+def test_repro_scripts_compile_with_generated_reasons(failing_results, tmp_path_factory, reason):
+    """100 generated reasons (any Unicode text: quotes, backslashes, control characters, surrogates)."""
+    _compile_all(_with_hostile_text(failing_results, reason), tmp_path_factory.mktemp("repro"))
+
+
+@pytest.mark.parametrize(
+    ("expectation", "expected"),
+    [
+        ("adapter_effect", "> 0.001"),
+        ("active_adapters", "['x']"),
+        ("raises", "ValueError"),
+        ("succeeds", "true"),
+    ],
+)
+def test_repro_scripts_compile_for_each_checked_expectation(failing_results, tmp_path, expectation, expected):
+    """Each expectation the writer checks, on the fixture's failing step, with a hostile reason. Control: the
+    old `adapter {step.adapter!r}` inside an f-string's single quotes was a SyntaxError (adapter_effect)."""
+    from dataclasses import replace
+
+    def step(s):
+        outs = tuple(
+            replace(o, expectation=expectation, expected=expected) if o.status == "fail" else o
+            for o in s.outcomes
+        )
+        return replace(s, outcomes=outs)
+
+    cases = tuple(replace(c, steps=tuple(step(s) for s in c.steps)) for c in failing_results.cases)
+    _compile_all(_with_hostile_text(replace(failing_results, cases=cases), HOSTILE_REASONS[0]), tmp_path)
