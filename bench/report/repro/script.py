@@ -25,7 +25,7 @@ from bench.ops import OPS
 from bench.ops.state import AdapterState
 from bench.records import CaseResult, Outcome, Results
 from bench.report.repro.templates import HELPERS, TRAIN
-from bench.report.repro.writer import Writer, ident
+from bench.report.repro.writer import Writer, doc_line, ident
 from bench.scenario import load_scenario
 from bench.scenario.schema import AdapterSpec, Comparison, Scenario, Step
 from bench.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
@@ -112,37 +112,22 @@ def _header(result: CaseResult, results: Results, target: Target) -> list[str]:
         what = f"the whole case: {o.expectation} (expected {o.expected}, got {o.actual})"
     else:
         what = "that every step runs (the case errored)"
-    reason = _doc(" ".join(result.reason.split()))
+    reason = doc_line(" ".join(result.reason.split()))
     return [
         "#!/usr/bin/env python3",
-        _doc(f'"""Reproduction of {result.case_id} ({result.verdict}), written by peft-bench.', opening=True),
+        doc_line(
+            f'"""Reproduction of {result.case_id} ({result.verdict}), written by peft-bench.', opening=True
+        ),
         "",
         *textwrap.wrap(reason, 100, break_long_words=False, break_on_hyphens=False),
         "",
-        _doc(f"Checks {what}."),
-        _doc(f"Recorded with {libs} on {env.device}" + (f" ({env.gpu})" if env.gpu else "") + "."),
+        doc_line(f"Checks {what}."),
+        doc_line(f"Recorded with {libs} on {env.device}" + (f" ({env.gpu})" if env.gpu else "") + "."),
         f"Needs only torch, transformers and peft. Run: python {repro_file_name(result.case_id)}",
         'Prints "REPRODUCED: ..." and exits 1 when the failure happens; "NOT REPRODUCED" and exits 0 otherwise.',
         '"""',
         "",
     ]
-
-
-def _doc(text: str, *, opening: bool = False) -> str:
-    """Text from a results file as a line of the script's docstring, escaped so that the docstring decodes
-    back to the same text: backslashes, double quotes and unprintable characters (NUL, surrogates, line
-    separators) become escapes, so no reason (a Windows path, three quotes, a NUL) ends the string early or
-    makes the script a SyntaxError."""
-    head = '"""' if opening and text.startswith('"""') else ""
-    return head + "".join(_doc_char(ch) for ch in text[len(head) :])
-
-
-def _doc_char(ch: str) -> str:
-    if ch in '\\"':
-        return "\\" + ch
-    if ch.isprintable():
-        return ch
-    return ch.encode("unicode_escape").decode("ascii")
 
 
 def _model_source(scenario: Scenario) -> list[str]:
