@@ -199,12 +199,28 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
     from bench.judge.verdict import exit_code
     from bench.lock import LOCK_FILE
+    from bench.options import (
+        hard_address_space_limit,
+        machine_memory_bytes,
+        memory_limit_bytes,
+        timeout_seconds,
+    )
     from bench.paths import cache_root, check_out_folder, default_cache_root
     from bench.progress import eta_s, phase_line
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.summary import case_line, counts_line
 
-    # Paths first: a run that cannot write its results must not find out after its first case.
+    # Options first: a bad one is exit 2 before any folder is made or scenario read; every case would
+    # otherwise fail on it (a memory limit setrlimit refuses is an error in each worker).
+    memory_limit = None
+    if args.memory_limit_mb is not None:
+        memory_limit = memory_limit_bytes(
+            args.memory_limit_mb,
+            machine_bytes=machine_memory_bytes(),
+            hard_limit_bytes=hard_address_space_limit(),
+        )
+    timeout = timeout_seconds(args.timeout) if args.timeout is not None else None
+    # Paths next: a run that cannot write its results must not find out after its first case.
     cache = cache_root(args.cache) if args.cache else default_cache_root()
     if args.out or args.resume:
         check_out_folder(args.resume or args.out, lock_file=LOCK_FILE)
@@ -237,8 +253,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
-        timeout_s=args.timeout,
-        memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
+        timeout_s=timeout,
+        memory_limit_bytes=memory_limit,
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,
