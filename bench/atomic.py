@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.finite import encode
+from bench.outfiles import refuse_symlink
 
 
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
+    refuse_symlink(path)  # os.replace would replace the link; a user who put one there meant something
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

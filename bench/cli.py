@@ -7,6 +7,7 @@ Exit codes: 0 every expectation holds (or is a known failure), 1 a case failed, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         type=path_arg,
         help="finish an interrupted run in this folder (runs only its missing cases)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run into an --out folder that already holds a run's results, replacing them",
     )
     run.add_argument(
         "--trust-remote-code",
@@ -175,11 +181,20 @@ def _select(paths: list[str], shard: str | None, max_cases: int, tags: list[str]
 
 
 def _shard_text(shard: str) -> str:
-    import os
-
     from bench.ci import shard_from_env
 
     return shard_from_env(os.environ) if shard.strip() == "auto" else shard
+
+
+def _refuse_finished_run(out: Path) -> None:
+    from bench.results import RESULTS_FILE
+
+    if os.path.lexists(out / RESULTS_FILE):
+        raise BenchInputError(
+            "this folder holds the results of another run: --resume it to finish its missing cases, "
+            "--overwrite to replace its results, or give another --out",
+            source=str(out),
+        )
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
@@ -249,6 +264,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise BenchInputError(f"--shard {shard}: no case selected (the selection has fewer cases than N)")
         previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
+        if args.out and not args.overwrite:
+            _refuse_finished_run(args.out)
         out_dir = args.out or default_out_dir()
     opts = RunOptions(
         out_dir=out_dir,

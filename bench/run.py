@@ -31,6 +31,7 @@ from bench.errors import BenchInputError
 from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
 from bench.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.lock import folder_lock
+from bench.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.progress import CaseWatcher
 from bench.records import CaseResult, Results
 from bench.results import case_from_file, save
@@ -144,8 +145,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
 
 
 def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
-    cases_dir = opts.out_dir / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
+    cases_dir = ensure_folder(opts.out_dir / "cases")  # a real folder, not a link out of OUT
     stem = case.file_stem
     case_file, result_file, log_file = (
         cases_dir / f"{stem}.case.json",
@@ -153,11 +153,15 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
         cases_dir / f"{stem}.log",
     )
     write_json(case_file, case_spec(case, opts))
+    refuse_symlink(result_file)
     if result_file.exists():
         result_file.unlink()
     timeout = opts.timeout_s or case.scenario.timeout_s
     if opts.compile_cache == "cold":
         compile_dir = cases_dir / f"{stem}.inductor-cache"
+        refuse_symlink(
+            compile_dir
+        )  # rmtree(ignore_errors) leaves a link, and inductor would write through it
         shutil.rmtree(compile_dir, ignore_errors=True)
     else:
         compile_dir = opts.cache_root / "inductor"
@@ -173,7 +177,7 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
         except (WorkerGone, OSError) as exc:  # the case still runs, in a spawned worker, and says why
             method, fallback = "spawn", f"{type(exc).__name__}: {exc}"
     started = time.perf_counter()
-    with open(log_file, "wb") as log:
+    with create_output(log_file) as log:  # O_NOFOLLOW: a planted link is refused, not written through
         if zygote is not None:
             handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
         else:
@@ -285,7 +289,7 @@ def run_cases(
     while a case runs (bench.progress), at most every POLL_S."""
     """Run every case; `previous` holds finished results to keep (for --resume)."""
     previous = previous or {}
-    with folder_lock(opts.out_dir):
+    with folder_lock(opts.out_dir) as lock:
         env = collect()
         created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
@@ -334,6 +338,7 @@ def run_cases(
                         if progress:
                             progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
                         in_flight[:] = [case.id]
+                        lock.check()  # rm -rf OUT, or a replaced lock file: stop before writing there
                         on_phase = None
                         if phase_progress:
 
@@ -353,12 +358,14 @@ def run_cases(
                         result = replace(result, case=case.to_dict())  # every result keeps the case it ran
                         done[case.id] = result
                         in_flight.clear()
+                        lock.check()
                         save(opts.out_dir, snapshot(False))
                         if progress:
                             progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
             except (KeyboardInterrupt, Interrupted):
                 interrupted = True
             results = snapshot(interrupted)
+            lock.check()
             save(opts.out_dir, results)
             write_summary(opts.out_dir, results)
     return results
