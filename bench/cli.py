@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run into an --out folder that already holds a run's results, replacing them",
     )
     run.add_argument(
+        "--allow-known-broken-versions",
+        action="store_true",
+        help="run even with a transformers/peft pair known not to work together (the compat matrix does)",
+    )
+    run.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="let model folders run their own Python code (off unless this or scenario.trust_remote_code)",
@@ -225,6 +230,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.summary import case_line, counts_line
 
+    # A library pair known not to work together: one line with the fix, not every case failing on it.
+    from bench.versions import installed_versions, refusal
+
+    if not args.allow_known_broken_versions and (why := refusal(*installed_versions())):
+        raise BenchInputError(why)
     # Options first: a bad one is exit 2 before any folder is made or scenario read; every case would
     # otherwise fail on it (a memory limit setrlimit refuses is an error in each worker).
     memory_limit = None
