@@ -17,6 +17,7 @@ from packaging.version import Version
 
 from bench.versions import broken_pair
 from tests.conftest import REPO
+from tests.test_interrupt_resume import _scenario
 
 _VERSION = st.tuples(st.integers(0, 9), st.integers(0, 40), st.integers(0, 5)).map(
     lambda v: ".".join(map(str, v))
@@ -83,28 +84,10 @@ def test_compat_session_runs_broken_pairs_on_purpose():
     assert bench_runs and all("--allow-known-broken-versions" in r for r in bench_runs)
 
 
-SCENARIO = """\
-[scenario]
-name = "broken-pair"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-[adapters.a]
-rank = 4
-seed = 1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "set_adapter"
-names = ["a"]
-[[steps]]
-op = "forward"
-"""
+# The interrupt tests' one-adapter scenario, then calls that transformers 5.24 refuses with peft 0.21.
+SCENARIO = (
+    _scenario("broken-pair") + '[[steps]]\nop = "set_adapter"\nnames = ["a"]\n[[steps]]\nop = "forward"\n'
+)
 
 
 @pytest.mark.slow
