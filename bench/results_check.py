@@ -62,11 +62,12 @@ def json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def build(tp: Any, value: Any, where: str = "", depth: int = 0, nulls: frozenset[str] = frozenset()) -> Any:
+def build(tp: Any, value: Any, where: str = "", depth: int = 0, nulls: dict[str, str] | None = None) -> Any:
     """`value` converted to `tp` (a record class or a type hint), or ResultsInvalid naming the first problem.
 
-    `nulls`: the paths a `non_finite` note names (bench.finite): a null there stands for a NaN or infinite
-    value and is accepted whatever the field's type; anywhere else a null must be allowed by the type."""
+    `nulls`: {path: "nan" | "inf" | "-inf"} from the file's `non_finite` notes (bench.finite). A noted null
+    is read where the field may be null (max_abs_diff, op_time_ms, ...); where a number is required, the
+    record cannot be used (the commands compute with it), and the message says what the value was."""
     if depth > MAX_DEPTH:
         raise ResultsInvalid(where, f"nested more than {MAX_DEPTH} levels deep")
     origin = typing.get_origin(tp)
@@ -75,8 +76,10 @@ def build(tp: Any, value: Any, where: str = "", depth: int = 0, nulls: frozenset
         if value is None:
             return None
         return build(args[0], value, where, depth, nulls)
-    if value is None and where in nulls:
-        return None
+    if value is None and nulls and where in nulls and tp is not Any:
+        raise ResultsInvalid(
+            where, f"was {nulls[where]} (written as null, see non_finite), where a finite number is required"
+        )
     if value is None and tp is not Any:
         raise ResultsInvalid(where, f"expected {_expected(tp)}, got null")
     if tp is Any:
@@ -144,7 +147,7 @@ def _free(value: Any, where: str, depth: int) -> Any:
     return value
 
 
-def _record(cls: type, value: Any, where: str, depth: int, nulls: frozenset[str]) -> Any:
+def _record(cls: type, value: Any, where: str, depth: int, nulls: dict[str, str] | None) -> Any:
     if not isinstance(value, dict):
         raise ResultsInvalid(where, f"expected a table, got {json_kind(value)}")
     hints = typing.get_type_hints(cls)
@@ -191,20 +194,22 @@ def _rules(cls: type, f: dict[str, Any], where: str) -> None:
             )
 
 
-def _noted_nulls(data: dict) -> frozenset[str]:
-    """The paths (from the top of the file) that a `non_finite` note names: the file's own notes, and each
-    case's notes (paths inside the case, as its worker wrote them). Malformed notes name nothing here; build
-    then refuses them with their path."""
-    paths: set[str] = set()
+def _noted_nulls(data: dict) -> dict[str, str]:
+    """{path from the top of the file: what the value was} for the file's own `non_finite` notes and each
+    case's (paths inside the case, as its worker wrote them). Malformed notes are left out here (a null they
+    name is then a plain null); _rules refuses them with their path."""
+    paths: dict[str, str] = {}
     top = data.get(NOTES_KEY)
     if isinstance(top, dict):
-        paths.update(k for k in top if isinstance(k, str))
+        paths.update((k, v) for k, v in top.items() if isinstance(k, str) and v in WORDS)
     cases = data.get("cases")
     for i, case in enumerate(cases if isinstance(cases, list) else ()):
         notes = case.get(NOTES_KEY) if isinstance(case, dict) else None
         if isinstance(notes, dict):
-            paths.update(f"cases[{i}].{k}" for k in notes if isinstance(k, str))
-    return frozenset(paths)
+            paths.update(
+                (f"cases[{i}].{k}", v) for k, v in notes.items() if isinstance(k, str) and v in WORDS
+            )
+    return paths
 
 
 def parse_results(data: Any) -> Results:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.errors import ScenarioError
+from bench.errors import BenchInputError, ScenarioError
 from bench.finite import child
 from bench.scenario import load_scenario
 from bench.scenario.schema import _COMPARATORS, COUNT_BOUND, Comparison
@@ -179,27 +179,64 @@ def test_non_finite_values_become_null_with_a_note_and_round_trip(fixture_result
     # the note names each value's path and what it was
     for key, v in planted.items():
         assert notes[key] == ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")), (key, notes)
-    # Reading back and saving again: the same bytes.
-    loaded = load(out)
+    # Reading back: a null where the field may be null is read; where a number is required the file is
+    # refused, saying what the value was (the commands compute with those numbers).
+    try:
+        loaded = load(out)
+    except BenchInputError as exc:
+        assert exc.field in planted and "written as null, see non_finite" in exc.detail, exc
+        return
     assert loaded.non_finite == notes
+    # Saving again: the same bytes.
     again = tmp_path / f"again{len(list(tmp_path.iterdir()))}"
     save(again, loaded)
     assert (again / "results.json").read_text() == text
     assert to_dict(load(again)) == to_dict(loaded)
 
 
-def test_a_null_number_without_a_note_is_refused(fixture_results_dict, tmp_path):
-    """The reader accepts a null where a number belongs only because a note names it. Control: the same null
-    with its note removed is refused, naming the field (without the rule a hand-edited null would pass)."""
+# Fields a record allows to be null (bench/records.py): a noted NaN there is read back as null.
+NULLABLE_FLOATS = ("max_abs_diff", "max_rel_diff", "op_time_ms", "first_call_ms", "copy_floor_ms", "wall_s")
+
+
+def test_commands_read_noted_nulls_where_a_field_may_be_null(fixture_results_dict, tmp_path, capsys):
+    """Every nullable float of the fixture run (78 values) NaN or infinite: written, read back, saved again
+    byte for byte, and report, gate (either side) and compare run on it (exit 0 or 1, no traceback)."""
     from bench.atomic import write_json
-    from bench.errors import BenchInputError
+    from bench.cli import main
+    from bench.results import load, save
+
+    doc = copy.deepcopy(fixture_results_dict)
+    planted = [p for p in _float_paths(doc) if p[-1] in NULLABLE_FLOATS]
+    for i, path in enumerate(planted):
+        _at(doc, path[:-1])[path[-1]] = (math.nan, math.inf, -math.inf)[i % 3]
+    out = tmp_path / "run"
+    write_json(out / "results.json", doc)
+    loaded = load(out)
+    assert len(loaded.non_finite) == len(planted) > 20
+    save(tmp_path / "again", loaded)
+    assert (tmp_path / "again" / "results.json").read_text() == (out / "results.json").read_text()
+    fixture = str(REPO / "tests" / "fixtures" / "results" / "failing")
+    for args in (
+        ["report", str(out), "--out", str(tmp_path / "report")],
+        ["gate", str(out), "--baseline", fixture],
+        ["gate", fixture, "--baseline", str(out)],
+        ["compare", str(out), fixture],
+    ):
+        assert main(args) in (0, 1), (args, capsys.readouterr().err)
+
+
+def test_a_null_where_a_number_is_required_is_refused(fixture_results_dict, tmp_path):
+    """A timing median that was infinite: refused, saying it was inf. Controls: the same null without its
+    note is refused as a plain null, and a note that is not nan / inf / -inf is refused by name."""
+    from bench.atomic import write_json
     from bench.results import load
 
     doc = copy.deepcopy(fixture_results_dict)
     path = next(p for p in _float_paths(doc) if p[-1] == "median_ms")
     _at(doc, path[:-1])[path[-1]] = math.inf
     write_json(tmp_path / "results.json", doc)
-    assert load(tmp_path).non_finite  # noted: accepted
+    with pytest.raises(BenchInputError, match=r"median_ms: was inf \(written as null, see non_finite\)"):
+        load(tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())
     del data["non_finite"]
     (tmp_path / "results.json").write_text(json.dumps(data))
@@ -207,7 +244,11 @@ def test_a_null_number_without_a_note_is_refused(fixture_results_dict, tmp_path)
         load(tmp_path)
     data["non_finite"] = {_path_key(path): "huge"}
     (tmp_path / "results.json").write_text(json.dumps(data))
-    with pytest.raises(BenchInputError, match="unknown non-finite value 'huge'"):
+    with pytest.raises(BenchInputError, match="median_ms: expected a number, got null"):
+        load(tmp_path)
+    _at(data, path[:-1])[path[-1]] = 1.0
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BenchInputError, match="non_finite.* unknown non-finite value 'huge'"):
         load(tmp_path)
 
 
