@@ -159,9 +159,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
     timeout = opts.timeout_s or case.scenario.timeout_s
     if opts.compile_cache == "cold":
         compile_dir = cases_dir / f"{stem}.inductor-cache"
-        refuse_symlink(
-            compile_dir
-        )  # rmtree(ignore_errors) leaves a link, and inductor would write through it
+        # rmtree(ignore_errors) would leave a link in place, and inductor would write through it.
+        refuse_symlink(compile_dir)
         shutil.rmtree(compile_dir, ignore_errors=True)
     else:
         compile_dir = opts.cache_root / "inductor"
