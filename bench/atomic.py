@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.finite import encode
+from bench.outfiles import refuse_symlink
+
 
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
+    refuse_symlink(path)  # os.replace would replace the link; a user who put one there meant something
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -31,4 +34,5 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=1, sort_keys=False, allow_nan=True) + "\n")
+    """Strict JSON: NaN and infinity become null with a note (bench.finite)."""
+    write_text(path, encode(data))

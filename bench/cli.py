@@ -7,6 +7,7 @@ Exit codes: 0 every expectation holds (or is a known failure), 1 a case failed, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         type=path_arg,
         help="finish an interrupted run in this folder (runs only its missing cases)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run into an --out folder that already holds a run's results, replacing them",
+    )
+    run.add_argument(
+        "--allow-known-broken-versions",
+        action="store_true",
+        help="run even with a transformers/peft pair known not to work together (the compat matrix does)",
     )
     run.add_argument(
         "--trust-remote-code",
@@ -193,11 +204,20 @@ def _select(
 
 
 def _shard_text(shard: str) -> str:
-    import os
-
     from bench.ci import shard_from_env
 
     return shard_from_env(os.environ) if shard.strip() == "auto" else shard
+
+
+def _refuse_finished_run(out: Path) -> None:
+    from bench.results import RESULTS_FILE
+
+    if os.path.lexists(out / RESULTS_FILE):
+        raise BenchInputError(
+            "this folder holds the results of another run: --resume it to finish its missing cases, "
+            "--overwrite to replace its results, or give another --out",
+            source=str(out),
+        )
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
@@ -217,12 +237,33 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.cases import Shard
     from bench.judge.verdict import exit_code
     from bench.lock import LOCK_FILE
+    from bench.options import (
+        hard_address_space_limit,
+        machine_memory_bytes,
+        memory_limit_bytes,
+        timeout_seconds,
+    )
     from bench.paths import cache_root, check_out_folder, default_cache_root
     from bench.progress import eta_s, phase_line
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.summary import case_line, counts_line
 
-    # Paths first: a run that cannot write its results must not find out after its first case.
+    # A library pair known not to work together: one line with the fix, not every case failing on it.
+    from bench.versions import installed_versions, refusal
+
+    if not args.allow_known_broken_versions and (why := refusal(*installed_versions())):
+        raise BenchInputError(why)
+    # Options first: a bad one is exit 2 before any folder is made or scenario read; every case would
+    # otherwise fail on it (a memory limit setrlimit refuses is an error in each worker).
+    memory_limit = None
+    if args.memory_limit_mb is not None:
+        memory_limit = memory_limit_bytes(
+            args.memory_limit_mb,
+            machine_bytes=machine_memory_bytes(),
+            hard_limit_bytes=hard_address_space_limit(),
+        )
+    timeout = timeout_seconds(args.timeout) if args.timeout is not None else None
+    # Paths next: a run that cannot write its results must not find out after its first case.
     cache = cache_root(args.cache) if args.cache else default_cache_root()
     if args.out or args.resume:
         check_out_folder(args.resume or args.out, lock_file=LOCK_FILE)
@@ -251,12 +292,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise BenchInputError(f"--shard {shard}: no case selected (the selection has fewer cases than N)")
         previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
+        if args.out and not args.overwrite:
+            _refuse_finished_run(args.out)
         out_dir = args.out or default_out_dir()
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
-        timeout_s=args.timeout,
-        memory_limit_bytes=args.memory_limit_mb * 2**20 if args.memory_limit_mb else None,
+        timeout_s=timeout,
+        memory_limit_bytes=memory_limit,
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,

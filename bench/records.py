@@ -325,6 +325,9 @@ class CaseResult:
     # The expanded case the worker was handed (bench.cases.Case.to_dict): report, repro, merge and --resume
     # read it from here, so a results folder is self-contained. Empty in files written before it existed.
     case: dict[str, Any] = field(default_factory=dict)
+    # Values that were NaN or infinite, written as null: {path in this record: "nan" | "inf" | "-inf"}
+    # (bench.finite; the worker's file carries them here).
+    non_finite: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every path that builds a CaseResult passes a known verdict; an unknown one (a hand-edited results
@@ -360,6 +363,7 @@ class Results:
     shard: str | None = None
     parent_cpu_s: float | None = None  # the parent's own CPU time while cases ran
     interrupted: bool = False
+    non_finite: dict[str, str] = field(default_factory=dict)  # as CaseResult.non_finite, paths in the file
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
+from bench.atomic import write_json, write_text
 from bench.errors import BenchInputError
 from bench.records import CaseResult, Results, StepRecord, from_dict, to_dict
 from bench.results_check import ResultsInvalid, parse_results
@@ -23,7 +23,7 @@ CSV_FILE = "results.csv"
 
 def save(out_dir: Path, results: Results) -> None:
     out_dir = Path(out_dir)
-    write_text(out_dir / RESULTS_FILE, json.dumps(to_dict(results), indent=1) + "\n")
+    write_json(out_dir / RESULTS_FILE, to_dict(results))
     write_text(out_dir / CSV_FILE, to_csv(results))
 
 

@@ -19,6 +19,8 @@ import typing
 from typing import Any
 
 from bench import RESULTS_SCHEMA_VERSION
+from bench.finite import NOTES_KEY, WORDS
+from bench.finite import child as _child
 from bench.records import VERDICTS, Outcome, Results, StepRecord, TimingStats
 
 OLDEST_SCHEMA_VERSION = 1  # the oldest results schema this version reads
@@ -60,16 +62,12 @@ def json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _child(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
-    key_text = key if plain else repr(key)[:40]
-    return f"{where}.{key_text}" if where else key_text
+def build(tp: Any, value: Any, where: str = "", depth: int = 0, nulls: dict[str, str] | None = None) -> Any:
+    """`value` converted to `tp` (a record class or a type hint), or ResultsInvalid naming the first problem.
 
-
-def build(tp: Any, value: Any, where: str = "", depth: int = 0) -> Any:
-    """`value` converted to `tp` (a record class or a type hint), or ResultsInvalid naming the first problem."""
+    `nulls`: {path: "nan" | "inf" | "-inf"} from the file's `non_finite` notes (bench.finite). A noted null
+    is read where the field may be null (max_abs_diff, op_time_ms, ...); where a number is required, the
+    record cannot be used (the commands compute with it), and the message says what the value was."""
     if depth > MAX_DEPTH:
         raise ResultsInvalid(where, f"nested more than {MAX_DEPTH} levels deep")
     origin = typing.get_origin(tp)
@@ -77,23 +75,27 @@ def build(tp: Any, value: Any, where: str = "", depth: int = 0) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return build(args[0], value, where, depth)
+        return build(args[0], value, where, depth, nulls)
+    if value is None and nulls and where in nulls and tp is not Any:
+        raise ResultsInvalid(
+            where, f"was {nulls[where]} (written as null, see non_finite), where a finite number is required"
+        )
     if value is None and tp is not Any:
         raise ResultsInvalid(where, f"expected {_expected(tp)}, got null")
     if tp is Any:
         return _free(value, where, depth)
     if dataclasses.is_dataclass(tp):
-        return _record(tp, value, where, depth)
+        return _record(tp, value, where, depth, nulls)
     if origin is tuple:
         if not isinstance(value, list):
             raise ResultsInvalid(where, f"expected a list, got {json_kind(value)}")
         inner = typing.get_args(tp)[0]
-        return tuple(build(inner, v, _child(where, i), depth + 1) for i, v in enumerate(value))
+        return tuple(build(inner, v, _child(where, i), depth + 1, nulls) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ResultsInvalid(where, f"expected a table, got {json_kind(value)}")
         _, vt = typing.get_args(tp)
-        return {k: build(vt, v, _child(where, k), depth + 1) for k, v in value.items()}
+        return {k: build(vt, v, _child(where, k), depth + 1, nulls) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ResultsInvalid(where, f"expected true or false, got {json_kind(value)}")
@@ -145,7 +147,7 @@ def _free(value: Any, where: str, depth: int) -> Any:
     return value
 
 
-def _record(cls: type, value: Any, where: str, depth: int) -> Any:
+def _record(cls: type, value: Any, where: str, depth: int, nulls: dict[str, str] | None) -> Any:
     if not isinstance(value, dict):
         raise ResultsInvalid(where, f"expected a table, got {json_kind(value)}")
     hints = typing.get_type_hints(cls)
@@ -157,7 +159,7 @@ def _record(cls: type, value: Any, where: str, depth: int) -> Any:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if required and name not in value:
             raise ResultsInvalid(_child(where, name), "missing")
-    built = {k: build(hints[k], v, _child(where, k), depth + 1) for k, v in value.items()}
+    built = {k: build(hints[k], v, _child(where, k), depth + 1, nulls) for k, v in value.items()}
     _rules(cls, built, where)
     return cls(**built)
 
@@ -169,6 +171,8 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str, what: str) -> None
 
 def _rules(cls: type, f: dict[str, Any], where: str) -> None:
     """What the types cannot say, per record."""
+    for path, what in f.get(NOTES_KEY, {}).items():  # Results and CaseResult
+        _one_of(what, WORDS, _child(_child(where, NOTES_KEY), path), "non-finite value")
     if cls is TimingStats:
         if not f["samples_ms"]:
             raise ResultsInvalid(_child(where, "samples_ms"), "no timing sample")
@@ -188,6 +192,24 @@ def _rules(cls: type, f: dict[str, Any], where: str) -> None:
             raise ResultsInvalid(
                 _child(where, "scenario"), f"not a safe scenario name: {f['scenario'][:60]!r}"
             )
+
+
+def _noted_nulls(data: dict) -> dict[str, str]:
+    """{path from the top of the file: what the value was} for the file's own `non_finite` notes and each
+    case's (paths inside the case, as its worker wrote them). Malformed notes are left out here (a null they
+    name is then a plain null); _rules refuses them with their path."""
+    paths: dict[str, str] = {}
+    top = data.get(NOTES_KEY)
+    if isinstance(top, dict):
+        paths.update((k, v) for k, v in top.items() if isinstance(k, str) and v in WORDS)
+    cases = data.get("cases")
+    for i, case in enumerate(cases if isinstance(cases, list) else ()):
+        notes = case.get(NOTES_KEY) if isinstance(case, dict) else None
+        if isinstance(notes, dict):
+            paths.update(
+                (f"cases[{i}].{k}", v) for k, v in notes.items() if isinstance(k, str) and v in WORDS
+            )
+    return paths
 
 
 def parse_results(data: Any) -> Results:
@@ -213,7 +235,7 @@ def parse_results(data: Any) -> Results:
     suite = data.get("suite_version")
     if isinstance(suite, str) and not VERSION_RE.fullmatch(suite):
         raise ResultsInvalid("suite_version", f"not a version: {suite[:40]!r}")
-    results = build(Results, data)
+    results = build(Results, data, nulls=_noted_nulls(data))
     seen: dict[str, int] = {}
     for i, case in enumerate(results.cases):
         if case.case_id in seen:

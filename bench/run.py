@@ -3,7 +3,7 @@
 The parent blocks in wait() while a case runs (its CPU time is recorded, to show it stays idle). A case whose
 worker crashes, is killed, runs out of memory or times out gets the verdict `error` with what happened and
 where (bench.exits), and the run goes on. results.json is rewritten atomically after every case, so a run
-interrupted (SIGINT, SIGTERM) or even killed keeps every finished case and marks the rest `not_run`;
+interrupted (SIGINT, SIGTERM, SIGHUP) or even killed keeps every finished case and marks the rest `not_run`;
 `--resume` then runs only those. One run at a time writes to a folder (bench.lock).
 """
 
@@ -18,9 +18,8 @@ import resource
 import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,8 +29,10 @@ from bench.cases import Case
 from bench.environment import collect
 from bench.errors import BenchInputError
 from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
+from bench.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.judge.relative import relative_outcomes
 from bench.lock import folder_lock
+from bench.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.progress import CaseWatcher
 from bench.records import CaseResult, Results
 from bench.results import case_from_file, save
@@ -51,7 +52,6 @@ LOG_TAIL_LINES = 15
 # in its log, or after this long (a loaded machine may take a moment to schedule it).
 STACK_DUMP_WAIT_S = 3.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,6 @@ class RunOptions:
 
 
 COMPILE_CACHES = ("warm", "cold")
-
-
-class Interrupted(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt: a BaseException, so that no `except Exception` swallows it."""
 
 
 def default_out_dir(reports: Path = Path("reports")) -> Path:
@@ -150,8 +146,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
 
 
 def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
-    cases_dir = opts.out_dir / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
+    cases_dir = ensure_folder(opts.out_dir / "cases")  # a real folder, not a link out of OUT
     stem = case.file_stem
     case_file, result_file, log_file = (
         cases_dir / f"{stem}.case.json",
@@ -159,11 +154,14 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
         cases_dir / f"{stem}.log",
     )
     write_json(case_file, case_spec(case, opts))
+    refuse_symlink(result_file)
     if result_file.exists():
         result_file.unlink()
     timeout = opts.timeout_s or case.scenario.timeout_s
     if opts.compile_cache == "cold":
         compile_dir = cases_dir / f"{stem}.inductor-cache"
+        # rmtree(ignore_errors) would leave a link in place, and inductor would write through it.
+        refuse_symlink(compile_dir)
         shutil.rmtree(compile_dir, ignore_errors=True)
     else:
         compile_dir = opts.cache_root / "inductor"
@@ -179,7 +177,7 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
         except (WorkerGone, OSError) as exc:  # the case still runs, in a spawned worker, and says why
             method, fallback = "spawn", f"{type(exc).__name__}: {exc}"
     started = time.perf_counter()
-    with open(log_file, "wb") as log:
+    with create_output(log_file) as log:  # O_NOFOLLOW: a planted link is refused, not written through
         if zygote is not None:
             handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
         else:
@@ -279,38 +277,6 @@ def not_run(case: Case, reason: str) -> CaseResult:
     )
 
 
-@contextlib.contextmanager
-def _interrupts_raise() -> Iterator[None]:
-    """SIGTERM raises Interrupted like SIGINT raises KeyboardInterrupt (only the main thread gets signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    old = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[list[int]]:
-    """While the final results are written, a second Ctrl-C or SIGTERM is noted instead of aborting the write."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    old = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in INTERRUPT_SIGNALS}
-    try:
-        yield received
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
 def run_cases(
     cases: list[Case],
     opts: RunOptions,
@@ -323,7 +289,7 @@ def run_cases(
     while a case runs (bench.progress), at most every POLL_S."""
     """Run every case; `previous` holds finished results to keep (for --resume)."""
     previous = previous or {}
-    with folder_lock(opts.out_dir):
+    with folder_lock(opts.out_dir) as lock:
         env = collect()
         created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
@@ -358,44 +324,49 @@ def run_cases(
             )
 
         interrupted = False
-        try:
-            with _interrupts_raise():
-                if opts.worker == "fork" and fork_available() and opts.zygote is None:
-                    # Start the preloaded worker before the first case, so no case's wall time holds it.
-                    with contextlib.suppress(WorkerGone, OSError):
-                        shared_zygotes.get(_child_env(None), _child_setup(None))
-                todo = [c for c in cases if c.id not in done]
-                total = len(todo)
-                for i, case in enumerate(todo, 1):
-                    if progress:
-                        progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
-                    in_flight[:] = [case.id]
-                    on_phase = None
-                    if phase_progress:
+        # Deferred outside, raising inside: from the first signal to the end of the final write there is
+        # no moment where a second one gets the default action.
+        with interrupts_deferred():
+            try:
+                with interrupts_raise():
+                    if opts.worker == "fork" and fork_available() and opts.zygote is None:
+                        # Start the preloaded worker before the first case, so no case's wall time holds it.
+                        with contextlib.suppress(WorkerGone, OSError):
+                            shared_zygotes.get(_child_env(None), _child_setup(None))
+                    todo = [c for c in cases if c.id not in done]
+                    total = len(todo)
+                    for i, case in enumerate(todo, 1):
+                        if progress:
+                            progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
+                        in_flight[:] = [case.id]
+                        lock.check()  # rm -rf OUT, or a replaced lock file: stop before writing there
+                        on_phase = None
+                        if phase_progress:
 
-                        def on_phase(phase, phase_s, changed, i=i, case=case, n=total):
-                            phase_progress(
-                                i, n, case, phase, phase_s, time.perf_counter() - run_started, changed
+                            def on_phase(phase, phase_s, changed, i=i, case=case, n=total):
+                                phase_progress(
+                                    i, n, case, phase, phase_s, time.perf_counter() - run_started, changed
+                                )
+
+                        try:
+                            result = run_one(case, opts, on_phase=on_phase)
+                        except (
+                            Exception
+                        ) as exc:  # the parent could not start or watch this worker: the others still run
+                            result = _error(
+                                case, f"could not run the worker: {type(exc).__name__}: {exc}", {}, [], 0.0
                             )
-
-                    try:
-                        result = run_one(case, opts, on_phase=on_phase)
-                    except (
-                        Exception
-                    ) as exc:  # the parent could not start or watch this worker: the others still run
-                        result = _error(
-                            case, f"could not run the worker: {type(exc).__name__}: {exc}", {}, [], 0.0
-                        )
-                    result = replace(result, case=case.to_dict())  # every result keeps the case it ran
-                    done[case.id] = result
-                    in_flight.clear()
-                    save(opts.out_dir, snapshot(False))
-                    if progress:
-                        progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
-        except (KeyboardInterrupt, Interrupted):
-            interrupted = True
-        with _interrupts_deferred():
+                        result = replace(result, case=case.to_dict())  # every result keeps the case it ran
+                        done[case.id] = result
+                        in_flight.clear()
+                        lock.check()
+                        save(opts.out_dir, snapshot(False))
+                        if progress:
+                            progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
+            except (KeyboardInterrupt, Interrupted):
+                interrupted = True
             results = snapshot(interrupted)
+            lock.check()
             save(opts.out_dir, results)
             write_summary(opts.out_dir, results)
     return results

@@ -113,7 +113,8 @@ def _child(request: dict, private_fds: tuple[int, ...]) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != zygote:  # the zygote died before prctl took effect
                 os._exit(1)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # O_NOFOLLOW: the parent opened the log the same way; a link swapped in since is refused here too.
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)

@@ -101,7 +101,8 @@ def run_probe(
         "build_s": env.build_s,
     }
     scen = [str(s) for s in scenarios]
-    run_line = shlex.join([python, "-m", "bench", "run", *scen, "--out", str(folder)])
+    # --overwrite: a probe folder is the same for the same version, and a later search replaces its result.
+    run_line = shlex.join([python, "-m", "bench", "run", *scen, "--out", str(folder), "--overwrite"])
     repro = (
         target.install_line(version, constraints) + " && " + shlex.join(["peft-bench", "run", *scen]),
         f"PYTHONPATH={env.path}:{ROOT} {run_line}" if env.path else "",
@@ -153,7 +154,9 @@ def run_probe(
             ),
         )
     start = time.perf_counter()
-    cmd = [python, "-m", "bench", "run", *scen, "--out", str(folder), "-q"]
+    # No --allow-known-broken-versions: a known-broken pair cannot answer the question, and its refusal
+    # (exit 2, bench/versions.py) makes the probe `untestable` with the reason and the fix.
+    cmd = [python, "-m", "bench", "run", *scen, "--out", str(folder), "--overwrite", "-q"]
     with open(folder / "run.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT)
     run_s = round(time.perf_counter() - start, 1)

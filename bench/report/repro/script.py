@@ -25,7 +25,7 @@ from bench.ops import OPS
 from bench.ops.state import AdapterState
 from bench.records import CaseResult, Outcome, Results
 from bench.report.repro.templates import HELPERS, TRAIN
-from bench.report.repro.writer import Writer, ident
+from bench.report.repro.writer import Writer, doc_line, ident
 from bench.scenario import load_scenario
 from bench.scenario.schema import AdapterSpec, Comparison, Scenario, Step
 from bench.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
@@ -112,15 +112,17 @@ def _header(result: CaseResult, results: Results, target: Target) -> list[str]:
         what = f"the whole case: {o.expectation} (expected {o.expected}, got {o.actual})"
     else:
         what = "that every step runs (the case errored)"
-    reason = " ".join(result.reason.split()).replace('"""', "'''")
+    reason = doc_line(" ".join(result.reason.split()))
     return [
         "#!/usr/bin/env python3",
-        f'"""Reproduction of {result.case_id} ({result.verdict}), written by peft-bench.',
+        doc_line(
+            f'"""Reproduction of {result.case_id} ({result.verdict}), written by peft-bench.', opening=True
+        ),
         "",
-        *textwrap.wrap(reason, 100),
+        *textwrap.wrap(reason, 100, break_long_words=False, break_on_hyphens=False),
         "",
-        f"Checks {what}.",
-        f"Recorded with {libs} on {env.device}" + (f" ({env.gpu})" if env.gpu else "") + ".",
+        doc_line(f"Checks {what}."),
+        doc_line(f"Recorded with {libs} on {env.device}" + (f" ({env.gpu})" if env.gpu else "") + "."),
         f"Needs only torch, transformers and peft. Run: python {repro_file_name(result.case_id)}",
         'Prints "REPRODUCED: ..." and exits 1 when the failure happens; "NOT REPRODUCED" and exits 0 otherwise.',
         '"""',
@@ -224,15 +226,15 @@ def _check(w: Writer, target: Target, step: Step | None, state: AdapterState) ->
         name = step.name or "default"  # load_pretrained loads the adapter as "default"
         w.emit(f"effect = (reference([({name!r}, 'loaded', {step.adapter!r})], [{name!r}])")
         w.emit("          - reference([], [])).abs().max().item()")
-        w.emit(f"print({what!r}, 'adapter {step.adapter} moves the logits by', effect)")
+        w.emit(f"print({what!r}, {f'adapter {step.adapter} moves the logits by'!r}, effect)")
         with w.block(f"if not effect > {threshold!r}:"):
-            w.emit(
-                f"reproduced(f'{what}: adapter {step.adapter!r} moves the logits by {{effect:.3g}}: a no-op')"
-            )
+            # Text from the results goes in as a repr() literal, never inside the f-string's quotes.
+            moves = f"{what}: adapter {step.adapter!r} moves the logits by "
+            w.emit(f"reproduced({moves!r} + f'{{effect:.3g}}: a no-op')")
     elif o.expectation == "active_adapters":
         want = list(state.active)
         with w.block(f"if names != {want!r}:"):
-            w.emit(f"reproduced(f'{what}: active_adapters() returned {{names}}, expected {want!r}')")
+            w.emit(f"reproduced(f'{what}: active_adapters() returned {{names}}, expected ' + {repr(want)!r})")
     elif o.expectation == "loss_decreases":
         with w.block("if not losses[-1] < losses[0]:"):
             w.emit(
@@ -254,11 +256,12 @@ def _raising_step(w: Writer, step: Step, o: Outcome) -> None:
             w.emit(f"reproduced(f'{what} raised {{type(exc).__name__}}: {{exc}}')")
         else:
             with w.block(f"if {o.expected!r} not in [c.__name__ for c in type(exc).__mro__]:"):
-                w.emit(f"reproduced(f'{what}: expected {o.expected}, got {{type(exc).__name__}}: {{exc}}')")
-            w.emit(f"print({what!r}, 'raised {o.expected}, as expected')")
+                got = f"{what}: expected {o.expected}, got "
+                w.emit(f"reproduced({got!r} + f'{{type(exc).__name__}}: {{exc}}')")
+            w.emit(f"print({what!r}, {f'raised {o.expected}, as expected'!r})")
     if o.expectation == "raises":
         with w.block("else:"):
-            w.emit(f"reproduced('{what}: expected {o.expected}, nothing was raised')")
+            w.emit(f"reproduced({f'{what}: expected {o.expected}, nothing was raised'!r})")
     else:
         w.emit("print('NOT REPRODUCED: the step raised nothing')")
 
