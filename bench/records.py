@@ -206,6 +206,9 @@ class StepRecord:
     effects: tuple[AdapterEffect, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
     error: str | None = None  # exception raised by the op, "Type: message"
+    # The RecompileError torch raised under error_on_recompile=True (strict steps), its own text: the proof
+    # that the guard fired, kept apart from the counted recompile reasons so it cannot be confused with them.
+    recompile_error: str | None = None
     notes: tuple[str, ...] = ()  # things the harness did that change what was measured (e.g. a warm-up call)
     # Bytes of adapter weights this step moved (loads and swaps), and the plain tensor-copy floor for them.
     adapter_bytes: int | None = None

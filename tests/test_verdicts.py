@@ -214,3 +214,25 @@ def test_the_same_scenario_without_the_library_bug_has_both_oracles_agree(cache_
     assert r.verdict == "pass", r.reason
     assert all(s.oracle_agreement.agree for s in r.steps if s.oracle_agreement is not None)
     assert sum(s.oracle_agreement is not None for s in r.steps) == 2
+
+
+def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, tmp_path, monkeypatch):
+    """Negative control for the strict-mode test in tests/test_harness.py: if the harness stopped entering
+    error_on_recompile, the recompile would still be counted (the outcome fails on the count), but no
+    RecompileError would be recorded, so that test's assertion on `recompile_error` catches it."""
+    import contextlib
+
+    import bench.worker.execute as execute
+    from tests.conftest import SCENARIOS
+
+    text = (SCENARIOS / "recompile_control.toml").read_text()
+    text = text.replace('recompiles = ">= 1", matches_reference', 'recompiles = "== 0", matches_reference')
+    text = text.replace('total_recompiles = ">= 1"', "")
+    path = tmp_path / "control_zero.toml"
+    path.write_text(text)
+    monkeypatch.setattr(execute, "no_recompile_allowed", lambda enabled: contextlib.nullcontext())
+    r = run_case(_only_case(path), cache_root)
+    load = r.steps[3]
+    assert load.strict and load.compile.recompiles >= 1
+    assert {o.expectation: o.status for o in load.outcomes}["recompiles"] == "fail"
+    assert load.recompile_error is None

@@ -242,6 +242,7 @@ def decide(
         oracle_agreement=evidence.oracle_agreement,
         outcomes=tuple(outcomes),
         error=err_text,
+        recompile_error=run.recompile_errors[0] if run.recompile_errors else None,
         notes=tuple(notes),
         adapter_bytes=evidence.adapter_bytes,
         copy_floor_ms=evidence.copy_floor_ms,

@@ -303,20 +303,22 @@ def _guarded(strict: bool, fn, run: StepRun):
         with no_recompile_allowed(strict):
             return fn()
     except Exception as exc:
-        if not strict or not _is_recompile_error(exc):
+        recompile_error = _recompile_error_in(exc) if strict else None
+        if recompile_error is None:
             raise
-        run.recompile_errors.append(" ".join(str(exc).split())[:800])
+        run.recompile_errors.append(error_text(recompile_error)[:800])
         return fn()
 
 
-def _is_recompile_error(exc: BaseException) -> bool:
+def _recompile_error_in(exc: BaseException | None) -> BaseException | None:
+    """The RecompileError itself, where dynamo raised it wrapped in another exception."""
     from torch._dynamo.exc import RecompileError
 
     while exc is not None:
         if isinstance(exc, RecompileError):
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 def _freeze_adapter_grads(model) -> int:
