@@ -130,13 +130,17 @@ class TrainStats:
 
     steps: int
     step_time: TimingStats  # forward + backward + optimizer step, per step
-    loss_first: float
-    loss_last: float
+    loss_first: float  # the running loss of the first step (its batch, with dropout)
+    loss_last: float  # ... and of the last step (another batch): shown, not judged
     trainable_params: int
     total_params: int
     grad_bytes: int  # gradients held after the last step
     optimizer_state_bytes: int  # AdamW moments
     rss_peak_bytes: int | None  # high-water mark over the whole step (also in memory.rss_peak_bytes)
+    # The judged figures: the loss on one fixed batch, eval mode, no gradients, before the first optimizer
+    # step and after the last (bench.worker.train.LOSS_MARGIN_REL). None in files written before them.
+    fixed_batch_loss_before: float | None = None
+    fixed_batch_loss_after: float | None = None
 
 
 @dataclass(frozen=True)

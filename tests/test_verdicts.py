@@ -9,6 +9,7 @@ from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.worker.execute import run_case
+from tests.conftest import SCENARIOS
 
 SCENARIO = """
 [scenario]
@@ -223,7 +224,6 @@ def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, t
     import contextlib
 
     import bench.worker.execute as execute
-    from tests.conftest import SCENARIOS
 
     text = (SCENARIOS / "recompile_control.toml").read_text()
     text = text.replace('recompiles = ">= 1", matches_reference', 'recompiles = "== 0", matches_reference')
@@ -236,3 +236,31 @@ def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, t
     assert load.strict and load.compile.recompiles >= 1
     assert {o.expectation: o.status for o in load.outcomes}["recompiles"] == "fail"
     assert load.recompile_error is None
+
+
+TRAIN = (SCENARIOS / "train_lora.toml").read_text()
+
+
+def _train_case(write_scenario):
+    (case,) = [c for c in expand(load_scenario(write_scenario(TRAIN))) if c.params["precision"] == "fp32"]
+    return case
+
+
+def test_a_real_training_step_lowers_the_fixed_batch_loss(cache_root, write_scenario):
+    r = run_case(_train_case(write_scenario), cache_root)
+    assert r.verdict == "pass", r.reason
+    t = r.steps[1].train
+    assert t.fixed_batch_loss_after < 0.99 * t.fixed_batch_loss_before
+
+
+def test_a_no_op_optimizer_step_fails_the_training_check(cache_root, write_scenario, monkeypatch):
+    """Planted: AdamW.step does nothing. The fixed batch's loss (eval mode) is then unchanged, and the check
+    fails; the running losses of different batches with dropout could still have fallen by chance."""
+    import torch
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    r = run_case(_train_case(write_scenario), cache_root)
+    train = r.steps[1]
+    assert train.train.fixed_batch_loss_after == train.train.fixed_batch_loss_before
+    assert {o.expectation: o.status for o in train.outcomes}["loss_decreases"] == "fail"
+    assert "step 2 (train): loss_decreases: the fixed batch's loss went from" in r.reason

@@ -13,6 +13,7 @@ from bench.ops import OPS
 from bench.ops.state import AdapterState
 from bench.records import AdapterEffect, OracleAgreement, Outcome, OutputCheck, StepRecord
 from bench.scenario.schema import Step
+from bench.worker.train import LOSS_MARGIN_REL, trained_enough
 
 
 @dataclass
@@ -151,14 +152,15 @@ def decide(
     train_stats = run.op_result if step.op == "train" and run.op_error is None else None
     repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
     if train_stats is not None:
+        before, after = train_stats.fixed_batch_loss_before, train_stats.fixed_batch_loss_after
         outcomes.append(
             outcome(
                 "loss_decreases",
-                f"< {train_stats.loss_first:.4g}",
-                f"{train_stats.loss_last:.4g}",
-                train_stats.loss_last < train_stats.loss_first,
-                f"loss went from {train_stats.loss_first:.4g} to {train_stats.loss_last:.4g} in "
-                f"{train_stats.steps} steps: the optimizer did not train the weights",
+                f"< {(1 - LOSS_MARGIN_REL) * before:.4g} (fixed batch, {LOSS_MARGIN_REL:.0%} below {before:.4g})",
+                f"{after:.4g}",
+                trained_enough(before, after),
+                f"the fixed batch's loss went from {before:.4g} to {after:.4g} in {train_stats.steps} steps, "
+                f"not {LOSS_MARGIN_REL:.0%} lower: the optimizer did not train the weights",
                 find_known(kf, "loss_decreases", params),
             )
         )
