@@ -122,6 +122,10 @@ class OutputCheck:
     matches: bool
     tokens_equal: bool | None = None
     mismatched_tokens: int | None = None
+    # Which rule set atol / rtol (bench.precision.tolerance_for): "exact" (eager-family backend, same
+    # kernels as the reference) or "loose" (inductor, quantized kernels off CPU); None in older files.
+    rule: str | None = None
+    rule_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,20 @@ class AdapterEffect:
 
 
 @dataclass(frozen=True)
+class StateContrast:
+    """Can the output check tell this step's new state from the previous one? Both references (eager, fresh
+    models), compared with the step's own tolerance rule: margin = max over the logits of
+    |new - previous| / (atol + rtol * |new|); distinguishable when margin > factor."""
+
+    previous_state: str
+    max_abs_diff: float
+    margin: float
+    factor: float
+    distinguishable: bool
+    rule: str  # the tolerance rule (exact / loose) the margin is measured in
+
+
+@dataclass(frozen=True)
 class OracleAgreement:
     """The two references of a step: the library's (a fresh model, same API calls as the subject) and the math
     oracle's (W + scaling * B @ A computed from the adapter files, no peft code). Rule:
@@ -207,7 +225,9 @@ class StepRecord:
     compile: CompileStats | None
     memory: MemoryStats | None
     output: OutputCheck | None
-    effects: tuple[AdapterEffect, ...] = ()
+    effects: tuple[AdapterEffect, ...] = ()  # files written before `contrast` replaced it; empty now
+    # The new state's reference against the previous state's (docs/verdicts.md, distinguishability).
+    contrast: StateContrast | None = None
     outcomes: tuple[Outcome, ...] = ()
     error: str | None = None  # exception raised by the op, "Type: message"
     # The RecompileError torch raised under error_on_recompile=True (strict steps), its own text: the proof

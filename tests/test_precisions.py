@@ -86,17 +86,55 @@ def test_peft_hotswap_is_correct_in_each_precision(precision, cache_root):
         _case(SCENARIOS / "hotswap_precisions.toml", precision=precision, hotswap_path="peft"), cache_root
     )
     swap = next(s for s in r.steps if s.index == 5)
-    assert swap.output.matches, swap.output
-    # the measured difference sits inside the tolerance, and the adapter moves the output far beyond it
-    assert swap.output.max_abs_diff <= swap.output.atol + swap.output.rtol * 50
-    assert swap.effects[0].measurable
+    assert swap.output.rule == "exact"
+    assert swap.contrast.distinguishable
     if precision == "nf4":
         assert any("eager forward" in n for n in swap.notes)  # the CPU repack workaround is reported
-        assert r.verdict == "xfail" and "bitsandbytes LoRA layers" in " ".join(
-            o.known_failure or "" for o in swap.outcomes
-        )
+        known = " ".join(o.known_failure or "" for o in swap.outcomes)
+        assert r.verdict == "xfail" and "bitsandbytes LoRA layers" in known
+        # the 4-bit scales bug (test_bnb_cpu_unpack_permutes_the_block_scales): not absorbed by a tolerance
+        assert not swap.output.matches and "absmax in the packed layout" in known
     else:
+        assert swap.output.matches and swap.output.max_abs_diff == 0, swap.output
         assert r.verdict == "pass", r.reason
+
+
+def test_bnb_cpu_unpack_permutes_the_block_scales(cache_root):
+    """The 0.01-0.04 nf4/fp4 difference after a swap, isolated without any adapter: on a CPU with
+    avx512_bf16, bitsandbytes 0.50.2 repacks 4-bit weights on the first eager forward (absmax becomes a
+    transposed bf16 [K/blocksize, N]); state_dict() unpacks them but leaves absmax in that layout, and the
+    next forward's repack reads it as [N, K/blocksize]. Layers with one block per row (in_features 64) are
+    unaffected; down_proj (in_features 128: two blocks) computes with permuted scales. When bitsandbytes
+    fixes this, this test fails and the known_failure markers in the scenarios must go."""
+    import bitsandbytes as bnb
+
+    from bench.sources.models import resolve_model
+    from bench.worker.model import load_model
+
+    model = load_model(resolve_model("builtin:tiny-llama", cache_root).location, "nf4", "cpu")
+    if not getattr(model.model.layers[0].mlp.down_proj, "support_avx512bf16_for_cpu", False):
+        pytest.fail("this CPU has no avx512_bf16: the packed path (and the bug) is not exercised here")
+    outputs: dict[str, list] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.register_forward_hook(
+                lambda m, i, o, name=name: outputs.setdefault(name, []).append((i[0].clone(), o.clone()))
+            )
+    ids = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits.float()
+        again = model(input_ids=ids).logits.float()
+        model.state_dict()  # what both hotswap paths call
+        after = model(input_ids=ids).logits.float()
+    assert torch.equal(before, again)  # the packed path itself is deterministic
+    assert (after - before).abs().max() > 0.005  # ... the unpack/repack round trip is not
+    changed = {}
+    for name, calls in outputs.items():
+        (x0, y0), _, (x2, y2) = calls
+        if torch.equal(x0, x2):  # same input: a different output means the layer's weights changed
+            changed[name] = not torch.equal(y0, y2)
+    layer0 = {k.split(".")[-1]: v for k, v in changed.items() if ".layers.0." in k}
+    assert layer0["down_proj"] and not any(v for k, v in layer0.items() if k != "down_proj"), layer0
 
 
 def test_quantized_footprint_counts_quant_state(cache_root):

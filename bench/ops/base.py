@@ -63,6 +63,9 @@ class Op:
     measures: ClassVar[bool] = False
     # The op compiles the model: the executor then requires the next model call to compile a frame.
     compiles: ClassVar[bool] = False
+    # The op's state change is meant to change the output (every state op but save_adapter, which relabels
+    # the same weights as a folder): its new state's reference must differ from the previous one's.
+    changes_output: ClassVar[bool] = True
 
     # Expectations only this op decides, beyond the ones every op can (see `produces`).
     own_expectations: ClassVar[frozenset[str]] = frozenset()
@@ -73,6 +76,8 @@ class Op:
         names = {"succeeds", "raises", "recompiles", "graph_breaks", *self.own_expectations}
         if self.checks_output:
             names |= {"matches_reference", "compile_effective", "oracles_agree"}
+        if self.checks_output and self.changes_state and self.changes_output:
+            names.add("distinguishable")
         return frozenset(names)
 
     @property
@@ -86,6 +91,10 @@ class Op:
 
     def check(self, walk: Walk, step: Step) -> None:
         """Refuse an order that cannot work (raise walk.fail(...)), and advance the walk."""
+
+    def contrast_state(self, previous: AdapterState) -> AdapterState:
+        """The state this op's new state must be told apart from: the one before it, by default."""
+        return previous
 
     def transition(self, state: AdapterState, step: Step) -> AdapterState:
         """The adapter state a correct library is in after the op (pure)."""

@@ -336,6 +336,7 @@ def _expectations(t: Table) -> Expectations:
         graph_breaks=comparison("graph_breaks"),
         matches_reference=t.get("matches_reference", bool, None),
         raises=t.get("raises", str, None),
+        distinguishable=t.get("distinguishable", bool, None),
     )
     if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
@@ -407,6 +408,10 @@ def _check_order(s: Scenario) -> None:
         if step.expect.matches_reference is not None and "matches_reference" not in OPS[step.op].produces:
             raise walk.fail(
                 step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
+            )
+        if step.expect.distinguishable is not None and "distinguishable" not in OPS[step.op].produces:
+            raise walk.fail(
+                step, f"expect.distinguishable: a {step.op} step does not change the adapter state"
             )
         if step.expect.recompiles is not None and not compiled_somewhere:
             raise walk.fail(

@@ -11,7 +11,7 @@ from bench.cases import Case
 from bench.judge.verdict import find_known, outcome, step_status
 from bench.ops import OPS
 from bench.ops.state import AdapterState
-from bench.records import AdapterEffect, OracleAgreement, Outcome, OutputCheck, StepRecord
+from bench.records import OracleAgreement, Outcome, OutputCheck, StateContrast, StepRecord
 from bench.scenario.schema import Step
 from bench.worker.train import LOSS_MARGIN_REL, trained_enough
 
@@ -43,7 +43,7 @@ class Evidence:
     """What the step's output was checked against (bench.worker.execute gathers it)."""
 
     output: OutputCheck | None = None
-    effects: tuple[AdapterEffect, ...] = ()
+    contrast: StateContrast | None = None  # the new state's reference against the previous state's
     adapter_bytes: int | None = None  # bytes of adapter weights a load moved
     copy_floor_ms: float | None = None  # a plain tensor copy of as many bytes
     notes: tuple[str, ...] = ()
@@ -209,18 +209,31 @@ def decide(
                 find_known(kf, "matches_reference", params),
             )
         )
-    for eff in evidence.effects:
+    c = evidence.contrast
+    if c is not None:
+        # Declared indistinguishable (add_adapter's B = 0): the references must then agree, and the record
+        # says this step's output check cannot tell the op from a no-op (a later step must).
+        wanted = e.distinguishable if e.distinguishable is not None else True
         outcomes.append(
             outcome(
-                "adapter_effect",
-                f"> {eff.threshold:g}",
-                f"{eff.max_abs_effect:.3g}",
-                eff.measurable,
-                f"adapter {eff.adapter!r} moves the logits by {eff.max_abs_effect:.3g}, not more than "
-                f"{eff.threshold:g}: every output check would pass for a no-op adapter",
-                find_known(kf, "adapter_effect", params),
+                "distinguishable",
+                f"margin > {c.factor:g}" if wanted else f"margin <= {c.factor:g} (declared)",
+                f"margin {c.margin:.3g} (max abs diff {c.max_abs_diff:.3g})",
+                c.distinguishable == wanted,
+                f"this check cannot tell the states apart: the reference of the new state and of "
+                f"{c.previous_state} differ by at most {c.margin:.3g}x the {c.rule} tolerance (needs > "
+                f"{c.factor:g}x)"
+                if wanted
+                else f"declared distinguishable = false, but the references differ by {c.margin:.3g}x the "
+                f"{c.rule} tolerance",
+                find_known(kf, "distinguishable", params),
             )
         )
+        if not wanted and not c.distinguishable:
+            run.notes.append(
+                "not distinguishable (declared): this step's output equals the previous state's, so its "
+                "output check cannot tell the op from a no-op"
+            )
 
     notes = list(run.notes) + list(evidence.notes)
     if run.recompile_errors:
@@ -240,7 +253,7 @@ def decide(
         compile=comp,
         memory=mem,
         output=output,
-        effects=evidence.effects,
+        contrast=evidence.contrast,
         oracle_agreement=evidence.oracle_agreement,
         outcomes=tuple(outcomes),
         error=err_text,
