@@ -42,34 +42,9 @@ def test_load_kwargs_are_what_a_user_passes():
 
 def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario, cache_root):
     """A real failed import (a shadowing package that raises), in a real worker process."""
-    shadow = tmp_path / "shadow" / "bitsandbytes"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(
-        "raise ImportError('bitsandbytes deliberately broken for this test')\n"
-    )
-    path = write_scenario("""
-        [scenario]
-        name = "needs-bnb"
-        model = "builtin:tiny-llama"
-        [matrix]
-        precision = ["nf4", "fp32"]
-        compile = ["none"]
-        [[steps]]
-        op = "forward"
-    """)
+    path = write_scenario(NEEDS_BNB)
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}",
-        "PEFT_BENCH_CACHE": str(cache_root),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", str(path), "--out", str(out), "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = _run_without_bnb(tmp_path, cache_root, [str(path), "--out", str(out), "-q"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
@@ -78,6 +53,64 @@ def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario,
     assert nf4["verdict"] == "skip" and "deliberately broken" in nf4["reason"]
     assert cases["needs-bnb[fp32-none]"]["verdict"] == "pass"
     assert unavailable_reason("fp32", "cpu") is None
+
+
+def test_a_required_precision_that_would_be_skipped_fails_the_run(tmp_path, write_scenario, cache_root):
+    """--require-precision nf4 without a working bitsandbytes: a clear message and exit 2, before any case
+    runs (no results folder). The control: the same run without the flag passes with nf4 skipped (above)."""
+    out = tmp_path / "out"
+    args = [str(write_scenario(NEEDS_BNB)), "--out", str(out), "-q", "--require-precision", "fp32,nf4"]
+    proc = _run_without_bnb(tmp_path, cache_root, args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--require-precision: nf4 would be skipped: nf4 needs bitsandbytes" in proc.stderr
+    assert "fp32" not in proc.stderr.split("--require-precision:")[1]  # fp32 runs: not named
+    assert not (out / "results.json").exists()
+
+
+def test_required_precisions_are_checked_by_name_and_after_the_run():
+    from bench.errors import BenchInputError
+    from bench.records import CaseResult
+    from bench.require import check_before_run, parse_required, skipped_required
+
+    assert parse_required("nf4, int8,nf4") == ("nf4", "int8")
+    with pytest.raises(BenchInputError, match="unknown precision nf5"):
+        parse_required("nf4,nf5")
+    with pytest.raises(BenchInputError, match="int8: no case of the selection runs it"):
+        check_before_run(("int8",), ["fp32"], "cpu")
+    check_before_run(("fp32",), ["fp32"], "cpu")  # the control: a required precision that runs
+    skip = CaseResult("s[nf4-none]", "s", "s.toml", {"precision": "nf4"}, "skip", "needs bitsandbytes")
+    ok = CaseResult("s[fp32-none]", "s", "s.toml", {"precision": "fp32"}, "pass", "")
+    assert skipped_required(("nf4",), [skip, ok]) == ["s[nf4-none]: needs bitsandbytes"]
+    assert skipped_required(("fp32",), [skip, ok]) == []
+
+
+NEEDS_BNB = """
+        [scenario]
+        name = "needs-bnb"
+        model = "builtin:tiny-llama"
+        [matrix]
+        precision = ["nf4", "fp32"]
+        compile = ["none"]
+        [[steps]]
+        op = "forward"
+    """
+
+
+def _run_without_bnb(tmp_path, cache_root, args):
+    """`peft-bench run ARGS` in a subprocess whose bitsandbytes is a shadowing package that fails to import."""
+    shadow = tmp_path / "shadow" / "bitsandbytes"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('bitsandbytes deliberately broken for this test')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}",
+        "PEFT_BENCH_CACHE": str(cache_root),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "run", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])

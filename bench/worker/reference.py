@@ -76,7 +76,8 @@ class ReferenceOracle:
 
     def _generate(self, model):
         return model.generate(
-            **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id, logits=True)
+            **self.inputs.as_kwargs(),
+            **generate_kwargs(self.workload, model.config.pad_token_id, logits=True),
         )
 
     def tolerance(self, reference, backend: str) -> Tolerance:

@@ -222,6 +222,7 @@ def _check(
         want = o.expected == "true"
         w.emit(f"check_output(out, reference({slots!r}, {active!r}), {what!r}, want={want!r})")
     elif o.expectation == "distinguishable" and previous is not None:
+
         def ref(st: AdapterState) -> str:
             slots = [(s.name, "added" if s.added else "loaded", s.adapter) for s in st.effective]
             return f"reference({slots!r}, {[s.name for s in st.effective]!r})"
