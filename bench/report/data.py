@@ -356,8 +356,14 @@ def environment_lines(results: Results) -> list[str]:
 
 
 def timing_policy_line(results: Results) -> str:
-    policies = {tuple(sorted(c.timing_policy.items())) for c in results.cases if c.timing_policy}
+    # As text: a results file is read back as JSON, and a value there may be a list (unhashable) or mix
+    # types (unsortable); the fuzz test of results files found both.
+    policies = {
+        "; ".join(f"{k} {v}" for k, v in sorted(c.timing_policy.items(), key=lambda kv: str(kv[0])))
+        for c in results.cases
+        if c.timing_policy
+    }
     if not policies:
         return "Timing policy: not recorded."
-    parts = ["; ".join(f"{k} {v}" for k, v in p) for p in sorted(policies)]
+    parts = sorted(policies)
     return "Timing policy (warm-up calls, then rounds until both minimums): " + " | ".join(parts)
