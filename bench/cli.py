@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'fork' starts each case from a preloaded worker process (default where os.fork exists), "
         "'spawn' starts a fresh Python per case",
     )
+    run.add_argument(
+        "--require-precision",
+        metavar="P1,P2",
+        help="fail (exit 2 before the run, exit 1 after it) when one of these precisions would be skipped "
+        "here, e.g. nf4,int8 without bitsandbytes, or is not in the selection",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
     run.add_argument(
         "--resume-any-version",
@@ -245,6 +251,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     )
     from bench.paths import cache_root, check_out_folder, default_cache_root
     from bench.progress import eta_s, phase_line
+    from bench.require import check_before_run, parse_required, skipped_required
     from bench.run import RunOptions, default_out_dir, resume_selection, run_cases
     from bench.summary import case_line, counts_line
 
@@ -295,6 +302,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.out and not args.overwrite:
             _refuse_finished_run(args.out)
         out_dir = args.out or default_out_dir()
+    required = parse_required(args.require_precision)
+    check_before_run(required, (c.precision for c in cases), args.device or "cpu")
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
@@ -347,6 +356,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     _ci_outputs(args, out_dir, results)
     if results.interrupted:
         return 130
+    if skipped := skipped_required(required, results.cases):
+        print(f"peft-bench: --require-precision: required cases were skipped: {'; '.join(skipped)}")
+        return 1
     return exit_code(c.verdict for c in results.cases)
 
 

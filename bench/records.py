@@ -122,6 +122,10 @@ class OutputCheck:
     matches: bool
     tokens_equal: bool | None = None
     mismatched_tokens: int | None = None
+    # Which rule set atol / rtol (bench.precision.tolerance_for): "exact" (eager-family backend, same
+    # kernels as the reference) or "loose" (inductor, quantized kernels off CPU); None in older files.
+    rule: str | None = None
+    rule_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,13 +134,17 @@ class TrainStats:
 
     steps: int
     step_time: TimingStats  # forward + backward + optimizer step, per step
-    loss_first: float
-    loss_last: float
+    loss_first: float  # the running loss of the first step (its batch, with dropout)
+    loss_last: float  # ... and of the last step (another batch): shown, not judged
     trainable_params: int
     total_params: int
     grad_bytes: int  # gradients held after the last step
     optimizer_state_bytes: int  # AdamW moments
     rss_peak_bytes: int | None  # high-water mark over the whole step (also in memory.rss_peak_bytes)
+    # The judged figures: the loss on one fixed batch, eval mode, no gradients, before the first optimizer
+    # step and after the last (bench.worker.train.LOSS_MARGIN_REL). None in files written before them.
+    fixed_batch_loss_before: float | None = None
+    fixed_batch_loss_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,20 @@ class AdapterEffect:
     max_abs_effect: float
     threshold: float
     measurable: bool
+
+
+@dataclass(frozen=True)
+class StateContrast:
+    """Can the output check tell this step's new state from the previous one? Both references (eager, fresh
+    models), compared with the step's own tolerance rule: margin = max over the logits of
+    |new - previous| / (atol + rtol * |new|); distinguishable when margin > factor."""
+
+    previous_state: str
+    max_abs_diff: float
+    margin: float
+    factor: float
+    distinguishable: bool
+    rule: str  # the tolerance rule (exact / loose) the margin is measured in
 
 
 @dataclass(frozen=True)
@@ -273,9 +295,14 @@ class StepRecord:
     compile: CompileStats | None
     memory: MemoryStats | None
     output: OutputCheck | None
-    effects: tuple[AdapterEffect, ...] = ()
+    effects: tuple[AdapterEffect, ...] = ()  # files written before `contrast` replaced it; empty now
+    # The new state's reference against the previous state's (docs/verdicts.md, distinguishability).
+    contrast: StateContrast | None = None
     outcomes: tuple[Outcome, ...] = ()
     error: str | None = None  # exception raised by the op, "Type: message"
+    # The RecompileError torch raised under error_on_recompile=True (strict steps), its own text: the proof
+    # that the guard fired, kept apart from the counted recompile reasons so it cannot be confused with them.
+    recompile_error: str | None = None
     notes: tuple[str, ...] = ()  # things the harness did that change what was measured (e.g. a warm-up call)
     # Bytes of adapter weights this step moved (loads and swaps), and the plain tensor-copy floor for them.
     adapter_bytes: int | None = None

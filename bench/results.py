@@ -112,8 +112,10 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
             yield "output_max_abs_diff", step.output.max_abs_diff, "abs"
             yield "output_max_rel_diff", step.output.max_rel_diff, "rel"
         yield "output_matches", int(step.output.matches), "bool"
-    for eff in step.effects:
+    for eff in step.effects:  # files written before `contrast`
         yield f"adapter_effect_max_abs[{eff.adapter}]", eff.max_abs_effect, "abs"
+    if step.contrast is not None:
+        yield "contrast_margin", step.contrast.margin, "ratio"
     yield "adapter_bytes", step.adapter_bytes, "bytes"
     yield "copy_floor_ms", step.copy_floor_ms, "ms"
     if step.serving is not None and step.serving.figures is not None:

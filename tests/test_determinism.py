@@ -61,7 +61,9 @@ def deterministic(result: CaseResult) -> dict:
                     s.output.matches,
                     s.output.reference_state,
                 ),
-                "effects": [(e.adapter, e.max_abs_effect, e.measurable) for e in s.effects],
+                "contrast": None
+                if s.contrast is None
+                else (s.contrast.max_abs_diff, s.contrast.margin, s.contrast.distinguishable),
                 "outcomes": [(o.expectation, o.expected, o.actual, o.status) for o in s.outcomes],
                 "adapter_bytes": s.adapter_bytes,
                 "timing_n": None if s.timing is None else s.timing.n,  # fixed by the policy (min_time_s = 0)
@@ -111,6 +113,6 @@ def test_same_scenario_twice_same_figures(tmp_path, cache_root):
     # sees it. (Eager, to save a compile: the effect is measured on eager references either way.)
     same = deterministic(run_case(_scenario(tmp_path, seed=2, compile_label="none"), cache_root))
     other = deterministic(run_case(_scenario(tmp_path, seed=7, compile_label="none"), cache_root))
-    assert same["steps"][3]["effects"] == a["steps"][3]["effects"]
-    assert other["steps"][3]["effects"] != a["steps"][3]["effects"]
+    assert same["steps"][3]["contrast"][0] == a["steps"][3]["contrast"][0]
+    assert other["steps"][3]["contrast"][0] != a["steps"][3]["contrast"][0]
     assert other["footprint"] == a["footprint"]  # same shapes: the bytes are still equal

@@ -183,8 +183,34 @@ def test_planted_latency_regression_across_machines(noise_a, cpu_policy):
     assert "ratios measured within each run" in g.timing
 
 
+def _with_compiled_reload(results: Results) -> Results:
+    """SWAP_CASE plus a plain load into the compiled model (its step 2 again, after the compile, with a
+    first call 20x as long for the recompile): what x reload is measured against."""
+
+    def add(c):
+        load = next(s for s in c.steps if s.index == 2)
+        reload = replace(load, index=7, first_call_ms=load.first_call_ms * 20)
+        return replace(c, steps=(*c.steps, reload))
+
+    return _edit_case(results, SWAP_CASE, add)
+
+
+def test_switch_over_reload_needs_a_reload_into_the_compiled_model(noise_a):
+    """The fixture's only plain load ran before the compile (eager): no ratio against it."""
+    from bench.judge.compare import reload_step, switch_over_reload
+
+    case = next(c for c in noise_a.cases if c.case_id == SWAP_CASE)
+    swap = next(s for s in case.steps if s.index == 5)
+    assert reload_step(case) is None and switch_over_reload(case, swap) is None
+    case = next(c for c in _with_compiled_reload(noise_a).cases if c.case_id == SWAP_CASE)
+    assert reload_step(case).index == 7 and switch_over_reload(case, swap) is not None
+    wrong = replace(swap, output=replace(swap.output, matches=False))
+    assert switch_over_reload(case, wrong) is None  # a wrong answer is never a speed-up
+
+
 def test_planted_switch_cost_across_machines(noise_a, cpu_policy):
     """A hotswap that now costs as much as reloading and recompiling: its first call 50x slower."""
+    noise_a = _with_compiled_reload(noise_a)
     bad = _edit_step(
         _other_machine(noise_a), SWAP_CASE, 5, lambda s: replace(s, first_call_ms=s.first_call_ms * 50)
     )

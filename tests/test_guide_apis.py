@@ -45,7 +45,12 @@ def test_trained_adapter_reloads_to_the_same_output(cache_root, tmp_path):
     save = next(s for s in r.steps if s.op == "save_adapter")
     load = next(s for s in r.steps if s.op == "load_pretrained")
     assert save.output.matches  # the model that saved it vs a fresh load of what it saved
-    assert load.output.matches and load.effects[0].measurable  # trained B != 0: the adapter does something
+    # trained B != 0: the loaded model's output is told apart from its base's
+    assert (
+        load.output.matches
+        and load.contrast.distinguishable
+        and load.contrast.previous_state.startswith("no")
+    )
     assert (tmp_path / "trained" / "adapter_config.json").is_file()
 
 

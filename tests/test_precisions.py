@@ -42,34 +42,9 @@ def test_load_kwargs_are_what_a_user_passes():
 
 def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario, cache_root):
     """A real failed import (a shadowing package that raises), in a real worker process."""
-    shadow = tmp_path / "shadow" / "bitsandbytes"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(
-        "raise ImportError('bitsandbytes deliberately broken for this test')\n"
-    )
-    path = write_scenario("""
-        [scenario]
-        name = "needs-bnb"
-        model = "builtin:tiny-llama"
-        [matrix]
-        precision = ["nf4", "fp32"]
-        compile = ["none"]
-        [[steps]]
-        op = "forward"
-    """)
+    path = write_scenario(NEEDS_BNB)
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}",
-        "PEFT_BENCH_CACHE": str(cache_root),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", str(path), "--out", str(out), "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = _run_without_bnb(tmp_path, cache_root, [str(path), "--out", str(out), "-q"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
@@ -80,23 +55,119 @@ def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario,
     assert unavailable_reason("fp32", "cpu") is None
 
 
+def test_a_required_precision_that_would_be_skipped_fails_the_run(tmp_path, write_scenario, cache_root):
+    """--require-precision nf4 without a working bitsandbytes: a clear message and exit 2, before any case
+    runs (no results folder). The control: the same run without the flag passes with nf4 skipped (above)."""
+    out = tmp_path / "out"
+    args = [str(write_scenario(NEEDS_BNB)), "--out", str(out), "-q", "--require-precision", "fp32,nf4"]
+    proc = _run_without_bnb(tmp_path, cache_root, args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--require-precision: nf4 would be skipped: nf4 needs bitsandbytes" in proc.stderr
+    assert "fp32" not in proc.stderr.split("--require-precision:")[1]  # fp32 runs: not named
+    assert not (out / "results.json").exists()
+
+
+def test_required_precisions_are_checked_by_name_and_after_the_run():
+    from bench.errors import BenchInputError
+    from bench.records import CaseResult
+    from bench.require import check_before_run, parse_required, skipped_required
+
+    assert parse_required("nf4, int8,nf4") == ("nf4", "int8")
+    with pytest.raises(BenchInputError, match="unknown precision nf5"):
+        parse_required("nf4,nf5")
+    with pytest.raises(BenchInputError, match="int8: no case of the selection runs it"):
+        check_before_run(("int8",), ["fp32"], "cpu")
+    check_before_run(("fp32",), ["fp32"], "cpu")  # the control: a required precision that runs
+    skip = CaseResult("s[nf4-none]", "s", "s.toml", {"precision": "nf4"}, "skip", "needs bitsandbytes")
+    ok = CaseResult("s[fp32-none]", "s", "s.toml", {"precision": "fp32"}, "pass", "")
+    assert skipped_required(("nf4",), [skip, ok]) == ["s[nf4-none]: needs bitsandbytes"]
+    assert skipped_required(("fp32",), [skip, ok]) == []
+
+
+NEEDS_BNB = """
+        [scenario]
+        name = "needs-bnb"
+        model = "builtin:tiny-llama"
+        [matrix]
+        precision = ["nf4", "fp32"]
+        compile = ["none"]
+        [[steps]]
+        op = "forward"
+    """
+
+
+def _run_without_bnb(tmp_path, cache_root, args):
+    """`peft-bench run ARGS` in a subprocess whose bitsandbytes is a shadowing package that fails to import."""
+    shadow = tmp_path / "shadow" / "bitsandbytes"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('bitsandbytes deliberately broken for this test')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}",
+        "PEFT_BENCH_CACHE": str(cache_root),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "run", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])
 def test_peft_hotswap_is_correct_in_each_precision(precision, cache_root):
     r = run_case(
         _case(SCENARIOS / "hotswap_precisions.toml", precision=precision, hotswap_path="peft"), cache_root
     )
     swap = next(s for s in r.steps if s.index == 5)
-    assert swap.output.matches, swap.output
-    # the measured difference sits inside the tolerance, and the adapter moves the output far beyond it
-    assert swap.output.max_abs_diff <= swap.output.atol + swap.output.rtol * 50
-    assert swap.effects[0].measurable
+    assert swap.output.rule == "exact"
+    assert swap.contrast.distinguishable
     if precision == "nf4":
         assert any("eager forward" in n for n in swap.notes)  # the CPU repack workaround is reported
-        assert r.verdict == "xfail" and "bitsandbytes LoRA layers" in " ".join(
-            o.known_failure or "" for o in swap.outcomes
-        )
+        known = " ".join(o.known_failure or "" for o in swap.outcomes)
+        assert r.verdict == "xfail" and "bitsandbytes LoRA layers" in known
+        # the 4-bit scales bug (test_bnb_cpu_unpack_permutes_the_block_scales): not absorbed by a tolerance
+        assert not swap.output.matches and "absmax in the packed layout" in known
     else:
+        assert swap.output.matches and swap.output.max_abs_diff == 0, swap.output
         assert r.verdict == "pass", r.reason
+
+
+def test_bnb_cpu_unpack_permutes_the_block_scales(cache_root):
+    """The 0.01-0.04 nf4/fp4 difference after a swap, isolated without any adapter: on a CPU with
+    avx512_bf16, bitsandbytes 0.50.2 repacks 4-bit weights on the first eager forward (absmax becomes a
+    transposed bf16 [K/blocksize, N]); state_dict() unpacks them but leaves absmax in that layout, and the
+    next forward's repack reads it as [N, K/blocksize]. Layers with one block per row (in_features 64) are
+    unaffected; down_proj (in_features 128: two blocks) computes with permuted scales. When bitsandbytes
+    fixes this, this test fails and the known_failure markers in the scenarios must go."""
+    import bitsandbytes as bnb
+
+    from bench.sources.models import resolve_model
+    from bench.worker.model import load_model
+
+    model = load_model(resolve_model("builtin:tiny-llama", cache_root).location, "nf4", "cpu")
+    if not getattr(model.model.layers[0].mlp.down_proj, "support_avx512bf16_for_cpu", False):
+        pytest.fail("this CPU has no avx512_bf16: the packed path (and the bug) is not exercised here")
+    outputs: dict[str, list] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.register_forward_hook(
+                lambda m, i, o, name=name: outputs.setdefault(name, []).append((i[0].clone(), o.clone()))
+            )
+    ids = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits.float()
+        again = model(input_ids=ids).logits.float()
+        model.state_dict()  # what both hotswap paths call
+        after = model(input_ids=ids).logits.float()
+    assert torch.equal(before, again)  # the packed path itself is deterministic
+    assert (after - before).abs().max() > 0.005  # ... the unpack/repack round trip is not
+    changed = {}
+    for name, calls in outputs.items():
+        (x0, y0), _, (x2, y2) = calls
+        if torch.equal(x0, x2):  # same input: a different output means the layer's weights changed
+            changed[name] = not torch.equal(y0, y2)
+    layer0 = {k.split(".")[-1]: v for k, v in changed.items() if ".layers.0." in k}
+    assert layer0["down_proj"] and not any(v for k, v in layer0.items() if k != "down_proj"), layer0
 
 
 def test_quantized_footprint_counts_quant_state(cache_root):

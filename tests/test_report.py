@@ -498,3 +498,43 @@ def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_
     proc = _run_standalone(tmp_path / rp.path, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "REPRODUCED: step 10 (forward): the output matches a freshly loaded reference" in proc.stdout
+
+
+def _with_compiled_reload(results: Results) -> Results:
+    """Each hotswap-alpha case plus a plain load into the compiled model (its step 2 again, after compile)."""
+
+    def add(c):
+        if not c.case_id.startswith("hotswap-alpha"):
+            return c
+        load = next(s for s in c.steps if s.index == 2)
+        return replace(c, steps=(*c.steps, replace(load, index=7, first_call_ms=load.first_call_ms * 20)))
+
+    return replace(results, cases=tuple(add(c) for c in results.cases))
+
+
+def test_x_reload_is_against_a_reload_into_the_compiled_model(failing):
+    """The fixture's plain loads ran before the compile: no x reload, and the note says why."""
+    swap = next(
+        r for r in data.switch_rows(failing) if r.case_id == ALPHA_PEFT and r.kind.startswith("hotswap")
+    )
+    assert swap.over_reload is None and "no plain load into the model the swap ran on" in swap.note
+    rows = data.switch_rows(_with_compiled_reload(failing))
+    reload = next(r for r in rows if r.case_id == ALPHA_PEFT and r.kind == "reload")
+    swap = next(r for r in rows if r.case_id == ALPHA_PEFT and r.kind.startswith("hotswap"))
+    assert reload.step == 7 and swap.over_reload == pytest.approx(swap.total_ms / reload.total_ms)
+
+
+def test_a_swap_with_a_wrong_output_is_flagged_never_a_speed_up(failing):
+    """transformers' alpha hotswap is fast because it is wrong: its row carries the flag and no ratio, while
+    the same row of the correct peft swap gets one (the control)."""
+    results = _with_compiled_reload(failing)
+    rows = data.switch_rows(results)
+    wrong = next(r for r in rows if r.case_id == ALPHA_TF and r.kind.startswith("hotswap"))
+    right = next(r for r in rows if r.case_id == ALPHA_PEFT and r.kind.startswith("hotswap"))
+    assert wrong.over_reload is None and wrong.note.startswith("WRONG OUTPUT")
+    assert right.over_reload is not None and not right.note.startswith("WRONG OUTPUT")
+    latency = {(r.case_id, r.step): r for r in data.latency_rows(results)}
+    assert latency[(ALPHA_TF, 6)].wrong_output and not latency[(ALPHA_PEFT, 6)].wrong_output
+    md = markdown.render(results)
+    line = next(x for x in md.splitlines() if x.startswith(f"| `{ALPHA_TF}` | 6 (forward) |"))
+    assert data.WRONG_OUTPUT in line

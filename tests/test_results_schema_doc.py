@@ -20,6 +20,7 @@ RECORDS = (
     "MemoryStats",
     "OutputCheck",
     "AdapterEffect",
+    "StateContrast",
     "Outcome",
     "TrainStats",
     "RepeatStats",

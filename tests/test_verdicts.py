@@ -9,6 +9,7 @@ from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.worker.execute import run_case
+from tests.conftest import SCENARIOS
 
 SCENARIO = """
 [scenario]
@@ -79,7 +80,7 @@ known_failure = {{ expectation = "{expectation}", reason = "upstream bug" }}
 @pytest.mark.parametrize(
     ("op", "fields", "expectation"),
     [
-        ("set_adapter", 'names = ["a"]', "adapter_effect"),  # only loads measure an adapter's effect
+        ("active_adapters", "", "distinguishable"),  # only state changes are told apart
         ("compile", "", "matches_reference"),  # compile makes no model call
         ("forward", "", "loss_decreases"),
         ("disable_adapters", "", "active_adapters"),
@@ -93,7 +94,11 @@ def test_a_marker_that_can_never_be_evaluated_is_refused(op, fields, expectation
 
 @pytest.mark.parametrize(
     ("op", "fields", "expectation"),
-    [("load_adapter", 'adapter = "a"\nname = "b"', "adapter_effect"), ("forward", "", "matches_reference")],
+    [
+        ("load_adapter", 'adapter = "a"\nname = "b"', "distinguishable"),
+        ("set_adapter", 'names = ["a"]', "distinguishable"),
+        ("forward", "", "matches_reference"),
+    ],
 )
 def test_a_marker_the_op_can_evaluate_is_accepted(op, fields, expectation, write_scenario):
     """Negative control: the rule refuses only markers that can never apply."""
@@ -214,3 +219,52 @@ def test_the_same_scenario_without_the_library_bug_has_both_oracles_agree(cache_
     assert r.verdict == "pass", r.reason
     assert all(s.oracle_agreement.agree for s in r.steps if s.oracle_agreement is not None)
     assert sum(s.oracle_agreement is not None for s in r.steps) == 2
+
+
+def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, tmp_path, monkeypatch):
+    """Negative control for the strict-mode test in tests/test_harness.py: if the harness stopped entering
+    error_on_recompile, the recompile would still be counted (the outcome fails on the count), but no
+    RecompileError would be recorded, so that test's assertion on `recompile_error` catches it."""
+    import contextlib
+
+    import bench.worker.execute as execute
+
+    text = (SCENARIOS / "recompile_control.toml").read_text()
+    text = text.replace('recompiles = ">= 1", matches_reference', 'recompiles = "== 0", matches_reference')
+    text = text.replace('total_recompiles = ">= 1"', "")
+    path = tmp_path / "control_zero.toml"
+    path.write_text(text)
+    monkeypatch.setattr(execute, "no_recompile_allowed", lambda enabled: contextlib.nullcontext())
+    r = run_case(_only_case(path), cache_root)
+    load = r.steps[3]
+    assert load.strict and load.compile.recompiles >= 1
+    assert {o.expectation: o.status for o in load.outcomes}["recompiles"] == "fail"
+    assert load.recompile_error is None
+
+
+TRAIN = (SCENARIOS / "train_lora.toml").read_text()
+
+
+def _train_case(write_scenario):
+    (case,) = [c for c in expand(load_scenario(write_scenario(TRAIN))) if c.params["precision"] == "fp32"]
+    return case
+
+
+def test_a_real_training_step_lowers_the_fixed_batch_loss(cache_root, write_scenario):
+    r = run_case(_train_case(write_scenario), cache_root)
+    assert r.verdict == "pass", r.reason
+    t = r.steps[1].train
+    assert t.fixed_batch_loss_after < 0.99 * t.fixed_batch_loss_before
+
+
+def test_a_no_op_optimizer_step_fails_the_training_check(cache_root, write_scenario, monkeypatch):
+    """Planted: AdamW.step does nothing. The fixed batch's loss (eval mode) is then unchanged, and the check
+    fails; the running losses of different batches with dropout could still have fallen by chance."""
+    import torch
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    r = run_case(_train_case(write_scenario), cache_root)
+    train = r.steps[1]
+    assert train.train.fixed_batch_loss_after == train.train.fixed_batch_loss_before
+    assert {o.expectation: o.status for o in train.outcomes}["loss_decreases"] == "fail"
+    assert "step 2 (train): loss_decreases: the fixed batch's loss went from" in r.reason

@@ -275,18 +275,37 @@ def is_hotswap(step: StepRecord) -> bool:
     return step.op == "load_adapter" and bool(step.args.get("hotswap"))
 
 
+def output_wrong(step: StepRecord) -> bool:
+    """The step's checked output did not match its reference: its timings are of a wrong answer."""
+    return step.output is not None and not step.output.matches
+
+
 def reload_step(case: CaseResult) -> StepRecord | None:
-    """The case's first plain (non-hotswap) load_adapter step with both timings: the cost hotswap avoids."""
+    """The cost a hotswap avoids: the case's first plain (non-hotswap) load_adapter with both timings and a
+    matching output that ran on the model the swaps run on. In a compiled case that is a load AFTER the
+    compile step, whose first call carries the recompile a reload costs; a load before it ran eager and
+    would make any swap look slow."""
+    compiled_at = next((s.index for s in case.steps if s.op == "compile" and s.compile is not None), None)
     return next(
-        (s for s in case.steps if s.op == "load_adapter" and not is_hotswap(s) and switch_ms(s) is not None),
+        (
+            s
+            for s in case.steps
+            if s.op == "load_adapter"
+            and not is_hotswap(s)
+            and switch_ms(s) is not None
+            and not output_wrong(s)
+            and (compiled_at is None or s.index > compiled_at)
+        ),
         None,
     )
 
 
 def switch_over_reload(case: CaseResult, step: StepRecord) -> float | None:
+    """(swap + first call) / (reload + first call); None when either is missing or the swap's output was
+    wrong: a wrong answer is never a speed-up."""
     reload = reload_step(case)
     swap = switch_ms(step)
-    if reload is None or swap is None:
+    if reload is None or swap is None or output_wrong(step):
         return None
     return swap / switch_ms(reload)
 

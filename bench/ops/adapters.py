@@ -43,7 +43,6 @@ class LoadAdapter(Op):
     """`model.load_adapter(path, adapter_name=name)`; with `hotswap = true`, the case's hotswap path."""
 
     name = "load_adapter"
-    own_expectations = frozenset({"adapter_effect"})
     fields = frozenset({"adapter", "name", "hotswap"})
     changes_state = True
 

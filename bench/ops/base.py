@@ -68,6 +68,9 @@ class Op:
     compiles: ClassVar[bool] = False
     # The op makes its own model calls and keeps their responses (serve): the executor checks each of them.
     checks_responses: ClassVar[bool] = False
+    # The op's state change is meant to change the output (every state op but save_adapter, which relabels
+    # the same weights as a folder): its new state's reference must differ from the previous one's.
+    changes_output: ClassVar[bool] = True
 
     # Expectations only this op decides, beyond the ones every op can (see `produces`).
     own_expectations: ClassVar[frozenset[str]] = frozenset()
@@ -88,6 +91,8 @@ class Op:
             names |= {"matches_reference", "compile_effective", "oracles_agree"}
         if self.measures:
             names.add("steady_state_matches")
+        if self.checks_output and self.changes_state and self.changes_output:
+            names.add("distinguishable")
         return frozenset(names)
 
     @property
@@ -101,6 +106,10 @@ class Op:
 
     def check(self, walk: Walk, step: Step) -> None:
         """Refuse an order that cannot work (raise walk.fail(...)), and advance the walk."""
+
+    def contrast_state(self, previous: AdapterState) -> AdapterState:
+        """The state this op's new state must be told apart from: the one before it, by default."""
+        return previous
 
     def transition(self, state: AdapterState, step: Step) -> AdapterState:
         """The adapter state a correct library is in after the op (pure)."""

@@ -9,9 +9,13 @@ from bench.ops.state import AdapterState
 
 class LoadPretrained(Op):
     name = "load_pretrained"
-    own_expectations = frozenset({"adapter_effect"})
     fields = frozenset({"adapter"})
     changes_state = True
+
+    def contrast_state(self, previous):
+        # A new model: what it must be told apart from is its own base without the adapter, not the
+        # previous model (which, after save_adapter, holds the same weights).
+        return AdapterState()
 
     def parse(self, t, ctx):
         return {"adapter": read_adapter(t, ctx)}

@@ -74,6 +74,7 @@ class SaveAdapter(Op):
     name = "save_adapter"
     fields = frozenset({"as"})
     changes_state = True
+    changes_output = False  # the same weights, now also a folder: nothing for the output to show
 
     def parse(self, t, ctx):
         from bench.scenario.table import checked_name

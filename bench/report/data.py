@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.judge.compare import is_hotswap, reload_step, switch_ms
+from bench.judge.compare import is_hotswap, output_wrong, reload_step, switch_ms
 from bench.judge.stats import slope
 from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord, TimingStats
 
@@ -29,6 +29,11 @@ class LatencyRow:
     min_ms: float
     max_ms: float
     samples_ms: tuple[float, ...]
+    # The step's output did not match its reference: these are timings of a wrong answer (flagged).
+    wrong_output: bool = False
+
+
+WRONG_OUTPUT = "WRONG OUTPUT: did not match the reference; not a speed-up"
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ def latency_rows(results: Results) -> list[LatencyRow]:
                     t.min_ms,
                     t.max_ms,
                     t.samples_ms,
+                    wrong_output=output_wrong(s),
                 )
             )
     return out
@@ -126,10 +132,15 @@ def latency_rows(results: Results) -> list[LatencyRow]:
 
 def _switch_row(case: CaseResult, s: StepRecord, kind: str, reload_total: float | None) -> SwitchRow:
     total = switch_ms(s)
+    wrong = output_wrong(s)
     if s.error:
         note = f"raised {s.error.split(':')[0]}"
     elif total is None:
         note = "not measured: the step made no model call"
+    elif wrong:
+        note = WRONG_OUTPUT
+    elif reload_total is None and kind != "reload":
+        note = "no plain load into the model the swap ran on (after compile) in this case: no x reload"
     else:
         note = ""
     return SwitchRow(
@@ -142,7 +153,7 @@ def _switch_row(case: CaseResult, s: StepRecord, kind: str, reload_total: float 
         recompiles=s.compile.recompiles if s.compile else None,
         copy_floor_ms=s.copy_floor_ms,
         adapter_bytes=s.adapter_bytes,
-        over_reload=(total / reload_total) if total is not None and reload_total else None,
+        over_reload=(total / reload_total) if total is not None and reload_total and not wrong else None,
         over_floor=(s.op_time_ms / s.copy_floor_ms) if s.op_time_ms is not None and s.copy_floor_ms else None,
         note=note,
     )
@@ -345,8 +356,14 @@ def environment_lines(results: Results) -> list[str]:
 
 
 def timing_policy_line(results: Results) -> str:
-    policies = {tuple(sorted(c.timing_policy.items())) for c in results.cases if c.timing_policy}
+    # As text: a results file is read back as JSON, and a value there may be a list (unhashable) or mix
+    # types (unsortable); the fuzz test of results files found both.
+    policies = {
+        "; ".join(f"{k} {v}" for k, v in sorted(c.timing_policy.items(), key=lambda kv: str(kv[0])))
+        for c in results.cases
+        if c.timing_policy
+    }
     if not policies:
         return "Timing policy: not recorded."
-    parts = ["; ".join(f"{k} {v}" for k, v in p) for p in sorted(policies)]
+    parts = sorted(policies)
     return "Timing policy (warm-up calls, then rounds until both minimums): " + " | ".join(parts)

@@ -69,7 +69,8 @@ def latency(results: Results) -> Section:
         "latency",
         "Latency per precision and compile setting",
         "Warm repeated calls after the warm-up; n is the number of timed calls, the spread the interquartile "
-        "range (IQR).",
+        "range (IQR). A step whose output did not match its reference is flagged in the output column: its "
+        "times are of a wrong answer.",
         (
             _table(
                 [
@@ -83,10 +84,12 @@ def latency(results: Results) -> Section:
                     "p90 ms",
                     "min ms",
                     "max ms",
+                    "output",
                 ],
                 [
                     [r.case_id, f"{r.step} ({r.op})", r.precision, r.compile, r.n]
                     + [_ms(r.median_ms), _ms(r.iqr_ms), _ms(r.p90_ms), _ms(r.min_ms), _ms(r.max_ms)]
+                    + [data.WRONG_OUTPUT if r.wrong_output else "matches"]
                     for r in rows
                 ],
             ),
@@ -102,7 +105,9 @@ def switch(results: Results) -> Section:
     return Section(
         "switch",
         "Switch cost: hotswap against reloading",
-        "The swap (or plain load) call plus the first model call after it, which carries any recompile. Single "
+        "The swap (or plain load) call plus the first model call after it, which carries any recompile. x reload "
+        "sets a swap against a plain load into the same (compiled) model, with its recompile; a swap whose "
+        "output did not match is flagged and gets no x reload. Single "
         "calls, n=1 each (a repeat_load row: the median of its n swaps): read them as orders of magnitude. The copy floor is a plain tensor copy of the "
         "adapter's bytes (timed once, n=1), the least any swap can cost; call / floor is how many times that "
         "floor the swap (or load) call took.",
@@ -125,7 +130,11 @@ def switch(results: Results) -> Section:
                     + ["-" if r.over_reload is None else f"{r.over_reload:.2g}x"]
                     + ["-" if r.recompiles is None else r.recompiles]
                     + ["-" if r.adapter_bytes is None else f"{r.adapter_bytes / 1024:.1f}"]
-                    + [_ms(r.copy_floor_ms), _ratio(r.over_floor), r.note or _floor_note(r)]
+                    + [
+                        _ms(r.copy_floor_ms),
+                        _ratio(r.over_floor),
+                        "; ".join(n for n in (r.note, _floor_note(r)) if n),
+                    ]
                     for r in rows
                 ],
             ),

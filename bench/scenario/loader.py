@@ -313,6 +313,7 @@ def _expectations(t: Table) -> Expectations:
         wrong_responses=comparison("wrong_responses"),
         recompiles_after_warmup=comparison("recompiles_after_warmup"),
         faster_than=_faster_than(t),
+        distinguishable=t.get("distinguishable", bool, None),
     )
     if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")

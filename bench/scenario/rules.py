@@ -33,8 +33,13 @@ def check_order(s: Scenario) -> None:
             raise walk.fail(
                 step, f"expect.matches_reference: a {step.op} step makes no model call to compare"
             )
+        if step.expect.distinguishable is not None and "distinguishable" not in OPS[step.op].produces:
+            raise walk.fail(
+                step, f"expect.distinguishable: a {step.op} step does not change the adapter state"
+            )
         counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
-        if counts and not OPS[step.op].checks_output and step.expect.raises is None:
+        calls_model = OPS[step.op].checks_output or OPS[step.op].checks_responses
+        if counts and not calls_model and step.expect.raises is None:
             # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
             raise walk.fail(
                 step,

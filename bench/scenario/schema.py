@@ -19,14 +19,14 @@ POPULARITIES = ("uniform", "zipf")
 ARRIVALS = ("closed", "poisson")
 
 # Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
-# declare `raises`; "adapter_effect" is implicit on every step that loads or adds adapter weights from a file.
+# declare `raises`; "distinguishable" is implicit on every state-changing step whose output is checked.
 EXPECTATIONS = (
     "recompiles",
     "graph_breaks",
     "matches_reference",
     "raises",
     "succeeds",
-    "adapter_effect",
+    "distinguishable",  # the new state's reference differs from the previous state's (docs/verdicts.md)
     "active_adapters",  # implicit on the active_adapters op: the names a correct library reports
     "loss_decreases",  # implicit on train steps
     "oracles_agree",  # implicit with every reference check: the library's reference agrees with the math
@@ -245,6 +245,9 @@ class Expectations:
     wrong_responses: Comparison | None = None  # serve steps
     recompiles_after_warmup: Comparison | None = None  # serve steps
     faster_than: tuple[tuple[str, float], ...] = ()  # serve steps: (strategy, factor) pairs
+    # false: the step is declared to leave the output where it was (add_adapter's B = 0); the check then
+    # requires the two references to match instead, and a later step must tell the states apart.
+    distinguishable: bool | None = None
 
     @property
     def strict(self) -> bool:

@@ -94,7 +94,7 @@ class ServingReference:
         self._cache.clear()
 
 
-def compare(actual: Response, expected: Response, tol: Tolerance) -> ResponseCheck:
+def compare(actual: Response, expected: Response, tol_for) -> ResponseCheck:
     """Tokens exactly (generate), logits element-wise within atol + rtol * |reference| (both workloads)."""
     import torch
 
@@ -105,6 +105,7 @@ def compare(actual: Response, expected: Response, tol: Tolerance) -> ResponseChe
         mismatched = int((actual.tokens != expected.tokens).sum())
     if actual.logits.shape != expected.logits.shape:
         return ResponseCheck(False, None, mismatched)
+    tol = tol_for(expected.logits)
     diff = (actual.logits - expected.logits).abs()
     within = bool(torch.isfinite(actual.logits).all()) and bool(
         (diff <= tol.atol + tol.rtol * expected.logits.abs()).all()
@@ -113,17 +114,24 @@ def compare(actual: Response, expected: Response, tol: Tolerance) -> ResponseChe
 
 
 def check_rule(tol: Tolerance, kind: str) -> str:
-    rule = f"|response - reference| <= {tol.atol:g} + {tol.rtol:g} * |reference| on every logit"
+    """The rule in words, from the tolerance of one response (the bound scales with each reference)."""
+    rule = (
+        f"{tol.rule}: |response - reference| <= atol + {tol.rtol:g} * |reference| on every logit, atol "
+        f"{tol.atol:.3g} here ({tol.reason})"
+    )
     return rule + (", and the greedy tokens equal" if kind == "generate" else "")
 
 
-def check_run(run: ServingRun, reference: ServingReference, tol: Tolerance) -> dict[int, ResponseCheck]:
-    """Each kept response against its adapter's reference on the same prompt."""
+def check_run(run: ServingRun, reference: ServingReference, tol_for) -> dict[int, ResponseCheck]:
+    """Each kept response against its adapter's reference on the same prompt; `tol_for(reference_logits)`
+    gives the bound (bench.precision.tolerance_for: the precision and the backend the stream ran on)."""
     by_id = {r.id: r for r in run.stream}
     out = {}
     for rid, path in sorted(run.responses.items()):
         req = by_id[rid]
-        out[rid] = compare(load_response(path), reference.response(req.adapter, req.prompt, run.prompts), tol)
+        out[rid] = compare(
+            load_response(path), reference.response(req.adapter, req.prompt, run.prompts), tol_for
+        )
     return out
 
 

@@ -12,15 +12,16 @@ from bench.judge.verdict import find_known, outcome, step_status
 from bench.ops import OPS
 from bench.ops.state import AdapterState
 from bench.records import (
-    AdapterEffect,
     OracleAgreement,
     Outcome,
     OutputCheck,
     ServingRecord,
+    StateContrast,
     StepRecord,
     TimingStats,
 )
 from bench.scenario.schema import Step
+from bench.worker.train import LOSS_MARGIN_REL, trained_enough
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Evidence:
     """What the step's output was checked against (bench.worker.execute gathers it)."""
 
     output: OutputCheck | None = None
-    effects: tuple[AdapterEffect, ...] = ()
+    contrast: StateContrast | None = None  # the new state's reference against the previous state's
     adapter_bytes: int | None = None  # bytes of adapter weights a load moved
     copy_floor_ms: float | None = None  # a plain tensor copy of as many bytes
     notes: tuple[str, ...] = ()
@@ -186,14 +187,15 @@ def decide(
     train_stats = run.op_result if step.op == "train" and run.op_error is None else None
     repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
     if train_stats is not None:
+        before, after = train_stats.fixed_batch_loss_before, train_stats.fixed_batch_loss_after
         outcomes.append(
             outcome(
                 "loss_decreases",
-                f"< {train_stats.loss_first:.4g}",
-                f"{train_stats.loss_last:.4g}",
-                train_stats.loss_last < train_stats.loss_first,
-                f"loss went from {train_stats.loss_first:.4g} to {train_stats.loss_last:.4g} in "
-                f"{train_stats.steps} steps: the optimizer did not train the weights",
+                f"< {(1 - LOSS_MARGIN_REL) * before:.4g} (fixed batch, {LOSS_MARGIN_REL:.0%} below {before:.4g})",
+                f"{after:.4g}",
+                trained_enough(before, after),
+                f"the fixed batch's loss went from {before:.4g} to {after:.4g} in {train_stats.steps} steps, "
+                f"not {LOSS_MARGIN_REL:.0%} lower: the optimizer did not train the weights",
                 find_known(kf, "loss_decreases", params),
             )
         )
@@ -226,18 +228,31 @@ def decide(
     if output is not None and (e.raises is None or e.matches_reference is not None):
         outcomes.append(_matches(params, step, "matches_reference", output, "output"))
     outcomes += _steady_and_refusal(params, step, run, evidence)
-    for eff in evidence.effects:
+    c = evidence.contrast
+    if c is not None:
+        # Declared indistinguishable (add_adapter's B = 0): the references must then agree, and the record
+        # says this step's output check cannot tell the op from a no-op (a later step must).
+        wanted = e.distinguishable if e.distinguishable is not None else True
         outcomes.append(
             outcome(
-                "adapter_effect",
-                f"> {eff.threshold:g}",
-                f"{eff.max_abs_effect:.3g}",
-                eff.measurable,
-                f"adapter {eff.adapter!r} moves the logits by {eff.max_abs_effect:.3g}, not more than "
-                f"{eff.threshold:g}: every output check would pass for a no-op adapter",
-                find_known(kf, "adapter_effect", params),
+                "distinguishable",
+                f"margin > {c.factor:g}" if wanted else f"margin <= {c.factor:g} (declared)",
+                f"margin {c.margin:.3g} (max abs diff {c.max_abs_diff:.3g})",
+                c.distinguishable == wanted,
+                f"this check cannot tell the states apart: the reference of the new state and of "
+                f"{c.previous_state} differ by at most {c.margin:.3g}x the {c.rule} tolerance (needs > "
+                f"{c.factor:g}x)"
+                if wanted
+                else f"declared distinguishable = false, but the references differ by {c.margin:.3g}x the "
+                f"{c.rule} tolerance",
+                find_known(kf, "distinguishable", params),
             )
         )
+        if not wanted and not c.distinguishable:
+            run.notes.append(
+                "not distinguishable (declared): this step's output equals the previous state's, so its "
+                "output check cannot tell the op from a no-op"
+            )
 
     if evidence.serving is not None:
         from bench.serving.outcomes import serving_outcomes
@@ -262,11 +277,12 @@ def decide(
         compile=comp,
         memory=mem,
         output=output,
-        effects=evidence.effects,
+        contrast=evidence.contrast,
         oracle_agreement=evidence.oracle_agreement,
         steady_output=evidence.steady_output,
         outcomes=tuple(outcomes),
         error=err_text,
+        recompile_error=run.recompile_errors[0] if run.recompile_errors else None,
         notes=tuple(notes),
         adapter_bytes=evidence.adapter_bytes,
         copy_floor_ms=evidence.copy_floor_ms,

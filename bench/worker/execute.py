@@ -17,9 +17,8 @@ from bench.cases import Case
 from bench.errors import BenchInputError
 from bench.judge.verdict import case_verdict
 from bench.ops import OPS, STATE_OPS
-from bench.ops.base import PRETRAINED_SLOT
 from bench.ops.state import AdapterState
-from bench.precision import TOLERANCES, needs_eager_forward_after_state_dict, unavailable_reason
+from bench.precision import needs_eager_forward_after_state_dict, unavailable_reason
 from bench.probes.clock import Clock, repeat
 from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
 from bench.probes.memory import measure_memory
@@ -151,7 +150,6 @@ def _run_case(
     adapter_bytes = {k: n for k, n in measured.items() if n is not None}
     footprint = model_footprint(model, adapter_bytes)
 
-    tolerance = TOLERANCES[case.precision]
     oracle = ReferenceOracle(
         model_location=model_src.location,
         precision=case.precision,
@@ -160,7 +158,6 @@ def _run_case(
         workload=s.workload,
         adapter_locations=locations,
         adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated},
-        tolerance=tolerance,
         quant=s.quantization,
         trust_remote_code=trust,
         allow_pickle=pickle_ok,
@@ -214,8 +211,14 @@ def _run_case(
         steps_s += time.perf_counter() - t
         t = time.perf_counter()
         new_state = state if run.op_error is not None else OPS[step.op].transition(state, step)
+        # The state the new one must be told apart from (docs/verdicts.md): only for a state op that ran,
+        # meant to change the output, between two states a file can reproduce.
+        op = OPS[step.op]
+        contrast_with = op.contrast_state(state) if "distinguishable" in op.produces else None
+        if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
+            contrast_with = None
         evidence = _gather_evidence(
-            step, run, new_state, (oracle, math_oracle), subject, adapter_bytes, clock
+            step, run, new_state, contrast_with, (oracle, math_oracle), subject, adapter_bytes, clock
         )
         record = decide(case.params, step, run, mem, comp, strict, new_state, evidence)
         references_s += time.perf_counter() - t
@@ -291,8 +294,11 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                 if step.op == "generate"
                 else (subject.forward if step.op == "forward" else subject.verification_call)
             )
+            # The checked first call of a generate step also returns each step's logits (output_logits);
+            # the timed rounds below are the plain call.
+            first = subject.generate_checked if step.op == "generate" else call
             try:
-                (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(call), run)
+                (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(first), run)
             except Exception as exc:
                 if not run.refused or is_out_of_memory(exc):
                     raise
@@ -319,6 +325,10 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     run,
                 )
                 run.last_output = last[0] if last else None
+                if step.op == "generate" and last:
+                    # The steady-state check needs each step's logits too: one more call, untimed, after the
+                    # rounds (the model as the rounds left it).
+                    run.last_output = subject.generate_checked()
     return run, mem.stats, comp.stats, strict
 
 
@@ -329,26 +339,29 @@ def _guarded(strict: bool, fn, run: StepRun):
         with no_recompile_allowed(strict):
             return fn()
     except Exception as exc:
-        if not strict or not _is_recompile_error(exc):
+        recompile_error = _recompile_error_in(exc) if strict else None
+        if recompile_error is None:
             raise
-        run.recompile_errors.append(" ".join(str(exc).split())[:800])
+        run.recompile_errors.append(error_text(recompile_error)[:800])
         return fn()
 
 
-def _is_recompile_error(exc: BaseException) -> bool:
+def _recompile_error_in(exc: BaseException | None) -> BaseException | None:
+    """The RecompileError itself, where dynamo raised it wrapped in another exception."""
     from torch._dynamo.exc import RecompileError
 
     while exc is not None:
         if isinstance(exc, RecompileError):
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 def _gather_evidence(
     step: Step,
     run: StepRun,
     state: AdapterState,
+    previous: AdapterState | None,
     oracles: tuple[ReferenceOracle, MathOracle],
     subject: Subject,
     adapter_bytes: dict[str, int],
@@ -360,7 +373,7 @@ def _gather_evidence(
     if OPS[step.op].checks_responses:
         return _serving_evidence(run, oracle, math_oracle, subject)
     notes: list[str] = []
-    output = agreement = steady = None
+    output = agreement = steady = contrast = None
     reference_error = None
     try:
         if run.first_output is not None and not state.verifiable:
@@ -368,14 +381,15 @@ def _gather_evidence(
                 "output not checked: trained weights exist only in this model (save_adapter, then check)"
             )
         elif run.first_output is not None:
-            check = (
-                oracle.check_tokens
-                if subject.workload.kind == "generate" and step.op != "forward"
-                else oracle.check_logits
-            )
-            output = check(state, run.first_output)
+            if subject.workload.kind == "generate" and step.op != "forward":
+                output = oracle.check_tokens(state, run.first_output, subject.backend)
+            else:
+                output = oracle.check_logits(state, run.first_output, subject.backend)
             if run.last_output is not None:
-                steady = check(state, run.last_output)
+                check = oracle.check_tokens if step.op == "generate" else oracle.check_logits
+                steady = check(state, run.last_output, subject.backend)
+            if previous is not None:
+                contrast = oracle.contrast(previous, state, subject.backend)
             try:
                 agreement = math_oracle.check(state, oracle.logits(state))
             except (MathOracleError, BenchInputError) as exc:
@@ -387,21 +401,14 @@ def _gather_evidence(
             raise  # a fault of the run: the case's error
         # The oracle failed, not the subject: its own outcome (bench.worker.decide), never blamed on the op.
         reference_error = error_text(exc)
-    effects = []
     moved_bytes = floor = None
-    if step.op in ("load_adapter", "load_pretrained") and run.op_error is None and reference_error is None:
-        try:
-            effects.append(oracle.effect(step.adapter, step.name or PRETRAINED_SLOT))
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise
-            reference_error = error_text(exc)
+    if step.op in ("load_adapter", "load_pretrained") and run.op_error is None:
         moved_bytes = adapter_bytes.get(step.adapter)
         if moved_bytes:
             floor = copy_floor_ms(moved_bytes, subject.device, clock)
     return Evidence(
         output=output,
-        effects=tuple(effects),
+        contrast=contrast,
         adapter_bytes=moved_bytes,
         copy_floor_ms=floor,
         notes=tuple(notes),

@@ -59,10 +59,14 @@ def vocab_size_of(model) -> int:
     return int(model.get_output_embeddings().weight.shape[0])
 
 
-def generate_kwargs(workload: Workload, pad_token_id: int | None) -> dict[str, Any]:
-    return {
+def generate_kwargs(workload: Workload, pad_token_id: int | None, *, logits: bool = False) -> dict[str, Any]:
+    """logits=True: a dict output with each step's logits (output_logits), for the output check."""
+    kwargs = {
         "max_new_tokens": workload.new_tokens,
         "min_new_tokens": workload.new_tokens,
         "do_sample": False,
         "pad_token_id": pad_token_id if pad_token_id is not None else 0,
     }
+    if logits:
+        kwargs |= {"output_logits": True, "return_dict_in_generate": True}
+    return kwargs

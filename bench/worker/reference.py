@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.ops.state import AdapterState
-from bench.precision import ADAPTER_EFFECT_FACTOR, Tolerance
-from bench.records import AdapterEffect, OutputCheck
+from bench.precision import DISTINGUISH_FACTOR, Tolerance, tolerance_for
+from bench.records import OutputCheck, StateContrast
 from bench.scenario.schema import Workload
 from bench.worker.model import Inputs, generate_kwargs, load_model
 
@@ -25,12 +25,12 @@ class ReferenceOracle:
     workload: Workload
     adapter_locations: dict[str, str]
     adapter_configs: dict[str, Any]  # key -> LoraConfig for add_adapter
-    tolerance: Tolerance
     quant: Any = None
     trust_remote_code: bool = False  # as the model under test: off unless the scenario or the CLI opts in
     allow_pickle: bool = False
     _logits: dict[str, Any] = field(default_factory=dict)
     _tokens: dict[str, Any] = field(default_factory=dict)
+    _gen_logits: dict[str, Any] = field(default_factory=dict)  # generate's per-step logits [steps, B, V]
     fresh_loads: int = 0
 
     def _fresh(self, state: AdapterState):
@@ -66,7 +66,7 @@ class ReferenceOracle:
             model = self._fresh(state)
             self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
             if self.workload.kind == "generate":
-                self._tokens[key] = self._generate(model)
+                self._tokens[key], self._gen_logits[key] = generated(self._generate(model), self.inputs)
             del model
         return self._logits[key]
 
@@ -75,58 +75,82 @@ class ReferenceOracle:
         return self._tokens[state.key]
 
     def _generate(self, model):
-        out = model.generate(
-            **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
+        return model.generate(
+            **self.inputs.as_kwargs(),
+            **generate_kwargs(self.workload, model.config.pad_token_id, logits=True),
         )
-        return out[:, self.inputs.input_ids.shape[1] :].cpu()
 
-    def check_logits(self, state: AdapterState, actual) -> OutputCheck:
-        return compare_logits(actual, self.logits(state), self.tolerance, state.description)
+    def tolerance(self, reference, backend: str) -> Tolerance:
+        """The rule for a call that ran on `backend` (bench.precision.tolerance_for), scaled to `reference`."""
+        return tolerance_for(self.precision, backend, self.device, float(reference.abs().max()), self.quant)
 
-    def check_tokens(self, state: AdapterState, actual_tokens) -> OutputCheck:
-        ref = self.tokens(state)
+    def check_logits(self, state: AdapterState, actual, backend: str) -> OutputCheck:
+        ref = self.logits(state)
+        return compare_logits(actual, ref, self.tolerance(ref, backend), state.description)
+
+    def check_tokens(self, state: AdapterState, actual, backend: str) -> OutputCheck:
+        """Greedy tokens must be equal AND generate's per-step logits must match: a stale swap that keeps
+        every argmax passes a token check alone."""
+        actual_tokens, actual_logits = actual
+        self.logits(state)
+        ref, ref_logits = self._tokens[state.key], self._gen_logits[state.key]
         actual_tokens = actual_tokens.cpu()
         equal = actual_tokens.shape == ref.shape and bool((actual_tokens == ref).all())
         mismatched = (
             int((actual_tokens != ref).sum()) if actual_tokens.shape == ref.shape else int(ref.numel())
         )
+        logits = compare_logits(actual_logits, ref_logits, self.tolerance(ref_logits, backend), "")
         return OutputCheck(
             reference_state=state.description,
             kind="tokens",
-            max_abs_diff=None,
-            max_rel_diff=None,
-            atol=self.tolerance.atol,
-            rtol=self.tolerance.rtol,
-            matches=equal,
+            max_abs_diff=logits.max_abs_diff,
+            max_rel_diff=logits.max_rel_diff,
+            atol=logits.atol,
+            rtol=logits.rtol,
+            matches=equal and logits.matches,
             tokens_equal=equal,
             mismatched_tokens=mismatched,
+            rule=logits.rule,
+            rule_reason=logits.rule_reason,
         )
 
-    def effect(self, adapter_key: str, slot_name: str) -> AdapterEffect:
-        """How much one adapter, alone and loaded from its files, moves the output away from the base."""
-        from bench.ops.state import Slot
-
-        alone = AdapterState(slots=(Slot(slot_name, adapter_key, False),), active=(slot_name,))
-        diff = (self.logits(alone) - self.logits(AdapterState())).abs().max().item()
-        threshold = ADAPTER_EFFECT_FACTOR * self.tolerance.atol
-        return AdapterEffect(
-            adapter=adapter_key, max_abs_effect=diff, threshold=threshold, measurable=diff > threshold
+    def contrast(self, previous: AdapterState, new: AdapterState, backend: str) -> StateContrast:
+        """How far apart the references of two states are, in units of the step's own tolerance."""
+        new_ref, old_ref = self.logits(new), self.logits(previous)
+        tol = self.tolerance(new_ref, backend)
+        diff = (new_ref - old_ref).abs()
+        margin = float((diff / (tol.atol + tol.rtol * new_ref.abs())).max())
+        return StateContrast(
+            previous_state=previous.description,
+            max_abs_diff=float(diff.max()),
+            margin=margin,
+            factor=DISTINGUISH_FACTOR,
+            distinguishable=margin > DISTINGUISH_FACTOR,
+            rule=tol.rule,
         )
+
+
+def generated(out, inputs: Inputs):
+    """generate's dict output (return_dict_in_generate, output_logits) as (new tokens, logits [steps, B, V])."""
+    import torch
+
+    tokens = out.sequences[:, inputs.input_ids.shape[1] :].cpu()
+    return tokens, torch.stack([step.float().cpu() for step in out.logits])
 
 
 def compare_logits(actual, reference, tol: Tolerance, state_description: str) -> OutputCheck:
     import torch
 
     actual = actual.float().cpu()
+    rule = {"atol": tol.atol, "rtol": tol.rtol, "rule": tol.rule, "rule_reason": tol.reason}
     if actual.shape != reference.shape:
         return OutputCheck(
             reference_state=state_description,
             kind="logits",
             max_abs_diff=None,
             max_rel_diff=None,
-            atol=tol.atol,
-            rtol=tol.rtol,
             matches=False,
+            **rule,
         )
     diff = (actual - reference).abs()
     rel = diff / reference.abs().clamp_min(1e-6)
@@ -137,7 +161,6 @@ def compare_logits(actual, reference, tol: Tolerance, state_description: str) ->
         kind="logits",
         max_abs_diff=float(diff.max()),
         max_rel_diff=float(rel.max()),
-        atol=tol.atol,
-        rtol=tol.rtol,
         matches=matches,
+        **rule,
     )

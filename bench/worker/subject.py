@@ -48,9 +48,22 @@ class Subject:
         out = self.model.generate(**self.inputs.as_kwargs(), **kwargs)
         return out[:, self.inputs.input_ids.shape[1] :]
 
+    def generate_checked(self):
+        """generate with each step's logits (output_logits): (new tokens, logits [steps, B, V])."""
+        from bench.worker.reference import generated
+
+        kwargs = generate_kwargs(self.workload, self.model.config.pad_token_id, logits=True)
+        return generated(self.model.generate(**self.inputs.as_kwargs(), **kwargs), self.inputs)
+
     def verification_call(self):
         """The call whose output is checked after a state change: the workload's own kind."""
-        return self.generate() if self.workload.kind == "generate" else self.forward()
+        return self.generate_checked() if self.workload.kind == "generate" else self.forward()
+
+    @property
+    def backend(self) -> str:
+        """The backend the model calls run on now: the case's once compiled, eager before."""
+        compiled = self.compiled is not None or self.generate_compiled
+        return self.compile_setting.backend if compiled else "eager"
 
     # ----- ops
     def apply(self, step: Step, adapters: dict[str, AdapterSpec], locations: dict[str, str]) -> Any:

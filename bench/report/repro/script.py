@@ -199,7 +199,9 @@ def _load_kwargs(case: Case) -> list[str]:
     ]
 
 
-def _check(w: Writer, target: Target, step: Step | None, state: AdapterState) -> None:
+def _check(
+    w: Writer, target: Target, step: Step | None, state: AdapterState, previous: AdapterState | None = None
+) -> None:
     """The failed expectation, checked after the target step (or after every step for a whole-case one)."""
     o = target.outcome
     what = f"step {step.index} ({step.op})" if step else "the case"
@@ -221,16 +223,17 @@ def _check(w: Writer, target: Target, step: Step | None, state: AdapterState) ->
         active = [s.name for s in state.effective]
         want = o.expected == "true"
         w.emit(f"check_output(out, reference({slots!r}, {active!r}), {what!r}, want={want!r})")
-    elif o.expectation == "adapter_effect":
-        threshold = float(o.expected.lstrip("> "))
-        name = step.name or "default"  # load_pretrained loads the adapter as "default"
-        w.emit(f"effect = (reference([({name!r}, 'loaded', {step.adapter!r})], [{name!r}])")
-        w.emit("          - reference([], [])).abs().max().item()")
-        w.emit(f"print({what!r}, {f'adapter {step.adapter} moves the logits by'!r}, effect)")
-        with w.block(f"if not effect > {threshold!r}:"):
-            # Text from the results goes in as a repr() literal, never inside the f-string's quotes.
-            moves = f"{what}: adapter {step.adapter!r} moves the logits by "
-            w.emit(f"reproduced({moves!r} + f'{{effect:.3g}}: a no-op')")
+    elif o.expectation == "distinguishable" and previous is not None:
+
+        def ref(st: AdapterState) -> str:
+            slots = [(s.name, "added" if s.added else "loaded", s.adapter) for s in st.effective]
+            return f"reference({slots!r}, {[s.name for s in st.effective]!r})"
+
+        w.emit(f"effect = ({ref(state)} - {ref(previous)}).abs().max().item()")
+        w.emit(f"print({what!r}, 'the new state moves the reference logits by', effect)")
+        # The run's margin is in units of its tolerance; the script shows the raw difference (0: no check).
+        with w.block("if effect == 0:"):
+            w.emit(f"reproduced(f'{what}: the new and the previous state give the same reference logits')")
     elif o.expectation == "active_adapters":
         want = list(state.active)
         with w.block(f"if names != {want!r}:"):
@@ -274,9 +277,9 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
     w = Writer(case, adapters_used=frozenset(k for st in needed for k in (st.adapter, *st.cycle) if k))
     if target.scenario_level:
         w.emit("totals = Totals()")
-    state = AdapterState()
+    state = previous = AdapterState()
     for st in needed:
-        state = OPS[st.op].transition(state, st)
+        previous, state = state, OPS[st.op].transition(state, st)
         args = ", ".join(f"{k}={v!r}" for k, v in OPS[st.op].args(st).items())
         w.emit("")
         w.emit(f"# step {st.index}: {st.op}" + (f" ({args})" if args else ""))
@@ -288,7 +291,7 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
                 with w.block("with CompileWindow() as window:"):
                     w.step(st, target=True)
                 if target.outcome:
-                    _check(w, target, st, state)
+                    _check(w, target, st, state, OPS[st.op].contrast_state(previous))
         elif target.scenario_level:
             with w.block("with CompileWindow() as window:"):
                 w.step(st)
