@@ -29,6 +29,9 @@ class _EachLayer(Op):
     """One call on every LoRA layer; the expected state does not change (the output must not either)."""
 
     changes_state = True
+    # Merged or not, the output must stay the adapter's: no new state to tell apart (matches_reference
+    # against the same reference is the check; a doubled or forgotten delta fails it).
+    changes_output = False
     method: str  # the BaseTunerLayer method peft's model-level function calls on each layer
 
     def check(self, walk: Walk, step):
@@ -67,6 +70,7 @@ class MergeAndUnload(Op):
 
     name = "merge_and_unload"
     changes_state = True
+    changes_output = False  # a plain model with the merged adapter's output: the same output as before
     own_expectations = frozenset({"plain_model"})
 
     def check(self, walk: Walk, step):

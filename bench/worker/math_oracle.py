@@ -198,17 +198,20 @@ def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights
 # modules_to_save): max |library - math| / max(1, max |math|) was
 #   fp32 2.0e-7 .. 5.9e-7 (a few fp32 ulps: the merged weight rounds W + s*B@A once, the library rounds W@x and
 #        s*B@(A@x) separately);  bound 1e-5, a 17x margin;
-#   bf16 3.8e-3 .. 9.6e-3;  fp16 5.1e-4 .. 1.1e-3 (the merged weight is rounded to the half dtype, the
-#        library keeps the LoRA path in fp32);  bounds 2e-2 and 4e-3, 2x and 3.6x margins;
+#   bf16 3.8e-3 .. 9.6e-3 with one adapter, 2.5e-2 with two active (scenarios/multi_adapter.toml, step 7);
+#        fp16 5.1e-4 .. 1.1e-3 (the merged weight is rounded to the half dtype, the library keeps the LoRA
+#        path in fp32);  bounds 4e-2 and 4e-3, 1.6x and 3.6x margins;
 #   int8 5.9e-3 .. 1.3e-2, nf4 3.8e-3 .. 1.2e-2, fp4 4.3e-3 .. 9.6e-3 (bf16 compute; the hook adds the same
 #        fp32 LoRA output, only the order of the casts differs);  bound 3e-2, a 2.3x margin.
-# The smallest adapter effect in those cases, max |adapter - base| / scale, is 0.12: every bound stays at least
-# 4x below what an adapter moves, so a dropped or mis-scaled module cannot hide inside it (the negative controls
+# Larger adapters amplify the rounding: an init_std 0.3 adapter on q, k and v measured 0.15 in bf16 (attention
+# sharpens with the q/k deltas), so hotswap_targets uses 0.1. The smallest adapter effect in those cases,
+# max |adapter - base| / scale, is 0.12: every bound stays at least 3x below what an adapter moves, so a dropped or mis-scaled module cannot hide inside it (the negative controls
 # in the tests: alpha_pattern ignored, rslora ignored, a missing transpose, one adapter of two).
 # Command: PYTHONPATH=$PWD python -m pytest -s tests/test_math_oracle.py -k agreement (prints each figure).
 ORACLE_RTOL: dict[str, float] = {
     "fp32": 1e-5,
-    "bf16": 2e-2,
+    # Two active adapters add their roundings: multi_adapter's bf16 set_adapter([second, third]) measured 2.5e-2.
+    "bf16": 4e-2,
     "fp16": 4e-3,
     "int8": 3e-2,
     "nf4": 3e-2,
