@@ -146,6 +146,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
 
 
 def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
+    ensure_folder(opts.out_dir)  # run_cases made it already; a benchmark calling run_one alone may not have
     cases_dir = ensure_folder(opts.out_dir / "cases")  # a real folder, not a link out of OUT
     stem = case.file_stem
     case_file, result_file, log_file = (
