@@ -249,6 +249,14 @@ def test_hotswap_of_a_non_lora_adapter_is_an_error_on_both_paths(kind, sources, 
         )
 
 
+# Found by the refusal rule (issue 10, item 7): transformers 5.23's load_adapter of an adapter whose shapes do
+# not fit raises RuntimeError only after injecting its layers and making it the active adapter.
+HALF_LOADED = (
+    "transformers 5.23 load_adapter raises on mismatched sizes after injecting the adapter and activating it: "
+    "the half-loaded adapter stays active (peft_config keeps it)"
+)
+
+
 def test_expected_refusals_are_left_to_the_library(sources, tmp_path, cache_root):
     """A step that sets expect.raises tests the library's own refusal: the pre-checks stand aside.
 
@@ -258,13 +266,17 @@ def test_expected_refusals_are_left_to_the_library(sources, tmp_path, cache_root
         str(sources["llama"]),
         {"first": str(sources["lora"]), "other": str(sources["ia3"]), "shape": str(sources["qwen_lora"])},
         HOTSWAP.replace("hotswap = true", 'hotswap = true\nexpect = { raises = "ValueError" }')
-        + '[[steps]]\nop = "load_adapter"\nadapter = "shape"\nexpect = { raises = "RuntimeError" }\n',
+        + '[[steps]]\nop = "load_adapter"\nadapter = "shape"\nexpect = { raises = "RuntimeError" }\n'
+        + f"known_failure = {{ expectation = 'refusal_leaves_state', reason = '{HALF_LOADED}' }}\n",
         paths='["peft", "transformers"]',
     )
     peft, transformers = _run(tmp_path, text, cache_root)
-    assert peft.verdict == "pass", peft.reason
+    assert peft.verdict == "xfail", peft.reason
     assert "Incompatible PEFT types" in peft.steps[1].error
     assert "size" in peft.steps[2].error  # the library's own shape-mismatch error, expected
+    # The refusal itself is right, but it leaves the half-loaded adapter active: the refusal check sees it.
+    (left,) = [o for o in peft.steps[2].outcomes if o.expectation == "refusal_leaves_state"]
+    assert left.status == "xfail" and all(o.status == "pass" for o in peft.steps[2].outcomes if o is not left)
     assert transformers.verdict == "fail"
     assert "step 2 (load_adapter): raises: expected ValueError, got no exception" in transformers.reason
 

@@ -448,3 +448,21 @@ def test_faster_than_must_name_a_strategy_of_the_matrix(write_scenario):
         load_scenario(write_scenario(text + "expect = { faster_than = { reload = 1.0 } }\n"))
     with pytest.raises(ScenarioError, match="unknown strategy"):
         load_scenario(write_scenario(text + "expect = { faster_than = { reloda = 1.0 } }\n"))
+
+
+@pytest.mark.parametrize(
+    "name, published",
+    # The parameter counts the two checkpoints publish (tied embeddings counted once).
+    [("smollm2-135m-shape", 134_515_008), ("qwen2.5-0.5b-shape", 494_032_768)],
+)
+def test_the_realistic_builtin_shapes_have_their_checkpoints_parameter_count(name, published):
+    import torch
+    import transformers
+
+    from bench.sources.models import BUILTIN_MODELS
+
+    entry = BUILTIN_MODELS[name]
+    config = getattr(transformers, entry["config_class"])(**entry["config"])
+    with torch.device("meta"):  # the shapes only: no 2 GB of weights
+        model = getattr(transformers, entry["model_class"])(config)
+    assert sum(p.numel() for p in model.parameters()) == published
