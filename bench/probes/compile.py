@@ -70,6 +70,23 @@ def count_compiles() -> Iterator[_Window]:
         )
 
 
+def compile_mark() -> int:
+    """Where dynamo's compile records stand now: for counting inside a count_compiles window (which cleared
+    them on entry, with a buffer of COUNTING_METRICS_LIMIT) without clearing them again."""
+    from torch._dynamo.utils import get_compilation_metrics
+
+    return len(get_compilation_metrics())
+
+
+def compiled_since(mark: int) -> tuple[int, int, tuple[str, ...]]:
+    """(recompiles, frame compiles, recompile reasons) since `mark` (compile_mark)."""
+    from torch._dynamo.utils import get_compilation_metrics
+
+    new = list(get_compilation_metrics())[mark:]
+    reasons = tuple(_one_line(m.recompile_reason) for m in new if m.recompile_reason)
+    return len(reasons), len(new), reasons
+
+
 def _one_line(text: str) -> str:
     # The guard text is what a reader needs; dynamo appends the user stack, which is noise here.
     return " ".join(str(text).split(" User stack trace:")[0].split())[:500]

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.precision import Tolerance
 from bench.records import OracleAgreement
-from bench.serving.serve import Response, ServingRun, load_response
+from bench.serving.serve import Response, ServingRun, load_response, model_call
 
 
 @dataclass(frozen=True)
@@ -72,22 +72,8 @@ class ServingReference:
         return self._model(input_ids=input_ids).logits.float().cpu()
 
     def _call(self, input_ids) -> Response:
-        import torch
-
-        from bench.worker.model import generate_kwargs
-
-        if self.workload.kind == "generate":
-            out = self._model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                output_logits=True,
-                return_dict_in_generate=True,
-                **generate_kwargs(self.workload, self._model.config.pad_token_id),
-            )
-            return Response(
-                torch.stack(out.logits, dim=1)[0].float().cpu(), out.sequences[0, input_ids.shape[1] :].cpu()
-            )
-        return Response(self._model(input_ids=input_ids).logits[0].float().cpu())
+        logits, tokens = model_call(self._model, self._model, self.workload, input_ids)
+        return Response(logits[0].float().cpu(), None if tokens is None else tokens[0].cpu())
 
     def close(self) -> None:
         self._model = None

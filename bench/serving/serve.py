@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.probes.compile import compile_mark, compiled_since
 from bench.scenario.schema import ServeSpec
 from bench.serving.replay import Served, replay
 from bench.serving.strategies import STRATEGIES, ServeContext
@@ -107,12 +108,14 @@ def run_stream(
         run.setup_ms, _ = clock.time_ms(lambda: strategy.setup(ctx))
         run.notes.extend(ctx.notes)
 
+        done = 0  # requests served so far (a running count: the stream may hold 100,000)
+
         def serve(batch: list[Request]) -> float:
-            nonlocal where
+            nonlocal where, done
             where = f"request {batch[0].id} (adapter {batch[0].adapter})"
-            done = sum(len(b.request_ids) for b in run.batches)
-            if done // every != (done + len(batch)) // every or not run.batches:
+            if done == 0 or done // every != (done + len(batch)) // every:
                 phase(f"{label}: request {done + 1}/{spec.requests}")
+            done += len(batch)
             return _serve_batch(run, ctx, strategy, batch)
 
         run.served = replay(
@@ -136,12 +139,13 @@ def _serve_batch(run: ServingRun, ctx: ServeContext, strategy, batch: list[Reque
     subject = ctx.subject
     clock = subject.clock
     keys = [r.adapter for r in batch]
-    marks = _compile_marks()
+    mark = compile_mark()
     switch_ms, switched = clock.time_ms(lambda: strategy.activate(ctx, keys))
     ids = run.prompts[[r.prompt for r in batch]]
     kwargs = strategy.call_kwargs(ctx, keys)
-    call_ms, out = clock.time_ms(lambda: _call(subject, ctx.model, ids, kwargs))
-    recompiles, frames, reasons = _compile_diff(marks)
+    forward = subject.compiled if subject.compiled is not None else ctx.model
+    call_ms, out = clock.time_ms(lambda: model_call(forward, ctx.model, subject.workload, ids, **kwargs))
+    recompiles, frames, reasons = compiled_since(mark)
     cuda = torch.cuda.memory_allocated() if subject.device.startswith("cuda") else None
     from bench.probes.memory import rss_bytes
 
@@ -178,38 +182,18 @@ def load_response(path: Path) -> Response:
     return Response(logits=data["logits"], tokens=data.get("tokens"))
 
 
-def _call(subject, model, input_ids, kwargs):
-    """The model call for one batch: (logits, tokens or None)."""
+def model_call(forward, model, workload, input_ids, **kwargs):
+    """One batch through the model: (logits [B, ...], greedy tokens or None), left on the device.
+
+    forward: what a forward workload calls (the compiled model, or `model`); generate always goes through
+    `model.generate`, with each step's logits (output_logits). Shared by the stream and its reference."""
     import torch
 
     from bench.worker.model import generate_kwargs
 
     mask = torch.ones_like(input_ids)
-    if subject.workload.kind == "generate":
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **generate_kwargs(subject.workload, model.config.pad_token_id),
-            **kwargs,
-        )
+    if workload.kind == "generate":
+        kw = generate_kwargs(workload, model.config.pad_token_id, logits=True)
+        out = model.generate(input_ids=input_ids, attention_mask=mask, **kw, **kwargs)
         return torch.stack(out.logits, dim=1), out.sequences[:, input_ids.shape[1] :]
-    fn = subject.compiled if subject.compiled is not None else model
-    return fn(input_ids=input_ids, attention_mask=mask, **kwargs).logits, None
-
-
-def _compile_marks() -> int:
-    from torch._dynamo.utils import get_compilation_metrics
-
-    return len(get_compilation_metrics())
-
-
-def _compile_diff(before: int) -> tuple[int, int, tuple[str, ...]]:
-    """Frames compiled since `before` (the step's compile probe cleared the records when it began, and its
-    buffer holds 4096, so the list only grows during the stream)."""
-    from torch._dynamo.utils import get_compilation_metrics
-
-    new = list(get_compilation_metrics())[before:]
-    reasons = tuple(" ".join(str(m.recompile_reason).split())[:300] for m in new if m.recompile_reason)
-    return len(reasons), len(new), reasons
+    return forward(input_ids=input_ids, attention_mask=mask, **kwargs).logits, None
