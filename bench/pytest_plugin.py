@@ -2,7 +2,7 @@
 
 `pytest scenarios/` (or `pytest scenarios/hotswap_alpha.toml`) collects each scenario's matrix as one item
 per case, named by the case id, so `-k` selects by scenario, precision, compile setting or hotswap path.
-Each item runs its case in its own worker process, exactly as `peft-bench run` does (bench.run.run_one),
+Each item runs its case in its own worker process, exactly as `peft-bench run` does (bench.launch.run_one),
 and the verdict becomes pytest's outcome (VERDICT_OUTCOMES). results.json, results.csv and summary.md are
 written into --peft-bench-out as the run goes, as `peft-bench run` writes them.
 

@@ -16,7 +16,7 @@ import types
 import pytest
 
 from bench import zygote as zygote_mod
-from bench.run import _child_env
+from bench.launch import child_env
 from bench.workers import Zygote
 from tests.conftest import REPO
 
@@ -25,7 +25,7 @@ LIMIT = 6 * 2**30
 
 
 def _env(tmp_path, name: str) -> dict:
-    env = _child_env(tmp_path / f"inductor-{name}")
+    env = child_env(tmp_path / f"inductor-{name}")
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}"
     return env
