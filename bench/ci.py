@@ -73,7 +73,7 @@ def junit_xml(results) -> str:
         reason = c.reason or c.verdict
         if c.verdict in FAILED:
             el = ET.SubElement(tc, "failure", message=reason, type=c.verdict)
-            tail = (c.worker or {}).get("log_tail") or []
+            tail = c.worker.log_tail
             el.text = "\n".join([reason, *tail])
         elif c.verdict in SKIPPED:
             ET.SubElement(tc, "skipped", message=f"{c.verdict}: {reason}")

@@ -1,6 +1,6 @@
 """One case in its own worker process: what the worker is told, how it is started (forked from the preloaded
 worker or spawned), watched against its timeout, asked for its stack when it hangs, and what the parent
-records about it (the case's worker block). bench.run runs the cases one after another through run_one.
+records about it (bench.records.WorkerInfo). bench.run runs the cases one after another through run_one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bench.cases import Case
 from bench.exits import STACK_DUMP_HEADER, describe_exit, read_log
 from bench.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.progress import CaseWatcher
-from bench.records import CaseResult
+from bench.records import CaseResult, WorkerInfo
 from bench.results import case_from_file
 from bench.workers import (
     WORKER_METHODS,
@@ -186,34 +186,33 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
                 watcher.stop()
     wall_s = time.perf_counter() - started
     returncode = exit_.returncode
-    worker = {
-        "pid": handle.pid,
-        "returncode": returncode,
-        "timeout_s": timeout,
-        "wall_s": wall_s,
-        "cpu_s": exit_.cpu_s,
-        "log": str(log_file),
-        "compile_cache": opts.compile_cache,
-        "start_method": method,
-    }
-    if fallback:
-        worker["fork_failed"] = fallback
     if opts.compile_cache == "cold":
         shutil.rmtree(compile_dir, ignore_errors=True)  # only this case could use it
-    if opts.memory_limit_bytes is not None:
-        worker["memory_limit_bytes"] = opts.memory_limit_bytes
     log_text = read_log(log_file)
-    tail = log_text.splitlines()[-LOG_TAIL_LINES:]
+    worker = WorkerInfo(
+        pid=handle.pid,
+        returncode=returncode,
+        timeout_s=timeout,
+        wall_s=wall_s,
+        cpu_s=exit_.cpu_s,
+        log=str(log_file),
+        compile_cache=opts.compile_cache,
+        start_method=method,
+        fork_failed=fallback,
+        memory_limit_bytes=opts.memory_limit_bytes,
+        log_tail=tuple(log_text.splitlines()[-LOG_TAIL_LINES:]),
+    )
     if timed_out or returncode != 0 or not result_file.exists():
         what = describe_exit(returncode, timed_out=timed_out, timeout_s=timeout, log_text=log_text)
-        return error_result(case, what, worker, tail, wall_s)
+        return error_result(case, what, worker)
     try:
         result = case_from_file(result_file)
     except (OSError, ValueError, TypeError) as exc:
-        return error_result(case, f"unreadable worker result: {exc}", worker, tail, wall_s)
-    if result.verdict == "error":
-        worker["log_tail"] = tail
-    return replace(result, worker={**result.worker, **worker})
+        return error_result(case, f"unreadable worker result: {exc}", worker)
+    if result.verdict != "error":
+        worker = replace(worker, log_tail=())  # the log's tail is kept for errors only
+    # The parent's facts over the worker's own (its traceback tail, when it finished).
+    return replace(result, worker=result.worker.merged(worker))
 
 
 def _dump_stack(proc, log_file: Path) -> None:
@@ -231,7 +230,7 @@ def _dump_stack(proc, log_file: Path) -> None:
         time.sleep(0.02)
 
 
-def error_result(case: Case, reason: str, worker: dict, tail: list[str], wall_s: float) -> CaseResult:
+def error_result(case: Case, reason: str, worker: WorkerInfo) -> CaseResult:
     """An `error` result the parent writes for a case its worker did not report on."""
     return CaseResult(
         case_id=case.id,
@@ -240,8 +239,9 @@ def error_result(case: Case, reason: str, worker: dict, tail: list[str], wall_s:
         params=case.params,
         verdict="error",
         reason=reason,
-        worker={**worker, "wall_s": wall_s, "log_tail": tail},
-        # CaseResult.wall_s is only ever the worker's own measure of the case; a dead worker reported none.
+        worker=worker,
+        # CaseResult.wall_s is only ever the worker's own measure of the case; a dead worker reported none
+        # (the parent's time of its process is worker.wall_s).
         wall_s=None,
         case=case.to_dict(),
     )

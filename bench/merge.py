@@ -70,11 +70,14 @@ def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: s
 
 def _with_provenance(case: CaseResult, source: Source) -> CaseResult:
     # The merged file has one environment block; each case keeps where it ran and which file it came from.
-    env = source.results.environment
-    extra = {"results_file": source.path, "hostname": env.hostname}
-    if source.results.shard:
-        extra["shard"] = source.results.shard
-    return replace(case, worker={**case.worker, **extra})
+    worker = replace(
+        case.worker,
+        results_file=source.path,
+        hostname=source.results.environment.hostname,
+        # A case of a merged file merged again keeps the shard it ran in.
+        shard=source.results.shard or case.worker.shard,
+    )
+    return replace(case, worker=worker)
 
 
 def _check_same_run_kind(a: Source, b: Source) -> None:

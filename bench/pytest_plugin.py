@@ -131,8 +131,8 @@ class ScenarioCaseItem(pytest.Item):
         result = self.config.stash[_STATE_KEY].run(self.case)
         outcome, message = outcome_for(result.verdict, result.reason)
         if outcome == "fail":  # the message stays one line; where to look goes in a report section
-            log = result.worker.get("log")
-            tail = result.worker.get("log_tail") or result.worker.get("traceback_tail") or []
+            log = result.worker.log
+            tail = result.worker.log_tail or result.worker.traceback_tail
             if log or tail:
                 self.add_report_section("call", "peft-bench worker", "\n".join([f"log: {log}", *tail]))
         if outcome == "skip":

@@ -14,7 +14,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from bench.records_measures import (
     AdapterEffect,
@@ -48,9 +48,11 @@ __all__ = [
     "ServingRecord",
     "StateContrast",
     "StepRecord",
+    "TimingPolicy",
     "TimingStats",
     "TrainStats",
     "Verdict",
+    "WorkerInfo",
     "from_dict",
     "to_dict",
 ]
@@ -133,6 +135,58 @@ class Footprint:
 
 
 @dataclass(frozen=True)
+class WorkerInfo:
+    """The process that ran a case, and where the case came from. Every field is optional: each path that
+    builds a CaseResult knows a different part (a worker that never started knows none, a dead one no
+    traceback), and files written before this record was typed hold any subset of these keys.
+
+    Field names are the JSON keys results files have always used; a key this version does not know is
+    refused on reading, as in every other record. These are all the keys any version of peft-bench wrote,
+    so an unknown one is a hand edit or a newer writer, and a newer writer's fact is not something this
+    reader can interpret: keeping it silently would write it back unchecked."""
+
+    # Written by the parent around the process (bench.launch.run_one)
+    pid: int | None = None
+    returncode: int | None = None  # negative: killed by that signal
+    timeout_s: float | None = None
+    wall_s: float | None = None  # the parent's wall time of the whole worker process, its start included
+    cpu_s: float | None = None  # the worker's own CPU time, from wait4
+    log: str | None = None  # the worker's stdout and stderr
+    compile_cache: str | None = None  # "warm" | "cold" (RunOptions.compile_cache)
+    start_method: str | None = None  # "fork" | "spawn"
+    fork_failed: str | None = None  # why the preloaded worker could not start (the case fell back to spawn)
+    memory_limit_bytes: int | None = None  # RLIMIT_AS the worker ran under
+    log_tail: tuple[str, ...] = ()  # the log's last lines, for error verdicts
+    # Written by the worker itself (bench.worker.__main__)
+    traceback_tail: tuple[str, ...] = ()  # an exception that escaped the case
+    finished_at_epoch_s: float | None = None
+    # Written by merge (bench.merge): the merged file has one environment block, each case keeps its origin
+    results_file: str | None = None
+    hostname: str | None = None
+    shard: str | None = None
+
+    def merged(self, over: WorkerInfo) -> WorkerInfo:
+        """This block with every fact `over` holds (not None, not empty) put in: the parent's facts over the
+        ones the worker wrote into its own result file."""
+        known = {f.name: getattr(over, f.name) for f in dataclasses.fields(over)}
+        return dataclasses.replace(self, **{k: v for k, v in known.items() if v is not None and v != ()})
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """The `[timing]` policy a case's timed calls followed (bench.scenario.schema.Timing): `warmup` untimed
+    calls, then rounds until both `min_rounds` and `min_time_s` are reached, at most `max_rounds`."""
+
+    # Read as null where a results file holds {}: before this record was typed, {} meant "not recorded".
+    EMPTY_IS_NONE: ClassVar[bool] = True
+
+    warmup: int
+    min_rounds: int
+    min_time_s: float
+    max_rounds: int
+
+
+@dataclass(frozen=True)
 class CaseResult:
     case_id: str
     scenario: str
@@ -147,12 +201,15 @@ class CaseResult:
     total_recompiles: int | None = None
     total_graph_breaks: int | None = None
     scenario_outcomes: tuple[Outcome, ...] = ()
-    worker: dict[str, Any] = field(default_factory=dict)  # pid, exit code, signal, cpu seconds, stderr tail
-    timing_policy: dict[str, Any] = field(default_factory=dict)
+    worker: WorkerInfo = field(default_factory=WorkerInfo)
+    timing_policy: TimingPolicy | None = None  # None: the case never reached its timed calls' setup
     harness: dict[str, Any] = field(
         default_factory=dict
     )  # the scenario's [harness] options the case ran with
     started_at: str = ""
+    # The case's own wall time, measured inside its worker from the start of the case to its result (process
+    # start not included). None where the worker reported none (a skip, an exception that escaped the case,
+    # a dead worker, a case not run); the parent's time of the process is worker.wall_s, in every path.
     wall_s: float | None = None
     # The expanded case the worker was handed (bench.cases.Case.to_dict): report, repro, merge and --resume
     # read it from here, so a results folder is self-contained. Empty in files written before it existed.
@@ -223,6 +280,8 @@ def _convert(tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and value == {} and getattr(args[0], "EMPTY_IS_NONE", False):
+            return None  # a table typed later; {} was its "not recorded" (TimingPolicy)
         return _convert(args[0], value) if len(args) == 1 else value
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)

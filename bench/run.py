@@ -38,7 +38,7 @@ from bench.launch import (
     shared_zygote,
 )
 from bench.lock import folder_lock
-from bench.records import CaseResult, Results
+from bench.records import CaseResult, Results, WorkerInfo
 from bench.results import save
 from bench.summary import write_summary
 from bench.workers import WorkerGone, fork_available
@@ -149,9 +149,9 @@ def run_cases(
                         try:
                             result = run_one(case, opts, on_phase=on_phase)
                         except Exception as exc:  # the parent could not start or watch this worker:
-                            # the others still run.
+                            # the others still run. No process to describe: an empty worker block (no 0 s).
                             why = f"could not run the worker: {type(exc).__name__}: {exc}"
-                            result = error_result(case, why, {}, [], 0.0)
+                            result = error_result(case, why, WorkerInfo())
                         result = replace(result, case=case.to_dict())  # every result keeps the case it ran
                         done[case.id] = result
                         in_flight.clear()

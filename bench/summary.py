@@ -94,5 +94,5 @@ def _wall(case) -> str:
     """The case's own time; for a worker that died before reporting it, the parent's time of its process."""
     if case.wall_s is not None:
         return f"{case.wall_s:.1f}s"
-    process_s = case.worker.get("wall_s")
-    return f"{process_s:.1f}s (process)" if isinstance(process_s, (int, float)) else "-"
+    process_s = case.worker.wall_s
+    return f"{process_s:.1f}s (process)" if process_s is not None else "-"

@@ -70,7 +70,7 @@ def _compile_cold_vs_warm(cache: Path, tmp: Path) -> dict[str, dict[str, float]]
         out[label] = {
             "compile_s": r.phases_s.get("compile_s"),
             "first_call_ms": forward.first_call_ms,
-            "case_wall_s": r.worker["wall_s"],
+            "case_wall_s": r.worker.wall_s,
         }
     return out
 
@@ -89,8 +89,8 @@ def _fork_vs_spawn(cache: Path, tmp: Path, n: int) -> dict:
         for method in ("fork", "spawn"):
             r = run_one(case, RunOptions(out_dir=tmp / f"{method}{i}", cache_root=cache, worker=method))
             assert r.verdict == "pass", r.reason
-            assert r.worker["start_method"] == method
-            walls[method].append(r.worker["wall_s"])
+            assert r.worker.start_method == method
+            walls[method].append(r.worker.wall_s)
     return {
         m: {"n": len(w), "median_s": statistics.median(w), "min_s": min(w), "max_s": max(w), "walls_s": w}
         for m, w in walls.items()

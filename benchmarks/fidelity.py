@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 suite_ms.append(timing.median_ms)
                 spreads.append(timing.iqr_over_median)
                 parent_cpu.append(pcpu)
-                worker_cpu.append(result.worker.get("cpu_s") or float("nan"))
+                worker_cpu.append(result.worker.cpu_s if result.worker.cpu_s is not None else float("nan"))
                 out = subprocess.run(
                     [
                         sys.executable,

@@ -126,4 +126,4 @@ def test_run_writes_junit_and_step_summary(tmp_path, cache_root, monkeypatch, ca
     assert "ci[fp32-none]" in summary.read_text()
     assert json.loads((out / "cases" / "ci_fp32-none.case.json").read_text())["device"] == "cpu"
     (case,) = load(out).cases
-    assert case.worker["start_method"] in ("fork", "spawn")
+    assert case.worker.start_method in ("fork", "spawn")

@@ -139,28 +139,28 @@ def test_every_fault_is_an_error_and_the_run_goes_on(tmp_path, cache_root, monke
     assert by_scenario["ok"].verdict == "pass", by_scenario["ok"].reason  # under the memory limit too
 
     bad = by_scenario["bad-source"]  # reported by the worker itself, which then exits normally
-    assert bad.verdict == "error" and bad.worker["returncode"] == 0
+    assert bad.verdict == "error" and bad.worker.returncode == 0
     assert bad.reason == "FileNotFoundError: adapter 'a': path /nonexistent/adapter does not exist"
 
     abort = by_scenario["crash-abort"]
-    assert abort.verdict == "error" and abort.worker["returncode"] == -signal.SIGABRT
+    assert abort.verdict == "error" and abort.worker.returncode == -signal.SIGABRT
     assert "worker killed by SIGABRT during step 1 (load_adapter) (native crash" in abort.reason
     assert "innermost Python frame:" in abort.reason and "inject.py" in abort.reason
 
     segv = by_scenario["crash-segv"]
-    assert segv.verdict == "error" and segv.worker["returncode"] == -signal.SIGSEGV
+    assert segv.verdict == "error" and segv.worker.returncode == -signal.SIGSEGV
     assert "worker killed by SIGSEGV at start-up" in segv.reason and "segmentation" in segv.reason
 
     kill = by_scenario["crash-kill"]
-    assert killed and kill.worker["pid"] == killed[0]
-    assert kill.verdict == "error" and kill.worker["returncode"] == -signal.SIGKILL
+    assert killed and kill.worker.pid == killed[0]
+    assert kill.verdict == "error" and kill.worker.returncode == -signal.SIGKILL
     assert "worker killed by SIGKILL" in kill.reason and "killed from outside" in kill.reason
 
     hang = by_scenario["crash-hang"]
     assert hang.verdict == "error" and hang.reason.startswith("timed out after 2 s at start-up")
     assert "the worker was killed" in hang.reason
     assert "inject.py" in hang.reason  # the stack faulthandler dumped on SIGUSR1 shows where it hung
-    assert hang.worker["wall_s"] < 30
+    assert hang.worker.wall_s < 30
 
     oom = by_scenario["oom"]
     assert oom.verdict == "error"
@@ -168,7 +168,7 @@ def test_every_fault_is_an_error_and_the_run_goes_on(tmp_path, cache_root, monke
         f"step 1 (forward): out of memory (address-space limit {MEMORY_LIMIT_MB} MiB)"
     )
     assert "allocate" in oom.reason
-    assert oom.worker["returncode"] == 0  # the worker reported it itself and exited normally
+    assert oom.worker.returncode == 0  # the worker reported it itself and exited normally
 
     # Finished cases are intact: what results.json holds now is what each case reported when it finished.
     for case in results.cases:

@@ -258,7 +258,7 @@ while True:
 def _big_results(tmp_path: Path) -> Path:
     """A results file of a few MB (many cases), so that writing it takes a while."""
     from bench.environment import collect
-    from bench.records import CaseResult, Results
+    from bench.records import CaseResult, Results, WorkerInfo
     from bench.results import save
 
     cases = tuple(
@@ -269,7 +269,7 @@ def _big_results(tmp_path: Path) -> Path:
             params={"precision": "fp32", "compile": "none", "hotswap_path": "transformers"},
             verdict="pass",
             reason="",
-            worker={"log_tail": ["x" * 200] * 10},
+            worker=WorkerInfo(log_tail=("x" * 200,) * 10),
         )
         for i in range(800)
     )

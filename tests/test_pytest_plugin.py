@@ -239,6 +239,6 @@ def test_cases_run_as_tests(pytester, scenario_dir, cache_root):
     }
     assert results.scenario_set == ("holds", "verdicts")
     assert results.command[0] == "pytest" and "--peft-bench-out" in results.command
-    assert all(c.worker["pid"] != os.getpid() and c.worker["returncode"] == 0 for c in results.cases)
+    assert all(c.worker.pid != os.getpid() and c.worker.returncode == 0 for c in results.cases)
     assert (out / "summary.md").is_file() and (out / "results.csv").is_file()
     assert json.loads((out / "results.json").read_text())["environment"]["libraries"]["peft"]

@@ -13,6 +13,8 @@ RECORDS = (
     "Results",
     "Environment",
     "CaseResult",
+    "WorkerInfo",
+    "TimingPolicy",
     "Footprint",
     "StepRecord",
     "TimingStats",

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from bench.cases import Shard, expand_all
 from bench.errors import BenchInputError
 from bench.merge import Source, merge
-from bench.records import CaseResult, Environment, Results
+from bench.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results import load, save
 from bench.scenario.loader import parse_scenario
 from bench.scenario.schema import PRECISIONS
@@ -162,7 +162,7 @@ def _case(case_id: str, verdict: str = "pass") -> CaseResult:
         params={"precision": "fp32", "compile": "none", "hotswap_path": "transformers"},
         verdict=verdict,
         reason="" if verdict == "pass" else "step 2 (forward): recompiles: expected == 0, got 1",
-        worker={"pid": 1},
+        worker=WorkerInfo(pid=1),
     )
 
 
@@ -211,10 +211,8 @@ def test_shards_merge_into_the_whole_selection(tmp_path):
     assert merged.shard is None and merged.scenario_set == SCENARIOS
     assert merged.parent_cpu_s == pytest.approx(1.5)
     # Each case says where it came from: the merged file has one environment block.
-    assert {c.worker["shard"] for c in merged.cases} == {"1/3", "2/3", "3/3"}
-    assert all(
-        c.worker["results_file"].endswith("results.json") and c.worker["pid"] == 1 for c in merged.cases
-    )
+    assert {c.worker.shard for c in merged.cases} == {"1/3", "2/3", "3/3"}
+    assert all(c.worker.results_file.endswith("results.json") and c.worker.pid == 1 for c in merged.cases)
     # The merged file round-trips through the results loader, so report, gate and compare can read it.
     save(tmp_path / "merged", merged)
     assert [c.case_id for c in load(tmp_path / "merged").cases] == [c.case_id for c in merged.cases]

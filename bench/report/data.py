@@ -356,14 +356,11 @@ def environment_lines(results: Results) -> list[str]:
 
 
 def timing_policy_line(results: Results) -> str:
-    # As text: a results file is read back as JSON, and a value there may be a list (unhashable) or mix
-    # types (unsortable); the fuzz test of results files found both.
-    policies = {
-        "; ".join(f"{k} {v}" for k, v in sorted(c.timing_policy.items(), key=lambda kv: str(kv[0])))
-        for c in results.cases
-        if c.timing_policy
-    }
+    policies = {c.timing_policy for c in results.cases if c.timing_policy is not None}
     if not policies:
         return "Timing policy: not recorded."
-    parts = sorted(policies)
+    parts = sorted(
+        f"max_rounds {p.max_rounds}; min_rounds {p.min_rounds}; min_time_s {p.min_time_s}; warmup {p.warmup}"
+        for p in policies
+    )
     return "Timing policy (warm-up calls, then rounds until both minimums): " + " | ".join(parts)

@@ -29,6 +29,8 @@ def main(argv: list[str]) -> int:
     if spec.get("device") == "cpu":  # --device cpu: pick_device() (bench.worker.execute) then sees no GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
+    from dataclasses import replace
+
     from bench.atomic import write_json
     from bench.exits import PHASE_FINISHING, PHASE_MARKER
     from bench.records import to_dict
@@ -45,16 +47,15 @@ def main(argv: list[str]) -> int:
         process_start = None
     result = run_spec(spec, process_start=process_start, faults=faults)
     print(f"{PHASE_MARKER} {PHASE_FINISHING}", flush=True)
-    payload = to_dict(result)
-    payload["worker"] = {**payload.get("worker", {}), "finished_at_epoch_s": time.time()}
-    write_json(out_file, payload)
+    result = replace(result, worker=replace(result.worker, finished_at_epoch_s=time.time()))
+    write_json(out_file, to_dict(result))
     return 0
 
 
 def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = ()):
     """Run the case a case spec names and return its CaseResult; whatever escapes becomes an `error` result."""
     from bench.exits import PHASE_MARKER, PHASE_STARTED
-    from bench.records import CaseResult
+    from bench.records import CaseResult, WorkerInfo
     from bench.worker import inject
     from bench.worker.oom import is_out_of_memory, memory_limit_note
 
@@ -93,7 +94,7 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
             params=spec["params"],
             verdict="error",
             reason=f"{current[0]}: {what}" if current else what,
-            worker={"traceback_tail": tb[-12:]},
+            worker=WorkerInfo(traceback_tail=tuple(tb[-12:])),
         )
 
 

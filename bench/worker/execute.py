@@ -22,7 +22,7 @@ from bench.precision import needs_eager_forward_after_state_dict, unavailable_re
 from bench.probes.clock import Clock, repeat
 from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
 from bench.probes.memory import measure_memory
-from bench.records import CaseResult, StepRecord, to_dict
+from bench.records import CaseResult, StepRecord, TimingPolicy, to_dict
 from bench.scenario.schema import Step
 from bench.sources.adapters import lora_config, resolve_adapter
 from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
@@ -93,12 +93,12 @@ def _run_case(
         phases["process_start_and_imports_s"] = max(0.0, time.time() - process_start)
     device = device or pick_device()
     s = case.scenario
-    policy = {
-        "warmup": s.timing.warmup,
-        "min_rounds": s.timing.min_rounds,
-        "min_time_s": s.timing.min_time_s,
-        "max_rounds": s.timing.max_rounds,
-    }
+    policy = TimingPolicy(
+        warmup=s.timing.warmup,
+        min_rounds=s.timing.min_rounds,
+        min_time_s=s.timing.min_time_s,
+        max_rounds=s.timing.max_rounds,
+    )
     base = dict(
         case_id=case.id,
         scenario=s.name,
