@@ -71,6 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="per-case timeout in seconds (overrides timeout_s)",
     )
+    group.addoption(
+        "--peft-bench-worker",
+        choices=("fork", "spawn"),
+        default=None,
+        help="how each case's worker starts, as `peft-bench run --worker`: 'fork' from a preloaded worker "
+        "(default where os.fork exists), 'spawn' a fresh `python -m bench.worker`",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -197,6 +204,7 @@ class _RunState:
             out_dir=self.out_dir,
             cache_root=opt("peft_bench_cache") or default_cache_root(),
             timeout_s=opt("peft_bench_timeout"),
+            **({"worker": opt("peft_bench_worker")} if opt("peft_bench_worker") else {}),
             command=("pytest", *self.config.invocation_params.args),
         )
         self._created_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

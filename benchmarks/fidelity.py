@@ -1,10 +1,13 @@
 """Does the suite change what it measures? Its reported forward median against a bare perf_counter loop.
 
-For the same model, adapter and inputs, alternate K times: one isolated peft-bench case (its own worker
-process, exactly as `peft-bench run` starts it) and one bare script (its own process: from_pretrained,
+For the same model, adapter and inputs, alternate K times: one isolated peft-bench case per worker start
+method (forked from the preloaded worker, and spawned as a fresh `python -m bench.worker`, exactly as
+`peft-bench run --worker fork|spawn` starts them) and one bare script (its own process: from_pretrained,
 load_adapter, optional torch.compile, warm-up, a hand-written perf_counter loop). Interleaving spreads the
-machine's drift over both. The figure is median(suite medians) / median(bare medians), eager and compiled,
-with the spread of the per-pair ratios. The parent's CPU time while the suite's cases run is reported too.
+machine's drift over all of them. The figures are median(suite medians) / median(bare medians) per start
+method, eager and compiled, with the spread of the per-pair ratios, and forked over spawned within each pair:
+a fork that distorted timings (a zygote's threads, a warm allocator, shared pages) would show there. The
+parent's CPU time while the suite's cases run is reported too.
 
     python benchmarks/fidelity.py --pairs 5 --out reports/fidelity
 """
@@ -48,14 +51,16 @@ print(statistics.median(samples))
 """
 
 
-def _suite_case(scenario_path: Path, backend: str, cache_root: Path, out_dir: Path):
+def _suite_case(scenario_path: Path, backend: str, cache_root: Path, out_dir: Path, worker: str):
     from bench.cases import expand
     from bench.run import RunOptions, run_one
     from bench.scenario import load_scenario
 
     (case,) = [c for c in expand(load_scenario(scenario_path)) if c.compile.label == backend]
     before = resource.getrusage(resource.RUSAGE_SELF)
-    result = run_one(case, RunOptions(out_dir=out_dir, cache_root=cache_root))
+    result = run_one(case, RunOptions(out_dir=out_dir, cache_root=cache_root, worker=worker))
+    if result.worker.start_method != worker:
+        raise SystemExit(f"asked for a {worker} worker, the case ran {result.worker.start_method}")
     after = resource.getrusage(resource.RUSAGE_SELF)
     parent_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     forward = next(s for s in result.steps if s.op == "forward")
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=5, help="suite/bare pairs per mode")
     p.add_argument("--modes", default="none,aot_eager", help="compile backends to compare (none = eager)")
+    p.add_argument("--workers", default="fork,spawn", help="worker start methods to compare (fork, spawn)")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "fidelity")
     p.add_argument("--cache", type=Path, help="model/adapter cache (default $PEFT_BENCH_CACHE)")
     args = p.parse_args(argv)
@@ -83,16 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     base = resolve_model(scenario.model, cache_root)
     adapter = resolve_adapter(scenario.adapter("r8"), base, cache_root)
     w, t = scenario.workload, scenario.timing
+    workers = args.workers.split(",")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.modes.split(","):
-            suite_ms, bare_ms, parent_cpu, worker_cpu, spreads = [], [], [], [], []
+            per = {
+                w: {"suite_ms": [], "parent_cpu": [], "worker_cpu": [], "spreads": [], "wall_s": []}
+                for w in workers
+            }
+            bare_ms = []
             for _ in range(args.pairs):
-                timing, result, pcpu = _suite_case(scenario_path, backend, cache_root, Path(tmp))
-                suite_ms.append(timing.median_ms)
-                spreads.append(timing.iqr_over_median)
-                parent_cpu.append(pcpu)
-                worker_cpu.append(result.worker.cpu_s if result.worker.cpu_s is not None else float("nan"))
+                for worker in workers:
+                    timing, result, pcpu = _suite_case(scenario_path, backend, cache_root, Path(tmp), worker)
+                    per[worker]["suite_ms"].append(timing.median_ms)
+                    per[worker]["spreads"].append(timing.iqr_over_median)
+                    per[worker]["parent_cpu"].append(pcpu)
+                    per[worker]["worker_cpu"].append(
+                        result.worker.cpu_s if result.worker.cpu_s is not None else float("nan")
+                    )
+                    per[worker]["wall_s"].append(
+                        result.worker.wall_s if result.worker.wall_s is not None else float("nan")
+                    )
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -113,39 +130,61 @@ def main(argv: list[str] | None = None) -> int:
                     env={**os.environ, "PYTHONPATH": ""},
                 )
                 bare_ms.append(float(out.stdout.strip().splitlines()[-1]))
-            pair_ratios = [s / b for s, b in zip(suite_ms, bare_ms, strict=False)]
-            rows[backend] = {
-                "pairs": args.pairs,
-                "suite_median_ms": suite_ms,
-                "bare_median_ms": bare_ms,
-                "ratio_of_medians": statistics.median(suite_ms) / statistics.median(bare_ms),
-                "pair_ratio_min": min(pair_ratios),
-                "pair_ratio_max": max(pair_ratios),
-                "suite_iqr_over_median": statistics.median(spreads),
-                "parent_cpu_s": statistics.median(parent_cpu),
-                "worker_cpu_s": statistics.median(worker_cpu),
-                "parent_cpu_share": statistics.median(parent_cpu) / statistics.median(worker_cpu),
-            }
+            for worker, m in per.items():
+                pair_ratios = [s / b for s, b in zip(m["suite_ms"], bare_ms, strict=True)]
+                rows[f"{backend}/{worker}"] = {
+                    "mode": backend,
+                    "worker": worker,
+                    "pairs": args.pairs,
+                    "suite_median_ms": m["suite_ms"],
+                    "bare_median_ms": bare_ms,
+                    "ratio_of_medians": statistics.median(m["suite_ms"]) / statistics.median(bare_ms),
+                    "pair_ratio_min": min(pair_ratios),
+                    "pair_ratio_max": max(pair_ratios),
+                    "suite_iqr_over_median": statistics.median(m["spreads"]),
+                    "case_wall_s_median": statistics.median(m["wall_s"]),
+                    "parent_cpu_s": statistics.median(m["parent_cpu"]),
+                    "worker_cpu_s": statistics.median(m["worker_cpu"]),
+                    "parent_cpu_share": statistics.median(m["parent_cpu"])
+                    / statistics.median(m["worker_cpu"]),
+                }
+            if {"fork", "spawn"} <= set(per):
+                ratios = [
+                    f / s for f, s in zip(per["fork"]["suite_ms"], per["spawn"]["suite_ms"], strict=True)
+                ]
+                rows[f"{backend}/fork"]["fork_over_spawn_pair_ratios"] = ratios
     env = to_dict(collect())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fidelity.json").write_text(json.dumps({"environment": env, "modes": rows}, indent=1) + "\n")
     lines = [
         "# Fidelity: the suite's forward median over a bare perf_counter loop",
         "",
-        f"`python benchmarks/fidelity.py --pairs {args.pairs}`; {env['cpu']} x{env['cpu_count']}, torch "
-        f"{env['libraries']['torch']}, transformers {env['libraries']['transformers']}, peft "
-        f"{env['libraries']['peft']}. Each pair: one isolated suite case, one bare script, both fresh processes.",
+        f"`python benchmarks/fidelity.py --pairs {args.pairs} --workers {args.workers}`; {env['cpu']} "
+        f"x{env['cpu_count']}, torch {env['libraries']['torch']}, transformers {env['libraries']['transformers']}, "
+        f"peft {env['libraries']['peft']}. Each pair: one isolated suite case per worker start method and one "
+        "bare script, interleaved; the bare script is a fresh process.",
         "",
-        "| mode | pairs | suite median ms | bare median ms | ratio of medians | per-pair ratio range | suite IQR/median | parent CPU / worker CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | worker | pairs | suite median ms | bare median ms | ratio of medians | per-pair ratio range "
+        "| suite IQR/median | case wall s | parent CPU / worker CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for backend, r in rows.items():
+    for r in rows.values():
         lines.append(
-            f"| {'eager' if backend == 'none' else backend} | {r['pairs']} | {statistics.median(r['suite_median_ms']):.3f} | "
-            f"{statistics.median(r['bare_median_ms']):.3f} | {r['ratio_of_medians']:.3f} | "
-            f"{r['pair_ratio_min']:.3f} - {r['pair_ratio_max']:.3f} | {r['suite_iqr_over_median']:.3f} | "
-            f"{r['parent_cpu_share']:.4f} |"
+            f"| {'eager' if r['mode'] == 'none' else r['mode']} | {r['worker']} | {r['pairs']} | "
+            f"{statistics.median(r['suite_median_ms']):.3f} | {statistics.median(r['bare_median_ms']):.3f} | "
+            f"{r['ratio_of_medians']:.3f} | {r['pair_ratio_min']:.3f} - {r['pair_ratio_max']:.3f} | "
+            f"{r['suite_iqr_over_median']:.3f} | {r['case_wall_s_median']:.2f} | {r['parent_cpu_share']:.4f} |"
         )
+    fork_rows = [r for r in rows.values() if "fork_over_spawn_pair_ratios" in r]
+    if fork_rows:
+        lines += ["", "Forked over spawned, the same pair's forward medians:", ""]
+        lines += ["| mode | median ratio | range |", "|---|---|---|"]
+        for r in fork_rows:
+            q = r["fork_over_spawn_pair_ratios"]
+            lines.append(
+                f"| {'eager' if r['mode'] == 'none' else r['mode']} | {statistics.median(q):.3f} | "
+                f"{min(q):.3f} - {max(q):.3f} |"
+            )
     (args.out / "fidelity.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

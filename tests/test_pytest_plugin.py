@@ -242,3 +242,23 @@ def test_cases_run_as_tests(pytester, scenario_dir, cache_root):
     assert all(c.worker.pid != os.getpid() and c.worker.returncode == 0 for c in results.cases)
     assert (out / "summary.md").is_file() and (out / "results.csv").is_file()
     assert json.loads((out / "results.json").read_text())["environment"]["libraries"]["peft"]
+    # The default start, as `peft-bench run`'s: forked from the preloaded worker where os.fork exists.
+    assert {c.worker.start_method for c in results.cases} == {"fork"}
+
+
+@pytest.mark.slow
+def test_worker_option_spawns_a_fresh_python_per_case(pytester, scenario_dir, cache_root):
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        "scen", "-k", "holds", "--peft-bench-out", str(out), "--peft-bench-cache", str(cache_root),
+        "--peft-bench-worker", "spawn",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, deselected=6)
+    (case,) = load(out).cases
+    assert case.worker.start_method == "spawn" and case.worker.returncode == 0
+
+
+def test_worker_option_refuses_an_unknown_method(pytester, scenario_dir):
+    result = pytester.runpytest_subprocess("scen", "--collect-only", "--peft-bench-worker", "thread")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "invalid choice: 'thread'" in result.stderr.str()
