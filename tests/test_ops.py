@@ -1,17 +1,30 @@
-"""The ops registry: every op is complete, the loader, worker and repro writer read it, and nothing outside
-the hotswap strategies branches on a hotswap path's name."""
+"""The ops registry: every op is complete, the loader, worker and repro writer read it, nothing outside the
+ops branches on an op's name, and nothing outside the hotswap strategies branches on a hotswap path's name."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from bench.ops import OPS, STATE_OPS
 from bench.ops.base import Op
 from bench.ops.hotswap import PATHS
-from bench.scenario.schema import HOTSWAP_PATHS
+from bench.ops.state import AdapterState
+from bench.records import StepRecord, TimingStats, TrainStats
+from bench.scenario.schema import HOTSWAP_PATHS, CompileSetting, Step
 from tests.conftest import REPO
 
-METHODS = ("parse", "check", "transition", "args", "apply", "script")
+METHODS = (
+    "parse",
+    "check",
+    "transition",
+    "args",
+    "apply",
+    "script",
+    "skip_note",
+    "own_outcomes",
+    "script_check",
+)
 # Ops whose work the executor does around them (the measured calls): they make no API call of their own.
 MEASURED_BY_THE_EXECUTOR = {"forward", "generate"}
 
@@ -30,18 +43,103 @@ def test_every_registered_op_implements_every_method():
         assert _defined_below_op(type(op), "apply") or name in MEASURED_BY_THE_EXECUTOR, name
         if op.changes_state:
             assert _defined_below_op(type(op), "transition"), name
+        assert not _own_outcomes_missing(op), name
+        assert op.call in (None, "forward", "generate"), name
+        assert op.measures == (op.call is not None), name
+        if op.moves_adapter:
+            assert "adapter" in op.fields, name  # the bytes moved are the step's adapter's
+        if op.result_field is not None:
+            assert op.result_field in {f.name for f in dataclasses.fields(StepRecord)}, name
+
+
+def _own_outcomes_missing(op: Op) -> bool:
+    """An op that declares its own expectations decides them (own_outcomes), and only such an op does; a
+    serve-like op's own come from its responses (bench.serving.outcomes). Only these write script checks."""
+    decides = bool(op.own_expectations) and not op.checks_responses
+    own = _defined_below_op(type(op), "own_outcomes")
+    return own != decides or (_defined_below_op(type(op), "script_check") and not decides)
 
 
 def test_the_base_placeholders_are_visible_to_the_completeness_check():
-    """Negative control: an op that forgets its script and apply fails the check above."""
+    """Negative control: an op that forgets its script and apply fails the check above, and so does one that
+    declares an expectation it never decides, or decides one it never declared."""
 
     class Forgetful(Op):
         name = "forgetful"
         changes_state = True
+        own_expectations = frozenset({"forgotten"})
+
+    class Undeclared(Op):
+        name = "undeclared"
+
+        def own_outcomes(self, step, result, state, params):
+            return []
 
     assert not _defined_below_op(Forgetful, "script")
     assert not _defined_below_op(Forgetful, "apply")
     assert not _defined_below_op(Forgetful, "transition")
+    assert _own_outcomes_missing(Forgetful())
+    assert _own_outcomes_missing(Undeclared())
+    assert "result" not in {f.name for f in dataclasses.fields(StepRecord)}  # a made-up result_field
+
+
+def test_the_measured_calls_come_from_the_registry():
+    assert {n for n, op in OPS.items() if op.call} == MEASURED_BY_THE_EXECUTOR
+    assert OPS["generate"].call == "generate" and OPS["forward"].call == "forward"
+    assert {n for n, op in OPS.items() if op.moves_adapter} == {"load_adapter", "load_pretrained"}
+    assert {op.result_field for op in OPS.values()} == {None, "train", "repeat"}
+
+
+def test_only_compile_is_skipped_and_only_under_the_none_setting():
+    none, enabled = CompileSetting("none"), CompileSetting("aot_eager")
+    assert not none.enabled and enabled.enabled
+    assert OPS["compile"].skip_note(none) == "compile setting 'none': the model stays eager"
+    assert OPS["compile"].skip_note(enabled) is None
+    assert all(op.skip_note(none) is None for n, op in OPS.items() if n != "compile")
+
+
+def _decided(op: str, result, state: AdapterState | None = None) -> list[tuple[str, bool]]:
+    outcomes = OPS[op].own_outcomes(Step(index=3, op=op), result, state or AdapterState(), {})
+    assert {o.expectation for o in outcomes} <= OPS[op].own_expectations
+    return [(o.expectation, o.held) for o in outcomes]
+
+
+def _train_stats(before: float, after: float) -> TrainStats:
+    timing = TimingStats.from_samples([1.0, 2.0])
+    return TrainStats(2, timing, 3.0, 2.9, 10, 100, 40, 80, None, before, after)
+
+
+def test_each_op_decides_its_own_expectations_and_each_can_fail():
+    """The outcomes decide.py used to build by op name, now the ops' own: a holding and a failing case each."""
+    state = AdapterState().add("a", "r8", added=False)
+    assert _decided("active_adapters", ["a"], state) == [("active_adapters", True)]
+    assert _decided("active_adapters", ["a", "b"], state) == [("active_adapters", False)]
+    plain = {"lora_layers_left": 0, "peft_config_left": False}
+    assert _decided("merge_and_unload", plain) == [("plain_model", True)]
+    assert _decided("merge_and_unload", {**plain, "peft_config_left": True}) == [("plain_model", False)]
+    assert _decided("train", _train_stats(3.0, 2.0)) == [("loss_decreases", True)]
+    assert _decided("train", _train_stats(3.0, 3.0)) == [("loss_decreases", False)]
+    assert _decided("set_adapter", None) == []
+
+
+def test_no_op_name_branches_outside_the_ops():
+    """The worker and the repro writer ask the op (its call, skip_note, own_outcomes, script_check...), never
+    its name; the pattern finds the branches that were moved into bench/ops."""
+    own = sorted({e for op in OPS.values() if not op.checks_responses for e in op.own_expectations})
+    op_name = re.compile(r"""(\.op|\bop)\s*([!=]=|(not\s+)?in)\s*[("'\[{]""")
+    own_name = re.compile(r"""["'](""" + "|".join(own) + r""")["']""")
+    files = [*(REPO / "bench" / "worker").glob("*.py"), *(REPO / "bench" / "report" / "repro").glob("*.py")]
+    offenders = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if op_name.search(line) or own_name.search(line)
+    ]
+    assert offenders == []
+    # Negative control: the branches this replaced are found.
+    assert op_name.search('    if step.op == "active_adapters" and run.op_error is None:')
+    assert op_name.search('            if step.op in ("forward", "generate"):')
+    assert own_name.search('    elif o.expectation == "loss_decreases":')
 
 
 def test_state_ops_come_from_the_registry():

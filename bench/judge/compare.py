@@ -1,68 +1,70 @@
 """Two results files, case by case and metric by metric: what got worse, what got better, what is noise.
 
-Decisions are pure functions of (policy, baseline figure, current figure) returning a Finding with its message.
+Each figure is decided by bench.judge.findings (pure functions returning a Finding with its message).
 Speed figures are compared as absolute times only when both runs come from the same kind of machine
 (bench.environment.same_machine); otherwise as ratios measured within each run, and the Comparison says which.
-
-A sampled latency counts as a regression only when all three hold: the one-sided Mann-Whitney U test on the
-raw samples says the current run is slower (p < alpha), the median rose by more than `rel`, and the fastest
-call rose by more than `rel` too. The last rule is the noise guard: a busy machine delays some calls, while
-slower code delays all of them, the fastest included.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bench.environment import same_machine
-from bench.judge.stats import MIN_SAMPLES, mann_whitney_u
+from bench.judge.figures import (
+    case_peak,
+    eager_twin,
+    first_measured,
+    footprint_bytes,
+    is_hotswap,
+    output_wrong,
+    reload_step,
+    switch_ms,
+    switch_over_reload,
+)
+from bench.judge.findings import (
+    COVERAGE_LOST_FROM,
+    COVERAGE_LOST_TO,
+    STATUSES,
+    Finding,
+    finding,
+    fmt_change,
+    fmt_value,
+    judge_number,
+    judge_samples,
+    judge_verdict,
+)
 from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
-from bench.records import FAILING_VERDICTS, CaseResult, Environment, Results, StepRecord
+from bench.records import CaseResult, Environment, Results, StepRecord
+
+# The findings and figures live in bench.judge.findings and bench.judge.figures; importing them from here,
+# as callers did before the split, still works.
+__all__ = [
+    "COVERAGE_LOST_FROM",
+    "COVERAGE_LOST_TO",
+    "STATUSES",
+    "TIMING_MODES",
+    "Comparison",
+    "Finding",
+    "case_peak",
+    "compare",
+    "eager_twin",
+    "first_measured",
+    "fmt_change",
+    "fmt_value",
+    "footprint_bytes",
+    "is_hotswap",
+    "judge_number",
+    "judge_samples",
+    "judge_verdict",
+    "output_wrong",
+    "reload_step",
+    "switch_ms",
+    "switch_over_reload",
+    "timing_basis",
+]
 
 TIMING_MODES = ("auto", "absolute", "ratio")
-# Statuses a finding can have. Only a gated "regression", "missing" or "coverage_lost" fails the gate.
-STATUSES = (
-    "regression",
-    "improvement",
-    "unchanged",
-    "noise",
-    "not_compared",
-    "missing",
-    "new",
-    "coverage_lost",
-)
-# A baseline pass that now skips or is a known failure checks less than before: the gate must not let a
-# suite lose its coverage silently (a precision that stopped running, a marker added to hide a bug).
-COVERAGE_LOST_FROM = ("pass",)
-COVERAGE_LOST_TO = ("skip", "xfail")
-
-
-@dataclass(frozen=True)
-class Finding:
-    case_id: str
-    step: int | None  # None for case-level metrics
-    op: str | None
-    metric: str
-    basis: str  # verdict | count | samples | single | bytes (from the policy)
-    unit: str
-    baseline: float | str | None
-    current: float | str | None
-    status: str
-    gated: bool  # this finding fails the gate when its status is regression or missing
-    message: str
-    change_rel: float | None = None  # current / baseline - 1, for numbers
-    p_value: float | None = None  # one-sided U test p in the direction of the change
-    n: tuple[int, int] | None = None  # (baseline, current) sample counts
-
-    @property
-    def where(self) -> str:
-        return self.case_id if self.step is None else f"{self.case_id} step {self.step} ({self.op})"
-
-    @property
-    def fails_gate(self) -> bool:
-        return self.gated and self.status in ("regression", "missing", "coverage_lost")
 
 
 @dataclass(frozen=True)
@@ -77,261 +79,6 @@ class Comparison:
 
     def by_status(self, *statuses: str) -> list[Finding]:
         return [f for f in self.findings if f.status in statuses]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Formatting (used in messages; renderers reuse it)
-
-
-def fmt_value(value: float | str | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if unit == "ms":
-        return f"{value:.3g} ms"
-    if unit == "bytes":
-        return f"{value / 2**20:.1f} MiB"
-    if unit == "ratio":
-        return f"{value:.3g}x"
-    if unit == "count":
-        return str(int(value))
-    return f"{value:.3g}"
-
-
-def fmt_change(change: float | None) -> str:
-    return "" if change is None else f"{change:+.0%}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Pure decisions
-
-
-def _finding(p: MetricPolicy, key, base, cur, status: str, message: str, **kw) -> Finding:
-    case_id, step, op = key
-    return Finding(
-        case_id=case_id,
-        step=step,
-        op=op,
-        metric=p.metric,
-        basis=p.basis,
-        unit=p.unit,
-        baseline=base,
-        current=cur,
-        status=status,
-        gated=p.gated,
-        message=message,
-        **kw,
-    )
-
-
-def _change(base: float, cur: float) -> float | None:
-    return None if base == 0 else cur / base - 1
-
-
-def _beyond(p: MetricPolicy, base: float, cur: float) -> tuple[bool, bool]:
-    """(worse, better) beyond both thresholds, in the policy's direction."""
-    delta = (cur - base) if p.better == "lower" else (base - cur)
-    big = abs(delta) > p.abs and (base == 0 or abs(delta) / abs(base) > p.rel)
-    return delta > 0 and big, delta < 0 and big
-
-
-def judge_verdict(p: MetricPolicy, case_id: str, base: str | None, cur: str | None) -> Finding:
-    key = (case_id, None, None)
-    if cur is None:
-        return _finding(p, key, base, None, "missing", "case is in the baseline but did not run now")
-    if cur == "not_run":
-        return _finding(p, key, base, cur, "missing", "case did not run (interrupted or pending)")
-    if base in COVERAGE_LOST_FROM and cur in COVERAGE_LOST_TO:
-        return _finding(
-            p,
-            key,
-            base,
-            cur,
-            "coverage_lost",
-            f"coverage lost: {base} -> {cur} (allow with --allow-coverage-loss)",
-        )
-    if cur == "skip" and base not in (None, "skip"):
-        # Not worse code, but less coverage (a precision this machine cannot run): say so, do not gate.
-        return _finding(p, key, base, cur, "not_compared", f"skipped in the current run (was {base})")
-    if base is None:
-        if cur in FAILING_VERDICTS:
-            return _finding(p, key, None, cur, "regression", f"new case, and it is {cur}")
-        return _finding(p, key, None, cur, "new", "new case (not in the baseline)")
-    if cur in FAILING_VERDICTS and base not in FAILING_VERDICTS:
-        return _finding(p, key, base, cur, "regression", f"verdict got worse: {base} -> {cur}")
-    if base in FAILING_VERDICTS and cur not in FAILING_VERDICTS:
-        return _finding(p, key, base, cur, "improvement", f"verdict got better: {base} -> {cur}")
-    if base != cur:
-        return _finding(p, key, base, cur, "unchanged", f"verdict changed within its class: {base} -> {cur}")
-    return _finding(p, key, base, cur, "unchanged", f"verdict {cur}")
-
-
-def judge_number(p: MetricPolicy, key, base: float | None, cur: float | None) -> Finding:
-    """Counts, bytes and single calls: a threshold on the change, no test (there is one figure per side)."""
-    if base is None or cur is None:
-        side = "baseline" if base is None else "current run"
-        return _finding(p, key, base, cur, "not_compared", f"no figure in the {side}")
-    worse, better = _beyond(p, base, cur)
-    change = _change(base, cur)
-    moved = f"{fmt_value(base, p.unit)} -> {fmt_value(cur, p.unit)}" + (
-        f" ({fmt_change(change)})" if change is not None else ""
-    )
-    limit = f"rel {p.rel:g}" + (f", abs {fmt_value(p.abs, p.unit)}" if p.abs else "")
-    if p.basis == "count":
-        limit = "any rise" if p.rel == 0 and p.abs == 0 else limit
-    if worse:
-        return _finding(p, key, base, cur, "regression", f"{moved}, beyond {limit}", change_rel=change)
-    if better:
-        return _finding(p, key, base, cur, "improvement", moved, change_rel=change)
-    status = "unchanged" if base == cur else "noise"
-    msg = moved if base == cur else f"{moved}, within {limit}"
-    return _finding(p, key, base, cur, status, msg, change_rel=change)
-
-
-def judge_samples(
-    p: MetricPolicy,
-    key,
-    base: Sequence[float],
-    cur: Sequence[float],
-    base_ref: Sequence[float] | None = None,
-    cur_ref: Sequence[float] | None = None,
-) -> Finding:
-    """Repeated timings. With refs, each side is first divided by its own run's reference median, so two
-    machines are compared on ratios measured within each run."""
-    if len(base) < MIN_SAMPLES or len(cur) < MIN_SAMPLES:
-        return _finding(
-            p,
-            key,
-            None,
-            None,
-            "not_compared",
-            f"fewer than {MIN_SAMPLES} samples (baseline {len(base)}, current {len(cur)}): no test possible",
-            n=(len(base), len(cur)),
-        )
-    refs = [*(base_ref or ()), *(cur_ref or ())]
-    if min(base) <= 0 or min(cur) <= 0 or (refs and min(refs) <= 0):
-        # A time of zero or less is no measurement (a hand-edited or corrupted file): no ratio exists.
-        return _finding(
-            p,
-            key,
-            None,
-            None,
-            "not_compared",
-            "a timing sample of 0 ms or less: no ratio possible",
-            n=(len(base), len(cur)),
-        )
-    floor_b, floor_c = min(base), min(cur)
-    if base_ref is not None and cur_ref is not None:
-        med_ref_b, med_ref_c = statistics.median(base_ref), statistics.median(cur_ref)
-        base = [x / med_ref_b for x in base]
-        cur = [x / med_ref_c for x in cur]
-        floor_b, floor_c = floor_b / min(base_ref), floor_c / min(cur_ref)
-    med_b, med_c = statistics.median(base), statistics.median(cur)
-    test = mann_whitney_u(cur, base)
-    change, floor_change = med_c / med_b - 1, floor_c / floor_b - 1
-    n = (len(base), len(cur))
-    moved = (
-        f"median {fmt_value(med_b, p.unit)} -> {fmt_value(med_c, p.unit)} ({fmt_change(change)}), "
-        f"fastest {fmt_change(floor_change)}"
-    )
-    slower = test.p_greater < p.alpha
-    faster = test.p_less < p.alpha
-    p_dir = test.p_greater if change >= 0 else test.p_less
-    stats = f"U test p={p_dir:.2g}, n={n[0]}/{n[1]}"
-    common = dict(change_rel=change, p_value=p_dir, n=n)
-    if slower and change > p.rel and floor_change > p.rel:
-        return _finding(
-            p,
-            key,
-            med_b,
-            med_c,
-            "regression",
-            f"{moved}; {stats} < alpha {p.alpha:g}; beyond rel {p.rel:g}",
-            **common,
-        )
-    if faster and change < -p.rel and floor_change < -p.rel:
-        return _finding(p, key, med_b, med_c, "improvement", f"{moved}; {stats}", **common)
-    if (slower and change > p.rel) or (faster and change < -p.rel):
-        why = "the fastest call barely moved: machine noise (contention), not a slower code path"
-        return _finding(p, key, med_b, med_c, "noise", f"{moved}; {stats}; {why}", **common)
-    if slower or faster:
-        return _finding(p, key, med_b, med_c, "noise", f"{moved}; {stats}; within rel {p.rel:g}", **common)
-    return _finding(p, key, med_b, med_c, "unchanged", f"{moved}; {stats}: not significant", **common)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Figures taken from the records
-
-
-def switch_ms(step: StepRecord) -> float | None:
-    """Swap (or load) call plus the first call after it: what serving pays for one change."""
-    if step.op_time_ms is None or step.first_call_ms is None:
-        return None
-    return step.op_time_ms + step.first_call_ms
-
-
-def is_hotswap(step: StepRecord) -> bool:
-    return step.op == "load_adapter" and bool(step.args.get("hotswap"))
-
-
-def output_wrong(step: StepRecord) -> bool:
-    """The step's checked output did not match its reference: its timings are of a wrong answer."""
-    return step.output is not None and not step.output.matches
-
-
-def reload_step(case: CaseResult) -> StepRecord | None:
-    """The cost a hotswap avoids: the case's first plain (non-hotswap) load_adapter with both timings and a
-    matching output that ran on the model the swaps run on. In a compiled case that is a load AFTER the
-    compile step, whose first call carries the recompile a reload costs; a load before it ran eager and
-    would make any swap look slow."""
-    compiled_at = next((s.index for s in case.steps if s.op == "compile" and s.compile is not None), None)
-    return next(
-        (
-            s
-            for s in case.steps
-            if s.op == "load_adapter"
-            and not is_hotswap(s)
-            and switch_ms(s) is not None
-            and not output_wrong(s)
-            and (compiled_at is None or s.index > compiled_at)
-        ),
-        None,
-    )
-
-
-def switch_over_reload(case: CaseResult, step: StepRecord) -> float | None:
-    """(swap + first call) / (reload + first call); None when either is missing or the swap's output was
-    wrong: a wrong answer is never a speed-up."""
-    reload = reload_step(case)
-    swap = switch_ms(step)
-    if reload is None or swap is None or output_wrong(step):
-        return None
-    return swap / switch_ms(reload)
-
-
-def case_peak(case: CaseResult, field: str) -> int | None:
-    values = [
-        getattr(s.memory, field) for s in case.steps if s.memory and getattr(s.memory, field) is not None
-    ]
-    return max(values) if values else None
-
-
-def footprint_bytes(case: CaseResult) -> int | None:
-    f = case.footprint
-    return None if f is None else f.memory_footprint_bytes + f.quant_state_bytes
-
-
-def eager_twin(case: CaseResult, results: Results) -> CaseResult | None:
-    """The same scenario and parameters with compile 'none', in the same run."""
-    if case.params.get("compile") == "none":
-        return None
-    want = {**case.params, "compile": "none"}
-    return next((c for c in results.cases if c.scenario == case.scenario and c.params == want), None)
-
-
-def first_measured(case: CaseResult) -> StepRecord | None:
-    return next((s for s in case.steps if s.timing is not None), None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,7 +181,7 @@ def _case_findings(
         if bv is None and cv is None:
             continue  # not measurable on this machine (the records say why)
         if not same_env:
-            yield _finding(
+            yield finding(
                 policy[metric],
                 key,
                 bv,

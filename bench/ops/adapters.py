@@ -45,6 +45,7 @@ class LoadAdapter(Op):
     name = "load_adapter"
     fields = frozenset({"adapter", "name", "hotswap"})
     changes_state = True
+    moves_adapter = True
 
     def parse(self, t, ctx: ParseContext):
         adapter = read_adapter(t, ctx)

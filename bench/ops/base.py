@@ -2,20 +2,22 @@
 call, and the lines a reproduction script makes for it.
 
 An op is a subclass of Op in a module of bench/ops/; the registry (bench.ops.OPS) finds it by its `name`.
-The loader reads `fields`, `parse` and `check`; the worker reads `transition`, `args` and `apply`; the repro
-writer reads `script`. Adding an op is one new module here, with its test and its line in the docs.
+The loader reads `fields`, `parse` and `check`; the worker reads `transition`, `args`, `apply`, `call`,
+`skip_note` and `own_outcomes`; the repro writer reads `script` and `script_check`. Nothing outside bench/ops
+branches on an op's name. Adding an op is one new module here, with its test and its line in the docs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from bench.errors import ScenarioError
 from bench.ops.state import AdapterState
 
 if TYPE_CHECKING:
-    from bench.scenario.schema import AdapterSpec, Scenario, Step
+    from bench.records import Outcome
+    from bench.scenario.schema import AdapterSpec, CompileSetting, Scenario, Step
     from bench.scenario.table import Table
 
 # Adapter names the harness chooses when a step names none. Written once, here.
@@ -62,8 +64,9 @@ class Op:
     fields: ClassVar[frozenset[str]] = frozenset()
     # The op changes which adapter weights produce the output: a check call against the reference follows.
     changes_state: ClassVar[bool] = False
-    # The op is a measured model call (first call alone, then warm-up and timed rounds).
-    measures: ClassVar[bool] = False
+    # The model call the op is, measured (first call alone, then warm-up and timed rounds) and checked; None:
+    # the op is an API call, checked after it by the workload's own call (Subject.verification_call).
+    call: ClassVar[Literal["forward", "generate"] | None] = None
     # The op compiles the model: the executor then requires the next model call to compile a frame.
     compiles: ClassVar[bool] = False
     # The op makes its own model calls and keeps their responses (serve): the executor checks each of them.
@@ -72,8 +75,18 @@ class Op:
     # the same weights as a folder): its new state's reference must differ from the previous one's.
     changes_output: ClassVar[bool] = True
 
-    # Expectations only this op decides, beyond the ones every op can (see `produces`).
+    # The op loads one adapter's files (`adapter`): the bytes it moved and their copy floor are recorded.
+    moves_adapter: ClassVar[bool] = False
+    # The StepRecord field that keeps what `apply` returned (TrainStats, RepeatStats); None: nothing is kept.
+    result_field: ClassVar[str | None] = None
+
+    # Expectations only this op decides, beyond the ones every op can (see `produces`), in `own_outcomes`.
     own_expectations: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def measures(self) -> bool:
+        """The op is a measured model call: its last timed call is checked too (steady_state_matches)."""
+        return self.call is not None
 
     @property
     def produces(self) -> frozenset[str]:
@@ -123,9 +136,25 @@ class Op:
         """Make the op's real API call(s) on the subject. Returns what the op reports (stats, names)."""
         return None
 
+    def skip_note(self, compile_setting: CompileSetting) -> str | None:
+        """Why this case does not run the op (the step is then a pass that says so); None: it runs."""
+        return None
+
+    def own_outcomes(
+        self, step: Step, result: Any, state: AdapterState, params: dict[str, str]
+    ) -> list[Outcome]:
+        """The outcomes of `own_expectations`, from what `apply` returned and the state a correct library is in
+        (pure); asked only when the op raised nothing."""
+        return []
+
     def script(self, w, step: Step) -> None:
         """Emit the op's API call into a reproduction script (bench.report.repro's writer)."""
         w.emit(f"pass  # {self.name}")
+
+    def script_check(self, w, expectation: str, step: Step, state: AdapterState, what: str) -> bool:
+        """Emit the script lines that check one of `own_expectations` after the step (calling `reproduced`
+        when it fails); False: the repro writer cannot check it yet."""
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,24 +1,20 @@
 """The two hotswap paths as strategy objects: transformers' integration and PEFT's own functions.
 
 Each path knows how to enable compiled hotswapping, what happens after the first adapter is loaded, and how
-to swap new weights into a loaded slot, both as a real call on the subject and as script lines. Nothing
-else in the suite branches on the path's name.
+to swap new weights into a loaded slot, both as a real call on the subject and as script lines. A script
+carries the path's own functions (prepare, peft_hotswap) verbatim, so it swaps exactly as the run did.
+Nothing else in the suite branches on the path's name.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 
 class HotswapPath:
     name: ClassVar[str]
-    # What a reproduction script needs to make this path's calls: import lines and helper functions.
+    # The import lines a reproduction script needs for this path's calls (its functions are carried).
     script_imports: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def script_source(self) -> str:
-        return ""
 
     def enable(self, subject, target_rank: int) -> None:
         raise NotImplementedError
@@ -62,16 +58,7 @@ class PeftPath(HotswapPath):
     """`prepare_model_for_compiled_hotswap` right after the first load, then PEFT's state-dict hotswap."""
 
     name = "peft"
-    script_imports = (
-        "from typing import Any",
-        "from peft.utils.hotswap import prepare_model_for_compiled_hotswap",
-    )
-
-    @property
-    def script_source(self) -> str:
-        # The very functions the harness calls, so the script swaps exactly as the run did (it must run
-        # without peft-bench installed, hence their source and not an import).
-        return "\n\n" + inspect.getsource(peft_hotswap) + "\n\n" + inspect.getsource(map_adapter_keys)
+    script_imports = ("from typing import Any",)  # map_adapter_keys's annotations
 
     def enable(self, subject, target_rank: int) -> None:
         if subject.loaded_any:
@@ -105,7 +92,8 @@ class PeftPath(HotswapPath):
         w.loaded_any = True
 
     def script_swap(self, w, location_expr: str, name: str) -> None:
-        w.uses_peft_hotswap = True
+        # The very functions the harness calls (the script runs without peft-bench: their source, carried).
+        w.carry(peft_hotswap, map_adapter_keys)
         w.emit(f"peft_hotswap(model, {location_expr}, {name!r}, DEVICE)")
 
 
@@ -121,10 +109,8 @@ def prepare(model, target_rank: int) -> None:
 
 
 def _script_prepare(w, rank: int) -> None:
-    w.emit(
-        f"prepare_model_for_compiled_hotswap(model, target_rank={rank}, config=model.peft_config, "
-        'check_compiled="error")'
-    )
+    w.carry(prepare)
+    w.emit(f"prepare(model, target_rank={rank})  # peft's prepare_model_for_compiled_hotswap")
 
 
 def peft_hotswap(model, location: str, adapter_name: str, device: str) -> None:

@@ -9,7 +9,7 @@ class Forward(Op):
     """A forward pass of the workload's batch; its logits are checked against the reference."""
 
     name = "forward"
-    measures = True
+    call = "forward"
 
     def script(self, w, step):
         pass  # the measured call is the step: the writer emits it with the model calls
@@ -19,7 +19,7 @@ class Generate(Op):
     """Greedy generation of the workload's new tokens; its tokens are checked against the reference."""
 
     name = "generate"
-    measures = True
+    call = "generate"
 
     def script(self, w, step):
         pass

@@ -45,7 +45,7 @@ class _EachLayer(Op):
             getattr(layer, self.method)()
 
     def script(self, w, step):
-        w.uses_merge = True
+        _carry_merge(w)
         with w.block(f"for _, layer in tuner_layers(model):  # what peft's {self.name}() does"):
             w.emit(f"layer.{self.method}()")
 
@@ -87,9 +87,31 @@ class MergeAndUnload(Op):
         merge_and_unload(subject.model)
         return plain_model_report(subject.model)
 
+    def own_outcomes(self, step, result, state, params):
+        from bench.judge.verdict import find_known, outcome
+
+        layers, config = result["lora_layers_left"], result["peft_config_left"]
+        return [
+            outcome(
+                "plain_model",
+                "no LoRA layer, no peft_config",
+                f"{layers} LoRA layer(s), peft_config {'left' if config else 'gone'}",
+                layers == 0 and not config,
+                f"merge_and_unload left {layers} LoRA layer(s)"
+                + (" and the peft_config" if config else "")
+                + ": not the plain model it must return",
+                find_known(step.known_failures, "plain_model", params),
+            )
+        ]
+
     def script(self, w, step):
-        w.uses_merge = True
+        _carry_merge(w)
         w.emit("merge_and_unload(model)  # what peft's merge_and_unload() does, in place")
+
+
+def _carry_merge(w) -> None:
+    # The suite's own functions, carried verbatim, so the script merges exactly as the run did.
+    w.carry(tuner_layers, merge_and_unload)
 
 
 def merge_and_unload(model) -> None:

@@ -11,6 +11,7 @@ class LoadPretrained(Op):
     name = "load_pretrained"
     fields = frozenset({"adapter"})
     changes_state = True
+    moves_adapter = True
 
     def contrast_state(self, previous):
         # A new model: what it must be told apart from is its own base without the adapter, not the

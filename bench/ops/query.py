@@ -14,6 +14,27 @@ class ActiveAdapters(Op):
     def apply(self, subject, step, adapters, locations):
         return list(subject.model.active_adapters())
 
+    def own_outcomes(self, step, result, state, params):
+        from bench.judge.verdict import find_known, outcome
+
+        want = list(state.active)
+        return [
+            outcome(
+                "active_adapters",
+                str(want),
+                str(result),
+                result == want,
+                f"active_adapters() returned {result}, expected {want}",
+                find_known(step.known_failures, "active_adapters", params),
+            )
+        ]
+
     def script(self, w, step):
         w.emit("names = list(model.active_adapters())")
         w.emit("print('active_adapters():', names)")
+
+    def script_check(self, w, expectation, step, state, what):
+        want = list(state.active)
+        with w.block(f"if names != {want!r}:"):
+            w.emit(f"reproduced(f'{what}: active_adapters() returned {{names}}, expected ' + {repr(want)!r})")
+        return True

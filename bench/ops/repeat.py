@@ -13,6 +13,7 @@ class RepeatLoad(Op):
     name = "repeat_load"
     fields = frozenset({"adapters", "count", "mode", "name"})
     changes_state = True
+    result_field = "repeat"  # StepRecord.repeat: the RepeatStats of the loads
 
     def parse(self, t, ctx):
         name = read_name(t)

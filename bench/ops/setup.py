@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.ops.base import Op, Walk
+
+if TYPE_CHECKING:
+    from bench.scenario.schema import CompileSetting
 
 
 class EnableHotswap(Op):
@@ -72,6 +75,9 @@ class Compile(Op):
             )
         walk.compiled = True
 
+    def skip_note(self, compile_setting):
+        return None if compile_setting.enabled else STAYS_EAGER
+
     def apply(self, subject, step, adapters, locations):
         import torch
 
@@ -81,20 +87,13 @@ class Compile(Op):
 
             # transformers' supported compile path for generate: a static cache and its own torch.compile of
             # the decoding forward (torch.compile(model).generate would run uncompiled).
-            cc = CompileConfig(
-                backend=c.backend,
-                fullgraph=c.fullgraph,
-                dynamic=c.dynamic,
-                mode=(c.mode or "default") if c.backend == "inductor" else None,
-            )
+            cc = CompileConfig(**_generate_compile_kwargs(c))
             cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
             subject.model.generation_config.compile_config = cc
             subject.model.generation_config.cache_implementation = "static"
             subject.generate_compiled = True
         else:
-            kwargs: dict[str, Any] = {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic}
-            if c.mode and c.mode != "default":
-                kwargs["mode"] = c.mode
+            kwargs = _compile_kwargs(c)
             if step.inplace:
                 # nn.Module.compile(): the module itself now runs compiled; no wrapper object to call.
                 subject.model.compile(**kwargs)
@@ -105,25 +104,40 @@ class Compile(Op):
     def script(self, w, step):
         s = w.case.compile
         if not s.enabled:
-            w.emit("pass  # compile setting 'none': the model stays eager")
+            w.emit(f"pass  # {STAYS_EAGER}")
         elif w.generate:
-            mode = (s.mode or "default") if s.backend == "inductor" else None
             w.emit("# transformers' compile path for generate: a static cache and its own torch.compile")
-            w.emit(
-                f"cc = CompileConfig(backend={s.backend!r}, fullgraph={s.fullgraph!r}, dynamic={s.dynamic!r}, "
-                f"mode={mode!r})"
-            )
+            w.emit(f"cc = CompileConfig({_call_args(_generate_compile_kwargs(s))})")
             w.emit("cc._compile_all_devices = True  # transformers compiles only on accelerators unless told")
             w.emit("model.generation_config.compile_config = cc")
             w.emit('model.generation_config.cache_implementation = "static"')
             w.generate_compiled = True
         else:
-            kwargs = f"backend={s.backend!r}, fullgraph={s.fullgraph!r}, dynamic={s.dynamic!r}"
-            if s.mode and s.mode != "default":
-                kwargs += f", mode={s.mode!r}"
+            kwargs = _call_args(_compile_kwargs(s))
             if step.inplace:
                 w.emit(f"model.compile({kwargs})  # in place: the module itself runs compiled")
                 w.emit("compiled = model")
             else:
                 w.emit(f"compiled = torch.compile(model, {kwargs})")
             w.compiled = True
+
+
+STAYS_EAGER = "compile setting 'none': the model stays eager"
+
+
+def _compile_kwargs(c: CompileSetting) -> dict[str, Any]:
+    """torch.compile's arguments for the setting: the run's call and the script's line are made from these."""
+    kwargs: dict[str, Any] = {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic}
+    if c.mode and c.mode != "default":
+        kwargs["mode"] = c.mode
+    return kwargs
+
+
+def _generate_compile_kwargs(c: CompileSetting) -> dict[str, Any]:
+    """CompileConfig's arguments for the setting (a mode is inductor's only)."""
+    mode = (c.mode or "default") if c.backend == "inductor" else None
+    return {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic, "mode": mode}
+
+
+def _call_args(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())

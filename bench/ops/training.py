@@ -13,6 +13,7 @@ class Train(Op):
     own_expectations = frozenset({"loss_decreases"})
     fields = frozenset({"steps", "learning_rate", "full"})
     changes_state = True
+    result_field = "train"  # StepRecord.train: the TrainStats of the loop
 
     @property
     def checks_output(self) -> bool:
@@ -59,13 +60,42 @@ class Train(Op):
             full=step.full,
         )
 
+    def own_outcomes(self, step, result, state, params):
+        from bench.judge.verdict import find_known, outcome
+        from bench.worker.train import LOSS_MARGIN_REL, trained_enough
+
+        before, after = result.fixed_batch_loss_before, result.fixed_batch_loss_after
+        return [
+            outcome(
+                "loss_decreases",
+                f"< {(1 - LOSS_MARGIN_REL) * before:.4g} (fixed batch, {LOSS_MARGIN_REL:.0%} below {before:.4g})",
+                f"{after:.4g}",
+                trained_enough(before, after),
+                f"the fixed batch's loss went from {before:.4g} to {after:.4g} in {result.steps} steps, "
+                f"not {LOSS_MARGIN_REL:.0%} lower: the optimizer did not train the weights",
+                find_known(step.known_failures, "loss_decreases", params),
+            )
+        ]
+
     def script(self, w, step):
-        w.uses_train = True
+        from bench.report.repro.templates import TRAIN
+        from bench.worker.train import TRAIN_BATCHES, fit, train_batches, trainable_parameters
+
+        # The harness's own loop, carried verbatim; TRAIN is the script's wrapper around it.
+        w.carry(f"TRAIN_BATCHES = {TRAIN_BATCHES!r}", trainable_parameters, train_batches, fit, TRAIN)
         wl = w.case.scenario.workload
         w.emit(
             f"losses = train(model, steps={step.train_steps!r}, learning_rate={step.learning_rate!r}, "
             f"full={step.full!r}, shape=({wl.batch_size!r}, {wl.seq_len!r}))"
         )
+
+    def script_check(self, w, expectation, step, state, what):
+        with w.block("if not losses[-1] < losses[0]:"):
+            w.emit(
+                f"reproduced(f'{what}: the loss did not decrease: {{losses[0]:.4g}} -> {{losses[-1]:.4g}} in "
+                f"{step.train_steps} steps')"
+            )
+        return True
 
 
 class SaveAdapter(Op):

@@ -8,7 +8,6 @@ set. The metrics deque is bounded (64), so it is cleared on entry instead of dif
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -43,30 +42,65 @@ def configure_dynamo_for_counting() -> None:
     torch._dynamo.utils.clear_compilation_metrics()
 
 
+class CompileWindow:
+    """Dynamo's work between start() and stop() (or while a with-block runs): `metrics` (one compile record
+    per frame compile), `recompiles` with their one-line `reasons`, `graph_breaks` with their
+    `break_reasons`, and `unique_graphs`.
+
+    Reproduction scripts carry this class and _one_line verbatim (bench.report.repro), so a script counts
+    exactly as the run did: it imports only torch, inside its methods.
+    """
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        from collections import Counter
+
+        from torch._dynamo.utils import clear_compilation_metrics, counters
+
+        clear_compilation_metrics()
+        self._breaks_before = Counter(counters["graph_break"])
+        self._unique_before = counters["stats"]["unique_graphs"]
+
+    def stop(self):
+        from collections import Counter
+
+        from torch._dynamo.utils import counters, get_compilation_metrics
+
+        self.metrics = list(get_compilation_metrics())
+        breaks = Counter(counters["graph_break"])
+        breaks.subtract(self._breaks_before)
+        self.graph_breaks = sum(v for v in breaks.values() if v > 0)
+        self.break_reasons = sorted(_one_line(k) for k, v in breaks.items() if v > 0)
+        self.reasons = [_one_line(m.recompile_reason) for m in self.metrics if m.recompile_reason]
+        self.recompiles = len(self.reasons)
+        self.unique_graphs = counters["stats"]["unique_graphs"] - self._unique_before
+
+
 @contextlib.contextmanager
 def count_compiles() -> Iterator[_Window]:
     """Yields a window whose `.stats` is filled on exit, also when the body raises."""
-    from torch._dynamo.utils import clear_compilation_metrics, counters, get_compilation_metrics
-
     window = _Window()
-    clear_compilation_metrics()
-    breaks_before = Counter(counters["graph_break"])
-    unique_before = counters["stats"]["unique_graphs"]
+    counted = CompileWindow()
+    counted.start()
     try:
         yield window
     finally:
-        metrics = list(get_compilation_metrics())
-        breaks = Counter(counters["graph_break"])
-        breaks.subtract(breaks_before)
-        recompile_reasons = [m.recompile_reason for m in metrics if m.recompile_reason]
+        counted.stop()
         window.stats = CompileStats(
-            recompiles=len(recompile_reasons),
-            frame_compiles=len(metrics),
-            graph_breaks=sum(v for v in breaks.values() if v > 0),
-            unique_graphs=counters["stats"]["unique_graphs"] - unique_before,
-            recompile_reasons=tuple(_one_line(r) for r in recompile_reasons),
-            graph_break_reasons=tuple(sorted(_one_line(k) for k, v in breaks.items() if v > 0)),
-            compile_time_s=sum((m.entire_frame_compile_time_s or 0.0) for m in metrics),
+            recompiles=counted.recompiles,
+            frame_compiles=len(counted.metrics),
+            graph_breaks=counted.graph_breaks,
+            unique_graphs=counted.unique_graphs,
+            recompile_reasons=tuple(counted.reasons),
+            graph_break_reasons=tuple(counted.break_reasons),
+            compile_time_s=sum((m.entire_frame_compile_time_s or 0.0) for m in counted.metrics),
         )
 
 

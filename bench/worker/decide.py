@@ -21,7 +21,6 @@ from bench.records import (
     TimingStats,
 )
 from bench.scenario.schema import Step
-from bench.worker.train import LOSS_MARGIN_REL, trained_enough
 
 
 @dataclass
@@ -158,47 +157,10 @@ def decide(
             )
         )
 
-    if step.op == "active_adapters" and run.op_error is None:
-        want = list(state.active)
-        outcomes.append(
-            outcome(
-                "active_adapters",
-                str(want),
-                str(run.op_result),
-                run.op_result == want,
-                f"active_adapters() returned {run.op_result}, expected {want}",
-                find_known(kf, "active_adapters", params),
-            )
-        )
-    if step.op == "merge_and_unload" and run.op_error is None:
-        left = run.op_result
-        outcomes.append(
-            outcome(
-                "plain_model",
-                "no LoRA layer, no peft_config",
-                f"{left['lora_layers_left']} LoRA layer(s), peft_config {'left' if left['peft_config_left'] else 'gone'}",
-                left["lora_layers_left"] == 0 and not left["peft_config_left"],
-                f"merge_and_unload left {left['lora_layers_left']} LoRA layer(s)"
-                + (" and the peft_config" if left["peft_config_left"] else "")
-                + ": not the plain model it must return",
-                find_known(kf, "plain_model", params),
-            )
-        )
-    train_stats = run.op_result if step.op == "train" and run.op_error is None else None
-    repeat_stats = run.op_result if step.op == "repeat_load" and run.op_error is None else None
-    if train_stats is not None:
-        before, after = train_stats.fixed_batch_loss_before, train_stats.fixed_batch_loss_after
-        outcomes.append(
-            outcome(
-                "loss_decreases",
-                f"< {(1 - LOSS_MARGIN_REL) * before:.4g} (fixed batch, {LOSS_MARGIN_REL:.0%} below {before:.4g})",
-                f"{after:.4g}",
-                trained_enough(before, after),
-                f"the fixed batch's loss went from {before:.4g} to {after:.4g} in {train_stats.steps} steps, "
-                f"not {LOSS_MARGIN_REL:.0%} lower: the optimizer did not train the weights",
-                find_known(kf, "loss_decreases", params),
-            )
-        )
+    op = OPS[step.op]
+    if run.op_error is None:
+        # What only this op decides (active_adapters' names, plain_model, loss_decreases): bench/ops.
+        outcomes += op.own_outcomes(step, run.op_result, state, params)
 
     if evidence.reference_error is not None:
         outcomes.append(
@@ -265,10 +227,12 @@ def decide(
             "RecompileError under error_on_recompile=True; the call was repeated unguarded to record the output"
         )
     status = step_status(outcomes)
+    # What apply returned, where the op keeps it in the record (TrainStats, RepeatStats).
+    kept = {op.result_field: run.op_result} if op.result_field and run.op_error is None else {}
     return StepRecord(
         index=step.index,
         op=step.op,
-        args=OPS[step.op].args(step),
+        args=op.args(step),
         status=status,
         strict=strict,
         op_time_ms=run.op_time_ms,
@@ -286,9 +250,8 @@ def decide(
         notes=tuple(notes),
         adapter_bytes=evidence.adapter_bytes,
         copy_floor_ms=evidence.copy_floor_ms,
-        train=train_stats,
-        repeat=repeat_stats,
         serving=evidence.serving,
+        **kept,
     )
 
 
@@ -369,8 +332,9 @@ def not_run_record(step: Step, why: str) -> StepRecord:
     return unmeasured(step, "not_run", why)
 
 
-def skipped_compile(step: Step) -> StepRecord:
-    return unmeasured(step, "pass", "compile setting 'none': the model stays eager")
+def skipped(step: Step, note: str) -> StepRecord:
+    """A step this case does not run (Op.skip_note: compile under the setting 'none'), a pass that says why."""
+    return unmeasured(step, "pass", note)
 
 
 def scenario_outcomes(case: Case, total_recompiles: int, total_breaks: int) -> list[Outcome]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.cases import Case
 from bench.errors import BenchInputError
 from bench.judge.verdict import case_verdict
-from bench.ops import OPS, STATE_OPS
+from bench.ops import OPS
 from bench.ops.state import AdapterState
 from bench.precision import needs_eager_forward_after_state_dict, unavailable_reason
 from bench.probes.clock import Clock, repeat
@@ -34,7 +34,7 @@ from bench.worker.decide import (
     error_text,
     not_run_record,
     scenario_outcomes,
-    skipped_compile,
+    skipped,
 )
 from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
 from bench.worker.harness import after_state_op
@@ -199,8 +199,10 @@ def _run_case(
         if halted:
             records.append(not_run_record(step, halted))
             continue
-        if step.op == "compile" and not case.compile.enabled:
-            records.append(skipped_compile(step))
+        op = OPS[step.op]
+        skip = op.skip_note(case.compile)
+        if skip is not None:
+            records.append(skipped(step, skip))
             continue
         if on_step is not None:
             on_step(step)
@@ -210,10 +212,9 @@ def _run_case(
         )
         steps_s += time.perf_counter() - t
         t = time.perf_counter()
-        new_state = state if run.op_error is not None else OPS[step.op].transition(state, step)
+        new_state = state if run.op_error is not None else op.transition(state, step)
         # The state the new one must be told apart from (docs/verdicts.md): only for a state op that ran,
         # meant to change the output, between two states a file can reproduce.
-        op = OPS[step.op]
         contrast_with = op.contrast_state(state) if "distinguishable" in op.produces else None
         if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
             contrast_with = None
@@ -261,7 +262,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
     )
     strict = step.expect.strict and run.compiled
     # After train no file holds the weights: there is no reference to check against until save_adapter.
-    calls_model = OPS[step.op].checks_output
+    calls_model = op.checks_output
     with measure_memory(subject.device) as mem, count_compiles() as comp:
         try:
             run.op_time_ms, run.op_result = clock.time_ms(lambda: subject.apply(step, adapters, locations))
@@ -273,9 +274,9 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
             subject.compile_unverified = True  # set here, not by the op: a broken op cannot skip the check
         # serve compiles in its setup and makes its own calls: its stream must have compiled a frame.
         run.first_call_after_compile = op.checks_responses and run.compiled
-        if run.op_error is None and step.op in STATE_OPS:
+        if run.op_error is None and op.changes_state:
             after_state_op(subject.model, step, freeze, run)
-        if run.op_error is None and step.op in STATE_OPS and run.compiled:
+        if run.op_error is None and op.changes_state and run.compiled:
             if needs_eager_forward_after_state_dict(subject.precision, subject.device):
                 ms, _ = clock.time_ms(lambda: subject.model(**subject.inputs.as_kwargs()))
                 run.notes.append(
@@ -289,14 +290,10 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
         if (run.op_error is None and calls_model) or run.refused:
             run.first_call_after_compile = subject.compile_unverified
             subject.compile_unverified = False
-            call = (
-                subject.generate
-                if step.op == "generate"
-                else (subject.forward if step.op == "forward" else subject.verification_call)
-            )
-            # The checked first call of a generate step also returns each step's logits (output_logits);
-            # the timed rounds below are the plain call.
-            first = subject.generate_checked if step.op == "generate" else call
+            # The op's own measured call, or the workload's call that checks a state change. The checked
+            # first call of a generate step also returns each step's logits (output_logits); the timed
+            # rounds below are the plain call.
+            call, first = subject.calls(op.call)
             try:
                 (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(first), run)
             except Exception as exc:
@@ -304,7 +301,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     raise
                 run.call_error = error_text(exc)  # the refused op left a model that cannot run
             run.called_model = run.call_error is None
-            if step.op in ("forward", "generate"):
+            if op.measures:
                 last: list = []
 
                 def timed_call():
@@ -325,7 +322,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     run,
                 )
                 run.last_output = last[0] if last else None
-                if step.op == "generate" and last:
+                if op.call == "generate" and last:
                     # The steady-state check needs each step's logits too: one more call, untimed, after the
                     # rounds (the model as the rounds left it).
                     run.last_output = subject.generate_checked()
@@ -370,7 +367,8 @@ def _gather_evidence(
     """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
     copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
     oracle, math_oracle = oracles
-    if OPS[step.op].checks_responses:
+    op = OPS[step.op]
+    if op.checks_responses:
         return _serving_evidence(run, oracle, math_oracle, subject)
     notes: list[str] = []
     output = agreement = steady = contrast = None
@@ -381,12 +379,13 @@ def _gather_evidence(
                 "output not checked: trained weights exist only in this model (save_adapter, then check)"
             )
         elif run.first_output is not None:
-            if subject.workload.kind == "generate" and step.op != "forward":
+            # Tokens where the reference generates (a generate workload) and the call did (not a forward).
+            if subject.workload.kind == "generate" and op.call != "forward":
                 output = oracle.check_tokens(state, run.first_output, subject.backend)
             else:
                 output = oracle.check_logits(state, run.first_output, subject.backend)
             if run.last_output is not None:
-                check = oracle.check_tokens if step.op == "generate" else oracle.check_logits
+                check = oracle.check_tokens if op.call == "generate" else oracle.check_logits
                 steady = check(state, run.last_output, subject.backend)
             if previous is not None:
                 contrast = oracle.contrast(previous, state, subject.backend)
@@ -402,7 +401,7 @@ def _gather_evidence(
         # The oracle failed, not the subject: its own outcome (bench.worker.decide), never blamed on the op.
         reference_error = error_text(exc)
     moved_bytes = floor = None
-    if step.op in ("load_adapter", "load_pretrained") and run.op_error is None:
+    if op.moves_adapter and run.op_error is None:
         moved_bytes = adapter_bytes.get(step.adapter)
         if moved_bytes:
             floor = copy_floor_ms(moved_bytes, subject.device, clock)

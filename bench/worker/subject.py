@@ -59,6 +59,15 @@ class Subject:
         """The call whose output is checked after a state change: the workload's own kind."""
         return self.generate_checked() if self.workload.kind == "generate" else self.forward()
 
+    def calls(self, kind: str | None):
+        """(the call, its checked first call) for an op's `call` kind: generate's first call also returns
+        each step's logits; None is the workload's own call after a state change (verification_call)."""
+        if kind == "generate":
+            return self.generate, self.generate_checked
+        if kind == "forward":
+            return self.forward, self.forward
+        return self.verification_call, self.verification_call
+
     @property
     def backend(self) -> str:
         """The backend the model calls run on now: the case's once compiled, eager before."""

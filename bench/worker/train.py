@@ -25,10 +25,6 @@ def trained_enough(before: float, after: float) -> bool:
     return after < (1.0 - LOSS_MARGIN_REL) * before
 
 
-def _bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def _eval_loss(model, ids) -> float:
     import torch
 
@@ -37,7 +33,14 @@ def _eval_loss(model, ids) -> float:
         return float(model(input_ids=ids, labels=ids).loss)
 
 
+# trainable_parameters, train_batches and fit are the loop a reproduction script replays: it carries their
+# source verbatim (bench.ops.training), so they import what they use inside and read no other global than
+# TRAIN_BATCHES (carried with them).
+
+
 def trainable_parameters(model, *, full: bool):
+    """The weights a train step trains: every parameter (full), or the active adapters' LoRA tensors and
+    modules_to_save copies."""
     if full:
         return list(model.parameters())
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -58,40 +61,31 @@ def trainable_parameters(model, *, full: bool):
     return params
 
 
-def train(
-    model,
-    workload: Workload,
-    vocab_size: int,
-    device: str,
-    clock: Clock,
-    *,
-    steps: int,
-    learning_rate: float,
-    full: bool,
-    seed: int = 0,
-) -> TrainStats:
+def train_batches(vocab_size: int, shape: tuple[int, int], steps: int, device: str, seed: int = 0):
+    """A few fixed random token batches (ids from 3: no pad/bos/eos), cycled by fit: random tokens carry no
+    signal, so only a model that fits the same batches again shows a falling loss, which is the check that
+    the optimizer really trains these weights."""
     import torch
 
-    params = trainable_parameters(model, full=full)
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randint(3, vocab_size, shape, generator=gen).to(device)
+        for _ in range(min(steps, TRAIN_BATCHES))
+    ]
+
+
+def fit(model, params, batches, *, steps: int, learning_rate: float, time_ms=None):
+    """AdamW on `params` over `batches`, cycled, for `steps` steps, every other weight frozen; all of them
+    frozen again afterwards, also when a step raises. `time_ms(fn) -> (ms, fn())` times each step (None:
+    untimed). Returns (losses, step times in ms, gradient bytes, AdamW state bytes)."""
+    import torch
+
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    gen = torch.Generator().manual_seed(seed)
-    # A few fixed batches, cycled: random tokens carry no signal, so only a model that fits the same batches
-    # again shows a falling loss, which is the check that the optimizer really trains these weights.
-    batches = [
-        torch.randint(3, vocab_size, (workload.batch_size, workload.seq_len), generator=gen).to(device)
-        for _ in range(min(steps, TRAIN_BATCHES))
-    ]
-    samples_ms: list[float] = []
-    losses: list[float] = []
-    # The check that training trained: the loss on one fixed batch, in eval mode (no dropout) and without
-    # gradients, before the first step and after the last. The running losses above come from different
-    # batches and with dropout, so a first-vs-last comparison can fall by chance with a no-op optimizer.
-    fixed = batches[0]
-    loss_before = _eval_loss(model, fixed)
+    losses, step_ms = [], []
     model.train()
     try:
         with torch.enable_grad():
@@ -105,18 +99,50 @@ def train(
                     optimizer.step()
                     return out.loss.detach()
 
-                ms, loss = clock.time_ms(one_step)
-                samples_ms.append(ms)
+                if time_ms is None:
+                    loss = one_step()
+                else:
+                    ms, loss = time_ms(one_step)
+                    step_ms.append(ms)
                 losses.append(float(loss))
-        grad_bytes = _bytes(p.grad for p in params if p.grad is not None)
-        state_bytes = _bytes(
-            v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)
+        # Measured before the finally below drops the gradients.
+        grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        state_bytes = sum(
+            v.numel() * v.element_size()
+            for state in optimizer.state.values()
+            for v in state.values()
+            if isinstance(v, torch.Tensor)
         )
     finally:
         model.eval()
         optimizer.zero_grad(set_to_none=True)
         for p in params:
             p.requires_grad_(False)
+    return losses, step_ms, grad_bytes, state_bytes
+
+
+def train(
+    model,
+    workload: Workload,
+    vocab_size: int,
+    device: str,
+    clock: Clock,
+    *,
+    steps: int,
+    learning_rate: float,
+    full: bool,
+    seed: int = 0,
+) -> TrainStats:
+    params = trainable_parameters(model, full=full)
+    batches = train_batches(vocab_size, (workload.batch_size, workload.seq_len), steps, device, seed)
+    # The check that training trained: the loss on one fixed batch, in eval mode (no dropout) and without
+    # gradients, before the first step and after the last. The running losses come from different batches
+    # and with dropout, so a first-vs-last comparison can fall by chance with a no-op optimizer.
+    fixed = batches[0]
+    loss_before = _eval_loss(model, fixed)
+    losses, samples_ms, grad_bytes, state_bytes = fit(
+        model, params, batches, steps=steps, learning_rate=learning_rate, time_ms=clock.time_ms
+    )
     loss_after = _eval_loss(model, fixed)
     return TrainStats(
         steps=steps,

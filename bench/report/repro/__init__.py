@@ -1,5 +1,6 @@
 """Standalone reproduction scripts for failing cases: torch + transformers + peft only, exit 1 when the
-failure reproduces. The ops write their own calls (bench/ops, `script`); script.py assembles the file."""
+failure reproduces. The ops write their own calls and checks (bench/ops, `script`, `script_check`); script.py
+drives the writer through the steps, assemble.py writes the file around main()."""
 
 from bench.report.repro.script import (
     REPRO_DIR,

@@ -13,8 +13,6 @@ reason instead.
 
 from __future__ import annotations
 
-import re
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +21,16 @@ from bench.cases import Case, expand
 from bench.errors import BenchInputError
 from bench.ops import OPS
 from bench.ops.state import AdapterState
+from bench.probes.compile import CompileWindow, _one_line
 from bench.records import CaseResult, Outcome, Results
-from bench.report.repro.templates import HELPERS, TRAIN
-from bench.report.repro.writer import Writer, doc_line, ident
+from bench.report.repro.assemble import assemble, repro_file_name
+from bench.report.repro.writer import Writer
 from bench.scenario import load_scenario
-from bench.scenario.schema import AdapterSpec, Comparison, Scenario, Step
-from bench.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
+from bench.scenario.schema import Comparison, Scenario, Step
 
 REPRO_DIR = "repro"
 # Verdicts that carry a failure worth reproducing (an xfail is a known upstream bug: the report's best case).
 REPRO_VERDICTS = ("fail", "xfail", "error")
-_DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}
 
 
 class ReproUnsupported(Exception):
@@ -54,10 +51,6 @@ class Target:
     step: int | None  # None: replay every step (a crash, or a whole-case expectation)
     outcome: Outcome | None
     scenario_level: bool = False
-
-
-def repro_file_name(case_id: str) -> str:
-    return "repro_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", case_id).strip("_") + ".py"
 
 
 def find_target(case: CaseResult) -> Target:
@@ -97,106 +90,7 @@ def _check_unchanged(result: CaseResult, scenario: Scenario) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Script text
-
-
-def _header(result: CaseResult, results: Results, target: Target) -> list[str]:
-    env = results.environment
-    libs = ", ".join(
-        f"{k} {env.libraries[k]}" for k in ("torch", "transformers", "peft") if env.libraries.get(k)
-    )
-    o = target.outcome
-    if o and target.step:
-        what = f"step {target.step}: {o.expectation} (expected {o.expected}, got {o.actual})"
-    elif o:
-        what = f"the whole case: {o.expectation} (expected {o.expected}, got {o.actual})"
-    else:
-        what = "that every step runs (the case errored)"
-    reason = doc_line(" ".join(result.reason.split()))
-    return [
-        "#!/usr/bin/env python3",
-        doc_line(
-            f'"""Reproduction of {result.case_id} ({result.verdict}), written by peft-bench.', opening=True
-        ),
-        "",
-        *textwrap.wrap(reason, 100, break_long_words=False, break_on_hyphens=False),
-        "",
-        doc_line(f"Checks {what}."),
-        doc_line(f"Recorded with {libs} on {env.device}" + (f" ({env.gpu})" if env.gpu else "") + "."),
-        f"Needs only torch, transformers and peft. Run: python {repro_file_name(result.case_id)}",
-        'Prints "REPRODUCED: ..." and exits 1 when the failure happens; "NOT REPRODUCED" and exits 0 otherwise.',
-        '"""',
-        "",
-    ]
-
-
-def _model_source(scenario: Scenario) -> list[str]:
-    if scenario.model.startswith(BUILTIN_PREFIX):
-        entry = BUILTIN_MODELS[scenario.model[len(BUILTIN_PREFIX) :]]
-        return [
-            f"# {scenario.model}: a tiny {entry['model_class']} built from this config and seed.",
-            f"BUILTIN_CONFIG = {entry['config']!r}",
-            "",
-            "",
-            "def build_base_model(out):",
-            f"    config = transformers.{entry['config_class']}(**BUILTIN_CONFIG)",
-            "    with torch.random.fork_rng(devices=[]):",
-            f"        torch.manual_seed({BUILTIN_SEED})",
-            f"        model = transformers.{entry['model_class']}(config)",
-            "    model.generation_config.pad_token_id = config.pad_token_id",
-            "    model.save_pretrained(out, safe_serialization=True)",
-            "    return out",
-        ]
-    path = Path(scenario.model).expanduser()
-    location = str(path.resolve()) if path.exists() else scenario.model
-    return [
-        "",
-        "def build_base_model(out):",
-        f"    return {location!r}  # a local folder or a Hub id, as the scenario names it",
-    ]
-
-
-def _lora_configs(adapters: tuple[AdapterSpec, ...]) -> list[str]:
-    out = []
-    for a in adapters:
-        if a.generated:
-            out += [
-                "",
-                "",
-                f"def lora_config_{ident(a.key)}():",
-                "    return LoraConfig(",
-                '        task_type="CAUSAL_LM",',
-                f"        r={a.rank!r},",
-                f"        lora_alpha={a.alpha!r},",
-                f"        target_modules={list(a.targets)!r},",
-                f"        rank_pattern={dict(a.rank_pattern)!r},",
-                f"        alpha_pattern={dict(a.alpha_pattern)!r},",
-                f"        lora_dropout={a.lora_dropout!r},",
-                f"        modules_to_save={list(a.modules_to_save) or None!r},",
-                "    )",
-            ]
-    entries = ", ".join(f"{a.key!r}: lora_config_{ident(a.key)}" for a in adapters if a.generated)
-    return [*out, "", "", f"LORA_CONFIGS = {{{entries}}}"]
-
-
-def _load_kwargs(case: Case) -> list[str]:
-    p = case.precision
-    if p in _DTYPES:
-        return [f"LOAD_KWARGS = {{'dtype': {_DTYPES[p]}}}"]
-    q = case.scenario.quantization
-    compute = _DTYPES[q.compute_dtype]
-    if p == "int8":
-        qc = "BitsAndBytesConfig(load_in_8bit=True)"
-    else:
-        qc = (
-            f"BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type={p!r}, "
-            f"bnb_4bit_compute_dtype={compute}, bnb_4bit_use_double_quant={q.double_quant!r})"
-        )
-    return [
-        "from transformers import BitsAndBytesConfig",
-        "",
-        f"LOAD_KWARGS = {{'quantization_config': {qc}, 'device_map': 'auto', 'dtype': {compute}}}",
-    ]
+# main()'s body: the steps, and the check of what failed (assemble.py writes the rest of the file)
 
 
 def _check(
@@ -234,19 +128,19 @@ def _check(
         # The run's margin is in units of its tolerance; the script shows the raw difference (0: no check).
         with w.block("if effect == 0:"):
             w.emit(f"reproduced(f'{what}: the new and the previous state give the same reference logits')")
-    elif o.expectation == "active_adapters":
-        want = list(state.active)
-        with w.block(f"if names != {want!r}:"):
-            w.emit(f"reproduced(f'{what}: active_adapters() returned {{names}}, expected ' + {repr(want)!r})")
-    elif o.expectation == "loss_decreases":
-        with w.block("if not losses[-1] < losses[0]:"):
-            w.emit(
-                f"reproduced(f'{what}: the loss did not decrease: {{losses[0]:.4g}} -> {{losses[-1]:.4g}} in "
-                f"{step.train_steps} steps')"
-            )
-    else:
+    elif not _own_check(w, o.expectation, step, state, what):
         raise ReproUnsupported(f"the repro writer does not check {o.expectation!r} yet")
     w.emit("print('NOT REPRODUCED: the check that failed in the run holds here')")
+
+
+def _own_check(w: Writer, expectation: str, step: Step | None, state: AdapterState, what: str) -> bool:
+    """An expectation only the step's op decides: the op writes its check (bench/ops, script_check)."""
+    op = OPS[step.op] if step is not None else None
+    return (
+        op is not None
+        and expectation in op.own_expectations
+        and op.script_check(w, expectation, step, state, what)
+    )
 
 
 def _raising_step(w: Writer, step: Step, o: Outcome) -> None:
@@ -275,6 +169,8 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
     last = target.step or max((st.index for st in s.steps), default=0)
     needed = [st for st in s.steps if st.index <= last]
     w = Writer(case, adapters_used=frozenset(k for st in needed for k in (st.adapter, *st.cycle) if k))
+    # Every script counts recompiles and graph breaks with the harness's own window (bench.probes.compile).
+    w.carry(_one_line, CompileWindow)
     if target.scenario_level:
         w.emit("totals = Totals()")
     state = previous = AdapterState()
@@ -303,110 +199,7 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
         _check(w, target, None, state)
     elif target.step is None:
         w.emit("print('NOT REPRODUCED: every step ran without the error the run recorded')")
-    return _assemble(result, results, case, target, w)
-
-
-def _assemble(result: CaseResult, results: Results, case: Case, target: Target, w: Writer) -> str:
-    s = case.scenario
-    wl = s.workload
-    atol, rtol = _tolerance(result, case)
-    imports = [
-        "import shutil",
-        "import sys",
-        "import tempfile",
-        "import traceback",
-        "",
-        "import peft",
-        "import torch",
-        "import transformers",
-        "from peft import LoraConfig, get_peft_model",
-        "from transformers import AutoModelForCausalLM, CompileConfig",
-    ]
-    imports += list(w.path.script_imports)
-    adapters = []
-    for a in s.adapters:
-        if a.key not in w.adapters_used:
-            continue  # not loaded before the failing step: building it would only slow the script down
-        if a.generated:
-            adapters.append(
-                f"        {a.key!r}: build_adapter(BASE, lora_config_{ident(a.key)}(), seed={a.seed!r}, "
-                f"init_std={a.init_std!r}, out=f'{{work}}/adapters/{ident(a.key)}'),"
-            )
-        else:
-            adapters.append(f"        {a.key!r}: {a.path!r},")
-    main = [
-        "",
-        "",
-        "def main(work):",
-        "    global BASE, ADAPTERS, INPUTS, GENERATE_KWARGS",
-        "    print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__)",
-        "    BASE = build_base_model(f'{work}/base')",
-        "    ADAPTERS = {",
-        *adapters,
-        "    }",
-        "    torch.manual_seed(0)",
-        "    torch.set_grad_enabled(False)",
-        "    model = load_model(BASE)",
-        "    compiled = None",
-        "    # The fixed inputs: token ids from a seeded generator, avoiding pad/bos/eos (0-2).",
-        f"    gen = torch.Generator().manual_seed({wl.seed!r})",
-        "    vocab = model.get_output_embeddings().weight.shape[0]",
-        f"    ids = torch.randint(3, vocab, ({wl.batch_size!r}, {wl.seq_len!r}), generator=gen)",
-        "    INPUTS = {'input_ids': ids.to(DEVICE), 'attention_mask': torch.ones_like(ids).to(DEVICE)}",
-        "    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0",
-        f"    GENERATE_KWARGS = dict(max_new_tokens={wl.new_tokens!r}, min_new_tokens={wl.new_tokens!r}, "
-        "do_sample=False, pad_token_id=pad)",
-        *w.lines,
-    ]
-    return (
-        "\n".join(
-            [
-                *_header(result, results, target),
-                *imports,
-                "",
-                f"DEVICE = {result.device!r}",
-                f"ATOL, RTOL = {atol!r}, {rtol!r}  # peft-bench's tolerance for {case.precision} logits",
-                f"GENERATE = {wl.kind == 'generate'!r}",
-                *_load_kwargs(case),
-                "",
-                *_model_source(s),
-                *_lora_configs(s.adapters),
-                HELPERS.rstrip("\n"),
-                *([w.path.script_source.rstrip("\n")] if w.path.script_source else []),
-                *([TRAIN.rstrip("\n")] if w.uses_train else []),
-                *([merge_source()] if w.uses_merge else []),
-                *main,
-                "",
-                "",
-                'if __name__ == "__main__":',
-                "    work = tempfile.mkdtemp(prefix='peft-repro-')",
-                "    try:",
-                "        main(work)",
-                "    finally:",
-                "        shutil.rmtree(work, ignore_errors=True)",
-            ]
-        )
-        + "\n"
-    )
-
-
-def merge_source() -> str:
-    """The merge ops' own functions (bench.ops.merge), so the script merges exactly as the run did."""
-    import inspect
-
-    from bench.ops import merge
-
-    return "\n\n" + "\n\n".join(inspect.getsource(f) for f in (merge.tuner_layers, merge.merge_and_unload))
-
-
-def _tolerance(result: CaseResult, case: Case) -> tuple[float, float]:
-    for s in result.steps:
-        if s.output is not None:
-            return s.output.atol, s.output.rtol
-    from bench.precision import TOLERANCES
-
-    t = TOLERANCES[case.precision]
-    return t.atol, t.rtol
+    return assemble(result, results, case, target, w)
 
 
 def _case_of(r: CaseResult, roots: tuple[Path, ...]) -> Case:

@@ -1,4 +1,7 @@
-"""Helper functions every reproduction script carries (it runs with torch + transformers + peft only)."""
+"""Helper functions every reproduction script carries (it runs with torch + transformers + peft only).
+
+What the harness itself runs (its compile window, train loop, hotswap and merge functions) is not copied
+here: the script carries those functions' own source (Writer.carry)."""
 
 HELPERS = '''
 
@@ -76,26 +79,6 @@ def check_output(actual, ref, what, want=True):
         reproduced(f"{what}: the output {verb} a freshly loaded reference with the same adapters ({detail})")
 
 
-class CompileWindow:
-    """Recompiles and graph breaks dynamo records while the block runs (compilation metrics, counters)."""
-
-    def __enter__(self):
-        from torch._dynamo.utils import clear_compilation_metrics, counters
-
-        clear_compilation_metrics()
-        self.breaks_before = sum(counters["graph_break"].values())
-        return self
-
-    def __exit__(self, *exc):
-        from torch._dynamo.utils import counters, get_compilation_metrics
-
-        reasons = [m.recompile_reason for m in get_compilation_metrics() if m.recompile_reason]
-        self.recompiles = len(reasons)
-        self.reasons = [" ".join(str(r).split(" User stack trace:")[0].split())[:400] for r in reasons]
-        self.graph_breaks = sum(counters["graph_break"].values()) - self.breaks_before
-        return False
-
-
 class Totals:
     """Counts over the whole case, for an expectation on the case's total."""
 
@@ -111,38 +94,11 @@ class Totals:
 TRAIN = '''
 
 def train(model, steps, learning_rate, full, shape, seed=0):
-    """The harness's loop: AdamW on a few fixed random token batches, cycled. LoRA: the active adapters'
-    lora_* weights and modules_to_save copies are trained; full: every parameter."""
-    if full:
-        params = list(model.parameters())
-    else:
-        active = set(model.active_adapters())
-        params = []
-        for name, param in model.named_parameters():
-            parts = name.split(".")
-            adapter_tensor = any(p.startswith("lora_") for p in parts) or "modules_to_save" in parts
-            if adapter_tensor and active & set(parts):
-                params.append(param)
-    model.requires_grad_(False)
-    for param in params:
-        param.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    gen = torch.Generator().manual_seed(seed)
+    """The harness's train step: its parameter choice, batches and AdamW loop (the functions above)."""
+    params = trainable_parameters(model, full=full)
     vocab = model.get_output_embeddings().weight.shape[0]
-    batches = [torch.randint(3, vocab, shape, generator=gen).to(DEVICE) for _ in range(min(steps, 2))]
-    losses = []
-    model.train()
-    with torch.enable_grad():
-        for i in range(steps):
-            ids = batches[i % len(batches)]
-            optimizer.zero_grad(set_to_none=True)
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    model.eval()
-    optimizer.zero_grad(set_to_none=True)
-    model.requires_grad_(False)
+    batches = train_batches(vocab, shape, steps, DEVICE, seed)
+    losses = fit(model, params, batches, steps=steps, learning_rate=learning_rate)[0]
     count = sum(p.numel() for p in params)
     print(f"trained {count:,} parameters for {steps} steps: loss {losses[0]:.4g} -> {losses[-1]:.4g}")
     return losses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -23,10 +24,17 @@ class Writer:
     generate_compiled: bool = False
     loaded_any: bool = False
     pending_target_rank: int | None = None
-    uses_peft_hotswap: bool = False
-    uses_train: bool = False
-    uses_merge: bool = False  # the merge ops' helper functions go into the script
     adapters_used: frozenset[str] = frozenset()  # keys the replayed steps load: only these are built
+    # Module-level source the script carries, in first-use order: the harness's own functions and classes
+    # (their source, verbatim: the script runs without peft-bench) and the template text around them.
+    carried: list[str] = field(default_factory=list)
+
+    def carry(self, *items) -> None:
+        """Put functions or classes of peft-bench (their source) or source text into the script, once each."""
+        for item in items:
+            text = (item if isinstance(item, str) else inspect.getsource(item)).strip("\n")
+            if text not in self.carried:
+                self.carried.append(text)
 
     def emit(self, text: str = "") -> None:
         self.lines.append(("    " * self.depth + text) if text else "")
@@ -48,9 +56,9 @@ class Writer:
         return self.case.scenario.workload.kind == "generate"
 
     def call(self, op: str) -> str:
-        if op == "generate" or (op != "forward" and self.generate):
-            return "generate(model)"
-        return "forward(model, compiled)"
+        """The model call the harness makes for the op: its own measured call, else the workload's."""
+        kind = OPS[op].call or self.case.scenario.workload.kind
+        return "generate(model)" if kind == "generate" else "forward(model, compiled)"
 
     @property
     def path(self) -> HotswapPath:
@@ -77,7 +85,7 @@ class Writer:
         # After train no file holds the weights: the harness makes no check call until they are saved.
         if op.checks_output:
             self.emit(f"out = {self.call(step.op)}")
-            if target and step.op in ("forward", "generate"):
+            if target and op.measures:
                 with self.block("for _ in range(3):"):
                     self.emit(self.call(step.op))
 
