@@ -16,6 +16,19 @@ def test_shipped_scenarios_load():
     assert {"hotswap-peft", "hotswap-transformers", "hotswap-alpha", "recompile-control", "toggles"} <= names
 
 
+def test_example_scenarios_load_and_expand_beside_the_shipped_ones():
+    # examples/ is run by hand (minutes on a CPU, or a GPU); a stale field there would only show on that
+    # machine. Loading them with the shipped set also proves their names do not collide.
+    from bench.cases import expand
+
+    examples = sorted((SCENARIOS.parent / "examples").rglob("*.toml"))
+    assert {p.name for p in examples} >= {"serving_135m.toml", "serving_llama8b.toml"}
+    scenarios = load_scenarios([SCENARIOS, *examples])
+    by_name = {s.name: s for s in scenarios}
+    assert {"serving", "serving-small", "serving-gpu-llama8b"} <= set(by_name)
+    assert len(expand(by_name["serving"])) == 5 and len(expand(by_name["serving-small"])) == 5
+
+
 def test_minimal_scenario_defaults(write_scenario):
     s = load_scenario(write_scenario(MINIMAL))
     assert s.matrix.precision == ("fp32",)
