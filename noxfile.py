@@ -7,6 +7,8 @@ peft-bench themselves keep their own torch.
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -23,9 +25,14 @@ def install(session: nox.Session, *extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The project's own test suite (what .ci/run and the README call)."""
+    """The project's own test suite (what .ci/run and the README call).
+
+    One pytest-xdist process per core (work stealing: a few tests take a minute, most well under a second),
+    each test's torch on one intra-op thread: two processes each spinning two threads on a 2-core machine
+    run several times slower than two single-threaded ones. posargs go to pytest (`-n 0` runs serially)."""
     install(session, "test")
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    session.run("python", "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs, env=env)
 
 
 @nox.session

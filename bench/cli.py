@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "empty one, so compile_s is the full cold compile",
     )
     run.add_argument(
+        "--jobs",
+        default="1",
+        metavar="N|auto",
+        help="cases at a time, each job pinned to its own cores with that many torch threads (auto: one job "
+        "per usable core); default 1. Timings of a jobs run compare with runs of the same --jobs only",
+    )
+    run.add_argument(
         "--worker",
         choices=("fork", "spawn"),
         default=None,
@@ -270,6 +277,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             hard_limit_bytes=hard_address_space_limit(),
         )
     timeout = timeout_seconds(args.timeout) if args.timeout is not None else None
+    from bench.jobs import parse_jobs, usable_cpus
+
+    jobs = parse_jobs(args.jobs, usable_cpus())
     # Paths next: a run that cannot write its results must not find out after its first case.
     cache = cache_root(args.cache) if args.cache else default_cache_root()
     if args.out or args.resume:
@@ -317,9 +327,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         compile_cache=args.compile_cache,
         **({"worker": args.worker} if args.worker else {}),
         device=args.device,
+        jobs=jobs,
     )
 
-    tty = sys.stdout.isatty()
+    tty = sys.stdout.isatty() and jobs == 1  # lines rewritten in place only when one case runs at a time
     case_started = [0.0]
 
     def progress(event, i, n, case, result, elapsed_s):
@@ -347,6 +358,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(
             f"peft-bench: {len(cases)} case(s)"
             + (f", {kept} kept from {args.resume}" if kept else "")
+            + (f", {jobs} at a time" if jobs > 1 else "")
             + f" -> {out_dir}",
             flush=True,
         )

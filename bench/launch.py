@@ -62,13 +62,18 @@ class RunOptions:
     worker: str = field(default_factory=default_method)
     device: str | None = None  # "cpu" or "cuda" (--device); None: the worker picks (cuda when available)
     zygote: Zygote | None = field(default=None, compare=False, repr=False)
+    jobs: int = 1  # cases at a time (bench.run.run_parallel); 1: one after another, unpinned
+    # The cores this case's worker is pinned to (one job of `--jobs N`, bench.jobs); None: not pinned.
+    cpus: tuple[int, ...] | None = None
 
 
 COMPILE_CACHES = ("warm", "cold")
 
 
-def child_env(compile_cache_dir: Path | None = None) -> dict[str, str]:
+def child_env(compile_cache_dir: Path | None = None, cpus: tuple[int, ...] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if cpus is not None:  # a pinned job: torch's threads are its cores, unless the user set them
+        env.setdefault("OMP_NUM_THREADS", str(len(cpus)))
     if compile_cache_dir is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
         env["TRITON_CACHE_DIR"] = str(compile_cache_dir / "triton")
@@ -81,8 +86,9 @@ def child_env(compile_cache_dir: Path | None = None) -> dict[str, str]:
     return env
 
 
-def child_setup(memory_limit_bytes: int | None) -> Callable[[], None]:
-    """Runs in the child between fork and exec: the memory limit, and death with the parent."""
+def child_setup(memory_limit_bytes: int | None, cpus: tuple[int, ...] | None = None) -> Callable[[], None]:
+    """Runs in the child between fork and exec: the memory limit, the cores it may use, and death with the
+    parent."""
     try:
         libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
     except OSError:
@@ -92,6 +98,8 @@ def child_setup(memory_limit_bytes: int | None) -> Callable[[], None]:
     def setup() -> None:
         if memory_limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
         if libc is not None:
             # A parent killed with SIGKILL cannot kill its workers; the kernel does it for us instead of
             # leaving a hung worker running forever.
@@ -102,9 +110,10 @@ def child_setup(memory_limit_bytes: int | None) -> Callable[[], None]:
     return setup
 
 
-def shared_zygote() -> Zygote:
-    """The preloaded worker every forked case of this process comes from, started on first use."""
-    return shared_zygotes.get(child_env(None), child_setup(None))
+def shared_zygote(cpus: tuple[int, ...] | None = None) -> Zygote:
+    """The preloaded worker every forked case of this process comes from (one per job's cores under --jobs,
+    pinned to them: its children inherit the affinity), started on first use."""
+    return shared_zygotes.get(child_env(None, cpus), child_setup(None, cpus), key=cpus)
 
 
 def case_spec(case: Case, opts: RunOptions) -> dict:
@@ -122,10 +131,11 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
     }
 
 
-def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
+def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResult:
     """Run one case in its own worker process and read back its result; a worker that crashed, was killed or
     timed out gives an `error` result saying what happened (bench.exits). `on_phase(phase, phase_s, changed)`
-    is called from a watcher thread while the case runs (bench.progress)."""
+    is called from a watcher thread while the case runs (bench.progress). `live` (bench.jobs.LiveWorkers)
+    is told of the worker while it runs, for a run whose cases run in other threads than the signals'."""
     ensure_folder(opts.out_dir)  # run_cases made it already; a benchmark calling run_one alone may not have
     cases_dir = ensure_folder(opts.out_dir / "cases")  # a real folder, not a link out of OUT
     stem = case.file_stem
@@ -150,11 +160,11 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
     if method == "fork" and not fork_available():
         method = "spawn"
     argv = [str(case_file), str(result_file)]
-    env = child_env(compile_dir)
+    env = child_env(compile_dir, opts.cpus)
     zygote, fallback = None, None
     if method == "fork":
         try:  # started once and reused (its start is not this case's wall time)
-            zygote = opts.zygote or shared_zygote()
+            zygote = opts.zygote or shared_zygote(opts.cpus)
         except (WorkerGone, OSError) as exc:  # the case still runs, in a spawned worker, and says why
             method, fallback = "spawn", f"{type(exc).__name__}: {exc}"
     started = time.perf_counter()
@@ -163,10 +173,15 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
             handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
         else:
             handle = SpawnedWorker(
-                [sys.executable, "-m", "bench.worker", *argv], log, env, child_setup(opts.memory_limit_bytes)
+                [sys.executable, "-m", "bench.worker", *argv],
+                log,
+                env,
+                child_setup(opts.memory_limit_bytes, opts.cpus),
             )
         timed_out = False
         watcher = CaseWatcher(log_file, case, on_phase) if on_phase else None
+        if live is not None:
+            live.started(handle)
         try:
             if watcher:
                 watcher.start()
@@ -184,6 +199,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None) -> CaseResult:
         finally:
             if watcher:
                 watcher.stop()
+            if live is not None:
+                live.ended(handle)
     wall_s = time.perf_counter() - started
     returncode = exit_.returncode
     if opts.compile_cache == "cold":

@@ -160,6 +160,8 @@ class WorkerInfo:
     # Written by the worker itself (bench.worker.__main__)
     traceback_tail: tuple[str, ...] = ()  # an exception that escaped the case
     finished_at_epoch_s: float | None = None
+    cpus: tuple[int, ...] | None = None  # the cores it could run on (its affinity; one job's under --jobs N)
+    torch_threads: int | None = None  # torch's intra-op threads while the case ran
     # Written by merge (bench.merge): the merged file has one environment block, each case keeps its origin
     results_file: str | None = None
     hostname: str | None = None
@@ -253,6 +255,8 @@ class Results:
     parent_cpu_s: float | None = None  # the parent's own CPU time while cases ran
     interrupted: bool = False
     non_finite: dict[str, str] = field(default_factory=dict)  # as CaseResult.non_finite, paths in the file
+    # Cases run at a time (--jobs N), each pinned to its own cores (WorkerInfo.cpus); 1: one after another.
+    jobs: int = 1
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from bench.cases import Case
 from bench.environment import collect
 from bench.errors import BenchInputError
 from bench.interrupts import Interrupted, interrupts_deferred, interrupts_raise
+from bench.jobs import threads_per_job
 from bench.judge.relative import relative_outcomes
 
 # Re-exported: the CLI, the pytest plugin, benchmarks and tests import the per-case launch from here.
@@ -32,6 +33,8 @@ from bench.launch import (
     COMPILE_CACHES,
     RunOptions,
     case_spec,
+    child_env,
+    child_setup,
     error_result,
     not_run,
     run_one,
@@ -41,7 +44,7 @@ from bench.lock import folder_lock
 from bench.records import CaseResult, Results, WorkerInfo
 from bench.results import save
 from bench.summary import write_summary
-from bench.workers import WorkerGone, fork_available
+from bench.workers import WorkerGone, fork_available, shared_zygotes
 
 __all__ = [
     "COMPILE_CACHES",
@@ -89,12 +92,14 @@ def run_cases(
     previous = previous or {}
     with folder_lock(opts.out_dir) as lock:
         env = collect()
+        if opts.jobs > 1:  # each case runs on its job's cores, with that many torch threads (bench.jobs)
+            env = replace(env, torch_threads=threads_per_job(opts.jobs))
         created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
         done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
         self_before = resource.getrusage(resource.RUSAGE_SELF)
         run_started = time.perf_counter()
-        in_flight: list[str] = []  # the case whose worker runs now
+        in_flight: list[str] = []  # the cases whose workers run now
 
         def snapshot(interrupted: bool) -> Results:
             now = resource.getrusage(resource.RUSAGE_SELF)
@@ -119,7 +124,33 @@ def run_cases(
                 shard=opts.shard,
                 parent_cpu_s=parent_cpu,
                 interrupted=interrupted,
+                jobs=opts.jobs,
             )
+
+        todo = [c for c in cases if c.id not in done]
+        total = len(todo)
+
+        def begin(i: int, case: Case):
+            """The parent's side before a case starts; returns its on_phase callback."""
+            if progress:
+                progress("start", i, total, case, None, time.perf_counter() - run_started)
+            in_flight.append(case.id)
+            lock.check()  # rm -rf OUT, or a replaced lock file: stop before writing there
+            if not phase_progress:
+                return None
+
+            def on_phase(phase, phase_s, changed, i=i, case=case):
+                phase_progress(i, total, case, phase, phase_s, time.perf_counter() - run_started, changed)
+
+            return on_phase
+
+        def finish(i: int, case: Case, result: CaseResult) -> None:
+            done[case.id] = result
+            in_flight.remove(case.id)
+            lock.check()
+            save(opts.out_dir, snapshot(False))
+            if progress:
+                progress("done", i, total, case, result, time.perf_counter() - run_started)
 
         interrupted = False
         # Deferred outside, raising inside: from the first signal to the end of the final write there is
@@ -127,38 +158,16 @@ def run_cases(
         with interrupts_deferred():
             try:
                 with interrupts_raise():
-                    if opts.worker == "fork" and fork_available() and opts.zygote is None:
-                        # Start the preloaded worker before the first case, so no case's wall time holds it.
-                        with contextlib.suppress(WorkerGone, OSError):
-                            shared_zygote()
-                    todo = [c for c in cases if c.id not in done]
-                    total = len(todo)
-                    for i, case in enumerate(todo, 1):
-                        if progress:
-                            progress("start", i, len(todo), case, None, time.perf_counter() - run_started)
-                        in_flight[:] = [case.id]
-                        lock.check()  # rm -rf OUT, or a replaced lock file: stop before writing there
-                        on_phase = None
-                        if phase_progress:
-
-                            def on_phase(phase, phase_s, changed, i=i, case=case, n=total):
-                                phase_progress(
-                                    i, n, case, phase, phase_s, time.perf_counter() - run_started, changed
-                                )
-
-                        try:
-                            result = run_one(case, opts, on_phase=on_phase)
-                        except Exception as exc:  # the parent could not start or watch this worker:
-                            # the others still run. No process to describe: an empty worker block (no 0 s).
-                            why = f"could not run the worker: {type(exc).__name__}: {exc}"
-                            result = error_result(case, why, WorkerInfo())
-                        result = replace(result, case=case.to_dict())  # every result keeps the case it ran
-                        done[case.id] = result
-                        in_flight.clear()
-                        lock.check()
-                        save(opts.out_dir, snapshot(False))
-                        if progress:
-                            progress("done", i, len(todo), case, result, time.perf_counter() - run_started)
+                    if opts.jobs > 1:
+                        run_parallel(todo, opts, begin, finish)
+                    else:
+                        if opts.worker == "fork" and fork_available() and opts.zygote is None:
+                            # Start the preloaded worker before the first case, so no case's wall time holds it.
+                            with contextlib.suppress(WorkerGone, OSError):
+                                shared_zygote()
+                        for i, case in enumerate(todo, 1):
+                            on_phase = begin(i, case)
+                            finish(i, case, guarded_run(case, opts, on_phase))
             except (KeyboardInterrupt, Interrupted):
                 interrupted = True
             results = snapshot(interrupted)
@@ -166,6 +175,59 @@ def run_cases(
             save(opts.out_dir, results)
             write_summary(opts.out_dir, results)
     return results
+
+
+def guarded_run(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResult:
+    """run_one, where a parent that cannot start or watch a worker still gives the case a result."""
+    try:
+        result = run_one(case, opts, on_phase=on_phase, live=live)
+    except Exception as exc:  # the parent could not start or watch this worker: the others still run.
+        # No process to describe: an empty worker block (no 0 s).
+        result = error_result(case, f"could not run the worker: {type(exc).__name__}: {exc}", WorkerInfo())
+    return replace(result, case=case.to_dict())  # every result keeps the case it ran
+
+
+def run_parallel(todo: list[Case], opts: RunOptions, begin, finish) -> None:
+    """--jobs N: each case in a job thread, at most one per job, each job pinned to its own cores (bench.jobs).
+
+    Only this (the signals') thread touches the results: `begin` and `finish` run here, in order of
+    completion. On Ctrl-C or SIGTERM every live worker is killed and the job threads return at once; what
+    they return then is dropped, and the cases they ran are `interrupted while this case ran`."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from bench.jobs import LiveWorkers, core_groups, usable_cpus
+
+    slots = [replace(opts, cpus=group) for group in core_groups(opts.jobs, usable_cpus())]
+    if opts.worker == "fork" and fork_available():
+        # Each job's preloaded worker, pinned to its cores, started here before the first case: from this
+        # thread (PR_SET_PDEATHSIG follows the thread that started it) and outside any case's wall time.
+        with contextlib.suppress(WorkerGone, OSError):  # a case whose zygote failed says so (run_one)
+            shared_zygotes.get_many(
+                [(child_env(None, s.cpus), child_setup(None, s.cpus), s.cpus) for s in slots]
+            )
+    live = LiveWorkers()
+    pending = list(enumerate(todo, 1))
+    running: dict = {}
+    pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="peft-bench-job")
+    try:
+        while pending or running:
+            while pending and slots:
+                i, case = pending.pop(0)
+                slot = slots.pop(0)
+                on_phase = begin(i, case)
+                running[pool.submit(guarded_run, case, slot, on_phase, live)] = (i, case, slot)
+            # A timeout, so that a signal's exception is raised here within half a second.
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, case, slot = running.pop(future)
+                slots.append(slot)
+                finish(i, case, future.result())
+    except BaseException:
+        live.kill_all()
+        raise
+    finally:
+        # Killed workers are reaped within moments; never wait here for a job thread (a second signal).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def load_previous(out_dir: Path) -> dict[str, CaseResult]:

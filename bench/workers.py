@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ class SpawnedWorker:
 class Zygote:
     """The parent's side of one preloaded worker process (bench.zygote)."""
 
-    def __init__(self, env: dict, preexec_fn=None, stderr=None):
+    def __init__(self, env: dict, preexec_fn=None, stderr=None, *, wait_ready: bool = True):
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "bench.zygote"],
             stdin=subprocess.PIPE,
@@ -141,6 +142,11 @@ class Zygote:
         )
         self._buf = b""
         self.busy = False
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until the zygote has imported everything (separate from the start, so several start at once)."""
         hello = self._read(ZYGOTE_READY_TIMEOUT_S)
         if hello is None or not hello.get("ready"):
             self.close()
@@ -258,18 +264,36 @@ class _Shared:
         self._zygotes: dict[tuple, Zygote] = {}
         atexit.register(self.close_all)
 
-    def get(self, env: dict, preexec_fn) -> Zygote:
-        key = _import_env_key(env)
+    def get(self, env: dict, preexec_fn, key=None) -> Zygote:
+        """`key` tells apart zygotes of one environment that differ in what preexec_fn sets (the cores of
+        one job under --jobs): each serves one case at a time."""
+        return self.get_many([(env, preexec_fn, key)])[0]
+
+    def get_many(self, specs: list[tuple[dict, Callable | None, object]]) -> list[Zygote]:
+        """get() for several (env, preexec_fn, key) at once: the missing ones import side by side."""
         with self._lock:
-            z = self._zygotes.get(key)
-            if z is not None and (not z.alive() or z.busy):
-                self._zygotes.pop(key)
-                if z.alive():
-                    z.close()
-                z = None
-            if z is None:
-                z = self._zygotes[key] = Zygote(env, preexec_fn)
-            return z
+            out, starting = [], []
+            for env, preexec_fn, key in specs:
+                full_key = (_import_env_key(env), key)
+                z = self._zygotes.get(full_key)
+                if z is not None and (not z.alive() or z.busy):
+                    self._zygotes.pop(full_key)
+                    if z.alive():
+                        z.close()
+                    z = None
+                if z is None:
+                    z = Zygote(env, preexec_fn, wait_ready=False)
+                    starting.append((full_key, z))
+                out.append(z)
+            for n, (full_key, z) in enumerate(starting):
+                try:
+                    z.wait_ready()  # one that fails to start closes itself and is not kept ...
+                except BaseException:
+                    for _, later in starting[n + 1 :]:  # ... nor are the ones still starting after it
+                        later.close()
+                    raise
+                self._zygotes[full_key] = z
+            return out
 
     def close_all(self) -> None:
         with self._lock:

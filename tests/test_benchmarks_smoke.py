@@ -28,13 +28,15 @@ EXPECTED = {
 @pytest.mark.slow
 def test_benchmarks_write_json_with_extra_info_and_compare(pytester, cache_root, monkeypatch):
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
+    # Under pytest-xdist (nox -s tests) this test runs in a worker, and pytest-benchmark reads the inherited
+    # PYTEST_XDIST_WORKER as "xdist is on" and disables itself: the inner run is a plain pytest.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     storage = f"file://{pytester.path / 'storage'}"
     out = pytester.path / "bench.json"
     first = pytester.runpytest_subprocess(
         str(BENCHMARKS),
         "--benchmark-only",
-        "-p",
-        "no:xdist",
         "--bench-rounds",
         "1",
         f"--benchmark-json={out}",
@@ -66,8 +68,6 @@ def test_benchmarks_write_json_with_extra_info_and_compare(pytester, cache_root,
     second = pytester.runpytest_subprocess(
         str(BENCHMARKS),
         "--benchmark-only",
-        "-p",
-        "no:xdist",
         "--bench-rounds",
         "1",
         "-k",

@@ -47,7 +47,14 @@ def main(argv: list[str]) -> int:
         process_start = None
     result = run_spec(spec, process_start=process_start, faults=faults)
     print(f"{PHASE_MARKER} {PHASE_FINISHING}", flush=True)
-    result = replace(result, worker=replace(result.worker, finished_at_epoch_s=time.time()))
+    import torch
+
+    # What this process really ran on (the parent asked for a job's cores under --jobs: this says it held).
+    cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else None
+    worker = replace(
+        result.worker, finished_at_epoch_s=time.time(), cpus=cpus, torch_threads=torch.get_num_threads()
+    )
+    result = replace(result, worker=worker)
     write_json(out_file, to_dict(result))
     return 0
 
