@@ -7,6 +7,7 @@ gradients and optimizer state of the frozen base.
 
 from __future__ import annotations
 
+from bench import rng
 from bench.probes.clock import Clock
 from bench.probes.memory import peak_rss_bytes
 from bench.records import TimingStats, TrainStats
@@ -140,9 +141,12 @@ def train(
     # and with dropout, so a first-vs-last comparison can fall by chance with a no-op optimizer.
     fixed = batches[0]
     loss_before = _eval_loss(model, fixed)
-    losses, samples_ms, grad_bytes, state_bytes = fit(
-        model, params, batches, steps=steps, learning_rate=learning_rate, time_ms=clock.time_ms
-    )
+    # Dropout draws from the global generator: reseeded here, so the losses depend on the seed alone, not on
+    # what drew before in the case (a source built on a cache miss, a reference's load).
+    with rng.seeded(seed, device):
+        losses, samples_ms, grad_bytes, state_bytes = fit(
+            model, params, batches, steps=steps, learning_rate=learning_rate, time_ms=clock.time_ms
+        )
     loss_after = _eval_loss(model, fixed)
     return TrainStats(
         steps=steps,
