@@ -42,7 +42,9 @@ class AddAdapter(Op):
     def script(self, w, step):
         seed = next(a.seed for a in w.case.scenario.adapters if a.key == step.adapter)
         with w.block("with torch.random.fork_rng(devices=[]):"):
-            w.emit(f"torch.manual_seed({seed!r})  # LoRA's init of A draws from it: seeded as the harness does")
+            w.emit(
+                f"torch.manual_seed({seed!r})  # LoRA's init of A draws from it: seeded as the harness does"
+            )
             w.emit(f"model.add_adapter(LORA_CONFIGS[{step.adapter!r}](), adapter_name={step.name!r})")
         w.path.script_after_first_load(w)
 
