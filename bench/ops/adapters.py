@@ -29,13 +29,23 @@ class AddAdapter(Op):
         return common_args(step)
 
     def apply(self, subject, step, adapters, locations):
+        from bench import rng
         from bench.sources.adapters import lora_config
 
-        subject.model.add_adapter(lora_config(adapters[step.adapter]), adapter_name=step.name)
+        spec = adapters[step.adapter]
+        # LoRA's own init of A draws from the global generator (B = 0 hides it until training): reseeded
+        # with the spec's seed, so what a later train step starts from depends on nothing that ran before.
+        with rng.seeded(spec.seed, subject.device):
+            subject.model.add_adapter(lora_config(spec), adapter_name=step.name)
         subject.path.after_first_load(subject)
 
     def script(self, w, step):
-        w.emit(f"model.add_adapter(LORA_CONFIGS[{step.adapter!r}](), adapter_name={step.name!r})")
+        seed = next(a.seed for a in w.case.scenario.adapters if a.key == step.adapter)
+        with w.block("with torch.random.fork_rng(devices=[]):"):
+            w.emit(
+                f"torch.manual_seed({seed!r})  # LoRA's init of A draws from it: seeded as the harness does"
+            )
+            w.emit(f"model.add_adapter(LORA_CONFIGS[{step.adapter!r}](), adapter_name={step.name!r})")
         w.path.script_after_first_load(w)
 
 

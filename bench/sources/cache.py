@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import rng
+
 ENV_VAR = "PEFT_BENCH_CACHE"
 _COMPLETE = ".complete"
 # sha256 of every tensor file, written when the entry is built and checked before each use: an entry whose
@@ -112,7 +114,10 @@ def cached_folder(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        build(tmp)
+        # A build may draw from torch's global generator (peft's own init of the layers it overwrites):
+        # on a private copy, so a case's seeded figures do not depend on whether its sources were cached.
+        with rng.isolated():
+            build(tmp)
         (tmp / CONTENT_FILE).write_text(json.dumps(content_hashes(tmp), indent=1, sort_keys=True))
         (tmp / "spec.json").write_text(
             json.dumps(

@@ -98,7 +98,9 @@ def train(model, steps, learning_rate, full, shape, seed=0):
     params = trainable_parameters(model, full=full)
     vocab = model.get_output_embeddings().weight.shape[0]
     batches = train_batches(vocab, shape, steps, DEVICE, seed)
-    losses = fit(model, params, batches, steps=steps, learning_rate=learning_rate)[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout draws from the global generator: seeded as the harness does
+        losses = fit(model, params, batches, steps=steps, learning_rate=learning_rate)[0]
     count = sum(p.numel() for p in params)
     print(f"trained {count:,} parameters for {steps} steps: loss {losses[0]:.4g} -> {losses[-1]:.4g}")
     return losses
