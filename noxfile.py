@@ -37,9 +37,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the default scenarios and write results and reports under reports/. Posargs go to `peft-bench run`."""
+    """Run the default scenarios and write results and reports under reports/. Posargs go to `peft-bench run`.
+
+    One job per core (`--jobs auto`): each case pinned to its own core with one torch thread, so the run
+    takes 1/cores of the time. The forward medians this changes are measured (benchmarks/fidelity.py);
+    `nox -s bench -- scenarios` runs the cases one after another."""
     install(session, "quant", "report")
-    args = session.posargs or ["scenarios"]
+    args = session.posargs or ["scenarios", "--jobs", "auto"]
     out = _out_arg(args)
     if out is None:  # the report needs to know the folder: name it the way `peft-bench run` would
         import time

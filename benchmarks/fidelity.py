@@ -67,11 +67,69 @@ def _suite_case(scenario_path: Path, backend: str, cache_root: Path, out_dir: Pa
     return forward.timing, result, parent_cpu_s
 
 
+def _pinned_forward(case, cache_root: Path, out_dir: Path, cpus: tuple[int, ...]) -> float:
+    from bench.run import RunOptions, run_one
+
+    result = run_one(case, RunOptions(out_dir=out_dir, cache_root=cache_root, worker="fork", cpus=cpus))
+    if result.verdict != "pass" or result.worker.cpus != cpus:
+        raise SystemExit(f"the pinned case did not pass on {cpus}: {result.verdict} {result.reason}")
+    return next(s for s in result.steps if s.op == "forward").timing.median_ms
+
+
+def _jobs_rounds(scenario_path: Path, backend: str, cache_root: Path, tmp: Path, rounds: int) -> dict | None:
+    """What `--jobs 2` does to a forward median: per round, the case pinned to one core running alone, then
+    two copies at once, one per core (each pinned, one torch thread), as run_parallel runs them."""
+    import threading
+
+    from bench.cases import expand
+    from bench.jobs import core_groups, usable_cpus
+    from bench.scenario import load_scenario
+
+    cpus = usable_cpus()
+    if len(cpus) < 2:
+        return None
+    groups = core_groups(2, cpus)
+    (case,) = [c for c in expand(load_scenario(scenario_path)) if c.compile.label == backend]
+    from bench.launch import child_env, child_setup
+    from bench.workers import shared_zygotes
+
+    # Each job's preloaded worker started from this thread (a zygote started from a job thread would die
+    # with it: PR_SET_PDEATHSIG), as run_parallel does.
+    shared_zygotes.get_many([(child_env(None, g), child_setup(None, g), g) for g in groups])
+    alone, together = [], []
+    for r in range(rounds):
+        alone.append(_pinned_forward(case, cache_root, tmp / f"alone-{r}", groups[0]))
+        got: dict[int, float] = {}
+
+        def job(k: int, group: tuple[int, ...], r: int = r, got: dict = got) -> None:
+            got[k] = _pinned_forward(case, cache_root, tmp / f"job{k}-{r}", group)
+
+        threads = [threading.Thread(target=job, args=(k, g)) for k, g in enumerate(groups)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        together.append(statistics.median(got.values()))
+    ratios = [b / a for a, b in zip(alone, together, strict=True)]
+    return {
+        "rounds": rounds,
+        "groups": groups,
+        "alone_median_ms": alone,
+        "together_median_ms": together,
+        "ratio_of_medians": statistics.median(together) / statistics.median(alone),
+        "round_ratio_min": min(ratios),
+        "round_ratio_max": max(ratios),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=5, help="suite/bare pairs per mode")
     p.add_argument("--modes", default="none,aot_eager", help="compile backends to compare (none = eager)")
     p.add_argument("--workers", default="fork,spawn", help="worker start methods to compare (fork, spawn)")
+    p.add_argument(
+        "--jobs-rounds", type=int, default=5, help="rounds of one pinned case alone vs two at once"
+    )
     p.add_argument("--out", type=Path, default=REPO / "reports" / "fidelity")
     p.add_argument("--cache", type=Path, help="model/adapter cache (default $PEFT_BENCH_CACHE)")
     args = p.parse_args(argv)
@@ -153,9 +211,15 @@ def main(argv: list[str] | None = None) -> int:
                     f / s for f, s in zip(per["fork"]["suite_ms"], per["spawn"]["suite_ms"], strict=True)
                 ]
                 rows[f"{backend}/fork"]["fork_over_spawn_pair_ratios"] = ratios
+        jobs = {
+            b: _jobs_rounds(scenario_path, b, cache_root, Path(tmp), args.jobs_rounds)
+            for b in args.modes.split(",")
+        }
     env = to_dict(collect())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fidelity.json").write_text(json.dumps({"environment": env, "modes": rows}, indent=1) + "\n")
+    (args.out / "fidelity.json").write_text(
+        json.dumps({"environment": env, "modes": rows, "jobs": jobs}, indent=1) + "\n"
+    )
     lines = [
         "# Fidelity: the suite's forward median over a bare perf_counter loop",
         "",
@@ -185,6 +249,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {'eager' if r['mode'] == 'none' else r['mode']} | {statistics.median(q):.3f} | "
                 f"{min(q):.3f} - {max(q):.3f} |"
             )
+    if any(jobs.values()):
+        lines += [
+            "",
+            f"Two jobs at once (`--jobs 2`): the forward median of one case pinned to one core and one torch "
+            f"thread, running alone, against two copies running together, one per core "
+            f"(`--jobs-rounds {args.jobs_rounds}`, alone and together interleaved per round):",
+            "",
+            "| mode | rounds | alone median ms | together median ms | ratio of medians | per-round ratio range |",
+            "|---|---|---|---|---|---|",
+        ]
+        for backend, j in jobs.items():
+            if j:
+                lines.append(
+                    f"| {'eager' if backend == 'none' else backend} | {j['rounds']} | "
+                    f"{statistics.median(j['alone_median_ms']):.3f} | {statistics.median(j['together_median_ms']):.3f} | "
+                    f"{j['ratio_of_medians']:.3f} | {j['round_ratio_min']:.3f} - {j['round_ratio_max']:.3f} |"
+                )
+    else:
+        lines += ["", "Two jobs at once: not measured (fewer than two usable cores)."]
     (args.out / "fidelity.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
