@@ -64,6 +64,20 @@ def git_commit(repo: Path | None = None) -> str | None:
         return None
 
 
+def library_versions() -> dict[str, str | None]:
+    """The installed versions of the libraries a run records, without importing any of them."""
+    return {name: _version(name) for name in LIBRARIES}
+
+
+def probe_main(argv: list[str]) -> int:
+    """Worker entry (forked from the preloaded worker, bench.run.environment_via): collect() into argv[0]."""
+    from bench.atomic import write_json
+    from bench.records import to_dict
+
+    write_json(Path(argv[0]), to_dict(collect()))
+    return 0
+
+
 def collect() -> Environment:
     import torch
 
@@ -75,7 +89,7 @@ def collect() -> Environment:
         cpu_count=os.cpu_count() or 0,
         device="cuda" if cuda else "cpu",
         gpu=torch.cuda.get_device_name(0) if cuda else None,
-        libraries={name: _version(name) for name in LIBRARIES},
+        libraries=library_versions(),
         suite_version=__version__,
         git_commit=git_commit(),
         hostname=socket.gethostname(),

@@ -10,7 +10,6 @@ to a folder (bench.lock).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from bench import RESULTS_SCHEMA_VERSION, __version__
 from bench.cases import Case
-from bench.environment import collect
+from bench.environment import collect, library_versions
 from bench.errors import BenchInputError
 from bench.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.jobs import threads_per_job
@@ -38,7 +37,6 @@ from bench.launch import (
     error_result,
     not_run,
     run_one,
-    shared_zygote,
 )
 from bench.lock import folder_lock
 from bench.records import CaseResult, Results, WorkerInfo
@@ -91,7 +89,11 @@ def run_cases(
     while a case runs (bench.progress), at most every POLL_S."""
     previous = previous or {}
     with folder_lock(opts.out_dir) as lock:
-        env = collect()
+        slots = job_slots(opts)
+        # The preloaded workers start before the first case, so no case's wall time holds them; the
+        # environment block is read in a process forked from the first (the parent never imports torch).
+        zygotes = prestart_zygotes(slots)
+        env = (environment_via(zygotes[0], opts.out_dir) if zygotes else None) or collect()
         if opts.jobs > 1:  # each case runs on its job's cores, with that many torch threads (bench.jobs)
             env = replace(env, torch_threads=threads_per_job(opts.jobs))
         created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -158,16 +160,12 @@ def run_cases(
         with interrupts_deferred():
             try:
                 with interrupts_raise():
-                    if opts.jobs > 1:
-                        run_parallel(todo, opts, begin, finish)
+                    if len(slots) > 1:
+                        run_parallel(todo, slots, begin, finish)
                     else:
-                        if opts.worker == "fork" and fork_available() and opts.zygote is None:
-                            # Start the preloaded worker before the first case, so no case's wall time holds it.
-                            with contextlib.suppress(WorkerGone, OSError):
-                                shared_zygote()
                         for i, case in enumerate(todo, 1):
                             on_phase = begin(i, case)
-                            finish(i, case, guarded_run(case, opts, on_phase))
+                            finish(i, case, guarded_run(case, slots[0], on_phase))
             except (KeyboardInterrupt, Interrupted):
                 interrupted = True
             results = snapshot(interrupted)
@@ -187,7 +185,60 @@ def guarded_run(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseR
     return replace(result, case=case.to_dict())  # every result keeps the case it ran
 
 
-def run_parallel(todo: list[Case], opts: RunOptions, begin, finish) -> None:
+def job_slots(opts: RunOptions) -> list[RunOptions]:
+    """The options each job runs its cases with: `opts` itself for one job, else each pinned to its cores."""
+    if opts.jobs <= 1:
+        return [opts]
+    from bench.jobs import core_groups, usable_cpus
+
+    return [replace(opts, cpus=group) for group in core_groups(opts.jobs, usable_cpus())]
+
+
+def prestart_zygotes(slots: list[RunOptions]) -> list:
+    """Each job's preloaded worker (pinned to its cores), all importing at once, started from this thread:
+    PR_SET_PDEATHSIG follows the thread that started it, and a job thread ends before the run does. None for
+    spawned workers or a zygote the caller brought; a zygote that fails to start is the case's to report."""
+    if slots[0].worker != "fork" or not fork_available() or slots[0].zygote is not None:
+        return []
+    try:
+        return shared_zygotes.get_many(
+            [(child_env(None, s.cpus), child_setup(None, s.cpus), s.cpus) for s in slots]
+        )
+    except (WorkerGone, OSError):
+        return []
+
+
+def environment_via(zygote, out_dir: Path):
+    """bench.environment.collect() in a process forked from the preloaded worker, which has imported torch
+    already (the parent would spend a second importing it again); the zygote itself stays off the device,
+    the fork may touch it. None if that process fails: the caller collects here instead."""
+    import tempfile
+
+    from bench.records import Environment, from_dict
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        out, log = Path(tmp) / "environment.json", Path(tmp) / "environment.log"
+        try:
+            handle = zygote.fork(
+                [str(out)], log=log, env=child_env(None), memory_limit_bytes=None, entry=ENVIRONMENT_ENTRY
+            )
+        except (WorkerGone, OSError):
+            return None
+        exit_ = handle.wait(ENVIRONMENT_TIMEOUT_S)
+        if exit_ is None:
+            handle.kill_group()
+            handle.wait(None)
+            return None
+        if exit_.returncode != 0 or not out.exists():
+            return None
+        return from_dict(Environment, json.loads(out.read_text(encoding="utf-8")))
+
+
+ENVIRONMENT_ENTRY = "bench.environment:probe_main"
+ENVIRONMENT_TIMEOUT_S = 120.0
+
+
+def run_parallel(todo: list[Case], slots: list[RunOptions], begin, finish) -> None:
     """--jobs N: each case in a job thread, at most one per job, each job pinned to its own cores (bench.jobs).
 
     Only this (the signals') thread touches the results: `begin` and `finish` run here, in order of
@@ -195,16 +246,9 @@ def run_parallel(todo: list[Case], opts: RunOptions, begin, finish) -> None:
     they return then is dropped, and the cases they ran are `interrupted while this case ran`."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from bench.jobs import LiveWorkers, core_groups, usable_cpus
+    from bench.jobs import LiveWorkers
 
-    slots = [replace(opts, cpus=group) for group in core_groups(opts.jobs, usable_cpus())]
-    if opts.worker == "fork" and fork_available():
-        # Each job's preloaded worker, pinned to its cores, started here before the first case: from this
-        # thread (PR_SET_PDEATHSIG follows the thread that started it) and outside any case's wall time.
-        with contextlib.suppress(WorkerGone, OSError):  # a case whose zygote failed says so (run_one)
-            shared_zygotes.get_many(
-                [(child_env(None, s.cpus), child_setup(None, s.cpus), s.cpus) for s in slots]
-            )
+    slots = list(slots)
     live = LiveWorkers()
     pending = list(enumerate(todo, 1))
     running: dict = {}
@@ -259,7 +303,7 @@ def version_differences(results: Results) -> list[str]:
     diffs = []
     if results.suite_version != __version__:
         diffs.append(f"peft-bench {results.suite_version} there, {__version__} here")
-    here = collect().libraries
+    here = library_versions()
     for lib in VERDICT_LIBRARIES:
         then, now = results.environment.libraries.get(lib), here.get(lib)
         if then != now:

@@ -189,3 +189,60 @@ def test_interrupts_landing_anywhere_in_wait_never_wedge_it(method, zyg, tmp_pat
     assert time.monotonic() - started < 10
     if method == "spawn":
         assert handle.wait(0) is not None
+
+
+def test_the_environment_block_comes_from_a_fork_of_the_zygote_and_equals_one_collected_here(tmp_path):
+    from bench.environment import collect
+    from bench.launch import shared_zygote
+    from bench.records import to_dict
+    from bench.run import environment_via
+
+    via = environment_via(shared_zygote(), tmp_path)
+    assert via is not None
+    assert to_dict(via) == to_dict(collect())
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
+
+
+def test_control_a_failing_environment_fork_gives_none_and_the_run_collects_it_itself(tmp_path, monkeypatch):
+    import bench.run
+    from bench.launch import shared_zygote
+
+    monkeypatch.setattr(bench.run, "ENVIRONMENT_ENTRY", "bench.environment:no_such_entry")
+    assert bench.run.environment_via(shared_zygote(), tmp_path) is None
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_forked_run_never_imports_torch_in_the_parent(tmp_path, cache_root, method):
+    # The parent only waits; with the zygote's fork telling the environment, it never pays torch's import.
+    # Spawned workers are the control: there the parent collects the environment itself, importing torch.
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(MINIMAL_EAGER)
+    code = (
+        "import sys; from bench.cli import main; "
+        f"rc = main(['run', {str(scenario)!r}, '--out', {str(tmp_path / 'out')!r}, '-q', '--worker', {method!r}]); "
+        "print('TORCH', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    env = {**os.environ, "PEFT_BENCH_CACHE": str(cache_root), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"TORCH {method == 'spawn'}" in proc.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["libraries"]["torch"]
+
+
+MINIMAL_EAGER = """
+[scenario]
+name = "eager"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["none"]
+[timing]
+warmup = 0
+min_rounds = 1
+min_time_s = 0.0
+[adapters.a]
+rank = 4
+seed = 1
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+"""
