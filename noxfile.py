@@ -32,7 +32,9 @@ def tests(session: nox.Session) -> None:
     run several times slower than two single-threaded ones. posargs go to pytest (`-n 0` runs serially)."""
     install(session, "test")
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    session.run("python", "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs, env=env)
+    session.run(
+        "python", "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs, env=env
+    )
 
 
 @nox.session
