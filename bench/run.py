@@ -189,6 +189,8 @@ def job_slots(opts: RunOptions) -> list[RunOptions]:
     """The options each job runs its cases with: `opts` itself for one job, else each pinned to its cores."""
     if opts.jobs <= 1:
         return [opts]
+    if opts.zygote is not None:  # one zygote serves one case at a time: it cannot be every job's
+        raise ValueError("RunOptions.zygote is for one job; --jobs starts one zygote per job")
     from bench.jobs import core_groups, usable_cpus
 
     return [replace(opts, cpus=group) for group in core_groups(opts.jobs, usable_cpus())]
