@@ -19,6 +19,7 @@ from bench import zygote as zygote_mod
 from bench.launch import child_env
 from bench.workers import Zygote
 from tests.conftest import REPO
+from tests.test_interrupt_resume import _scenario
 
 PROBE = "tests.zygote_probe:main"
 LIMIT = 6 * 2**30
@@ -216,7 +217,7 @@ def test_a_forked_run_never_imports_torch_in_the_parent(tmp_path, cache_root, me
     # The parent only waits; with the zygote's fork telling the environment, it never pays torch's import.
     # Spawned workers are the control: there the parent collects the environment itself, importing torch.
     scenario = tmp_path / "s.toml"
-    scenario.write_text(MINIMAL_EAGER)
+    scenario.write_text(_scenario("eager"))
     code = (
         "import sys; from bench.cli import main; "
         f"rc = main(['run', {str(scenario)!r}, '--out', {str(tmp_path / 'out')!r}, '-q', '--worker', {method!r}]); "
@@ -227,22 +228,3 @@ def test_a_forked_run_never_imports_torch_in_the_parent(tmp_path, cache_root, me
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"TORCH {method == 'spawn'}" in proc.stdout
     assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["libraries"]["torch"]
-
-
-MINIMAL_EAGER = """
-[scenario]
-name = "eager"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-[adapters.a]
-rank = 4
-seed = 1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-"""

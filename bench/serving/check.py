@@ -8,6 +8,7 @@ from the adapter files) checks that reference once per adapter on the first prom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,29 +26,15 @@ class ResponseCheck:
 
 @dataclass
 class ServingReference:
-    model_location: str
-    precision: str
-    device: str
+    fresh_base: Callable[[], Any]  # the base model loaded afresh (bench.worker.reference.ReferenceOracle)
     workload: Any
     locations: dict[str, str]
-    quant: Any = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
     _model: Any = None
     _active: str | None = None
     _cache: dict[tuple[str, int], Response] = field(default_factory=dict)
 
     def _load(self):
-        from bench.worker.model import load_model
-
-        model = load_model(
-            self.model_location,
-            self.precision,
-            self.device,
-            quant=self.quant,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-        )
+        model = self.fresh_base()
         for key, location in self.locations.items():
             model.load_adapter(location, adapter_name=key)
         model.requires_grad_(False)

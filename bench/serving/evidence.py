@@ -11,8 +11,10 @@ from bench.serving.figures import figures, request_records
 from bench.serving.serve import ServingError, ServingRun
 
 
-def run_first_reference(reference, run: ServingRun):
-    first = run.stream[0]
+def first_checked_reference(reference, run: ServingRun):
+    """The reference logits of the first kept response (cached by check_run: nothing is computed again)."""
+    by_id = {r.id: r for r in run.stream}
+    first = by_id[min(run.responses)]
     return reference.response(first.adapter, first.prompt, run.prompts).logits
 
 
@@ -33,14 +35,9 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
     from bench.worker.model import Inputs
 
     reference = ServingReference(
-        model_location=oracle.model_location,
-        precision=oracle.precision,
-        device=oracle.device,
+        fresh_base=oracle.fresh_base,
         workload=subject.workload,
         locations={k: oracle.adapter_locations[k] for k in run.spec.adapters},
-        quant=oracle.quant,
-        trust_remote_code=oracle.trust_remote_code,
-        allow_pickle=oracle.allow_pickle,
     )
     from bench.serving.serve import phase
 
@@ -55,7 +52,8 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
 
         checks = check_run(run, reference, tol_for)
         kind = subject.workload.kind
-        rule = check_rule(tol_for(run_first_reference(reference, run)), kind) if run.served else ""
+        # The rule in words from a reference already computed for a check (the bound scales with it).
+        rule = check_rule(tol_for(first_checked_reference(reference, run)), kind) if checks else ""
 
         def math_for(input_ids):
             inputs = Inputs(input_ids, torch.ones_like(input_ids))

@@ -33,10 +33,10 @@ class ReferenceOracle:
     _gen_logits: dict[str, Any] = field(default_factory=dict)  # generate's per-step logits [steps, B, V]
     fresh_loads: int = 0
 
-    def _fresh(self, state: AdapterState):
-        import torch
-
-        model = load_model(
+    def fresh_base(self):
+        """The base model loaded afresh, as the case loads it, with no adapter (every reference starts here)."""
+        self.fresh_loads += 1
+        return load_model(
             self.model_location,
             self.precision,
             self.device,
@@ -44,7 +44,11 @@ class ReferenceOracle:
             trust_remote_code=self.trust_remote_code,
             allow_pickle=self.allow_pickle,
         )
-        self.fresh_loads += 1
+
+    def _fresh(self, state: AdapterState):
+        import torch
+
+        model = self.fresh_base()
         effective = state.effective
         for slot in effective:
             if slot.added:
