@@ -193,6 +193,18 @@ def test_timing_basis_follows_the_environment():
     assert timing_basis(env, env, "ratio")[0] == "ratio"
 
 
+def test_runs_of_different_jobs_compare_as_ratios():
+    # Same machine, but one run had its cases beside each other (--jobs 2): a few per cent slower each.
+    env = load(FIXTURES / "noise-a").environment
+    assert timing_basis(env, env, jobs=(2, 2))[0] == "absolute"  # the control: equal jobs stay absolute
+    basis, reason = timing_basis(env, env, jobs=(1, 2))
+    assert basis == "ratio" and "jobs 1 vs 2" in reason
+    basis, reason = timing_basis(replace(env, torch_threads=1), replace(env, torch_threads=2))
+    assert basis == "ratio" and "torch_threads" in reason  # the difference is named, not an empty list
+    base = load(FIXTURES / "noise-a")
+    assert "jobs 1 vs 2" in compare(base, replace(base, jobs=2)).timing_reason
+
+
 def test_threshold_config_overrides(tmp_path):
     cfg = tmp_path / "gate.toml"
     cfg.write_text(

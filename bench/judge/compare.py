@@ -85,11 +85,14 @@ class Comparison:
 # The comparison
 
 
-def timing_basis(base: Environment, cur: Environment, mode: str = "auto") -> tuple[str, str]:
-    """("absolute" | "ratio", the reason in words)."""
+def timing_basis(
+    base: Environment, cur: Environment, mode: str = "auto", jobs: tuple[int, int] = (1, 1)
+) -> tuple[str, str]:
+    """("absolute" | "ratio", the reason in words). `jobs`: each run's `--jobs`; cases that ran beside
+    others measured a few per cent slower (reports/fidelity), so runs of different --jobs compare as ratios."""
     if mode not in TIMING_MODES:
         raise ValueError(f"timing mode must be one of {TIMING_MODES}, got {mode!r}")
-    same = same_machine(base, cur)
+    same = same_machine(base, cur) and jobs[0] == jobs[1]
     desc = f"{cur.device}, {cur.cpu} x{cur.cpu_count}, torch {cur.libraries.get('torch')}"
     if mode == "absolute":
         return "absolute", "absolute times (forced)" + ("" if same else ": the environments differ")
@@ -105,6 +108,8 @@ def timing_basis(base: Environment, cur: Environment, mode: str = "auto") -> tup
             ("cpu", base.cpu, cur.cpu),
             ("cpu_count", base.cpu_count, cur.cpu_count),
             ("torch", base.libraries.get("torch"), cur.libraries.get("torch")),
+            ("torch_threads", base.torch_threads, cur.torch_threads),
+            ("jobs", jobs[0], jobs[1]),
         )
         if a != b
     ]
@@ -121,8 +126,9 @@ def compare(
     current_label: str = "current",
 ) -> Comparison:
     policy = policy or DEFAULT_POLICY
-    basis, reason = timing_basis(baseline.environment, current.environment, timing)
-    same_env = same_machine(baseline.environment, current.environment)
+    jobs = (baseline.jobs, current.jobs)
+    basis, reason = timing_basis(baseline.environment, current.environment, timing, jobs)
+    same_env = same_machine(baseline.environment, current.environment) and jobs[0] == jobs[1]
     base_cases = {c.case_id: c for c in baseline.cases}
     cur_cases = {c.case_id: c for c in current.cases}
     findings: list[Finding] = []
