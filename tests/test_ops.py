@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from bench.ops import OPS, STATE_OPS
+from bench.judge.figures import is_hotswap
+from bench.ops import OPS, STATE_OPS, op_named
 from bench.ops.base import Op
 from bench.ops.hotswap import PATHS
 from bench.ops.state import AdapterState
@@ -88,6 +89,33 @@ def test_the_measured_calls_come_from_the_registry():
     assert OPS["generate"].call == "generate" and OPS["forward"].call == "forward"
     assert {n for n, op in OPS.items() if op.moves_adapter} == {"load_adapter", "load_pretrained"}
     assert {op.result_field for op in OPS.values()} == {None, "train", "repeat"}
+    assert {n for n, op in OPS.items() if op.adds_adapter} == {"add_adapter", "load_adapter"}
+    assert {n for n, op in OPS.items() if op.loads_into_model} == {"load_adapter"}
+    assert {n for n, op in OPS.items() if op.compiles} == {"compile"}
+    assert {n for n, op in OPS.items() if op.checks_responses} == {"serve"}
+
+
+def test_an_op_name_the_registry_lacks_reads_as_no_op_in_particular():
+    """A results file from an older version may name an op this one does not register: the report and the
+    judge read it with every flag off, as their name checks did, instead of failing on a KeyError."""
+    assert op_named("load_adapter") is OPS["load_adapter"]
+    old = op_named("long_gone_op")
+    assert not (old.adds_adapter or old.loads_into_model or old.compiles or old.moves_adapter)
+    gone = StepRecord(
+        index=1,
+        op="long_gone_op",
+        args={"hotswap": True},
+        status="pass",
+        strict=False,
+        op_time_ms=1.0,
+        first_call_ms=2.0,
+        timing=None,
+        compile=None,
+        memory=None,
+        output=None,
+    )
+    assert not is_hotswap(gone)
+    assert is_hotswap(dataclasses.replace(gone, op="load_adapter"))  # control: the registered op is read
 
 
 def test_only_compile_is_skipped_and_only_under_the_none_setting():
@@ -122,24 +150,52 @@ def test_each_op_decides_its_own_expectations_and_each_can_fail():
     assert _decided("set_adapter", None) == []
 
 
-def test_no_op_name_branches_outside_the_ops():
-    """The worker and the repro writer ask the op (its call, skip_note, own_outcomes, script_check...), never
-    its name; the pattern finds the branches that were moved into bench/ops."""
+# The layers that read steps or their records: the loader's rules, the source checks, the worker, the judge,
+# the report and its repro writer. They ask the op a step names, never its name.
+READERS = ("scenario", "sources", "worker", "judge", "report")
+# The schema declares every expectation name a scenario may write, the ops' own among them.
+DECLARES_EXPECTATIONS = REPO / "bench" / "scenario" / "schema.py"
+OP_NAME = re.compile(r"""(\.op|\bop)\s*([!=]=|(not\s+)?in)\s*[("'\[{]""")
+
+
+def _own_name() -> re.Pattern:
     own = sorted({e for op in OPS.values() if not op.checks_responses for e in op.own_expectations})
-    op_name = re.compile(r"""(\.op|\bop)\s*([!=]=|(not\s+)?in)\s*[("'\[{]""")
-    own_name = re.compile(r"""["'](""" + "|".join(own) + r""")["']""")
-    files = [*(REPO / "bench" / "worker").glob("*.py"), *(REPO / "bench" / "report" / "repro").glob("*.py")]
-    offenders = [
-        f"{p.relative_to(REPO)}:{i}"
+    return re.compile(r"""["'](""" + "|".join(own) + r""")["']""")
+
+
+def _name_branches(files, root=REPO) -> list[str]:
+    own_name = _own_name()
+    return [
+        f"{p.relative_to(root)}:{i}"
         for p in files
         for i, line in enumerate(p.read_text().splitlines(), 1)
-        if op_name.search(line) or own_name.search(line)
+        if OP_NAME.search(line) or (p != DECLARES_EXPECTATIONS and own_name.search(line))
     ]
-    assert offenders == []
-    # Negative control: the branches this replaced are found.
-    assert op_name.search('    if step.op == "active_adapters" and run.op_error is None:')
-    assert op_name.search('            if step.op in ("forward", "generate"):')
+
+
+def test_no_op_name_branches_outside_the_ops():
+    """The loader's rules, the source checks, the worker, the judge, the report and the repro writer ask the
+    op (its call, compiles, adds_adapter, skip_note, own_outcomes, script_check...), never its name; the
+    pattern finds the branches that were moved into bench/ops."""
+    files = sorted(p for d in READERS for p in (REPO / "bench" / d).rglob("*.py"))
+    assert any(p.parts[-3:] == ("report", "repro", "script.py") for p in files)  # the walk reaches subfolders
+    assert _name_branches(files) == []
+
+
+def test_the_op_name_check_finds_a_planted_branch(tmp_path):
+    """Negative control: the branches this replaced are found, in a file as the check reads one."""
+    own_name = _own_name()
+    assert OP_NAME.search('    if step.op == "active_adapters" and run.op_error is None:')
+    assert OP_NAME.search('            if step.op in ("forward", "generate"):')
     assert own_name.search('    elif o.expectation == "loss_decreases":')
+    planted = tmp_path / "bench" / "report" / "data.py"
+    planted.parent.mkdir(parents=True)
+    planted.write_text(
+        'loads = [s for s in c.steps if s.op in ("load_adapter", "add_adapter") and s.memory]\n'
+        'serves = [st for st in s.steps if st.op == "serve"]\n'
+        "ok = [s for s in c.steps if op_named(s.op).adds_adapter]\n"
+    )
+    assert _name_branches([planted], root=tmp_path) == ["bench/report/data.py:1", "bench/report/data.py:2"]
 
 
 def test_state_ops_come_from_the_registry():

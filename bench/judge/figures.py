@@ -3,6 +3,7 @@ against, peak memory, the eager twin of a compiled case."""
 
 from __future__ import annotations
 
+from bench.ops import op_named
 from bench.records import CaseResult, Results, StepRecord
 
 
@@ -14,7 +15,7 @@ def switch_ms(step: StepRecord) -> float | None:
 
 
 def is_hotswap(step: StepRecord) -> bool:
-    return step.op == "load_adapter" and bool(step.args.get("hotswap"))
+    return op_named(step.op).loads_into_model and bool(step.args.get("hotswap"))
 
 
 def output_wrong(step: StepRecord) -> bool:
@@ -27,12 +28,14 @@ def reload_step(case: CaseResult) -> StepRecord | None:
     matching output that ran on the model the swaps run on. In a compiled case that is a load AFTER the
     compile step, whose first call carries the recompile a reload costs; a load before it ran eager and
     would make any swap look slow."""
-    compiled_at = next((s.index for s in case.steps if s.op == "compile" and s.compile is not None), None)
+    compiled_at = next(
+        (s.index for s in case.steps if op_named(s.op).compiles and s.compile is not None), None
+    )
     return next(
         (
             s
             for s in case.steps
-            if s.op == "load_adapter"
+            if op_named(s.op).loads_into_model
             and not is_hotswap(s)
             and switch_ms(s) is not None
             and not output_wrong(s)

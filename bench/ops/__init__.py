@@ -34,3 +34,11 @@ def _discover() -> dict[str, Op]:
 
 OPS: dict[str, Op] = _discover()
 STATE_OPS = frozenset(n for n, op in OPS.items() if op.changes_state)
+# What a record naming no registered op reads as: the base Op, every flag off.
+_UNREGISTERED = Op()
+
+
+def op_named(name: str) -> Op:
+    """The op a results record names. A name this version does not register (an older results file) reads as
+    the base Op, whose flags are all off: the report treats such a step as no op in particular, as it did."""
+    return OPS.get(name, _UNREGISTERED)

@@ -12,6 +12,7 @@ class AddAdapter(Op):
     name = "add_adapter"
     fields = frozenset({"adapter", "name"})
     changes_state = True
+    adds_adapter = True
 
     def parse(self, t, ctx: ParseContext):
         adapter = read_adapter(t, ctx)
@@ -56,6 +57,7 @@ class LoadAdapter(Op):
     fields = frozenset({"adapter", "name", "hotswap"})
     changes_state = True
     moves_adapter = True
+    adds_adapter = True
 
     def parse(self, t, ctx: ParseContext):
         adapter = read_adapter(t, ctx)

@@ -3,8 +3,10 @@ call, and the lines a reproduction script makes for it.
 
 An op is a subclass of Op in a module of bench/ops/; the registry (bench.ops.OPS) finds it by its `name`.
 The loader reads `fields`, `parse` and `check`; the worker reads `transition`, `args`, `apply`, `call`,
-`skip_note` and `own_outcomes`; the repro writer reads `script` and `script_check`. Nothing outside bench/ops
-branches on an op's name. Adding an op is one new module here, with its test and its line in the docs.
+`skip_note` and `own_outcomes`; the repro writer reads `script` and `script_check`; the report and the judge
+read the flags (`compiles`, `adds_adapter`, `loads_into_model`) of the op a record names (bench.ops.op_named).
+Nothing outside bench/ops branches on an op's name. Adding an op is one new module here, with its test and
+its line in the docs.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class Op:
 
     # The op loads one adapter's files (`adapter`): the bytes it moved and their copy floor are recorded.
     moves_adapter: ClassVar[bool] = False
+    # The op puts one adapter into the model it already holds (a new slot, or a swap into one): the report's
+    # memory growth sums these steps' own RSS changes (bench.report.data.growth_series).
+    adds_adapter: ClassVar[bool] = False
     # The StepRecord field that keeps what `apply` returned (TrainStats, RepeatStats); None: nothing is kept.
     result_field: ClassVar[str | None] = None
 
@@ -107,6 +112,13 @@ class Op:
         if self.checks_output and self.changes_state and self.changes_output:
             names.add("distinguishable")
         return frozenset(names)
+
+    @property
+    def loads_into_model(self) -> bool:
+        """The op loads an adapter's files into the model already there (load_adapter; load_pretrained builds a
+        new model): the adapters checked to fit the model before the case runs, and, loaded without `hotswap`,
+        the reload a hotswap is held against (bench.judge.figures)."""
+        return self.moves_adapter and self.adds_adapter
 
     @property
     def checks_output(self) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bench.judge.compare import is_hotswap, output_wrong, reload_step, switch_ms
 from bench.judge.stats import slope
+from bench.ops import op_named
 from bench.records import FAILING_VERDICTS, CaseResult, Results, StepRecord, TimingStats
 
 
@@ -256,7 +257,7 @@ def growth_series(results: Results) -> list[GrowthSeries]:
             )
         if repeats:
             continue
-        loads = [s for s in c.steps if s.op in ("load_adapter", "add_adapter") and s.memory]
+        loads = [s for s in c.steps if op_named(s.op).adds_adapter and s.memory]
         deltas = [s.memory.rss_delta_bytes for s in loads]
         if len(loads) < 2 or any(d is None for d in deltas):
             continue

@@ -6,7 +6,6 @@ Nothing in a scenario file is evaluated as code: values are read as data and che
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.ops.base import ParseContext
 from bench.scenario.adapters import adapters_table
+from bench.scenario.expectations import scenario_expectations, step_expectations, step_known_failures
 from bench.scenario.files import check_scenario_file
 from bench.scenario.rules import check_count_expectations_compiled, check_order, check_serving
 from bench.scenario.schema import (
@@ -22,21 +22,15 @@ from bench.scenario.schema import (
     COMPILE_MODES,
     COMPUTE_DTYPES,
     DEFAULT_HOTSWAP_PATH,
-    EXPECTATIONS,
     HOTSWAP_PATHS,
-    MATRIX_AXES,
     PRECISIONS,
     SERVING_STRATEGIES,
     WORKLOAD_KINDS,
-    Comparison,
     CompileSetting,
-    Expectations,
     HarnessOptions,
-    KnownFailure,
     Matrix,
     QuantOptions,
     Scenario,
-    ScenarioExpectations,
     Step,
     TimingPolicy,
     Workload,
@@ -44,13 +38,11 @@ from bench.scenario.schema import (
 from bench.scenario.table import (
     MAX_BATCH_SIZE,
     MAX_BATCH_TOKENS,
-    MAX_COUNT,
     MAX_NEW_TOKENS,
     MAX_SEQ_LEN,
     Table,
     checked_name,
     did_you_mean,
-    short,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -113,7 +105,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         raise top.error("steps", "a scenario needs at least one step")
     ctx = ParseContext(adapters=adapters, families=families)
     steps = tuple(_step(Table(s, f"steps[{i}]", source), i, ctx) for i, s in enumerate(steps_raw, 1))
-    expect = _scenario_expect(top.sub("expect", {}))
+    expect = scenario_expectations(top.sub("expect", {}))
     quant = _quantization(top.sub("quantization", {}))
     harness = _harness(top.sub("harness", {}))
     top.finish()
@@ -278,121 +270,10 @@ def _step(t: Table, index: int, ctx: ParseContext) -> Step:
             )
     t.get("note", str, "")
     fields = op.parse(t, ctx)
-    expect = _expectations(t.sub("expect", {}))
-    kf = []
-    if "known_failure" in t.data and "known_failures" in t.data:
-        raise t.error("known_failure", "use either known_failure or known_failures")
-    if "known_failure" in t.data:
-        kf.append(_known_failure(t.sub("known_failure")))
-    for i, item in enumerate(t.get("known_failures", list, [])):
-        kf.append(_known_failure(Table(item, t.path(f"known_failures[{i}]"), t.source)))
+    expect = step_expectations(t.sub("expect", {}))
+    kf = step_known_failures(t)
     t.finish()
-    return Step(index=index, op=op_name, expect=expect, known_failures=tuple(kf), **fields)
-
-
-def _expectations(t: Table) -> Expectations:
-    def comparison(key: str) -> Comparison | None:
-        raw = t.get(key, (str, int), None)
-        if raw is None:
-            return None
-        if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
-            raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
-        try:
-            cmp = Comparison.parse(raw)
-        except ValueError as exc:
-            raise t.error(key, str(exc)) from None
-        if (why := cmp.satisfiable()) is not None:
-            raise t.error(key, why)
-        return cmp
-
-    e = Expectations(
-        recompiles=comparison("recompiles"),
-        graph_breaks=comparison("graph_breaks"),
-        matches_reference=t.get("matches_reference", bool, None),
-        raises=t.get("raises", str, None),
-        wrong_responses=comparison("wrong_responses"),
-        recompiles_after_warmup=comparison("recompiles_after_warmup"),
-        faster_than=_faster_than(t),
-        distinguishable=t.get("distinguishable", bool, None),
-    )
-    if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
-        raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
-    t.finish()
-    return e
-
-
-def _faster_than(t: Table) -> tuple[tuple[str, float], ...]:
-    sub = t.sub("faster_than", {})
-    pairs = []
-    for strategy in sub.data:
-        if strategy not in SERVING_STRATEGIES:
-            raise sub.error(
-                strategy,
-                f"unknown strategy {strategy!r}{did_you_mean(strategy, SERVING_STRATEGIES)}; "
-                f"allowed: {', '.join(SERVING_STRATEGIES)}",
-            )
-        factor = sub.get(strategy, float)
-        if not 0 < factor <= 100:
-            raise sub.error(strategy, f"a factor in (0, 100], got {short(factor)}")
-        pairs.append((strategy, factor))
-    sub.finish()
-    return tuple(sorted(pairs))
-
-
-def _known_failure(t: Table) -> KnownFailure:
-    expectation = t.choice("expectation", EXPECTATIONS)
-    reason = t.get("reason", str)
-    if not reason.strip():
-        raise t.error("reason", "must say why (an upstream issue, a version)")
-    when_t = t.sub("when", {})
-    when = []
-    for axis in when_t.data:
-        if axis not in MATRIX_AXES:
-            raise when_t.error(
-                axis,
-                f"unknown matrix axis{did_you_mean(axis, MATRIX_AXES)}; allowed: {', '.join(MATRIX_AXES)}",
-            )
-        when.append((axis, when_t.str_list(axis)))
-    when_t.finish()
-    t.finish()
-    return KnownFailure(expectation=expectation, reason=reason, when=tuple(when))
-
-
-def _scenario_expect(t: Table) -> ScenarioExpectations:
-    def comparison(key: str) -> Comparison | None:
-        raw = t.get(key, (str, int), None)
-        if raw is None:
-            return None
-        if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
-            raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
-        try:
-            cmp = Comparison.parse(raw)
-        except ValueError as exc:
-            raise t.error(key, str(exc)) from None
-        if (why := cmp.satisfiable()) is not None:
-            raise t.error(key, why)
-        return cmp
-
-    total_recompiles = comparison("total_recompiles")
-    total_graph_breaks = comparison("total_graph_breaks")
-    kf = tuple(
-        _known_failure(Table(item, t.path(f"known_failures[{i}]"), t.source))
-        for i, item in enumerate(t.get("known_failures", list, []))
-    )
-    for k in kf:
-        if k.expectation not in ("recompiles", "graph_breaks"):
-            raise t.error(
-                "known_failures",
-                "scenario-level known failures apply to 'recompiles' or 'graph_breaks' (the totals)",
-            )
-    t.finish()
-    return ScenarioExpectations(
-        total_recompiles=total_recompiles, total_graph_breaks=total_graph_breaks, known_failures=kf
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Step order: walk the steps as the model would see them and refuse orders that cannot work.
+    return Step(index=index, op=op_name, expect=expect, known_failures=kf, **fields)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def check_order(s: Scenario) -> None:
 def check_serving(s: Scenario) -> Scenario:
     """A serve step sets the model up itself for each strategy: it is the scenario's only step, and the
     strategy axis belongs to it (all strategies when the matrix names none)."""
-    serves = [st for st in s.steps if st.op == "serve"]
+    serves = [st for st in s.steps if OPS[st.op].checks_responses]
     if not serves:
         if s.matrix.strategy:
             raise ScenarioError(
@@ -97,7 +97,7 @@ def check_serving(s: Scenario) -> Scenario:
 def check_count_expectations_compiled(s: Scenario) -> None:
     """A recompile or graph-break expectation on a step before the compile step (or with none) is judged on
     an eager model, where no count exists: it could only be 'not evaluated', so it is refused here."""
-    compile_at = next((st.index for st in s.steps if st.op == "compile"), None)
+    compile_at = next((st.index for st in s.steps if OPS[st.op].compiles), None)
     for step in s.steps:
         if compile_at is not None and step.index >= compile_at:
             return

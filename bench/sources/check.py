@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.ops import OPS
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ALLOW_PICKLE_HINT = (
     "convert them to safetensors, or allow them with --allow-pickle or scenario.allow_pickle = true"
@@ -187,14 +189,15 @@ def check_adapter_fits(key: str, location: str, model, base: str) -> None:
         )
 
 
-def loaded_by_steps(steps, op_names=("load_adapter",)) -> set[str]:
-    """Adapter keys some step loads while expecting success (a step with expect.raises tests the refusal)."""
-    return {s.adapter for s in steps if s.op in op_names and s.adapter and s.expect.raises is None}
+def loaded_by_steps(steps) -> set[str]:
+    """Adapter keys some step loads into the model while expecting success (a step with expect.raises tests
+    the refusal)."""
+    return {s.adapter for s in steps if OPS[s.op].loads_into_model and s.adapter and s.expect.raises is None}
 
 
 def check_hotswap_types(steps, peft_types: dict[str, str | None]) -> None:
     for step in steps:
-        if not (step.op == "load_adapter" and step.hotswap and step.expect.raises is None):
+        if not (OPS[step.op].loads_into_model and step.hotswap and step.expect.raises is None):
             continue
         kind = peft_types.get(step.adapter)
         if kind is not None and kind != "LORA":

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.cases import Case
-from bench.errors import BenchInputError
 from bench.judge.verdict import case_verdict
 from bench.ops import OPS
 from bench.ops.state import AdapterState
@@ -28,7 +27,6 @@ from bench.sources.adapters import lora_config, resolve_adapter
 from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
 from bench.sources.models import resolve_model
 from bench.worker.decide import (
-    Evidence,
     StepRun,
     decide,
     error_text,
@@ -36,9 +34,10 @@ from bench.worker.decide import (
     scenario_outcomes,
     skipped,
 )
-from bench.worker.footprint import adapter_file_bytes, copy_floor_ms, model_footprint
+from bench.worker.evidence import gather_evidence
+from bench.worker.footprint import adapter_file_bytes, model_footprint
 from bench.worker.harness import after_state_op
-from bench.worker.math_oracle import MathOracle, MathOracleError
+from bench.worker.math_oracle import MathOracle
 from bench.worker.model import load_model, make_inputs, vocab_size_of
 from bench.worker.oom import is_out_of_memory
 from bench.worker.reference import ReferenceOracle
@@ -218,7 +217,7 @@ def _run_case(
         contrast_with = op.contrast_state(state) if "distinguishable" in op.produces else None
         if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
             contrast_with = None
-        evidence = _gather_evidence(
+        evidence = gather_evidence(
             step, run, new_state, contrast_with, (oracle, math_oracle), subject, adapter_bytes, clock
         )
         record = decide(case.params, step, run, mem, comp, strict, new_state, evidence)
@@ -352,83 +351,3 @@ def _recompile_error_in(exc: BaseException | None) -> BaseException | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def _gather_evidence(
-    step: Step,
-    run: StepRun,
-    state: AdapterState,
-    previous: AdapterState | None,
-    oracles: tuple[ReferenceOracle, MathOracle],
-    subject: Subject,
-    adapter_bytes: dict[str, int],
-    clock: Clock,
-) -> Evidence:
-    """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
-    copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
-    oracle, math_oracle = oracles
-    op = OPS[step.op]
-    if op.checks_responses:
-        return _serving_evidence(run, oracle, math_oracle, subject)
-    notes: list[str] = []
-    output = agreement = steady = contrast = None
-    reference_error = None
-    try:
-        if run.first_output is not None and not state.verifiable:
-            notes.append(
-                "output not checked: trained weights exist only in this model (save_adapter, then check)"
-            )
-        elif run.first_output is not None:
-            # Tokens where the reference generates (a generate workload) and the call did (not a forward).
-            if subject.workload.kind == "generate" and op.call != "forward":
-                output = oracle.check_tokens(state, run.first_output, subject.backend)
-            else:
-                output = oracle.check_logits(state, run.first_output, subject.backend)
-            if run.last_output is not None:
-                check = oracle.check_tokens if op.call == "generate" else oracle.check_logits
-                steady = check(state, run.last_output, subject.backend)
-            if previous is not None:
-                contrast = oracle.contrast(previous, state, subject.backend)
-            try:
-                agreement = math_oracle.check(state, oracle.logits(state))
-            except (MathOracleError, BenchInputError) as exc:
-                # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
-                # note; the library reference's check above still decides matches_reference.
-                notes.append(f"math oracle not applied: {exc}")
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise  # a fault of the run: the case's error
-        # The oracle failed, not the subject: its own outcome (bench.worker.decide), never blamed on the op.
-        reference_error = error_text(exc)
-    moved_bytes = floor = None
-    if op.moves_adapter and run.op_error is None:
-        moved_bytes = adapter_bytes.get(step.adapter)
-        if moved_bytes:
-            floor = copy_floor_ms(moved_bytes, subject.device, clock)
-    return Evidence(
-        output=output,
-        contrast=contrast,
-        adapter_bytes=moved_bytes,
-        copy_floor_ms=floor,
-        notes=tuple(notes),
-        reference_error=reference_error,
-        oracle_agreement=agreement,
-        steady_output=steady,
-    )
-
-
-def _serving_evidence(
-    run: StepRun, oracle: ReferenceOracle, math_oracle: MathOracle, subject: Subject
-) -> Evidence:
-    """A serve step: its responses against fresh references, per request (bench.serving.evidence)."""
-    from bench.serving.evidence import serving_record, serving_run_of
-
-    served = serving_run_of(run.op_result, run.op_error)
-    if served is None:
-        return Evidence()
-    try:
-        return Evidence(serving=serving_record(served, oracle, math_oracle, subject))
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise
-        return Evidence(reference_error=error_text(exc))

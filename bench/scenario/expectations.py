@@ -1,0 +1,124 @@
+"""The `expect` tables and known failures of a scenario file -> Expectations, KnownFailure (bench.scenario.schema).
+
+What a step or the whole scenario claims about the library, checked as the loader reads it: a comparison
+that no count could satisfy, an unknown expectation or matrix axis, a known failure without a reason are
+ScenarioErrors naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bench.scenario.schema import (
+    EXPECTATIONS,
+    MATRIX_AXES,
+    SERVING_STRATEGIES,
+    Comparison,
+    Expectations,
+    KnownFailure,
+    ScenarioExpectations,
+)
+from bench.scenario.table import MAX_COUNT, Table, did_you_mean, short
+
+
+def _comparison(t: Table, key: str) -> Comparison | None:
+    """A count comparison ("== 0", ">= 1", or a bare count); refused when no count could satisfy it."""
+    raw = t.get(key, (str, int), None)
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
+        raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
+    try:
+        cmp = Comparison.parse(raw)
+    except ValueError as exc:
+        raise t.error(key, str(exc)) from None
+    if (why := cmp.satisfiable()) is not None:
+        raise t.error(key, why)
+    return cmp
+
+
+def step_expectations(t: Table) -> Expectations:
+    """A step's `expect` table."""
+    e = Expectations(
+        recompiles=_comparison(t, "recompiles"),
+        graph_breaks=_comparison(t, "graph_breaks"),
+        matches_reference=t.get("matches_reference", bool, None),
+        raises=t.get("raises", str, None),
+        wrong_responses=_comparison(t, "wrong_responses"),
+        recompiles_after_warmup=_comparison(t, "recompiles_after_warmup"),
+        faster_than=_faster_than(t),
+        distinguishable=t.get("distinguishable", bool, None),
+    )
+    if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
+        raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
+    t.finish()
+    return e
+
+
+def step_known_failures(t: Table) -> tuple[KnownFailure, ...]:
+    """A step's `known_failure` (one) or `known_failures` (a list), never both."""
+    kf = []
+    if "known_failure" in t.data and "known_failures" in t.data:
+        raise t.error("known_failure", "use either known_failure or known_failures")
+    if "known_failure" in t.data:
+        kf.append(known_failure(t.sub("known_failure")))
+    for i, item in enumerate(t.get("known_failures", list, [])):
+        kf.append(known_failure(Table(item, t.path(f"known_failures[{i}]"), t.source)))
+    return tuple(kf)
+
+
+def _faster_than(t: Table) -> tuple[tuple[str, float], ...]:
+    sub = t.sub("faster_than", {})
+    pairs = []
+    for strategy in sub.data:
+        if strategy not in SERVING_STRATEGIES:
+            raise sub.error(
+                strategy,
+                f"unknown strategy {strategy!r}{did_you_mean(strategy, SERVING_STRATEGIES)}; "
+                f"allowed: {', '.join(SERVING_STRATEGIES)}",
+            )
+        factor = sub.get(strategy, float)
+        if not 0 < factor <= 100:
+            raise sub.error(strategy, f"a factor in (0, 100], got {short(factor)}")
+        pairs.append((strategy, factor))
+    sub.finish()
+    return tuple(sorted(pairs))
+
+
+def known_failure(t: Table) -> KnownFailure:
+    expectation = t.choice("expectation", EXPECTATIONS)
+    reason = t.get("reason", str)
+    if not reason.strip():
+        raise t.error("reason", "must say why (an upstream issue, a version)")
+    when_t = t.sub("when", {})
+    when = []
+    for axis in when_t.data:
+        if axis not in MATRIX_AXES:
+            raise when_t.error(
+                axis,
+                f"unknown matrix axis{did_you_mean(axis, MATRIX_AXES)}; allowed: {', '.join(MATRIX_AXES)}",
+            )
+        when.append((axis, when_t.str_list(axis)))
+    when_t.finish()
+    t.finish()
+    return KnownFailure(expectation=expectation, reason=reason, when=tuple(when))
+
+
+def scenario_expectations(t: Table) -> ScenarioExpectations:
+    """The scenario-level `expect` table: the case totals and their known failures."""
+    total_recompiles = _comparison(t, "total_recompiles")
+    total_graph_breaks = _comparison(t, "total_graph_breaks")
+    kf = tuple(
+        known_failure(Table(item, t.path(f"known_failures[{i}]"), t.source))
+        for i, item in enumerate(t.get("known_failures", list, []))
+    )
+    for k in kf:
+        if k.expectation not in ("recompiles", "graph_breaks"):
+            raise t.error(
+                "known_failures",
+                "scenario-level known failures apply to 'recompiles' or 'graph_breaks' (the totals)",
+            )
+    t.finish()
+    return ScenarioExpectations(
+        total_recompiles=total_recompiles, total_graph_breaks=total_graph_breaks, known_failures=kf
+    )

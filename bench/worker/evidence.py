@@ -1,0 +1,98 @@
+"""What a step's output is checked against, gathered after the step ran: the fresh reference's verdict on its
+first and last calls, the contrast with the previous state, the peft-free oracle's agreement, the copy floor
+of the bytes it moved, and a serve step's responses. Evidence only: bench.worker.decide turns it into outcomes.
+"""
+
+from __future__ import annotations
+
+from bench.errors import BenchInputError
+from bench.ops import OPS
+from bench.ops.state import AdapterState
+from bench.probes.clock import Clock
+from bench.scenario.schema import Step
+from bench.worker.decide import Evidence, StepRun, error_text
+from bench.worker.footprint import copy_floor_ms
+from bench.worker.math_oracle import MathOracle, MathOracleError
+from bench.worker.oom import is_out_of_memory
+from bench.worker.reference import ReferenceOracle
+from bench.worker.subject import Subject
+
+
+def gather_evidence(
+    step: Step,
+    run: StepRun,
+    state: AdapterState,
+    previous: AdapterState | None,
+    oracles: tuple[ReferenceOracle, MathOracle],
+    subject: Subject,
+    adapter_bytes: dict[str, int],
+    clock: Clock,
+) -> Evidence:
+    """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
+    copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
+    oracle, math_oracle = oracles
+    op = OPS[step.op]
+    if op.checks_responses:
+        return _serving_evidence(run, oracle, math_oracle, subject)
+    notes: list[str] = []
+    output = agreement = steady = contrast = None
+    reference_error = None
+    try:
+        if run.first_output is not None and not state.verifiable:
+            notes.append(
+                "output not checked: trained weights exist only in this model (save_adapter, then check)"
+            )
+        elif run.first_output is not None:
+            # Tokens where the reference generates (a generate workload) and the call did (not a forward).
+            if subject.workload.kind == "generate" and op.call != "forward":
+                output = oracle.check_tokens(state, run.first_output, subject.backend)
+            else:
+                output = oracle.check_logits(state, run.first_output, subject.backend)
+            if run.last_output is not None:
+                check = oracle.check_tokens if op.call == "generate" else oracle.check_logits
+                steady = check(state, run.last_output, subject.backend)
+            if previous is not None:
+                contrast = oracle.contrast(previous, state, subject.backend)
+            try:
+                agreement = math_oracle.check(state, oracle.logits(state))
+            except (MathOracleError, BenchInputError) as exc:
+                # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
+                # note; the library reference's check above still decides matches_reference.
+                notes.append(f"math oracle not applied: {exc}")
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise  # a fault of the run: the case's error
+        # The oracle failed, not the subject: its own outcome (bench.worker.decide), never blamed on the op.
+        reference_error = error_text(exc)
+    moved_bytes = floor = None
+    if op.moves_adapter and run.op_error is None:
+        moved_bytes = adapter_bytes.get(step.adapter)
+        if moved_bytes:
+            floor = copy_floor_ms(moved_bytes, subject.device, clock)
+    return Evidence(
+        output=output,
+        contrast=contrast,
+        adapter_bytes=moved_bytes,
+        copy_floor_ms=floor,
+        notes=tuple(notes),
+        reference_error=reference_error,
+        oracle_agreement=agreement,
+        steady_output=steady,
+    )
+
+
+def _serving_evidence(
+    run: StepRun, oracle: ReferenceOracle, math_oracle: MathOracle, subject: Subject
+) -> Evidence:
+    """A serve step: its responses against fresh references, per request (bench.serving.evidence)."""
+    from bench.serving.evidence import serving_record, serving_run_of
+
+    served = serving_run_of(run.op_result, run.op_error)
+    if served is None:
+        return Evidence()
+    try:
+        return Evidence(serving=serving_record(served, oracle, math_oracle, subject))
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        return Evidence(reference_error=error_text(exc))
