@@ -236,6 +236,18 @@ def test_cache_per_state_key(world):
     assert math.fresh_loads == 1
 
 
+def test_the_oracle_leaves_the_callers_grad_mode_alone(world):
+    # It once switched autograd off for the whole process on every load (a training step after it in the
+    # same process would have run without gradients unless it re-enabled them itself).
+    _, math = _oracles(world, "tiny-llama")
+    assert torch.is_grad_enabled()
+    logits = math.logits(_loaded(("a", "patterns", False)))
+    assert torch.is_grad_enabled() and not logits.requires_grad  # its own forward ran without autograd
+    with torch.no_grad():  # the control: a caller's no_grad is kept too
+        math.logits(_loaded(("a", "patterns", True)))
+        assert not torch.is_grad_enabled()
+
+
 def test_two_saved_copies_of_one_module_is_refused(world):
     """peft refuses two active adapters that both replace the same modules_to_save module; so does the oracle,
     with a reason, rather than pick one."""

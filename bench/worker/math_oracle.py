@@ -53,13 +53,16 @@ class MathOracle:
     def logits(self, state: AdapterState):
         key = state.key
         if key not in self._logits:
+            import torch
+
             model = self.build(state)
-            self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
-            if self.workload.kind == "generate":
-                out = model.generate(
-                    **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
-                )
-                self._tokens[key] = out[:, self.inputs.input_ids.shape[1] :].cpu()
+            with torch.no_grad():  # here, not process-wide: the caller's grad mode is the caller's
+                self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
+                if self.workload.kind == "generate":
+                    out = model.generate(
+                        **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
+                    )
+                    self._tokens[key] = out[:, self.inputs.input_ids.shape[1] :].cpu()
             del model
         return self._logits[key]
 
@@ -110,7 +113,6 @@ class MathOracle:
 
 
 def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: bool, allow_pickle: bool):
-    import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -119,7 +121,7 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: b
         use_safetensors=None if allow_pickle else True,
         **kwargs,
     )
-    torch.set_grad_enabled(False)
+    model.requires_grad_(False)
     return model
 
 
