@@ -233,7 +233,10 @@ def environment_via(zygote, out_dir: Path):
             return None
         if exit_.returncode != 0 or not out.exists():
             return None
-        return from_dict(Environment, json.loads(out.read_text(encoding="utf-8")))
+        try:
+            return from_dict(Environment, json.loads(out.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):  # a half-written or odd file: collected here instead
+            return None
 
 
 ENVIRONMENT_ENTRY = "bench.environment:probe_main"
