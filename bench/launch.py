@@ -1,6 +1,7 @@
 """One case in its own worker process: what the worker is told, how it is started (forked from the preloaded
 worker or spawned), watched against its timeout, asked for its stack when it hangs, and what the parent
-records about it (bench.records.WorkerInfo). bench.run runs the cases one after another through run_one.
+records about it (bench.records.WorkerInfo). bench.run runs the cases through run_one, one after another or,
+under --jobs, one per job thread (its `live` registry lets the run's thread kill them all).
 """
 
 from __future__ import annotations
