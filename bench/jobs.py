@@ -53,13 +53,13 @@ def core_groups(jobs: int, cpus: tuple[int, ...]) -> list[tuple[int, ...]]:
     return groups
 
 
-def threads_per_job(jobs: int) -> int:
-    """torch's intra-op threads in each job's worker: OMP_NUM_THREADS where set, else the job's cores (the
-    smallest group's, when they do not divide evenly)."""
+def threads_per_job(groups: list[tuple[int, ...]]) -> int:
+    """torch's intra-op threads in each job's worker (its cores `groups`): OMP_NUM_THREADS where set, else
+    the job's cores (the smallest group's, when they do not divide evenly)."""
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         return int(threads)
-    return min(len(g) for g in core_groups(jobs, usable_cpus()))
+    return min(len(g) for g in groups)
 
 
 class LiveWorkers:

@@ -114,7 +114,12 @@ def child_setup(memory_limit_bytes: int | None, cpus: tuple[int, ...] | None = N
 def shared_zygote(cpus: tuple[int, ...] | None = None) -> Zygote:
     """The preloaded worker every forked case of this process comes from (one per job's cores under --jobs,
     pinned to them: its children inherit the affinity), started on first use."""
-    return shared_zygotes.get(child_env(None, cpus), child_setup(None, cpus), key=cpus)
+    return shared_zygotes_for([cpus])[0]
+
+
+def shared_zygotes_for(core_sets: list[tuple[int, ...] | None]) -> list[Zygote]:
+    """shared_zygote for each set of cores, the missing ones importing side by side."""
+    return shared_zygotes.get_many([(child_env(None, c), child_setup(None, c), c) for c in core_sets])
 
 
 def case_spec(case: Case, opts: RunOptions) -> dict:

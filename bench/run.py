@@ -33,16 +33,16 @@ from bench.launch import (
     RunOptions,
     case_spec,
     child_env,
-    child_setup,
     error_result,
     not_run,
     run_one,
+    shared_zygotes_for,
 )
 from bench.lock import folder_lock
 from bench.records import CaseResult, Results, WorkerInfo
 from bench.results import save
 from bench.summary import write_summary
-from bench.workers import WorkerGone, fork_available, shared_zygotes
+from bench.workers import WorkerGone, fork_available
 
 __all__ = [
     "COMPILE_CACHES",
@@ -95,7 +95,7 @@ def run_cases(
         zygotes = prestart_zygotes(slots)
         env = (environment_via(zygotes[0], opts.out_dir) if zygotes else None) or collect()
         if opts.jobs > 1:  # each case runs on its job's cores, with that many torch threads (bench.jobs)
-            env = replace(env, torch_threads=threads_per_job(opts.jobs))
+            env = replace(env, torch_threads=threads_per_job([s.cpus for s in slots]))
         created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
         done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
@@ -203,9 +203,7 @@ def prestart_zygotes(slots: list[RunOptions]) -> list:
     if slots[0].worker != "fork" or not fork_available() or slots[0].zygote is not None:
         return []
     try:
-        return shared_zygotes.get_many(
-            [(child_env(None, s.cpus), child_setup(None, s.cpus), s.cpus) for s in slots]
-        )
+        return shared_zygotes_for([s.cpus for s in slots])
     except (WorkerGone, OSError):
         return []
 

@@ -264,13 +264,10 @@ class _Shared:
         self._zygotes: dict[tuple, Zygote] = {}
         atexit.register(self.close_all)
 
-    def get(self, env: dict, preexec_fn, key=None) -> Zygote:
-        """`key` tells apart zygotes of one environment that differ in what preexec_fn sets (the cores of
-        one job under --jobs): each serves one case at a time."""
-        return self.get_many([(env, preexec_fn, key)])[0]
-
     def get_many(self, specs: list[tuple[dict, Callable | None, object]]) -> list[Zygote]:
-        """get() for several (env, preexec_fn, key) at once: the missing ones import side by side."""
+        """The zygote of each (env, preexec_fn, key), the missing ones importing side by side. `key` tells
+        apart zygotes of one environment that differ in what preexec_fn sets (the cores of one job under
+        --jobs): each serves one case at a time."""
         with self._lock:
             out, starting = [], []
             for env, preexec_fn, key in specs:

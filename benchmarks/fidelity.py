@@ -90,12 +90,11 @@ def _jobs_rounds(scenario_path: Path, backend: str, cache_root: Path, tmp: Path,
         return None
     groups = core_groups(2, cpus)
     (case,) = [c for c in expand(load_scenario(scenario_path)) if c.compile.label == backend]
-    from bench.launch import child_env, child_setup
-    from bench.workers import shared_zygotes
+    from bench.launch import shared_zygotes_for
 
     # Each job's preloaded worker started from this thread (a zygote started from a job thread would die
     # with it: PR_SET_PDEATHSIG), as run_parallel does.
-    shared_zygotes.get_many([(child_env(None, g), child_setup(None, g), g) for g in groups])
+    shared_zygotes_for(groups)
     alone, together = [], []
     for r in range(rounds):
         alone.append(_pinned_forward(case, cache_root, tmp / f"alone-{r}", groups[0]))
