@@ -128,8 +128,11 @@ def load_kwargs(precision: str, device: str, quant: QuantOptions | None = None) 
 
 
 def needs_eager_forward_after_state_dict(precision: str, device: str) -> bool:
-    """bitsandbytes on CPU repacks 4-bit weights on the first eager forward, and any state_dict() call (both
-    hotswap paths make one) unpacks them again: the next compiled call then recompiles on a size guard.
-    One eager forward after such a call restores the packed layout. The harness makes that call and says so
-    in the step's notes, so a strict step measures the swap, not the repacking."""
-    return precision in ("nf4", "fp4") and device == "cpu"
+    """bitsandbytes on a CPU with avx512_bf16 repacks 4-bit weights on the first eager forward, and any
+    state_dict() call (both hotswap paths make one) unpacks them again: the next compiled call then
+    recompiles on a size guard. One eager forward after such a call restores the packed layout. The harness
+    makes that call and says so in the step's notes, so a strict step measures the swap, not the repacking.
+    Where bitsandbytes does not repack (no avx512_bf16, CUDA) there is nothing to restore."""
+    from bench.host import fact_holds
+
+    return precision in ("nf4", "fp4") and fact_holds("bnb_cpu_packs_4bit", device)

@@ -219,6 +219,9 @@ class CaseResult:
     # Values that were NaN or infinite, written as null: {path in this record: "nan" | "inf" | "-inf"}
     # (bench.finite; the worker's file carries them here).
     non_finite: dict[str, str] = field(default_factory=dict)
+    # The host facts the scenario's known failures name, as probed by the worker (bench.host): a marker whose
+    # facts did not all hold was dropped before any step was decided. Empty where none is named.
+    host_facts: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every path that builds a CaseResult passes a known verdict; an unknown one (a hand-edited results

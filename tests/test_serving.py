@@ -431,6 +431,23 @@ def test_faster_than_is_decided_across_the_cases_of_one_run(eager_runs):
     assert [o.expectation for o in again[0].steps[0].outcomes].count("faster_than") == 2
 
 
+@pytest.mark.parametrize("holds", [True, False])
+def test_faster_than_markers_are_scoped_with_the_recorded_host_facts(eager_runs, holds):
+    """The parent decides faster_than from the handed case: its host-scoped markers must be scoped with the
+    facts the worker recorded (bench.host), as the worker's own were. An impossible factor is an xfail only
+    where the marker's fact held."""
+    from bench.judge.relative import relative_outcomes
+
+    mine = _with_faster_than(eager_runs["mixed_batch"], [("reload", 1e-6)])
+    mine.case["scenario"]["steps"][0]["known_failures"] = [
+        {"expectation": "faster_than", "reason": "planted", "when": [], "host": ["bnb_cpu_packs_4bit"]}
+    ]
+    mine = replace(mine, host_facts={"bnb_cpu_packs_4bit": holds})
+    judged, _ = relative_outcomes((mine, eager_runs["reload"]))
+    (o,) = [o for o in judged.steps[0].outcomes if o.expectation == "faster_than"]
+    assert o.status == ("xfail" if holds else "fail")
+
+
 def test_faster_than_without_its_sibling_is_not_evaluated_never_a_pass(eager_runs):
     from bench.judge.relative import relative_outcomes
 

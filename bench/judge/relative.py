@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bench.host import scope_to_host
 from bench.judge.verdict import case_verdict, find_known, outcome, step_status
 from bench.records import CaseResult, StepRecord
 
@@ -46,6 +47,8 @@ def relative_outcomes(cases: tuple[CaseResult, ...]) -> tuple[CaseResult, ...]:
             out.append(c)
             continue
         case = Case.from_dict(c.case)
+        # the markers as the worker scoped them to its host (bench.host): the same facts, recorded in the result
+        case = replace(case, scenario=scope_to_host(case.scenario, c.host_facts))
         steps = []
         for s in c.steps:
             spec = next((st for st in case.scenario.steps if st.index == s.index), None)

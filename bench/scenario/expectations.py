@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from bench.host import FACTS as HOST_FACTS
 from bench.scenario.schema import (
     EXPECTATIONS,
     MATRIX_AXES,
@@ -100,8 +101,16 @@ def known_failure(t: Table) -> KnownFailure:
             )
         when.append((axis, when_t.str_list(axis)))
     when_t.finish()
+    host = t.str_list("host", ())
+    for i, name in enumerate(host):
+        if name not in HOST_FACTS:
+            raise t.error(
+                f"host[{i}]",
+                f"unknown host fact {name!r}{did_you_mean(name, tuple(HOST_FACTS))}; "
+                f"known: {', '.join(sorted(HOST_FACTS))}",
+            )
     t.finish()
-    return KnownFailure(expectation=expectation, reason=reason, when=tuple(when))
+    return KnownFailure(expectation=expectation, reason=reason, when=tuple(when), host=tuple(host))
 
 
 def scenario_expectations(t: Table) -> ScenarioExpectations:

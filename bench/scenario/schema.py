@@ -225,12 +225,15 @@ class ServeSpec:
 class KnownFailure:
     """An expectation a released library is known to break, like pytest's strict xfail.
 
-    `when` restricts it to matrix values, e.g. (("hotswap_path", ("transformers",)),).
+    `when` restricts it to matrix values, e.g. (("hotswap_path", ("transformers",)),). `host` names facts
+    about the machine (bench.host.FACTS) that must all hold for the bug to be possible there at all; the
+    worker drops the marker on a host where one does not (bench.host.scope_to_host).
     """
 
     expectation: str
     reason: str
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    host: tuple[str, ...] = ()
 
     def applies(self, params: dict[str, str]) -> bool:
         return all(params.get(axis) in values for axis, values in self.when)

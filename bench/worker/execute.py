@@ -11,8 +11,10 @@ import datetime as _dt
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from bench import host
 from bench.cases import Case
 from bench.judge.verdict import case_verdict
 from bench.ops import OPS
@@ -91,6 +93,9 @@ def _run_case(
     if process_start is not None:
         phases["process_start_and_imports_s"] = max(0.0, time.time() - process_start)
     device = device or pick_device()
+    # Known failures that cannot happen on this machine are dropped before anything is decided (bench.host).
+    host_facts = host.probe(host.named_in(case.scenario), device)
+    case = replace(case, scenario=host.scope_to_host(case.scenario, host_facts))
     s = case.scenario
     policy = TimingPolicy(
         warmup=s.timing.warmup,
@@ -107,6 +112,7 @@ def _run_case(
         timing_policy=policy,
         harness=to_dict(s.harness),
         started_at=started_at,
+        host_facts=host_facts,
     )
 
     skip = unavailable_reason(case.precision, device)

@@ -78,8 +78,11 @@ class Writer:
                     "model.requires_grad_(False)  # harness.freeze_params: dynamo guards on requires_grad"
                 )
             if (self.compiled or self.generate_compiled) and self.case.precision in ("nf4", "fp4"):
+                from bench.host import bnb_cpu_packs_4bit
+
+                self.carry(bnb_cpu_packs_4bit)  # the harness's own test (bench.precision)
                 with self.block(
-                    "if DEVICE == 'cpu':  # the harness's eager forward: bitsandbytes repacks weights"
+                    "if bnb_cpu_packs_4bit(DEVICE):  # the harness's eager forward: bitsandbytes repacks weights"
                 ):
                     self.emit("model(**INPUTS)")
         # After train no file holds the weights: the harness makes no check call until they are saved.
