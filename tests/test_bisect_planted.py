@@ -135,3 +135,26 @@ def test_refs_must_be_ordered_and_exist(repo):
         versions.commits(path, shas[5], shas[1])
     with pytest.raises(BenchInputError, match="rev-parse"):
         versions.commits(path, "no-such-ref", shas[1])
+
+
+def test_a_probe_imports_a_module_the_cases_do_not_before_running(repo, tmp_path):
+    """adapterlib is not something every case imports (bench.zygote.PRELOAD), so the probe imports it from
+    its folder first: the commit with the syntax error is `import failed`, and no run is started (one would
+    say `run failed`: the scenario file does not exist)."""
+    from bench.bisect import criteria
+    from bench.bisect.probe import run_probe
+
+    path, shas = repo
+    record = run_probe(
+        Target("adapterlib", "adapterlib", path),
+        shas[UNTESTABLE_AT],
+        [str(tmp_path / "no-such.toml")],
+        criteria.parse("verdict:fail"),
+        (),
+        tmp_path / "out",
+        tmp_path / "cache",
+        "torch==2.13.0\n",
+    )
+    assert record.state == UNTESTABLE and record.stage == "import failed", record
+    assert "SyntaxError" in record.reason and record.run_s == 0.0, record
+    assert not (tmp_path / "out" / f"adapterlib-{shas[UNTESTABLE_AT][:12]}" / "run.log").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.bisect import criteria
 from bench.bisect.driver import search
-from bench.bisect.probe import Target
+from bench.bisect.probe import RUN_FILE, RUNS_DIR, Target, run_key, run_probe
 
 SCENARIO = """\
 [scenario]
@@ -88,4 +88,57 @@ def test_real_probes_over_two_peft_releases(tmp_path, cache_root):
         extra_env={"PEFT_BENCH_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"},
     )
     assert answer.kind == "good_is_bad" and "untestable (skipped)" in text and "no recompiles outcome" in text
-    assert "built" not in text.split("| 1 | 0.20.0 |")[1].split("\n")[0]  # the cached environment was reused
+    row = text.split("| 1 | 0.20.0 |")[1].split("\n")[0]
+    assert "built" not in row and "reused a run of" in row, row  # the cached environment and run were reused
+    assert json.loads((tmp_path / "out2" / "peft-0.20.0" / "probe.json").read_text())["results_reused"]
+
+    # The reused run is the stored one, judged again (a planted verdict in the store is what the probe
+    # sees) ... and --rerun runs the scenarios instead of reading the store.
+    (stored,) = [p for p in (envs_cache / RUNS_DIR).iterdir() if "0.20.0" in (p / RUN_FILE).read_text()]
+    planted = json.loads((stored / "results.json").read_text())
+    planted["cases"][0]["verdict"], planted["cases"][0]["reason"] = "fail", "planted in the store"
+    (stored / "results.json").write_text(json.dumps(planted))
+    again = dict(
+        target=Target("peft", "peft"),
+        version="0.20.0",
+        scenarios=[str(scenario)],
+        criterion=criteria.parse("verdict:fail"),
+        cases=(),
+        out=tmp_path / "out3",
+        cache_root=envs_cache,
+        constraints_text=CONSTRAINTS.read_text(),
+        extra_env={"PEFT_BENCH_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"},
+    )
+    record = run_probe(**again)
+    assert record.results_reused and record.state == "bad" and "planted in the store" in record.reason, record
+    record = run_probe(**again, rerun=True)
+    assert not record.results_reused and record.state == "good" and record.run_s > 0, record
+
+
+def test_run_key_changes_with_what_a_run_depends_on(tmp_path):
+    """A stored run is judged again only for the same version, environment folder, scenarios, interpreter
+    and run-changing environment variables; anything else (the PATH here) does not matter."""
+    from bench.bisect.envs import ProbeEnv
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO)
+    env = ProbeEnv(tmp_path / "env", ("peft==0.20.0",), True, "", 0.0)
+    child = {"OMP_NUM_THREADS": "1", "PATH": "/bin"}
+    key = run_key("0.20.0", env, [str(scenario)], "/usr/bin/python3", child)
+    assert key == run_key("0.20.0", env, [str(scenario)], "/usr/bin/python3", {**child, "PATH": "/usr/bin"})
+    assert key == run_key("0.20.0", env, [str(tmp_path)], "/usr/bin/python3", child)  # a folder: its files
+    changed = [
+        run_key("0.21.2", env, [str(scenario)], "/usr/bin/python3", child),
+        run_key(
+            "0.20.0",
+            ProbeEnv(env.path, ("peft==0.20.0", "x==1"), True, "", 0.0),
+            [str(scenario)],
+            "/usr/bin/python3",
+            child,
+        ),
+        run_key("0.20.0", env, [str(scenario)], "/usr/bin/python3.12", child),
+        run_key("0.20.0", env, [str(scenario)], "/usr/bin/python3", {**child, "OMP_NUM_THREADS": "2"}),
+    ]
+    scenario.write_text(SCENARIO.replace("rank = 4", "rank = 8"))
+    changed.append(run_key("0.20.0", env, [str(scenario)], "/usr/bin/python3", child))
+    assert key not in changed and len(set(changed)) == len(changed)

@@ -175,3 +175,22 @@ def test_cli_bad_input_is_exit_2_with_a_message(args, message, capsys, monkeypat
     base = ["bisect", "--package", "transformers", "--good", "5.20.0", "--bad", "5.24.0"]
     assert main([*base, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_import_is_in_doubt_only_where_a_failed_import_could_explain_the_run():
+    """The probe skips its own `import module` for what every case imports (the run would show a failed
+    import as error or skip verdicts) and tries it when the run could hide one."""
+    from dataclasses import replace
+
+    from bench.bisect.probe import import_in_doubt, run_imports
+
+    results = load(Path(__file__).parent / "fixtures" / "results" / "failing")
+    verdicts = {c.verdict for c in results.cases}
+    assert run_imports("peft") and run_imports("transformers.models") and not run_imports("adapterlib")
+    assert import_in_doubt("peft", None)  # no results at all
+    assert "error" in verdicts and import_in_doubt("peft", results)
+    ran = replace(results, cases=tuple(c for c in results.cases if c.verdict in ("pass", "fail", "xfail")))
+    assert ran.cases and not import_in_doubt("peft", ran)
+    skipped = replace(ran, cases=(replace(ran.cases[0], verdict="skip"),))
+    assert import_in_doubt("torch", skipped)
+    assert not import_in_doubt("adapterlib", None)  # imported before the run instead

@@ -32,9 +32,11 @@ def search(
     progress=print,
     extra_env: dict[str, str] | None = None,
     probe_all: bool = False,
+    rerun: bool = False,
 ) -> tuple[Answer, str]:
     """probe_all: probe every candidate first (a survey, linear), then answer from those probes: what
-    shows that every release in the range is bad when the good end already is."""
+    shows that every release in the range is bad when the good end already is. rerun: run every probe's
+    scenarios even where an identical run is stored (bench.bisect.probe.run_key)."""
     from bench.results import load
 
     if candidates is None:
@@ -60,6 +62,7 @@ def search(
             baseline=baseline.get("results"),
             python=python,
             extra_env=extra_env,
+            rerun=rerun,
         )
         records[version] = rec
         if criterion.needs_baseline and "results" not in baseline and rec.state == GOOD:
@@ -90,6 +93,7 @@ def search(
         "command": command,
         "candidates": candidates,
         "probe_all": probe_all,
+        "rerun": rerun,
     }
     text = bisect_markdown(meta, answer, records)
     (out / TABLE_FILE).write_text(text)

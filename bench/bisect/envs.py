@@ -92,24 +92,39 @@ def build(
         constraints.write_text(constraints_without(constraints_text, package))
         report = Path(tmp) / "report.json"
         pip = [python, "-m", "pip", "--disable-pip-version-check"]
-        resolve = [*pip, "install", "--dry-run", "--ignore-installed", "--report", str(report)]
-        proc = subprocess.run([*resolve, "-c", str(constraints), spec], capture_output=True, text=True)
+        # The probed package as one wheel first: a source folder is built once (an isolated build costs
+        # seconds), not again by the resolve and the install; a release is fetched once.
+        wheels = Path(tmp) / "wheels"
+        proc = subprocess.run(
+            [*pip, "wheel", "--no-deps", "-c", str(constraints), "-w", str(wheels), spec],
+            capture_output=True,
+            text=True,
+        )
         _log(log, proc)
-        if proc.returncode != 0:
+        built = sorted(wheels.glob("*.whl")) if proc.returncode == 0 else []
+        if len(built) != 1:
             return ProbeEnv(None, (), False, f"install failed: {pip_error(proc.stderr)}", _since(start))
-        resolved = {
-            _normal(item["metadata"]["name"]): item["metadata"]["version"]
-            for item in json.loads(report.read_text())["install"]
-        }
-        base = base_versions(python)
-        wanted = [
-            f"{name}=={v}"
-            for name, v in sorted(resolved.items())
-            if name != _normal(package) and base.get(name) != v
-        ]
+        wheel = str(built[0])
+        wanted: list[str] = []
+        if requires(built[0]):  # what else it needs, resolved with everything else pinned
+            resolve = [*pip, "install", "--dry-run", "--ignore-installed", "--report", str(report)]
+            proc = subprocess.run([*resolve, "-c", str(constraints), wheel], capture_output=True, text=True)
+            _log(log, proc)
+            if proc.returncode != 0:
+                return ProbeEnv(None, (), False, f"install failed: {pip_error(proc.stderr)}", _since(start))
+            resolved = {
+                _normal(item["metadata"]["name"]): item["metadata"]["version"]
+                for item in json.loads(report.read_text())["install"]
+            }
+            base = base_versions(python)
+            wanted = [
+                f"{name}=={v}"
+                for name, v in sorted(resolved.items())
+                if name != _normal(package) and base.get(name) != v
+            ]
         staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
         target = [*pip, "install", "--no-deps", "--no-compile", "--target", str(staging)]
-        for what in ([spec], wanted):
+        for what in ([wheel], wanted):
             if not what:
                 continue
             proc = subprocess.run([*target, *what], capture_output=True, text=True)
@@ -121,6 +136,17 @@ def build(
     (staging / ENV_FILE).write_text(json.dumps({"spec": spec, "installed": list(installed)}, indent=1) + "\n")
     staging.rename(folder)
     return ProbeEnv(folder, installed, False, "", _since(start))
+
+
+def requires(wheel: Path) -> list[str]:
+    """The wheel's Requires-Dist lines (its METADATA): none means nothing else to resolve."""
+    import zipfile
+    from email.parser import HeaderParser
+
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        meta = HeaderParser().parsestr(z.read(name).decode("utf-8", "replace"))
+    return meta.get_all("Requires-Dist") or []
 
 
 def _since(start: float) -> float:

@@ -1,13 +1,17 @@
-"""One probe: build (or reuse) the environment of one version, check it imports, run the scenarios in it,
-and judge the results. Everything it learns lands in the probe's own folder (probe.json, results.json)."""
+"""One probe: build (or reuse) the environment of one version, check where it imports from, run the
+scenarios in it (or take an identical earlier run), and judge the results. Everything it learns lands in
+the probe's own folder (probe.json, results.json)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,8 +61,9 @@ class ProbeRecord:
     installed: tuple[str, ...]
     build_s: float
     run_s: float
-    imported: str  # what `import module` reported (version and file)
+    imported: str  # where `import module` loads from: its distribution's version and file
     repro: tuple[str, ...]  # the commands that reproduce this side
+    results_reused: bool = False  # judged a run stored by an earlier search (bench.bisect.probe.run_key)
 
 
 def run_probe(
@@ -73,6 +78,7 @@ def run_probe(
     baseline=None,
     python: str = sys.executable,
     extra_env: dict[str, str] | None = None,
+    rerun: bool = False,
 ) -> ProbeRecord:
     import time
 
@@ -122,25 +128,16 @@ def run_probe(
         )
     child_env = dict(os.environ, **(extra_env or {}))
     child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(env.path)])
-    check = f"import {target.module} as m; print(getattr(m, '__version__', '?'), m.__file__)"
-    proc = subprocess.run([python, "-c", check], capture_output=True, text=True, env=child_env, cwd=ROOT)
-    imported = proc.stdout.strip()
-    if proc.returncode != 0:
-        reason = "import failed: " + (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return _save(
-            folder,
-            ProbeRecord(
-                **base,
-                state=UNTESTABLE,
-                reason=reason,
-                stage="import failed",
-                run_s=0.0,
-                imported="",
-                repro=repro,
-            ),
-        )
-    if str(env.path) not in imported:  # the base's own copy won: the probe would test the wrong version
+    # Where `import module` would load from, asked without importing it: a start of torch, transformers and
+    # peft costs seconds, and every case imports them anyway. Any other module is imported here first.
+    imported, found = locate(python, target.module, target.package, child_env)
+    failure = (
+        "" if not found or run_imports(target.module) else import_error(python, target.module, child_env)
+    )
+    if not found or failure or str(env.path) not in imported:  # the base's own copy won: wrong version
         reason = f"import failed: {target.module} came from outside the probe folder ({imported})"
+        if not found or failure:
+            reason = f"import failed: {failure or imported}"
         return _save(
             folder,
             ProbeRecord(
@@ -149,41 +146,176 @@ def run_probe(
                 reason=reason,
                 stage="import failed",
                 run_s=0.0,
-                imported=imported,
+                imported=imported if found else "",
                 repro=repro,
             ),
         )
-    start = time.perf_counter()
-    # No --allow-known-broken-versions: a known-broken pair cannot answer the question, and its refusal
-    # (exit 2, bench/versions.py) makes the probe `untestable` with the reason and the fix.
-    cmd = [python, "-m", "bench", "run", *scen, "--out", str(folder), "--overwrite", "-q"]
-    with open(folder / "run.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT)
-    run_s = round(time.perf_counter() - start, 1)
+    key = run_key(label, env, scen, python, child_env)
+    stored = cache_root / RUNS_DIR / key
     results_file = folder / "results.json"
-    if proc.returncode not in (0, 1) or not results_file.is_file():
+    reused = not rerun and (stored / "results.json").is_file()
+    run_s = 0.0
+    if reused:  # the same version, scenarios, environment and harness already ran: judge that run again
+        for name in ("results.json", "run.log"):
+            if (stored / name).is_file():
+                shutil.copyfile(stored / name, folder / name)
+        run_s = json.loads((stored / RUN_FILE).read_text())["run_s"]
+        returncode = 0
+    else:
+        start = time.perf_counter()
+        # No --allow-known-broken-versions: a known-broken pair cannot answer the question, and its refusal
+        # (exit 2, bench/versions.py) makes the probe `untestable` with the reason and the fix.
+        cmd = [python, "-m", "bench", "run", *scen, "--out", str(folder), "--overwrite", "-q"]
+        with open(folder / "run.log", "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT)
+        run_s = round(time.perf_counter() - start, 1)
+        returncode = proc.returncode
+    from bench.results import load
+
+    results = load(results_file) if returncode in (0, 1) and results_file.is_file() else None
+    if import_in_doubt(target.module, results):
+        failure = import_error(python, target.module, child_env)
+        if failure:
+            return _save(
+                folder,
+                ProbeRecord(
+                    **base,
+                    state=UNTESTABLE,
+                    reason=f"import failed: {failure}",
+                    stage="import failed",
+                    run_s=run_s,
+                    imported=imported,
+                    repro=repro,
+                ),
+            )
+    if results is None:
         tail = " / ".join((folder / "run.log").read_text(errors="replace").strip().splitlines()[-2:])
         return _save(
             folder,
             ProbeRecord(
                 **base,
                 state=UNTESTABLE,
-                reason=f"run failed (exit {proc.returncode}): {tail}",
+                reason=f"run failed (exit {returncode}): {tail}",
                 stage="run failed",
                 run_s=run_s,
                 imported=imported,
                 repro=repro,
             ),
         )
-    from bench.results import load
-
-    state, reason = criteria.judge(criterion, load(results_file), cases, baseline)
+    if not reused:
+        keep_run(stored, folder, run_s)
+    state, reason = criteria.judge(criterion, results, cases, baseline)
     return _save(
         folder,
         ProbeRecord(
-            **base, state=state, reason=reason, stage="ran", run_s=run_s, imported=imported, repro=repro
+            **base,
+            state=state,
+            reason=reason,
+            stage="ran",
+            run_s=run_s,
+            imported=imported,
+            repro=repro,
+            results_reused=reused,
         ),
     )
+
+
+# Verdicts of a case that got as far as running its steps: the module under test imported.
+RAN_VERDICTS = ("pass", "fail", "xfail", "xpass")
+RUNS_DIR = "runs"  # under the cache root: one finished run per key (run_key), for later searches to judge
+RUN_FILE = "run.json"
+# The environment that changes what a run measures (threads, torch and library switches, the harness's cache).
+RUN_ENV_PREFIXES = ("OMP_", "MKL_", "TORCH", "PYTORCH", "CUDA", "HF_", "TRANSFORMERS", "PEFT_BENCH", "PYTHON")
+
+
+def run_imports(module: str) -> bool:
+    """Does every case import `module` (the preloaded worker's list), so that a version that fails to import
+    shows in the run's own verdicts? bench.zygote.PRELOAD names them without importing torch here."""
+    from bench.zygote import PRELOAD
+
+    return module.split(".")[0] in PRELOAD
+
+
+def import_in_doubt(module: str, results) -> bool:
+    """After the run: could a failed import of `module` explain what the run gave? Not for a module imported
+    before the run (not one every case imports); else only when the run gave no results or some case
+    stopped before its steps ran (error, skip, not_run): a case that passed or failed imported it."""
+    if not run_imports(module):
+        return False
+    return results is None or any(c.verdict not in RAN_VERDICTS for c in results.cases)
+
+
+def locate(python: str, module: str, package: str, env: dict) -> tuple[str, bool]:
+    """("VERSION FILE", True) for where `import module` would load from under `env`, without importing it;
+    (the error, False) when it cannot be found."""
+    code = (
+        "import importlib.util as u, importlib.metadata as m, sys\n"
+        "spec = u.find_spec(sys.argv[1])\n"
+        "if spec is None:\n"
+        "    sys.exit(f'ModuleNotFoundError: No module named {sys.argv[1]!r}')\n"
+        "try:\n"
+        "    version = m.version(sys.argv[2])\n"
+        "except m.PackageNotFoundError:\n"
+        "    version = '?'\n"
+        "print(version, spec.origin or list(spec.submodule_search_locations or []))\n"
+    )
+    proc = subprocess.run(
+        [python, "-c", code, module, package], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["no output"])[-1], False
+    return proc.stdout.strip(), True
+
+
+def import_error(python: str, module: str, env: dict) -> str:
+    """The last line of the error `import module` raises under `env`, or "" when it imports."""
+    proc = subprocess.run(
+        [python, "-c", f"import {module}"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    if proc.returncode == 0:
+        return ""
+    return (proc.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+def run_key(label: str, env: envs.ProbeEnv, scenarios: list[str], python: str, child_env: dict) -> str:
+    """What a probe's run depends on: the version and what its folder holds, the scenario files, the
+    harness's own code, the interpreter and the environment variables that change a run. A later search
+    with another --bad-when judges the stored run instead of running it again (--rerun: run anyway)."""
+    h = hashlib.sha256()
+
+    def add(*parts) -> None:
+        for part in parts:
+            h.update(part if isinstance(part, bytes) else str(part).encode())
+            h.update(b"\0")
+
+    add(label, *env.installed, str(env.path), python, sys.version)
+    for name in sorted(k for k in child_env if k.startswith(RUN_ENV_PREFIXES)):
+        add(name, child_env[name])
+    for path in [*_files(scenarios), *sorted((ROOT / "bench").rglob("*.py"))]:
+        add(path, path.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _files(scenarios: list[str]) -> list[Path]:
+    out = []
+    for s in map(Path, scenarios):
+        out += sorted(p for p in s.rglob("*") if p.is_file()) if s.is_dir() else [s]
+    return out
+
+
+def keep_run(stored: Path, folder: Path, run_s: float) -> None:
+    """Store a finished run under its key (whole or not at all: written aside, then renamed into place)."""
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=stored.name + ".", dir=stored.parent))
+    for name in ("results.json", "run.log"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, staging / name)
+    (staging / RUN_FILE).write_text(json.dumps({"run_s": run_s, "from": str(folder)}) + "\n")
+    shutil.rmtree(stored, ignore_errors=True)
+    try:
+        staging.rename(stored)
+    except OSError:  # another search stored the same run meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _save(folder: Path, record: ProbeRecord) -> ProbeRecord:

@@ -48,9 +48,8 @@ def bisect_markdown(meta: dict, answer: Answer, records: dict) -> str:
             out.append(f"| {i} | {label} | - | not probed | - | - | - |")
             continue
         r = records[version]
-        env = ("cached" if r.env_cached else f"built {r.build_s:.0f}s") + (
-            f", ran {r.run_s:.0f}s" if r.run_s else ""
-        )
+        ran = f", {'reused a run of' if r.results_reused else 'ran'} {r.run_s:.0f}s" if r.run_s else ""
+        env = ("cached" if r.env_cached else f"built {r.build_s:.0f}s") + ran
         state = {"bad": "**BAD**", "good": "good", "untestable": "untestable (skipped)"}[r.state]
         out.append(
             f"| {i} | {label} | {order[version].order} | {state} | {r.stage} | {env} | {_cell(r.reason)} |"

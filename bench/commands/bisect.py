@@ -46,6 +46,11 @@ def register(sub) -> None:
     p.add_argument("--constraints", type=Path, default=CONSTRAINTS, help="pins for the other packages")
     p.add_argument("--all", action="store_true", help="probe every candidate (a survey), then answer")
     p.add_argument("--cache", type=Path, help="probe environments cache (default $PEFT_BENCH_CACHE/envs)")
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run each probe's scenarios even where an identical earlier run is stored (the default judges it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         args.constraints.read_text(),
         command,
         probe_all=args.all,
+        rerun=args.rerun,
     )
     print(text, end="")
     print(f"peft-bench: bisect table in {out}/bisect.md")
