@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,41 @@ def _run_standalone(script, cwd):
         text=True,
         timeout=300,
     )
+
+
+def _run_preloaded(script, cwd):
+    """As _run_standalone, in a process forked from this test process's preloaded worker (tests/repro_runner.py
+    blocks every bench module there): the imports, most of a script's time, are paid once. stdout holds the
+    script's stdout and stderr together."""
+    from bench.launch import shared_zygote
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    log = Path(cwd) / f"{Path(script).stem}.log"
+    argv = [str(script), str(cwd)]
+    handle = shared_zygote().fork(
+        argv, log=log, env=env, memory_limit_bytes=None, entry="tests.repro_runner:main"
+    )
+    exit_ = handle.wait(300)
+    if exit_ is None:
+        handle.kill_group()
+        handle.wait(None)
+        raise AssertionError(f"{script} did not end in 300 s: {log.read_text()}")
+    return subprocess.CompletedProcess(argv, exit_.returncode, log.read_text(), "")
+
+
+def test_a_preloaded_run_cannot_use_the_suite(tmp_path):
+    """The control for _run_preloaded: a script that imports from bench (one module the preloaded worker
+    already holds, one it does not) fails there, as it would without peft-bench installed."""
+    for line in ("from bench.worker.execute import run_case", "import bench.report"):
+        script = tmp_path / "leans_on_bench.py"
+        script.write_text(f"import torch\n{line}\nprint('imported')\n")
+        proc = _run_preloaded(script, tmp_path)
+        assert proc.returncode == 1 and "imported" not in proc.stdout, proc.stdout
+        assert "ModuleNotFoundError" in proc.stdout or "ImportError" in proc.stdout, proc.stdout
+    script.write_text("import torch, transformers, peft\nprint('plain', torch.__version__)\n")
+    proc = _run_preloaded(script, tmp_path)
+    assert proc.returncode == 0 and "plain" in proc.stdout, proc.stdout
 
 
 def test_markdown_report(failing, repros):
@@ -128,7 +164,7 @@ def test_repro_reproduces_the_silent_wrong_hotswap(repros, tmp_path):
 
 def test_repro_reproduces_a_recompile_with_its_guard(repros, tmp_path):
     out, rp = repros
-    proc = _run_standalone(out / rp[ZERO].path, tmp_path)
+    proc = _run_preloaded(out / rp[ZERO].path, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "REPRODUCED: step 4 (load_adapter): 1 recompiles, expected == 0" in proc.stdout
     assert "lora_A" in proc.stdout
@@ -154,7 +190,7 @@ def test_repro_of_a_case_that_did_not_fail_says_so(failing, tmp_path):
     rp = write_repros(planted, tmp_path, roots=(REPO,))
     text = (tmp_path / rp[ALPHA_PEFT].path).read_text()
     assert "peft_hotswap(model, ADAPTERS['a4'], 'default', DEVICE)" in text
-    proc = _run_standalone(tmp_path / rp[ALPHA_PEFT].path, tmp_path)
+    proc = _run_preloaded(tmp_path / rp[ALPHA_PEFT].path, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NOT REPRODUCED" in proc.stdout and "max abs diff 0" in proc.stdout
 
@@ -391,39 +427,10 @@ def test_repro_replays_train_save_load_pretrained_and_repeat_load(planted):
         assert call in text, call
     # Step 9 expects the output NOT to match: the script finds that it does, which it can only if every
     # step before it (trained weights saved and reloaded, loops of loads, a hotswap) left the same state.
-    proc = _run_standalone(out / rp[PLANTED_ID].path, out)
+    proc = _run_preloaded(out / rp[PLANTED_ID].path, out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "REPRODUCED: step 9 (set_adapter): the output matches a freshly loaded reference" in proc.stdout
     assert "active_adapters(): ['side1']" in proc.stdout and "max abs diff 0 " in proc.stdout
-
-
-def _run_standalone_each(scripts, cwd) -> list[tuple[int, str]]:
-    """Several scripts one after another in one process (torch, transformers and peft imported once: they
-    take most of a script's time), peft-bench unimportable as in _run_standalone: (exit code, stdout) each."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    code = (
-        "import runpy, sys\n"
-        "sys.modules['bench'] = None\n"
-        "for path in sys.argv[1:]:\n"
-        "    try:\n"
-        "        runpy.run_path(path, run_name='__main__')\n"
-        "        rc = 0\n"
-        "    except SystemExit as exc:\n"
-        "        rc = exc.code or 0\n"
-        "    print(f'@@exit {rc}@@', flush=True)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, scripts)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    parts = re.split(r"@@exit (\d+)@@\n", proc.stdout)
-    assert len(parts) == 2 * len(scripts) + 1, proc.stdout + proc.stderr
-    return [(int(parts[2 * i + 1]), parts[2 * i]) for i in range(len(scripts))]
 
 
 def test_repro_checks_the_loss(planted, tmp_path):
@@ -442,8 +449,12 @@ def test_repro_checks_the_loss(planted, tmp_path):
     one_step.write_text(PLANTED.read_text().replace("steps = 3\n", "steps = 1\n"))
     short = tmp_path / "short"
     one = write_repros(_claim_failed(results, 2, "loss_decreases", scenario_file=str(one_step)), short)
-    (rc3, out3), (rc1, out1) = _run_standalone_each(
-        [tmp_path / three.path, short / one[PLANTED_ID].path], tmp_path
+    (rc3, out3), (rc1, out1) = (
+        (p.returncode, p.stdout)
+        for p in (
+            _run_preloaded(tmp_path / three.path, tmp_path),
+            _run_preloaded(short / one[PLANTED_ID].path, short),
+        )
     )
     assert rc3 == 0 and "NOT REPRODUCED" in out3 and "for 3 steps: loss" in out3, out3
     assert rc1 == 1, out1
@@ -495,7 +506,7 @@ def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_
         "def merge_and_unload(model)",
     ):
         assert call in text, call
-    proc = _run_standalone(tmp_path / rp.path, tmp_path)
+    proc = _run_preloaded(tmp_path / rp.path, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "REPRODUCED: step 10 (forward): the output matches a freshly loaded reference" in proc.stdout
 
