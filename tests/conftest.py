@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -31,6 +33,30 @@ def write_scenario(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`peft-bench ARGS` in this process (bench.cli.main), for tests about what a command does rather than
+    about its process: its cases fork from this test process's preloaded worker, started once per test
+    process instead of once per command (an import of torch, transformers and peft: ~6 s). The exit code
+    and the two streams come back as a CompletedProcess. tests/test_cli.py, the signal and hostile-run
+    tests keep real processes."""
+
+    def run(*args, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+        from bench.cli import main
+
+        argv = [str(a) for a in args]
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["peft-bench", *argv])
+        capsys.readouterr()
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["peft-bench", *argv], code, out, err)
+
+    return run
 
 
 MINIMAL = """

@@ -9,17 +9,14 @@ shows up as a difference. The control: another adapter seed changes the figures,
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 from bench.cases import expand
-from bench.records import CaseResult, from_dict
-from bench.run import RunOptions, case_spec
+from bench.launch import RunOptions, run_one
+from bench.records import CaseResult
 from bench.scenario import load_scenario
 from bench.worker.execute import run_case
-from tests.conftest import REPO, SCENARIOS
+from tests.conftest import SCENARIOS
 
 FAST_TIMING = "[timing]\nwarmup = 1\nmin_rounds = 2\nmin_time_s = 0.0\n\n[adapters.first]"
 
@@ -84,16 +81,11 @@ def _scenario(tmp_path, seed: int, compile_label: str = "aot_eager"):
 
 
 def _in_worker_process(case, tmp_path, cache_root) -> CaseResult:
-    case_file, out_file = tmp_path / "case.json", tmp_path / "result.json"
-    case_file.write_text(json.dumps(case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))))
-    subprocess.run(
-        [sys.executable, "-m", "bench.worker", str(case_file), str(out_file)],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return from_dict(CaseResult, json.loads(out_file.read_text()))
+    """The case in its own worker process, the way `peft-bench run` starts one (forked from the preloaded
+    worker: another interpreter than this one, with its own hash seed and addresses, no warm caches)."""
+    result = run_one(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))
+    assert result.worker.pid != os.getpid() and result.worker.returncode == 0, result.worker
+    return result
 
 
 def test_same_scenario_twice_same_figures(tmp_path, cache_root):

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -216,33 +213,16 @@ def test_remote_code_stays_off_unless_opted_in(tmp_path, llama, cache_root, modu
     assert allowed.verdict == "pass", allowed.reason
 
 
-def test_remote_code_opt_in_from_the_command_line(tmp_path, llama, cache_root, modules_cache):
+def test_remote_code_opt_in_from_the_command_line(tmp_path, llama, cache_root, modules_cache, cli):
     """--trust-remote-code reaches the worker through its case spec: the CLI writes it, the worker obeys it."""
     marker = tmp_path / "cli-remote-code-ran"
     model = _remote_code_model(llama, tmp_path / "remote_model_b", marker)
     path = tmp_path / "remote.toml"
     path.write_text(_scenario(str(model)))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), inject.ENV_VAR: "safety:abort@start"}
+    env = {inject.ENV_VAR: "safety:abort@start"}
     for flags, expected in (([], False), (["--trust-remote-code", "--allow-pickle"], True)):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench",
-                "run",
-                str(path),
-                "--out",
-                str(out),
-                "--cache",
-                str(cache_root),
-                *flags,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = cli("run", path, "--out", out, "--cache", cache_root, *flags, env=env)
         assert proc.returncode == 1, proc.stdout + proc.stderr  # the worker aborts at start (injected)
         spec = json.loads((out / "cases" / "safety_fp32-none.case.json").read_text())
         assert spec["trust_remote_code"] is expected and spec["allow_pickle"] is expected

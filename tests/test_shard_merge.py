@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +22,6 @@ from bench.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results import load, save
 from bench.scenario.loader import parse_scenario
 from bench.scenario.schema import PRECISIONS
-from tests.conftest import REPO
 
 # ---------------------------------------------------------------------------------------------------------
 # Sharding
@@ -107,30 +103,18 @@ def test_bad_shard_is_input_error(text):
         Shard.parse(text)
 
 
-def _cli(*args, env_extra=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-
-
-def test_list_shards_of_the_scenarios_folder_partition_it():
-    full = _cli("list", "scenarios")
+def test_list_shards_of_the_scenarios_folder_partition_it(cli):
+    full = cli("list", "scenarios")
     assert full.returncode == 0, full.stderr
     selection = full.stdout.split()
     assert len(selection) >= 3
     shards = []
     for k in range(1, 4):
-        proc = _cli("list", "scenarios", "--shard", f"{k}/3")
+        proc = cli("list", "scenarios", "--shard", f"{k}/3")
         assert proc.returncode == 0, proc.stderr
         shards.append(proc.stdout.split())
     assert partition_problems(selection, shards) == []
-    bad = _cli("list", "scenarios", "--shard", "4/3")
+    bad = cli("list", "scenarios", "--shard", "4/3")
     assert bad.returncode == 2 and "K must be between 1 and N" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -325,23 +309,23 @@ op = "forward"
 
 
 @pytest.mark.slow
-def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root):
+def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root, cli):
     path = write_scenario(TWO_CASES, "two.toml")
     env = {"PEFT_BENCH_CACHE": str(cache_root)}
     outs = []
     # A shard that selects no case is refused (issue 15): 3 shards over 2 cases, shard 3/3 exits 2.
-    empty = _cli("run", path, "--shard", "3/3", "--out", tmp_path / "shard3", env_extra=env)
+    empty = cli("run", path, "--shard", "3/3", "--out", tmp_path / "shard3", env=env)
     assert empty.returncode == 2 and "no case selected" in empty.stderr
     for k in (1, 2):
         out = tmp_path / f"shard{k}"
-        proc = _cli("run", path, "--shard", f"{k}/2", "--out", out, env_extra=env)
+        proc = cli("run", path, "--shard", f"{k}/2", "--out", out, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         data = json.loads((out / "results.json").read_text())
         assert data["shard"] == f"{k}/2" and data["scenario_set"] == ["shard-e2e"]
         outs.append(out)
     assert [len(load(o).cases) for o in outs] == [1, 1]
     merged = tmp_path / "merged"
-    proc = _cli("merge", merged, *outs, env_extra=env)
+    proc = cli("merge", merged, *outs, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "merged 2 file(s), 2 case(s)" in proc.stdout
     results = load(merged)
@@ -352,8 +336,8 @@ def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root):
     assert all(c.verdict == "pass" for c in results.cases)
     assert (merged / "summary.md").is_file() and (merged / "results.csv").is_file()
     # Refusals through the CLI: exit 2, the message, no traceback.
-    missing = _cli("merge", tmp_path / "partial", outs[0], env_extra=env)
+    missing = cli("merge", tmp_path / "partial", outs[0], env=env)
     assert missing.returncode == 2 and "missing shard(s) 2/2" in missing.stderr
     assert "Traceback" not in missing.stderr
-    into_input = _cli("merge", outs[0], outs[0], outs[1], env_extra=env)
+    into_input = cli("merge", outs[0], outs[0], outs[1], env=env)
     assert into_input.returncode == 2 and "both an input and the output" in into_input.stderr
