@@ -16,6 +16,7 @@ Run as `python -m bench.zygote`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -23,6 +24,7 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 
 PRELOAD = ("torch", "transformers", "peft", "bitsandbytes")
 # bench modules the worker needs anyway; importing them touches no model (best effort: a broken one shows in
@@ -32,20 +34,94 @@ DEFAULT_ENTRY = "bench.worker.__main__:main"
 PR_SET_PDEATHSIG = 1
 
 
-def preload() -> list[str]:
+def import_all(names: tuple[str, ...]) -> list[str]:
     import importlib
     import warnings
 
     loaded = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in PRELOAD + PRELOAD_BENCH:
+        for name in names:
             try:
                 importlib.import_module(name)
                 loaded.append(name)
             except Exception:  # not installed, or broken: the case itself will say so
                 continue
     return loaded
+
+
+def preload() -> tuple[list[str], str | None]:
+    """Import what the cases need. Returns (imported, where CUDA was initialised if an import did)."""
+    # Every availability check in this process, the libraries' own at import included, goes through NVML
+    # (torch reads this at each call): the CUDA runtime's device count, torch's default, would leave a later
+    # fork's children unable to use CUDA.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    loaded = import_all(("torch",))
+    if "torch" not in loaded:
+        return loaded + import_all(PRELOAD[1:] + PRELOAD_BENCH), None
+    import torch
+
+    with cuda_queries_through_nvml(torch.cuda) as first_init:
+        loaded += import_all(PRELOAD[1:] + PRELOAD_BENCH)
+    return loaded, first_init[0] if first_init else None
+
+
+@contextlib.contextmanager
+def cuda_queries_through_nvml(cuda, nvml_capability=None) -> Iterator[list[str]]:
+    """While preloading: `cuda.get_device_capability` answers from NVML, and the first CUDA initialisation
+    is recorded (the caller's stack, yielded as a one-item list) before it happens.
+
+    bitsandbytes reads every device's compute capability when imported (peft imports it too), and torch's
+    answer initialises CUDA, which no forked child could then use. NVML gives the same (major, minor)
+    without it. Where NVML cannot answer, the real call runs: the zygote then reports what initialised CUDA
+    and the run falls back to spawned workers (bench.launch), slower but right."""
+    nvml_capability = nvml_capability or _nvml_capability
+    real_capability, real_init = cuda.get_device_capability, cuda._lazy_init
+    first_init: list[str] = []
+
+    def capability(device=None):
+        answer = nvml_capability(device)
+        return answer if answer is not None else real_capability(device)
+
+    def lazy_init():
+        if not first_init and not cuda.is_initialized():
+            first_init.append("".join(traceback.format_stack(limit=12)[:-1]))
+        return real_init()
+
+    cuda.get_device_capability, cuda._lazy_init = capability, lazy_init
+    try:
+        yield first_init
+    finally:
+        cuda.get_device_capability, cuda._lazy_init = real_capability, real_init
+
+
+def _nvml_capability(device) -> tuple[int, int] | None:
+    """(major, minor) of a CUDA device by NVML, or None where that cannot be said without CUDA."""
+    index = getattr(device, "idx", device)  # torch.cuda.device(i) objects, as bitsandbytes passes them
+    if index is None:
+        index = 0
+    elif not isinstance(index, int):
+        return None  # a torch.device or a string: left to torch
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        if not all(v.isdigit() for v in ids) or index >= len(ids):
+            return None  # UUIDs or MIG names: torch maps them
+        index = int(ids[index])
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return int(major), int(minor)
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def cuda_initialized() -> bool:
@@ -79,9 +155,10 @@ def serve() -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    loaded = preload()
-    if cuda_initialized():  # a bug in an import: every forked child would inherit a broken CUDA context
-        _send(resp_fd, {"error": "torch.cuda was initialised while preloading"})
+    loaded, initialised_at = preload()
+    if cuda_initialized():  # every forked child would inherit a CUDA context it cannot use
+        where = f", first by:\n{initialised_at}" if initialised_at else ""
+        _send(resp_fd, {"error": f"torch.cuda was initialised while preloading{where}"})
         return 1
     _send(resp_fd, {"ready": True, "pid": os.getpid(), "preloaded": loaded, "cuda_initialized": False})
     for request in _lines(req_fd):

@@ -133,6 +133,80 @@ def test_zygote_refuses_to_serve_with_cuda_initialised(monkeypatch):
     assert zygote_mod.cuda_initialized() is False
 
 
+class _FakeCuda:
+    """torch.cuda as far as the preload touches it: get_device_capability initialises CUDA (as torch's does,
+    through the module's _lazy_init)."""
+
+    def __init__(self):
+        self.initialised = False
+
+    def is_initialized(self):
+        return self.initialised
+
+    def _lazy_init(self):
+        self.initialised = True
+
+    def get_device_capability(self, device=None):
+        self._lazy_init()
+        return (9, 0)
+
+
+def _bitsandbytes_import(cuda):
+    return max(cuda.get_device_capability(types.SimpleNamespace(idx=i)) for i in range(2))
+
+
+def test_while_preloading_the_compute_capability_comes_from_nvml_and_cuda_stays_uninitialised():
+    """bitsandbytes reads each device's compute capability when imported (peft imports it too); torch's
+    answer initialises CUDA, which a forked case could then not use. During the preload NVML answers."""
+    cuda = _FakeCuda()
+    real = cuda.get_device_capability
+    asked = []
+
+    def nvml(device):
+        asked.append(device.idx)
+        return (9, 0)
+
+    with zygote_mod.cuda_queries_through_nvml(cuda, nvml) as first_init:
+        assert _bitsandbytes_import(cuda) == (9, 0)
+    assert asked == [0, 1] and cuda.initialised is False and first_init == []
+    assert cuda.get_device_capability == real and cuda._lazy_init.__name__ == "_lazy_init"  # restored
+    # Control: where NVML cannot answer, torch's call runs and initialises CUDA, and the preload records
+    # who did it, for the zygote's error (the run then falls back to spawned workers).
+    with zygote_mod.cuda_queries_through_nvml(cuda, lambda device: None) as first_init:
+        _bitsandbytes_import(cuda)
+    assert cuda.initialised is True
+    assert len(first_init) == 1 and "_bitsandbytes_import" in first_init[0]
+
+
+def test_nvml_capability_maps_visible_devices_and_declines_what_it_cannot_map(monkeypatch):
+    handles = []
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: handles.append(i) or i,
+        nvmlDeviceGetCudaComputeCapability=lambda h: (8, h),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert zygote_mod._nvml_capability(types.SimpleNamespace(idx=1)) == (8, 1)
+    assert zygote_mod._nvml_capability(None) == (8, 3) and handles == [1, 3]
+    assert zygote_mod._nvml_capability(2) is None  # not visible: torch says so
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8c2f1e4a")
+    assert zygote_mod._nvml_capability(0) is None  # UUIDs: torch maps them
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert zygote_mod._nvml_capability("cuda:0") is None
+    fake.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("NVMLError_LibraryNotFound"))
+    assert zygote_mod._nvml_capability(0) is None  # no driver
+
+
+def test_preload_asks_for_devices_through_nvml(monkeypatch):
+    monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "0")  # restored after the test
+    loaded, initialised_at = zygote_mod.preload()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    assert {"torch", "transformers", "peft"} <= set(loaded) and initialised_at is None
+
+
 class _Storm(BaseException):
     pass
 
