@@ -204,3 +204,25 @@ def test_generate_hotswap_tokens_match_reference(cache_root):
     after = _step(r, 6)
     assert after.output.kind == "tokens" and after.output.tokens_equal
     assert after.compile.recompiles == 0
+
+
+def test_a_checked_output_is_a_copy_later_calls_cannot_overwrite():
+    """A model compiled with CUDA graphs returns its outputs in the graph's memory, which the next replay
+    writes over; the output checked after the timed rounds is kept as a copy (bench.worker.execute.kept).
+    The fake replays into one buffer, as a CUDA graph does; the real case ran on a GPU (reports/gpu/)."""
+    import torch
+
+    from bench.worker.execute import kept
+
+    buffer = torch.zeros(3)
+
+    def replay(value):
+        buffer.fill_(value)
+        return buffer
+
+    first, pair = kept(replay(1.0)), kept((replay(1.0), "tokens"))
+    replay(2.0)
+    assert torch.equal(first, torch.ones(3)) and torch.equal(pair[0], torch.ones(3)) and pair[1] == "tokens"
+    raw = replay(1.0)  # control: the call's own output is the storage the next call overwrites
+    replay(2.0)
+    assert torch.equal(raw, torch.full((3,), 2.0))

@@ -300,7 +300,8 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
             # rounds below are the plain call.
             call, first = subject.calls(op.call)
             try:
-                (run.first_call_ms, run.first_output) = _guarded(strict, lambda: clock.time_ms(first), run)
+                (run.first_call_ms, first_output) = _guarded(strict, lambda: clock.time_ms(first), run)
+                run.first_output = kept(first_output)
             except Exception as exc:
                 if not run.refused or is_out_of_memory(exc):
                     raise
@@ -326,12 +327,25 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     ),
                     run,
                 )
-                run.last_output = last[0] if last else None
+                run.last_output = kept(last[0]) if last else None
                 if op.call == "generate" and last:
                     # The steady-state check needs each step's logits too: one more call, untimed, after the
                     # rounds (the model as the rounds left it).
                     run.last_output = subject.generate_checked()
     return run, mem.stats, comp.stats, strict
+
+
+def kept(output):
+    """A copy of a model call's output that later calls cannot overwrite. A model compiled with CUDA graphs
+    (mode="reduce-overhead") returns tensors in the graph's own memory, which its next replay writes over:
+    the output checked after the timed rounds must not be the rounds' storage."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output.detach().clone()
+    if isinstance(output, tuple):
+        return tuple(kept(o) for o in output)
+    return output
 
 
 def _guarded(strict: bool, fn, run: StepRun):
