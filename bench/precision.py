@@ -123,8 +123,19 @@ def load_kwargs(precision: str, device: str, quant: QuantOptions | None = None) 
             bnb_4bit_compute_dtype=compute,
             bnb_4bit_use_double_quant=quant.double_quant,
         )
-    # device_map="auto" as the guide shows; accelerate places everything on the one device there is.
-    return {"quantization_config": qc, "device_map": "auto", "dtype": compute}
+    return {
+        "quantization_config": qc,
+        "device_map": device_map(device, torch.cuda.device_count()),
+        "dtype": compute,
+    }
+
+
+def device_map(device: str, cuda_devices: int) -> str | dict[str, str]:
+    """device_map="auto" as the guide shows, where it puts everything on `device`: the only device there is
+    (a CPU host, or a host with one GPU and device cuda). Elsewhere "auto" would go where the case did not ask:
+    `--device cpu` on a GPU host put the quantized model on cuda:0 beside CPU inputs (found on an H200), and
+    several GPUs would shard it; there the whole model goes to the one device named."""
+    return "auto" if cuda_devices == (0 if device == "cpu" else 1) else {"": device}
 
 
 def needs_eager_forward_after_state_dict(precision: str, device: str) -> bool:

@@ -15,6 +15,7 @@ from bench.cases import expand
 from bench.host import fact_holds
 from bench.precision import (
     TOLERANCES,
+    device_map,
     load_kwargs,
     needs_eager_forward_after_state_dict,
     unavailable_reason,
@@ -44,6 +45,15 @@ def test_load_kwargs_are_what_a_user_passes():
     assert qc.load_in_4bit and qc.bnb_4bit_quant_type == "nf4" and qc.bnb_4bit_use_double_quant
     assert qc.bnb_4bit_compute_dtype == torch.float16 and kw["device_map"] == "auto"
     assert load_kwargs("int8", "cpu")["quantization_config"].load_in_8bit
+
+
+def test_device_map_is_auto_only_where_auto_puts_the_model_on_the_device_asked_for():
+    assert device_map("cpu", 0) == "auto"  # a CPU host
+    assert device_map("cuda", 1) == "auto"  # one GPU, the case on it
+    # The H200 finding: "auto" on a GPU host put a `--device cpu` case's model on cuda:0 beside CPU inputs.
+    assert device_map("cpu", 1) == {"": "cpu"}
+    assert device_map("cuda:0", 2) == {"": "cuda:0"}  # "auto" would shard over both
+    assert load_kwargs("nf4", "cpu")["device_map"] == device_map("cpu", torch.cuda.device_count())
 
 
 def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario, cache_root):
@@ -210,7 +220,10 @@ def _nf4_model(cache_root):
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
     )
     return AutoModelForCausalLM.from_pretrained(
-        base, quantization_config=qc, device_map="auto", dtype=torch.bfloat16
+        base,
+        quantization_config=qc,
+        device_map=device_map("cpu", torch.cuda.device_count()),  # a CPU fact, on a GPU host too
+        dtype=torch.bfloat16,
     )
 
 
@@ -264,3 +277,21 @@ def test_peft_does_not_pad_bitsandbytes_lora_layers(cache_root):
     )
     assert isinstance(q.scaling["default"], torch.Tensor)  # the scalings are converted, though
     assert glob.glob(str(cache_root / "models" / "tiny-llama-*"))
+
+
+@pytest.mark.parametrize(("device", "cuda_devices"), [("cpu", 0), ("cpu", 1), ("cuda", 1), ("cuda:0", 2)])
+def test_a_repro_script_maps_the_device_as_the_worker_does(device, cuda_devices):
+    """The script's LOAD_KWARGS lines, run with a fake torch.cuda that counts `cuda_devices`."""
+    from types import SimpleNamespace
+
+    from bench.report.repro.assemble import _load_kwargs
+
+    lines = _load_kwargs(_case(SCENARIOS / "quantized.toml", precision="nf4", compile="none"))
+    fake_torch = SimpleNamespace(
+        cuda=SimpleNamespace(device_count=lambda: cuda_devices),
+        float16=torch.float16,
+        bfloat16=torch.bfloat16,
+    )
+    namespace = {"torch": fake_torch, "DEVICE": device}
+    exec("\n".join(lines), namespace)
+    assert namespace["LOAD_KWARGS"]["device_map"] == device_map(device, cuda_devices)

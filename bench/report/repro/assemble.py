@@ -121,7 +121,9 @@ def _load_kwargs(case: Case) -> list[str]:
     return [
         "from transformers import BitsAndBytesConfig",
         "",
-        f"LOAD_KWARGS = {{'quantization_config': {qc}, 'device_map': 'auto', 'dtype': {compute}}}",
+        "# device_map='auto' as the guide shows, where it puts everything on DEVICE (the only device there is)",
+        "DEVICE_MAP = 'auto' if torch.cuda.device_count() == (0 if DEVICE == 'cpu' else 1) else {'': DEVICE}",
+        f"LOAD_KWARGS = {{'quantization_config': {qc}, 'device_map': DEVICE_MAP, 'dtype': {compute}}}",
     ]
 
 
