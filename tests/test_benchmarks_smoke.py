@@ -81,3 +81,21 @@ def test_benchmarks_write_json_with_extra_info_and_compare(pytester, cache_root,
     text = second.stdout.str() + second.stderr.str()
     assert "Comparing against benchmarks from" in text
     assert "test_set_adapter (0001_" in text and "test_set_adapter (NOW)" in text
+
+
+def test_synced_passes_arguments_and_waits_for_the_device(monkeypatch):
+    """benchmarks' CUDA wrapper, with a fake torch.cuda.synchronize that records when it is called."""
+    import torch
+
+    from benchmarks.conftest import synced
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: events.append("sync"))
+
+    def swap(location, adapter_name="default"):
+        events.append(("swap", location, adapter_name))
+        return "out"
+
+    assert synced(swap, "cpu") is swap  # nothing to wait for on CPU
+    assert synced(swap, "cuda")("b", adapter_name="x") == "out"
+    assert events == [("swap", "b", "x"), "sync"]  # the wait comes after the work it must include

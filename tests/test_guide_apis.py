@@ -100,7 +100,10 @@ def test_memory_growth_side_by_side_vs_hotswap(cache_root):
     rep = {s.repeat.mode: s.repeat for s in r.steps if s.repeat}
     size = rep["side_by_side"].adapter_bytes_per_rep
     assert size > 2_000_000
-    assert 0.7 * size < rep["side_by_side"].rss_growth_bytes_per_rep < 1.5 * size
-    assert abs(rep["hotswap"].rss_growth_bytes_per_rep) < 0.1 * size
-    assert abs(rep["load_delete"].rss_growth_bytes_per_rep) < 0.1 * size
+    # The adapters live in the device's memory: RSS on CPU, the CUDA allocator on a GPU (where the H200 run
+    # showed RSS barely move while the allocator grew by the adapter's size).
+    growth = "rss_growth_bytes_per_rep" if r.device == "cpu" else "cuda_growth_bytes_per_rep"
+    assert 0.7 * size < getattr(rep["side_by_side"], growth) < 1.5 * size
+    assert abs(getattr(rep["hotswap"], growth)) < 0.1 * size
+    assert abs(getattr(rep["load_delete"], growth)) < 0.1 * size
     assert len(rep["hotswap"].rss_after_bytes) == 5

@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -182,6 +185,30 @@ def test_testpaths_run_collects_no_scenario(pytester, scenario_dir):
     assert bare.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     named = pytester.runpytest("scen", "--collect-only", "-q")  # the control: same files, named
     assert len(_collected(named)) == 7
+
+
+def test_pytest_tests_leaves_the_planted_fixture_scenarios_out_and_naming_one_collects_it():
+    """`pytest tests` names the folder, so without tests/fixtures/conftest.py the plugin would collect the
+    planted failures as cases of our own suite (found on a GPU host, where the suite was run that way)."""
+    fixtures = Path(__file__).parent / "fixtures"
+    planted = sorted(p.name for p in (fixtures / "scenarios").glob("*.toml"))
+    assert len(planted) >= 4
+
+    def collect(*args: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+            cwd=fixtures.parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return [line for line in done.stdout.splitlines() if ".toml::" in line]
+
+    assert collect("tests/fixtures") == []
+    # The control: the same file, named, is collected (the ignore only stops the folder's recursion).
+    assert collect("tests/fixtures/scenarios/timeout.toml") == [
+        "tests/fixtures/scenarios/timeout.toml::timeout[fp32-none]"
+    ]
 
 
 def test_plugin_can_be_disabled(pytester, scenario_dir):
