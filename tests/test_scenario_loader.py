@@ -22,7 +22,11 @@ def test_example_scenarios_load_and_expand_beside_the_shipped_ones():
     from bench.cases import expand
 
     examples = sorted((SCENARIOS.parent / "examples").rglob("*.toml"))
-    assert {p.name for p in examples} >= {"serving_135m.toml", "serving_llama8b.toml"}
+    assert {p.name for p in examples} >= {
+        "serving_135m.toml",
+        "serving_llama8b.toml",
+        "inductor_hotswap.toml",
+    }
     scenarios = load_scenarios([SCENARIOS, *examples])
     by_name = {s.name: s for s in scenarios}
     assert {"serving", "serving-small", "serving-gpu-llama8b"} <= set(by_name)
