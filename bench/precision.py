@@ -132,9 +132,10 @@ def load_kwargs(precision: str, device: str, quant: QuantOptions | None = None) 
 
 def device_map(device: str, cuda_devices: int) -> str | dict[str, str]:
     """device_map="auto" as the guide shows, where it puts everything on `device`: the only device there is
-    (a CPU host, or a host with one GPU and device cuda). Elsewhere "auto" would go where the case did not ask:
-    `--device cpu` on a GPU host put the quantized model on cuda:0 beside CPU inputs (found on an H200), and
-    several GPUs would shard it; there the whole model goes to the one device named."""
+    (a CPU host, or a host with one GPU and device cuda). Elsewhere "auto" would go where the case did not ask,
+    and the whole model goes to the one device named: several GPUs would shard it, and a CPU load in a
+    process that sees a GPU lands on cuda:0 beside CPU inputs (the tests' oracles on an H200; a repro script
+    with DEVICE 'cpu'. A `--device cpu` worker hides the GPUs itself, bench.worker.__main__)."""
     return "auto" if cuda_devices == (0 if device == "cpu" else 1) else {"": device}
 
 

@@ -211,20 +211,13 @@ def test_quantized_footprint_counts_quant_state(cache_root):
 
 
 def _nf4_model(cache_root):
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from bench.sources.models import resolve_model
 
     base = resolve_model("builtin:tiny-llama", cache_root).location
-    qc = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-    )
-    return AutoModelForCausalLM.from_pretrained(
-        base,
-        quantization_config=qc,
-        device_map=device_map("cpu", torch.cuda.device_count()),  # a CPU fact, on a GPU host too
-        dtype=torch.bfloat16,
-    )
+    # As the harness loads nf4 (compute dtype bf16), on the CPU: a CPU fact, on a GPU host too.
+    return AutoModelForCausalLM.from_pretrained(base, **load_kwargs("nf4", "cpu"))
 
 
 def _recompiles_after_state_dict(cache_root, eager_forward_between: bool) -> int:

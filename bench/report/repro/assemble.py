@@ -4,12 +4,14 @@ and adapter builders, the helpers, and the harness's own functions the steps car
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.cases import Case
+from bench.precision import device_map
 from bench.records import CaseResult, Results
 from bench.report.repro.templates import HELPERS
 from bench.report.repro.writer import Writer, doc_line, ident
@@ -121,9 +123,12 @@ def _load_kwargs(case: Case) -> list[str]:
     return [
         "from transformers import BitsAndBytesConfig",
         "",
-        "# device_map='auto' as the guide shows, where it puts everything on DEVICE (the only device there is)",
-        "DEVICE_MAP = 'auto' if torch.cuda.device_count() == (0 if DEVICE == 'cpu' else 1) else {'': DEVICE}",
-        f"LOAD_KWARGS = {{'quantization_config': {qc}, 'device_map': DEVICE_MAP, 'dtype': {compute}}}",
+        "",
+        *inspect.getsource(device_map).splitlines(),  # the worker's own rule, carried verbatim
+        "",
+        "",
+        f"LOAD_KWARGS = {{'quantization_config': {qc}, "
+        f"'device_map': device_map(DEVICE, torch.cuda.device_count()), 'dtype': {compute}}}",
     ]
 
 
