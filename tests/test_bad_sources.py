@@ -325,3 +325,29 @@ def test_op_error_is_a_fail_and_halts_the_case(tmp_path, cache_root):
         + result.steps[1].error.split(":")[0]
         + "; the model state is unknown",
     )
+
+
+def test_a_case_that_raises_says_which_device_it_ran_on(tmp_path, write_scenario, cache_root, monkeypatch):
+    """A fake torch.cuda that claims a GPU on this CPU-only build: the case picks cuda and raises while
+    loading there. Its `error` result says cuda (the repro script reads it), where it used to say the
+    default, cpu."""
+    import torch
+
+    path = write_scenario(
+        textwrap.dedent("""
+        [scenario]
+        name = "raises-on-cuda"
+        model = "builtin:tiny-llama"
+        [[steps]]
+        op = "forward"
+    """)
+    )
+    (case,) = expand(load_scenario(path))
+    spec = case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    result = run_spec(spec)
+    assert result.verdict == "error" and "cuda" in result.reason.lower(), result.reason
+    assert result.device == "cuda"
+    monkeypatch.undo()  # control: the same case where CUDA is not claimed runs, on the CPU
+    result = run_spec(spec)
+    assert result.verdict == "pass" and result.device == "cpu", result.reason

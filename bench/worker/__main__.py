@@ -74,16 +74,21 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
         print(f"{PHASE_MARKER} {step.label}", flush=True)
         inject.fire(faults, spec["scenario"], str(step.index))
 
+    # Picked once, here, so that a case that raises says where it ran too (it said "cpu" on a GPU: found in
+    # the H200's results, whose repro scripts then set DEVICE = 'cpu'); unknown only if torch cannot import.
+    device: str | None = None
     try:
         from bench.cases import Case
-        from bench.worker.execute import run_case
+        from bench.worker.execute import pick_device, run_case
 
         # The parent hands over the expanded case itself: the scenario file is never read again, so editing
         # it during a run changes nothing in the run.
         case = Case.from_dict(spec["case"])
+        device = pick_device()
         return run_case(
             case,
             Path(spec["cache_root"]),
+            device=device,
             process_start=process_start,
             trust_remote_code=bool(spec.get("trust_remote_code", False)),
             allow_pickle=bool(spec.get("allow_pickle", False)),
@@ -102,6 +107,7 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
             verdict="error",
             reason=f"{current[0]}: {what}" if current else what,
             worker=WorkerInfo(traceback_tail=tuple(tb[-12:])),
+            **({"device": device} if device else {}),
         )
 
 
