@@ -212,7 +212,7 @@ def compat(session: nox.Session, transformers: str, peft: str) -> None:
     folder.mkdir(parents=True)
     constraints = folder / "constraints.txt"
     constraints.write_text(_compat_constraints(transformers, peft))
-    render = ("python", "-m", "bench.commands.compat", COMPAT_DIR)
+    render = ("python", "-m", "bench.cli.commands.compat", COMPAT_DIR)
     try:
         with open(folder / "install.log", "w") as log:
             # A custom stdout keeps pip's words for the table (nox then logs nothing of it itself).

@@ -20,3 +20,8 @@ class BenchInputError(Exception):
 
 class ScenarioError(BenchInputError):
     """A scenario file that cannot be run as written."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as one bounded line: its class and message, whitespace collapsed."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"

@@ -54,9 +54,9 @@ def _run(n: int, cache: Path, tmp: Path) -> dict:
 def _compile_cold_vs_warm(cache: Path, tmp: Path) -> dict[str, dict[str, float]]:
     """The inductor forward-latency case with an empty per-case inductor cache (cold), then twice with the
     shared one (the first fills it, the second is warm)."""
-    from bench.cases import expand
-    from bench.run import RunOptions, run_one
+    from bench.runner.launch import RunOptions, run_one
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
 
     tmp.mkdir(parents=True)
     text = (REPO / "scenarios" / "forward_latency.toml").read_text()
@@ -78,9 +78,9 @@ def _compile_cold_vs_warm(cache: Path, tmp: Path) -> dict[str, dict[str, float]]
 def _fork_vs_spawn(cache: Path, tmp: Path, n: int) -> dict:
     """The isolated forward case (fp32, eager) n times with each worker start method, interleaved so that
     load on the machine hits both alike. Wall = the parent's view of one worker, start to exit."""
-    from bench.cases import expand
-    from bench.run import RunOptions, run_one
+    from bench.runner.launch import RunOptions, run_one
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
 
     (case,) = expand(load_scenario(next(_copies(1, tmp / "scen").glob("*.toml"))))
     walls: dict[str, list[float]] = {"fork": [], "spawn": []}
@@ -98,8 +98,8 @@ def _fork_vs_spawn(cache: Path, tmp: Path, n: int) -> dict:
 
 
 def workers_only(out: Path, n: int) -> int:
-    from bench.environment import collect
-    from bench.records import to_dict
+    from bench.results.environment import collect
+    from bench.spec.codec import to_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers_only:
         return workers_only(args.out, args.n)
-    from bench.environment import collect
-    from bench.records import to_dict
+    from bench.results.environment import collect
+    from bench.spec.codec import to_dict
 
     sizes = [int(x) for x in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

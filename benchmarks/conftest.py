@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.scenario.schema import AdapterSpec, Workload
+from bench.spec.schema import AdapterSpec, Workload
 
 MODEL = "builtin:tiny-llama"
 # Two adapters of one shape (same rank, alpha and targets): every path can swap between them, so each
@@ -58,11 +58,11 @@ class Sources:
 
 @pytest.fixture(scope="session")
 def sources() -> Sources:
-    from bench.sources.adapters import resolve_adapter
-    from bench.sources.cache import default_cache_root
-    from bench.sources.models import resolve_model
+    from bench.engine.footprint import adapter_file_bytes
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.engine.sources.cache import default_cache_root
+    from bench.engine.sources.models import resolve_model
     from bench.worker.execute import pick_device
-    from bench.worker.footprint import adapter_file_bytes
 
     cache = default_cache_root()
     model = resolve_model(MODEL, cache)
@@ -83,8 +83,8 @@ def rounds(request) -> int:
 @pytest.fixture
 def fresh_model(sources):
     """A freshly loaded base model per benchmark (benchmarks change adapter state); dynamo starts clean."""
-    from bench.probes.compile import configure_dynamo_for_counting
-    from bench.worker.model import load_model
+    from bench.engine.model import load_model
+    from bench.engine.probes.compile import configure_dynamo_for_counting
 
     configure_dynamo_for_counting()
     model = load_model(sources.model_location, "fp32", sources.device)
@@ -94,7 +94,7 @@ def fresh_model(sources):
 
 @pytest.fixture
 def inputs(sources, fresh_model):
-    from bench.worker.model import make_inputs, vocab_size_of
+    from bench.engine.model import make_inputs, vocab_size_of
 
     return make_inputs(WORKLOAD, vocab_size_of(fresh_model), sources.device)
 
@@ -119,8 +119,8 @@ def synced(fn: Callable[..., Any], device: str) -> Callable[..., Any]:
 def probed(benchmark, device: str, **extra: Any) -> Iterator[None]:
     """Counts dynamo's work and memory over all rounds and stores them in benchmark.extra_info, so that
     --benchmark-json files carry them beside the timings."""
-    from bench.probes.compile import count_compiles
-    from bench.probes.memory import measure_memory
+    from bench.engine.probes.compile import count_compiles
+    from bench.engine.probes.memory import measure_memory
 
     with measure_memory(device) as mem, count_compiles() as comp:
         yield

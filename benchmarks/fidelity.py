@@ -52,9 +52,9 @@ print(statistics.median(samples))
 
 
 def _suite_case(scenario_path: Path, backend: str, cache_root: Path, out_dir: Path, worker: str):
-    from bench.cases import expand
-    from bench.run import RunOptions, run_one
+    from bench.runner.launch import RunOptions, run_one
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
 
     (case,) = [c for c in expand(load_scenario(scenario_path)) if c.compile.label == backend]
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -68,7 +68,7 @@ def _suite_case(scenario_path: Path, backend: str, cache_root: Path, out_dir: Pa
 
 
 def _pinned_forward(case, cache_root: Path, out_dir: Path, cpus: tuple[int, ...]) -> float:
-    from bench.run import RunOptions, run_one
+    from bench.runner.launch import RunOptions, run_one
 
     result = run_one(case, RunOptions(out_dir=out_dir, cache_root=cache_root, worker="fork", cpus=cpus))
     if result.verdict != "pass" or result.worker.cpus != cpus:
@@ -81,16 +81,16 @@ def _jobs_rounds(scenario_path: Path, backend: str, cache_root: Path, tmp: Path,
     two copies at once, one per core (each pinned, one torch thread), as run_parallel runs them."""
     import threading
 
-    from bench.cases import expand
-    from bench.jobs import core_groups, usable_cpus
+    from bench.runner.jobs import core_groups, usable_cpus
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
 
     cpus = usable_cpus()
     if len(cpus) < 2:
         return None
     groups = core_groups(2, cpus)
     (case,) = [c for c in expand(load_scenario(scenario_path)) if c.compile.label == backend]
-    from bench.launch import shared_zygotes_for
+    from bench.runner.launch import shared_zygotes_for
 
     # Each job's preloaded worker started from this thread (a zygote started from a job thread would die
     # with it: PR_SET_PDEATHSIG), as run_parallel does.
@@ -133,12 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, help="model/adapter cache (default $PEFT_BENCH_CACHE)")
     args = p.parse_args(argv)
 
-    from bench.environment import collect
-    from bench.records import to_dict
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.engine.sources.cache import default_cache_root
+    from bench.engine.sources.models import resolve_model
+    from bench.results.environment import collect
     from bench.scenario import load_scenario
-    from bench.sources.adapters import resolve_adapter
-    from bench.sources.cache import default_cache_root
-    from bench.sources.models import resolve_model
+    from bench.spec.codec import to_dict
 
     cache_root = args.cache or default_cache_root()
     scenario_path = REPO / "scenarios" / "forward_latency.toml"

@@ -50,7 +50,7 @@ for m in ("transformers", "peft", "accelerate", "bitsandbytes", "triton", "pynvm
 EOF
   nproc; free -g
 } >>"$out/env.txt" 2>&1
-$py -c "import bench.cli, bench.worker.execute, transformers, peft" >>"$out/env.txt" 2>&1 ||
+$py -c "import bench.cli.main, bench.worker.execute, transformers, peft" >>"$out/env.txt" 2>&1 ||
   { stamp "the suite does not import here (env.txt)"; exit 1; }
 stamp "environment read"
 

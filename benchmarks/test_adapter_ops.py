@@ -18,10 +18,10 @@ HOTSWAP_PATHS = ("transformers", "peft")
 
 
 def _swap_fn(model, path: str, device: str):
-    """The hotswap call of each path, as bench.worker.subject makes it."""
+    """The hotswap call of each path, as bench.engine.subject makes it."""
     if path == "transformers":
         return lambda location: model.load_adapter(location, adapter_name="default", hotswap=True)
-    from bench.ops.hotswap import peft_hotswap
+    from bench.engine.hotswap import peft_hotswap
 
     return lambda location: peft_hotswap(model, location, "default", device)
 
@@ -74,7 +74,7 @@ def test_compiled_forward_after_swap(benchmark, sources, fresh_model, inputs, ro
     first forward after it. A swap that invalidated the graph shows as recompiles in extra_info and as time."""
     import torch
 
-    from bench.probes.clock import Clock
+    from bench.engine.probes.clock import Clock
 
     model = fresh_model
     if path == "transformers":

@@ -37,14 +37,14 @@ def write_scenario(tmp_path):
 
 @pytest.fixture
 def cli(capsys, monkeypatch):
-    """`peft-bench ARGS` in this process (bench.cli.main), for tests about what a command does rather than
+    """`peft-bench ARGS` in this process (bench.cli.main.main), for tests about what a command does rather than
     about its process: its cases fork from this test process's preloaded worker, started once per test
     process instead of once per command (an import of torch, transformers and peft: ~6 s). The exit code
     and the two streams come back as a CompletedProcess. tests/test_cli.py, the signal and hostile-run
     tests keep real processes."""
 
     def run(*args, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-        from bench.cli import main
+        from bench.cli.main import main
 
         argv = [str(a) for a in args]
         for name, value in (env or {}).items():

@@ -1,5 +1,5 @@
 """A worker entry for tests/test_report.py: runs a reproduction script the way `python SCRIPT` does, in a
-process forked from the preloaded worker (bench.zygote), so that torch, transformers and peft are imported
+process forked from the preloaded worker (bench.runner.zygote), so that torch, transformers and peft are imported
 once per test process instead of once per script. peft-bench itself is made unimportable first, as in the
 fresh-interpreter runs: every bench module the preloaded worker holds is blocked (None in sys.modules makes
 any later `import bench...` or `from bench... import` raise), so a script that leaned on the suite would

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import expand
-from bench.run import RunOptions, case_spec
+from bench.engine.sources.adapters import resolve_adapter
+from bench.engine.sources.models import resolve_model
+from bench.runner.launch import RunOptions, case_spec
 from bench.scenario import load_scenario
-from bench.scenario.schema import AdapterSpec
-from bench.sources.adapters import resolve_adapter
-from bench.sources.models import resolve_model
+from bench.spec.cases import expand
+from bench.spec.schema import AdapterSpec
 from bench.worker.__main__ import run_spec
 
 

@@ -138,7 +138,7 @@ def test_refs_must_be_ordered_and_exist(repo):
 
 
 def test_a_probe_imports_a_module_the_cases_do_not_before_running(repo, tmp_path):
-    """adapterlib is not something every case imports (bench.zygote.PRELOAD), so the probe imports it from
+    """adapterlib is not something every case imports (bench.runner.zygote.PRELOAD), so the probe imports it from
     its folder first: the commit with the syntax error is `import failed`, and no run is started (one would
     say `run failed`: the scenario file does not exist)."""
     from bench.bisect import criteria

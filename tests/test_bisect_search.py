@@ -9,7 +9,7 @@ import pytest
 from bench.bisect import criteria, versions
 from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
 from bench.errors import BenchInputError
-from bench.results import load
+from bench.results.store import load
 
 COMPAT = Path(__file__).resolve().parent.parent / "reports" / "compat"
 ALPHA_TRANSFORMERS = "hotswap-alpha[fp32-aot_eager-transformers]"
@@ -169,7 +169,7 @@ def test_bad_criterion_text_is_input_error(text):
     ],
 )
 def test_cli_bad_input_is_exit_2_with_a_message(args, message, capsys, monkeypatch):
-    from bench.cli import main
+    from bench.cli.main import main
 
     monkeypatch.chdir(COMPAT.parent.parent)
     base = ["bisect", "--package", "transformers", "--good", "5.20.0", "--bad", "5.24.0"]

@@ -9,16 +9,16 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.scenario.schema import AdapterSpec
-from bench.sources.adapters import resolve_adapter
-from bench.sources.cache import cache_key
-from bench.sources.models import resolve_model
+from bench.engine.sources.adapters import resolve_adapter
+from bench.engine.sources.cache import cache_key
+from bench.engine.sources.models import resolve_model
+from bench.spec.schema import AdapterSpec
 from tests.conftest import REPO
 
 FILL = """
 import sys
 from pathlib import Path
-from bench.sources.models import resolve_model
+from bench.engine.sources.models import resolve_model
 r = resolve_model("builtin:tiny-gpt2", Path(sys.argv[1]))
 print(r.location, r.built_now)
 """
@@ -83,7 +83,7 @@ def test_altered_tensor_data_is_rebuilt(tmp_path_factory, offset, xor):
     Control: without the hash check the altered entry was returned as is (`built_now` False; seen failing)."""
     from safetensors.torch import load_file
 
-    from bench.sources.cache import cached_folder
+    from bench.engine.sources.cache import cached_folder
 
     root = tmp_path_factory.mktemp("cache")
     folder, built = cached_folder(root, "models", "m", {"v": 1}, _small_build)
@@ -97,7 +97,7 @@ def test_altered_tensor_data_is_rebuilt(tmp_path_factory, offset, xor):
 
 
 def test_entries_without_a_hash_are_rebuilt_not_trusted(tmp_path):
-    from bench.sources.cache import CONTENT_FILE, cached_folder
+    from bench.engine.sources.cache import CONTENT_FILE, cached_folder
 
     folder, _ = cached_folder(tmp_path, "models", "m", {"v": 1}, _small_build)
     (folder / CONTENT_FILE).unlink()  # an entry written before this change
@@ -111,8 +111,8 @@ def test_a_case_does_not_pass_on_altered_cached_weights(tmp_path):
     """A real case (built-in model and a generated adapter) after the cached adapter's lora_B data was
     altered: the entry is rebuilt, and the case runs on the weights its seed gives (same outputs as a case
     on a fresh cache), never on the altered ones that subject and reference would both load."""
-    from bench.cases import expand
-    from bench.sources.cache import content_hashes
+    from bench.engine.sources.cache import content_hashes
+    from bench.spec.cases import expand
     from bench.worker.execute import run_case
 
     scenario = tmp_path / "alter.toml"

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from bench.cases import Case, expand_all
-from bench.judge.stats import slope
-from bench.results import load
-from bench.run import RunOptions, resume_selection, run_cases
+from bench.results.stats import slope
+from bench.results.store import load
+from bench.runner.launch import RunOptions
+from bench.runner.run import resume_selection, run_cases
 from bench.scenario import load_scenarios
+from bench.spec.cases import Case, expand_all
 from tests.conftest import REPO
 
 SCENARIO = """

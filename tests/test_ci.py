@@ -1,4 +1,4 @@
-"""CI surfaces (bench.ci and the CLI): JUnit XML, the GitHub step summary from `run` and `report`, `--tag`,
+"""CI surfaces (bench.cli.ci and the CLI): JUnit XML, the GitHub step summary from `run` and `report`, `--tag`,
 `--device` into the case spec, `--shard auto` from a GitHub Actions matrix or a Slurm job array."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench.ci import junit_xml, select_tags, shard_from_env
-from bench.cli import main
+from bench.cli.ci import junit_xml, select_tags, shard_from_env
+from bench.cli.main import main
 from bench.errors import BenchInputError
-from bench.results import load
+from bench.results.store import load
 from tests.conftest import REPO
 
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
@@ -102,9 +102,9 @@ def test_report_appends_to_the_step_summary(tmp_path, monkeypatch, capsys):
 
 
 def test_device_goes_into_the_case_spec(tmp_path, cache_root):
-    from bench.cases import expand_all
-    from bench.run import RunOptions, case_spec
+    from bench.runner.launch import RunOptions, case_spec
     from bench.scenario import load_scenarios
+    from bench.spec.cases import expand_all
 
     (case,) = expand_all(load_scenarios([_scen(tmp_path, "d", [])]))
     assert (

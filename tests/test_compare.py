@@ -9,10 +9,11 @@ from dataclasses import replace
 import pytest
 
 from bench.errors import BenchInputError
-from bench.judge.compare import compare, judge_number, judge_samples, judge_verdict, timing_basis
-from bench.judge.stats import mann_whitney_u
+from bench.judge.compare import compare, timing_basis
+from bench.judge.findings import judge_number, judge_samples, judge_verdict
 from bench.judge.thresholds import DEFAULT_POLICY, load_policy, with_flags
-from bench.results import load
+from bench.results.stats import mann_whitney_u
+from bench.results.store import load
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from bench.compat import compat_markdown, load_combinations
+from bench.cli.compat_table import compat_markdown, load_combinations
 from bench.errors import BenchInputError
-from bench.records import CaseResult, Environment, Results
-from bench.results import save
+from bench.results.records import CaseResult, Environment, Results
+from bench.results.store import save
 from tests.conftest import REPO
 
 ENV = Environment(
@@ -138,7 +138,7 @@ def test_renders_without_the_libraries_installed(compat_root):
     with the repo on sys.path and no torch, transformers or peft importable."""
     code = (
         "import sys, runpy; sys.modules.update({m: None for m in ('torch', 'transformers', 'peft', 'pandas')}); "
-        f"sys.argv = ['compat', {str(compat_root)!r}]; runpy.run_module('bench.commands.compat', run_name='__main__')"
+        f"sys.argv = ['compat', {str(compat_root)!r}]; runpy.run_module('bench.cli.commands.compat', run_name='__main__')"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

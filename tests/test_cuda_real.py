@@ -15,9 +15,9 @@ from importlib.util import find_spec
 import pytest
 import torch
 
-from bench import rng
-from bench.probes.clock import Clock
-from bench.probes.memory import measure_memory, nvml_readings
+from bench.engine import rng
+from bench.engine.probes.clock import Clock
+from bench.engine.probes.memory import measure_memory, nvml_readings
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU by benchmarks/gpu_check.sh)"
@@ -94,14 +94,14 @@ PRECISIONS = ["fp32", "bf16", "nf4"] if find_spec("bitsandbytes") else ["fp32", 
 
 
 def test_nvml_gives_the_compute_capability_torch_gives():
-    from bench.zygote import _nvml_capability
+    from bench.runner.zygote import _nvml_capability
 
     for index in range(torch.cuda.device_count()):
         assert _nvml_capability(torch.cuda.device(index)) == torch.cuda.get_device_capability(index)
 
 
 def test_the_zygote_preloads_everything_and_holds_no_cuda_context():
-    from bench.launch import shared_zygote
+    from bench.runner.launch import shared_zygote
 
     zygote = shared_zygote(None)  # WorkerGone here carries the stack that initialised CUDA
     assert zygote.cuda_initialized is False
@@ -111,9 +111,9 @@ def test_the_zygote_preloads_everything_and_holds_no_cuda_context():
 def test_a_forked_case_runs_on_the_gpu_with_every_cuda_figure(tmp_path, cache_root, write_scenario):
     """The preloaded worker never touches CUDA, so a case forked from it can: it runs on the GPU, passes,
     and each measured step has the allocator's figures (none marked unavailable)."""
-    from bench.cases import expand
-    from bench.launch import RunOptions, run_one
+    from bench.runner.launch import RunOptions, run_one
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
 
     path = write_scenario(
         f"""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-from bench.cases import expand
-from bench.launch import RunOptions, run_one
-from bench.records import CaseResult
+from bench.results.records import CaseResult
+from bench.runner.launch import RunOptions, run_one
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import expand_all
-from bench.exits import describe_exit, innermost_frame, where_it_was
-from bench.records import to_dict
-from bench.results import load
-from bench.run import RunOptions, run_cases
+from bench.results.exits import describe_exit, innermost_frame, where_it_was
+from bench.results.store import load
+from bench.runner.launch import RunOptions
+from bench.runner.run import run_cases
 from bench.scenario import load_scenarios
+from bench.spec.cases import expand_all
+from bench.spec.codec import to_dict
 from bench.worker import inject
 
 MEMORY_LIMIT_MB = 2500  # torch, transformers and peft import in ~1.1 GiB of address space; a tiny case fits

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.scenario.loader import parse_scenario
-from bench.scenario.schema import Scenario
+from bench.spec.cases import expand
+from bench.spec.schema import Scenario
 from tests.conftest import MINIMAL, SCENARIOS
 
 SEEDS = sorted(SCENARIOS.glob("*.toml"))

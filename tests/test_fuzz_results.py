@@ -2,7 +2,7 @@
 
 Seeds are real results files (tests/fixtures/results). Each example mutates one (delete, replace by any JSON
 value incl. NaN, infinity, 10^30, booleans, "banana", "../x", wrap in a list, empty, unknown key, duplicate,
-reverse) and hands it to `bench.cli.main`. The property: exit 0 or 1 with a report, or exit 2 with one
+reverse) and hands it to `bench.cli.main.main`. The property: exit 0 or 1 with a report, or exit 2 with one
 `peft-bench: error:` line that names the file; never another exception (the test fails on it), and never a
 gate pass (exit 0) on a file that breaks a rule checked here independently of the loader (verdict
 vocabulary, schema version, unique case ids, finite numbers, safe case ids).
@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bench import RESULTS_SCHEMA_VERSION
-from bench.cli import main
-from bench.records import VERDICTS
+from bench.cli.main import main
+from bench.results.records import VERDICTS
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"

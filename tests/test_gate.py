@@ -13,12 +13,14 @@ from dataclasses import replace
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.judge.compare import compare
 from bench.judge.gate import decide, update_command
 from bench.judge.thresholds import load_policy
-from bench.records import Results, TimingStats, to_dict
-from bench.results import load
+from bench.results.measures import TimingStats
+from bench.results.records import Results
+from bench.results.store import load
+from bench.spec.codec import to_dict
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"
@@ -197,7 +199,7 @@ def _with_compiled_reload(results: Results) -> Results:
 
 def test_switch_over_reload_needs_a_reload_into_the_compiled_model(noise_a):
     """The fixture's only plain load ran before the compile (eager): no ratio against it."""
-    from bench.judge.compare import reload_step, switch_over_reload
+    from bench.judge.figures import reload_step, switch_over_reload
 
     case = next(c for c in noise_a.cases if c.case_id == SWAP_CASE)
     swap = next(s for s in case.steps if s.index == 5)

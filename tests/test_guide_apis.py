@@ -3,8 +3,8 @@ adapters, and memory over repeated loads."""
 
 from __future__ import annotations
 
-from bench.cases import expand
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 

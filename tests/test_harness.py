@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import expand
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 

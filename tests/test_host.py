@@ -1,4 +1,4 @@
-"""Host-scoped known failures (bench.host): a marker whose host facts do not all hold on this machine is
+"""Host-scoped known failures (bench.spec.host): a marker whose host facts do not all hold on this machine is
 dropped before any step is decided, so the same scenario gives a true verdict on every CPU.
 
 The facts are real probes (bitsandbytes' own check); the end-to-end tests add a fake fact to the registry to
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import host
-from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
+from bench.spec import host
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 

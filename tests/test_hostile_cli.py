@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.cli import main
-from bench.environment import collect
-from bench.records import CaseResult, Results, to_dict
+from bench.cli.main import main
+from bench.results.environment import collect
+from bench.results.records import CaseResult, Results
+from bench.spec.codec import to_dict
 from tests.conftest import MINIMAL, REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "results"
@@ -69,8 +70,8 @@ def test_control_a_nan_threshold_would_pass_a_10x_slowdown(capsys):
     from bench.judge.compare import compare
     from bench.judge.gate import decide
     from bench.judge.thresholds import DEFAULT_POLICY, LATENCY_METRICS
-    from bench.records import TimingStats
-    from bench.results import load
+    from bench.results.measures import TimingStats
+    from bench.results.store import load
 
     base = load(NOISE_A)
 
@@ -96,13 +97,13 @@ def _out_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     locked = tmp_path / "locked"
-    (locked / ".peft-bench.lock").mkdir(parents=True)
+    (locked / ".peft-bench.runner.lock").mkdir(parents=True)
     return {
         "a file": (str(a_file), "not a folder"),
         "under a file": (str(a_file / "sub"), "it is a file"),
         "a folder no one can write (/proc/self)": ("/proc/self", "cannot write there"),
         "a missing folder under one": ("/proc/self/peft-bench-out", "cannot write there"),
-        "lock file a folder": (str(locked), "lock file .peft-bench.lock is not a file"),
+        "lock file a folder": (str(locked), "lock file .peft-bench.runner.lock is not a file"),
         "empty": ("", "empty path"),
         "blank": ("  ", "empty path"),
     }
@@ -193,10 +194,10 @@ def test_selection_above_max_cases_refused(n_compile, n_precision, slack, tmp_pa
 
 
 def test_max_cases_counts_without_expanding(tmp_path, capsys, monkeypatch):
-    import bench.cases
+    import bench.spec.cases
 
     scenario = _matrix_scenario(tmp_path, 3, 3)
-    monkeypatch.setattr(bench.cases, "expand", lambda s: pytest.fail("expanded before the size check"))
+    monkeypatch.setattr(bench.spec.cases, "expand", lambda s: pytest.fail("expanded before the size check"))
     assert main(["list", str(scenario), "--max-cases", "8"]) == 2
     line = _error(capsys)
     assert "expands to 9 cases, more than --max-cases 8" in line and "minimal" in line

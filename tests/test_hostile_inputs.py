@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.errors import BenchInputError, ScenarioError
-from bench.finite import child
+from bench.results.finite import child
 from bench.scenario import load_scenario
-from bench.scenario.schema import _COMPARATORS, COUNT_BOUND, Comparison
+from bench.spec.schema import _COMPARATORS, COUNT_BOUND, CountBound
 from tests.conftest import MINIMAL, REPO
 from tests.test_fuzz_results import _paths
 
@@ -26,7 +26,7 @@ from tests.test_fuzz_results import _paths
 # Impossible and always-true count expectations
 
 
-def _brute_force(cmp: Comparison) -> str | None:
+def _brute_force(cmp: CountBound) -> str | None:
     held = [cmp.holds(n) for n in range(COUNT_BOUND + 1)]
     if not any(held):
         return "never"
@@ -40,7 +40,7 @@ def _brute_force(cmp: Comparison) -> str | None:
 def test_satisfiable_agrees_with_trying_every_count(op, value):
     """300 generated comparisons; the answer is checked against every count in [0, COUNT_BOUND].
     Control: probing only {0, value} calls `> 0` impossible and `<= 998` always true (seen failing)."""
-    cmp = Comparison(op, value)
+    cmp = CountBound(op, value)
     why = cmp.satisfiable()
     want = _brute_force(cmp)
     assert (why is None) == (want is None), (cmp, why)
@@ -67,8 +67,8 @@ def test_satisfiable_agrees_with_trying_every_count(op, value):
     ],
 )
 def test_directed_comparisons(text, verdict):
-    assert _brute_force(Comparison.parse(text)) == verdict
-    assert (Comparison.parse(text).satisfiable() is None) == (verdict is None)
+    assert _brute_force(CountBound.parse(text)) == verdict
+    assert (CountBound.parse(text).satisfiable() is None) == (verdict is None)
 
 
 @pytest.mark.parametrize("key", ["recompiles", "graph_breaks"])
@@ -144,8 +144,8 @@ def _strict_loads(text: str):
 
 @pytest.fixture(scope="module")
 def fixture_results_dict():
-    from bench.records import to_dict
-    from bench.results import load
+    from bench.results.store import load
+    from bench.spec.codec import to_dict
 
     return to_dict(load(REPO / "tests" / "fixtures" / "results" / "failing"))
 
@@ -155,9 +155,9 @@ def fixture_results_dict():
 def test_non_finite_values_become_null_with_a_note_and_round_trip(fixture_results_dict, tmp_path, data):
     """60 results files, each with 1-5 float fields (of the fixture's real run) set to NaN, inf or -inf.
     Control: with allow_nan=True and no replacement (the old atomic.write_json) the strict parse fails."""
-    from bench.atomic import write_json
-    from bench.records import to_dict
-    from bench.results import load, save
+    from bench.results.atomic import write_json
+    from bench.results.store import load, save
+    from bench.spec.codec import to_dict
 
     doc = copy.deepcopy(fixture_results_dict)
     paths = list(_float_paths(doc))
@@ -194,16 +194,16 @@ def test_non_finite_values_become_null_with_a_note_and_round_trip(fixture_result
     assert to_dict(load(again)) == to_dict(loaded)
 
 
-# Fields a record allows to be null (bench/records.py): a noted NaN there is read back as null.
+# Fields a record allows to be null (bench/results/records.py): a noted NaN there is read back as null.
 NULLABLE_FLOATS = ("max_abs_diff", "max_rel_diff", "op_time_ms", "first_call_ms", "copy_floor_ms", "wall_s")
 
 
 def test_commands_read_noted_nulls_where_a_field_may_be_null(fixture_results_dict, tmp_path, capsys):
     """Every nullable float of the fixture run (78 values) NaN or infinite: written, read back, saved again
     byte for byte, and report, gate (either side) and compare run on it (exit 0 or 1, no traceback)."""
-    from bench.atomic import write_json
-    from bench.cli import main
-    from bench.results import load, save
+    from bench.cli.main import main
+    from bench.results.atomic import write_json
+    from bench.results.store import load, save
 
     doc = copy.deepcopy(fixture_results_dict)
     planted = [p for p in _float_paths(doc) if p[-1] in NULLABLE_FLOATS]
@@ -228,8 +228,8 @@ def test_commands_read_noted_nulls_where_a_field_may_be_null(fixture_results_dic
 def test_a_null_where_a_number_is_required_is_refused(fixture_results_dict, tmp_path):
     """A timing median that was infinite: refused, saying it was inf. Controls: the same null without its
     note is refused as a plain null, and a note that is not nan / inf / -inf is refused by name."""
-    from bench.atomic import write_json
-    from bench.results import load
+    from bench.results.atomic import write_json
+    from bench.results.store import load
 
     doc = copy.deepcopy(fixture_results_dict)
     path = next(p for p in _float_paths(doc) if p[-1] == "median_ms")
@@ -304,7 +304,7 @@ def _compile_all(results, out):
 
 @pytest.fixture(scope="module")
 def failing_results():
-    from bench.results import load
+    from bench.results.store import load
 
     return load(REPO / "tests" / "fixtures" / "results" / "failing")
 

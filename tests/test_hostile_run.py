@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.cli.options import MAX_TIMEOUT_S, MIB, memory_limit_bytes, timeout_seconds
 from bench.errors import BenchInputError
-from bench.options import MAX_TIMEOUT_S, MIB, memory_limit_bytes, timeout_seconds
 from bench.worker import inject
 from tests.conftest import REPO
 from tests.test_interrupt_resume import _scenario, _wait_for_hang
@@ -61,7 +61,7 @@ def test_timeout_rule(t):
 def test_bad_option_is_exit_2_before_anything(tmp_path, capsys, option):
     """Control: before this check, --memory-limit-mb 10**15 reached setrlimit in each worker and every case
     was an `error`; --timeout inf overflowed select() inside the first case."""
-    from bench.cli import main
+    from bench.cli.main import main
 
     out = tmp_path / "out"
     rc = main(["run", *option, "--out", str(out), str(REPO / "scenarios")])
@@ -74,7 +74,7 @@ def test_bad_option_is_exit_2_before_anything(tmp_path, capsys, option):
 
 _TWO_SIGNALS = textwrap.dedent("""
     import os, signal, sys, time
-    from bench.interrupts import Interrupted, interrupts_deferred, interrupts_raise
+    from bench.runner.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 
     def cases():
         with interrupts_raise():
@@ -128,7 +128,7 @@ def test_hangup_or_term_then_a_second_sigterm_keep_results(tmp_path, cache_root,
     Control: with the run.py before SIGHUP was handled, the three SIGHUP runs die by SIGHUP with no
     results.json (seen). The SIGTERM-twice runs passed there too (the gap before the final write is short);
     the gap itself is shown by test_second_signal_after_the_first_is_noted_not_fatal."""
-    from bench.results import load
+    from bench.results.store import load
     from tests.test_hostile_inputs import _strict_loads
 
     scenario = tmp_path / "hup.toml"
@@ -175,8 +175,8 @@ def test_hangup_or_term_then_a_second_sigterm_keep_results(tmp_path, cache_root,
 
 
 def _cases(tmp_path, name="links"):
-    from bench.cases import expand
     from bench.scenario import load_scenario as load
+    from bench.spec.cases import expand
 
     path = tmp_path / f"{name}.toml"
     path.write_text(_scenario(name))
@@ -197,8 +197,9 @@ def test_symlink_at_a_case_file_is_refused_and_its_target_untouched(tmp_path, ca
     naming the link; no worker starts; the target keeps its bytes.
     Control: with the old open(log, "wb") the log's target was truncated; the old code gave none of the four
     an error (seen failing: rmtree(ignore_errors=True) silently left the linked cache folder in place)."""
-    from bench.results import load
-    from bench.run import RunOptions, run_cases
+    from bench.results.store import load
+    from bench.runner.launch import RunOptions
+    from bench.runner.run import run_cases
 
     target = tmp_path / "precious"
     if name.endswith("inductor-cache"):
@@ -220,10 +221,13 @@ def test_symlink_at_a_case_file_is_refused_and_its_target_untouched(tmp_path, ca
     assert load(out).cases[0].reason == case.reason
 
 
-@pytest.mark.parametrize("name", [".peft-bench.lock", "results.json", "summary.md", "results.csv", "cases"])
+@pytest.mark.parametrize(
+    "name", [".peft-bench.runner.lock", "results.json", "summary.md", "results.csv", "cases"]
+)
 def test_symlink_at_a_run_file_or_the_cases_folder_is_refused(tmp_path, cache_root, name):
     """5 run-level paths: the lock (O_NOFOLLOW), the three results files and the cases folder."""
-    from bench.run import RunOptions, run_cases
+    from bench.runner.launch import RunOptions
+    from bench.runner.run import run_cases
 
     target = tmp_path / "elsewhere"
     if name == "cases":
@@ -251,8 +255,9 @@ def test_rm_rf_out_mid_run_stops_the_first_run_and_refuses_a_second(tmp_path, ca
     import shutil
     import threading
 
-    from bench.lock import OutputFolderLost, folder_lock
-    from bench.run import RunOptions, run_cases
+    from bench.runner.launch import RunOptions
+    from bench.runner.lock import OutputFolderLost, folder_lock
+    from bench.runner.run import run_cases
 
     monkeypatch.setenv(inject.ENV_VAR, "links:hang@start")
     out = tmp_path / "out"
@@ -287,7 +292,7 @@ def test_rm_rf_out_mid_run_stops_the_first_run_and_refuses_a_second(tmp_path, ca
 def test_run_into_a_finished_runs_folder_needs_overwrite(tmp_path, cache_root, capsys, monkeypatch):
     """Refused without --overwrite (results.json byte-for-byte kept); runs with it.
     Control: before this check the second run replaced results.json silently."""
-    from bench.cli import main
+    from bench.cli.main import main
 
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
     scenario = tmp_path / "finished.toml"

@@ -24,9 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.records import to_dict
-from bench.results import RESULTS_FILE, load
-from bench.run import RunOptions, run_cases
+from bench.results.store import RESULTS_FILE, load
+from bench.runner.launch import RunOptions
+from bench.runner.run import run_cases
+from bench.spec.codec import to_dict
 from bench.worker import inject
 from tests.conftest import REPO
 
@@ -177,8 +178,8 @@ def test_sigint_sigterm_sigkill_then_resume(tmp_path, cache_root, method):
 
 def test_in_process_interrupt_marks_running_and_pending_cases(tmp_path, cache_root, monkeypatch):
     """SIGTERM to the process calling run_cases: the running case and the ones after it get their reasons."""
-    from bench.cases import expand_all
     from bench.scenario import load_scenarios
+    from bench.spec.cases import expand_all
 
     paths = []
     for name in ("hangs", "later-1", "later-2"):
@@ -215,7 +216,7 @@ def test_in_process_interrupt_marks_running_and_pending_cases(tmp_path, cache_ro
 
 def test_second_run_into_the_same_folder_is_refused(tmp_path, cache_root):
     from bench.errors import BenchInputError
-    from bench.lock import folder_lock
+    from bench.runner.lock import folder_lock
 
     out = tmp_path / "out"
     with folder_lock(out):
@@ -226,7 +227,7 @@ def test_second_run_into_the_same_folder_is_refused(tmp_path, cache_root):
 
 
 def test_default_out_dirs_are_distinct(tmp_path):
-    from bench.run import default_out_dir
+    from bench.runner.run import default_out_dir
 
     folders = [default_out_dir(tmp_path) for _ in range(5)]  # same process, same second
     assert len(set(folders)) == 5 and all(f.is_dir() for f in folders)
@@ -238,7 +239,7 @@ def test_default_out_dirs_are_distinct(tmp_path):
 WRITER = """
 import sys
 from pathlib import Path
-from bench.results import load, save
+from bench.results.store import load, save
 
 mode, source, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 results = load(source)
@@ -257,9 +258,9 @@ while True:
 
 def _big_results(tmp_path: Path) -> Path:
     """A results file of a few MB (many cases), so that writing it takes a while."""
-    from bench.environment import collect
-    from bench.records import CaseResult, Results, WorkerInfo
-    from bench.results import save
+    from bench.results.environment import collect
+    from bench.results.records import CaseResult, Results, WorkerInfo
+    from bench.results.store import save
 
     cases = tuple(
         CaseResult(
@@ -322,9 +323,9 @@ def test_negative_control_in_place_writer_is_caught(tmp_path):
 
 
 def _results_with(tmp_path: Path, scenario_file: Path, case_id: str) -> Path:
-    from bench.environment import collect
-    from bench.records import CaseResult, Results
-    from bench.results import save
+    from bench.results.environment import collect
+    from bench.results.records import CaseResult, Results
+    from bench.results.store import save
 
     params = {"precision": "fp32", "compile": "none", "hotswap_path": "transformers"}
     case = CaseResult(case_id, "first", str(scenario_file), params, "not_run", "pending")
@@ -393,7 +394,7 @@ BAD_CLI = [
 
 @pytest.mark.parametrize("kind", BAD_CLI)
 def test_bad_command_line_input(tmp_path, capsys, kind):
-    from bench.cli import main
+    from bench.cli.main import main
 
     argv, fragment = _bad_resume(tmp_path, kind)
     if "--resume" not in argv:

@@ -8,10 +8,10 @@ import signal
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.errors import BenchInputError
-from bench.jobs import LiveWorkers, core_groups, parse_jobs, usable_cpus
-from bench.results import load
+from bench.results.store import load
+from bench.runner.jobs import LiveWorkers, core_groups, parse_jobs, usable_cpus
 from tests.test_interrupt_resume import _gone, _scenario, _start, _wait_for_hang
 
 CPUS = usable_cpus()

@@ -20,16 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.engine import lora_files, math_oracle
+from bench.engine.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
+from bench.engine.model import load_model, make_inputs
+from bench.engine.reference import ReferenceOracle, compare_logits
+from bench.engine.sources.adapters import lora_config, resolve_adapter
+from bench.engine.sources.models import resolve_model
 from bench.errors import BenchInputError
-from bench.ops.state import AdapterState, Slot
-from bench.precision import TOLERANCES
-from bench.scenario.schema import AdapterSpec, Workload
-from bench.sources.adapters import lora_config, resolve_adapter
-from bench.sources.models import resolve_model
-from bench.worker import lora_files, math_oracle
-from bench.worker.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
-from bench.worker.model import load_model, make_inputs
-from bench.worker.reference import ReferenceOracle, compare_logits
+from bench.spec.precision import TOLERANCES
+from bench.spec.schema import AdapterSpec, Workload
+from bench.spec.state import AdapterState, Slot
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOAD = Workload(kind="forward", batch_size=2, seq_len=16)
@@ -479,10 +479,10 @@ def test_runs_with_peft_blocked(world, tmp_path):
 import sys
 sys.modules["peft"] = None  # any import of peft now raises ImportError
 import torch
-from bench.scenario.schema import Workload
-from bench.worker.math_oracle import MathOracle
-from bench.worker.model import make_inputs
-from bench.ops.state import AdapterState, Slot
+from bench.spec.schema import Workload
+from bench.engine.math_oracle import MathOracle
+from bench.engine.model import make_inputs
+from bench.spec.state import AdapterState, Slot
 wl = Workload(kind="forward", batch_size=2, seq_len=16)
 oracle = MathOracle({models["tiny-gpt2"].location!r}, "fp32", "cpu", make_inputs(wl, 1000, "cpu"), wl,
                     {{"conv": {adapters["conv"]!r}}})

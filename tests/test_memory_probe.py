@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.probes.memory import measure_memory
+from bench.engine.probes.memory import measure_memory
 
 MiB = 2**20
 SIZE = 96 * MiB

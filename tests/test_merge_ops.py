@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import MINIMAL, SCENARIOS
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from bench.engine.hotswap import PATHS
 from bench.judge.figures import is_hotswap
 from bench.ops import OPS, STATE_OPS, op_named
 from bench.ops.base import Op
-from bench.ops.hotswap import PATHS
-from bench.ops.state import AdapterState
-from bench.records import StepRecord, TimingStats, TrainStats
-from bench.scenario.schema import HOTSWAP_PATHS, CompileSetting, Step
+from bench.results.measures import TimingStats, TrainStats
+from bench.results.records import StepRecord
+from bench.spec.schema import HOTSWAP_PATHS, CompileSetting, Step
+from bench.spec.state import AdapterState
 from tests.conftest import REPO
 
 METHODS = (
@@ -55,7 +56,7 @@ def test_every_registered_op_implements_every_method():
 
 def _own_outcomes_missing(op: Op) -> bool:
     """An op that declares its own expectations decides them (own_outcomes), and only such an op does; a
-    serve-like op's own come from its responses (bench.serving.outcomes). Only these write script checks."""
+    serve-like op's own come from its responses (bench.engine.serving.outcomes). Only these write script checks."""
     decides = bool(op.own_expectations) and not op.checks_responses
     own = _defined_below_op(type(op), "own_outcomes")
     return own != decides or (_defined_below_op(type(op), "script_check") and not decides)

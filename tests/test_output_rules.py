@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import expand
-from bench.precision import TOLERANCES, tolerance_for
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
+from bench.spec.precision import TOLERANCES, tolerance_for
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 

@@ -11,17 +11,17 @@ import sys
 import pytest
 import torch
 
-from bench.cases import expand
-from bench.host import fact_holds
-from bench.precision import (
+from bench.scenario import load_scenario
+from bench.spec.cases import expand
+from bench.spec.host import fact_holds
+from bench.spec.precision import (
     TOLERANCES,
     device_map,
     load_kwargs,
     needs_eager_forward_after_state_dict,
     unavailable_reason,
 )
-from bench.scenario import load_scenario
-from bench.scenario.schema import PRECISIONS, QuantOptions
+from bench.spec.schema import PRECISIONS, QuantOptions
 from bench.worker.execute import run_case
 from tests.conftest import REPO, SCENARIOS
 
@@ -84,9 +84,9 @@ def test_a_required_precision_that_would_be_skipped_fails_the_run(tmp_path, writ
 
 
 def test_required_precisions_are_checked_by_name_and_after_the_run():
+    from bench.cli.preflight import check_before_run, parse_required, skipped_required
     from bench.errors import BenchInputError
-    from bench.records import CaseResult
-    from bench.require import check_before_run, parse_required, skipped_required
+    from bench.results.records import CaseResult
 
     assert parse_required("nf4, int8,nf4") == ("nf4", "int8")
     with pytest.raises(BenchInputError, match="unknown precision nf5"):
@@ -147,7 +147,7 @@ def test_peft_hotswap_is_correct_in_each_precision(precision, cache_root):
             assert any("eager forward" in n for n in swap.notes)  # the CPU repack workaround is reported
             # the 4-bit scales bug (test_bnb_cpu_unpack_permutes_the_block_scales): not absorbed by a tolerance
             assert not swap.output.matches and "absmax in the packed layout" in known
-        else:  # no repack here: no workaround, no scales bug, and its marker is dropped (bench.host)
+        else:  # no repack here: no workaround, no scales bug, and its marker is dropped (bench.spec.host)
             assert not any("eager forward" in n for n in swap.notes)
             assert swap.output.matches, swap.output  # within the exact rule (aot_eager: a few bf16 ulps)
             assert "absmax" not in known
@@ -165,8 +165,8 @@ def test_bnb_cpu_unpack_permutes_the_block_scales(cache_root):
     fixes this, this test fails and the known_failure markers in the scenarios must go."""
     import bitsandbytes as bnb
 
-    from bench.sources.models import resolve_model
-    from bench.worker.model import load_model
+    from bench.engine.model import load_model
+    from bench.engine.sources.models import resolve_model
 
     model = load_model(resolve_model("builtin:tiny-llama", cache_root).location, "nf4", "cpu")
     packs = getattr(model.model.layers[0].mlp.down_proj, "support_avx512bf16_for_cpu", False)
@@ -186,7 +186,7 @@ def test_bnb_cpu_unpack_permutes_the_block_scales(cache_root):
     assert torch.equal(before, again)  # the forward itself is deterministic
     if not packs:
         # No avx512_bf16: nothing is repacked, so state_dict() has nothing to undo and the outputs stay
-        # bit-identical. This is the fact that lets bench.host drop the markers on such a host.
+        # bit-identical. This is the fact that lets bench.spec.host drop the markers on such a host.
         assert torch.equal(before, after)
         return
     assert (after - before).abs().max() > 0.005  # ... the unpack/repack round trip is not
@@ -213,7 +213,7 @@ def test_quantized_footprint_counts_quant_state(cache_root):
 def _nf4_model(cache_root):
     from transformers import AutoModelForCausalLM
 
-    from bench.sources.models import resolve_model
+    from bench.engine.sources.models import resolve_model
 
     base = resolve_model("builtin:tiny-llama", cache_root).location
     # As the harness loads nf4 (compute dtype bf16), on the CPU: a CPU fact, on a GPU host too.
@@ -221,7 +221,7 @@ def _nf4_model(cache_root):
 
 
 def _recompiles_after_state_dict(cache_root, eager_forward_between: bool) -> int:
-    from bench.probes.compile import configure_dynamo_for_counting, count_compiles
+    from bench.engine.probes.compile import configure_dynamo_for_counting, count_compiles
 
     configure_dynamo_for_counting()
     model = _nf4_model(cache_root).eval()
@@ -255,8 +255,8 @@ def test_peft_does_not_pad_bitsandbytes_lora_layers(cache_root):
     """Behind the known failure in hotswap_precisions.toml and quantized.toml (peft 0.21.2)."""
     from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
-    from bench.sources.adapters import resolve_adapter
-    from bench.sources.models import resolve_model
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.engine.sources.models import resolve_model
 
     scenario = load_scenario(SCENARIOS / "quantized.toml")
     model_src = resolve_model("builtin:tiny-llama", cache_root)

@@ -1,4 +1,4 @@
-"""Progress inside a case (bench.progress): the watcher finds the worker's phase lines in the case log as they
+"""Progress inside a case (bench.runner.progress): the watcher finds the worker's phase lines in the case log as they
 are written, ignores a line still being written, costs the parent next to no CPU; the ETA and the line shown."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import resource
 import time
 
-from bench.exits import PHASE_MARKER
-from bench.progress import CaseWatcher, eta_s, last_phase, phase_line
+from bench.results.exits import PHASE_MARKER
+from bench.runner.progress import CaseWatcher, eta_s, last_phase, phase_line
 
 
 def test_last_phase_and_eta_and_line():

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.pytest_plugin import VERDICT_OUTCOMES, is_scenario_file, outcome_for
-from bench.records import VERDICTS
-from bench.results import load
+from bench.cli.pytest_plugin import VERDICT_OUTCOMES, is_scenario_file, outcome_for
+from bench.results.records import VERDICTS
+from bench.results.store import load
 
 pytest_plugins = ["pytester"]
 
@@ -119,7 +119,7 @@ def _collected(result) -> list[str]:
 
 def test_entry_point_is_installed():
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
-    assert eps.get("peft_bench") == "bench.pytest_plugin"
+    assert eps.get("peft_bench") == "bench.cli.pytest_plugin"
 
 
 def test_every_verdict_has_a_pytest_outcome():

@@ -1,7 +1,7 @@
-"""bench.records: the typed worker block and timing policy, read from every shape they were written in.
+"""bench.results.records: the typed worker block and timing policy, read from every shape they were written in.
 
 Both were free-form tables before they were typed; files written then must still read (through the strict
-loader, bench.results_check, and through bench.records.from_dict, which reads the worker's own file), and a
+loader, bench.results.checks, and through bench.spec.codec.from_dict, which reads the worker's own file), and a
 key no version ever wrote is refused, with its path.
 """
 
@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from bench import records, records_measures, records_serving
-from bench.records import CaseResult, TimingPolicy, WorkerInfo, from_dict, to_dict
-from bench.results import load
-from bench.results_check import ResultsInvalid, parse_results
+from bench.results.checks import ResultsInvalid, parse_results
+from bench.results.records import CaseResult, TimingPolicy, WorkerInfo
+from bench.results.store import load
+from bench.spec.codec import from_dict, to_dict
 from tests.conftest import REPO
 
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
@@ -150,10 +150,3 @@ def test_merged_puts_in_only_what_the_other_block_knows():
     assert (merged.pid, merged.returncode, merged.wall_s) == (9, 0, 2.0)  # the parent's facts win
     assert merged.traceback_tail == own.traceback_tail and merged.finished_at_epoch_s == 5.0  # kept
     assert own.merged(WorkerInfo()) == own  # control: an empty block changes nothing
-
-
-def test_the_split_modules_are_re_exported():
-    # Callers import every record from bench.records; the split must not change which class that is.
-    assert records.TimingStats is records_measures.TimingStats
-    assert records.ServingRecord is records_serving.ServingRecord
-    assert set(records.__all__) >= {"WorkerInfo", "TimingPolicy", "RequestRecord", "OracleAgreement"}

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.records import Results, to_dict
+from bench.cli.main import main
 from bench.report import data, html, markdown, plots, training
 from bench.report.repro import repro_file_name, write_repros
-from bench.results import load
+from bench.results.records import Results
+from bench.results.store import load
+from bench.spec.codec import to_dict
 from tests.conftest import REPO
 
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
@@ -61,7 +62,7 @@ def _run_preloaded(script, cwd):
     """As _run_standalone, in a process forked from this test process's preloaded worker (tests/repro_runner.py
     blocks every bench module there): the imports, most of a script's time, are paid once. stdout holds the
     script's stdout and stderr together."""
-    from bench.launch import shared_zygote
+    from bench.runner.launch import shared_zygote
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
@@ -219,7 +220,7 @@ def test_report_cli(failing, tmp_path, capsys, monkeypatch):
     assert (src / "report.md").is_file() and not (src / "report.html").exists()
     assert (src / "repro" / repro_file_name(ALPHA_TF)).is_file() and (tmp_path / "t.csv").is_file()
     assert f"wrote {src / 'report.md'}" in out
-    monkeypatch.setattr("bench.tables.parquet_engine", lambda: None)
+    monkeypatch.setattr("bench.results.frames.parquet_engine", lambda: None)
     assert main(["report", str(src), "--table", str(tmp_path / "t.parquet")]) == 2
     assert "pyarrow" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
@@ -374,9 +375,9 @@ def test_switch_table_without_a_floor_says_why(failing):
 @pytest.fixture(scope="module")
 def planted(cache_root, tmp_path_factory):
     """A real in-process run of the planted scenario (fails at step 9 on purpose), with its repro written."""
-    from bench.cases import expand
-    from bench.environment import collect
+    from bench.results.environment import collect
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
     from bench.worker.execute import run_case
 
     out = tmp_path_factory.mktemp("planted")
@@ -484,9 +485,9 @@ MERGE_PLANTED = REPO / "tests" / "fixtures" / "scenarios" / "merge_planted.toml"
 def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_root, tmp_path):
     """Each new op's script() runs standalone: merge, unmerge, merge_and_unload (the suite's own functions
     carried in the script), model.compile(), load_adapter with hotswap left at its default, and the save."""
-    from bench.cases import expand
-    from bench.environment import collect
+    from bench.results.environment import collect
     from bench.scenario import load_scenario
+    from bench.spec.cases import expand
     from bench.worker.execute import run_case
 
     (case,) = expand(load_scenario(MERGE_PLANTED))

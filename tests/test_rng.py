@@ -1,4 +1,4 @@
-"""A case's seeded figures do not depend on whether its sources were cached (bench/rng.py).
+"""A case's seeded figures do not depend on whether its sources were cached (bench/engine/rng.py).
 
 The same LoRA training case (train_lora.toml: add_adapter, dropout 0.05, 20 AdamW steps, save, reload) runs
 once on an empty cache, where the model and the adapter are built, and once on the warm cache. Its train
@@ -18,13 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench import rng
-from bench.cases import expand
+from bench.engine import rng
+from bench.engine.model import load_model, make_inputs, vocab_size_of
+from bench.engine.sources import adapters as adapter_sources
+from bench.engine.sources.models import resolve_model
 from bench.scenario import load_scenario
-from bench.sources import adapters as adapter_sources
-from bench.sources.models import resolve_model
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from bench.worker.model import load_model, make_inputs, vocab_size_of
 from tests.conftest import SCENARIOS
 from tests.test_determinism import deterministic
 

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.cases import expand
-from bench.cli import build_parser
+from bench.cli.main import build_parser
+from bench.engine.sources.models import resolve_model
 from bench.errors import ScenarioError
 from bench.ops import OPS
-from bench.run import RunOptions, case_spec
+from bench.runner.launch import RunOptions, case_spec
 from bench.scenario import load_scenario
 from bench.scenario.loader import parse_scenario
-from bench.sources.models import resolve_model
+from bench.spec.cases import expand
 from bench.worker import inject
 from bench.worker.__main__ import run_spec
 from tests.conftest import REPO
@@ -308,8 +308,8 @@ def test_pickle_adapter_weights_are_refused_unless_allowed(tmp_path, llama, cach
     import torch
     from safetensors.torch import load_file
 
-    from bench.scenario.schema import AdapterSpec
-    from bench.sources.adapters import resolve_adapter
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.spec.schema import AdapterSpec
 
     lora = Path(
         resolve_adapter(
@@ -386,5 +386,8 @@ def test_any_accepted_name_stays_inside_its_folder(tmp_path_factory, name):
         for suffix in (".case.json", ".json", ".log"):
             path = (cases_dir / f"{case.file_stem}{suffix}").resolve()
             assert path.parent == cases_dir, (name, path)
-    for kind in ("adapters", "models"):  # the cache folders named after adapter keys (bench.sources.cache)
+    for kind in (
+        "adapters",
+        "models",
+    ):  # the cache folders named after adapter keys (bench.engine.sources.cache)
         assert (root / kind / f"{name}-0123456789abcdef").resolve().parent == root / kind

@@ -19,7 +19,7 @@ def test_shipped_scenarios_load():
 def test_example_scenarios_load_and_expand_beside_the_shipped_ones():
     # examples/ is run by hand (minutes on a CPU, or a GPU); a stale field there would only show on that
     # machine. Loading them with the shipped set also proves their names do not collide.
-    from bench.cases import expand
+    from bench.spec.cases import expand
 
     examples = sorted((SCENARIOS.parent / "examples").rglob("*.toml"))
     assert {p.name for p in examples} >= {
@@ -170,11 +170,11 @@ def test_duplicate_scenario_names(write_scenario):
 
 
 def test_strict_comparisons():
-    from bench.scenario.schema import Comparison
+    from bench.spec.schema import CountBound
 
-    assert Comparison.parse("== 0").allows_zero_only
-    assert Comparison.parse("<= 0").allows_zero_only
-    assert Comparison.parse("< 1").allows_zero_only
-    assert not Comparison.parse(">= 0").allows_zero_only
-    assert not Comparison.parse("<= 2").allows_zero_only
-    assert Comparison.parse(">= 1").holds(3) and not Comparison.parse(">= 1").holds(0)
+    assert CountBound.parse("== 0").allows_zero_only
+    assert CountBound.parse("<= 0").allows_zero_only
+    assert CountBound.parse("< 1").allows_zero_only
+    assert not CountBound.parse(">= 0").allows_zero_only
+    assert not CountBound.parse("<= 2").allows_zero_only
+    assert CountBound.parse(">= 1").holds(3) and not CountBound.parse(">= 1").holds(0)

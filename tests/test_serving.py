@@ -1,4 +1,4 @@
-"""Serving replay (bench/serving, the serve op): the stream, the virtual-time queue, the strategies, and the
+"""Serving replay (bench/engine/serving, the serve op): the stream, the virtual-time queue, the strategies, and the
 per-response check with its negative controls (a planted wrong swap, a planted library bug)."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from bench.cases import expand, selection_size
+from bench.engine.serving.figures import percentile
+from bench.engine.serving.replay import replay
+from bench.engine.serving.strategies import STRATEGIES
+from bench.engine.serving.stream import Request, checked_ids, make_stream, popularity, warmup_ids
 from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.scenario import load_scenario
-from bench.scenario.schema import SERVING_STRATEGIES, ServeSpec
-from bench.serving.figures import percentile
-from bench.serving.replay import replay
-from bench.serving.strategies import STRATEGIES
-from bench.serving.stream import Request, checked_ids, make_stream, popularity, warmup_ids
+from bench.spec.cases import expand, selection_size
+from bench.spec.schema import SERVING_STRATEGIES, ServeSpec
 from bench.worker.execute import run_case
 
 SERVE = """
@@ -248,7 +248,9 @@ def eager_runs(cache_root, tmp_path_factory):
         )
         path.write_text(text)
         case = expand(load_scenario(path))[0]
-        out[strategy] = replace(run_case(case, cache_root), case=case.to_dict())  # as bench.run keeps it
+        out[strategy] = replace(
+            run_case(case, cache_root), case=case.to_dict()
+        )  # as bench.runner.run keeps it
     return out
 
 
@@ -276,10 +278,10 @@ def test_each_strategy_serves_every_request_right(eager_runs, strategy):
 
 
 def test_the_report_compares_the_strategies_in_one_table_with_a_figure(eager_runs, tmp_path):
-    from bench.environment import collect
-    from bench.records import Results
     from bench.report.build import write_reports
-    from bench.results import rows
+    from bench.results.environment import collect
+    from bench.results.records import Results
+    from bench.results.store import rows
 
     results = Results(1, "test", "now", collect(), ("serve-test",), tuple(eager_runs.values()))
     write_reports(results, tmp_path)
@@ -304,9 +306,9 @@ def test_a_generated_adapter_built_on_the_meta_device_equals_one_built_on_the_lo
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from bench.scenario.schema import AdapterSpec
-    from bench.sources.adapters import _build, lora_config
-    from bench.sources.models import resolve_model
+    from bench.engine.sources.adapters import _build, lora_config
+    from bench.engine.sources.models import resolve_model
+    from bench.spec.schema import AdapterSpec
 
     spec = AdapterSpec(key="m", rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"), seed=7)
     base_location = resolve_model("builtin:tiny-llama", cache_root).location
@@ -327,9 +329,9 @@ def test_a_planted_wrong_swap_for_one_adapter_fails_naming_it_and_its_requests(
     cache_root, write_scenario, monkeypatch
 ):
     """Negative control: the hotswap path swaps in fam1 with its B scaled by 1.5 (a silent wrong swap)."""
-    import bench.ops.hotswap as hotswap
-    from bench.sources.adapters import resolve_adapter
-    from bench.sources.models import resolve_model
+    import bench.engine.hotswap as hotswap
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.engine.sources.models import resolve_model
 
     s = _serve(write_scenario, strategy="hotswap")
     case = expand(s)[0]
@@ -437,7 +439,7 @@ def test_faster_than_is_decided_across_the_cases_of_one_run(eager_runs):
 @pytest.mark.parametrize("holds", [True, False])
 def test_faster_than_markers_are_scoped_with_the_recorded_host_facts(eager_runs, holds):
     """The parent decides faster_than from the handed case: its host-scoped markers must be scoped with the
-    facts the worker recorded (bench.host), as the worker's own were. An impossible factor is an xfail only
+    facts the worker recorded (bench.spec.host), as the worker's own were. An impossible factor is an xfail only
     where the marker's fact held."""
     from bench.judge.relative import relative_outcomes
 
@@ -479,7 +481,7 @@ def test_the_realistic_builtin_shapes_have_their_checkpoints_parameter_count(nam
     import torch
     import transformers
 
-    from bench.sources.models import BUILTIN_MODELS
+    from bench.engine.sources.models import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[name]
     config = getattr(transformers, entry["config_class"])(**entry["config"])

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.cases import Shard, expand_all
 from bench.errors import BenchInputError
-from bench.merge import Source, merge
-from bench.records import CaseResult, Environment, Results, WorkerInfo
-from bench.results import load, save
+from bench.results.records import CaseResult, Environment, Results, WorkerInfo
+from bench.results.shards import Source, merge
+from bench.results.store import load, save
 from bench.scenario.loader import parse_scenario
-from bench.scenario.schema import PRECISIONS
+from bench.spec.cases import Shard, expand_all
+from bench.spec.schema import PRECISIONS
 
 # ---------------------------------------------------------------------------------------------------------
 # Sharding

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import MINIMAL
 
@@ -52,7 +52,7 @@ def test_the_last_timed_call_is_checked_too(cache_root, write_scenario):
 def test_an_output_that_goes_wrong_after_the_first_call_is_caught(cache_root, write_scenario, monkeypatch):
     """Planted: every model call after the forward step's first returns shifted logits (a stale cache that
     breaks on reuse). The first call matches, so only the steady-state check can see it."""
-    from bench.worker.subject import Subject
+    from bench.engine.subject import Subject
 
     real = Subject.forward
     calls = []
@@ -116,12 +116,12 @@ def test_a_count_on_a_step_without_a_model_call_is_refused(write_scenario, key):
 def test_a_count_where_no_call_was_made_is_not_evaluated():
     """decide() on a compiled step whose op raised before any call: a '== 0' that 0 counted frames would
     satisfy is not a pass; it is left out with a note. The same run with a call made is counted."""
-    from bench.ops.state import AdapterState
-    from bench.records import CompileStats
-    from bench.scenario.schema import Comparison, Expectations, Step
+    from bench.results.measures import CompileStats
+    from bench.spec.schema import CountBound, Expectations, Step
+    from bench.spec.state import AdapterState
     from bench.worker.decide import Evidence, StepRun, decide
 
-    step = Step(index=2, op="set_adapter", names=("x",), expect=Expectations(recompiles=Comparison("==", 0)))
+    step = Step(index=2, op="set_adapter", names=("x",), expect=Expectations(recompiles=CountBound("==", 0)))
     comp = CompileStats(recompiles=0, frame_compiles=0, graph_breaks=0, unique_graphs=0)
     no_call = StepRun(compiled=True, op_error=ValueError("planted"))
     record = decide({}, step, no_call, None, comp, True, AdapterState(), Evidence())

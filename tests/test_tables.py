@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchInputError
-from bench.results import ROW_FIELDS, load, to_csv
-from bench.tables import export, frame, load_frame, parquet_engine
+from bench.results.frames import export, frame, load_frame, parquet_engine
+from bench.results.store import ROW_FIELDS, load, to_csv
 from tests.conftest import REPO
 
 RESULTS = REPO / "tests" / "fixtures" / "results" / "noise-a"
@@ -72,7 +72,7 @@ def test_export_csv_and_json_read_back(results, tmp_path):
 
 
 def test_parquet_without_an_engine_is_a_clear_error(results, tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.tables.parquet_engine", lambda: None)
+    monkeypatch.setattr("bench.results.frames.parquet_engine", lambda: None)
     with pytest.raises(BenchInputError, match="pyarrow") as exc:
         export(frame(results), tmp_path / "t.parquet")
     assert "t.parquet" in str(exc.value) and not (tmp_path / "t.parquet").exists()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import expand
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 
@@ -35,7 +35,7 @@ def _only_case(path):
 def test_a_reference_that_cannot_be_built_is_an_error_of_its_own(cache_root, write_scenario, monkeypatch):
     """transformers 5.24 + peft 0.21: the subject's load_adapter succeeded, the reference's set_adapter raised.
     The step must say the reference failed, and the op's own `succeeds` must hold."""
-    from bench.worker.reference import ReferenceOracle
+    from bench.engine.reference import ReferenceOracle
 
     real = ReferenceOracle._fresh
 
@@ -155,7 +155,7 @@ def test_more_frame_compiles_than_torch_keeps_by_default_are_all_counted():
     """torch keeps 64 compilation-metrics records; a step with more must still count every one."""
     import torch
 
-    from bench.probes.compile import configure_dynamo_for_counting, count_compiles
+    from bench.engine.probes.compile import configure_dynamo_for_counting, count_compiles
 
     configure_dynamo_for_counting()
     assert torch._dynamo.config.fail_on_recompile_limit_hit  # no silent fallback to eager at the limit

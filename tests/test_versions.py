@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from bench.versions import broken_pair
+from bench.spec.library_pairs import broken_pair
 from tests.conftest import REPO
 from tests.test_interrupt_resume import _scenario
 
@@ -54,10 +54,11 @@ def test_cli_refuses_a_broken_pair_with_the_fix(tmp_path, capsys, monkeypatch):
     """With transformers 5.24.0 + peft 0.21.2 reported as installed: exit 2, the fix, nothing made.
     With --allow-known-broken-versions it goes on (to the next check: here a bad --memory-limit-mb).
     Control: the installed 5.23 / 0.21.2 pair is not refused (the other CLI tests run on it)."""
-    import bench.versions
-    from bench.cli import main
+    import bench.cli.main
+    from bench.cli.main import main
 
-    monkeypatch.setattr(bench.versions, "installed_versions", lambda: ("5.24.0", "0.21.2"))
+    # the name the CLI calls (bench.cli.main imports it from bench.spec.library_pairs)
+    monkeypatch.setattr(bench.cli.main, "installed_versions", lambda: ("5.24.0", "0.21.2"))
     out = tmp_path / "out"
     assert main(["run", "--out", str(out), str(REPO / "scenarios")]) == 2
     err = capsys.readouterr().err
@@ -125,7 +126,7 @@ def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_p
         [*cmd, "--allow-known-broken-versions"], env=env, cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    from bench.results import load
+    from bench.results.store import load
 
     (case,) = load(out).cases
     assert case.verdict in ("fail", "error") and "peft" in case.reason.lower(), case.reason

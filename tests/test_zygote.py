@@ -1,4 +1,4 @@
-"""The preloaded worker (bench.zygote): a forked case starts as clean as a spawned one (dynamo counters, RNG,
+"""The preloaded worker (bench.runner.zygote): a forked case starts as clean as a spawned one (dynamo counters, RNG,
 torch threads, no CUDA context), with the isolation a spawned worker has (own session and process group,
 memory limit, death with its parent, its own TORCHINDUCTOR_CACHE_DIR); a case that dirtied its process leaves
 the next forked case clean."""
@@ -15,9 +15,9 @@ import types
 
 import pytest
 
-from bench import zygote as zygote_mod
-from bench.launch import child_env
-from bench.workers import Zygote
+from bench.runner import zygote as zygote_mod
+from bench.runner.launch import child_env
+from bench.runner.processes import Zygote
 from tests.conftest import REPO
 from tests.test_interrupt_resume import _scenario
 
@@ -217,7 +217,7 @@ def test_interrupts_landing_anywhere_in_wait_never_wedge_it(method, zyg, tmp_pat
     lock taken, and the wait after killing the worker blocked for ever. Here an interrupt lands at a random
     point of every wait, thousands of times; then the worker is killed and must be reaped at once.
     (The same storm against Popen.wait(timeout=...) leaves `_waitpid_lock` held in about half the trials.)"""
-    from bench.workers import SpawnedWorker
+    from bench.runner.processes import SpawnedWorker
 
     log = tmp_path / "w.log"
     if method == "spawn":
@@ -267,10 +267,10 @@ def test_interrupts_landing_anywhere_in_wait_never_wedge_it(method, zyg, tmp_pat
 
 
 def test_the_environment_block_comes_from_a_fork_of_the_zygote_and_equals_one_collected_here(tmp_path):
-    from bench.environment import collect
-    from bench.launch import shared_zygote
-    from bench.records import to_dict
-    from bench.run import environment_via
+    from bench.results.environment import collect
+    from bench.runner.launch import shared_zygote
+    from bench.runner.run import environment_via
+    from bench.spec.codec import to_dict
 
     via = environment_via(shared_zygote(), tmp_path)
     assert via is not None
@@ -279,11 +279,11 @@ def test_the_environment_block_comes_from_a_fork_of_the_zygote_and_equals_one_co
 
 
 def test_control_a_failing_environment_fork_gives_none_and_the_run_collects_it_itself(tmp_path, monkeypatch):
-    import bench.run
-    from bench.launch import shared_zygote
+    import bench.runner.run
+    from bench.runner.launch import shared_zygote
 
-    monkeypatch.setattr(bench.run, "ENVIRONMENT_ENTRY", "bench.environment:no_such_entry")
-    assert bench.run.environment_via(shared_zygote(), tmp_path) is None
+    monkeypatch.setattr(bench.runner.run, "ENVIRONMENT_ENTRY", "bench.results.environment:no_such_entry")
+    assert bench.runner.run.environment_via(shared_zygote(), tmp_path) is None
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -293,7 +293,7 @@ def test_a_forked_run_never_imports_torch_in_the_parent(tmp_path, cache_root, me
     scenario = tmp_path / "s.toml"
     scenario.write_text(_scenario("eager"))
     code = (
-        "import sys; from bench.cli import main; "
+        "import sys; from bench.cli.main import main; "
         f"rc = main(['run', {str(scenario)!r}, '--out', {str(tmp_path / 'out')!r}, '-q', '--worker', {method!r}]); "
         "print('TORCH', 'torch' in sys.modules); sys.exit(rc)"
     )

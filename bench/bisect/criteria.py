@@ -19,7 +19,11 @@ from pathlib import Path
 
 from bench.bisect.search import BAD, GOOD, UNTESTABLE
 from bench.errors import BenchInputError
-from bench.records import CaseResult, Results
+from bench.judge.compare import compare
+from bench.judge.gate import decide
+from bench.judge.thresholds import load_policy
+from bench.results.records import CaseResult, Results
+from bench.results.store import _step_metrics
 
 VERDICTS = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
 KINDS = ("verdict", "expectation", "metric", "gate")
@@ -120,8 +124,6 @@ def _expectation(name: str, picked: list[CaseResult]) -> tuple[str, str]:
 
 
 def _metric(c: Criterion, picked: list[CaseResult]) -> tuple[str, str]:
-    from bench.results import _step_metrics
-
     crossed, seen = [], []
     for case in picked:
         for step in case.steps:
@@ -147,10 +149,6 @@ def _gate(
     c: Criterion, results: Results, picked: list[CaseResult], baseline: Results | None
 ) -> tuple[str, str]:
     from dataclasses import replace
-
-    from bench.judge.compare import compare
-    from bench.judge.gate import decide
-    from bench.judge.thresholds import load_policy
 
     if baseline is None:
         return GOOD, "the good end is the gate's baseline"

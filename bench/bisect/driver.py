@@ -11,6 +11,7 @@ from bench.bisect import criteria, versions
 from bench.bisect.probe import Target, run_probe
 from bench.bisect.search import GOOD, Answer, Probe, bisect
 from bench.bisect.table import bisect_markdown
+from bench.results.store import load
 
 TABLE_FILE = "bisect.md"
 ANSWER_FILE = "bisect.json"
@@ -36,9 +37,9 @@ def search(
 ) -> tuple[Answer, str]:
     """probe_all: probe every candidate first (a survey, linear), then answer from those probes: what
     shows that every release in the range is bad when the good end already is. rerun: run every probe's
-    scenarios even where an identical run is stored (bench.bisect.probe.run_key)."""
-    from bench.results import load
-
+    scenarios even where an identical run is stored (bench.bisect.probe.run_key).
+    Long because: the bisection reads as one loop over the candidates with its stored-probe reuse and boundary
+    checks; split, every piece would take the whole search state."""
     if candidates is None:
         if target.repo is not None:
             candidates = versions.commits(target.repo, good, bad)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from bench.bisect import criteria, envs
 from bench.bisect.search import UNTESTABLE
+from bench.results.store import load
+from bench.runner.zygote import PRELOAD
 
 PROBE_FILE = "probe.json"
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout whose bench the probes run
@@ -80,6 +82,8 @@ def run_probe(
     extra_env: dict[str, str] | None = None,
     rerun: bool = False,
 ) -> ProbeRecord:
+    """Long because: a probe is one fixed sequence (environment, install, run, read back), each stage writing
+    why it failed into the same result."""
     import time
 
     label = target.label(version)
@@ -164,14 +168,12 @@ def run_probe(
     else:
         start = time.perf_counter()
         # No --allow-known-broken-versions: a known-broken pair cannot answer the question, and its refusal
-        # (exit 2, bench/versions.py) makes the probe `untestable` with the reason and the fix.
+        # (exit 2, bench/spec/library_pairs.py) makes the probe `untestable` with the reason and the fix.
         cmd = [python, "-m", "bench", "run", *scen, "--out", str(folder), "--overwrite", "-q"]
         with open(folder / "run.log", "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT)
         run_s = round(time.perf_counter() - start, 1)
         returncode = proc.returncode
-    from bench.results import load
-
     results = load(results_file) if returncode in (0, 1) and results_file.is_file() else None
     if import_in_doubt(target.module, results):
         failure = import_error(python, target.module, child_env)
@@ -230,8 +232,7 @@ RUN_ENV_PREFIXES = ("OMP_", "MKL_", "TORCH", "PYTORCH", "CUDA", "HF_", "TRANSFOR
 
 def run_imports(module: str) -> bool:
     """Does every case import `module` (the preloaded worker's list), so that a version that fails to import
-    shows in the run's own verdicts? bench.zygote.PRELOAD names them without importing torch here."""
-    from bench.zygote import PRELOAD
+    shows in the run's own verdicts? bench.runner.zygote.PRELOAD names them without importing torch here."""
 
     return module.split(".")[0] in PRELOAD
 

@@ -2,7 +2,7 @@
 
 Each figure is decided by bench.judge.findings (pure functions returning a Finding with its message).
 Speed figures are compared as absolute times only when both runs come from the same kind of machine
-(bench.environment.same_machine); otherwise as ratios measured within each run, and the Comparison says which.
+(bench.results.environment.same_machine); otherwise as ratios measured within each run, and the Comparison says which.
 """
 
 from __future__ import annotations
@@ -10,59 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench.environment import same_machine
 from bench.judge.figures import (
     case_peak,
     eager_twin,
     first_measured,
     footprint_bytes,
     is_hotswap,
-    output_wrong,
-    reload_step,
     switch_ms,
     switch_over_reload,
 )
 from bench.judge.findings import (
-    COVERAGE_LOST_FROM,
-    COVERAGE_LOST_TO,
-    STATUSES,
     Finding,
     finding,
-    fmt_change,
-    fmt_value,
     judge_number,
     judge_samples,
     judge_verdict,
 )
 from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
-from bench.records import CaseResult, Environment, Results, StepRecord
-
-# The findings and figures live in bench.judge.findings and bench.judge.figures; importing them from here,
-# as callers did before the split, still works.
-__all__ = [
-    "COVERAGE_LOST_FROM",
-    "COVERAGE_LOST_TO",
-    "STATUSES",
-    "TIMING_MODES",
-    "Comparison",
-    "Finding",
-    "case_peak",
-    "compare",
-    "eager_twin",
-    "first_measured",
-    "fmt_change",
-    "fmt_value",
-    "footprint_bytes",
-    "is_hotswap",
-    "judge_number",
-    "judge_samples",
-    "judge_verdict",
-    "output_wrong",
-    "reload_step",
-    "switch_ms",
-    "switch_over_reload",
-    "timing_basis",
-]
+from bench.results.environment import same_machine
+from bench.results.records import CaseResult, Environment, Results, StepRecord
 
 TIMING_MODES = ("auto", "absolute", "ratio")
 

@@ -4,7 +4,7 @@ against, peak memory, the eager twin of a compiled case."""
 from __future__ import annotations
 
 from bench.ops import op_named
-from bench.records import CaseResult, Results, StepRecord
+from bench.results.records import CaseResult, Results, StepRecord
 
 
 def switch_ms(step: StepRecord) -> float | None:

@@ -13,9 +13,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.judge.stats import MIN_SAMPLES, mann_whitney_u
 from bench.judge.thresholds import MetricPolicy
-from bench.records import FAILING_VERDICTS
+from bench.results.records import FAILING_VERDICTS
+from bench.results.stats import MIN_SAMPLES, mann_whitney_u
 
 # Statuses a finding can have. Only a gated "regression", "missing" or "coverage_lost" fails the gate.
 STATUSES = (

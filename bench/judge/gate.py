@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.judge.compare import Comparison, Finding, fmt_value
+from bench.judge.compare import Comparison
+from bench.judge.findings import Finding, fmt_value
 
 DEFAULT_BASELINE = Path("reports/baseline/results.json")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.host import scope_to_host
-from bench.judge.verdict import case_verdict, find_known, outcome, step_status
-from bench.records import CaseResult, StepRecord
+from bench.results.records import CaseResult, StepRecord
+from bench.results.verdict import case_verdict, find_known, outcome, step_status
+from bench.spec.cases import Case
+from bench.spec.host import scope_to_host
 
 EXPECTATION = "faster_than"
 _NOTE = "faster_than "
@@ -38,8 +39,6 @@ def _sibling(case: CaseResult, strategy: str, cases: tuple[CaseResult, ...]) -> 
 
 def relative_outcomes(cases: tuple[CaseResult, ...]) -> tuple[CaseResult, ...]:
     """The cases with their faster_than outcomes (re)decided; cases without one are returned as they are."""
-    from bench.cases import Case
-
     out = []
     for c in cases:
         wanted = _wanted(c)
@@ -47,7 +46,7 @@ def relative_outcomes(cases: tuple[CaseResult, ...]) -> tuple[CaseResult, ...]:
             out.append(c)
             continue
         case = Case.from_dict(c.case)
-        # the markers as the worker scoped them to its host (bench.host): the same facts, recorded in the result
+        # the markers as the worker scoped them to its host (bench.spec.host): the same facts, recorded in the result
         case = replace(case, scenario=scope_to_host(case.scenario, c.host_facts))
         steps = []
         for s in c.steps:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bench.engine import rng
+from bench.engine.sources.adapters import lora_config
 from bench.ops.base import Op, ParseContext, Walk, common_args, read_adapter, read_name
-from bench.ops.state import AdapterState
+from bench.spec.state import AdapterState
 
 
 class AddAdapter(Op):
@@ -30,9 +32,6 @@ class AddAdapter(Op):
         return common_args(step)
 
     def apply(self, subject, step, adapters, locations):
-        from bench import rng
-        from bench.sources.adapters import lora_config
-
         spec = adapters[step.adapter]
         # LoRA's own init of A draws from the global generator (B = 0 hides it until training): reseeded
         # with the spec's seed, so what a later train step starts from depends on nothing that ran before.

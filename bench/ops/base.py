@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from bench.errors import ScenarioError
-from bench.ops.state import AdapterState
+from bench.spec.state import AdapterState
+from bench.spec.table import checked_name, did_you_mean
 
 if TYPE_CHECKING:
-    from bench.records import Outcome
-    from bench.scenario.schema import AdapterSpec, CompileSetting, Scenario, Step
-    from bench.scenario.table import Table
+    from bench.results.records import Outcome
+    from bench.spec.schema import AdapterSpec, CompileSetting, Scenario, Step
+    from bench.spec.table import Table
 
 # Adapter names the harness chooses when a step names none. Written once, here.
 PRETRAINED_SLOT = "default"  # from_pretrained(<adapter folder>) loads the adapter under this name
@@ -178,8 +179,6 @@ def read_adapter(t: Table, ctx: ParseContext) -> str:
     if adapter is None:
         raise t.error("adapter", "required field is missing: which adapter (a key of [adapters])")
     if not ctx.known(adapter):
-        from bench.scenario.table import did_you_mean
-
         known = tuple(ctx.adapters) + tuple(sorted(ctx.saved))
         raise t.error(
             "adapter",
@@ -191,8 +190,6 @@ def read_adapter(t: Table, ctx: ParseContext) -> str:
 
 def read_name(t: Table, *, required: str | None = None) -> str | None:
     """The adapter_name field; `required` is the message when it must be given."""
-    from bench.scenario.table import checked_name
-
     name = t.get("name", str, None)
     if name is not None:
         checked_name(t, "name", name)

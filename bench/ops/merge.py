@@ -9,6 +9,7 @@ compares it with the fresh reference and the math oracle of the same adapter sta
 from __future__ import annotations
 
 from bench.ops.base import Op, Walk
+from bench.results.verdict import find_known, outcome
 
 
 def tuner_layers(model) -> list[tuple[str, object]]:
@@ -88,8 +89,6 @@ class MergeAndUnload(Op):
         return plain_model_report(subject.model)
 
     def own_outcomes(self, step, result, state, params):
-        from bench.judge.verdict import find_known, outcome
-
         layers, config = result["lora_layers_left"], result["peft_config_left"]
         return [
             outcome(

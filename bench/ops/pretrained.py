@@ -3,8 +3,9 @@ adapter_config.json, the adapter loaded on it."""
 
 from __future__ import annotations
 
+from bench.engine.model import load_model
 from bench.ops.base import PRETRAINED_SLOT, Op, Walk, common_args, read_adapter
-from bench.ops.state import AdapterState
+from bench.spec.state import AdapterState
 
 
 class LoadPretrained(Op):
@@ -34,8 +35,6 @@ class LoadPretrained(Op):
         return common_args(step)
 
     def apply(self, subject, step, adapters, locations):
-        from bench.worker.model import load_model
-
         subject.model = load_model(
             locations[step.adapter],
             subject.precision,

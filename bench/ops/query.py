@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.ops.base import Op
+from bench.results.verdict import find_known, outcome
 
 
 class ActiveAdapters(Op):
@@ -15,8 +16,6 @@ class ActiveAdapters(Op):
         return list(subject.model.active_adapters())
 
     def own_outcomes(self, step, result, state, params):
-        from bench.judge.verdict import find_known, outcome
-
         want = list(state.active)
         return [
             outcome(

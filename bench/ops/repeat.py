@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.engine.footprint import adapter_file_bytes
+from bench.engine.repeat import repeat_load
 from bench.ops.base import REPEAT_SLOT, Op, Walk, read_name
 
 REPEAT_MODES = ("side_by_side", "hotswap", "load_delete")
@@ -51,9 +53,6 @@ class RepeatLoad(Op):
         return {**args, "mode": step.mode, "count": step.count, "adapters": list(step.cycle)}
 
     def apply(self, subject, step, adapters, locations):
-        from bench.worker.footprint import adapter_file_bytes
-        from bench.worker.repeat import repeat_load
-
         base = step.name or REPEAT_SLOT
 
         def one(i: int) -> None:

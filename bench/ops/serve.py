@@ -1,8 +1,8 @@
-"""`serve`: replay a seeded request stream over several adapters with the case's strategy (bench/serving).
+"""`serve`: replay a seeded request stream over several adapters with the case's strategy (bench/engine/serving).
 
 The step sets the model up itself (each strategy loads, prepares and compiles in its own way), so it is the
 scenario's only step; the matrix's `strategy` axis says how it switches. Every response, or a recorded seeded
-sample, is checked against a fresh eager reference of its adapter (bench.serving.check).
+sample, is checked against a fresh eager reference of its adapter (bench.engine.serving.check).
 """
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.engine.model import vocab_size_of
+from bench.engine.serving.serve import run_stream
 from bench.ops.base import Op, Walk
+from bench.ops.script_text import ReproUnsupported
+from bench.spec.schema import ARRIVALS, POPULARITIES, ServeSpec
 
 MAX_REQUESTS = 100_000
 SERVE_FIELDS = frozenset(
@@ -41,8 +45,6 @@ class Serve(Op):
     )
 
     def parse(self, t, ctx):
-        from bench.scenario.schema import ARRIVALS, POPULARITIES, ServeSpec
-
         listed = t.str_list("adapters")
         if not listed:
             raise t.error("adapters", "needs at least one adapter key or family name")
@@ -117,16 +119,11 @@ class Serve(Op):
         return args
 
     def apply(self, subject, step, adapters, locations):
-        from bench.serving.serve import run_stream
-        from bench.worker.model import vocab_size_of
-
         spec = step.serve
         max_rank = max(_max_rank(adapters[k], locations[k]) for k in spec.adapters)
         return run_stream(subject, spec, locations, max_rank, vocab_size_of(subject.model), step.label)
 
     def script(self, w, step):
-        from bench.report.repro import ReproUnsupported
-
         # A serve failure names its requests and adapters in the results; replaying the stream needs the
         # strategy's own loop, which a standalone script does not have yet.
         raise ReproUnsupported(

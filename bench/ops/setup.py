@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bench.engine.subject import compile_kwargs, generate_compile_kwargs
 from bench.ops.base import Op, Walk
+from bench.spec.table import MAX_RANK
 
 if TYPE_CHECKING:
-    from bench.scenario.schema import CompileSetting
+    pass
 
 
 class EnableHotswap(Op):
@@ -18,8 +20,6 @@ class EnableHotswap(Op):
     fields = frozenset({"target_rank"})
 
     def parse(self, t, ctx):
-        from bench.scenario.table import MAX_RANK
-
         target_rank = t.int_in("target_rank", None, 1, MAX_RANK)
         if target_rank is None:
             raise t.error("target_rank", "required: the largest rank any swapped-in adapter will have")
@@ -79,27 +79,7 @@ class Compile(Op):
         return None if compile_setting.enabled else STAYS_EAGER
 
     def apply(self, subject, step, adapters, locations):
-        import torch
-
-        c = subject.compile_setting
-        if subject.workload.kind == "generate":
-            from transformers import CompileConfig
-
-            # transformers' supported compile path for generate: a static cache and its own torch.compile of
-            # the decoding forward (torch.compile(model).generate would run uncompiled).
-            cc = CompileConfig(**_generate_compile_kwargs(c))
-            cc._compile_all_devices = True  # transformers compiles only on accelerators unless told
-            subject.model.generation_config.compile_config = cc
-            subject.model.generation_config.cache_implementation = "static"
-            subject.generate_compiled = True
-        else:
-            kwargs = _compile_kwargs(c)
-            if step.inplace:
-                # nn.Module.compile(): the module itself now runs compiled; no wrapper object to call.
-                subject.model.compile(**kwargs)
-                subject.compiled = subject.model
-            else:
-                subject.compiled = torch.compile(subject.model, **kwargs)
+        subject.compile(inplace=step.inplace)
 
     def script(self, w, step):
         s = w.case.compile
@@ -107,13 +87,13 @@ class Compile(Op):
             w.emit(f"pass  # {STAYS_EAGER}")
         elif w.generate:
             w.emit("# transformers' compile path for generate: a static cache and its own torch.compile")
-            w.emit(f"cc = CompileConfig({_call_args(_generate_compile_kwargs(s))})")
+            w.emit(f"cc = CompileConfig({_call_args(generate_compile_kwargs(s))})")
             w.emit("cc._compile_all_devices = True  # transformers compiles only on accelerators unless told")
             w.emit("model.generation_config.compile_config = cc")
             w.emit('model.generation_config.cache_implementation = "static"')
             w.generate_compiled = True
         else:
-            kwargs = _call_args(_compile_kwargs(s))
+            kwargs = _call_args(compile_kwargs(s))
             if step.inplace:
                 w.emit(f"model.compile({kwargs})  # in place: the module itself runs compiled")
                 w.emit("compiled = model")
@@ -123,20 +103,6 @@ class Compile(Op):
 
 
 STAYS_EAGER = "compile setting 'none': the model stays eager"
-
-
-def _compile_kwargs(c: CompileSetting) -> dict[str, Any]:
-    """torch.compile's arguments for the setting: the run's call and the script's line are made from these."""
-    kwargs: dict[str, Any] = {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic}
-    if c.mode and c.mode != "default":
-        kwargs["mode"] = c.mode
-    return kwargs
-
-
-def _generate_compile_kwargs(c: CompileSetting) -> dict[str, Any]:
-    """CompileConfig's arguments for the setting (a mode is inductor's only)."""
-    mode = (c.mode or "default") if c.backend == "inductor" else None
-    return {"backend": c.backend, "fullgraph": c.fullgraph, "dynamic": c.dynamic, "mode": mode}
 
 
 def _call_args(kwargs: dict[str, Any]) -> str:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from bench.engine.model import vocab_size_of
+from bench.engine.train import (
+    LOSS_MARGIN_REL,
+    TRAIN_BATCHES,
+    fit,
+    train,
+    train_batches,
+    trainable_parameters,
+    trained_enough,
+)
 from bench.ops.base import Op, Walk
+from bench.ops.script_text import ident
+from bench.ops.templates import TRAIN
+from bench.results.verdict import find_known, outcome
+from bench.spec.table import checked_name
 
 
 class Train(Op):
-    """A real AdamW loop on synthetic token batches (bench.worker.train): the active LoRA weights (and their
+    """A real AdamW loop on synthetic token batches (bench.engine.train): the active LoRA weights (and their
     modules_to_save copies), or every parameter with `full = true`."""
 
     name = "train"
@@ -46,9 +60,6 @@ class Train(Op):
         return {"steps": step.train_steps, "learning_rate": step.learning_rate, "full": step.full}
 
     def apply(self, subject, step, adapters, locations):
-        from bench.worker.model import vocab_size_of
-        from bench.worker.train import train
-
         return train(
             subject.model,
             subject.workload,
@@ -61,9 +72,6 @@ class Train(Op):
         )
 
     def own_outcomes(self, step, result, state, params):
-        from bench.judge.verdict import find_known, outcome
-        from bench.worker.train import LOSS_MARGIN_REL, trained_enough
-
         before, after = result.fixed_batch_loss_before, result.fixed_batch_loss_after
         return [
             outcome(
@@ -78,9 +86,6 @@ class Train(Op):
         ]
 
     def script(self, w, step):
-        from bench.report.repro.templates import TRAIN
-        from bench.worker.train import TRAIN_BATCHES, fit, train_batches, trainable_parameters
-
         # The harness's own loop, carried verbatim; TRAIN is the script's wrapper around it.
         w.carry(f"TRAIN_BATCHES = {TRAIN_BATCHES!r}", trainable_parameters, train_batches, fit, TRAIN)
         wl = w.case.scenario.workload
@@ -107,8 +112,6 @@ class SaveAdapter(Op):
     changes_output = False  # the same weights, now also a folder: nothing for the output to show
 
     def parse(self, t, ctx):
-        from bench.scenario.table import checked_name
-
         key = checked_name(t, "as", t.get("as", str))
         if ctx.known(key):
             raise t.error("as", f"adapter key {key!r} is already defined; pick a new one")
@@ -133,7 +136,5 @@ class SaveAdapter(Op):
         locations[step.save_as] = str(folder)
 
     def script(self, w, step):
-        from bench.report.repro import ident
-
         w.emit(f"ADAPTERS[{step.save_as!r}] = f'{{work}}/saved/{ident(step.save_as)}'")
         w.emit(f"model.save_pretrained(ADAPTERS[{step.save_as!r}])  # the active adapter")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.atomic import write_text
-from bench.records import Results
 from bench.report import html, markdown
 from bench.report.repro import Repro, write_repros
+from bench.results.atomic import write_text
+from bench.results.records import Results
 
 REPORT_FILES = {"md": "report.md", "html": "report.html"}
 

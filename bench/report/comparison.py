@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.judge.compare import Comparison, Finding, fmt_value
+from bench.judge.compare import Comparison
+from bench.judge.findings import Finding, fmt_value
 from bench.judge.gate import GateResult
 
 # Statuses shown by default: what changed. `--all` shows every finding.

@@ -7,10 +7,10 @@ import base64
 import html
 from pathlib import Path
 
-from bench.records import Results
-from bench.report import data, plots, sections, serving, training
+from bench.report import contents, data, plots, sections, serving, training
 from bench.report.repro import Repro
-from bench.summary import verdict_counts
+from bench.results.records import Results
+from bench.results.summary import verdict_counts
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1320px;
@@ -58,7 +58,7 @@ def _is_num(header: str) -> bool:
     return header in _NUMERIC or header.endswith((" ms", " MiB", " KiB", " s")) or header == "x reload"
 
 
-def table_html(t: sections.Table, *, verdict_cells: bool = False) -> str:
+def table_html(t: sections.ReportTable, *, verdict_cells: bool = False) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
     body = []
     for row in t.rows:
@@ -154,7 +154,7 @@ def render(
         f'<p class="intro">No figures: {_e(no_figures)}.</p>' if no_figures else "",
         _section(sections.verdicts(results), None),
         _failures(results, repros, out_dir),
-        *(_section(s, figures.get(s.key)) for s in sections.all_sections(results)),
+        *(_section(s, figures.get(s.key)) for s in contents.all_sections(results)),
     ]
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -3,17 +3,17 @@ renders anywhere; every figure carries its n and spread, and the environment hea
 
 from __future__ import annotations
 
-from bench.records import Results
-from bench.report import data, sections
+from bench.report import contents, data, sections
 from bench.report.repro import Repro
-from bench.summary import counts_line
+from bench.results.records import Results
+from bench.results.summary import counts_line
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def table_md(t: sections.Table, *, code_first: bool = True) -> list[str]:
+def table_md(t: sections.ReportTable, *, code_first: bool = True) -> list[str]:
     def first(c: str) -> str:
         return f"`{c}`" if code_first and c and c != "-" else c
 
@@ -61,6 +61,6 @@ def render(
     out += [f"- {data.timing_policy_line(results)}", "", f"**{counts_line(results)}**", ""]
     out += section_md(sections.verdicts(results))
     out += failures_md(results, repros)
-    for s in sections.all_sections(results):
+    for s in contents.all_sections(results):
         out += section_md(s)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.records import Results
 from bench.report import data, training
 from bench.report.units import ratio_text as _ratio
 from bench.report.units import size_text
+from bench.results.records import Results
 
 MiB = 2**20
 
 
 @dataclass(frozen=True)
-class Table:
+class ReportTable:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
@@ -25,7 +25,7 @@ class Section:
     key: str  # also names the section's figure
     title: str
     intro: str
-    tables: tuple[Table, ...] = ()
+    tables: tuple[ReportTable, ...] = ()
     empty: str = ""  # shown instead of the tables when there is nothing to show
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -48,8 +48,8 @@ def _floor_note(r: data.SwitchRow) -> str:
     return "no copy floor recorded"
 
 
-def _table(header: list[str], rows: list[list[object]], **kw) -> Table:
-    return Table(tuple(header), tuple(tuple(str(c) for c in r) for r in rows), **kw)
+def _table(header: list[str], rows: list[list[object]], **kw) -> ReportTable:
+    return ReportTable(tuple(header), tuple(tuple(str(c) for c in r) for r in rows), **kw)
 
 
 def verdicts(results: Results) -> Section:
@@ -312,18 +312,3 @@ def recompiles(results: Results) -> Section:
         else (),
         empty="No step compiled anything (eager cases only).",
     )
-
-
-def all_sections(results: Results) -> list[Section]:
-    """In report order, after the environment, the verdicts and the failures."""
-    from bench.report import serving
-
-    return [
-        latency(results),
-        serving.section(results),
-        switch(results),
-        train(results),
-        memory(results),
-        growth(results),
-        recompiles(results),
-    ]

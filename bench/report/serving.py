@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.records import RequestRecord, Results, ServingFigures
+from bench.report.plots import _colours, _png
 from bench.report.sections import Section, _ms, _table
+from bench.results.records import Results
+from bench.results.serving_records import RequestRecord, ServingFigures
 
 MiB = 2**20
 
@@ -110,8 +112,6 @@ def serving_plot(rows: list[ServingRow]) -> bytes | None:
     if not rows:
         return None
     import matplotlib
-
-    from bench.report.plots import _colours, _png
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

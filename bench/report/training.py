@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.records import CaseResult, Results, StepRecord
+from bench.results.records import CaseResult, Results, StepRecord
 
 # Peak RSS holds the whole process (Python, torch, the allocator's slack); a saving smaller than this fraction
 # of the LoRA case's peak is below what one reading per case can resolve, and the report says so.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.scenario.schema import (
+from bench.spec.schema import (
     AdapterSpec,
 )
-from bench.scenario.table import (
+from bench.spec.table import (
     MAX_RANK,
     Table,
     checked_name,

@@ -1,4 +1,4 @@
-"""The `expect` tables and known failures of a scenario file -> Expectations, KnownFailure (bench.scenario.schema).
+"""The `expect` tables and known failures of a scenario file -> Expectations, KnownFailure (bench.spec.schema).
 
 What a step or the whole scenario claims about the library, checked as the loader reads it: a comparison
 that no count could satisfy, an unknown expectation or matrix axis, a known failure without a reason are
@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import re
 
-from bench.host import FACTS as HOST_FACTS
-from bench.scenario.schema import (
+from bench.spec.host import FACTS as HOST_FACTS
+from bench.spec.schema import (
     EXPECTATIONS,
     MATRIX_AXES,
     SERVING_STRATEGIES,
-    Comparison,
+    CountBound,
     Expectations,
     KnownFailure,
     ScenarioExpectations,
 )
-from bench.scenario.table import MAX_COUNT, Table, did_you_mean, short
+from bench.spec.table import MAX_COUNT, Table, did_you_mean, short
 
 
-def _comparison(t: Table, key: str) -> Comparison | None:
+def _comparison(t: Table, key: str) -> CountBound | None:
     """A count comparison ("== 0", ">= 1", or a bare count); refused when no count could satisfy it."""
     raw = t.get(key, (str, int), None)
     if raw is None:
@@ -30,7 +30,7 @@ def _comparison(t: Table, key: str) -> Comparison | None:
     if isinstance(raw, int) and not abs(raw) <= MAX_COUNT:
         raise t.error(key, f"must be between -{MAX_COUNT} and {MAX_COUNT}, got {short(raw)}")
     try:
-        cmp = Comparison.parse(raw)
+        cmp = CountBound.parse(raw)
     except ValueError as exc:
         raise t.error(key, str(exc)) from None
     if (why := cmp.satisfiable()) is not None:

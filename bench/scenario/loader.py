@@ -17,7 +17,7 @@ from bench.scenario.adapters import adapters_table
 from bench.scenario.expectations import scenario_expectations, step_expectations, step_known_failures
 from bench.scenario.files import check_scenario_file
 from bench.scenario.rules import check_count_expectations_compiled, check_order, check_serving
-from bench.scenario.schema import (
+from bench.spec.schema import (
     BACKENDS,
     COMPILE_MODES,
     COMPUTE_DTYPES,
@@ -32,10 +32,10 @@ from bench.scenario.schema import (
     QuantOptions,
     Scenario,
     Step,
-    TimingPolicy,
+    TimingSpec,
     Workload,
 )
-from bench.scenario.table import (
+from bench.spec.table import (
     MAX_BATCH_SIZE,
     MAX_BATCH_TOKENS,
     MAX_NEW_TOKENS,
@@ -234,7 +234,7 @@ def _workload(t: Table) -> Workload:
     return w
 
 
-def _timing(t: Table) -> TimingPolicy:
+def _timing(t: Table) -> TimingSpec:
     warmup = t.int_in("warmup", 3, 0, 10_000)
     min_rounds = t.int_in("min_rounds", 20, 1, 1_000_000)
     max_rounds = t.int_in("max_rounds", 10_000, 1, 1_000_000)
@@ -244,7 +244,7 @@ def _timing(t: Table) -> TimingPolicy:
     if max_rounds < min_rounds:
         raise t.error("max_rounds", f"must be at least min_rounds ({min_rounds}), got {max_rounds}")
     t.finish()
-    return TimingPolicy(warmup=warmup, min_rounds=min_rounds, min_time_s=min_time_s, max_rounds=max_rounds)
+    return TimingSpec(warmup=warmup, min_rounds=min_rounds, min_time_s=min_time_s, max_rounds=max_rounds)
 
 
 _COMMON_STEP_FIELDS = {"op", "expect", "known_failure", "known_failures", "note"}

@@ -8,7 +8,7 @@ import dataclasses
 from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.ops.base import Walk
-from bench.scenario.schema import (
+from bench.spec.schema import (
     SERVING_STRATEGIES,
     KnownFailure,
     Scenario,

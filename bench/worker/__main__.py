@@ -5,7 +5,7 @@ escapes the case (a bad source, a library crash) is written as an `error` result
 lines, so the parent can tell a reported error from a dead process.
 
 The log (stdout and stderr) gets a phase line before each step and, through faulthandler, the Python stack
-on a native crash or when the parent sends SIGUSR1 before killing a worker that timed out: bench.exits reads
+on a native crash or when the parent sends SIGUSR1 before killing a worker that timed out: bench.results.exits reads
 both to say where a dead worker was.
 """
 
@@ -20,6 +20,15 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.engine.oom import is_out_of_memory, memory_limit_note
+from bench.results.atomic import write_json
+from bench.results.exits import PHASE_FINISHING, PHASE_MARKER, PHASE_STARTED
+from bench.results.records import CaseResult, WorkerInfo
+from bench.spec.cases import Case
+from bench.spec.codec import to_dict
+from bench.worker import inject
+from bench.worker.execute import pick_device, run_case
+
 
 def main(argv: list[str]) -> int:
     faulthandler.enable()
@@ -30,11 +39,6 @@ def main(argv: list[str]) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
     from dataclasses import replace
-
-    from bench.atomic import write_json
-    from bench.exits import PHASE_FINISHING, PHASE_MARKER
-    from bench.records import to_dict
-    from bench.worker import inject
 
     # Test-only fault injection (see bench.worker.inject): read once, here, and nowhere else.
     faults = inject.parse(os.environ.get(inject.ENV_VAR))
@@ -61,11 +65,6 @@ def main(argv: list[str]) -> int:
 
 def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = ()):
     """Run the case a case spec names and return its CaseResult; whatever escapes becomes an `error` result."""
-    from bench.exits import PHASE_MARKER, PHASE_STARTED
-    from bench.records import CaseResult, WorkerInfo
-    from bench.worker import inject
-    from bench.worker.oom import is_out_of_memory, memory_limit_note
-
     print(f"{PHASE_MARKER} {PHASE_STARTED}", flush=True)
     current: list[str] = []  # the label of the step running now, for the reason of an escaping exception
 
@@ -78,9 +77,6 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
     # the H200's results, whose repro scripts then set DEVICE = 'cpu'); unknown only if torch cannot import.
     device: str | None = None
     try:
-        from bench.cases import Case
-        from bench.worker.execute import pick_device, run_case
-
         # The parent hands over the expanded case itself: the scenario file is never read again, so editing
         # it during a run changes nothing in the run.
         case = Case.from_dict(spec["case"])

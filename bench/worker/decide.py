@@ -7,20 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.cases import Case
-from bench.judge.verdict import find_known, outcome, step_status
+from bench.engine.serving.outcomes import serving_outcomes
+from bench.errors import error_text
 from bench.ops import OPS
-from bench.ops.state import AdapterState
-from bench.records import (
-    OracleAgreement,
-    Outcome,
-    OutputCheck,
-    ServingRecord,
-    StateContrast,
-    StepRecord,
-    TimingStats,
-)
-from bench.scenario.schema import Step
+from bench.results.measures import OracleAgreement, OutputCheck, StateContrast, TimingStats
+from bench.results.records import Outcome, StepRecord
+from bench.results.serving_records import ServingRecord
+from bench.results.verdict import find_known, outcome, step_status
+from bench.spec.cases import Case
+from bench.spec.schema import Step
+from bench.spec.state import AdapterState
 
 
 @dataclass
@@ -42,11 +38,6 @@ class StepRun:
     refused: bool = False  # the op raised and the step declared `raises`: a call checks nothing changed
     call_error: str | None = None  # the model call after a refused op raised
     called_model: bool = False  # a model call was made: only then can a recompile be counted
-
-
-def error_text(exc: BaseException) -> str:
-    """An exception as one bounded line: its class and message, whitespace collapsed."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
 
 
 @dataclass(frozen=True)
@@ -77,151 +68,23 @@ def decide(
 ) -> StepRecord:
     """The step's outcomes and record from what happened (run, probes) and what was checked (evidence). Pure:
     it loads nothing, calls no model and times nothing."""
-    kf = step.known_failures
+    notes = list(run.notes)  # the run's own, then what deciding adds; the StepRun is left as it came
     outcomes: list[Outcome] = []
-    e = step.expect
     err_text = error_text(run.op_error) if run.op_error else None
 
-    if e.raises is not None:
-        names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []
-        held = e.raises in names
-        actual = err_text or "no exception"
-        outcomes.append(
-            outcome(
-                "raises",
-                e.raises,
-                actual,
-                held,
-                f"expected {e.raises}, got {actual}",
-                find_known(kf, "raises", params),
-            )
-        )
-    else:
-        outcomes.append(
-            outcome(
-                "succeeds",
-                "no exception",
-                err_text or "no exception",
-                run.op_error is None,
-                f"raised {err_text}",
-                find_known(kf, "succeeds", params),
-            )
-        )
-
-    if not run.compiled and (e.recompiles or e.graph_breaks):
-        run.notes.append(
-            "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
-        )
-    elif not run.called_model and (e.recompiles or e.graph_breaks):
-        # No call, no graph to guard: a count of 0 here would be a pass that tested nothing.
-        run.notes.append(
-            "recompile and graph-break expectations not evaluated: the step made no model call"
-            + (f" ({err_text})" if err_text else "")
-        )
-    counted = run.compiled and run.called_model
-    if e.recompiles is not None and comp is not None and counted:
-        held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
-        why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
-        outcomes.append(
-            outcome(
-                "recompiles",
-                str(e.recompiles),
-                str(comp.recompiles),
-                held,
-                f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
-                find_known(kf, "recompiles", params),
-            )
-        )
-    if run.first_call_after_compile and comp is not None:
-        outcomes.append(
-            outcome(
-                "compile_effective",
-                ">= 1 frame compile",
-                f"{comp.frame_compiles} frame compile(s)",
-                comp.frame_compiles >= 1,
-                "compile had no effect: the first model call after the compile step compiled no frame, so "
-                "the model ran eager and no recompile count means anything",
-                find_known(kf, "compile_effective", params),
-            )
-        )
-    if e.graph_breaks is not None and comp is not None and counted:
-        outcomes.append(
-            outcome(
-                "graph_breaks",
-                str(e.graph_breaks),
-                str(comp.graph_breaks),
-                e.graph_breaks.holds(comp.graph_breaks),
-                f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
-                + "; ".join(comp.graph_break_reasons[:3]),
-                find_known(kf, "graph_breaks", params),
-            )
-        )
+    outcomes += _call_outcomes(params, step, run, err_text)
+    outcomes += _compile_outcomes(params, step, run, comp, err_text, notes)
 
     op = OPS[step.op]
     if run.op_error is None:
         # What only this op decides (active_adapters' names, plain_model, loss_decreases): bench/ops.
         outcomes += op.own_outcomes(step, run.op_result, state, params)
-
-    if evidence.reference_error is not None:
-        outcomes.append(
-            Outcome(
-                expectation="reference",
-                expected="a reference built",
-                actual=evidence.reference_error,
-                held=False,
-                status="error",
-                message=f"reference could not be built: {evidence.reference_error}",
-            )
-        )
-    agreement = evidence.oracle_agreement
-    if agreement is not None:
-        diff = "n/a" if agreement.max_abs_diff is None else f"{agreement.max_abs_diff:.3g}"
-        outcomes.append(
-            outcome(
-                "oracles_agree",
-                f"<= {agreement.bound:.3g}" if agreement.bound is not None else agreement.rule,
-                diff,
-                agreement.agree,
-                f"the library's reference disagrees with the math: max abs diff {diff} ({agreement.rule})",
-                find_known(kf, "oracles_agree", params),
-            )
-        )
-    output = evidence.output
-    if output is not None and (e.raises is None or e.matches_reference is not None):
-        outcomes.append(_matches(params, step, "matches_reference", output, "output"))
-    outcomes += _steady_and_refusal(params, step, run, evidence)
-    c = evidence.contrast
-    if c is not None:
-        # Declared indistinguishable (add_adapter's B = 0): the references must then agree, and the record
-        # says this step's output check cannot tell the op from a no-op (a later step must).
-        wanted = e.distinguishable if e.distinguishable is not None else True
-        outcomes.append(
-            outcome(
-                "distinguishable",
-                f"margin > {c.factor:g}" if wanted else f"margin <= {c.factor:g} (declared)",
-                f"margin {c.margin:.3g} (max abs diff {c.max_abs_diff:.3g})",
-                c.distinguishable == wanted,
-                f"this check cannot tell the states apart: the reference of the new state and of "
-                f"{c.previous_state} differ by at most {c.margin:.3g}x the {c.rule} tolerance (needs > "
-                f"{c.factor:g}x)"
-                if wanted
-                else f"declared distinguishable = false, but the references differ by {c.margin:.3g}x the "
-                f"{c.rule} tolerance",
-                find_known(kf, "distinguishable", params),
-            )
-        )
-        if not wanted and not c.distinguishable:
-            run.notes.append(
-                "not distinguishable (declared): this step's output equals the previous state's, so its "
-                "output check cannot tell the op from a no-op"
-            )
+    outcomes += _evidence_outcomes(params, step, run, evidence, notes)
 
     if evidence.serving is not None:
-        from bench.serving.outcomes import serving_outcomes
-
         outcomes.extend(serving_outcomes(params, step, evidence.serving, run.compiled))
 
-    notes = list(run.notes) + list(evidence.notes)
+    notes += evidence.notes
     if run.recompile_errors:
         notes.append(
             "RecompileError under error_on_recompile=True; the call was repeated unguarded to record the output"
@@ -240,7 +103,7 @@ def decide(
         timing=run.timing if run.timing is not None else _serving_timing(evidence.serving),
         compile=comp,
         memory=mem,
-        output=output,
+        output=evidence.output,
         contrast=evidence.contrast,
         oracle_agreement=evidence.oracle_agreement,
         steady_output=evidence.steady_output,
@@ -253,6 +116,157 @@ def decide(
         serving=evidence.serving,
         **kept,
     )
+
+
+def _call_outcomes(params, step: Step, run: StepRun, err_text: str | None) -> list[Outcome]:
+    """The op call itself: it raised what `raises` names, or it succeeded."""
+    kf, e = step.known_failures, step.expect
+    out: list[Outcome] = []
+    if e.raises is not None:
+        names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []
+        held = e.raises in names
+        actual = err_text or "no exception"
+        out.append(
+            outcome(
+                "raises",
+                e.raises,
+                actual,
+                held,
+                f"expected {e.raises}, got {actual}",
+                find_known(kf, "raises", params),
+            )
+        )
+    else:
+        out.append(
+            outcome(
+                "succeeds",
+                "no exception",
+                err_text or "no exception",
+                run.op_error is None,
+                f"raised {err_text}",
+                find_known(kf, "succeeds", params),
+            )
+        )
+    return out
+
+
+def _compile_outcomes(
+    params, step: Step, run: StepRun, comp, err_text: str | None, notes: list[str]
+) -> list[Outcome]:
+    """Recompiles, graph breaks and whether the compile took effect; `notes` gets why a count was not evaluated."""
+    kf, e = step.known_failures, step.expect
+    out: list[Outcome] = []
+    if not run.compiled and (e.recompiles or e.graph_breaks):
+        notes.append(
+            "recompile and graph-break expectations not evaluated: the model is not compiled in this case"
+        )
+    elif not run.called_model and (e.recompiles or e.graph_breaks):
+        # No call, no graph to guard: a count of 0 here would be a pass that tested nothing.
+        notes.append(
+            "recompile and graph-break expectations not evaluated: the step made no model call"
+            + (f" ({err_text})" if err_text else "")
+        )
+    counted = run.compiled and run.called_model
+    if e.recompiles is not None and comp is not None and counted:
+        held = not run.recompile_errors and e.recompiles.holds(comp.recompiles)
+        why = run.recompile_errors[0] if run.recompile_errors else "; ".join(comp.recompile_reasons[:3])
+        out.append(
+            outcome(
+                "recompiles",
+                str(e.recompiles),
+                str(comp.recompiles),
+                held,
+                f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
+                find_known(kf, "recompiles", params),
+            )
+        )
+    if run.first_call_after_compile and comp is not None:
+        out.append(
+            outcome(
+                "compile_effective",
+                ">= 1 frame compile",
+                f"{comp.frame_compiles} frame compile(s)",
+                comp.frame_compiles >= 1,
+                "compile had no effect: the first model call after the compile step compiled no frame, so "
+                "the model ran eager and no recompile count means anything",
+                find_known(kf, "compile_effective", params),
+            )
+        )
+    if e.graph_breaks is not None and comp is not None and counted:
+        out.append(
+            outcome(
+                "graph_breaks",
+                str(e.graph_breaks),
+                str(comp.graph_breaks),
+                e.graph_breaks.holds(comp.graph_breaks),
+                f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
+                + "; ".join(comp.graph_break_reasons[:3]),
+                find_known(kf, "graph_breaks", params),
+            )
+        )
+    return out
+
+
+def _evidence_outcomes(
+    params, step: Step, run: StepRun, evidence: Evidence, notes: list[str]
+) -> list[Outcome]:
+    """The output against its references: the library reference, the math oracle, the contrast with the previous state."""
+    kf, e = step.known_failures, step.expect
+    out: list[Outcome] = []
+    if evidence.reference_error is not None:
+        out.append(
+            Outcome(
+                expectation="reference",
+                expected="a reference built",
+                actual=evidence.reference_error,
+                held=False,
+                status="error",
+                message=f"reference could not be built: {evidence.reference_error}",
+            )
+        )
+    agreement = evidence.oracle_agreement
+    if agreement is not None:
+        diff = "n/a" if agreement.max_abs_diff is None else f"{agreement.max_abs_diff:.3g}"
+        out.append(
+            outcome(
+                "oracles_agree",
+                f"<= {agreement.bound:.3g}" if agreement.bound is not None else agreement.rule,
+                diff,
+                agreement.agree,
+                f"the library's reference disagrees with the math: max abs diff {diff} ({agreement.rule})",
+                find_known(kf, "oracles_agree", params),
+            )
+        )
+    output = evidence.output
+    if output is not None and (e.raises is None or e.matches_reference is not None):
+        out.append(_matches(params, step, "matches_reference", output, "output"))
+    out += _steady_and_refusal(params, step, run, evidence)
+    c = evidence.contrast
+    if c is not None:
+        # Declared indistinguishable (add_adapter's B = 0): the references must then agree, and the record
+        # says this step's output check cannot tell the op from a no-op (a later step must).
+        wanted = e.distinguishable if e.distinguishable is not None else True
+        out.append(
+            outcome(
+                "distinguishable",
+                f"margin > {c.factor:g}" if wanted else f"margin <= {c.factor:g} (declared)",
+                f"margin {c.margin:.3g} (max abs diff {c.max_abs_diff:.3g})",
+                c.distinguishable == wanted,
+                f"this check cannot tell the states apart: the reference of the new state and of "
+                f"{c.previous_state} differ by at most {c.margin:.3g}x the {c.rule} tolerance (needs > "
+                f"{c.factor:g}x)"
+                if wanted
+                else f"declared distinguishable = false, but the references differ by {c.margin:.3g}x the "
+                f"{c.rule} tolerance",
+                find_known(kf, "distinguishable", params),
+            )
+        )
+        if not wanted and not c.distinguishable:
+            notes.append(
+                "not distinguishable (declared): this step's output equals the previous state's, so its "
+                "output check cannot tell the op from a no-op"
+            )
+    return out
 
 
 def _serving_timing(serving: ServingRecord | None) -> TimingStats | None:

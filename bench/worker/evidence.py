@@ -5,17 +5,18 @@ of the bytes it moved, and a serve step's responses. Evidence only: bench.worker
 
 from __future__ import annotations
 
-from bench.errors import BenchInputError
+from bench.engine.footprint import copy_floor_ms
+from bench.engine.math_oracle import MathOracle, MathOracleError
+from bench.engine.oom import is_out_of_memory
+from bench.engine.probes.clock import Clock
+from bench.engine.reference import ReferenceOracle
+from bench.engine.serving.evidence import serving_record, serving_run_of
+from bench.engine.subject import Subject
+from bench.errors import BenchInputError, error_text
 from bench.ops import OPS
-from bench.ops.state import AdapterState
-from bench.probes.clock import Clock
-from bench.scenario.schema import Step
-from bench.worker.decide import Evidence, StepRun, error_text
-from bench.worker.footprint import copy_floor_ms
-from bench.worker.math_oracle import MathOracle, MathOracleError
-from bench.worker.oom import is_out_of_memory
-from bench.worker.reference import ReferenceOracle
-from bench.worker.subject import Subject
+from bench.spec.schema import Step
+from bench.spec.state import AdapterState
+from bench.worker.decide import Evidence, StepRun
 
 
 def gather_evidence(
@@ -84,8 +85,7 @@ def gather_evidence(
 def _serving_evidence(
     run: StepRun, oracle: ReferenceOracle, math_oracle: MathOracle, subject: Subject
 ) -> Evidence:
-    """A serve step: its responses against fresh references, per request (bench.serving.evidence)."""
-    from bench.serving.evidence import serving_record, serving_run_of
+    """A serve step: its responses against fresh references, per request (bench.engine.serving.evidence)."""
 
     served = serving_run_of(run.op_result, run.op_error)
     if served is None:

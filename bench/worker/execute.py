@@ -14,36 +14,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from bench import host
-from bench.cases import Case
-from bench.judge.verdict import case_verdict
+from bench.engine.oom import is_out_of_memory
+from bench.engine.probes.clock import Clock, repeat
+from bench.engine.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
+from bench.engine.probes.memory import measure_memory
+from bench.engine.subject import Subject
+from bench.errors import error_text
 from bench.ops import OPS
-from bench.ops.state import AdapterState
-from bench.precision import needs_eager_forward_after_state_dict, unavailable_reason
-from bench.probes.clock import Clock, repeat
-from bench.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
-from bench.probes.memory import measure_memory
-from bench.records import CaseResult, StepRecord, TimingPolicy, to_dict
-from bench.scenario.schema import Step
-from bench.sources.adapters import lora_config, resolve_adapter
-from bench.sources.check import check_adapter_sources, check_adapters_fit, check_model_files
-from bench.sources.models import resolve_model
-from bench.worker.decide import (
-    StepRun,
-    decide,
-    error_text,
-    not_run_record,
-    scenario_outcomes,
-    skipped,
-)
+from bench.results.records import CaseResult, StepRecord, TimingPolicy
+from bench.results.verdict import case_verdict
+from bench.spec import host
+from bench.spec.cases import Case
+from bench.spec.codec import to_dict
+from bench.spec.precision import needs_eager_forward_after_state_dict, unavailable_reason
+from bench.spec.schema import Step
+from bench.spec.state import AdapterState
+from bench.worker.decide import StepRun, decide, not_run_record, scenario_outcomes, skipped
 from bench.worker.evidence import gather_evidence
-from bench.worker.footprint import adapter_file_bytes, model_footprint
 from bench.worker.harness import after_state_op
-from bench.worker.math_oracle import MathOracle
-from bench.worker.model import load_model, make_inputs, vocab_size_of
-from bench.worker.oom import is_out_of_memory
-from bench.worker.reference import ReferenceOracle
-from bench.worker.subject import Subject
+from bench.worker.prepare import Ready, set_up
 
 
 def pick_device() -> str:
@@ -93,7 +82,7 @@ def _run_case(
     if process_start is not None:
         phases["process_start_and_imports_s"] = max(0.0, time.time() - process_start)
     device = device or pick_device()
-    # Known failures that cannot happen on this machine are dropped before anything is decided (bench.host).
+    # Known failures that cannot happen on this machine are dropped before anything is decided (bench.spec.host).
     host_facts = host.probe(host.named_in(case.scenario), device)
     case = replace(case, scenario=host.scope_to_host(case.scenario, host_facts))
     s = case.scenario
@@ -122,80 +111,37 @@ def _run_case(
     configure_dynamo_for_counting()
     torch.manual_seed(0)
 
-    t = time.perf_counter()
     trust = trust_remote_code or s.trust_remote_code
     pickle_ok = allow_pickle or s.allow_pickle
-    model_src = resolve_model(s.model, cache_root)
-    # Before anything loads the model (a generated adapter is built on it): its own code, its weight files.
-    check_model_files(
-        s.model, model_src.location, model_src.kind, allow_pickle=pickle_ok, trust_remote_code=trust
-    )
-    adapters = {a.key: a for a in s.adapters}
-    resolved = {
-        k: resolve_adapter(a, model_src, cache_root, trust_remote_code=trust, allow_pickle=pickle_ok)
-        for k, a in adapters.items()
-    }
-    locations = {k: r.location for k, r in resolved.items()}
-    peft_types = check_adapter_sources(s, resolved, allow_pickle=pickle_ok)
-    phases["resolve_sources_s"] = time.perf_counter() - t
+    ready = set_up(case, cache_root, device, work_dir, phases, trust=trust, pickle_ok=pickle_ok)
+    records, steps_s, references_s = _run_steps(case, ready, on_step)
 
-    t = time.perf_counter()
-    model = load_model(
-        model_src.location,
-        case.precision,
-        device,
-        quant=s.quantization,
-        trust_remote_code=trust,
-        allow_pickle=pickle_ok,
+    phases["steps_s"] = steps_s
+    phases["references_s"] = references_s
+    phases["compile_s"] = sum(r.compile.compile_time_s for r in records if r.compile)
+    total_recompiles = sum(r.compile.recompiles for r in records if r.compile)
+    total_breaks = sum(r.compile.graph_breaks for r in records if r.compile)
+    case_outcomes = scenario_outcomes(case, total_recompiles, total_breaks)
+    verdict, reason = case_verdict(records, case_outcomes)
+    return CaseResult(
+        verdict=verdict,
+        reason=reason,
+        steps=tuple(records),
+        phases_s=phases,
+        footprint=ready.footprint,
+        total_recompiles=total_recompiles,
+        total_graph_breaks=total_breaks,
+        scenario_outcomes=tuple(case_outcomes),
+        wall_s=time.perf_counter() - started,
+        **base,
     )
-    phases["load_model_s"] = time.perf_counter() - t
-    check_adapters_fit(s, model, resolved, peft_types)
-    inputs = make_inputs(s.workload, vocab_size_of(model), device)
-    measured = {k: adapter_file_bytes(loc) for k, loc in locations.items() if resolved[k].kind != "hub"}
-    adapter_bytes = {k: n for k, n in measured.items() if n is not None}
-    footprint = model_footprint(model, adapter_bytes)
 
-    oracle = ReferenceOracle(
-        model_location=model_src.location,
-        precision=case.precision,
-        device=device,
-        inputs=inputs,
-        workload=s.workload,
-        adapter_locations=locations,
-        adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated},
-        quant=s.quantization,
-        trust_remote_code=trust,
-        allow_pickle=pickle_ok,
-    )
-    # The second, independent oracle: the same states computed from the adapter files, without peft.
-    math_oracle = MathOracle(
-        model_location=model_src.location,
-        precision=case.precision,
-        device=device,
-        inputs=inputs,
-        workload=s.workload,
-        adapter_locations=locations,
-        quant=s.quantization,
-        trust_remote_code=trust,
-        allow_pickle=pickle_ok,
-    )
-    subject = Subject(
-        model=model,
-        device=device,
-        workload=s.workload,
-        inputs=inputs,
-        compile_setting=case.compile,
-        hotswap_path=case.hotswap_path,
-        strategy=case.strategy,
-        precision=case.precision,
-        quant=s.quantization,
-        work_dir=work_dir,
-        trust_remote_code=trust,
-        allow_pickle=pickle_ok,
-    )
-    clock = Clock.for_device(device)
-    subject.clock = clock
 
+def _run_steps(case: Case, ready: Ready, on_step) -> tuple[list[StepRecord], float, float]:
+    """Every step in order: run, gather its evidence, decide. After an unexpected raise the rest is not_run.
+    Returns the records and the seconds spent in the steps and in the references."""
+    s = case.scenario
+    subject, clock, adapters, locations = ready.subject, ready.clock, ready.adapters, ready.locations
     state = AdapterState()
     records: list[StepRecord] = []
     halted: str | None = None
@@ -224,7 +170,7 @@ def _run_case(
         if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
             contrast_with = None
         evidence = gather_evidence(
-            step, run, new_state, contrast_with, (oracle, math_oracle), subject, adapter_bytes, clock
+            step, run, new_state, contrast_with, ready.oracles, subject, ready.adapter_bytes, clock
         )
         record = decide(case.params, step, run, mem, comp, strict, new_state, evidence)
         references_s += time.perf_counter() - t
@@ -233,30 +179,13 @@ def _run_case(
         if run.op_error is not None and step.expect.raises is None:
             halted = f"step {step.index} ({step.op}) raised {type(run.op_error).__name__}; the model state is unknown"
 
-    phases["steps_s"] = steps_s
-    phases["references_s"] = references_s
-    phases["compile_s"] = sum(r.compile.compile_time_s for r in records if r.compile)
-    total_recompiles = sum(r.compile.recompiles for r in records if r.compile)
-    total_breaks = sum(r.compile.graph_breaks for r in records if r.compile)
-    case_outcomes = scenario_outcomes(case, total_recompiles, total_breaks)
-    verdict, reason = case_verdict(records, case_outcomes)
-    return CaseResult(
-        verdict=verdict,
-        reason=reason,
-        steps=tuple(records),
-        phases_s=phases,
-        footprint=footprint,
-        total_recompiles=total_recompiles,
-        total_graph_breaks=total_breaks,
-        scenario_outcomes=tuple(case_outcomes),
-        wall_s=time.perf_counter() - started,
-        **base,
-    )
+    return records, steps_s, references_s
 
 
 def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, timing, *, freeze: bool):
     """Apply the op and make the step's model calls, inside the memory and compile probes. `freeze`: the
-    scenario's harness.freeze_params (reset requires_grad after each state op)."""
+    scenario's harness.freeze_params (reset requires_grad after each state op). Long because: the op and its
+    model calls run inside the same probe contexts, which cannot be split across functions."""
     run = StepRun()
     op = OPS[step.op]
     run.compiled = (
@@ -270,7 +199,9 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
     calls_model = op.checks_output
     with measure_memory(subject.device) as mem, count_compiles() as comp:
         try:
-            run.op_time_ms, run.op_result = clock.time_ms(lambda: subject.apply(step, adapters, locations))
+            run.op_time_ms, run.op_result = clock.time_ms(
+                lambda: OPS[step.op].apply(subject, step, adapters, locations)
+            )
         except Exception as exc:  # the library's answer to the call: decided against expect.raises
             if is_out_of_memory(exc):
                 raise  # a fault of the run, not the library's answer: the case's error (see worker main)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench.scenario.schema import Step
+from bench.spec.schema import Step
 from bench.worker.decide import StepRun
 
 

@@ -2,29 +2,24 @@
 failure reproduces. The ops write their own calls and checks (bench/ops, `script`, `script_check`); script.py
 drives the writer through the steps, assemble.py writes the file around main()."""
 
+from bench.report.repro.assemble import Target, find_target
 from bench.report.repro.script import (
     REPRO_DIR,
     REPRO_VERDICTS,
     Repro,
-    ReproUnsupported,
-    Target,
     case_for,
-    find_target,
     repro_file_name,
     repro_script,
     write_repros,
 )
-from bench.report.repro.writer import ident
 
 __all__ = [
     "REPRO_DIR",
     "REPRO_VERDICTS",
     "Repro",
-    "ReproUnsupported",
     "Target",
     "case_for",
     "find_target",
-    "ident",
     "repro_file_name",
     "repro_script",
     "write_repros",

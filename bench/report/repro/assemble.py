@@ -7,19 +7,37 @@ from __future__ import annotations
 import inspect
 import re
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bench.cases import Case
-from bench.precision import device_map
-from bench.records import CaseResult, Results
-from bench.report.repro.templates import HELPERS
-from bench.report.repro.writer import Writer, doc_line, ident
-from bench.scenario.schema import AdapterSpec, Scenario
-from bench.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
+from bench.engine.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
+from bench.ops.script_text import doc_line, ident
+from bench.ops.templates import HELPERS
+from bench.report.repro.writer import Writer
+from bench.results.records import CaseResult, Outcome, Results
+from bench.spec.cases import Case
+from bench.spec.precision import TOLERANCES, device_map
+from bench.spec.schema import AdapterSpec, Scenario
 
-if TYPE_CHECKING:
-    from bench.report.repro.script import Target
+
+@dataclass(frozen=True)
+class Target:
+    """What the script checks: one failed expectation of one step, or a whole-case count."""
+
+    step: int | None  # None: replay every step (a crash, or a whole-case expectation)
+    outcome: Outcome | None
+    scenario_level: bool = False
+
+
+def find_target(case: CaseResult) -> Target:
+    for s in case.steps:
+        if s.status == case.verdict:
+            return Target(s.index, next((o for o in s.outcomes if o.status == case.verdict), None))
+    o = next((o for o in case.scenario_outcomes if o.status == case.verdict), None)
+    if o is not None:
+        return Target(None, o, scenario_level=True)
+    return Target(None, None)
+
 
 _DTYPES = {"fp32": "torch.float32", "bf16": "torch.bfloat16", "fp16": "torch.float16"}
 
@@ -134,7 +152,8 @@ def _load_kwargs(case: Case) -> list[str]:
 
 def assemble(result: CaseResult, results: Results, case: Case, target: Target, w: Writer) -> str:
     """The whole script: the header, imports and settings, the model and adapter builders, the helpers and
-    the source the steps carried (w.carried), then main() with the body the writer emitted."""
+    the source the steps carried (w.carried), then main() with the body the writer emitted. Long because: the
+    script's text in file order."""
     s = case.scenario
     wl = s.workload
     atol, rtol = _tolerance(result, case)
@@ -220,7 +239,5 @@ def _tolerance(result: CaseResult, case: Case) -> tuple[float, float]:
     for s in result.steps:
         if s.output is not None:
             return s.output.atol, s.output.rtol
-    from bench.precision import TOLERANCES
-
     t = TOLERANCES[case.precision]
     return t.atol, t.rtol

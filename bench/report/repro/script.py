@@ -16,25 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.atomic import write_text
-from bench.cases import Case, expand
+from bench.engine.probes.compile import CompileWindow, _one_line
 from bench.errors import BenchInputError
 from bench.ops import OPS
-from bench.ops.state import AdapterState
-from bench.probes.compile import CompileWindow, _one_line
-from bench.records import CaseResult, Outcome, Results
-from bench.report.repro.assemble import assemble, repro_file_name
+from bench.ops.script_text import ReproUnsupported
+from bench.report.repro.assemble import Target, assemble, find_target, repro_file_name
 from bench.report.repro.writer import Writer
+from bench.results.atomic import write_text
+from bench.results.records import CaseResult, Outcome, Results
 from bench.scenario import load_scenario
-from bench.scenario.schema import Comparison, Scenario, Step
+from bench.spec.cases import Case, expand
+from bench.spec.schema import CountBound, Scenario, Step
+from bench.spec.state import AdapterState
 
 REPRO_DIR = "repro"
 # Verdicts that carry a failure worth reproducing (an xfail is a known upstream bug: the report's best case).
 REPRO_VERDICTS = ("fail", "xfail", "error")
-
-
-class ReproUnsupported(Exception):
-    """Why no script can be written for a case (the report shows the reason instead)."""
 
 
 @dataclass(frozen=True)
@@ -42,25 +39,6 @@ class Repro:
     case_id: str
     path: str | None  # relative to the results folder
     note: str  # what the script checks, or why there is none
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the script checks: one failed expectation of one step, or a whole-case count."""
-
-    step: int | None  # None: replay every step (a crash, or a whole-case expectation)
-    outcome: Outcome | None
-    scenario_level: bool = False
-
-
-def find_target(case: CaseResult) -> Target:
-    for s in case.steps:
-        if s.status == case.verdict:
-            return Target(s.index, next((o for o in s.outcomes if o.status == case.verdict), None))
-    o = next((o for o in case.scenario_outcomes if o.status == case.verdict), None)
-    if o is not None:
-        return Target(None, o, scenario_level=True)
-    return Target(None, None)
 
 
 def _resolve_scenario(case: CaseResult, roots: tuple[Path, ...]) -> Path:
@@ -101,7 +79,7 @@ def _check(
     what = f"step {step.index} ({step.op})" if step else "the case"
     counts = "totals" if target.scenario_level else "window"
     if o.expectation in ("recompiles", "graph_breaks"):
-        cmp = Comparison.parse(o.expected)
+        cmp = CountBound.parse(o.expected)
         noun = o.expectation.replace("_", " ")
         w.emit(
             f"print({what!r}, {counts}.recompiles, 'recompile(s),', {counts}.graph_breaks, 'graph break(s)')"
@@ -169,7 +147,7 @@ def repro_script(result: CaseResult, results: Results, case: Case) -> str:
     last = target.step or max((st.index for st in s.steps), default=0)
     needed = [st for st in s.steps if st.index <= last]
     w = Writer(case, adapters_used=frozenset(k for st in needed for k in (st.adapter, *st.cycle) if k))
-    # Every script counts recompiles and graph breaks with the harness's own window (bench.probes.compile).
+    # Every script counts recompiles and graph breaks with the harness's own window (bench.engine.probes.compile).
     w.carry(_one_line, CompileWindow)
     if target.scenario_level:
         w.emit("totals = Totals()")

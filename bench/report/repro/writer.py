@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 from dataclasses import dataclass, field
 
-from bench.cases import Case
+from bench.engine.hotswap import PATHS, HotswapPath
 from bench.ops import OPS
-from bench.ops.hotswap import PATHS, HotswapPath
-from bench.scenario.schema import Step
+from bench.spec.cases import Case
+from bench.spec.host import bnb_cpu_packs_4bit
+from bench.spec.schema import Step
 
 
 @dataclass
@@ -78,9 +78,7 @@ class Writer:
                     "model.requires_grad_(False)  # harness.freeze_params: dynamo guards on requires_grad"
                 )
             if (self.compiled or self.generate_compiled) and self.case.precision in ("nf4", "fp4"):
-                from bench.host import bnb_cpu_packs_4bit
-
-                self.carry(bnb_cpu_packs_4bit)  # the harness's own test (bench.precision)
+                self.carry(bnb_cpu_packs_4bit)  # the harness's own test (bench.spec.precision)
                 with self.block(
                     "if bnb_cpu_packs_4bit(DEVICE):  # the harness's eager forward: bitsandbytes repacks weights"
                 ):
@@ -95,24 +93,3 @@ class Writer:
     def step(self, step: Step, *, target: bool = False) -> None:
         self.op(step)
         self.model_calls(step, target=target)
-
-
-def ident(key: str) -> str:
-    return re.sub(r"\W", "_", key)
-
-
-def doc_line(text: str, *, opening: bool = False) -> str:
-    """Text from a results file as a line of the script's docstring, escaped so that the docstring decodes
-    back to the same text: backslashes, double quotes and unprintable characters (NUL, surrogates, line
-    separators) become escapes, so no reason (a Windows path, three quotes, a NUL) ends the string early or
-    makes the script a SyntaxError."""
-    head = '"""' if opening and text.startswith('"""') else ""
-    return head + "".join(_doc_char(ch) for ch in text[len(head) :])
-
-
-def _doc_char(ch: str) -> str:
-    if ch in '\\"':
-        return "\\" + ch
-    if ch.isprintable():
-        return ch
-    return ch.encode("unicode_escape").decode("ascii")

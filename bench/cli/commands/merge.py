@@ -1,0 +1,50 @@
+"""`peft-bench merge OUT RESULTS...`: join results files (the shards of a CI job matrix) into one folder."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from bench.cli.paths import check_out_folder, path_arg
+from bench.errors import BenchInputError
+from bench.judge.relative import relative_outcomes
+from bench.results.shards import Source, merge
+from bench.results.store import RESULTS_FILE, load, save
+from bench.results.summary import counts_line, write_summary
+
+NAME = "merge"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="join results files (e.g. the shards of a job matrix) into one",
+        description="Join results files into OUT/results.json (+ results.csv, summary.md). Refuses files of "
+        "different suite or library versions, overlapping cases, different scenario sets, and incomplete "
+        "or inconsistent sets of shards.",
+    )
+    p.add_argument("out", type=path_arg, help="output folder for the merged results")
+    p.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding one")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    check_out_folder(out)
+    target = (out / RESULTS_FILE).resolve()
+    for path in args.results:
+        given = (path / RESULTS_FILE if path.is_dir() else path).resolve()
+        if given == target:
+            raise BenchInputError(
+                "is both an input and the output: merge into another folder", source=str(path)
+            )
+    sources = [Source(str(p), load(p)) for p in args.results]
+    command = ("peft-bench", NAME, str(out), *map(str, args.results))
+    merged = merge(sources, command=command)
+    # faster_than compares sibling cases, which may have run in different shards: decide it again on the whole.
+    merged = replace(merged, cases=relative_outcomes(merged.cases))
+    save(out, merged)
+    write_summary(out, merged)
+    print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
+    print(f"peft-bench: results in {out}/{RESULTS_FILE}, summary in {out}/summary.md")
+    return 0

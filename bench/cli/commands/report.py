@@ -1,0 +1,80 @@
+"""`peft-bench report RESULTS`: Markdown and HTML reports, and a reproduction script per failing case."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.cli.ci import append_step_summary
+from bench.cli.paths import check_out_file, check_out_folder, path_arg
+from bench.errors import BenchInputError
+from bench.report import markdown
+from bench.report.build import write_reports
+from bench.results.frames import export, frame
+from bench.results.store import load
+
+NAME = "report"
+FORMATS = ("md", "html")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="render Markdown and HTML reports (and reproduction scripts) from a results file",
+        description="Write report.md and/or report.html, and repro/repro_<case>.py for each failing case, "
+        "next to the results (or into --out). --table exports the tidy table (one row per case, step and "
+        "metric) as CSV, JSON or Parquet.",
+    )
+    p.add_argument("results", type=Path, help="results.json or the folder holding it")
+    p.add_argument(
+        "--format", action="append", choices=FORMATS, help="md or html (repeatable; default: both)"
+    )
+    p.add_argument("--out", type=path_arg, help="folder for the reports (default: the results folder)")
+    p.add_argument(
+        "--table",
+        type=path_arg,
+        action="append",
+        default=[],
+        help="also write the tidy table (.csv, .json, .parquet)",
+    )
+    p.add_argument(
+        "--scenarios-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="where the run's scenario files are, when not under the current folder (for repro scripts)",
+    )
+    p.add_argument("--print", action="store_true", help="also print the Markdown report to stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = args.results if args.results.is_dir() else args.results.parent
+    out = args.out or folder
+    check_out_folder(out)  # before loading: a bad --out is refused at once
+    for path in args.table:
+        check_out_file(path)
+    results = load(args.results)
+    formats = tuple(dict.fromkeys(args.format or FORMATS))
+    roots = (*args.scenarios_root, Path.cwd())
+    if args.table:
+        df = frame(results)
+        for path in args.table:
+            export(df, path)  # raises BenchInputError naming the file before any report is written
+    written = write_reports(results, out, formats, roots=roots)
+    for path in args.table:
+        print(f"peft-bench: table in {path}")
+    for path in written.paths:
+        print(f"peft-bench: wrote {path}")
+    for repro in written.repros.values():
+        if repro.path is None:
+            print(f"peft-bench: {repro.case_id}: {repro.note}")
+    if args.print:
+        if "md" not in formats:
+            raise BenchInputError("--print prints the Markdown report: add --format md")
+        print(markdown.render(results, written.repros), end="")
+    import os
+
+    summary = append_step_summary(os.environ, markdown.render(results, written.repros))
+    if summary is not None:
+        print(f"peft-bench: report appended to {summary}")
+    return 0

@@ -1,0 +1,241 @@
+"""The math oracle: the expected output of an adapter state computed without any peft code.
+
+The library reference (reference.py) builds a fresh model with the same load_adapter / set_adapter calls as
+the subject, so a bug inside those calls (the scaling taken from alpha_pattern, a key mapping) moves both alike.
+This oracle reads each adapter's files itself (lora_files.py), loads a plain base model through
+AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters of scaling * B @ A:
+
+- fp32 / bf16 / fp16: merged into the weights in fp32, then the model is cast to the case dtype;
+- int8 / nf4 / fp4: quantized weights cannot take a merge, so each target module gets a forward hook that adds
+  scaling * (x @ A.T) @ B.T in fp32 to the quantized layer's output (what an unmerged LoRA layer computes);
+- Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
+- modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
+  the embeddings does not change the embeddings);
+- `added` slots (add_adapter, LoRA's default init B = 0) and disabled adapters contribute nothing.
+
+It imports no peft module, directly or through the suite (a test runs it with peft blocked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.engine.lora_files import AdapterWeights, is_conv1d, read_adapter
+from bench.engine.model import Inputs, generate_kwargs
+from bench.results.measures import OracleAgreement
+from bench.spec.precision import QUANTIZED, load_kwargs
+from bench.spec.schema import Workload
+from bench.spec.state import AdapterState
+
+
+class MathOracleError(Exception):
+    """The math oracle cannot express this state (a reason, not a crash): e.g. two active adapters that both
+    replace the same modules_to_save module, which peft itself refuses."""
+
+
+@dataclass
+class MathOracle:
+    model_location: str
+    precision: str
+    device: str
+    inputs: Inputs
+    workload: Workload
+    adapter_locations: dict[str, str]
+    quant: Any = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    _logits: dict[str, Any] = field(default_factory=dict)
+    _tokens: dict[str, Any] = field(default_factory=dict)
+    _adapters: dict[str, AdapterWeights] = field(default_factory=dict)
+    fresh_loads: int = 0
+
+    def logits(self, state: AdapterState):
+        key = state.key
+        if key not in self._logits:
+            import torch
+
+            model = self.build(state)
+            with torch.no_grad():  # here, not process-wide: the caller's grad mode is the caller's
+                self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
+                if self.workload.kind == "generate":
+                    out = model.generate(
+                        **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
+                    )
+                    self._tokens[key] = out[:, self.inputs.input_ids.shape[1] :].cpu()
+            del model
+        return self._logits[key]
+
+    def tokens(self, state: AdapterState):
+        self.logits(state)
+        return self._tokens[state.key]
+
+    def check(self, state: AdapterState, library_logits) -> OracleAgreement:
+        """The library reference's logits for `state` against this oracle's."""
+        return compare_oracles(library_logits, self.logits(state), self.precision)
+
+    def build(self, state: AdapterState):
+        """A plain transformers model whose weights (or hooks) hold exactly `state`."""
+        import torch
+
+        if not state.verifiable:
+            raise MathOracleError(
+                f"state {state.description!r} holds trained weights no adapter file has; nothing to compute from"
+            )
+        quantized = self.precision in QUANTIZED
+        kwargs = (
+            load_kwargs(self.precision, self.device, self.quant) if quantized else {"dtype": torch.float32}
+        )
+        model = _from_pretrained(self.model_location, kwargs, self.trust_remote_code, self.allow_pickle)
+        self.fresh_loads += 1
+        modules = dict(model.named_modules())
+        loaded = [s for s in state.effective if not s.added]  # an added slot's B = 0: no delta
+        adapters = [self._adapter(s.adapter, modules) for s in loaded]
+        with torch.no_grad():
+            _replace_saved_copies(modules, adapters, [s.name for s in loaded])
+            if quantized:
+                _hook_deltas(modules, adapters)
+            else:
+                _merge_deltas(modules, adapters)
+                model.to(
+                    {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+                )
+        if "device_map" not in kwargs:
+            model.to(self.device)
+        model.eval()
+        model.requires_grad_(False)
+        return model
+
+    def _adapter(self, key: str, modules: dict[str, Any]) -> AdapterWeights:
+        if key not in self._adapters:
+            self._adapters[key] = read_adapter(self.adapter_locations[key], modules)
+        return self._adapters[key]
+
+
+def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: bool, allow_pickle: bool):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        location,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=None if allow_pickle else True,
+        **kwargs,
+    )
+    model.requires_grad_(False)
+    return model
+
+
+def lora_delta(weight, lora, *, transposed: bool):
+    """scaling * B @ A in fp32, laid out like `weight` (transposed for Conv1D / fan_in_fan_out)."""
+    delta = lora.scaling * (lora.B @ lora.A)
+    return delta.T if transposed else delta
+
+
+def is_quantized(module) -> bool:
+    """A bitsandbytes layer: its weight holds packed 4-bit or int8 values a delta cannot be added to."""
+    return type(module.weight).__name__ in ("Params4bit", "Int8Params")
+
+
+def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
+    for adapter in adapters:
+        for lora in adapter.lora:
+            module = modules[lora.module]
+            if is_quantized(module):
+                continue  # _hook_deltas handles it
+            transposed = is_conv1d(module) or adapter.fan_in_fan_out
+            weight = module.weight
+            weight.copy_((weight.float() + lora_delta(weight, lora, transposed=transposed)).to(weight.dtype))
+
+
+def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
+    """Quantized base layers: out += scaling * (x @ A.T) @ B.T per active adapter, in fp32. Layers the
+    quantizer left in floating point (GPT-2's Conv1D, a skipped module) are merged as usual."""
+    _merge_deltas(modules, adapters)
+    per_module: dict[str, list[Any]] = {}
+    for adapter in adapters:
+        for lora in adapter.lora:
+            if is_quantized(modules[lora.module]):
+                per_module.setdefault(lora.module, []).append(lora)
+    for name, loras in per_module.items():
+        module = modules[name]
+
+        def hook(mod, args, out, loras=loras):
+            x = args[0].float()
+            extra = sum(lo.scaling * ((x @ lo.A.to(x.device).T) @ lo.B.to(x.device).T) for lo in loras)
+            return (out.float() + extra).to(out.dtype)
+
+        module.register_forward_hook(hook)
+
+
+def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights], names: list[str]) -> None:
+    import torch
+
+    owners: dict[str, str] = {}
+    for adapter, slot_name in zip(adapters, names, strict=True):
+        for module_name, params in adapter.saved_copies:
+            if module_name in owners:
+                raise MathOracleError(
+                    f"adapters {owners[module_name]!r} and {slot_name!r} both replace {module_name!r} "
+                    "(modules_to_save); only one can be active for it"
+                )
+            owners[module_name] = slot_name
+            module = modules[module_name]
+            for param_name, value in params:
+                old = getattr(module, param_name)
+                if tuple(old.shape) != tuple(value.shape):
+                    raise MathOracleError(
+                        f"{adapter.location}: saved copy {module_name}.{param_name} has shape "
+                        f"{tuple(value.shape)}, the base model's is {tuple(old.shape)}"
+                    )
+                # A new Parameter: a head tied to the input embeddings must not take the embeddings along.
+                new = torch.nn.Parameter(value.to(old.dtype).to(old.device).clone(), requires_grad=False)
+                setattr(module, param_name, new)
+
+
+# Agreement between the two oracles ---------------------------------------------------------------------
+
+
+# Measured on CPU (torch 2.13, transformers 5.23, peft 0.21.2) over the seven agreement cases of
+# tests/test_math_oracle.py (tiny-llama and tiny-gpt2; rank + alpha patterns, rslora, two adapters, an added slot,
+# modules_to_save): max |library - math| / max(1, max |math|) was
+#   fp32 2.0e-7 .. 5.9e-7 (a few fp32 ulps: the merged weight rounds W + s*B@A once, the library rounds W@x and
+#        s*B@(A@x) separately);  bound 1e-5, a 17x margin;
+#   bf16 3.8e-3 .. 9.6e-3 with one adapter, 2.5e-2 with two active (scenarios/multi_adapter.toml, step 7);
+#        fp16 5.1e-4 .. 1.1e-3 (the merged weight is rounded to the half dtype, the library keeps the LoRA
+#        path in fp32);  bounds 4e-2 and 4e-3, 1.6x and 3.6x margins;
+#   int8 5.9e-3 .. 1.3e-2, nf4 3.8e-3 .. 1.2e-2, fp4 4.3e-3 .. 9.6e-3 (bf16 compute; the hook adds the same
+#        fp32 LoRA output, only the order of the casts differs);  bound 3e-2, a 2.3x margin.
+# Larger adapters amplify the rounding: an init_std 0.3 adapter on q, k and v measured 0.15 in bf16 (attention
+# sharpens with the q/k deltas), so hotswap_targets uses 0.1. The smallest adapter effect in those cases,
+# max |adapter - base| / scale, is 0.12: every bound stays at least 3x below what an adapter moves, so a dropped or mis-scaled module cannot hide inside it (the negative controls
+# in the tests: alpha_pattern ignored, rslora ignored, a missing transpose, one adapter of two).
+# Command: PYTHONPATH=$PWD python -m pytest -s tests/test_math_oracle.py -k agreement (prints each figure).
+ORACLE_RTOL: dict[str, float] = {
+    "fp32": 1e-5,
+    # Two active adapters add their roundings: multi_adapter's bf16 set_adapter([second, third]) measured 2.5e-2.
+    "bf16": 4e-2,
+    "fp16": 4e-3,
+    "int8": 3e-2,
+    "nf4": 3e-2,
+    "fp4": 3e-2,
+}
+
+
+def compare_oracles(library_logits, math_logits, precision: str) -> OracleAgreement:
+    """Whether the library's reference and the math oracle agree: a pure function of two logit tensors."""
+    import torch
+
+    rtol = ORACLE_RTOL[precision]
+    rule = f"max|library - math| <= {rtol:g} * max(1, max|math|) ({precision})"
+    lib = library_logits.float().cpu()
+    math_ = math_logits.float().cpu()
+    if lib.shape != math_.shape:
+        return OracleAgreement(
+            False, None, None, None, rtol, rule + f"; shapes differ {lib.shape} {math_.shape}"
+        )
+    if not (bool(torch.isfinite(lib).all()) and bool(torch.isfinite(math_).all())):
+        return OracleAgreement(False, None, None, None, rtol, rule + "; non-finite logits")
+    diff = float((lib - math_).abs().max())
+    scale = max(1.0, float(math_.abs().max()))
+    bound = rtol * scale
+    return OracleAgreement(diff <= bound, diff, scale, bound, rtol, rule)

@@ -1,0 +1,65 @@
+"""A serve step's own outcomes, decided from its ServingRecord. Pure, like bench.worker.decide."""
+
+from __future__ import annotations
+
+from bench.results.records import Outcome
+from bench.results.serving_records import ServingRecord
+from bench.results.verdict import find_known, outcome
+from bench.spec.schema import CountBound, Step
+
+
+def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, compiled: bool) -> list[Outcome]:
+    """wrong_responses (implicit == 0), recompiles_after_warmup (when expected), oracles_agree per adapter."""
+    kf = step.known_failures
+    e = step.expect
+    out = []
+    if sv.figures is not None:
+        wanted = e.wrong_responses or CountBound("==", 0)
+        wrong = [r for r in sv.requests if r.matches is False]
+        listed = ", ".join(
+            f"request {r.id} ({r.adapter}"
+            + (f", {r.mismatched_tokens} tokens differ" if r.mismatched_tokens else "")
+            + (f", max abs diff {r.max_abs_diff:.3g})" if r.max_abs_diff is not None else ")")
+            for r in wrong[:8]
+        )
+        more = f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        out.append(
+            outcome(
+                "wrong_responses",
+                str(wanted),
+                str(len(wrong)),
+                wanted.holds(len(wrong)),
+                f"{len(wrong)} of {sv.figures.checked_responses} checked responses differ from their adapter's "
+                f"fresh reference: {listed}{more}",
+                find_known(kf, "wrong_responses", params),
+            )
+        )
+        if e.recompiles_after_warmup is not None and compiled:
+            n = sv.figures.recompiles_after_warmup
+            out.append(
+                outcome(
+                    "recompiles_after_warmup",
+                    str(e.recompiles_after_warmup),
+                    str(n),
+                    e.recompiles_after_warmup.holds(n),
+                    f"{n} recompile(s) after warm-up, expected {e.recompiles_after_warmup} (first at request "
+                    f"{next((r.id for r in sv.requests if not r.warmup and r.recompiles), '-')})",
+                    find_known(kf, "recompiles_after_warmup", params),
+                )
+            )
+    if sv.oracle_agreement:
+        bad = {k: a for k, a in sv.oracle_agreement.items() if not a.agree}
+        worst = max((a.max_abs_diff or 0.0) for a in sv.oracle_agreement.values())
+        out.append(
+            outcome(
+                "oracles_agree",
+                "every adapter",
+                f"{len(sv.oracle_agreement) - len(bad)} of {len(sv.oracle_agreement)} agree",
+                not bad,
+                "the library's reference disagrees with the math for "
+                + ", ".join(f"{k} (max abs diff {a.max_abs_diff})" for k, a in sorted(bad.items()))
+                + f"; worst {worst:.3g}",
+                find_known(kf, "oracles_agree", params),
+            )
+        )
+    return out

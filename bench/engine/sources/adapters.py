@@ -1,0 +1,118 @@
+"""Adapter sources: a saved PEFT adapter (folder or Hub id), or a LoRA spec the suite turns into one.
+
+A generated adapter is real: get_peft_model on the base, LoRA A and B drawn from a seeded generator (LoRA's
+default init zeroes B, which would leave the output unchanged and make every correctness check pass), then
+save_pretrained. Its cache key covers the spec, the base model's fingerprint and the library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.engine.sources.cache import cached_folder
+from bench.engine.sources.models import ResolvedModel
+from bench.spec.schema import AdapterSpec
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    key: str
+    location: str  # folder or Hub id, what load_adapter receives
+    kind: str  # "generated" | "local" | "hub"
+    built_now: bool = False
+
+
+def lora_config(spec: AdapterSpec):
+    """The LoraConfig a spec describes (also what add_adapter receives)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        target_modules=list(spec.targets),
+        rank_pattern=dict(spec.rank_pattern),
+        alpha_pattern=dict(spec.alpha_pattern),
+        lora_dropout=spec.lora_dropout,
+        modules_to_save=list(spec.modules_to_save) or None,
+    )
+
+
+# A Hub adapter id is OWNER/NAME; anything else that does not exist locally is a missing path, reported as
+# such rather than sent to the Hub (where it would fail later, slowly, with a download error).
+_HUB_ADAPTER_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def resolve_adapter(
+    spec: AdapterSpec,
+    model: ResolvedModel,
+    cache_root: Path,
+    *,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> ResolvedAdapter:
+    if spec.path is not None:
+        path = Path(spec.path).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"adapter {spec.key!r}: {path} is not a folder (a saved PEFT adapter)"
+                )
+            if not (path / "adapter_config.json").is_file():
+                raise FileNotFoundError(
+                    f"adapter {spec.key!r}: folder {path} has no adapter_config.json (not a PEFT adapter)"
+                )
+            return ResolvedAdapter(spec.key, str(path.resolve()), "local")
+        if spec.path.startswith((".", "/", "~")) or not _HUB_ADAPTER_RE.match(spec.path):
+            raise FileNotFoundError(f"adapter {spec.key!r}: path {spec.path} does not exist")
+        return ResolvedAdapter(spec.key, spec.path, "hub")
+    fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path")}
+    key_spec = {"adapter": fields, "base": model.fingerprint}
+    folder, built = cached_folder(
+        cache_root,
+        "adapters",
+        spec.key,
+        key_spec,
+        lambda tmp: _build(spec, model.location, tmp, trust_remote_code, allow_pickle),
+    )
+    return ResolvedAdapter(spec.key, str(folder), "generated", built)
+
+
+def _build(
+    spec: AdapterSpec, base_location: str, out: Path, trust_remote_code: bool, allow_pickle: bool
+) -> None:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    pickle = None if allow_pickle else True
+    if spec.modules_to_save:
+        # The saved copies start from the base model's own weights: those must be loaded.
+        base = AutoModelForCausalLM.from_pretrained(
+            base_location, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=pickle
+        )
+    else:
+        # LoRA weights are seeded draws whose shapes come from the config alone: the base is built on the
+        # meta device (no weights read, no memory), and only the LoRA layers are materialised. The files are
+        # byte-identical to a build on the loaded model; an 8B base costs seconds instead of 32 GB of fp32.
+        config = AutoConfig.from_pretrained(base_location, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            base = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    peft_model = get_peft_model(base, lora_config(spec))
+    for name, module in peft_model.named_modules():
+        if "lora_" in name and any(p.is_meta for p in module.parameters(recurse=False)):
+            module.to_empty(device="cpu", recurse=False)
+    gen = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, param in sorted(peft_model.named_parameters()):
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
+            elif "modules_to_save" in name:
+                param.add_(torch.randn(param.shape, generator=gen) * spec.init_std)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    (out / "bench-adapter.json").write_text(
+        json.dumps({"spec": asdict(spec), "base": base_location}, indent=2)
+    )

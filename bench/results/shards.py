@@ -1,0 +1,189 @@
+"""Join results files into one: the shards of a CI job matrix, or runs of disjoint parts of one selection.
+
+A merged file claims to be one run, so merge refuses whatever would make that claim false: files from
+another peft-bench (or results schema) version, other library versions or another device (verdicts and
+timings would not be comparable), a case that appears twice, files that select different scenarios, and
+shards that are not the complete, consistent set of shards of one selection.
+
+Shards are checked against the round-robin rule of bench.spec.cases.Shard: shard K/N holds the cases at
+positions i % N == K - 1 of the selection's ids sorted. The union of all N shards is the selection, so each
+file must hold exactly the ids that rule gives it; a file from another selection shows up as ids in the
+wrong shard. Pure functions: they return the merged Results or raise BenchInputError naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, replace
+
+from bench.errors import BenchInputError
+from bench.results.records import CaseResult, Results
+from bench.spec.cases import Shard
+
+# Libraries whose version changes verdicts and timings: results measured under different ones are not one run.
+VERDICT_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file, loaded."""
+
+    path: str
+    results: Results
+
+
+def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: str | None = None) -> Results:
+    if not sources:
+        raise BenchInputError("merge: no results file given")
+    first = sources[0]
+    for other in sources[1:]:
+        _check_same_run_kind(first, other)
+    sharded = [s for s in sources if s.results.shard]
+    if sharded and len(sharded) != len(sources):
+        plain = next(s for s in sources if not s.results.shard)
+        raise BenchInputError(
+            f"is not a shard, but {sharded[0].path} is shard {sharded[0].results.shard}: "
+            "merge either the shards of one selection or unsharded runs, not both",
+            source=plain.path,
+        )
+    # The shard structure first: "shard 2/4 is missing" says more than the overlap it may cause.
+    if sharded:
+        sources = _complete_shard_set(sources)
+    _check_no_duplicate_cases(sources)
+    _check_same_scenario_set(sources)
+    if sharded:
+        _check_round_robin(sources)
+    cpu = [s.results.parent_cpu_s for s in sources]
+    return Results(
+        schema_version=first.results.schema_version,
+        suite_version=first.results.suite_version,
+        created_at=created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        environment=first.results.environment,
+        scenario_set=first.results.scenario_set,
+        cases=tuple(_with_provenance(c, s) for s in sources for c in s.results.cases),
+        command=command,
+        shard=None,
+        parent_cpu_s=None if any(c is None for c in cpu) else sum(cpu),
+        interrupted=any(s.results.interrupted for s in sources),
+    )
+
+
+def _with_provenance(case: CaseResult, source: Source) -> CaseResult:
+    # The merged file has one environment block; each case keeps where it ran and which file it came from.
+    worker = replace(
+        case.worker,
+        results_file=source.path,
+        hostname=source.results.environment.hostname,
+        # A case of a merged file merged again keeps the shard it ran in.
+        shard=source.results.shard or case.worker.shard,
+    )
+    return replace(case, worker=worker)
+
+
+def _check_same_run_kind(a: Source, b: Source) -> None:
+    ra, rb = a.results, b.results
+    if ra.schema_version != rb.schema_version:
+        raise BenchInputError(
+            f"results schema version {rb.schema_version} differs from {a.path}'s {ra.schema_version}",
+            source=b.path,
+        )
+    if ra.suite_version != rb.suite_version:
+        raise BenchInputError(
+            f"written by peft-bench {rb.suite_version}, but {a.path} by {ra.suite_version}: "
+            "results of different suite versions cannot be merged",
+            source=b.path,
+        )
+    for lib in VERDICT_LIBRARIES:
+        va, vb = ra.environment.libraries.get(lib), rb.environment.libraries.get(lib)
+        if va != vb:
+            raise BenchInputError(
+                f"ran with {lib} {vb or 'not installed'}, but {a.path} with {va or 'not installed'}: "
+                "results measured under different library versions are not one run",
+                source=b.path,
+                field=f"environment.libraries.{lib}",
+            )
+    if ra.environment.device != rb.environment.device:
+        raise BenchInputError(
+            f"ran on {rb.environment.device}, but {a.path} on {ra.environment.device}",
+            source=b.path,
+            field="environment.device",
+        )
+
+
+def _check_no_duplicate_cases(sources: list[Source]) -> None:
+    seen: dict[str, str] = {}
+    for s in sources:
+        for c in s.results.cases:
+            if c.case_id in seen:
+                where = "twice in this file" if seen[c.case_id] == s.path else f"also in {seen[c.case_id]}"
+                raise BenchInputError(
+                    f"case {c.case_id!r} is {where}: the files overlap (the same run given twice?)",
+                    source=s.path,
+                )
+            seen[c.case_id] = s.path
+
+
+def _check_same_scenario_set(sources: list[Source]) -> None:
+    first = sources[0]
+    for s in sources[1:]:
+        if s.results.scenario_set != first.results.scenario_set:
+            raise BenchInputError(
+                f"selected scenarios {_names(s.results.scenario_set)}, but {first.path} selected "
+                f"{_names(first.results.scenario_set)}: unsharded runs merge only when they select the "
+                "same scenarios",
+                source=s.path,
+                field="scenario_set",
+            )
+
+
+def _complete_shard_set(sources: list[Source]) -> list[Source]:
+    """All N shards of one selection, each once. Returns them in K order."""
+    by_index: dict[int, Source] = {}
+    count: int | None = None
+    for s in sources:
+        try:
+            shard = Shard.parse(s.results.shard or "")
+        except BenchInputError as exc:
+            raise BenchInputError(exc.detail, source=s.path, field="shard") from None
+        if count is not None and shard.count != count:
+            first = next(iter(by_index.values()))
+            raise BenchInputError(
+                f"is shard {s.results.shard}, but {first.path} is shard {first.results.shard}: "
+                "shards of one selection share N",
+                source=s.path,
+                field="shard",
+            )
+        count = shard.count
+        if shard.index in by_index:
+            raise BenchInputError(
+                f"is shard {s.results.shard}, and so is {by_index[shard.index].path}", source=s.path
+            )
+        by_index[shard.index] = s
+    assert count is not None
+    missing = [f"{k}/{count}" for k in range(1, count + 1) if k not in by_index]
+    if missing:
+        raise BenchInputError(
+            f"merge: missing shard(s) {', '.join(missing)} of {count}: the merged file would silently lack "
+            "their cases (given: " + ", ".join(s.path for s in sources) + ")"
+        )
+    return [by_index[k] for k in range(1, count + 1)]
+
+
+def _check_round_robin(ordered: list[Source]) -> None:
+    """Each shard holds exactly the ids Shard.select gives it over the union (the selection, sorted)."""
+    count = len(ordered)
+    union = sorted(c.case_id for s in ordered for c in s.results.cases)
+    for k, s in enumerate(ordered, 1):
+        expected = {cid for i, cid in enumerate(union) if i % count == k - 1}
+        actual = {c.case_id for c in s.results.cases}
+        if actual != expected:
+            stray = sorted(actual - expected) or sorted(expected - actual)
+            raise BenchInputError(
+                f"as shard {s.results.shard} it should hold {len(expected)} of the {len(union)} cases, "
+                f"but holds {len(actual)} ({', '.join(stray[:3])} out of place): not shards of one selection",
+                source=s.path,
+            )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(names) + "]" if names else "[]"

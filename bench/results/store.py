@@ -1,0 +1,186 @@
+"""Results files: results.json (the full records), results.csv (flat rows for pandas), loading with checks.
+
+See docs/results-schema.md for the fields. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchInputError
+from bench.results.atomic import write_json, write_text
+from bench.results.checks import ResultsInvalid, parse_results
+from bench.results.records import CaseResult, Results, StepRecord
+from bench.spec.codec import from_dict, to_dict
+
+RESULTS_FILE = "results.json"
+CSV_FILE = "results.csv"
+
+
+def save(out_dir: Path, results: Results) -> None:
+    out_dir = Path(out_dir)
+    write_json(out_dir / RESULTS_FILE, to_dict(results))
+    write_text(out_dir / CSV_FILE, to_csv(results))
+
+
+def load(path: str | Path) -> Results:
+    """Load a results file (or a folder holding results.json), with a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise BenchInputError("no such results file", source=str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BenchInputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchInputError(f"not a results file (invalid JSON: {exc})", source=str(path)) from None
+    except RecursionError:
+        raise BenchInputError("not a results file (JSON nested too deeply)", source=str(path)) from None
+    except ValueError as exc:  # json raises it for an integer literal of more than 4300 digits
+        raise BenchInputError(
+            f"not a results file ({' '.join(str(exc).split())[:100]})", source=str(path)
+        ) from None
+    try:
+        return parse_results(data)
+    except ResultsInvalid as exc:
+        raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flat rows: one per case, step and metric, with the case's parameters as columns.
+
+ROW_FIELDS = (
+    "case_id",
+    "scenario",
+    "precision",
+    "compile",
+    "hotswap_path",
+    "strategy",
+    "verdict",
+    "step",
+    "op",
+    "step_status",
+    "metric",
+    "value",
+    "unit",
+)
+
+
+def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
+    yield "op_time_ms", step.op_time_ms, "ms"
+    yield "first_call_ms", step.first_call_ms, "ms"
+    if step.timing:
+        t = step.timing
+        yield "latency_ms_median", t.median_ms, "ms"
+        yield "latency_ms_min", t.min_ms, "ms"
+        yield "latency_ms_mean", t.mean_ms, "ms"
+        yield "latency_ms_p90", t.p90_ms, "ms"
+        yield "latency_ms_stdev", t.stdev_ms, "ms"
+        yield "latency_ms_iqr", t.iqr_ms, "ms"
+        yield "latency_n", t.n, "count"
+    if step.compile:
+        c = step.compile
+        yield "recompiles", c.recompiles, "count"
+        yield "frame_compiles", c.frame_compiles, "count"
+        yield "graph_breaks", c.graph_breaks, "count"
+        yield "compile_time_s", c.compile_time_s, "s"
+    if step.memory:
+        m = step.memory
+        for name in (
+            "rss_before_bytes",
+            "rss_after_bytes",
+            "rss_peak_bytes",
+            "cuda_allocated_peak_bytes",
+            "cuda_reserved_peak_bytes",
+            "nvml_process_used_bytes",
+            "nvml_device_used_bytes",
+        ):
+            if getattr(m, name) is not None:
+                yield name, getattr(m, name), "bytes"
+        if m.rss_delta_bytes is not None:
+            yield "rss_delta_bytes", m.rss_delta_bytes, "bytes"
+    if step.output:
+        if step.output.max_abs_diff is not None:
+            yield "output_max_abs_diff", step.output.max_abs_diff, "abs"
+            yield "output_max_rel_diff", step.output.max_rel_diff, "rel"
+        yield "output_matches", int(step.output.matches), "bool"
+    for eff in step.effects:  # files written before `contrast`
+        yield f"adapter_effect_max_abs[{eff.adapter}]", eff.max_abs_effect, "abs"
+    if step.contrast is not None:
+        yield "contrast_margin", step.contrast.margin, "ratio"
+    yield "adapter_bytes", step.adapter_bytes, "bytes"
+    yield "copy_floor_ms", step.copy_floor_ms, "ms"
+    if step.serving is not None and step.serving.figures is not None:
+        import dataclasses
+
+        for f in dataclasses.fields(step.serving.figures):
+            name = f.name
+            unit = (
+                "ms" if "_ms" in name else "bytes" if "bytes" in name else "s" if name.endswith("_s") else ""
+            )
+            unit = "per s" if name in ("throughput_rps", "tokens_per_s") else unit or "count"
+            yield f"serving_{name}", getattr(step.serving.figures, name), unit
+
+
+def rows(results: Results) -> Iterator[dict[str, Any]]:
+    for case in results.cases:
+        base = {
+            "case_id": case.case_id,
+            "scenario": case.scenario,
+            **{k: case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")},
+            "verdict": case.verdict,
+        }
+        for step in case.steps:
+            for metric, value, unit in _step_metrics(step):
+                if value is not None:
+                    yield {
+                        **base,
+                        "step": step.index,
+                        "op": step.op,
+                        "step_status": step.status,
+                        "metric": metric,
+                        "value": value,
+                        "unit": unit,
+                    }
+        if case.total_recompiles is not None:
+            yield {
+                **base,
+                "step": None,
+                "op": None,
+                "step_status": None,
+                "metric": "total_recompiles",
+                "value": case.total_recompiles,
+                "unit": "count",
+            }
+        for phase, seconds in case.phases_s.items():
+            yield {
+                **base,
+                "step": None,
+                "op": None,
+                "step_status": None,
+                "metric": f"phase_{phase}",
+                "value": seconds,
+                "unit": "s",
+            }
+
+
+def to_csv(results: Results) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows(results):
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def case_from_file(path: Path) -> CaseResult:
+    return from_dict(CaseResult, json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,98 @@
+"""summary.md beside the results, and the terminal lines a run prints as it goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.results.atomic import write_text
+from bench.results.records import CaseResult, Results
+
+SUMMARY_FILE = "summary.md"
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def case_line(case: CaseResult) -> str:
+    wall = _wall(case)
+    line = f"{case.verdict.upper():7} {case.case_id}  ({wall})"
+    return line + (f"\n        {case.reason}" if case.reason else "")
+
+
+def verdict_counts(results: Results) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in results.cases:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    return counts
+
+
+def counts_line(results: Results) -> str:
+    order = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
+    counts = verdict_counts(results)
+    return ", ".join(f"{counts[v]} {v}" for v in order if counts.get(v))
+
+
+def summary_markdown(results: Results) -> str:
+    env = results.environment
+    libs = ", ".join(f"{k} {v}" for k, v in env.libraries.items() if v)
+    out = [
+        "# peft-bench summary",
+        "",
+        f"{counts_line(results)}. Created {results.created_at}"
+        + (" (interrupted: the run did not finish)" if results.interrupted else "")
+        + ".",
+        "",
+        f"Environment: {env.device}"
+        + (f" ({env.gpu})" if env.gpu else "")
+        + f", {env.cpu} x{env.cpu_count}, "
+        f"Python {env.python}; {libs}; peft-bench {env.suite_version} at {env.git_commit or 'unknown commit'}.",
+        "",
+        "| case | verdict | recompiles | wall s | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for c in results.cases:
+        reason = c.reason.replace("|", "\\|")
+        out.append(
+            f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
+            f"{_wall(c)} | {reason} |"
+        )
+    out.append("")
+    out.append("## Steps")
+    for c in results.cases:
+        if not c.steps:
+            continue
+        out += [
+            "",
+            f"### `{c.case_id}`: {c.verdict}",
+            "",
+            "| # | op | status | op ms | first call ms | median ms (n) | recompiles | max abs diff |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s in c.steps:
+            med = f"{s.timing.median_ms:.3g} ({s.timing.n})" if s.timing else "-"
+            rec = "-" if s.compile is None else str(s.compile.recompiles)
+            diff = "-" if not s.output or s.output.max_abs_diff is None else f"{s.output.max_abs_diff:.2g}"
+            if s.output and s.output.kind == "tokens":
+                diff = (
+                    "tokens equal" if s.output.tokens_equal else f"{s.output.mismatched_tokens} tokens differ"
+                )
+            out.append(
+                f"| {s.index} | {s.op} | {s.status} | {_fmt_ms(s.op_time_ms)} | {_fmt_ms(s.first_call_ms)} | "
+                f"{med} | {rec} | {diff} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def write_summary(out_dir: Path, results: Results) -> Path:
+    path = Path(out_dir) / SUMMARY_FILE
+    write_text(path, summary_markdown(results))
+    return path
+
+
+def _wall(case) -> str:
+    """The case's own time; for a worker that died before reporting it, the parent's time of its process."""
+    if case.wall_s is not None:
+        return f"{case.wall_s:.1f}s"
+    process_s = case.worker.wall_s
+    return f"{process_s:.1f}s (process)" if process_s is not None else "-"

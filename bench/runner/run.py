@@ -1,0 +1,343 @@
+"""The parent side of a run: one fresh worker process per case, a timeout each, results kept as they come.
+
+The parent blocks in wait() while a case runs (its CPU time is recorded, to show it stays idle); one case's
+worker is bench.runner.launch.run_one. A case whose worker crashes, is killed, runs out of memory or times out gets
+the verdict `error` with what happened and where (bench.results.exits), and the run goes on. results.json is
+rewritten atomically after every case, so a run interrupted (SIGINT, SIGTERM, SIGHUP) or even killed keeps
+every finished case and marks the rest `not_run`; `--resume` then runs only those. One run at a time writes
+to a folder (bench.runner.lock).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench import RESULTS_SCHEMA_VERSION, __version__
+from bench.errors import BenchInputError
+from bench.judge.relative import relative_outcomes
+from bench.results.environment import collect, library_versions
+from bench.results.records import CaseResult, Environment, Results, WorkerInfo
+from bench.results.shards import VERDICT_LIBRARIES
+from bench.results.store import load, save
+from bench.results.summary import write_summary
+from bench.runner.interrupts import Interrupted, interrupts_deferred, interrupts_raise
+from bench.runner.jobs import LiveWorkers, core_groups, threads_per_job, usable_cpus
+from bench.runner.launch import (
+    RunOptions,
+    child_env,
+    error_result,
+    not_run,
+    run_one,
+    shared_zygotes_for,
+)
+from bench.runner.lock import folder_lock
+from bench.runner.processes import WorkerGone, fork_available
+from bench.scenario import load_scenarios
+from bench.spec.cases import Case, expand_all
+from bench.spec.codec import from_dict
+
+__all__ = [
+    "Resume",
+    "default_out_dir",
+    "resume_selection",
+    "run_cases",
+    "run_one",
+    "version_differences",
+]
+
+
+def default_out_dir(reports: Path = Path("reports")) -> Path:
+    """A new folder per run, created here: two runs started at once never share one (the pid and, within one
+    process, a counter tell them apart; mkdir without exist_ok settles any remaining race)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    Path(reports).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        folder = Path(reports) / (f"run-{stamp}-{os.getpid()}" + (f"-{n}" if n > 1 else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise BenchInputError("cannot create a new run folder", source=str(reports))
+
+
+def run_cases(
+    cases: list[Case],
+    opts: RunOptions,
+    *,
+    previous: dict[str, CaseResult] | None = None,
+    progress: Callable[[str, int, int, Case, CaseResult | None, float], None] | None = None,
+    phase_progress: Callable[[int, int, Case, str, float, float, bool], None] | None = None,
+) -> Results:
+    """Run every case; `previous` holds finished results to keep (for --resume).
+
+    `phase_progress(i, n, case, phase, phase_s, run_elapsed_s, changed)` is called from a watcher thread
+    while a case runs (bench.runner.progress), at most every POLL_S. Long because: the lock, the deferred
+    interrupts and the final write wrap the case loop in one with-block, so that every path ends in a saved
+    results file."""
+    previous = previous or {}
+    with folder_lock(opts.out_dir) as lock:
+        slots = job_slots(opts)
+        # The preloaded workers start before the first case, so no case's wall time holds them; the
+        # environment block is read in a process forked from the first (the parent never imports torch).
+        zygotes = prestart_zygotes(slots)
+        env = (environment_via(zygotes[0], opts.out_dir) if zygotes else None) or collect()
+        if (
+            opts.jobs > 1
+        ):  # each case runs on its job's cores, with that many torch threads (bench.runner.jobs)
+            env = replace(env, torch_threads=threads_per_job([s.cpus for s in slots]))
+        created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
+        done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
+        self_before = resource.getrusage(resource.RUSAGE_SELF)
+        run_started = time.perf_counter()
+        in_flight: list[str] = []  # the cases whose workers run now
+
+        def snapshot(interrupted: bool) -> Results:
+            now = resource.getrusage(resource.RUSAGE_SELF)
+            parent_cpu = (now.ru_utime - self_before.ru_utime) + (now.ru_stime - self_before.ru_stime)
+
+            def missing(c: Case) -> CaseResult:
+                if not interrupted:
+                    return not_run(c, "pending")
+                if c.id in in_flight:
+                    return not_run(c, "interrupted while this case ran (its worker was killed)")
+                return not_run(c, "interrupted before this case ran")
+
+            return Results(
+                schema_version=RESULTS_SCHEMA_VERSION,
+                suite_version=__version__,
+                created_at=created,
+                environment=env,
+                scenario_set=scenario_set,
+                # Expectations between cases (a strategy faster than another) need all of them: decided here.
+                cases=relative_outcomes(tuple(done.get(c.id) or missing(c) for c in cases)),
+                command=opts.command,
+                shard=opts.shard,
+                parent_cpu_s=parent_cpu,
+                interrupted=interrupted,
+                jobs=opts.jobs,
+            )
+
+        todo = [c for c in cases if c.id not in done]
+        total = len(todo)
+
+        def begin(i: int, case: Case):
+            """The parent's side before a case starts; returns its on_phase callback."""
+            if progress:
+                progress("start", i, total, case, None, time.perf_counter() - run_started)
+            in_flight.append(case.id)
+            lock.check()  # rm -rf OUT, or a replaced lock file: stop before writing there
+            if not phase_progress:
+                return None
+
+            def on_phase(phase, phase_s, changed, i=i, case=case):
+                phase_progress(i, total, case, phase, phase_s, time.perf_counter() - run_started, changed)
+
+            return on_phase
+
+        def finish(i: int, case: Case, result: CaseResult) -> None:
+            done[case.id] = result
+            in_flight.remove(case.id)
+            lock.check()
+            save(opts.out_dir, snapshot(False))
+            if progress:
+                progress("done", i, total, case, result, time.perf_counter() - run_started)
+
+        interrupted = False
+        # Deferred outside, raising inside: from the first signal to the end of the final write there is
+        # no moment where a second one gets the default action.
+        with interrupts_deferred():
+            try:
+                with interrupts_raise():
+                    if len(slots) > 1:
+                        run_parallel(todo, slots, begin, finish)
+                    else:
+                        for i, case in enumerate(todo, 1):
+                            on_phase = begin(i, case)
+                            finish(i, case, guarded_run(case, slots[0], on_phase))
+            except (KeyboardInterrupt, Interrupted):
+                interrupted = True
+            results = snapshot(interrupted)
+            lock.check()
+            save(opts.out_dir, results)
+            write_summary(opts.out_dir, results)
+    return results
+
+
+def guarded_run(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResult:
+    """run_one, where a parent that cannot start or watch a worker still gives the case a result."""
+    try:
+        result = run_one(case, opts, on_phase=on_phase, live=live)
+    except Exception as exc:  # the parent could not start or watch this worker: the others still run.
+        # No process to describe: an empty worker block (no 0 s).
+        result = error_result(case, f"could not run the worker: {type(exc).__name__}: {exc}", WorkerInfo())
+    return replace(result, case=case.to_dict())  # every result keeps the case it ran
+
+
+def job_slots(opts: RunOptions) -> list[RunOptions]:
+    """The options each job runs its cases with: `opts` itself for one job, else each pinned to its cores."""
+    if opts.jobs <= 1:
+        return [opts]
+    if opts.zygote is not None:  # one zygote serves one case at a time: it cannot be every job's
+        raise ValueError("RunOptions.zygote is for one job; --jobs starts one zygote per job")
+    return [replace(opts, cpus=group) for group in core_groups(opts.jobs, usable_cpus())]
+
+
+def prestart_zygotes(slots: list[RunOptions]) -> list:
+    """Each job's preloaded worker (pinned to its cores), all importing at once, started from this thread:
+    PR_SET_PDEATHSIG follows the thread that started it, and a job thread ends before the run does. None for
+    spawned workers or a zygote the caller brought; a zygote that fails to start is the case's to report."""
+    if slots[0].worker != "fork" or not fork_available() or slots[0].zygote is not None:
+        return []
+    try:
+        return shared_zygotes_for([s.cpus for s in slots])
+    except (WorkerGone, OSError):
+        return []
+
+
+def environment_via(zygote, out_dir: Path):
+    """bench.results.environment.collect() in a process forked from the preloaded worker, which has imported torch
+    already (the parent would spend a second importing it again); the zygote itself stays off the device,
+    the fork may touch it. None if that process fails: the caller collects here instead."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        out, log = Path(tmp) / "environment.json", Path(tmp) / "environment.log"
+        try:
+            handle = zygote.fork(
+                [str(out)], log=log, env=child_env(None), memory_limit_bytes=None, entry=ENVIRONMENT_ENTRY
+            )
+        except (WorkerGone, OSError):
+            return None
+        exit_ = handle.wait(ENVIRONMENT_TIMEOUT_S)
+        if exit_ is None:
+            handle.kill_group()
+            handle.wait(None)
+            return None
+        if exit_.returncode != 0 or not out.exists():
+            return None
+        try:
+            return from_dict(Environment, json.loads(out.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):  # a half-written or odd file: collected here instead
+            return None
+
+
+ENVIRONMENT_ENTRY = "bench.results.environment:probe_main"
+ENVIRONMENT_TIMEOUT_S = 120.0
+
+
+def run_parallel(todo: list[Case], slots: list[RunOptions], begin, finish) -> None:
+    """--jobs N: each case in a job thread, at most one per job, each job pinned to its own cores (bench.runner.jobs).
+
+    Only this (the signals') thread touches the results: `begin` and `finish` run here, in order of
+    completion. On Ctrl-C or SIGTERM every live worker is killed and the job threads return at once; what
+    they return then is dropped, and the cases they ran are `interrupted while this case ran`."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    slots = list(slots)
+    live = LiveWorkers()
+    pending = list(enumerate(todo, 1))
+    running: dict = {}
+    pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="peft-bench-job")
+    try:
+        while pending or running:
+            while pending and slots:
+                i, case = pending.pop(0)
+                slot = slots.pop(0)
+                on_phase = begin(i, case)
+                running[pool.submit(guarded_run, case, slot, on_phase, live)] = (i, case, slot)
+            # A timeout, so that a signal's exception is raised here within half a second.
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, case, slot = running.pop(future)
+                slots.append(slot)
+                finish(i, case, future.result())
+    except BaseException:
+        live.kill_all()
+        raise
+    finally:
+        # Killed workers are reaped within moments; never wait here for a job thread (a second signal).
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What `--resume DIR` runs: the cases of the run in DIR, in its order, with the results it has."""
+
+    cases: tuple[Case, ...]
+    previous: dict[str, CaseResult]
+    shard: str | None
+    scenario_set: tuple[str, ...]
+    # case id -> which versions differ, for kept cases measured by another version (--resume-any-version)
+    version_notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> tuple[Case, ...]:
+        return tuple(c for c in self.cases if self.previous[c.id].verdict == "not_run")
+
+
+def version_differences(results: Results) -> list[str]:
+    """How the run in a results file differs from this one in suite and library versions (empty: not at all)."""
+    diffs = []
+    if results.suite_version != __version__:
+        diffs.append(f"peft-bench {results.suite_version} there, {__version__} here")
+    here = library_versions()
+    for lib in VERDICT_LIBRARIES:
+        then, now = results.environment.libraries.get(lib), here.get(lib)
+        if then != now:
+            diffs.append(f"{lib} {then or 'not installed'} there, {now or 'not installed'} here")
+    return diffs
+
+
+def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
+    """The selection of the run in out_dir: the cases its results hold (older files: reloaded from the scenario
+    files they name).
+
+    A results file that is not one, or is from a newer schema, is a BenchInputError (bench.results.store.load); so is
+    a scenario file that changed so that a case of the run no longer exists.
+    """
+    results = load(out_dir)
+    if not results.cases:
+        raise BenchInputError("the results file holds no case to resume", source=str(out_dir))
+    # Figures measured by another suite or library version are not one run with what runs now.
+    diffs = version_differences(results)
+    if diffs and not any_version:
+        raise BenchInputError(
+            f"the run was made by other versions ({'; '.join(diffs)}): start a new run, or keep its cases "
+            "anyway with --resume-any-version",
+            source=str(out_dir),
+        )
+    kept_note = "; ".join(diffs)
+    if all(c.case for c in results.cases):  # self-contained results: the cases are in the file
+        return Resume(
+            cases=tuple(Case.from_dict(c.case) for c in results.cases),
+            previous={c.case_id: c for c in results.cases},
+            shard=results.shard,
+            scenario_set=results.scenario_set,
+            version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
+        )
+    # Results written before cases were kept in them: reload the scenario files they name.
+    files = list(dict.fromkeys(c.scenario_file for c in results.cases))
+    by_id = {c.id: c for c in expand_all(load_scenarios(files))}
+    gone = [c.case_id for c in results.cases if c.case_id not in by_id]
+    if gone:
+        raise BenchInputError(
+            f"{len(gone)} case(s) of this run are no longer in its scenario files ({', '.join(gone[:3])}): "
+            "the files changed since the run; start a new run",
+            source=str(out_dir),
+        )
+    return Resume(
+        cases=tuple(by_id[c.case_id] for c in results.cases),
+        previous={c.case_id: c for c in results.cases},
+        shard=results.shard,
+        scenario_set=results.scenario_set,
+        version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
+    )

@@ -1,0 +1,332 @@
+"""What a validated scenario is. Frozen dataclasses only; the loader is the one place that builds them."""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
+BACKENDS = ("none", "eager", "aot_eager", "inductor")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+HOTSWAP_PATHS = ("transformers", "peft")
+DEFAULT_HOTSWAP_PATH = HOTSWAP_PATHS[0]  # case ids name the path only when it is not this one
+WORKLOAD_KINDS = ("forward", "generate")
+MATRIX_AXES = ("precision", "compile", "hotswap_path", "strategy")
+# How a serve step switches between adapters (bench/engine/serving/strategies.py); a matrix axis of serving scenarios.
+SERVING_STRATEGIES = ("hotswap", "side_by_side", "reload", "mixed_batch")
+POPULARITIES = ("uniform", "zipf")
+ARRIVALS = ("closed", "poisson")
+
+# Expectation names a step or known_failure may use. "succeeds" is implicit on every step that does not
+# declare `raises`; "distinguishable" is implicit on every state-changing step whose output is checked.
+EXPECTATIONS = (
+    "recompiles",
+    "graph_breaks",
+    "matches_reference",
+    "raises",
+    "succeeds",
+    "distinguishable",  # the new state's reference differs from the previous state's (docs/verdicts.md)
+    "active_adapters",  # implicit on the active_adapters op: the names a correct library reports
+    "loss_decreases",  # implicit on train steps
+    "oracles_agree",  # implicit with every reference check: the library's reference agrees with the math
+    "compile_effective",  # implicit on the first model call after compile: at least one frame compiled
+    "wrong_responses",  # serve: responses that differ from their adapter's fresh reference (implicit "== 0")
+    "recompiles_after_warmup",  # serve: recompiles once every adapter in play has been served once
+    "faster_than",  # serve: median latency below factor x another strategy's of the same run (bench.judge.relative)
+    "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
+    "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
+    "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
+)
+
+_COMPARATORS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_COMPARISON_RE = re.compile(r"^\s*(==|!=|<=|>=|<|>)\s*(\d+)\s*$")
+
+
+# The largest recompile or graph-break count an expectation is judged against. Dynamo stops recompiling after
+# torch._dynamo.config.accumulated_recompile_limit (256); graph breaks are not capped, but a scenario's tiny
+# models have far fewer than 1000 break points. `>= 1000` therefore never holds and is refused.
+COUNT_BOUND = 999
+
+
+def _probe_counts(value: int, max_count: int) -> set[int]:
+    """Counts in [0, max_count] where a comparison with `value` can change its answer: enough to decide
+    whether it always or never holds over the whole range (each operator is monotone or a point test)."""
+    near = {0, max_count, value - 1, value, value + 1}
+    return {n for n in near if 0 <= n <= max_count}
+
+
+@dataclass(frozen=True)
+class CountBound:
+    """A count expectation such as `== 0` or `>= 1`."""
+
+    op: str
+    value: int
+
+    @classmethod
+    def parse(cls, text: str | int) -> CountBound:
+        if isinstance(text, bool):
+            raise ValueError("expected a comparison such as '== 0' or '>= 1', got a boolean")
+        if isinstance(text, int):
+            return cls("==", text)
+        m = _COMPARISON_RE.match(text)
+        if not m:
+            raise ValueError(f"expected a comparison such as '== 0' or '>= 1', got {text!r}")
+        return cls(m.group(1), int(m.group(2)))
+
+    def holds(self, actual: int) -> bool:
+        return _COMPARATORS[self.op](actual, self.value)
+
+    def satisfiable(self, max_count: int = COUNT_BOUND) -> str | None:
+        """Why no count, or every count, in [0, max_count] decides this comparison; None when it can go
+        either way. An expectation that cannot fail (`>= 0`) checks nothing and one that cannot hold
+        (`< 0`, `>= 1000` over a bound of 999) fails whatever the library does: both are scenario errors."""
+        held = [self.holds(n) for n in _probe_counts(self.value, max_count)]
+        if not any(held):
+            return f"'{self}' can never hold: no count between 0 and {max_count} satisfies it"
+        if all(held):
+            return f"'{self}' always holds (every count between 0 and {max_count} satisfies it): it checks nothing"
+        return None
+
+    @property
+    def allows_zero_only(self) -> bool:
+        """True when only 0 satisfies it: such a step runs under error_on_recompile=True."""
+        return self.holds(0) and not self.holds(1)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class CompileSetting:
+    """One value of the `compile` axis. backend 'none' means the model is never compiled."""
+
+    backend: str = "none"
+    mode: str | None = None
+    fullgraph: bool = False
+    dynamic: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+    @property
+    def label(self) -> str:
+        parts = [self.backend]
+        if self.mode and self.mode != "default":
+            parts.append(self.mode)
+        if self.fullgraph:
+            parts.append("fullgraph")
+        if self.dynamic is True:
+            parts.append("dynamic")
+        elif self.dynamic is False:
+            parts.append("static")
+        return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """bitsandbytes options for the int8 / nf4 / fp4 precisions (ignored by fp32, bf16, fp16)."""
+
+    compute_dtype: str = "bf16"  # bnb_4bit_compute_dtype, and the dtype of the non-quantised modules
+    double_quant: bool = False  # bnb_4bit_use_double_quant
+
+
+COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The fixed inputs every measurement and every correctness check uses."""
+
+    kind: str = "forward"
+    batch_size: int = 2
+    seq_len: int = 16
+    new_tokens: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    """What the harness itself does between the scenario's API calls ([harness]); recorded in every result.
+
+    freeze_params: after every state op, set requires_grad=False on every parameter. transformers'
+    set_adapter (and a later load_adapter) flip requires_grad on the LoRA weights and dynamo guards on it,
+    so a user's plain sequence of calls recompiles there; the reset hides that recompile. Off by default:
+    the suite measures the flow users run unless a scenario asks for the workaround."""
+
+    freeze_params: bool = False
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """How a measured call is repeated: warm-up calls, then rounds until both minimums are reached."""
+
+    warmup: int = 3
+    min_rounds: int = 20
+    min_time_s: float = 0.1
+    max_rounds: int = 10_000
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A named adapter: a saved PEFT adapter (path or Hub id) or a LoRA spec the suite builds and saves."""
+
+    key: str
+    path: str | None = None
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 0
+    rank_pattern: tuple[tuple[str, int], ...] = ()
+    alpha_pattern: tuple[tuple[str, float], ...] = ()
+    init_std: float = 0.05
+    lora_dropout: float = 0.0
+    modules_to_save: tuple[str, ...] = ()
+
+    @property
+    def generated(self) -> bool:
+        return self.path is None
+
+    @property
+    def max_rank(self) -> int:
+        return max([self.rank, *(r for _, r in self.rank_pattern)])
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """A serve step: a seeded request stream over several adapters (docs/serving.md)."""
+
+    adapters: tuple[str, ...]  # adapter keys, in popularity order (a family expands to its members)
+    requests: int = 64
+    popularity: str = "uniform"  # "uniform" | "zipf": adapter i drawn with weight 1 / (i + 1) ** zipf_s
+    zipf_s: float = 1.1
+    arrival: str = "closed"  # "closed": `concurrency` clients back to back | "poisson": open loop at rate_rps
+    rate_rps: float | None = None
+    concurrency: int = 1
+    prompts: int = 8  # distinct prompts the requests draw from (seq_len tokens each, from the workload)
+    batch_size: int = 4  # mixed_batch: requests of different adapters in one batch
+    max_wait_ms: float = 10.0  # mixed_batch: how long a batch waits to fill once its first request is queued
+    warmup_requests: int = 1  # besides each adapter's first request, the first N requests are warm-up
+    check_per_adapter: int | None = (
+        None  # None: every response is checked; k: a seeded sample of k per adapter
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """An expectation a released library is known to break, like pytest's strict xfail.
+
+    `when` restricts it to matrix values, e.g. (("hotswap_path", ("transformers",)),). `host` names facts
+    about the machine (bench.spec.host.FACTS) that must all hold for the bug to be possible there at all; the
+    worker drops the marker on a host where one does not (bench.spec.host.scope_to_host).
+    """
+
+    expectation: str
+    reason: str
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    host: tuple[str, ...] = ()
+
+    def applies(self, params: dict[str, str]) -> bool:
+        return all(params.get(axis) in values for axis, values in self.when)
+
+
+@dataclass(frozen=True)
+class Expectations:
+    recompiles: CountBound | None = None
+    graph_breaks: CountBound | None = None
+    matches_reference: bool | None = None
+    raises: str | None = None
+    wrong_responses: CountBound | None = None  # serve steps
+    recompiles_after_warmup: CountBound | None = None  # serve steps
+    faster_than: tuple[tuple[str, float], ...] = ()  # serve steps: (strategy, factor) pairs
+    # false: the step is declared to leave the output where it was (add_adapter's B = 0); the check then
+    # requires the two references to match instead, and a later step must tell the states apart.
+    distinguishable: bool | None = None
+
+    @property
+    def strict(self) -> bool:
+        """Steps that allow no recompile run inside torch._dynamo.config.patch(error_on_recompile=True)."""
+        return self.recompiles is not None and self.recompiles.allows_zero_only
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based, as users count steps in their file
+    op: str
+    adapter: str | None = None  # key into Scenario.adapters
+    name: str | None = None  # adapter_name (the slot) in the model
+    names: tuple[str, ...] = ()  # set_adapter
+    hotswap: bool = False
+    # load_adapter with `hotswap = "auto"`: no hotswap argument passed; transformers hotswaps by itself into
+    # an existing slot after enable_peft_hotswap (its default, hotswap="auto")
+    auto_hotswap: bool = False
+    target_rank: int | None = None
+    inplace: bool = False  # compile: model.compile() in place instead of torch.compile(model)
+    # train
+    train_steps: int | None = None
+    learning_rate: float | None = None
+    full: bool = False  # full fine-tuning: every parameter trainable (the baseline LoRA is compared with)
+    # save_adapter: the key under which the saved folder can be used by later steps
+    save_as: str | None = None
+    # repeat_load
+    mode: str | None = None
+    count: int | None = None
+    cycle: tuple[str, ...] = ()  # adapter keys used in turn
+    serve: ServeSpec | None = None
+    expect: Expectations = field(default_factory=Expectations)
+    known_failures: tuple[KnownFailure, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index} ({self.op})"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    precision: tuple[str, ...] = ("fp32",)
+    compile: tuple[CompileSetting, ...] = (CompileSetting("aot_eager"),)
+    hotswap_path: tuple[str, ...] = (DEFAULT_HOTSWAP_PATH,)
+    strategy: tuple[str, ...] = ()  # serving scenarios only: how the serve step switches adapters
+
+
+@dataclass(frozen=True)
+class ScenarioExpectations:
+    total_recompiles: CountBound | None = None
+    total_graph_breaks: CountBound | None = None
+    known_failures: tuple[KnownFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source_file: str
+    model: str
+    matrix: Matrix
+    workload: Workload
+    timing: TimingSpec
+    adapters: tuple[AdapterSpec, ...]
+    steps: tuple[Step, ...]
+    expect: ScenarioExpectations = field(default_factory=ScenarioExpectations)
+    quantization: QuantOptions = field(default_factory=QuantOptions)
+    harness: HarnessOptions = field(default_factory=HarnessOptions)
+    description: str = ""
+    timeout_s: float = 600.0
+    tags: tuple[str, ...] = ()
+    # Opt-ins for sources that can run code when loaded: a model's own Python files, pickle weight files.
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    def adapter(self, key: str) -> AdapterSpec:
+        for spec in self.adapters:
+            if spec.key == key:
+                return spec
+        raise KeyError(key)
