@@ -244,6 +244,7 @@ from bench.results.store import load, save
 mode, source, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 results = load(source)
 print("ready", flush=True)
+first = True
 while True:
     if mode == "atomic":
         save(out, results)
@@ -253,6 +254,9 @@ while True:
             for k in range(0, len(data), 4096):
                 f.write(data[k : k + 4096])
                 f.flush()
+    if first:  # the parent starts its random kill only once one whole file is there to be damaged
+        print("saved", flush=True)
+        first = False
 """
 
 
@@ -293,6 +297,9 @@ def _kill_at_random(mode: str, source: Path, out: Path, rounds: int, seed: int) 
             text=True,
         )
         assert proc.stdout.readline().strip() == "ready"
+        # Under load the first save can take longer than any fixed delay: wait for it, then kill at random
+        # inside the writes that follow (each one replaces a complete file).
+        assert proc.stdout.readline().strip() == "saved"
         time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()
         proc.wait()
