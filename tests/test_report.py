@@ -493,7 +493,8 @@ def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_
     (case,) = expand(load_scenario(MERGE_PLANTED))
     result = run_case(case, cache_root, work_dir=tmp_path / "work")
     assert result.verdict == "fail" and result.reason.startswith("step 10 (forward): matches_reference")
-    assert [s.status for s in result.steps] == ["pass"] * 9 + ["fail"]
+    # step 5's xfail: transformers 5.23 rebinds the swapped Parameters (swap_in_place, a fingerprinted marker)
+    assert [s.status for s in result.steps] == ["pass"] * 4 + ["xfail"] + ["pass"] * 4 + ["fail"]
     results = Results(1, "test", "now", collect(), (case.scenario.name,), (result,))
     rp = write_repros(results, tmp_path, roots=(REPO,))[case.id]
     text = (tmp_path / rp.path).read_text()

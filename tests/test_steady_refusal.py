@@ -119,7 +119,8 @@ def test_a_count_where_no_call_was_made_is_not_evaluated():
     from bench.results.measures import CompileStats
     from bench.spec.schema import CountBound, Expectations, Step
     from bench.spec.state import AdapterState
-    from bench.worker.decide import Evidence, StepRun, decide
+    from bench.worker.decide import decide
+    from bench.worker.facts import Evidence, StepRun
 
     step = Step(index=2, op="set_adapter", names=("x",), expect=Expectations(recompiles=CountBound("==", 0)))
     comp = CompileStats(recompiles=0, frame_compiles=0, graph_breaks=0, unique_graphs=0)

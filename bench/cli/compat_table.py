@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import VERDICT_RULES_VERSION
 from bench.errors import BenchInputError
 from bench.results.records import Results
 from bench.results.store import RESULTS_FILE, load
@@ -125,6 +126,11 @@ def compat_markdown(combos: list[Combination]) -> str:
             hold = f"{held}/{len(verdicts)}"
             torch = combo.results.environment.libraries.get("torch") if combo.results else None
             status = "ran" + (f" (torch {torch})" if torch else "")
+            if combo.results.verdict_rules < VERDICT_RULES_VERSION:
+                status += (
+                    f"; judged under verdict rules {combo.results.verdict_rules} (now {VERDICT_RULES_VERSION}): "
+                    "rerun `nox -s compat`"
+                )
         else:
             hold = "-"
             status = combo.stage + (f": {_one_line(combo.detail, 240)}" if combo.detail else "")

@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="let model folders run their own Python code (off unless this or scenario.trust_remote_code)",
     )
     run.add_argument(
+        "--require-oracles",
+        action="store_true",
+        help="a step whose output the math oracle cannot verify fails (default: a pass that says unverified)",
+    )
+    run.add_argument(
         "--allow-pickle",
         action="store_true",
         help="load pickle weight files (*.bin), which can run code (off unless this or scenario.allow_pickle)",
@@ -317,6 +322,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         scenario_set=scenario_set,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
+        require_oracles=args.require_oracles,
         compile_cache=args.compile_cache,
         **({"worker": args.worker} if args.worker else {}),
         device=args.device,

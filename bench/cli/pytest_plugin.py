@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import RESULTS_SCHEMA_VERSION, __version__
+from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
 from bench.engine.sources.cache import default_cache_root
 from bench.errors import BenchInputError
 from bench.results.environment import collect
@@ -222,6 +222,7 @@ class _RunState:
         reason = "interrupted before this case ran" if interrupted else "not run in this pytest session"
         return Results(
             schema_version=RESULTS_SCHEMA_VERSION,
+            verdict_rules=VERDICT_RULES_VERSION,
             suite_version=__version__,
             created_at=self._created_at,
             environment=self._env,

@@ -142,3 +142,43 @@ def map_adapter_keys(state_dict: dict[str, Any], adapter_name: str) -> dict[str,
                 break
         out[".".join(parts)] = value
     return out
+
+
+def lora_storage(model, name: str) -> dict[str, tuple[int, int, bool]]:
+    """Adapter `name`'s LoRA weights in `model`: path -> (object id, storage address, is a Parameter).
+
+    A hotswap promises to copy the new weights into these: a compiled graph guards on the objects, and a CUDA
+    graph replays reads from the addresses, so a swap that rebinds new tensors gives right eager outputs and a
+    graph that still reads the old weights."""
+    import torch  # heavy: this module's path objects are read by the parent through the ops
+
+    # The attributes of a LoRA layer holding one adapter's weights (ModuleDicts of layers, or ParameterDicts);
+    # kept inside the function, which reproduction scripts carry verbatim.
+    weights = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+    out = {}
+    for path, module in model.named_modules():
+        for attr in weights:
+            holder = getattr(module, attr, None)
+            if holder is None or not hasattr(holder, "keys") or name not in holder.keys():
+                continue
+            w = holder[name]
+            w = getattr(w, "weight", w)
+            out[f"{path}.{attr}"] = (id(w), w.data_ptr(), isinstance(w, torch.nn.Parameter))
+    return out
+
+
+def moved_by_swap(before: dict, after: dict) -> list[tuple[str, str]]:
+    """The weights a swap did not update in place, each with how: "gone", "not a Parameter", "new object", or
+    "new storage" (the same object whose .data was replaced)."""
+    moved = []
+    for key, (obj, ptr, is_param) in sorted(before.items()):
+        now = after.get(key)
+        if now is None:
+            moved.append((key, "gone"))
+        elif is_param and not now[2]:
+            moved.append((key, "not a Parameter"))
+        elif now[0] != obj:
+            moved.append((key, "new object"))
+        elif now[1] != ptr:
+            moved.append((key, "new storage"))
+    return moved

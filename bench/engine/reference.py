@@ -158,7 +158,9 @@ def compare_logits(actual, reference, tol: Tolerance, state_description: str) ->
         )
     diff = (actual - reference).abs()
     rel = diff / reference.abs().clamp_min(1e-6)
-    finite = bool(torch.isfinite(actual).all())
+    # A non-finite value on either side matches nothing: an infinite reference logit would otherwise widen
+    # its own bound (rtol x inf) to accept any output, and NaN compares false only by accident.
+    finite = bool(torch.isfinite(actual).all()) and bool(torch.isfinite(reference).all())
     matches = finite and bool((diff <= tol.atol + tol.rtol * reference.abs()).all())
     return OutputCheck(
         reference_state=state_description,

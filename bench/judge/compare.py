@@ -16,6 +16,7 @@ from bench.judge.figures import (
     first_measured,
     footprint_bytes,
     is_hotswap,
+    known_failures_of,
     switch_ms,
     switch_over_reload,
 )
@@ -101,7 +102,14 @@ def compare(
     for case_id in [*base_cases, *(c for c in cur_cases if c not in base_cases)]:
         b, c = base_cases.get(case_id), cur_cases.get(case_id)
         findings.append(
-            judge_verdict(policy["verdict"], case_id, b.verdict if b else None, c.verdict if c else None)
+            judge_verdict(
+                policy["verdict"],
+                case_id,
+                b.verdict if b else None,
+                c.verdict if c else None,
+                known_failures_of(b),
+                known_failures_of(c),
+            )
         )
         if b is None or c is None or c.verdict == "not_run":
             continue
@@ -201,3 +209,14 @@ def _step_timing(policy, key, b, bs: StepRecord, c, s: StepRecord, b_run, c_run,
             b_first.timing.samples_ms,
             c_first.timing.samples_ms,
         )
+
+
+def rules_mismatch(baseline: Results, current: Results) -> str | None:
+    """Why two runs' verdicts cannot be compared as equals: judged under different verdict rules (None: same)."""
+    if baseline.verdict_rules == current.verdict_rules:
+        return None
+    older = "the baseline" if baseline.verdict_rules < current.verdict_rules else "the current run"
+    return (
+        f"the baseline was judged under verdict rules {baseline.verdict_rules}, the current run under "
+        f"{current.verdict_rules}: {older} is older, and its pass/xfail may hide what the newer rules catch"
+    )

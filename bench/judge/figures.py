@@ -77,3 +77,11 @@ def eager_twin(case: CaseResult, results: Results) -> CaseResult | None:
 
 def first_measured(case: CaseResult) -> StepRecord | None:
     return next((s for s in case.steps if s.timing is not None), None)
+
+
+def known_failures_of(case: CaseResult | None) -> tuple[str, ...]:
+    """The known failures (reason and fingerprint, as recorded) that the case's xfail outcomes matched."""
+    if case is None:
+        return ()
+    outcomes = [o for s in case.steps for o in s.outcomes] + list(case.scenario_outcomes)
+    return tuple(sorted({o.known_failure for o in outcomes if o.status == "xfail" and o.known_failure}))

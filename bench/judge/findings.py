@@ -118,7 +118,17 @@ def _beyond(p: MetricPolicy, base: float, cur: float) -> tuple[bool, bool]:
     return delta > 0 and big, delta < 0 and big
 
 
-def judge_verdict(p: MetricPolicy, case_id: str, base: str | None, cur: str | None) -> Finding:
+def judge_verdict(
+    p: MetricPolicy,
+    case_id: str,
+    base: str | None,
+    cur: str | None,
+    base_known: tuple[str, ...] = (),
+    cur_known: tuple[str, ...] = (),
+) -> Finding:
+    """`base_known` / `cur_known`: the known failures (reason and fingerprint) each side's xfail outcomes
+    matched. An xfail that now matches another marker, or the same marker with another fingerprint, is a
+    different known bug: a regression, not "unchanged"."""
     key = (case_id, None, None)
     if cur is None:
         return finding(p, key, base, None, "missing", "case is in the baseline but did not run now")
@@ -144,6 +154,9 @@ def judge_verdict(p: MetricPolicy, case_id: str, base: str | None, cur: str | No
         return finding(p, key, base, cur, "regression", f"verdict got worse: {base} -> {cur}")
     if base in FAILING_VERDICTS and cur not in FAILING_VERDICTS:
         return finding(p, key, base, cur, "improvement", f"verdict got better: {base} -> {cur}")
+    if base == cur == "xfail" and base_known != cur_known:
+        changed = "; ".join(sorted(set(cur_known) - set(base_known))) or "fewer known failures"
+        return finding(p, key, base, cur, "regression", f"xfail on another known failure now: {changed}")
     if base != cur:
         return finding(p, key, base, cur, "unchanged", f"verdict changed within its class: {base} -> {cur}")
     return finding(p, key, base, cur, "unchanged", f"verdict {cur}")

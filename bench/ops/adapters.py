@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from bench.engine import rng
+from bench.engine.hotswap import lora_storage, moved_by_swap
 from bench.engine.sources.adapters import lora_config
 from bench.ops.base import Op, ParseContext, Walk, common_args, read_adapter, read_name
+from bench.results.verdict import find_known, outcome
 from bench.spec.state import AdapterState
 
 
@@ -57,6 +61,7 @@ class LoadAdapter(Op):
     changes_state = True
     moves_adapter = True
     adds_adapter = True
+    own_expectations = frozenset({"swap_in_place"})
 
     def parse(self, t, ctx: ParseContext):
         adapter = read_adapter(t, ctx)
@@ -106,22 +111,69 @@ class LoadAdapter(Op):
         return {**common_args(step), **hotswap}
 
     def apply(self, subject, step, adapters, locations):
+        """A hotswap returns the slot's LoRA weights before and after it (bench.engine.hotswap.lora_storage)."""
         location = locations[step.adapter]
+        swaps = step.hotswap or (step.auto_hotswap and step.name in getattr(subject.model, "peft_config", {}))
+        before = lora_storage(subject.model, step.name) if swaps else None
         if step.hotswap:
             subject.path.swap(subject, location, step.name)
         else:
             # No hotswap argument: the library's default ("auto" in transformers) decides.
             subject.model.load_adapter(location, adapter_name=step.name)
             subject.path.after_first_load(subject)
+        return (before, lora_storage(subject.model, step.name)) if swaps else None
+
+    def own_outcomes(self, step, result, state, params):
+        if result is None:
+            return []
+        before, after = result
+        moved = moved_by_swap(before, after)
+        held = bool(before) and not moved
+        kinds = Counter(kind for _, kind in moved)
+        listed = ", ".join(f"{key} ({kind})" for key, kind in moved[:4])
+        what = (
+            f"rebound {len(moved)} of {len(before)} LoRA weights "
+            f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}) instead of copying into them: "
+            + listed
+            + (f" and {len(moved) - 4} more" if len(moved) > 4 else "")
+            if before
+            else "found no LoRA weight of the slot before the swap"
+        )
+        return [
+            outcome(
+                "swap_in_place",
+                f"{len(before)} LoRA weights kept (same objects and storage)",
+                f"{len(before) - len(moved)} of {len(before)} kept",
+                held,
+                f"the hotswap {what} (a compiled or CUDA-graph model reads the old ones)",
+                find_known(step.known_failures, "swap_in_place", params),
+                measured=len(moved),
+            )
+        ]
 
     def script(self, w, step):
         location = f"ADAPTERS[{step.adapter!r}]"
+        if step.hotswap or step.auto_hotswap:
+            # The slot's weights before the swap, for the swap_in_place check (the same functions as the run).
+            w.carry(lora_storage, moved_by_swap)
+            w.emit(f"swap_before = lora_storage(model, {step.name!r})")
         if step.hotswap:
             w.path.script_swap(w, location, step.name)
         else:
             note = "  # hotswap left at its default" if step.auto_hotswap else ""
             w.emit(f"model.load_adapter({location}, adapter_name={step.name!r}){note}")
             w.path.script_after_first_load(w)
+
+    def script_check(self, w, expectation, step, state, what):
+        if expectation != "swap_in_place":
+            return False
+        w.emit(f"moved = moved_by_swap(swap_before, lora_storage(model, {step.name!r}))")
+        with w.block("if moved or not swap_before:"):
+            w.emit(
+                f"reproduced(f'{what}: the hotswap rebound {{len(moved)}} of {{len(swap_before)}} LoRA weights "
+                "instead of copying into them: ' + ', '.join(f'{k} ({kind})' for k, kind in moved[:4]))"
+            )
+        return True
 
 
 def _check_auto(walk: Walk, step) -> None:

@@ -104,6 +104,9 @@ class StepRecord:
     train: TrainStats | None = None
     repeat: RepeatStats | None = None
     serving: ServingRecord | None = None  # serve steps (bench/engine/serving)
+    # Why an oracle could not verify this step's output ("math oracle: ..."); None when both ran or no output
+    # was checked. A pass with this set is an unverified pass (docs/verdicts.md).
+    unverified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,3 +246,5 @@ class Results:
     non_finite: dict[str, str] = field(default_factory=dict)  # as CaseResult.non_finite, paths in the file
     # Cases run at a time (--jobs N), each pinned to its own cores (WorkerInfo.cpus); 1: one after another.
     jobs: int = 1
+    # The verdict rules the cases were judged under (bench.VERDICT_RULES_VERSION); 1 in files from before it.
+    verdict_rules: int = 1

@@ -57,6 +57,7 @@ def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: s
     return Results(
         schema_version=first.results.schema_version,
         suite_version=first.results.suite_version,
+        verdict_rules=first.results.verdict_rules,
         created_at=created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         environment=first.results.environment,
         scenario_set=first.results.scenario_set,
@@ -85,6 +86,12 @@ def _check_same_run_kind(a: Source, b: Source) -> None:
     if ra.schema_version != rb.schema_version:
         raise BenchInputError(
             f"results schema version {rb.schema_version} differs from {a.path}'s {ra.schema_version}",
+            source=b.path,
+        )
+    if ra.verdict_rules != rb.verdict_rules:
+        raise BenchInputError(
+            f"judged under verdict rules {rb.verdict_rules}, {a.path} under {ra.verdict_rules}: "
+            "their verdicts do not mean the same thing; rerun the older one",
             source=b.path,
         )
     if ra.suite_version != rb.suite_version:

@@ -27,10 +27,20 @@ def verdict_counts(results: Results) -> dict[str, int]:
     return counts
 
 
+def unverified_passes(results: Results) -> int:
+    """Passes with a step no pair of oracles verified (StepRecord.unverified): never counted as plain passes."""
+    return sum(1 for c in results.cases if c.verdict == "pass" and any(s.unverified for s in c.steps))
+
+
 def counts_line(results: Results) -> str:
     order = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
     counts = verdict_counts(results)
-    return ", ".join(f"{counts[v]} {v}" for v in order if counts.get(v))
+    unverified = unverified_passes(results)
+    return ", ".join(
+        f"{counts[v]} {v}" + (f" ({unverified} unverified)" if v == "pass" and unverified else "")
+        for v in order
+        if counts.get(v)
+    )
 
 
 def summary_markdown(results: Results) -> str:

@@ -15,14 +15,28 @@ _SEVERITY = {"pass": 0, "skip": 0, "xfail": 1, "not_run": 1, "xpass": 2, "fail":
 
 
 def outcome(
-    expectation: str, expected: str, actual: str, held: bool, message: str, known: KnownFailure | None
+    expectation: str,
+    expected: str,
+    actual: str,
+    held: bool,
+    message: str,
+    known: KnownFailure | None,
+    *,
+    measured: float | None = None,
+    error_types: tuple[str, ...] = (),
 ) -> Outcome:
+    """`measured` and `error_types` are what a known failure's fingerprint is matched against: the value the
+    expectation measured (an output's max abs difference, a count) and the MRO names of what was raised."""
     if known is None:
         status = "pass" if held else "fail"
     else:
         status = "xpass" if held else "xfail"
     if status == "xpass":
         message = f"expected to fail ({known.reason}) but held: remove the known_failure marker"
+    elif status == "xfail" and (why := known.mismatch(message, measured, error_types)) is not None:
+        # Not the known bug: a different failure of the same expectation is a plain failure.
+        status = "fail"
+        message = f"the known failure's signature does not match: {why} ({known.fingerprint}); {message}"
     return Outcome(
         expectation=expectation,
         expected=expected,
@@ -30,8 +44,14 @@ def outcome(
         held=held,
         status=status,
         message=message if status != "pass" else "",
-        known_failure=known.reason if known else None,
+        known_failure=_known_text(known) if status in ("xfail", "xpass") else None,
     )
+
+
+def _known_text(known: KnownFailure) -> str:
+    """The marker as recorded with the outcome: its reason and, where it has one, its fingerprint (compare and
+    gate read a changed fingerprint as a changed known failure)."""
+    return f"{known.reason} [fingerprint: {known.fingerprint}]" if known.fingerprinted else known.reason
 
 
 def find_known(
@@ -58,6 +78,11 @@ def case_verdict(steps: Iterable[StepRecord], scenario_outcomes: Iterable[Outcom
     if verdict == "not_run":
         verdict = "xfail"
     if verdict == "pass":
+        unverified = [s for s in ran if s.unverified]
+        if unverified:  # never a plain pass: say which step no oracle pair verified, and why
+            s = unverified[0]
+            more = f" (and {len(unverified) - 1} more step(s))" if len(unverified) > 1 else ""
+            return "pass", f"unverified: step {s.index} ({s.op}): {s.unverified}{more}"
         return "pass", ""
     for s in steps:
         if s.status == verdict:

@@ -55,6 +55,8 @@ class RunOptions:
     # Opt-ins that let a source run code when loaded (a model's own Python files; pickle weight files).
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    # A step whose output an oracle could not verify fails (oracles_agree) instead of an unverified pass.
+    require_oracles: bool = False
     # "warm": one inductor cache shared by every case and run (under cache_root); "cold": a fresh, empty one
     # per case, so compile_s is the full cold compile. Recorded in each case's worker block.
     compile_cache: str = "warm"
@@ -133,6 +135,7 @@ def case_spec(case: Case, opts: RunOptions) -> dict:
         "cache_root": str(opts.cache_root),
         "trust_remote_code": opts.trust_remote_code,
         "allow_pickle": opts.allow_pickle,
+        "require_oracles": opts.require_oracles,
         "device": opts.device,
     }
 

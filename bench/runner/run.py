@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import RESULTS_SCHEMA_VERSION, __version__
+from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
 from bench.results.environment import collect, library_versions
@@ -113,6 +113,7 @@ def run_cases(
 
             return Results(
                 schema_version=RESULTS_SCHEMA_VERSION,
+                verdict_rules=VERDICT_RULES_VERSION,
                 suite_version=__version__,
                 created_at=created,
                 environment=env,

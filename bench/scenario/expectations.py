@@ -7,6 +7,7 @@ ScenarioErrors naming the field.
 
 from __future__ import annotations
 
+import math
 import re
 
 from bench.spec.host import FACTS as HOST_FACTS
@@ -109,8 +110,40 @@ def known_failure(t: Table) -> KnownFailure:
                 f"unknown host fact {name!r}{did_you_mean(name, tuple(HOST_FACTS))}; "
                 f"known: {', '.join(sorted(HOST_FACTS))}",
             )
+    error, match, band = _fingerprint(t)
     t.finish()
-    return KnownFailure(expectation=expectation, reason=reason, when=tuple(when), host=tuple(host))
+    return KnownFailure(
+        expectation=expectation,
+        reason=reason,
+        when=tuple(when),
+        host=tuple(host),
+        error=error,
+        match=match,
+        band=band,
+    )
+
+
+def _fingerprint(t: Table) -> tuple[str | None, str | None, tuple[float, float] | None]:
+    """A known failure's `error`, `match` and `band` (KnownFailure): what the known bug looks like."""
+    error = t.get("error", str, None)
+    if error is not None and not error.isidentifier():
+        raise t.error("error", f"an exception class name such as RuntimeError, got {short(error)}")
+    match = t.get("match", str, None)
+    if match is not None:
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise t.error("match", f"not a regular expression: {exc}") from None
+    raw = t.get("band", list, None)
+    band = None
+    if raw is not None:
+        if len(raw) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+            raise t.error("band", f"[low, high]: two numbers, got {short(raw)}")
+        lo, hi = float(raw[0]), float(raw[1])
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise t.error("band", f"[low, high] with finite low <= high, got {short(raw)}")
+        band = (lo, hi)
+    return error, match, band
 
 
 def scenario_expectations(t: Table) -> ScenarioExpectations:

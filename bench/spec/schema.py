@@ -37,6 +37,7 @@ EXPECTATIONS = (
     "steady_state_matches",  # implicit on forward/generate: the last timed call matches the reference too
     "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
     "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
+    "swap_in_place",  # implicit on a hotswap: the slot's LoRA weights are the same objects and storage after it
 )
 
 _COMPARATORS = {
@@ -228,15 +229,56 @@ class KnownFailure:
     `when` restricts it to matrix values, e.g. (("hotswap_path", ("transformers",)),). `host` names facts
     about the machine (bench.spec.host.FACTS) that must all hold for the bug to be possible there at all; the
     worker drops the marker on a host where one does not (bench.spec.host.scope_to_host).
+
+    The fingerprint says what the known bug looks like; a failure that does not look like it is a plain
+    `fail` (docs/verdicts.md). `error`: the class the bug raises (a name in the raised exception's MRO).
+    `match`: a regular expression the outcome's message must contain (the error text, the recompile reasons,
+    the output detail). `band`: the measured value the bug gives, lo <= value <= hi, finite: the output's max
+    abs difference for output checks, the count for counts (wrong_responses, recompiles, graph_breaks).
     """
 
     expectation: str
     reason: str
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()
     host: tuple[str, ...] = ()
+    error: str | None = None
+    match: str | None = None
+    band: tuple[float, float] | None = None
 
     def applies(self, params: dict[str, str]) -> bool:
         return all(params.get(axis) in values for axis, values in self.when)
+
+    @property
+    def fingerprinted(self) -> bool:
+        return self.error is not None or self.match is not None or self.band is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint as one line ("" when the marker has none): recorded with every xfail it made."""
+        parts = []
+        if self.error is not None:
+            parts.append(f"raises {self.error}")
+        if self.match is not None:
+            parts.append(f"message ~ /{self.match}/")
+        if self.band is not None:
+            parts.append(f"value in [{self.band[0]:g}, {self.band[1]:g}]")
+        return ", ".join(parts)
+
+    def mismatch(self, message: str, measured: float | None, error_types: tuple[str, ...]) -> str | None:
+        """Why what was observed is not this known bug (None: it is). NaN and infinity never match a band:
+        a marker for a wrong value never covers an output that is not a number."""
+        if self.error is not None and self.error not in error_types:
+            got = error_types[0] if error_types else "no exception"
+            return f"expected the bug to raise {self.error}, got {got}"
+        if self.match is not None and not re.search(self.match, message):
+            return f"the message does not contain /{self.match}/"
+        if self.band is not None:
+            lo, hi = self.band
+            if measured is None or measured != measured or measured in (float("inf"), float("-inf")):
+                return f"the measured value is {measured}, not a finite value in [{lo:g}, {hi:g}]"
+            if not lo <= measured <= hi:
+                return f"the measured value {measured:.4g} is outside [{lo:g}, {hi:g}]"
+        return None
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
             process_start=process_start,
             trust_remote_code=bool(spec.get("trust_remote_code", False)),
             allow_pickle=bool(spec.get("allow_pickle", False)),
+            require_oracles=bool(spec.get("require_oracles", False)),
             on_step=before_step,
         )
     except Exception as exc:

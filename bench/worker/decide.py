@@ -4,56 +4,18 @@ outcomes and a StepRecord out. Pure functions: nothing here loads a model, calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from bench.engine.serving.outcomes import serving_outcomes
 from bench.errors import error_text
 from bench.ops import OPS
-from bench.results.measures import OracleAgreement, OutputCheck, StateContrast, TimingStats
+from bench.results.measures import TimingStats
 from bench.results.records import Outcome, StepRecord
 from bench.results.serving_records import ServingRecord
 from bench.results.verdict import find_known, outcome, step_status
 from bench.spec.cases import Case
 from bench.spec.schema import Step
 from bench.spec.state import AdapterState
-
-
-@dataclass
-class StepRun:
-    """What happened during one step, before it is decided."""
-
-    op_time_ms: float | None = None
-    op_result: Any = None  # what the op reports: TrainStats, RepeatStats, active adapter names
-    first_call_ms: float | None = None
-    first_output: Any = None
-    timing: Any = None
-    op_error: BaseException | None = None
-    recompile_errors: list[str] = field(default_factory=list)
-    compiled: bool = False  # the model was compiled when the step ran: recompile expectations apply
-    notes: list[str] = field(default_factory=list)
-    # This step made the first model call after the compile step: it must have compiled at least one frame.
-    first_call_after_compile: bool = False
-    last_output: Any = None  # the last timed call's output (forward / generate): the steady-state check
-    refused: bool = False  # the op raised and the step declared `raises`: a call checks nothing changed
-    call_error: str | None = None  # the model call after a refused op raised
-    called_model: bool = False  # a model call was made: only then can a recompile be counted
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What the step's output was checked against (bench.worker.execute gathers it)."""
-
-    output: OutputCheck | None = None
-    contrast: StateContrast | None = None  # the new state's reference against the previous state's
-    adapter_bytes: int | None = None  # bytes of adapter weights a load moved
-    copy_floor_ms: float | None = None  # a plain tensor copy of as many bytes
-    notes: tuple[str, ...] = ()
-    # Building the reference raised: the step cannot be judged, and the fault is the oracle's, not the op's.
-    reference_error: str | None = None
-    oracle_agreement: OracleAgreement | None = None  # the library's reference against the math oracle
-    serving: ServingRecord | None = None  # a serve step: every request, checked, and the figures
-    steady_output: OutputCheck | None = None  # the last timed call against the same reference
+from bench.worker.facts import Evidence, StepRun
+from bench.worker.output_outcomes import evidence_outcomes
 
 
 def decide(
@@ -65,6 +27,7 @@ def decide(
     strict: bool,
     state: AdapterState,
     evidence: Evidence,
+    require_oracles: bool = False,
 ) -> StepRecord:
     """The step's outcomes and record from what happened (run, probes) and what was checked (evidence). Pure:
     it loads nothing, calls no model and times nothing."""
@@ -75,11 +38,24 @@ def decide(
     outcomes += _call_outcomes(params, step, run, err_text)
     outcomes += _compile_outcomes(params, step, run, comp, err_text, notes)
 
+    # The output against its references before what only the op decides, so that a wrong output is what the
+    # case's reason and its reproduction script lead with.
+    outcomes += evidence_outcomes(params, step, run, evidence, notes)
     op = OPS[step.op]
     if run.op_error is None:
-        # What only this op decides (active_adapters' names, plain_model, loss_decreases): bench/ops.
+        # What only this op decides (active_adapters' names, plain_model, loss_decreases, swap_in_place): bench/ops.
         outcomes += op.own_outcomes(step, run.op_result, state, params)
-    outcomes += _evidence_outcomes(params, step, run, evidence, notes)
+    if evidence.unverified and require_oracles:
+        outcomes.append(
+            outcome(
+                "oracles_agree",
+                "both oracles",
+                evidence.unverified,
+                False,
+                f"--require-oracles: this step's output could not be verified by both oracles: {evidence.unverified}",
+                find_known(step.known_failures, "oracles_agree", params),
+            )
+        )
 
     if evidence.serving is not None:
         outcomes.extend(serving_outcomes(params, step, evidence.serving, run.compiled))
@@ -114,6 +90,7 @@ def decide(
         adapter_bytes=evidence.adapter_bytes,
         copy_floor_ms=evidence.copy_floor_ms,
         serving=evidence.serving,
+        unverified=evidence.unverified,
         **kept,
     )
 
@@ -134,6 +111,7 @@ def _call_outcomes(params, step: Step, run: StepRun, err_text: str | None) -> li
                 held,
                 f"expected {e.raises}, got {actual}",
                 find_known(kf, "raises", params),
+                error_types=tuple(names),
             )
         )
     else:
@@ -145,6 +123,7 @@ def _call_outcomes(params, step: Step, run: StepRun, err_text: str | None) -> li
                 run.op_error is None,
                 f"raised {err_text}",
                 find_known(kf, "succeeds", params),
+                error_types=_mro_names(run.op_error),
             )
         )
     return out
@@ -178,6 +157,7 @@ def _compile_outcomes(
                 held,
                 f"{comp.recompiles} recompile(s), expected {e.recompiles}" + (f": {why}" if why else ""),
                 find_known(kf, "recompiles", params),
+                measured=comp.recompiles,
             )
         )
     if run.first_call_after_compile and comp is not None:
@@ -202,70 +182,9 @@ def _compile_outcomes(
                 f"{comp.graph_breaks} graph break(s), expected {e.graph_breaks}: "
                 + "; ".join(comp.graph_break_reasons[:3]),
                 find_known(kf, "graph_breaks", params),
+                measured=comp.graph_breaks,
             )
         )
-    return out
-
-
-def _evidence_outcomes(
-    params, step: Step, run: StepRun, evidence: Evidence, notes: list[str]
-) -> list[Outcome]:
-    """The output against its references: the library reference, the math oracle, the contrast with the previous state."""
-    kf, e = step.known_failures, step.expect
-    out: list[Outcome] = []
-    if evidence.reference_error is not None:
-        out.append(
-            Outcome(
-                expectation="reference",
-                expected="a reference built",
-                actual=evidence.reference_error,
-                held=False,
-                status="error",
-                message=f"reference could not be built: {evidence.reference_error}",
-            )
-        )
-    agreement = evidence.oracle_agreement
-    if agreement is not None:
-        diff = "n/a" if agreement.max_abs_diff is None else f"{agreement.max_abs_diff:.3g}"
-        out.append(
-            outcome(
-                "oracles_agree",
-                f"<= {agreement.bound:.3g}" if agreement.bound is not None else agreement.rule,
-                diff,
-                agreement.agree,
-                f"the library's reference disagrees with the math: max abs diff {diff} ({agreement.rule})",
-                find_known(kf, "oracles_agree", params),
-            )
-        )
-    output = evidence.output
-    if output is not None and (e.raises is None or e.matches_reference is not None):
-        out.append(_matches(params, step, "matches_reference", output, "output"))
-    out += _steady_and_refusal(params, step, run, evidence)
-    c = evidence.contrast
-    if c is not None:
-        # Declared indistinguishable (add_adapter's B = 0): the references must then agree, and the record
-        # says this step's output check cannot tell the op from a no-op (a later step must).
-        wanted = e.distinguishable if e.distinguishable is not None else True
-        out.append(
-            outcome(
-                "distinguishable",
-                f"margin > {c.factor:g}" if wanted else f"margin <= {c.factor:g} (declared)",
-                f"margin {c.margin:.3g} (max abs diff {c.max_abs_diff:.3g})",
-                c.distinguishable == wanted,
-                f"this check cannot tell the states apart: the reference of the new state and of "
-                f"{c.previous_state} differ by at most {c.margin:.3g}x the {c.rule} tolerance (needs > "
-                f"{c.factor:g}x)"
-                if wanted
-                else f"declared distinguishable = false, but the references differ by {c.margin:.3g}x the "
-                f"{c.rule} tolerance",
-                find_known(kf, "distinguishable", params),
-            )
-        )
-        if not wanted and not c.distinguishable:
-            notes.append(
-                "not distinguishable (declared): this step's output equals the previous state's, so its "
-                "output check cannot tell the op from a no-op"
-            )
     return out
 
 
@@ -276,52 +195,8 @@ def _serving_timing(serving: ServingRecord | None) -> TimingStats | None:
     return TimingStats.from_samples([r.latency_ms for r in serving.requests])
 
 
-def _output_detail(output: OutputCheck) -> str:
-    if output.kind == "tokens":
-        return f"{output.mismatched_tokens} of the greedy tokens differ"
-    if output.max_abs_diff is None:
-        return "output shape differs from the reference"
-    return f"max abs diff {output.max_abs_diff:.3g} (tolerance atol {output.atol:g} + rtol {output.rtol:g})"
-
-
-def _matches(params, step: Step, expectation: str, output: OutputCheck, what: str) -> Outcome:
-    """An output against its fresh reference: it must match, unless the step expects it not to."""
-    e = step.expect
-    wanted = e.matches_reference if e.matches_reference is not None else True
-    return outcome(
-        expectation,
-        str(wanted).lower(),
-        str(output.matches).lower(),
-        output.matches == wanted,
-        f"{what} vs fresh reference ({output.reference_state}): {_output_detail(output)}",
-        find_known(step.known_failures, expectation, params),
-    )
-
-
-def _steady_and_refusal(params, step: Step, run: StepRun, evidence: Evidence) -> list[Outcome]:
-    """The last timed call against the same reference as the first, and the model after a refused op
-    against the previous state's reference."""
-    kf = step.known_failures
-    out = []
-    steady = evidence.steady_output
-    if steady is not None:
-        out.append(_matches(params, step, "steady_state_matches", steady, "the last timed call"))
-    if run.refused and (evidence.output is not None or run.call_error is not None):
-        output = evidence.output
-        held = run.call_error is None and output.matches
-        detail = f"the model call raised {run.call_error}" if run.call_error else _output_detail(output)
-        out.append(
-            outcome(
-                "refusal_leaves_state",
-                "the previous state's output",
-                "unchanged" if held else "changed",
-                held,
-                "a refused op must leave the model unchanged: output after the refusal vs the previous "
-                f"state's fresh reference ({output.reference_state if output else 'not built'}): {detail}",
-                find_known(kf, "refusal_leaves_state", params),
-            )
-        )
-    return out
+def _mro_names(exc: BaseException | None) -> tuple[str, ...]:
+    return tuple(c.__name__ for c in type(exc).__mro__) if exc is not None else ()
 
 
 def unmeasured(step: Step, status: str, note: str) -> StepRecord:

@@ -16,7 +16,7 @@ from bench.errors import BenchInputError, error_text
 from bench.ops import OPS
 from bench.spec.schema import Step
 from bench.spec.state import AdapterState
-from bench.worker.decide import Evidence, StepRun
+from bench.worker.facts import Evidence, StepRun
 
 
 def gather_evidence(
@@ -37,12 +37,11 @@ def gather_evidence(
         return _serving_evidence(run, oracle, math_oracle, subject)
     notes: list[str] = []
     output = agreement = steady = contrast = None
-    reference_error = None
+    reference_error = unverified = None
     try:
         if run.first_output is not None and not state.verifiable:
-            notes.append(
-                "output not checked: trained weights exist only in this model (save_adapter, then check)"
-            )
+            unverified = "both oracles: trained weights exist only in this model (save_adapter, then check)"
+            notes.append(f"output not checked: {unverified.split(': ', 1)[1]}")
         elif run.first_output is not None:
             # Tokens where the reference generates (a generate workload) and the call did (not a forward).
             if subject.workload.kind == "generate" and op.call != "forward":
@@ -60,6 +59,7 @@ def gather_evidence(
                 # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
                 # note; the library reference's check above still decides matches_reference.
                 notes.append(f"math oracle not applied: {exc}")
+                unverified = f"math oracle: {exc}"
     except Exception as exc:
         if is_out_of_memory(exc):
             raise  # a fault of the run: the case's error
@@ -79,6 +79,7 @@ def gather_evidence(
         reference_error=reference_error,
         oracle_agreement=agreement,
         steady_output=steady,
+        unverified=unverified,
     )
 
 

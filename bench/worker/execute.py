@@ -29,8 +29,9 @@ from bench.spec.codec import to_dict
 from bench.spec.precision import needs_eager_forward_after_state_dict, unavailable_reason
 from bench.spec.schema import Step
 from bench.spec.state import AdapterState
-from bench.worker.decide import StepRun, decide, not_run_record, scenario_outcomes, skipped
+from bench.worker.decide import decide, not_run_record, scenario_outcomes, skipped
 from bench.worker.evidence import gather_evidence
+from bench.worker.facts import StepRun
 from bench.worker.harness import after_state_op
 from bench.worker.prepare import Ready, set_up
 
@@ -68,6 +69,7 @@ def _run_case(
     process_start: float | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    require_oracles: bool = False,
     on_step: Callable[[Step], None] | None = None,
 ) -> CaseResult:
     started = time.perf_counter()
@@ -114,7 +116,7 @@ def _run_case(
     trust = trust_remote_code or s.trust_remote_code
     pickle_ok = allow_pickle or s.allow_pickle
     ready = set_up(case, cache_root, device, work_dir, phases, trust=trust, pickle_ok=pickle_ok)
-    records, steps_s, references_s = _run_steps(case, ready, on_step)
+    records, steps_s, references_s = _run_steps(case, ready, on_step, require_oracles)
 
     phases["steps_s"] = steps_s
     phases["references_s"] = references_s
@@ -137,7 +139,9 @@ def _run_case(
     )
 
 
-def _run_steps(case: Case, ready: Ready, on_step) -> tuple[list[StepRecord], float, float]:
+def _run_steps(
+    case: Case, ready: Ready, on_step, require_oracles: bool = False
+) -> tuple[list[StepRecord], float, float]:
     """Every step in order: run, gather its evidence, decide. After an unexpected raise the rest is not_run.
     Returns the records and the seconds spent in the steps and in the references."""
     s = case.scenario
@@ -172,7 +176,7 @@ def _run_steps(case: Case, ready: Ready, on_step) -> tuple[list[StepRecord], flo
         evidence = gather_evidence(
             step, run, new_state, contrast_with, ready.oracles, subject, ready.adapter_bytes, clock
         )
-        record = decide(case.params, step, run, mem, comp, strict, new_state, evidence)
+        record = decide(case.params, step, run, mem, comp, strict, new_state, evidence, require_oracles)
         references_s += time.perf_counter() - t
         records.append(record)
         state = new_state

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bench.spec.schema import Step
-from bench.worker.decide import StepRun
+from bench.worker.facts import StepRun
 
 
 def after_state_op(model, step: Step, freeze: bool, run: StepRun) -> None:

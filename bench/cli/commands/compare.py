@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.judge.compare import TIMING_MODES, compare
+from bench.judge.compare import TIMING_MODES, compare, rules_mismatch
 from bench.judge.thresholds import load_policy, with_flags
 from bench.report.comparison import comparison_markdown, comparison_text
 from bench.results.store import load
@@ -62,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
         current_label=str(args.current),
     )
     render = comparison_markdown if args.format == "md" else comparison_text
+    if why := rules_mismatch(baseline, current):
+        print(f"note: {why}")
     print(render(c, show_all=args.all), end="")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.cli.commands.compare import add_policy_options, policy_from_args
 from bench.errors import BenchInputError
-from bench.judge.compare import compare
+from bench.judge.compare import compare, rules_mismatch
 from bench.judge.gate import DEFAULT_BASELINE, decide, update_command
 from bench.report.comparison import comparison_markdown, comparison_text
 from bench.results.atomic import write_text
@@ -83,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
             source=str(baseline_file),
         )
     baseline = load(baseline_file)
+    if why := rules_mismatch(baseline, current):
+        # A verdict under older rules is not the same claim: gating against it could pass a run the new rules fail.
+        raise BenchInputError(
+            f"{why}; regenerate the baseline: {update_command(args.current, baseline_file)}",
+            source=str(baseline_file),
+        )
     config, policy = policy_from_args(args, baseline_file.parent / CONFIG_BESIDE_BASELINE)
     c = compare(
         baseline,

@@ -81,9 +81,9 @@ def compare(actual: Response, expected: Response, tol_for) -> ResponseCheck:
         return ResponseCheck(False, None, mismatched)
     tol = tol_for(expected.logits)
     diff = (actual.logits - expected.logits).abs()
-    within = bool(torch.isfinite(actual.logits).all()) and bool(
-        (diff <= tol.atol + tol.rtol * expected.logits.abs()).all()
-    )
+    # Non-finite on either side is never a match (an infinite reference logit would accept anything).
+    finite = bool(torch.isfinite(actual.logits).all()) and bool(torch.isfinite(expected.logits).all())
+    within = finite and bool((diff <= tol.atol + tol.rtol * expected.logits.abs()).all())
     return ResponseCheck(within and not mismatched, float(diff.max()), mismatched)
 
 

@@ -32,6 +32,7 @@ def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, comp
                 f"{len(wrong)} of {sv.figures.checked_responses} checked responses differ from their adapter's "
                 f"fresh reference: {listed}{more}",
                 find_known(kf, "wrong_responses", params),
+                measured=len(wrong),
             )
         )
         if e.recompiles_after_warmup is not None and compiled:
@@ -45,6 +46,7 @@ def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, comp
                     f"{n} recompile(s) after warm-up, expected {e.recompiles_after_warmup} (first at request "
                     f"{next((r.id for r in sv.requests if not r.warmup and r.recompiles), '-')})",
                     find_known(kf, "recompiles_after_warmup", params),
+                    measured=n,
                 )
             )
     if sv.oracle_agreement:

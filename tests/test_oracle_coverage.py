@@ -1,0 +1,88 @@
+"""Oracle coverage is explicit (docs/verdicts.md): a step the math oracle cannot verify is never a plain pass.
+
+A DoRA adapter (the math oracle computes W + s * B @ A only) is the real input that the oracle cannot read: the
+library reference still checks the output, the step records why the math did not, the case's pass says
+"unverified", the summary counts it, and --require-oracles turns it into a failure. The control is the same
+scenario with a plain LoRA adapter: both oracles run, a plain pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.engine.sources.models import resolve_model
+from bench.results.summary import counts_line
+from bench.scenario import load_scenario
+from bench.spec.cases import expand
+from bench.worker.execute import run_case
+
+
+@pytest.fixture(scope="module")
+def dora_folder(cache_root, tmp_path_factory):
+    """A real DoRA adapter for the built-in tiny Llama, saved by peft (seeded, non-zero B)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    location = resolve_model("builtin:tiny-llama", cache_root).location
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("dora")
+    model.save_pretrained(folder)
+    return folder
+
+
+def _scenario(write_scenario, adapter_table: str):
+    path = write_scenario(
+        f"""
+        [scenario]
+        name = "coverage"
+        model = "builtin:tiny-llama"
+        [matrix]
+        compile = ["none"]
+        {adapter_table}
+        [[steps]]
+        op = "load_adapter"
+        adapter = "a"
+        [[steps]]
+        op = "forward"
+        """
+    )
+    (case,) = expand(load_scenario(path))
+    return case
+
+
+def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(cache_root, write_scenario, dora_folder):
+    case = _scenario(write_scenario, f'[adapters.a]\npath = "{dora_folder}"')
+    r = run_case(case, cache_root)
+    assert r.verdict == "pass"
+    assert r.reason.startswith("unverified: step 1 (load_adapter): math oracle:") and "use_dora" in r.reason
+    assert all(s.unverified and s.oracle_agreement is None for s in r.steps)
+    from bench.results.environment import collect
+    from bench.results.records import Results
+
+    assert counts_line(Results(1, "0", "now", collect(), ("coverage",), (r,))) == "1 pass (1 unverified)"
+
+
+def test_require_oracles_makes_it_fail(cache_root, write_scenario, dora_folder):
+    case = _scenario(write_scenario, f'[adapters.a]\npath = "{dora_folder}"')
+    r = run_case(case, cache_root, require_oracles=True)
+    assert r.verdict == "fail"
+    assert (
+        "oracles_agree: --require-oracles: this step's output could not be verified by both oracles"
+        in r.reason
+    )
+
+
+def test_control_a_lora_adapter_is_verified_by_both(cache_root, write_scenario):
+    case = _scenario(write_scenario, "[adapters.a]\nrank = 4\nseed = 1")
+    r = run_case(case, cache_root, require_oracles=True)
+    assert r.verdict == "pass" and r.reason == ""
+    assert all(s.unverified is None and s.oracle_agreement.agree for s in r.steps)
