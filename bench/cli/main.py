@@ -21,7 +21,7 @@ from bench.cli.options import (
 from bench.cli.paths import cache_root, check_out_folder, default_cache_root, path_arg
 from bench.cli.preflight import check_before_run, parse_required, skipped_required
 from bench.errors import BenchInputError
-from bench.results.store import RESULTS_FILE
+from bench.results.store import holds_results
 from bench.results.summary import case_line, counts_line
 from bench.results.verdict import exit_code
 from bench.runner.jobs import parse_jobs, usable_cpus
@@ -235,7 +235,7 @@ def _shard_text(shard: str) -> str:
 
 
 def _refuse_finished_run(out: Path) -> None:
-    if os.path.lexists(out / RESULTS_FILE):
+    if holds_results(out):
         raise BenchInputError(
             "this folder holds the results of another run: --resume it to finish its missing cases, "
             "--overwrite to replace its results, or give another --out",
@@ -355,7 +355,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             + f" -> {out_dir}",
             flush=True,
         )
-    results = run_cases(cases, opts, previous=previous, progress=progress, phase_progress=phase_progress)
+    results = run_cases(
+        cases,
+        opts,
+        previous=previous,
+        progress=progress,
+        phase_progress=phase_progress,
+        replace_previous=bool(args.overwrite and not args.resume),
+    )
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
     _ci_outputs(args, out_dir, results)
