@@ -312,3 +312,49 @@ def test_control_resume_of_the_same_version_keeps_quietly(tmp_path, capsys):
     out = _finished_run(tmp_path)
     assert main(["run", "--resume", str(out), "--cache", str(tmp_path / "c")]) == 0
     assert "another version" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gate and bisect outputs and ends (issue 32): refused before any work, no traceback
+
+
+@pytest.mark.parametrize("kind", ["a folder", "under a file", "in a missing folder"])
+def test_gate_summary_path_refused_before_the_verdict(kind, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    summary = {"a folder": tmp_path, "under a file": tmp_path / "f" / "s.md"}.get(
+        kind, tmp_path / "missing" / "s.md"
+    )
+    assert main(["gate", str(NOISE_A), "--baseline", str(NOISE_A), "--summary", str(summary)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "--summary" in err and str(summary) in err, err
+    assert "gate: PASS" not in out and "gate: FAIL" not in out  # refused before the verdict
+
+
+def test_gate_summary_control_a_file_is_appended(tmp_path, capsys):
+    summary = tmp_path / "s.md"
+    assert main(["gate", str(NOISE_A), "--baseline", str(NOISE_A), "--summary", str(summary)]) == 0
+    assert summary.read_text().startswith("## peft-bench gate: passed")
+
+
+BISECT = ["bisect", "scenarios/hotswap_alpha.toml", "--package", "transformers"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--good", "5.20.0", "--bad", "5.20.0"], "--good and --bad are the same"),
+        (["--good", "5.20.0", "--bad", " 5.20.0 "], "--good and --bad are the same"),
+        (["--good", "5.20.0", "--bad", "5.24.0", "--out", "{file}"], "not a folder"),
+        (["--good", "5.20.0", "--bad", "5.24.0", "--out", "{file}/sub"], "it is a file"),
+    ],
+)
+def test_bisect_ends_and_out_refused_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    import bench.cli.commands.bisect as command
+
+    monkeypatch.setattr(command, "search", lambda *a, **k: pytest.fail("bisect started its search"))
+    monkeypatch.chdir(REPO)
+    (tmp_path / "f").write_text("x")
+    args = [a.format(file=tmp_path / "f") for a in args]
+    assert main([*BISECT, *args]) == 2
+    line = _error(capsys)
+    assert message in line, line
