@@ -358,3 +358,19 @@ def test_bisect_ends_and_out_refused_before_any_work(args, message, tmp_path, ca
     assert main([*BISECT, *args]) == 2
     line = _error(capsys)
     assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gate", str(NOISE_A), "--latency-rel"],
+        ["run", "--no-such-option"],
+        ["merge"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_say_peft_bench_once(args, capsys):
+    """`peft-bench: error: peft-bench gate: ...` read twice (issue 32): the prefix is printed once."""
+    assert main(args) == 2
+    line = _error(capsys)
+    assert line.count("peft-bench") == 1, line

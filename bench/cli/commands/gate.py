@@ -127,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"peft-bench gate: FAIL: {len(result.failures)} regression(s)")
     for m in result.messages:
         print(f"  {m}")
-    print(f"If the change is intended, update the baseline: {result.update_command}")
+    print(result.advice)
     return result.exit_code
