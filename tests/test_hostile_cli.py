@@ -103,7 +103,10 @@ def _out_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "under a file": (str(a_file / "sub"), "it is a file"),
         "a folder no one can write (/proc/self)": ("/proc/self", "cannot write there"),
         "a missing folder under one": ("/proc/self/peft-bench-out", "cannot write there"),
-        "lock file a folder": (str(locked), "lock file .peft-bench.runner.lock is not a file"),
+        "lock file a folder": (
+            str(locked),
+            "lock file .peft-bench.runner.lock is not a regular file: a folder",
+        ),
         "empty": ("", "empty path"),
         "blank": ("  ", "empty path"),
     }
@@ -374,3 +377,56 @@ def test_usage_errors_say_peft_bench_once(args, capsys):
     assert main(args) == 2
     line = _error(capsys)
     assert line.count("peft-bench") == 1, line
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A lock file or results file that is not a regular file (issue 32): said what it is, never opened
+
+
+def _not_regular(kind: str, path: Path) -> None:
+    """A FIFO, a socket, or a link to a device at `path`."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    else:
+        path.symlink_to(kind)
+
+
+@pytest.mark.parametrize(
+    "kind,what",
+    [
+        ("fifo", "not a regular file: a FIFO"),
+        ("/dev/zero", "is a symbolic link (to '/dev/zero')"),
+        ("socket", "not a regular file: a socket"),
+    ],
+)
+def test_lock_file_not_a_regular_file(kind, what, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    _not_regular(kind, out / ".peft-bench.runner.lock")
+    scenario = _scenario(tmp_path)
+    assert main(["run", str(scenario), "--out", str(out), "--cache", str(tmp_path / "c")]) == 2
+    line = _error(capsys)
+    assert what in line and "a folder?" not in line, line
+    assert main(["merge", str(out), str(NOISE_A)]) == 2
+    line = _error(capsys)
+    assert what in line, line
+
+
+@pytest.mark.parametrize(
+    "kind,what",
+    [("fifo", "a FIFO"), ("/dev/zero", "a device"), ("/dev/null", "a device"), ("socket", "a socket")],
+)
+@pytest.mark.parametrize("given_as", ["file", "folder"])
+def test_results_file_not_a_regular_file(kind, what, given_as, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    _not_regular(kind, results)
+    arg = results if given_as == "file" else tmp_path
+    for args in (["gate", str(arg), "--baseline", str(NOISE_A)], ["compare", str(NOISE_A), str(arg)]):
+        assert main(args) == 2  # at once: a FIFO is never opened, /dev/zero never read
+        line = _error(capsys)
+        assert str(results) in line and f"not a regular file: {what}" in line, line
+        assert "no such results file" not in line

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from bench.errors import BenchInputError
 from bench.results.atomic import write_json, write_text
 from bench.results.checks import ResultsInvalid, parse_results
+from bench.results.outfiles import file_kind
 from bench.results.records import CaseResult, Results, StepRecord
 from bench.results.summary import SUMMARY_FILE
 from bench.spec.codec import from_dict, to_dict
@@ -56,8 +58,15 @@ def load(path: str | Path) -> Results:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
-    if not path.is_file():
-        raise BenchInputError("no such results file", source=str(path))
+    try:
+        mode = os.stat(path).st_mode  # stat, never open: a FIFO would block, /dev/zero never end
+    except FileNotFoundError:
+        why = "a link to a missing file" if os.path.islink(path) else "no such results file"
+        raise BenchInputError(why, source=str(path)) from None
+    except OSError as exc:
+        raise BenchInputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    if not stat.S_ISREG(mode):
+        raise BenchInputError(f"not a regular file: {file_kind(mode)}", source=str(path))
     try:
         raw = path.read_bytes()
     except OSError as exc:
