@@ -220,6 +220,21 @@ def test_planted_switch_cost_across_machines(noise_a, cpu_policy):
     assert f.step == 5 and f.current > 3 * f.baseline
 
 
+def test_gate_cli_on_a_partial_run_suggests_allow_missing(noise_a, tmp_path, capsys):
+    """A run of a few of the baseline's cases (a shard, a -k): the advice is --allow-missing, never
+    --update-baseline, which would make those few cases the whole baseline (issue 32)."""
+    baseline = _write(noise_a, tmp_path / "base") / "results.json"
+    fewer = replace(noise_a, cases=noise_a.cases[:2])
+    current = _write(fewer, tmp_path / "cur")
+    summary = tmp_path / "s.md"
+    assert main(["gate", str(current), "--baseline", str(baseline), "--summary", str(summary)]) == 1
+    out = capsys.readouterr().out
+    assert "--allow-missing" in out and "--update-baseline" not in out, out
+    md = summary.read_text()
+    assert "--allow-missing" in md and "--update-baseline" not in md
+    assert main(["gate", str(current), "--baseline", str(baseline), "--allow-missing"]) == 0
+
+
 def test_missing_case_fails_unless_allowed(noise_a, cpu_policy):
     fewer = replace(noise_a, cases=tuple(c for c in noise_a.cases if c.case_id != SWAP_CASE))
     g = _gate(noise_a, fewer, cpu_policy)[1]

@@ -103,7 +103,10 @@ def _out_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "under a file": (str(a_file / "sub"), "it is a file"),
         "a folder no one can write (/proc/self)": ("/proc/self", "cannot write there"),
         "a missing folder under one": ("/proc/self/peft-bench-out", "cannot write there"),
-        "lock file a folder": (str(locked), "lock file .peft-bench.runner.lock is not a file"),
+        "lock file a folder": (
+            str(locked),
+            "lock file .peft-bench.runner.lock is not a regular file: a folder",
+        ),
         "empty": ("", "empty path"),
         "blank": ("  ", "empty path"),
     }
@@ -312,3 +315,118 @@ def test_control_resume_of_the_same_version_keeps_quietly(tmp_path, capsys):
     out = _finished_run(tmp_path)
     assert main(["run", "--resume", str(out), "--cache", str(tmp_path / "c")]) == 0
     assert "another version" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gate and bisect outputs and ends (issue 32): refused before any work, no traceback
+
+
+@pytest.mark.parametrize("kind", ["a folder", "under a file", "in a missing folder"])
+def test_gate_summary_path_refused_before_the_verdict(kind, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    summary = {"a folder": tmp_path, "under a file": tmp_path / "f" / "s.md"}.get(
+        kind, tmp_path / "missing" / "s.md"
+    )
+    assert main(["gate", str(NOISE_A), "--baseline", str(NOISE_A), "--summary", str(summary)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "--summary" in err and str(summary) in err, err
+    assert "gate: PASS" not in out and "gate: FAIL" not in out  # refused before the verdict
+
+
+def test_gate_summary_control_a_file_is_appended(tmp_path, capsys):
+    summary = tmp_path / "s.md"
+    assert main(["gate", str(NOISE_A), "--baseline", str(NOISE_A), "--summary", str(summary)]) == 0
+    assert summary.read_text().startswith("## peft-bench gate: passed")
+
+
+BISECT = ["bisect", "scenarios/hotswap_alpha.toml", "--package", "transformers"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--good", "5.20.0", "--bad", "5.20.0"], "--good and --bad are the same"),
+        (["--good", "5.20.0", "--bad", " 5.20.0 "], "--good and --bad are the same"),
+        (["--good", "5.20.0", "--bad", "5.24.0", "--out", "{file}"], "not a folder"),
+        (["--good", "5.20.0", "--bad", "5.24.0", "--out", "{file}/sub"], "it is a file"),
+    ],
+)
+def test_bisect_ends_and_out_refused_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    import bench.cli.commands.bisect as command
+
+    monkeypatch.setattr(command, "search", lambda *a, **k: pytest.fail("bisect started its search"))
+    monkeypatch.chdir(REPO)
+    (tmp_path / "f").write_text("x")
+    args = [a.format(file=tmp_path / "f") for a in args]
+    assert main([*BISECT, *args]) == 2
+    line = _error(capsys)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gate", str(NOISE_A), "--latency-rel"],
+        ["run", "--no-such-option"],
+        ["merge"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_say_peft_bench_once(args, capsys):
+    """`peft-bench: error: peft-bench gate: ...` read twice (issue 32): the prefix is printed once."""
+    assert main(args) == 2
+    line = _error(capsys)
+    assert line.count("peft-bench") == 1, line
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A lock file or results file that is not a regular file (issue 32): said what it is, never opened
+
+
+def _not_regular(kind: str, path: Path) -> None:
+    """A FIFO, a socket, or a link to a device at `path`."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    else:
+        path.symlink_to(kind)
+
+
+@pytest.mark.parametrize(
+    "kind,what",
+    [
+        ("fifo", "not a regular file: a FIFO"),
+        ("/dev/zero", "is a symbolic link (to '/dev/zero')"),
+        ("socket", "not a regular file: a socket"),
+    ],
+)
+def test_lock_file_not_a_regular_file(kind, what, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    _not_regular(kind, out / ".peft-bench.runner.lock")
+    scenario = _scenario(tmp_path)
+    assert main(["run", str(scenario), "--out", str(out), "--cache", str(tmp_path / "c")]) == 2
+    line = _error(capsys)
+    assert what in line and "a folder?" not in line, line
+    assert main(["merge", str(out), str(NOISE_A)]) == 2
+    line = _error(capsys)
+    assert what in line, line
+
+
+@pytest.mark.parametrize(
+    "kind,what",
+    [("fifo", "a FIFO"), ("/dev/zero", "a device"), ("/dev/null", "a device"), ("socket", "a socket")],
+)
+@pytest.mark.parametrize("given_as", ["file", "folder"])
+def test_results_file_not_a_regular_file(kind, what, given_as, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    _not_regular(kind, results)
+    arg = results if given_as == "file" else tmp_path
+    for args in (["gate", str(arg), "--baseline", str(NOISE_A)], ["compare", str(NOISE_A), str(arg)]):
+        assert main(args) == 2  # at once: a FIFO is never opened, /dev/zero never read
+        line = _error(capsys)
+        assert str(results) in line and f"not a regular file: {what}" in line, line
+        assert "no such results file" not in line

@@ -306,3 +306,26 @@ def test_run_into_a_finished_runs_folder_needs_overwrite(tmp_path, cache_root, c
     assert (out / "results.json").read_text() == '{"finished": true}\n'
     assert main(["run", "-q", "--overwrite", "--out", str(out), str(scenario)]) == 0
     assert json.loads((out / "results.json").read_text())["cases"][0]["verdict"] == "pass"
+
+
+def test_run_overwrite_leaves_no_case_file_of_the_old_run(tmp_path, cache_root, capsys, monkeypatch):
+    """--overwrite replaces the old run whole: its results, summary and case files (issue 32).
+    Control: before, the old run's cases/ files stayed beside the new ones."""
+    from bench.cli.main import main
+
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
+    scenario = tmp_path / "new.toml"
+    scenario.write_text(_scenario("new"))
+    out = tmp_path / "out"
+    (out / "cases").mkdir(parents=True)
+    (out / "results.json").write_text('{"finished": true}\n')
+    (out / "summary.md").write_text("old summary\n")
+    stale = out / "cases" / "old_fp32-none.log"
+    stale.write_text("the old run's log\n")
+    keep = out / "notes.txt"  # not the run's: left alone
+    keep.write_text("mine\n")
+    assert main(["run", "-q", "--overwrite", "--out", str(out), str(scenario)]) == 0, capsys.readouterr()
+    assert not stale.exists()
+    assert sorted(p.name for p in (out / "cases").iterdir() if p.name.startswith("old")) == []
+    assert "old summary" not in (out / "summary.md").read_text()
+    assert keep.read_text() == "mine\n"

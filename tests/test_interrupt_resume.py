@@ -214,6 +214,44 @@ def test_in_process_interrupt_marks_running_and_pending_cases(tmp_path, cache_ro
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
 
 
+def test_cli_progress_lines_show_how_long_a_step_ran(tmp_path, cache_root, cli):
+    """Issue 32: in a log (not a terminal) every progress line said "0s". Steps 1 and 2 here sleep 2.5 s
+    each first (bench.worker.inject `slow`): the line of step 2 says how long step 1 took."""
+    path = tmp_path / "slow.toml"
+    path.write_text(_scenario("slow") + '[[steps]]\nop = "forward"\n')
+    env = {"PEFT_BENCH_CACHE": str(cache_root), inject.ENV_VAR: "slow:slow@1,slow:slow@2"}
+    proc = cli("run", path, "--out", tmp_path / "out", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    took = [int(s) for s in re.findall(r"step 1 \(load_adapter\) took (\d+)s", proc.stdout)]
+    assert took and took[0] >= 2, proc.stdout
+
+
+def test_cli_interrupted_run_says_how_to_resume(tmp_path, cache_root, cli):
+    """Issue 32: exit 130 said INTERRUPTED and nothing more; it now prints the command that finishes it."""
+    path = tmp_path / "hangs.toml"
+    path.write_text(_scenario("hangs"))
+    out = tmp_path / "out"
+    log = out / "cases" / "hangs_fp32-none.log"
+
+    def interrupt_when_hanging():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and inject.MARKER in log.read_text():
+                os.kill(os.getpid(), signal.SIGTERM)  # run_cases turns it into an interruption
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=interrupt_when_hanging)
+    thread.start()
+    try:
+        env = {"PEFT_BENCH_CACHE": str(cache_root), inject.ENV_VAR: "hangs:hang@start"}
+        proc = cli("run", path, "--out", out, env=env)
+    finally:
+        thread.join()
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert f"peft-bench run --resume {out}" in proc.stdout + proc.stderr
+
+
 def test_second_run_into_the_same_folder_is_refused(tmp_path, cache_root):
     from bench.errors import BenchInputError
     from bench.runner.lock import folder_lock

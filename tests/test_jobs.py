@@ -39,6 +39,13 @@ def test_parse_jobs():
             parse_jobs(text, (0, 1))
 
 
+@pytest.mark.parametrize("text", ["\uff12", "\u0662", "\u09e8", "1_0", "+2", "２\n"])
+def test_jobs_takes_ascii_digits_only(text):
+    """int() reads a full-width ２ (or an Arabic-Indic ٢, 1_0, +2) as a number: --jobs refuses them (issue 32)."""
+    with pytest.raises(BenchInputError, match="whole number"):
+        parse_jobs(text, tuple(range(16)))
+
+
 class _Handle:
     def __init__(self):
         self.killed = 0

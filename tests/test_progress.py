@@ -77,3 +77,31 @@ def test_a_busy_watcher_would_be_caught(tmp_path):
     log.write_text(f"{PHASE_MARKER} started\n")
     seen, _ = _watch(log, 0.0, 1.0)
     assert not _wakeups_bounded(seen, 0.1, 1.0)
+
+
+def test_a_step_change_reports_the_finished_steps_whole_time(tmp_path):
+    """Issue 32: a log that is not a terminal shows one line per new step, and a new step has run 0 s, so
+    every line said "0s". The watcher now reports the step that ended with its whole time at the change."""
+    log = tmp_path / "case.log"
+    log.write_text("")
+    seen: list[tuple[str, float, bool]] = []
+    w = CaseWatcher(log, None, lambda phase, s, changed: seen.append((phase, s, changed)), poll_s=0.5)
+    w.start()
+    try:
+        with open(log, "a") as f:
+            f.write(f"{PHASE_MARKER} step 1 (load_adapter)\n")
+        time.sleep(2.2)
+        with open(log, "a") as f:
+            f.write(f"{PHASE_MARKER} step 2 (forward)\n")
+        time.sleep(1.0)
+    finally:
+        w.stop()
+    changes = [k for k, (_, _, changed) in enumerate(seen) if changed]
+    assert [seen[k][0] for k in changes] == ["step 1 (load_adapter)", "step 2 (forward)"]
+    phase, step_1_s, _ = seen[changes[1] - 1]  # the report just before step 2 began
+    assert phase == "step 1 (load_adapter)" and step_1_s >= 1.8, seen
+
+
+def test_phase_line_after_a_step_names_its_time():
+    line = phase_line(2, 5, "step 3 (forward)", 0.0, 72, 121, previous=("step 2 (compile)", 12.4))
+    assert line == "[2/5]   step 3 (forward)  (step 2 (compile) took 12s)  | run 1m12s, ETA 2m01s"

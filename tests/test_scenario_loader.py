@@ -58,6 +58,11 @@ def _replace(old: str, new: str) -> str:
         (_replace('name = "minimal"', 'name = "minimal'), ["TOML syntax error", "line"]),
         (_replace("rank = 4", 'rank = "four"'), ["adapters.a.rank", "expected an integer", "'four'"]),
         (_replace("rank = 4", "rnak = 4"), ["adapters.a.rnak", "unknown key", "did you mean 'rank'"]),
+        # A typo of a required key names the typo, not only the key it left missing (issue 32).
+        (
+            _replace('model = "builtin:tiny-llama"', 'modle = "builtin:tiny-llama"'),
+            ["scenario.modle", "unknown key", "did you mean 'model'", "scenario.model", "required"],
+        ),
         (
             _replace('op = "forward"', 'op = "forwrad"'),
             ["step 3.op", "unknown op 'forwrad'", "did you mean 'forward'"],

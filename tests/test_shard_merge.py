@@ -341,3 +341,68 @@ def test_cli_shards_then_merge(tmp_path, write_scenario, cache_root, cli):
     assert "Traceback" not in missing.stderr
     into_input = cli("merge", outs[0], outs[0], outs[1], env=env)
     assert into_input.returncode == 2 and "both an input and the output" in into_input.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where merge writes (issue 32): another run's folder, a run still going
+
+
+def _merge(*args) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from bench.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["merge", *map(str, args)])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _another_run(folder, case_ids=("old[fp32-none]",)):
+    save(folder, _results(list(case_ids), scenario_set=("old",)))
+    (folder / "summary.md").write_text("old summary\n")
+    (folder / "cases").mkdir()
+    (folder / "cases" / "old_fp32-none.log").write_text("old log\n")
+    return folder
+
+
+def test_merge_refuses_a_folder_holding_another_runs_results(tmp_path):
+    s1, s2 = _shards(tmp_path, 2)
+    out = _another_run(tmp_path / "out")
+    before = (out / "results.json").read_bytes()
+    code, _, err = _merge(out, s1.path, s2.path)
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("peft-bench: error:") and str(out) in line and "--overwrite" in line
+    assert "Traceback" not in err
+    assert (out / "results.json").read_bytes() == before  # nothing replaced
+
+
+def test_merge_overwrite_replaces_the_old_run_entirely(tmp_path):
+    s1, s2 = _shards(tmp_path, 2)
+    out = _another_run(tmp_path / "out")
+    code, stdout, err = _merge(out, s1.path, s2.path, "--overwrite")
+    assert code == 0, err
+    assert sorted(c.case_id for c in load(out).cases) == sorted(SELECTION)
+    # The old run's case files are gone: no stale log beside the merged results.
+    assert not (out / "cases").exists()
+    assert "old summary" not in (out / "summary.md").read_text()
+
+
+def test_merge_refuses_the_folder_of_a_run_still_going(tmp_path):
+    from bench.runner.lock import folder_lock
+
+    s1, s2 = _shards(tmp_path, 2)
+    out = tmp_path / "running"
+    with folder_lock(out):  # a run in progress holds it
+        code, _, err = _merge(out, s1.path, s2.path)
+        assert code == 2, err
+        assert "another peft-bench run" in err and str(out) in err
+        assert not (out / "results.json").exists()
+        # Not even with --overwrite: the run would write over the merged file.
+        code, _, err = _merge(out, s1.path, s2.path, "--overwrite")
+        assert code == 2 and not (out / "results.json").exists()
+    # Control: the run ended, the folder is free.
+    code, _, err = _merge(out, s1.path, s2.path)
+    assert code == 0, err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from bench.cli.options import (
 from bench.cli.paths import cache_root, check_out_folder, default_cache_root, path_arg
 from bench.cli.preflight import check_before_run, parse_required, skipped_required
 from bench.errors import BenchInputError
-from bench.results.store import RESULTS_FILE
+from bench.results.store import holds_results
 from bench.results.summary import case_line, counts_line
 from bench.results.verdict import exit_code
 from bench.runner.jobs import parse_jobs, usable_cpus
@@ -39,7 +40,9 @@ DEFAULT_SCENARIOS = "scenarios"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # unknown options: our message format, exit 2, no traceback
         self.print_usage(sys.stderr)
-        raise BenchInputError(f"{self.prog}: {message}")
+        # main() prints "peft-bench: error: "; a subcommand adds its name once ("gate: ...").
+        command = self.prog.removeprefix("peft-bench").strip()
+        raise BenchInputError(f"{command}: {message}" if command else message)
 
 
 def _positive(kind: type):
@@ -240,7 +243,7 @@ def _shard_text(shard: str) -> str:
 
 
 def _refuse_finished_run(out: Path) -> None:
-    if os.path.lexists(out / RESULTS_FILE):
+    if holds_results(out):
         raise BenchInputError(
             "this folder holds the results of another run: --resume it to finish its missing cases, "
             "--overwrite to replace its results, or give another --out",
@@ -331,6 +334,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     tty = sys.stdout.isatty() and jobs == 1  # lines rewritten in place only when one case runs at a time
     case_started = [0.0]
+    last_step: dict[int, tuple[str, float]] = {}  # case number -> the step seen last, and its time so far
 
     def progress(event, i, n, case, result, elapsed_s):
         if args.quiet:
@@ -342,11 +346,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             print(("\r\033[K" if tty else "") + f"[{i}/{n}] {case_line(result)}", flush=True)
 
     def phase_progress(i, n, case, phase, phase_s, elapsed_s, changed):
-        # A terminal gets one line rewritten in place; CI logs (not a TTY) get a plain line per new step.
+        # A terminal gets one line rewritten in place; CI logs (not a TTY) get a plain line per new step,
+        # which says how long the step before it took (the new one has run 0 s).
+        previous = last_step.get(i)
+        last_step[i] = (phase, phase_s)
         if args.quiet or not (tty or changed):
             return
         eta = eta_s(i - 1, n, case_started[0], elapsed_s - case_started[0])
-        line = phase_line(i, n, phase, phase_s, elapsed_s, eta)
+        ended = previous if (changed and not tty and previous and previous[0] != phase) else None
+        line = phase_line(i, n, phase, phase_s, elapsed_s, eta, previous=ended)
         print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
@@ -361,11 +369,19 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             + f" -> {out_dir}",
             flush=True,
         )
-    results = run_cases(cases, opts, previous=previous, progress=progress, phase_progress=phase_progress)
+    results = run_cases(
+        cases,
+        opts,
+        previous=previous,
+        progress=progress,
+        phase_progress=phase_progress,
+        replace_previous=bool(args.overwrite and not args.resume),
+    )
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
     _ci_outputs(args, out_dir, results)
     if results.interrupted:
+        print(f"peft-bench: to run the missing cases: peft-bench run --resume {shlex.quote(str(out_dir))}")
         return 130
     if skipped := skipped_required(required, results.cases):
         print(f"peft-bench: --require-precision: required cases were skipped: {'; '.join(skipped)}")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from bench.engine.sources.cache import ENV_VAR
 from bench.engine.sources.cache import default_cache_root as default
 from bench.errors import BenchInputError
+from bench.results.outfiles import file_kind, refuse_symlink
 
 
 def path_arg(text: str) -> Path:
@@ -54,9 +56,15 @@ def check_out_folder(path: Path, *, lock_file: str | None = None) -> None:
     _writable(base, path)
     if lock_file and path.is_dir():
         lock = path / lock_file
-        if lock.exists() and not lock.is_file():
+        refuse_symlink(lock)  # the lock is opened O_NOFOLLOW: say so now, not after the scenarios are read
+        try:
+            mode = os.lstat(lock).st_mode  # never opened here: a FIFO would block
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
             raise BenchInputError(
-                f"its lock file {lock_file} is not a file (a folder?): remove it", source=str(path)
+                f"its lock file {lock_file} is not a regular file: {file_kind(mode)}: remove it",
+                source=str(path),
             )
 
 

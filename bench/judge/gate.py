@@ -29,6 +29,20 @@ class GateResult:
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
+    @property
+    def advice(self) -> str:
+        """The closing line of a failed gate. Baseline cases missing from the run (a shard, a -k, a run
+        that stopped early): --allow-missing, never the update command, which would make the few cases
+        that ran the whole baseline."""
+        missing = sum(1 for f in self.failures if f.status == "missing")
+        if missing:
+            return (
+                f"{missing} baseline case(s) did not run here: if this run covers part of the baseline on "
+                "purpose (a shard, -k, --tag), gate it with --allow-missing; update the baseline only from a "
+                "complete run"
+            )
+        return f"If the change is intended, update the baseline: {self.update_command}"
+
 
 def update_command(current: str | Path, baseline: str | Path) -> str:
     return shlex.join(["peft-bench", "gate", str(current), "--baseline", str(baseline), "--update-baseline"])

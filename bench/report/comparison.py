@@ -68,7 +68,7 @@ def comparison_markdown(c: Comparison, *, show_all: bool = False, gate: GateResu
         for m in gate.messages:
             out.append(f"- {_md_cell(m)}")
         if gate.failures:
-            out += ["", f"If the change is intended, update the baseline: `{gate.update_command}`"]
+            out += ["", _md_cell(gate.advice).replace(gate.update_command, f"`{gate.update_command}`")]
         if gate.missing_allowed:
             out += [
                 "",

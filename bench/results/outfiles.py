@@ -15,6 +15,23 @@ from pathlib import Path
 from bench.errors import BenchInputError
 
 
+def file_kind(mode: int) -> str:
+    """What an st_mode is, for a message: "a FIFO (named pipe)", "a device", "a socket", "a folder"..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
 def refuse_symlink(path: Path) -> None:
     """A BenchInputError if `path` is a symbolic link (dangling or not)."""
     if os.path.islink(path):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,33 @@ from typing import Any
 from bench.errors import BenchInputError
 from bench.results.atomic import write_json, write_text
 from bench.results.checks import ResultsInvalid, parse_results
+from bench.results.outfiles import file_kind
 from bench.results.records import CaseResult, Results, StepRecord
+from bench.results.summary import SUMMARY_FILE
 from bench.spec.codec import from_dict, to_dict
 
 RESULTS_FILE = "results.json"
 CSV_FILE = "results.csv"
+CASES_DIR = "cases"  # each case's spec, result and log (bench.runner.launch)
+# What a run leaves in its folder; `--overwrite` removes all of it first, so that nothing of the old run
+# (a case file of a case the new run does not have) stays beside the new results.
+RUN_OUTPUTS = (RESULTS_FILE, CSV_FILE, SUMMARY_FILE, CASES_DIR)
+
+
+def holds_results(folder: Path) -> bool:
+    """Whether `folder` holds a results file (a dangling link there counts: it is in the way too)."""
+    return os.path.lexists(Path(folder) / RESULTS_FILE)
+
+
+def remove_run_outputs(folder: Path) -> None:
+    """Remove the results, summary and case files of the run in `folder` (for --overwrite). A link is
+    removed, never followed; anything else in the folder (the lock, a user's file) is left alone."""
+    for name in RUN_OUTPUTS:
+        path = Path(folder) / name
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
 
 
 def save(out_dir: Path, results: Results) -> None:
@@ -33,8 +58,15 @@ def load(path: str | Path) -> Results:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
-    if not path.is_file():
-        raise BenchInputError("no such results file", source=str(path))
+    try:
+        mode = os.stat(path).st_mode  # stat, never open: a FIFO would block, /dev/zero never end
+    except FileNotFoundError:
+        why = "a link to a missing file" if os.path.islink(path) else "no such results file"
+        raise BenchInputError(why, source=str(path)) from None
+    except OSError as exc:
+        raise BenchInputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    if not stat.S_ISREG(mode):
+        raise BenchInputError(f"not a regular file: {file_kind(mode)}", source=str(path))
     try:
         raw = path.read_bytes()
     except OSError as exc:

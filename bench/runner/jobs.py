@@ -27,10 +27,10 @@ def parse_jobs(text: str, cpus: tuple[int, ...]) -> int:
     """`--jobs N` or `auto` (one job per usable core). More jobs than cores would share cores: refused."""
     if text.strip() == "auto":
         return len(cpus)
-    try:
-        jobs = int(text)
-    except ValueError:
-        raise BenchInputError(f"--jobs: expected a whole number or 'auto', got {text!r}") from None
+    # ASCII digits only: int() also reads a full-width "２", an Arabic-Indic "٢", "1_0" and "+2".
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise BenchInputError(f"--jobs: expected a whole number or 'auto', got {text!r}")
+    jobs = int(text)
     if jobs < 1:
         raise BenchInputError(f"--jobs: must be at least 1, got {jobs}")
     if jobs > len(cpus):

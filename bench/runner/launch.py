@@ -22,7 +22,7 @@ from bench.results.atomic import write_json
 from bench.results.exits import STACK_DUMP_HEADER, describe_exit, read_log
 from bench.results.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.results.records import CaseResult, WorkerInfo
-from bench.results.store import case_from_file
+from bench.results.store import CASES_DIR, case_from_file
 from bench.runner.processes import (
     WORKER_METHODS,
     SpawnedWorker,
@@ -148,7 +148,7 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
     because: start, watch, time-out and read-back share one try/finally that kills the worker on every
     path."""
     ensure_folder(opts.out_dir)  # run_cases made it already; a benchmark calling run_one alone may not have
-    cases_dir = ensure_folder(opts.out_dir / "cases")  # a real folder, not a link out of OUT
+    cases_dir = ensure_folder(opts.out_dir / CASES_DIR)  # a real folder, not a link out of OUT
     stem = case.file_stem
     case_file, result_file, log_file = (
         cases_dir / f"{stem}.case.json",

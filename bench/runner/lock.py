@@ -60,7 +60,7 @@ class FolderLock:
 def _refused(folder: Path, holder: str) -> BenchInputError:
     return BenchInputError(
         f"another peft-bench run (pid {holder}) is writing to this folder; "
-        "use another --out, or wait for it to finish",
+        "write to another folder, or wait for it to finish",
         source=str(folder),
     )
 

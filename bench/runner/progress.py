@@ -39,14 +39,29 @@ def _clock(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def phase_line(i: int, n: int, phase: str, phase_s: float, elapsed_s: float, eta: float | None) -> str:
-    """`[2/5]   step 3 (forward) 4s  | run 1m12s, ETA 2m01s` (ETA `?` until a case has finished)."""
+def phase_line(
+    i: int,
+    n: int,
+    phase: str,
+    phase_s: float,
+    elapsed_s: float,
+    eta: float | None,
+    previous: tuple[str, float] | None = None,
+) -> str:
+    """`[2/5]   step 3 (forward) 4s  | run 1m12s, ETA 2m01s` (ETA `?` until a case has finished).
+
+    With `previous` (the step that just ended and its whole time), the line of a step that has just begun:
+    `[2/5]   step 3 (forward)  (step 2 (compile) took 12s)  | ...`; a step just begun has run 0 s, which is
+    all a log that gets one line per step would otherwise show."""
     left = "?" if eta is None else _clock(eta)
-    return f"[{i}/{n}]   {phase} {_clock(phase_s)}  | run {_clock(elapsed_s)}, ETA {left}"
+    now = f"{phase}  ({previous[0]} took {_clock(previous[1])})" if previous else f"{phase} {_clock(phase_s)}"
+    return f"[{i}/{n}]   {now}  | run {_clock(elapsed_s)}, ETA {left}"
 
 
 class CaseWatcher:
-    """Calls on_phase(phase, phase_elapsed_s, changed) every POLL_S while a case runs."""
+    """Calls on_phase(phase, phase_elapsed_s, changed) every POLL_S while a case runs. When a new step is
+    seen, the step that ended is reported once more with its whole time (changed False), then the new one
+    (changed True, 0 s): a display that shows a line per step gets the ended step's time from the first."""
 
     def __init__(
         self, log_file: Path, case, on_phase: Callable[[str, float, bool], None], poll_s: float = POLL_S
@@ -82,9 +97,15 @@ class CaseWatcher:
             phase = self._read_new()
             changed = phase is not None and phase != self.phase
             if changed:
-                self.phase, since = phase, time.monotonic()
+                now = time.monotonic()
+                if self.phase is not None:  # the step that ended, with its whole time
+                    self._report(self.phase, now - since, False)
+                self.phase, since = phase, now
             if self.phase is not None:
-                try:
-                    self._on_phase(self.phase, time.monotonic() - since, changed)
-                except Exception:  # a display error must not end the watch or the run
-                    pass
+                self._report(self.phase, time.monotonic() - since, changed)
+
+    def _report(self, phase: str, phase_s: float, changed: bool) -> None:
+        try:
+            self._on_phase(phase, phase_s, changed)
+        except Exception:  # a display error must not end the watch or the run
+            pass

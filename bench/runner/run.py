@@ -25,7 +25,7 @@ from bench.judge.relative import relative_outcomes
 from bench.results.environment import collect, library_versions
 from bench.results.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results.shards import VERDICT_LIBRARIES
-from bench.results.store import load, save
+from bench.results.store import load, remove_run_outputs, save
 from bench.results.summary import write_summary
 from bench.runner.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.runner.jobs import LiveWorkers, core_groups, threads_per_job, usable_cpus
@@ -75,8 +75,10 @@ def run_cases(
     previous: dict[str, CaseResult] | None = None,
     progress: Callable[[str, int, int, Case, CaseResult | None, float], None] | None = None,
     phase_progress: Callable[[int, int, Case, str, float, float, bool], None] | None = None,
+    replace_previous: bool = False,
 ) -> Results:
-    """Run every case; `previous` holds finished results to keep (for --resume).
+    """Run every case; `previous` holds finished results to keep (for --resume). `replace_previous`
+    (--overwrite) removes the results and case files of the run in the folder first, once the lock is held.
 
     `phase_progress(i, n, case, phase, phase_s, run_elapsed_s, changed)` is called from a watcher thread
     while a case runs (bench.runner.progress), at most every POLL_S. Long because: the lock, the deferred
@@ -84,6 +86,8 @@ def run_cases(
     results file."""
     previous = previous or {}
     with folder_lock(opts.out_dir) as lock:
+        if replace_previous:  # under the lock: never the files of a run still going
+            remove_run_outputs(opts.out_dir)
         slots = job_slots(opts)
         # The preloaded workers start before the first case, so no case's wall time holds them; the
         # environment block is read in a process forked from the first (the parent never imports torch).

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from bench.errors import ScenarioError
+from bench.results.outfiles import file_kind
 
 MAX_SCENARIO_BYTES = 2**20  # 1 MiB: the largest shipped scenario is a few KiB
 
@@ -29,17 +30,9 @@ def check_scenario_file(path: Path) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise ScenarioError("is a directory, expected a .toml file", source=source)
     if not stat.S_ISREG(st.st_mode):
-        kind = (
-            "a FIFO (named pipe)"
-            if stat.S_ISFIFO(st.st_mode)
-            else "a device"
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "a socket"
-            if stat.S_ISSOCK(st.st_mode)
-            else "not a regular file"
-        )
         raise ScenarioError(
-            f"is {kind}, not a regular file: scenarios are read from regular files only", source=source
+            f"is {file_kind(st.st_mode)}, not a regular file: scenarios are read from regular files only",
+            source=source,
         )
     if st.st_size > MAX_SCENARIO_BYTES:
         raise ScenarioError(

@@ -51,7 +51,7 @@ class Table:
         self.used.add(key)
         if key not in self.data:
             if default is MISSING:
-                raise self.error(key, "required field is missing")
+                raise self._missing(key, "required field")
             return default
         value = self.data[key]
         types = types if isinstance(types, tuple) else (types,)
@@ -96,8 +96,20 @@ class Table:
         self.used.add(key)
         value = self.data.get(key, {} if default is not MISSING else MISSING)
         if value is MISSING:
-            raise self.error(key, "required table is missing")
+            raise self._missing(key, "required table")
         return Table(value, self.path(key), self.source)
+
+    def _missing(self, key: str, what: str) -> ScenarioError:
+        """A required key that is absent; a key here that looks like a typo of it is named first
+        (`modle = ...` is what the user wrote, `model` only what is missing because of it)."""
+        typo = difflib.get_close_matches(
+            key, [str(k) for k in self.data if k not in self.used], n=1, cutoff=0.6
+        )
+        if typo:
+            return self.error(
+                typo[0], f"unknown key (did you mean {key!r}? {self.path(key)}: {what} is missing)"
+            )
+        return self.error(key, f"{what} is missing")
 
     def finish(self) -> None:
         for key in self.data:

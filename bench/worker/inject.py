@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 ENV_VAR = "PEFT_BENCH_TEST_FAULT"
 # abort: libc abort(), a native crash by SIGABRT. segv: a read of address 0, a native crash by SIGSEGV.
-# hang: sleep until killed (the parent's timeout or the test kills it).
-KINDS = ("abort", "segv", "hang")
+# hang: sleep until killed (the parent's timeout or the test kills it). slow: sleep SLOW_S, then go on (a step
+# that takes seconds, for the progress lines).
+KINDS = ("abort", "segv", "hang", "slow")
+SLOW_S = 2.5
 _ENTRY_RE = re.compile(r"^(?P<scenario>\*|[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<kind>[a-z]+)@(?P<where>start|\d+)$")
 # A line the test can wait for: the fault is about to happen (the log is flushed before it does).
 MARKER = "peft-bench test fault:"
@@ -70,3 +72,5 @@ def fire(faults: tuple[Fault, ...], scenario: str, where: str) -> None:
     elif fault.kind == "hang":
         while True:
             time.sleep(3600)
+    elif fault.kind == "slow":
+        time.sleep(SLOW_S)

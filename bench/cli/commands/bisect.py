@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.bisect import criteria
 from bench.bisect.driver import search
 from bench.bisect.probe import Target
+from bench.cli.paths import check_out_folder
 from bench.engine.sources.cache import default_cache_root
 from bench.errors import BenchInputError
 
@@ -66,10 +67,19 @@ def run(args: argparse.Namespace) -> int:
             raise BenchInputError("no such scenario file or folder", source=str(path))
     if not args.constraints.is_file():
         raise BenchInputError("no such constraints file", source=str(args.constraints))
+    if args.good.strip() == args.bad.strip():
+        raise BenchInputError(
+            f"--good and --bad are the same ({args.good.strip()!r}): give a release (or ref) where the guarantee "
+            "holds and a newer one where it does not"
+        )
     repo = args.repo.resolve() if args.repo else None
     target = Target(args.package, args.module or args.package.replace("-", "_"), repo)
     name = f"{args.package}-{args.good[:12]}..{args.bad[:12]}".replace("/", "_")
     out = args.out or Path("reports/bisect") / name
+    try:
+        check_out_folder(out)  # a file there is an input error now, not a traceback after the first probe
+    except BenchInputError as exc:
+        raise BenchInputError(f"--out: {exc.detail}", source=exc.source) from None
     command = shlex.join(["peft-bench", "bisect", *sys.argv[2:]]) if sys.argv[1:2] == [NAME] else ""
     if not command:
         command = shlex.join(

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bench.cli.commands.compare import add_policy_options, policy_from_args
+from bench.cli.paths import check_out_file
 from bench.errors import BenchInputError
 from bench.judge.compare import compare, rules_mismatch
 from bench.judge.gate import DEFAULT_BASELINE, decide, update_command
@@ -72,10 +73,26 @@ def _update(args: argparse.Namespace, current) -> int:
     return 0
 
 
+def _summary_file(args: argparse.Namespace) -> Path | None:
+    """The file the Markdown verdict is appended to, checked before any work: a folder or a missing
+    folder is an input error, not a traceback after the verdict."""
+    env = os.environ.get("GITHUB_STEP_SUMMARY")
+    summary, given = (
+        (args.summary, "--summary") if args.summary else (env and Path(env), "$GITHUB_STEP_SUMMARY")
+    )
+    if summary:
+        try:
+            check_out_file(summary)
+        except BenchInputError as exc:
+            raise BenchInputError(f"{given}: {exc.detail}", source=exc.source) from None
+    return summary or None
+
+
 def run(args: argparse.Namespace) -> int:
     current = load(args.current)
     if args.update_baseline:
         return _update(args, current)
+    summary = _summary_file(args)
     baseline_file = args.baseline / "results.json" if args.baseline.is_dir() else args.baseline
     if not baseline_file.is_file():
         raise BenchInputError(
@@ -107,9 +124,6 @@ def run(args: argparse.Namespace) -> int:
     print(comparison_text(c, show_all=args.all), end="")
     if config:
         print(f"thresholds: defaults with {config}")
-    summary = args.summary or (
-        Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None
-    )
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(comparison_markdown(c, show_all=args.all, gate=result) + "\n")
@@ -119,5 +133,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"peft-bench gate: FAIL: {len(result.failures)} regression(s)")
     for m in result.messages:
         print(f"  {m}")
-    print(f"If the change is intended, update the baseline: {result.update_command}")
+    print(result.advice)
     return result.exit_code

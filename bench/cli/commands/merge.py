@@ -10,8 +10,9 @@ from bench.cli.paths import check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
 from bench.results.shards import Source, merge
-from bench.results.store import RESULTS_FILE, load, save
+from bench.results.store import RESULTS_FILE, holds_results, load, remove_run_outputs, save
 from bench.results.summary import counts_line, write_summary
+from bench.runner.lock import LOCK_FILE, folder_lock
 
 NAME = "merge"
 
@@ -22,15 +23,30 @@ def register(sub) -> None:
         help="join results files (e.g. the shards of a job matrix) into one",
         description="Join results files into OUT/results.json (+ results.csv, summary.md). Refuses files of "
         "different suite or library versions, overlapping cases, different scenario sets, and incomplete "
-        "or inconsistent sets of shards.",
+        "or inconsistent sets of shards, an OUT that holds another run's results (unless --overwrite) and "
+        "the folder of a run still going.",
     )
     p.add_argument("out", type=path_arg, help="output folder for the merged results")
     p.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding one")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="merge into an OUT that holds another run's results, removing them (and its case files) first",
+    )
+
+
+def _refuse_another_run(out: Path) -> None:
+    if holds_results(out):
+        raise BenchInputError(
+            "this folder holds the results of another run: merge into another folder, or give --overwrite "
+            "to replace them (its results, summary and case files are removed)",
+            source=str(out),
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    check_out_folder(out)
+    check_out_folder(out, lock_file=LOCK_FILE)
     target = (out / RESULTS_FILE).resolve()
     for path in args.results:
         given = (path / RESULTS_FILE if path.is_dir() else path).resolve()
@@ -38,13 +54,21 @@ def run(args: argparse.Namespace) -> int:
             raise BenchInputError(
                 "is both an input and the output: merge into another folder", source=str(path)
             )
+    if not args.overwrite:
+        _refuse_another_run(out)  # before reading the inputs; checked again under the lock
     sources = [Source(str(p), load(p)) for p in args.results]
     command = ("peft-bench", NAME, str(out), *map(str, args.results))
     merged = merge(sources, command=command)
     # faster_than compares sibling cases, which may have run in different shards: decide it again on the whole.
     merged = replace(merged, cases=relative_outcomes(merged.cases))
-    save(out, merged)
-    write_summary(out, merged)
+    # Under the folder's lock, as a run writes there: a run still going in OUT would write over the merge.
+    with folder_lock(out):
+        if args.overwrite:
+            remove_run_outputs(out)
+        else:
+            _refuse_another_run(out)
+        save(out, merged)
+        write_summary(out, merged)
     print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
     print(f"peft-bench: results in {out}/{RESULTS_FILE}, summary in {out}/summary.md")
     return 0
