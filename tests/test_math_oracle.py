@@ -24,7 +24,7 @@ from bench.engine import lora_files, math_oracle
 from bench.engine.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
 from bench.engine.model import load_model, make_inputs
 from bench.engine.reference import ReferenceOracle, compare_logits
-from bench.engine.sources.adapters import lora_config, resolve_adapter
+from bench.engine.sources.adapters import peft_config, resolve_adapter
 from bench.engine.sources.models import resolve_model
 from bench.errors import BenchInputError
 from bench.spec.precision import TOLERANCES
@@ -106,7 +106,7 @@ def _oracles(world, model_name, precision="fp32"):
         inputs,
         WORKLOAD,
         adapters,
-        {k: lora_config(s) for k, s in specs.items()},
+        {k: peft_config(s) for k, s in specs.items()},
     )
     math = MathOracle(location, precision, "cpu", inputs, WORKLOAD, adapters)
     return library, math

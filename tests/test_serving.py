@@ -306,14 +306,14 @@ def test_a_generated_adapter_built_on_the_meta_device_equals_one_built_on_the_lo
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from bench.engine.sources.adapters import _build, lora_config
+    from bench.engine.sources.adapters import _build, peft_config
     from bench.engine.sources.models import resolve_model
     from bench.spec.schema import AdapterSpec
 
     spec = AdapterSpec(key="m", rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"), seed=7)
     base_location = resolve_model("builtin:tiny-llama", cache_root).location
     _build(spec, base_location, tmp_path / "meta", False, False)
-    loaded = get_peft_model(AutoModelForCausalLM.from_pretrained(base_location), lora_config(spec))
+    loaded = get_peft_model(AutoModelForCausalLM.from_pretrained(base_location), peft_config(spec))
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         for name, param in sorted(loaded.named_parameters()):

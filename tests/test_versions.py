@@ -54,11 +54,11 @@ def test_cli_refuses_a_broken_pair_with_the_fix(tmp_path, capsys, monkeypatch):
     """With transformers 5.24.0 + peft 0.21.2 reported as installed: exit 2, the fix, nothing made.
     With --allow-known-broken-versions it goes on (to the next check: here a bad --memory-limit-mb).
     Control: the installed 5.23 / 0.21.2 pair is not refused (the other CLI tests run on it)."""
-    import bench.cli.main
+    import bench.cli.commands.run
     from bench.cli.main import main
 
-    # the name the CLI calls (bench.cli.main imports it from bench.spec.library_pairs)
-    monkeypatch.setattr(bench.cli.main, "installed_versions", lambda: ("5.24.0", "0.21.2"))
+    # the name the run command calls (bench.cli.commands.run imports it from bench.spec.library_pairs)
+    monkeypatch.setattr(bench.cli.commands.run, "installed_versions", lambda: ("5.24.0", "0.21.2"))
     out = tmp_path / "out"
     assert main(["run", "--out", str(out), str(REPO / "scenarios")]) == 2
     err = capsys.readouterr().err

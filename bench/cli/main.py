@@ -7,34 +7,14 @@ Exit codes: 0 every expectation holds (or is a known failure), 1 a case failed, 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
-from pathlib import Path
 
-from bench.cli.ci import append_step_summary, select_tags, shard_from_env, write_junit
-from bench.cli.options import (
-    hard_address_space_limit,
-    machine_memory_bytes,
-    memory_limit_bytes,
-    timeout_seconds,
-)
-from bench.cli.paths import cache_root, check_out_folder, default_cache_root, path_arg
-from bench.cli.preflight import check_before_run, parse_required, skipped_required
+from bench.cli.commands import run as run_command
+from bench.cli.paths import path_arg
+from bench.cli.selection import DEFAULT_SCENARIOS, select_cases
 from bench.errors import BenchInputError
-from bench.results.store import holds_results
-from bench.results.summary import case_line, counts_line
-from bench.results.verdict import exit_code
-from bench.runner.jobs import parse_jobs, usable_cpus
-from bench.runner.launch import COMPILE_CACHES, RunOptions
-from bench.runner.lock import LOCK_FILE
-from bench.runner.progress import eta_s, phase_line
-from bench.runner.run import default_out_dir, resume_selection, run_cases
-from bench.scenario import load_scenarios
-from bench.spec.cases import DEFAULT_MAX_CASES, Shard, check_selection_size, expand_all
-from bench.spec.library_pairs import installed_versions, refusal
-
-DEFAULT_SCENARIOS = "scenarios"
+from bench.runner.launch import COMPILE_CACHES
+from bench.spec.cases import DEFAULT_MAX_CASES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,184 +200,17 @@ def _keyword_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _select(
-    paths: list[str], shard: str | None, max_cases: int, tags: list[str] = (), keywords: list[str] = ()
-):
-    scenarios = load_scenarios(paths)
-    check_selection_size(scenarios, max_cases)  # from the axes' lengths, before expanding the product
-    cases = select_tags(expand_all(scenarios), list(tags))
-    if keywords:
-        cases = [c for c in cases if any(k in c.id for k in keywords)]
-        if not cases:
-            raise BenchInputError(f"-k {' '.join(keywords)}: no case id contains any of these")
-    if shard:
-        text = _shard_text(shard)
-        cases = Shard.parse(text).select(cases)
-        if not cases:
-            raise BenchInputError(f"--shard {text}: no case selected (the selection has fewer cases than N)")
-    return cases
-
-
-def _shard_text(shard: str) -> str:
-    return shard_from_env(os.environ) if shard.strip() == "auto" else shard
-
-
-def _refuse_finished_run(out: Path) -> None:
-    if holds_results(out):
-        raise BenchInputError(
-            "this folder holds the results of another run: --resume it to finish its missing cases, "
-            "--overwrite to replace its results, or give another --out",
-            source=str(out),
-        )
-
-
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in _select(args.paths, args.shard, args.max_cases, args.tag, args.keyword):
+        for case in select_cases(args.paths, args.shard, args.max_cases, args.tag, args.keyword):
             print(case.id)
         return 0
     if args.command == "run":
-        return _run(args, argv)
+        return run_command.run(args, argv)
     for module in _command_modules():
         if module.NAME == args.command:
             return module.run(args)
     raise BenchInputError(f"unknown command {args.command!r}")
-
-
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    """Long because: the run command's checks in the order they must refuse bad input before any case starts,
-    then the run and its exit code."""
-    # A library pair known not to work together: one line with the fix, not every case failing on it.
-    if not args.allow_known_broken_versions and (why := refusal(*installed_versions())):
-        raise BenchInputError(why)
-    # Options first: a bad one is exit 2 before any folder is made or scenario read; every case would
-    # otherwise fail on it (a memory limit setrlimit refuses is an error in each worker).
-    memory_limit = None
-    if args.memory_limit_mb is not None:
-        memory_limit = memory_limit_bytes(
-            args.memory_limit_mb,
-            machine_bytes=machine_memory_bytes(),
-            hard_limit_bytes=hard_address_space_limit(),
-        )
-    timeout = timeout_seconds(args.timeout) if args.timeout is not None else None
-    jobs = parse_jobs(args.jobs, usable_cpus())
-    # Paths next: a run that cannot write its results must not find out after its first case.
-    cache = cache_root(args.cache) if args.cache else default_cache_root()
-    if args.out or args.resume:
-        check_out_folder(args.resume or args.out, lock_file=LOCK_FILE)
-    if args.resume_any_version and not args.resume:
-        raise BenchInputError("--resume-any-version goes with --resume")
-
-    if args.resume:
-        # The selection is the resumed run's own (its results name the scenario files and cases).
-        if args.paths or args.shard or args.tag or args.keyword:
-            raise BenchInputError(
-                "--resume runs the selection of the run it resumes; drop the paths, --shard, --tag and -k"
-            )
-        if args.out and args.out != args.resume:
-            raise BenchInputError("--resume writes into the folder it resumes; drop --out")
-        resume = resume_selection(args.resume, any_version=args.resume_any_version)
-        cases, previous = list(resume.cases), resume.previous
-        shard, scenario_set = resume.shard, resume.scenario_set
-        out_dir = args.resume
-    else:
-        selection = _select(args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword)
-        if not selection and args.tag:
-            raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
-        shard = _shard_text(args.shard) if args.shard else None
-        cases = Shard.parse(shard).select(selection) if shard else selection
-        if not cases:
-            raise BenchInputError(f"--shard {shard}: no case selected (the selection has fewer cases than N)")
-        previous = {}
-        scenario_set = tuple(sorted({c.scenario.name for c in selection}))
-        if args.out and not args.overwrite:
-            _refuse_finished_run(args.out)
-        out_dir = args.out or default_out_dir()
-    required = parse_required(args.require_precision)
-    check_before_run(required, (c.precision for c in cases), args.device or "cpu")
-    opts = RunOptions(
-        out_dir=out_dir,
-        cache_root=cache,
-        timeout_s=timeout,
-        memory_limit_bytes=memory_limit,
-        command=("peft-bench", *argv),
-        shard=shard,
-        scenario_set=scenario_set,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-        require_oracles=args.require_oracles,
-        compile_cache=args.compile_cache,
-        **({"worker": args.worker} if args.worker else {}),
-        device=args.device,
-        jobs=jobs,
-    )
-
-    tty = sys.stdout.isatty() and jobs == 1  # lines rewritten in place only when one case runs at a time
-    case_started = [0.0]
-    last_step: dict[int, tuple[str, float]] = {}  # case number -> the step seen last, and its time so far
-
-    def progress(event, i, n, case, result, elapsed_s):
-        if args.quiet:
-            return
-        if event == "start":
-            case_started[0] = elapsed_s
-            print(f"[{i}/{n}] running {case.id}  (elapsed {elapsed_s:.0f}s)", flush=True)
-        else:
-            print(("\r\033[K" if tty else "") + f"[{i}/{n}] {case_line(result)}", flush=True)
-
-    def phase_progress(i, n, case, phase, phase_s, elapsed_s, changed):
-        # A terminal gets one line rewritten in place; CI logs (not a TTY) get a plain line per new step,
-        # which says how long the step before it took (the new one has run 0 s).
-        previous = last_step.get(i)
-        last_step[i] = (phase, phase_s)
-        if args.quiet or not (tty or changed):
-            return
-        eta = eta_s(i - 1, n, case_started[0], elapsed_s - case_started[0])
-        ended = previous if (changed and not tty and previous and previous[0] != phase) else None
-        line = phase_line(i, n, phase, phase_s, elapsed_s, eta, previous=ended)
-        print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
-
-    kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
-    if args.resume:
-        for case_id, note in resume.version_notes.items():
-            print(f"peft-bench: {case_id}: kept figures from another version ({note})", flush=True)
-    if not args.quiet:
-        print(
-            f"peft-bench: {len(cases)} case(s)"
-            + (f", {kept} kept from {args.resume}" if kept else "")
-            + (f", {jobs} at a time" if jobs > 1 else "")
-            + f" -> {out_dir}",
-            flush=True,
-        )
-    results = run_cases(
-        cases,
-        opts,
-        previous=previous,
-        progress=progress,
-        phase_progress=phase_progress,
-        replace_previous=bool(args.overwrite and not args.resume),
-    )
-    print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
-    print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
-    _ci_outputs(args, out_dir, results)
-    if results.interrupted:
-        print(f"peft-bench: to run the missing cases: peft-bench run --resume {shlex.quote(str(out_dir))}")
-        return 130
-    if skipped := skipped_required(required, results.cases):
-        print(f"peft-bench: --require-precision: required cases were skipped: {'; '.join(skipped)}")
-        return 1
-    return exit_code(c.verdict for c in results.cases)
-
-
-def _ci_outputs(args: argparse.Namespace, out_dir: Path, results) -> None:
-    import os
-
-    if args.junit_xml:
-        write_junit(args.junit_xml, results)
-        print(f"peft-bench: JUnit XML in {args.junit_xml}")
-    summary = append_step_summary(os.environ, (out_dir / "summary.md").read_text())
-    if summary is not None:
-        print(f"peft-bench: summary appended to {summary}")
 
 
 if __name__ == "__main__":

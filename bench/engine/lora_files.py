@@ -26,6 +26,8 @@ from typing import Any
 from bench.errors import BenchInputError
 
 CONFIG_FILE = "adapter_config.json"
+# The methods the Transformers guide names: LoRA, AdaLoRA (B diag(E) A) and IA3 (learned rescaling vectors).
+PEFT_TYPES = ("LORA", "ADALORA", "IA3")
 WEIGHTS_FILE = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
 _LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
@@ -56,11 +58,19 @@ class LoraModule:
 
 
 @dataclass(frozen=True)
+class Ia3Vector:
+    module: str
+    vector: Any  # fp32; (out_features, 1) rescales the output, (1, in_features) the input (feedforward)
+    feedforward: bool
+
+
+@dataclass(frozen=True)
 class AdapterWeights:
     location: str
     lora: tuple[LoraModule, ...]
     saved_copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (module, ((param, tensor), ...))
     fan_in_fan_out: bool
+    ia3: tuple[Ia3Vector, ...] = ()  # IA3 adapters (peft_type IA3) hold these instead of `lora`
 
     def saved_copy(self, module: str) -> dict[str, Any] | None:
         return next((dict(params) for name, params in self.saved_copies if name == module), None)
@@ -106,11 +116,19 @@ def read_config(folder: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BenchInputError(f"cannot be read as JSON: {exc}", source=str(path)) from None
-    if config.get("peft_type") != "LORA":
+    if config.get("peft_type") not in PEFT_TYPES:
         raise BenchInputError(
-            f"the math oracle handles LoRA only, got {config.get('peft_type')!r}",
+            f"the math oracle handles {', '.join(PEFT_TYPES)}, got {config.get('peft_type')!r}",
             source=str(path),
             field="peft_type",
+        )
+    if config["peft_type"] == "IA3":
+        return config
+    if config["peft_type"] == "ADALORA" and config.get("rank_pattern"):
+        raise BenchInputError(
+            "set: the math oracle computes AdaLoRA before any rank budget masks it (rank_pattern null)",
+            source=str(path),
+            field="rank_pattern",
         )
     for field in ("r", "lora_alpha"):
         if not isinstance(config.get(field), (int, float)):
@@ -140,6 +158,8 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
             f"no {WEIGHTS_FILE} in {folder} (the math oracle reads safetensors only)",
             source=str(weights_path),
         )
+    if config["peft_type"] != "LORA":  # AdaLoRA and IA3: bench.engine.method_files.read_any_adapter
+        raise BenchInputError(f"not LoRA: {config['peft_type']}", source=str(folder / CONFIG_FILE))
     saved_modules = config.get("modules_to_save") or []
     pairs: dict[str, dict[str, Any]] = {}
     copies: dict[str, dict[str, Any]] = {}

@@ -11,7 +11,10 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
 - modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
   the embeddings does not change the embeddings);
-- `added` slots (add_adapter, LoRA's default init B = 0) and disabled adapters contribute nothing.
+- AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
+  feedforward targets, its input) by its learned vector: merged as W * l, hooked on quantized layers
+  (method_files.py);
+- `added` slots (add_adapter, LoRA's default init B = 0, IA3's l = 1) and disabled adapters contribute nothing.
 
 It imports no peft module, directly or through the suite (a test runs it with peft blocked).
 """
@@ -21,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.engine.lora_files import AdapterWeights, is_conv1d, read_adapter
+from bench.engine.lora_files import AdapterWeights, is_conv1d
+from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
@@ -108,7 +112,7 @@ class MathOracle:
 
     def _adapter(self, key: str, modules: dict[str, Any]) -> AdapterWeights:
         if key not in self._adapters:
-            self._adapters[key] = read_adapter(self.adapter_locations[key], modules)
+            self._adapters[key] = read_any_adapter(self.adapter_locations[key], modules)
         return self._adapters[key]
 
 
@@ -138,6 +142,10 @@ def is_quantized(module) -> bool:
 
 def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
     for adapter in adapters:
+        for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
+            module = modules[v.module]
+            if not is_quantized(module):
+                module.weight.copy_((module.weight.float() * v.vector).to(module.weight.dtype))
         for lora in adapter.lora:
             module = modules[lora.module]
             if is_quantized(module):
@@ -156,6 +164,25 @@ def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> Non
         for lora in adapter.lora:
             if is_quantized(modules[lora.module]):
                 per_module.setdefault(lora.module, []).append(lora)
+    for adapter in adapters:
+        for v in adapter.ia3:
+            module = modules[v.module]
+            if not is_quantized(module):
+                continue
+            vec = v.vector.flatten()
+            if v.feedforward:  # the layer's input is rescaled: a pre-hook
+
+                def pre(mod, args, vec=vec):
+                    x = args[0]
+                    return ((x.float() * vec.to(x.device)).to(x.dtype), *args[1:])
+
+                module.register_forward_pre_hook(pre)
+            else:
+
+                def post(mod, args, out, vec=vec):
+                    return (out.float() * vec.to(out.device)).to(out.dtype)
+
+                module.register_forward_hook(post)
     for name, loras in per_module.items():
         module = modules[name]
 

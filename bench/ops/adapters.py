@@ -6,7 +6,7 @@ from collections import Counter
 
 from bench.engine import rng
 from bench.engine.hotswap import lora_storage, moved_by_swap
-from bench.engine.sources.adapters import lora_config
+from bench.engine.sources.adapters import peft_config
 from bench.ops.base import Op, ParseContext, Walk, common_args, read_adapter, read_name
 from bench.results.verdict import find_known, outcome
 from bench.spec.state import AdapterState
@@ -40,7 +40,7 @@ class AddAdapter(Op):
         # LoRA's own init of A draws from the global generator (B = 0 hides it until training): reseeded
         # with the spec's seed, so what a later train step starts from depends on nothing that ran before.
         with rng.seeded(spec.seed, subject.device):
-            subject.model.add_adapter(lora_config(spec), adapter_name=step.name)
+            subject.model.add_adapter(peft_config(spec), adapter_name=step.name)
         subject.path.after_first_load(subject)
 
     def script(self, w, step):
@@ -95,6 +95,13 @@ class LoadAdapter(Op):
                 f"(loaded: {walk.loaded()})",
             )
         s = walk.scenario
+        kind = s.adapter(step.adapter).type if step.adapter in {a.key for a in s.adapters} else "lora"
+        if kind != "lora" and not expects_error:
+            raise walk.fail(
+                step,
+                f"hotswap is LoRA's only: {step.adapter!r} is {kind} (transformers refuses it with ValueError; "
+                "set expect.raises = 'ValueError' to check that refusal)",
+            )
         if step.adapter in {a.key for a in s.adapters} and s.adapter(step.adapter).modules_to_save:
             raise walk.fail(
                 step, "hotswap of an adapter with modules_to_save is not supported by either path"

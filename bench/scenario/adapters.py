@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.spec.schema import (
-    AdapterSpec,
-)
+from bench.spec.schema import ADAPTER_TYPES, AdapterSpec
 from bench.spec.table import (
     MAX_RANK,
     Table,
@@ -38,6 +36,10 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             a.finish()  # a saved adapter carries its own config: no spec fields beside the path
             out[key] = AdapterSpec(key=key, path=path)
             continue
+        kind = a.choice("type", ADAPTER_TYPES, "lora")
+        if kind == "ia3":
+            out[key] = _ia3(a, key)
+            continue
         rank = a.int_in("rank", 8, 1, MAX_RANK)
         alpha = a.get("alpha", float, float(2 * rank))
         targets = a.str_list("targets", ("q_proj", "v_proj"))
@@ -48,8 +50,13 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
         for k, r in rank_pattern:
             if not 1 <= r <= MAX_RANK:
                 raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {short(r)}")
+        if kind == "adalora":
+            for lora_only in ("rank_pattern", "alpha_pattern", "modules_to_save"):
+                if lora_only in a.data:
+                    raise a.error(lora_only, "a LoRA field: AdaLoRA allocates its ranks itself")
         spec = AdapterSpec(
             key=key,
+            type=kind,
             rank=rank,
             alpha=alpha,
             targets=targets,
@@ -67,6 +74,32 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
         a.finish()
         out[key] = spec
     return out, families
+
+
+def _ia3(a: Table, key: str) -> AdapterSpec:
+    """type = "ia3": learned rescaling vectors on `targets`; `feedforward` ones rescale the layer's input."""
+    for lora_only in ("rank", "alpha", "rank_pattern", "alpha_pattern", "lora_dropout", "modules_to_save"):
+        if lora_only in a.data:
+            raise a.error(lora_only, "not an IA3 field (IA3 learns one rescaling vector per target: no rank)")
+    targets = a.str_list("targets", ("k_proj", "v_proj", "down_proj"))
+    if not targets:
+        raise a.error("targets", "needs at least one target module")
+    feedforward = a.str_list("feedforward", ("down_proj",) if "down_proj" in targets else ())
+    stray = [f for f in feedforward if f not in targets]
+    if stray:
+        raise a.error("feedforward", f"must be a subset of targets, not {', '.join(stray)}")
+    spec = AdapterSpec(
+        key=key,
+        type="ia3",
+        targets=targets,
+        feedforward=feedforward,
+        seed=a.int_in("seed", 0, 0, 2**31 - 1),
+        init_std=a.get("init_std", float, 0.05),
+    )
+    if not 0 < spec.init_std <= 10:
+        raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
+    a.finish()
+    return spec
 
 
 # A family's size is bounded: each member is a built, saved and loaded adapter.

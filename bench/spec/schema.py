@@ -15,6 +15,8 @@ WORKLOAD_KINDS = ("forward", "generate")
 MATRIX_AXES = ("precision", "compile", "hotswap_path", "strategy")
 # How a serve step switches between adapters (bench/engine/serving/strategies.py); a matrix axis of serving scenarios.
 SERVING_STRATEGIES = ("hotswap", "side_by_side", "reload", "mixed_batch")
+# The PEFT methods the Transformers guide supports for Transformers models; hotswapping is LoRA's only.
+ADAPTER_TYPES = ("lora", "ia3", "adalora")
 POPULARITIES = ("uniform", "zipf")
 ARRIVALS = ("closed", "poisson")
 
@@ -178,10 +180,16 @@ class TimingSpec:
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """A named adapter: a saved PEFT adapter (path or Hub id) or a LoRA spec the suite builds and saves."""
+    """A named adapter: a saved PEFT adapter (path or Hub id) or a spec the suite builds and saves.
+
+    `type` is one of ADAPTER_TYPES, the methods the Transformers guide names. IA3 takes `targets`,
+    `feedforward` (the targets whose input, not output, is rescaled), `seed` and `init_std` (the learned vectors
+    are drawn around 1); AdaLoRA takes `rank` (its init_r = target_r), `alpha`, `targets`, `seed`, `init_std`."""
 
     key: str
     path: str | None = None
+    type: str = "lora"
+    feedforward: tuple[str, ...] = ()  # IA3 only
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q_proj", "v_proj")

@@ -12,7 +12,7 @@ from bench.engine.math_oracle import MathOracle
 from bench.engine.model import load_model, make_inputs, vocab_size_of
 from bench.engine.probes.clock import Clock
 from bench.engine.reference import ReferenceOracle
-from bench.engine.sources.adapters import lora_config, resolve_adapter
+from bench.engine.sources.adapters import peft_config, resolve_adapter
 from bench.engine.sources.models import resolve_model
 from bench.engine.subject import Subject
 from bench.spec.cases import Case
@@ -75,7 +75,7 @@ def set_up(
         inputs=inputs,
         workload=s.workload,
         adapter_locations=locations,
-        adapter_configs={k: lora_config(a) for k, a in adapters.items() if a.generated},
+        adapter_configs={k: peft_config(a) for k, a in adapters.items() if a.generated},
         quant=s.quantization,
         trust_remote_code=trust,
         allow_pickle=pickle_ok,

@@ -16,6 +16,9 @@ from bench.engine.sources.cache import cached_folder
 from bench.engine.sources.models import ResolvedModel
 from bench.spec.schema import AdapterSpec
 
+# The parameters an adapter adds to its base layers (LoRA, AdaLoRA, IA3).
+_ADAPTER_PARAM = re.compile(r"lora_|ia3_l")
+
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
@@ -25,8 +28,30 @@ class ResolvedAdapter:
     built_now: bool = False
 
 
-def lora_config(spec: AdapterSpec):
-    """The LoraConfig a spec describes (also what add_adapter receives)."""
+def peft_config(spec: AdapterSpec):
+    """The peft config a spec describes (also what add_adapter receives): LoraConfig, IA3Config, AdaLoraConfig."""
+    if spec.type == "ia3":
+        from peft import IA3Config
+
+        return IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=list(spec.targets),
+            feedforward_modules=list(spec.feedforward),
+        )
+    if spec.type == "adalora":
+        from peft import AdaLoraConfig
+
+        # One rank throughout (init_r = target_r = r): no budget schedule runs outside training.
+        return AdaLoraConfig(
+            task_type="CAUSAL_LM",
+            r=spec.rank,
+            init_r=spec.rank,
+            target_r=spec.rank,
+            lora_alpha=spec.alpha,
+            target_modules=list(spec.targets),
+            lora_dropout=spec.lora_dropout,
+            total_step=1,
+        )
     from peft import LoraConfig
 
     return LoraConfig(
@@ -101,14 +126,17 @@ def _build(
         config = AutoConfig.from_pretrained(base_location, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             base = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    peft_model = get_peft_model(base, lora_config(spec))
+    peft_model = get_peft_model(base, peft_config(spec))
     for name, module in peft_model.named_modules():
-        if "lora_" in name and any(p.is_meta for p in module.parameters(recurse=False)):
+        if _ADAPTER_PARAM.search(name) and any(p.is_meta for p in module.parameters(recurse=False)):
             module.to_empty(device="cpu", recurse=False)
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         for name, param in sorted(peft_model.named_parameters()):
-            if "lora_" in name:
+            if "ia3_l" in name:
+                # Learned rescaling vectors near 1: IA3's init is exactly 1 (no effect), like LoRA's B = 0.
+                param.copy_(1 + torch.randn(param.shape, generator=gen) * spec.init_std)
+            elif "lora_" in name:
                 param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
             elif "modules_to_save" in name:
                 param.add_(torch.randn(param.shape, generator=gen) * spec.init_std)
