@@ -207,7 +207,6 @@ def _check_new_slot(walk: Walk, step) -> None:
             "name, or expect.raises = 'ValueError'",
         )
     if not expects_error:
-        walk.slots.add(step.name)
         walk.any_loaded = True
 
 
@@ -297,8 +296,6 @@ class DeleteAdapter(Op):
             raise walk.fail(
                 step, f"delete_adapter {step.name!r}, not loaded at this point (loaded: {walk.loaded()})"
             )
-        if not expects_error:
-            walk.slots.discard(step.name)
 
     def transition(self, state, step):
         return state.delete(step.name)

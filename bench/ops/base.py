@@ -43,14 +43,26 @@ class ParseContext:
 
 @dataclass
 class Walk:
-    """The model as the steps leave it, walked at load time without torch: what the order rules read."""
+    """The model as the steps leave it, walked at load time without torch: what the order rules read.
+
+    The adapters are the one adapter-state machine the worker uses too (`state`, advanced by each op's
+    `transition` in bench.scenario.rules); the walk adds only what that state does not model: compile and
+    hotswap set-up."""
 
     scenario: Scenario
-    slots: set[str] = field(default_factory=set)
+    state: AdapterState = field(default_factory=AdapterState)
     compiled: bool = False
     hotswap_enabled: bool = False
     any_loaded: bool = False
-    unloaded: bool = False  # merge_and_unload ran: the model holds no adapter any more
+
+    @property
+    def slots(self) -> frozenset[str]:
+        """The adapter names the model holds (none after merge_and_unload: it is a plain model then)."""
+        return frozenset() if self.state.unloaded else frozenset(s.name for s in self.state.slots)
+
+    @property
+    def unloaded(self) -> bool:
+        return self.state.unloaded
 
     def fail(self, step: Step, message: str) -> ScenarioError:
         return ScenarioError(message, source=self.scenario.source_file, field=step.label)

@@ -76,8 +76,6 @@ class MergeAndUnload(Op):
 
     def check(self, walk: Walk, step):
         _check_mergeable(walk, step)
-        walk.slots = set()
-        walk.unloaded = True
 
     def transition(self, state, step):
         from dataclasses import replace

@@ -25,7 +25,6 @@ class LoadPretrained(Op):
     def check(self, walk: Walk, step):
         if walk.compiled:
             raise walk.fail(step, "load_pretrained makes a new model: it must come before compile")
-        walk.slots = {PRETRAINED_SLOT}
         walk.any_loaded = True
 
     def transition(self, state, step):

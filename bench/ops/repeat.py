@@ -40,7 +40,6 @@ class RepeatLoad(Op):
                 raise walk.fail(
                     step, f"repeat_load would reuse adapter names {', '.join(sorted(new & walk.slots))}"
                 )
-            walk.slots |= new
             walk.any_loaded = True
         if step.mode == "load_delete" and base in walk.slots:
             raise walk.fail(step, f"repeat_load mode 'load_delete' loads {base!r}, which is already loaded")
