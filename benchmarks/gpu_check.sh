@@ -4,7 +4,7 @@
 # With .whl/ beside it (wheels of transformers, peft, regex, peft-bench and an unpacked bitsandbytes in
 # .whl/bnb), they are installed into /tmp/site first: for a machine with torch and no network.
 # Stages, each with its own time limit, so that one that hangs costs only its own figures:
-#   A. tests/test_cuda_real.py: the CUDA memory probe, NVML, the CUDA clock, the generators and a forked
+#   A. tests/engine/test_cuda_real.py: the CUDA memory probe, NVML, the CUDA clock, the generators and a forked
 #      case on the GPU, each against a known amount of work;
 #   B. at the same time: the whole test suite on a host that has a GPU (the suite is written for CPU
 #      machines: what fails here assumed there is none), and the shipped scenarios with --device cuda
@@ -57,8 +57,8 @@ stamp "environment read"
 mkdir -p /tmp/g
 
 stage_A() {
-  stamp "A: tests/test_cuda_real.py"
-  timeout "${TA:-90}" $py -m pytest -q -p no:cacheprovider -rA tests/test_cuda_real.py >"$out/cuda_real.log" 2>&1
+  stamp "A: tests/engine/test_cuda_real.py"
+  timeout "${TA:-90}" $py -m pytest -q -p no:cacheprovider -rA tests/engine/test_cuda_real.py >"$out/cuda_real.log" 2>&1
   stamp "A: exit $?"
 }
 stage_B() {

@@ -13,13 +13,13 @@ pass=0
 fail=0
 for i in $(seq 1 "$rounds"); do
   if OMP_NUM_THREADS=1 timeout 900 python -m pytest -q -p no:cacheprovider -x \
-      "tests/test_jobs.py::test_ctrl_c_under_jobs_kills_every_running_worker_and_keeps_the_rest" \
-      "tests/test_jobs.py::test_jobs_pin_each_case_and_give_the_same_verdicts" \
-      "tests/test_interrupt_resume.py::test_sigint_sigterm_sigkill_then_resume" \
-      "tests/test_interrupt_resume.py::test_killed_writer_never_leaves_a_partial_results_file" \
-      "tests/test_interrupt_resume.py::test_negative_control_in_place_writer_is_caught" \
-      "tests/test_interrupt_resume.py::test_cli_interrupted_run_says_how_to_resume" \
-      "tests/test_interrupt_resume.py::test_cli_progress_lines_show_how_long_a_step_ran" > "/tmp/signals_round_$i.txt" 2>&1; then
+      "tests/runner/test_jobs.py::test_ctrl_c_under_jobs_kills_every_running_worker_and_keeps_the_rest" \
+      "tests/runner/test_jobs.py::test_jobs_pin_each_case_and_give_the_same_verdicts" \
+      "tests/runner/test_interrupt_resume.py::test_sigint_sigterm_sigkill_then_resume" \
+      "tests/runner/test_interrupt_resume.py::test_killed_writer_never_leaves_a_partial_results_file" \
+      "tests/runner/test_interrupt_resume.py::test_negative_control_in_place_writer_is_caught" \
+      "tests/runner/test_interrupt_resume.py::test_cli_interrupted_run_says_how_to_resume" \
+      "tests/runner/test_interrupt_resume.py::test_cli_progress_lines_show_how_long_a_step_ran" > "/tmp/signals_round_$i.txt" 2>&1; then
     pass=$((pass + 1))
   else
     fail=$((fail + 1))

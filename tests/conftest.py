@@ -40,7 +40,7 @@ def cli(capsys, monkeypatch):
     """`peft-bench ARGS` in this process (bench.cli.main.main), for tests about what a command does rather than
     about its process: its cases fork from this test process's preloaded worker, started once per test
     process instead of once per command (an import of torch, transformers and peft: ~6 s). The exit code
-    and the two streams come back as a CompletedProcess. tests/test_cli.py, the signal and hostile-run
+    and the two streams come back as a CompletedProcess. tests/cli/test_cli.py, the signal and hostile-run
     tests keep real processes."""
 
     def run(*args, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""A worker entry for tests/test_report.py: runs a reproduction script the way `python SCRIPT` does, in a
+"""A worker entry for tests/report/test_report.py: runs a reproduction script the way `python SCRIPT` does, in a
 process forked from the preloaded worker (bench.runner.zygote), so that torch, transformers and peft are imported
 once per test process instead of once per script. peft-bench itself is made unimportable first, as in the
 fresh-interpreter runs: every bench module the preloaded worker holds is blocked (None in sys.modules makes

@@ -1,4 +1,4 @@
-"""A worker entry for tests/test_zygote.py: reports the state a worker process starts in (as JSON into
+"""A worker entry for tests/runner/test_zygote.py: reports the state a worker process starts in (as JSON into
 argv[1]). With argv[2] == "pollute" it first does what a case does to a process (compiles, draws random
 numbers, changes the thread count), so the test can show its checks see such a process as not clean."""
 

@@ -223,7 +223,7 @@ def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights
 
 
 # Measured on CPU (torch 2.13, transformers 5.23, peft 0.21.2) over the seven agreement cases of
-# tests/test_math_oracle.py (tiny-llama and tiny-gpt2; rank + alpha patterns, rslora, two adapters, an added slot,
+# tests/engine/test_math_oracle.py (tiny-llama and tiny-gpt2; rank + alpha patterns, rslora, two adapters, an added slot,
 # modules_to_save): max |library - math| / max(1, max |math|) was
 #   fp32 2.0e-7 .. 5.9e-7 (a few fp32 ulps: the merged weight rounds W + s*B@A once, the library rounds W@x and
 #        s*B@(A@x) separately);  bound 1e-5, a 17x margin;
@@ -236,7 +236,7 @@ def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights
 # sharpens with the q/k deltas), so hotswap_targets uses 0.1. The smallest adapter effect in those cases,
 # max |adapter - base| / scale, is 0.12: every bound stays at least 3x below what an adapter moves, so a dropped or mis-scaled module cannot hide inside it (the negative controls
 # in the tests: alpha_pattern ignored, rslora ignored, a missing transpose, one adapter of two).
-# Command: PYTHONPATH=$PWD python -m pytest -s tests/test_math_oracle.py -k agreement (prints each figure).
+# Command: PYTHONPATH=$PWD python -m pytest -s tests/engine/test_math_oracle.py -k agreement (prints each figure).
 ORACLE_RTOL: dict[str, float] = {
     "fp32": 1e-5,
     # Two active adapters add their roundings: multi_adapter's bf16 set_adapter([second, third]) measured 2.5e-2.

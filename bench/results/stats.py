@@ -31,7 +31,7 @@ class UTest:
 
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> UTest:
     """scipy's Mann-Whitney U (normal approximation, tie and continuity corrected), in the fields the
-    compare step reads. tests/test_compare.py checks it against values computed by hand."""
+    compare step reads. tests/judge/test_compare.py checks it against values computed by hand."""
     from scipy.stats import mannwhitneyu, norm
 
     n_x, n_y = len(x), len(y)

@@ -11,7 +11,7 @@ from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
 from bench.errors import BenchInputError
 from bench.results.store import load
 
-COMPAT = Path(__file__).resolve().parent.parent / "reports" / "compat"
+COMPAT = Path(__file__).resolve().parents[2] / "reports" / "compat"
 ALPHA_TRANSFORMERS = "hotswap-alpha[fp32-aot_eager-transformers]"
 
 
@@ -184,7 +184,7 @@ def test_the_import_is_in_doubt_only_where_a_failed_import_could_explain_the_run
 
     from bench.bisect.probe import import_in_doubt, run_imports
 
-    results = load(Path(__file__).parent / "fixtures" / "results" / "failing")
+    results = load(Path(__file__).parents[1] / "fixtures" / "results" / "failing")
     verdicts = {c.verdict for c in results.cases}
     assert run_imports("peft") and run_imports("transformers.models") and not run_imports("adapterlib")
     assert import_in_doubt("peft", None)  # no results at all

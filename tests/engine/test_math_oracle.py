@@ -31,7 +31,7 @@ from bench.spec.precision import TOLERANCES
 from bench.spec.schema import AdapterSpec, Workload
 from bench.spec.state import AdapterState, Slot
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = Workload(kind="forward", batch_size=2, seq_len=16)
 
 LLAMA_SPECS = {

@@ -35,7 +35,7 @@ adapter = "a"
 [[steps]]
 op = "forward"
 """
-CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints" / "ci.txt"
+CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints" / "ci.txt"
 
 
 def test_real_probes_over_two_peft_releases(tmp_path, cache_root):

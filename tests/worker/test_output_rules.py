@@ -117,7 +117,7 @@ def test_a_swap_to_another_adapter_is_told_apart(cache_root, write_scenario):
     r = run_case(_case(write_scenario(other)), cache_root)
     statuses = _statuses(r.steps[1])
     # The swap's output checks all hold; swap_in_place is transformers 5.23 rebinding the Parameters (its own
-    # test: tests/test_swap_in_place.py), not this rule's concern.
+    # test: tests/ops/test_swap_in_place.py), not this rule's concern.
     assert statuses["distinguishable"] == statuses["matches_reference"] == "pass", r.reason
     assert r.steps[1].contrast.distinguishable and r.steps[1].contrast.margin > 1000
 

@@ -22,7 +22,7 @@ from bench.cli.options import MAX_TIMEOUT_S, MIB, memory_limit_bytes, timeout_se
 from bench.errors import BenchInputError
 from bench.worker import inject
 from tests.conftest import REPO
-from tests.test_interrupt_resume import _scenario, _wait_for_hang
+from tests.runner.test_interrupt_resume import _scenario, _wait_for_hang
 
 # ---------------------------------------------------------------------------------------------------------
 # Options checked up front (exit 2, nothing written)
@@ -129,7 +129,7 @@ def test_hangup_or_term_then_a_second_sigterm_keep_results(tmp_path, cache_root,
     results.json (seen). The SIGTERM-twice runs passed there too (the gap before the final write is short);
     the gap itself is shown by test_second_signal_after_the_first_is_noted_not_fatal."""
     from bench.results.store import load
-    from tests.test_hostile_inputs import _strict_loads
+    from tests.scenario.test_hostile_inputs import _strict_loads
 
     scenario = tmp_path / "hup.toml"
     scenario.write_text(_scenario("hup"))

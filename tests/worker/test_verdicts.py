@@ -222,7 +222,7 @@ def test_the_same_scenario_without_the_library_bug_has_both_oracles_agree(cache_
 
 
 def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, tmp_path, monkeypatch):
-    """Negative control for the strict-mode test in tests/test_harness.py: if the harness stopped entering
+    """Negative control for the strict-mode test in tests/worker/test_harness.py: if the harness stopped entering
     error_on_recompile, the recompile would still be counted (the outcome fails on the count), but no
     RecompileError would be recorded, so that test's assertion on `recompile_error` catches it."""
     import contextlib

@@ -26,13 +26,13 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
-from tests.test_determinism import deterministic
+from tests.engine.test_determinism import deterministic
 
 
 @dataclass(frozen=True)
 class Figures:
     losses: tuple[float, float, float, float]  # loss_first, loss_last, fixed batch before, after
-    records: dict  # tests.test_determinism.deterministic: outputs, outcomes, counts
+    records: dict  # tests.engine.test_determinism.deterministic: outputs, outcomes, counts
     weights: tuple[tuple[str, bytes], ...]  # the saved trained adapter, tensor by tensor
     logits: bytes  # the trained model's forward on the workload inputs
 

@@ -12,7 +12,7 @@ from bench.cli.main import main
 from bench.errors import BenchInputError
 from bench.results.store import load
 from bench.runner.jobs import LiveWorkers, core_groups, parse_jobs, usable_cpus
-from tests.test_interrupt_resume import _gone, _scenario, _start, _wait_for_hang
+from tests.runner.test_interrupt_resume import _gone, _scenario, _start, _wait_for_hang
 
 CPUS = usable_cpus()
 needs_two_cores = pytest.mark.skipif(len(CPUS) < 2, reason="pinning two jobs needs two usable cores")

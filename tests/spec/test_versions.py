@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from bench.spec.library_pairs import broken_pair
 from tests.conftest import REPO
-from tests.test_interrupt_resume import _scenario
+from tests.runner.test_interrupt_resume import _scenario
 
 _VERSION = st.tuples(st.integers(0, 9), st.integers(0, 40), st.integers(0, 5)).map(
     lambda v: ".".join(map(str, v))

@@ -19,7 +19,7 @@ from bench.runner import zygote as zygote_mod
 from bench.runner.launch import child_env
 from bench.runner.processes import Zygote
 from tests.conftest import REPO
-from tests.test_interrupt_resume import _scenario
+from tests.runner.test_interrupt_resume import _scenario
 
 PROBE = "tests.zygote_probe:main"
 LIMIT = 6 * 2**30
@@ -110,7 +110,7 @@ def test_a_killed_forked_case_is_reported_and_the_zygote_serves_on(zyg, tmp_path
         log=log,
         env=_env(tmp_path, "k"),
         memory_limit_bytes=None,
-        entry="tests.test_zygote:_sleep_forever",
+        entry="tests.runner.test_zygote:_sleep_forever",
     )
     assert handle.wait(1.0) is None  # still running
     handle.kill_group()
@@ -233,7 +233,7 @@ def test_interrupts_landing_anywhere_in_wait_never_wedge_it(method, zyg, tmp_pat
             log=log,
             env=_env(tmp_path, "w"),
             memory_limit_bytes=None,
-            entry="tests.test_zygote:_sleep_forever",
+            entry="tests.runner.test_zygote:_sleep_forever",
         )
     armed = [False]
 

@@ -79,7 +79,7 @@ def test_negative_control_expecting_zero_fails_with_the_guard(cache_root, tmp_pa
     load = _step(r, 4)
     assert load.strict
     # torch itself raised, under error_on_recompile=True, naming the failed guard: its own field, so this
-    # does not pass on the counted reasons alone (tests/test_verdicts.py plants error_on_recompile away).
+    # does not pass on the counted reasons alone (tests/worker/test_verdicts.py plants error_on_recompile away).
     assert load.recompile_error is not None
     assert load.recompile_error.startswith("RecompileError: ")
     assert "lora_A" in load.recompile_error

@@ -20,7 +20,7 @@ from bench.results.finite import child
 from bench.scenario import load_scenario
 from bench.spec.schema import _COMPARATORS, COUNT_BOUND, CountBound
 from tests.conftest import MINIMAL, REPO
-from tests.test_fuzz_results import _paths
+from tests.results.test_fuzz_results import _paths
 
 # ---------------------------------------------------------------------------------------------------------
 # Impossible and always-true count expectations
