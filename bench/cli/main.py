@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary, select_tags, shard_from_env, write_junit
+from bench.cli.ci import append_step_summary, scheduler_from_env, select_tags, shard_from_env, write_junit
 from bench.cli.options import (
     hard_address_space_limit,
     machine_memory_bytes,
@@ -323,6 +323,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,
+        scheduler=scheduler_from_env(os.environ),
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         require_oracles=args.require_oracles,
