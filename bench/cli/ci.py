@@ -170,3 +170,13 @@ def append_step_summary(env: Mapping[str, str], markdown: str) -> Path | None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(markdown.rstrip("\n") + "\n\n")
     return path
+
+
+def write_ci_outputs(junit_xml: Path | None, out_dir: Path, results, env: Mapping[str, str]) -> None:
+    """After a run: the JUnit XML when asked for, and the run's summary.md appended to the step summary."""
+    if junit_xml:
+        write_junit(junit_xml, results)
+        print(f"peft-bench: JUnit XML in {junit_xml}")
+    summary = append_step_summary(env, (Path(out_dir) / "summary.md").read_text())
+    if summary is not None:
+        print(f"peft-bench: summary appended to {summary}")

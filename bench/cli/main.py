@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary, scheduler_from_env, select_tags, shard_from_env, write_junit
+from bench.cli.ci import scheduler_from_env, select_tags, shard_from_env, write_ci_outputs
 from bench.cli.options import (
     hard_address_space_limit,
     machine_memory_bytes,
@@ -380,7 +380,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     )
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
-    _ci_outputs(args, out_dir, results)
+    write_ci_outputs(args.junit_xml, out_dir, results, os.environ)
     if results.interrupted:
         print(f"peft-bench: to run the missing cases: peft-bench run --resume {shlex.quote(str(out_dir))}")
         return 130
@@ -388,17 +388,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"peft-bench: --require-precision: required cases were skipped: {'; '.join(skipped)}")
         return 1
     return exit_code(c.verdict for c in results.cases)
-
-
-def _ci_outputs(args: argparse.Namespace, out_dir: Path, results) -> None:
-    import os
-
-    if args.junit_xml:
-        write_junit(args.junit_xml, results)
-        print(f"peft-bench: JUnit XML in {args.junit_xml}")
-    summary = append_step_summary(os.environ, (out_dir / "summary.md").read_text())
-    if summary is not None:
-        print(f"peft-bench: summary appended to {summary}")
 
 
 if __name__ == "__main__":
