@@ -43,6 +43,44 @@ def tests(session: nox.Session) -> None:
     )
 
 
+# What the slurm session needs from Debian: the daemons, the client commands and munge's key tool.
+SLURM_PACKAGES = ("slurm-wlm", "munge")
+SLURM_BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "squeue")
+
+
+@nox.session
+def slurm(session: nox.Session) -> None:
+    """The shipped Slurm example under a real scheduler (tests/slurm/test_slurm_array.py).
+
+    Installs Debian's slurm-wlm and munge with apt-get when their commands are missing (as root), then runs the
+    test module with PEFT_BENCH_SLURM=1: it starts munged, slurmctld and slurmd on localhost from a generated
+    configuration, submits examples/slurm/run_array.sbatch as a job array and merge.sbatch after it, checks
+    what came back (and a planted crash), and stops the daemons. posargs go to pytest."""
+    import shutil
+
+    missing = [b for b in SLURM_BINARIES if shutil.which(b) is None]
+    if missing:
+        if os.geteuid() != 0:
+            session.error(f"missing {', '.join(missing)}: run as root (apt-get) or install {SLURM_PACKAGES}")
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-q", external=True, env=apt_env)
+        session.run(
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            *SLURM_PACKAGES,
+            external=True,
+            env=apt_env,
+        )
+    install(session, "test")
+    env = {"PEFT_BENCH_SLURM": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    session.run(
+        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/slurm", *session.posargs, env=env
+    )
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the default scenarios and write results and reports under reports/. Posargs go to `peft-bench run`.

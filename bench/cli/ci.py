@@ -1,5 +1,7 @@
-"""CI surfaces: JUnit XML of a run, the GitHub step summary, tag selection, and the shard a CI job matrix or a
-Slurm job array gives this job (`--shard auto`). Pure functions of their inputs (the environment is passed in).
+"""CI surfaces: JUnit XML of a run, the GitHub step summary, tag selection, the shard a CI job matrix, a Slurm job
+array or a Kubernetes Indexed Job gives this job (`--shard auto`), and which scheduler job a run was (recorded in
+its results, so that merge can name a missing shard's job and print the command that reruns only it). Pure
+functions of their inputs (the environment is passed in).
 """
 
 from __future__ import annotations
@@ -15,38 +17,110 @@ from bench.results.atomic import write_text
 # map `strategy.job-index` / `strategy.job-total` onto them in the workflow (docs/ci.md).
 GITHUB_INDEX, GITHUB_TOTAL = "PEFT_BENCH_JOB_INDEX", "PEFT_BENCH_JOB_TOTAL"  # 0-based index, as job-index
 SLURM_ID, SLURM_MIN, SLURM_COUNT = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"
+# A Kubernetes Indexed Job exports each pod's 0-based index, but not the Job's `completions`: set it in the manifest.
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+# N, and the array task id of shard 1, where the scheduler's own count does not say them: a Kubernetes Indexed Job
+# (SHARD_COUNT required), or a Slurm rerun of some tasks only (`sbatch --array=2` has count 1 and min 2; merge
+# prints the rerun with both set, so the task is still shard 3 of 4).
+SHARD_COUNT, SHARD_BASE = "PEFT_BENCH_SHARD_COUNT", "PEFT_BENCH_SHARD_BASE"
+# The batch script of a Slurm array, recorded so that merge can print the sbatch command that reruns a task
+# (inside a job the script runs as a spooled copy; examples/slurm/run_array.sbatch sets it from scontrol).
+SLURM_SCRIPT = "PEFT_BENCH_SLURM_SCRIPT"
 
 FAILED = ("fail", "error", "xpass")
 SKIPPED = ("skip", "xfail", "not_run")
 
 
+def _number(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise BenchInputError(f"--shard auto: ${name} is not a whole number: {env[name]!r}") from None
+
+
+def _slurm_base_count(env: Mapping[str, str]) -> tuple[int, int]:
+    """The task id of shard 1, and N, of a Slurm array task: PEFT_BENCH_SHARD_BASE / _COUNT when set (a rerun of
+    some tasks), else the array's own minimum and count."""
+    base = (
+        _number(env, SHARD_BASE) if SHARD_BASE in env else _number(env, SLURM_MIN) if SLURM_MIN in env else 0
+    )
+    if SHARD_COUNT in env:
+        return base, _number(env, SHARD_COUNT)
+    if SLURM_COUNT not in env:
+        raise BenchInputError(f"--shard auto: ${SLURM_ID} is set but ${SLURM_COUNT} is not")
+    return base, _number(env, SLURM_COUNT)
+
+
 def shard_from_env(env: Mapping[str, str]) -> str:
-    """The K/N of this job, from a GitHub Actions matrix (PEFT_BENCH_JOB_INDEX/TOTAL) or a Slurm array."""
-
-    def number(name: str) -> int:
-        try:
-            return int(env[name])
-        except ValueError:
-            raise BenchInputError(f"--shard auto: ${name} is not a whole number: {env[name]!r}") from None
-
+    """The K/N of this job, from a GitHub Actions matrix (PEFT_BENCH_JOB_INDEX/TOTAL), a Slurm array or a
+    Kubernetes Indexed Job (JOB_COMPLETION_INDEX with PEFT_BENCH_SHARD_COUNT)."""
     if GITHUB_INDEX in env or GITHUB_TOTAL in env:
         if GITHUB_INDEX not in env or GITHUB_TOTAL not in env:
             raise BenchInputError(f"--shard auto: set both ${GITHUB_INDEX} and ${GITHUB_TOTAL}")
-        k, n = number(GITHUB_INDEX) + 1, number(GITHUB_TOTAL)
+        k, n = _number(env, GITHUB_INDEX) + 1, _number(env, GITHUB_TOTAL)
     elif SLURM_ID in env:
-        if SLURM_COUNT not in env:
-            raise BenchInputError(f"--shard auto: ${SLURM_ID} is set but ${SLURM_COUNT} is not")
         # Arrays may start at 0 or 1 (--array=0-3, --array=1-4): the index counts from the array's minimum.
-        k = number(SLURM_ID) - (number(SLURM_MIN) if SLURM_MIN in env else 0) + 1
-        n = number(SLURM_COUNT)
+        base, n = _slurm_base_count(env)
+        k = _number(env, SLURM_ID) - base + 1
+    elif K8S_INDEX in env:
+        if SHARD_COUNT not in env:
+            raise BenchInputError(
+                f"--shard auto: ${K8S_INDEX} is set but ${SHARD_COUNT} is not: Kubernetes does not export the "
+                f"Job's completions; set ${SHARD_COUNT} to it in the pod's env"
+            )
+        k, n = _number(env, K8S_INDEX) + 1, _number(env, SHARD_COUNT)
     else:
         raise BenchInputError(
             f"--shard auto: no CI shard in the environment (set ${GITHUB_INDEX} and ${GITHUB_TOTAL}, "
-            f"or run inside a Slurm job array)"
+            f"or run inside a Slurm job array or a Kubernetes Indexed Job with ${SHARD_COUNT})"
         )
     if n < 1 or not 1 <= k <= n:
         raise BenchInputError(f"--shard auto: shard {k} of {n} from the environment is out of range")
     return f"{k}/{n}"
+
+
+def scheduler_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The scheduler job this process runs in, as recorded in Results.scheduler ({} outside one). Never raises:
+    a value it cannot read is left out."""
+    info: dict[str, str] = {}
+
+    def put(key: str, name: str) -> None:
+        if env.get(name):
+            info[key] = env[name]
+
+    if env.get("SLURM_JOB_ID"):
+        info["kind"] = "slurm"
+        put("array_job_id", "SLURM_ARRAY_JOB_ID")
+        put("array_task_id", SLURM_ID)
+        if "array_job_id" in info and "array_task_id" in info:
+            info["job_id"] = f"{info['array_job_id']}_{info['array_task_id']}"
+            try:
+                base, count = _slurm_base_count(env)
+                info["shard_base"], info["shard_count"] = str(base), str(count)
+            except BenchInputError:
+                pass
+        else:
+            info["job_id"] = env["SLURM_JOB_ID"]
+        put("script", SLURM_SCRIPT)
+        put("submit_dir", "SLURM_SUBMIT_DIR")
+        put("node", "SLURMD_NODENAME")
+    elif env.get(K8S_INDEX):
+        info["kind"] = "kubernetes"
+        put("completion_index", K8S_INDEX)
+        put("shard_count", SHARD_COUNT)
+        put("job_id", "HOSTNAME")  # the pod's name: <job>-<index>-<suffix>
+    elif env.get("GITHUB_ACTIONS") == "true":
+        info["kind"] = "github"
+        put("run_id", "GITHUB_RUN_ID")
+        put("run_attempt", "GITHUB_RUN_ATTEMPT")
+        put("repository", "GITHUB_REPOSITORY")
+        put("job", "GITHUB_JOB")
+        put("job_index", GITHUB_INDEX)
+        if "run_id" in info:
+            info["job_id"] = f"{info['run_id']}/{info.get('job', '?')}" + (
+                f"[{info['job_index']}]" if "job_index" in info else ""
+            )
+    return info
 
 
 def select_tags(cases: list, tags: list[str]) -> list:
@@ -96,3 +170,13 @@ def append_step_summary(env: Mapping[str, str], markdown: str) -> Path | None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(markdown.rstrip("\n") + "\n\n")
     return path
+
+
+def write_ci_outputs(junit_xml: Path | None, out_dir: Path, results, env: Mapping[str, str]) -> None:
+    """After a run: the JUnit XML when asked for, and the run's summary.md appended to the step summary."""
+    if junit_xml:
+        write_junit(junit_xml, results)
+        print(f"peft-bench: JUnit XML in {junit_xml}")
+    summary = append_step_summary(env, (Path(out_dir) / "summary.md").read_text())
+    if summary is not None:
+        print(f"peft-bench: summary appended to {summary}")

@@ -152,6 +152,7 @@ class WorkerInfo:
     results_file: str | None = None
     hostname: str | None = None
     shard: str | None = None
+    job: str | None = None  # the scheduler job that ran it (Results.scheduler's job_id: Slurm `123_1`)
 
     def merged(self, over: WorkerInfo) -> WorkerInfo:
         """This block with every fact `over` holds (not None, not empty) put in: the parent's facts over the
@@ -248,3 +249,7 @@ class Results:
     jobs: int = 1
     # The verdict rules the cases were judged under (bench.VERDICT_RULES_VERSION); 1 in files from before it.
     verdict_rules: int = 1
+    # The scheduler job this run was (bench.cli.ci.scheduler_from_env): {"kind": "slurm", "job_id": "123_1",
+    # "array_job_id", "array_task_id", "shard_base", "shard_count", "script", "submit_dir", "node"}, or a
+    # Kubernetes Indexed Job's or a GitHub Actions job's facts; {} outside a scheduler and in older files.
+    scheduler: dict[str, str] = field(default_factory=dict)

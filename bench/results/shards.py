@@ -77,6 +77,7 @@ def _with_provenance(case: CaseResult, source: Source) -> CaseResult:
         hostname=source.results.environment.hostname,
         # A case of a merged file merged again keeps the shard it ran in.
         shard=source.results.shard or case.worker.shard,
+        job=source.results.scheduler.get("job_id") or case.worker.job,
     )
     return replace(case, worker=worker)
 
@@ -169,11 +170,70 @@ def _complete_shard_set(sources: list[Source]) -> list[Source]:
     assert count is not None
     missing = [f"{k}/{count}" for k in range(1, count + 1) if k not in by_index]
     if missing:
+        absent = [k for k in range(1, count + 1) if k not in by_index]
         raise BenchInputError(
             f"merge: missing shard(s) {', '.join(missing)} of {count}: the merged file would silently lack "
-            "their cases (given: " + ", ".join(s.path for s in sources) + ")"
+            "their cases (given: "
+            + ", ".join(s.path for s in sources)
+            + ")"
+            + "".join(f"\n{line}" for line in rerun_lines(list(by_index.values()), absent, count))
         )
     return [by_index[k] for k in range(1, count + 1)]
+
+
+def rerun_lines(present: list[Source], shards: list[int], count: int) -> list[str]:
+    """What names the jobs of `shards` (1-based K of N) and reruns only them, from the scheduler facts the
+    `present` shards recorded (Results.scheduler): for a Slurm array, the array task ids and the exact sbatch
+    command; for a GitHub Actions matrix, the gh command; for a Kubernetes Indexed Job, the indexes. [] when the
+    shards were not run by a scheduler this knows."""
+    import shlex
+
+    facts = [s.results.scheduler for s in present if s.results.scheduler]
+    if not facts or not shards:
+        return []
+    kind = facts[0].get("kind")
+    if kind == "slurm":
+        slurm = next((f for f in facts if "array_job_id" in f and "shard_base" in f), None)
+        if slurm is None:
+            return []
+        base = int(slurm["shard_base"])
+        tasks = [base + k - 1 for k in shards]
+        jobs = ", ".join(f"{slurm['array_job_id']}_{t}" for t in tasks)
+        ids = ",".join(map(str, tasks))
+        lines = [f"Slurm array job {slurm['array_job_id']}: task(s) {ids} (job {jobs}) wrote no results"]
+        # N and the first task id, as the rerun's own smaller array would not give them; a task killed midway
+        # finishes its partial run (examples/slurm/run_array.sbatch reads all three).
+        export = (
+            f"--export=ALL,PEFT_BENCH_SHARD_COUNT={count},PEFT_BENCH_SHARD_BASE={base},PEFT_BENCH_RESUME=1"
+        )
+        script = slurm.get("script")
+        if script:
+            command = f"sbatch --array={ids} {export} {shlex.quote(script)}"
+            if slurm.get("submit_dir"):
+                command = f"cd {shlex.quote(slurm['submit_dir'])} && {command}"
+            lines.append(f"to rerun only them: {command}")
+            lines.append("(in the environment the array was submitted with: --export=ALL passes it on)")
+        else:
+            lines.append(
+                f"to rerun only them: sbatch --array={ids} {export} <the array's batch script> (set "
+                "$PEFT_BENCH_SLURM_SCRIPT in it to have this line name it)"
+            )
+        return lines
+    if kind == "github" and "run_id" in facts[0]:
+        g = facts[0]
+        repo = f" --repo {g['repository']}" if g.get("repository") else ""
+        indexes = ", ".join(str(k - 1) for k in shards)
+        return [
+            f"GitHub Actions run {g['run_id']}: matrix job index(es) {indexes} wrote no results",
+            f"to rerun only the failed jobs: gh run rerun {g['run_id']} --failed{repo}",
+        ]
+    if kind == "kubernetes":
+        indexes = ",".join(str(k - 1) for k in shards)
+        return [
+            f"Kubernetes Indexed Job: completion index(es) {indexes} wrote no results; rerun them with "
+            f"PEFT_BENCH_SHARD_COUNT={count} (each pod's JOB_COMPLETION_INDEX its index)"
+        ]
+    return []
 
 
 def _check_round_robin(ordered: list[Source]) -> None:

@@ -52,6 +52,8 @@ class RunOptions:
     shard: str | None = None
     # A shard records the whole selection's scenario names, so that merge can tell shards of one selection.
     scenario_set: tuple[str, ...] | None = None
+    # The scheduler job this run is (bench.cli.ci.scheduler_from_env): Results.scheduler.
+    scheduler: dict[str, str] = field(default_factory=dict)
     # Opt-ins that let a source run code when loaded (a model's own Python files; pickle weight files).
     trust_remote_code: bool = False
     allow_pickle: bool = False

@@ -126,6 +126,7 @@ def run_cases(
                 cases=relative_outcomes(tuple(done.get(c.id) or missing(c) for c in cases)),
                 command=opts.command,
                 shard=opts.shard,
+                scheduler=dict(opts.scheduler),
                 parent_cpu_s=parent_cpu,
                 interrupted=interrupted,
                 jobs=opts.jobs,

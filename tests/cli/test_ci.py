@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench.cli.ci import junit_xml, select_tags, shard_from_env
+from bench.cli.ci import junit_xml, scheduler_from_env, select_tags, shard_from_env
 from bench.cli.main import main
 from bench.errors import BenchInputError
 from bench.results.store import load
@@ -24,6 +24,21 @@ FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
         ({"PEFT_BENCH_JOB_INDEX": "3", "PEFT_BENCH_JOB_TOTAL": "4"}, "4/4"),
         ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "3"}, "1/3"),
         ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "3/3"),
+        # A rerun of task 2 of --array=0-3 only (sbatch --array=2 has min 2, count 1): merge's printed command
+        # sets N and the first task id, so it is still shard 3 of 4.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "2",
+                "SLURM_ARRAY_TASK_MIN": "2",
+                "SLURM_ARRAY_TASK_COUNT": "1",
+                "PEFT_BENCH_SHARD_COUNT": "4",
+                "PEFT_BENCH_SHARD_BASE": "0",
+            },
+            "3/4",
+        ),
+        # A Kubernetes Indexed Job: the 0-based completion index; the completions count from the pod's env.
+        ({"JOB_COMPLETION_INDEX": "0", "PEFT_BENCH_SHARD_COUNT": "3"}, "1/3"),
+        ({"JOB_COMPLETION_INDEX": "2", "PEFT_BENCH_SHARD_COUNT": "3"}, "3/3"),
     ],
 )
 def test_shard_from_env(env, shard):
@@ -38,11 +53,56 @@ def test_shard_from_env(env, shard):
         {"PEFT_BENCH_JOB_INDEX": "x", "PEFT_BENCH_JOB_TOTAL": "2"},
         {"PEFT_BENCH_JOB_INDEX": "2", "PEFT_BENCH_JOB_TOTAL": "2"},  # 0-based: 2 is past the end
         {"SLURM_ARRAY_TASK_ID": "1"},
+        {
+            "JOB_COMPLETION_INDEX": "0"
+        },  # Kubernetes does not export completions: PEFT_BENCH_SHARD_COUNT is needed
+        {"JOB_COMPLETION_INDEX": "3", "PEFT_BENCH_SHARD_COUNT": "3"},  # 0-based: 3 is past the end
+        {"JOB_COMPLETION_INDEX": "x", "PEFT_BENCH_SHARD_COUNT": "3"},
     ],
 )
 def test_shard_from_env_refuses_what_it_cannot_read(env):
     with pytest.raises(BenchInputError, match="--shard auto"):
         shard_from_env(env)
+
+
+def test_kubernetes_without_the_count_names_the_variable_to_set():
+    with pytest.raises(BenchInputError, match="PEFT_BENCH_SHARD_COUNT"):
+        shard_from_env({"JOB_COMPLETION_INDEX": "0"})
+
+
+def test_scheduler_from_env():
+    assert scheduler_from_env({}) == {}
+    slurm = {
+        "SLURM_JOB_ID": "101",
+        "SLURM_ARRAY_JOB_ID": "100",
+        "SLURM_ARRAY_TASK_ID": "1",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_COUNT": "2",
+        "SLURM_SUBMIT_DIR": "/work",
+        "SLURMD_NODENAME": "gpu7",
+        "PEFT_BENCH_SLURM_SCRIPT": "/work/run_array.sbatch",
+    }
+    assert scheduler_from_env(slurm) == {
+        "kind": "slurm",
+        "array_job_id": "100",
+        "array_task_id": "1",
+        "job_id": "100_1",
+        "shard_base": "0",
+        "shard_count": "2",
+        "script": "/work/run_array.sbatch",
+        "submit_dir": "/work",
+        "node": "gpu7",
+    }
+    assert scheduler_from_env({"SLURM_JOB_ID": "7"}) == {"kind": "slurm", "job_id": "7"}  # not an array
+    k8s = {"JOB_COMPLETION_INDEX": "2", "PEFT_BENCH_SHARD_COUNT": "4", "HOSTNAME": "bench-2-x7k"}
+    assert scheduler_from_env(k8s) == {
+        "kind": "kubernetes",
+        "completion_index": "2",
+        "shard_count": "4",
+        "job_id": "bench-2-x7k",
+    }
+    gh = {"GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "9", "GITHUB_JOB": "shard", "PEFT_BENCH_JOB_INDEX": "1"}
+    assert scheduler_from_env(gh)["job_id"] == "9/shard[1]"
 
 
 def test_junit_xml_one_testcase_per_case_with_reasons():

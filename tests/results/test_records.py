@@ -91,6 +91,7 @@ def test_a_full_worker_block_keeps_its_json_keys_on_the_round_trip():
         results_file="a/results.json",
         hostname="h",
         shard="1/2",
+        job="4242_1",
     )
     written = to_dict(full)
     # The keys results files have always used (docs/results-schema.md), none renamed.
@@ -113,6 +114,7 @@ def test_a_full_worker_block_keeps_its_json_keys_on_the_round_trip():
         "results_file",
         "hostname",
         "shard",
+        "job",
     }
     case = _case_dict(worker=written, timing_policy=to_dict(TimingPolicy(2, 5, 0.5, 50)))
     again = parse_results(json.loads(json.dumps(_results_dict(case)))).cases[0]

@@ -254,6 +254,70 @@ def test_refuses_a_missing_shard(tmp_path):
     assert "missing shard(s) 2/3" in msg
 
 
+def _slurm(task: int, *, array="4242", base=1, count=3, script="/home/u/run_array.sbatch") -> dict[str, str]:
+    facts = {
+        "kind": "slurm",
+        "array_job_id": array,
+        "array_task_id": str(task),
+        "job_id": f"{array}_{task}",
+        "shard_base": str(base),
+        "shard_count": str(count),
+        "submit_dir": "/home/u/work dir",
+    }
+    return {**facts, "script": script} if script else facts
+
+
+def _slurm_shards(tmp_path, n: int, base: int = 1, **kw) -> list[Source]:
+    return [
+        _write(
+            tmp_path,
+            f"shard{k}",
+            _results(
+                _shard_ids(k, n), shard=f"{k}/{n}", scheduler=_slurm(base + k - 1, base=base, count=n, **kw)
+            ),
+        )
+        for k in range(1, n + 1)
+    ]
+
+
+def test_a_missing_slurm_shard_names_its_task_and_the_sbatch_command_that_reruns_only_it(tmp_path):
+    s1, _, _, s4 = _slurm_shards(tmp_path, 4)  # --array=1-4: shards 2 and 3 are tasks 2 and 3
+    msg = _refusal([s1, s4])
+    assert "missing shard(s) 2/4, 3/4" in msg
+    assert "Slurm array job 4242: task(s) 2,3 (job 4242_2, 4242_3) wrote no results" in msg
+    assert (
+        "to rerun only them: cd '/home/u/work dir' && sbatch --array=2,3 "
+        "--export=ALL,PEFT_BENCH_SHARD_COUNT=4,PEFT_BENCH_SHARD_BASE=1,PEFT_BENCH_RESUME=1 /home/u/run_array.sbatch"
+    ) in msg
+
+
+def test_a_missing_slurm_shard_without_the_script_says_how_to_have_it_named(tmp_path):
+    s1, _ = _slurm_shards(tmp_path, 2, base=0, script=None)
+    msg = _refusal([s1])
+    assert "task(s) 1 (job 4242_1)" in msg and "PEFT_BENCH_SLURM_SCRIPT" in msg
+
+
+def test_a_missing_github_or_kubernetes_shard_says_how_to_rerun_it(tmp_path):
+    gh = {"kind": "github", "run_id": "99", "job": "shard", "repository": "o/r", "job_id": "99/shard[0]"}
+    s1 = _write(tmp_path, "gh1", _results(_shard_ids(1, 2), shard="1/2", scheduler=gh))
+    msg = _refusal([s1])
+    assert "matrix job index(es) 1" in msg and "gh run rerun 99 --failed --repo o/r" in msg
+    k8s = {"kind": "kubernetes", "completion_index": "0", "shard_count": "2", "job_id": "bench-0-abc"}
+    k1 = _write(tmp_path, "k1", _results(_shard_ids(1, 2), shard="1/2", scheduler=k8s))
+    assert "completion index(es) 1" in _refusal([k1])
+
+
+def test_merged_cases_name_the_scheduler_job_that_ran_them(tmp_path):
+    merged = merge(_slurm_shards(tmp_path, 3))
+    assert {c.worker.shard: c.worker.job for c in merged.cases} == {
+        "1/3": "4242_1",
+        "2/3": "4242_2",
+        "3/3": "4242_3",
+    }
+    save(tmp_path / "merged", merged)
+    assert {c.worker.job for c in load(tmp_path / "merged").cases} == {"4242_1", "4242_2", "4242_3"}
+
+
 def test_refuses_shards_of_different_counts(tmp_path):
     s1_of_2 = _shards(tmp_path / "two", 2)[0]
     _, s2_of_3, s3_of_3 = _shards(tmp_path / "three", 3)

@@ -44,6 +44,24 @@ def _refuse_another_run(out: Path) -> None:
         )
 
 
+def failed_shard_lines(sources: list[Source]) -> list[str]:
+    """One line per input whose cases did not all finish (`error`, `not_run`): its shard, the scheduler job that
+    ran it and its counts, so that a shard whose worker crashed is named, not only counted."""
+    lines = []
+    for s in sources:
+        bad = [c for c in s.results.cases if c.verdict in ("error", "not_run")]
+        if not bad:
+            continue
+        counts: dict[str, int] = {}
+        for c in bad:
+            counts[c.verdict] = counts.get(c.verdict, 0) + 1
+        where = f"shard {s.results.shard}" if s.results.shard else s.path
+        job = s.results.scheduler.get("job_id")
+        what = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        lines.append(f"{where}" + (f" (job {job})" if job else "") + f": {what} ({s.path})")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_folder(out, lock_file=LOCK_FILE)
@@ -70,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
         save(out, merged)
         write_summary(out, merged)
     print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
+    for line in failed_shard_lines(sources):
+        print(f"peft-bench: {line}")
     print(f"peft-bench: results in {out}/{RESULTS_FILE}, summary in {out}/summary.md")
     return 0

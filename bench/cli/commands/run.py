@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary, write_junit
+from bench.cli.ci import scheduler_from_env, write_ci_outputs
 from bench.cli.options import (
     hard_address_space_limit,
     machine_memory_bytes,
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,
+        scheduler=scheduler_from_env(os.environ),
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         require_oracles=args.require_oracles,
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     )
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
-    _ci_outputs(args, out_dir, results)
+    write_ci_outputs(args.junit_xml, out_dir, results, os.environ)
     if results.interrupted:
         print(f"peft-bench: to run the missing cases: peft-bench run --resume {shlex.quote(str(out_dir))}")
         return 130
@@ -165,13 +166,3 @@ def _refuse_finished_run(out: Path) -> None:
             "--overwrite to replace its results, or give another --out",
             source=str(out),
         )
-
-
-def _ci_outputs(args: argparse.Namespace, out_dir: Path, results) -> None:
-
-    if args.junit_xml:
-        write_junit(args.junit_xml, results)
-        print(f"peft-bench: JUnit XML in {args.junit_xml}")
-    summary = append_step_summary(os.environ, (out_dir / "summary.md").read_text())
-    if summary is not None:
-        print(f"peft-bench: summary appended to {summary}")

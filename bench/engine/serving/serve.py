@@ -169,7 +169,9 @@ def _serve_batch(run: ServingRun, ctx: ServeContext, strategy, batch: list[Reque
             tensors = {"logits": logits[row].float().cpu().contiguous()}
             if tokens is not None:
                 tensors["tokens"] = tokens[row].cpu().contiguous()
-            save_file(tensors, path)  # safetensors: nothing in the suite unpickles (tests/runner/test_safety.py)
+            save_file(
+                tensors, path
+            )  # safetensors: nothing in the suite unpickles (tests/runner/test_safety.py)
             run.responses[r.id] = path
     return switch_ms + call_ms
 
