@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 class HotswapPath:
     name: ClassVar[str]
+    # enable_hotswap zero-pads the loaded LoRA layers to target_rank (the library reference pads alike).
+    pads_to_target_rank: ClassVar[bool] = False
     # The import lines a reproduction script needs for this path's calls (its functions are carried).
     script_imports: ClassVar[tuple[str, ...]] = ()
 
@@ -58,6 +60,7 @@ class PeftPath(HotswapPath):
     """`prepare_model_for_compiled_hotswap` right after the first load, then PEFT's state-dict hotswap."""
 
     name = "peft"
+    pads_to_target_rank = True
     script_imports = ("from typing import Any",)  # map_adapter_keys's annotations
 
     def enable(self, subject, target_rank: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.engine.hotswap import prepare
 from bench.engine.model import Inputs, generate_kwargs, load_model
 from bench.results.measures import OutputCheck, StateContrast
 from bench.spec.precision import DISTINGUISH_FACTOR, Tolerance, tolerance_for
@@ -28,6 +29,8 @@ class ReferenceOracle:
     quant: Any = None
     trust_remote_code: bool = False  # as the model under test: off unless the scenario or the CLI opts in
     allow_pickle: bool = False
+    # The subject's LoRA layers are zero-padded to this rank (the peft hotswap path): pad the reference alike.
+    pad_rank: int | None = None
     _logits: dict[str, Any] = field(default_factory=dict)
     _tokens: dict[str, Any] = field(default_factory=dict)
     _gen_logits: dict[str, Any] = field(default_factory=dict)  # generate's per-step logits [steps, B, V]
@@ -57,6 +60,8 @@ class ReferenceOracle:
                     model.add_adapter(self.adapter_configs[slot.adapter], adapter_name=slot.name)
             else:
                 model.load_adapter(self.adapter_locations[slot.adapter], adapter_name=slot.name)
+        if self.pad_rank is not None and any(not s.added for s in effective):
+            prepare(model, self.pad_rank)  # the subject's code path: same padding, same summation order
         if len(effective) > 1:
             model.set_adapter([s.name for s in effective])
         elif effective:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.engine.footprint import adapter_file_bytes, model_footprint
+from bench.engine.hotswap import PATHS
 from bench.engine.math_oracle import MathOracle
 from bench.engine.model import load_model, make_inputs, vocab_size_of
 from bench.engine.probes.clock import Clock
@@ -79,6 +80,7 @@ def set_up(
         quant=s.quantization,
         trust_remote_code=trust,
         allow_pickle=pickle_ok,
+        pad_rank=padded_rank(case),
     )
     # The second, independent oracle: the same states computed from the adapter files, without peft.
     math_oracle = MathOracle(
@@ -110,3 +112,16 @@ def set_up(
     subject.clock = clock
 
     return Ready(subject, (oracle, math_oracle), adapters, locations, adapter_bytes, footprint, clock)
+
+
+def padded_rank(case: Case) -> int | None:
+    """The rank the subject's LoRA layers are zero-padded to (peft's prepare_model_for_compiled_hotswap, run by
+    the peft path's enable_hotswap): the library reference pads the same way, so that the exact rule compares
+    the same computation (zero columns change the summation order, by a few ulps, not the value). The
+    transformers path stores its target_rank and never pads: no padding there."""
+    if not PATHS[case.hotswap_path].pads_to_target_rank:
+        return None
+    steps = case.scenario.steps
+    return next(
+        (st.target_rank for st in steps if st.target_rank is not None and st.expect.raises is None), None
+    )
