@@ -51,6 +51,7 @@ class MathOracle:
     allow_pickle: bool = False
     _logits: dict[str, Any] = field(default_factory=dict)
     _tokens: dict[str, Any] = field(default_factory=dict)
+    _gen_logits: dict[str, Any] = field(default_factory=dict)  # generate's per-step logits [steps, B, V]
     _adapters: dict[str, AdapterWeights] = field(default_factory=dict)
     fresh_loads: int = 0
 
@@ -64,9 +65,11 @@ class MathOracle:
                 self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
                 if self.workload.kind == "generate":
                     out = model.generate(
-                        **self.inputs.as_kwargs(), **generate_kwargs(self.workload, model.config.pad_token_id)
+                        **self.inputs.as_kwargs(),
+                        **generate_kwargs(self.workload, model.config.pad_token_id, logits=True),
                     )
-                    self._tokens[key] = out[:, self.inputs.input_ids.shape[1] :].cpu()
+                    self._tokens[key] = out.sequences[:, self.inputs.input_ids.shape[1] :].cpu()
+                    self._gen_logits[key] = torch.stack([step.float().cpu() for step in out.logits])
             del model
         return self._logits[key]
 
@@ -77,6 +80,26 @@ class MathOracle:
     def check(self, state: AdapterState, library_logits) -> OracleAgreement:
         """The library reference's logits for `state` against this oracle's."""
         return compare_oracles(library_logits, self.logits(state), self.precision)
+
+    def check_generate(self, state: AdapterState, library_tokens, library_step_logits) -> OracleAgreement:
+        """generate: the library reference's greedy tokens and per-step logits against this oracle's. The
+        prefill logits alone miss a bug on the decode steps (single-token inputs) that both peft models share."""
+        self.logits(state)
+        step = compare_oracles(library_step_logits, self._gen_logits[state.key], self.precision)
+        mine = self._tokens[state.key]
+        lib = library_tokens.cpu()
+        differ = int((lib != mine).sum()) if lib.shape == mine.shape else int(mine.numel())
+        rule = f"generate: {step.rule}; greedy tokens equal"
+        if differ:
+            return OracleAgreement(
+                False,
+                step.max_abs_diff,
+                step.scale,
+                step.bound,
+                step.rtol,
+                rule + f" (they differ in {differ} of {mine.numel()})",
+            )
+        return OracleAgreement(step.agree, step.max_abs_diff, step.scale, step.bound, step.rtol, rule)
 
     def build(self, state: AdapterState):
         """A plain transformers model whose weights (or hooks) hold exactly `state`."""

@@ -83,6 +83,11 @@ class ReferenceOracle:
         self.logits(state)
         return self._tokens[state.key]
 
+    def generated_outputs(self, state: AdapterState):
+        """generate's greedy tokens and per-step logits [steps, B, V] for `state`."""
+        self.logits(state)
+        return self._tokens[state.key], self._gen_logits[state.key]
+
     def _generate(self, model):
         return model.generate(
             **self.inputs.as_kwargs(),

@@ -55,6 +55,8 @@ def gather_evidence(
                 contrast = oracle.contrast(previous, state, subject.backend)
             try:
                 agreement = math_oracle.check(state, oracle.logits(state))
+                if agreement.agree and subject.workload.kind == "generate":
+                    agreement = math_oracle.check_generate(state, *oracle.generated_outputs(state))
             except (MathOracleError, BenchInputError) as exc:
                 # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
                 # note; the library reference's check above still decides matches_reference.

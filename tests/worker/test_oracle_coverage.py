@@ -86,3 +86,62 @@ def test_control_a_lora_adapter_is_verified_by_both(cache_root, write_scenario):
     r = run_case(case, cache_root, require_oracles=True)
     assert r.verdict == "pass" and r.reason == ""
     assert all(s.unverified is None and s.oracle_agreement.agree for s in r.steps)
+
+
+GENERATE = """
+[scenario]
+name = "decode"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["none"]
+[workload]
+kind = "generate"
+batch_size = 2
+seq_len = 8
+new_tokens = 8
+[timing]
+warmup = 1
+min_rounds = 2
+min_time_s = 0
+[adapters.a]
+rank = 8
+alpha = 32
+seed = 1
+init_std = 0.1
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+[[steps]]
+op = "generate"
+"""
+
+
+def test_a_lora_skipped_on_decode_steps_fails_on_the_math_of_generate(
+    cache_root, write_scenario, monkeypatch
+):
+    """Planted in peft, so the subject and the library reference share it: LoRA does nothing on single-token
+    (decode) inputs. The prefill logits agree with the math; generate's per-step logits and tokens do not."""
+    from peft.tuners.lora.layer import Linear
+
+    original = Linear.forward
+
+    def planted(self, x, *args, **kwargs):
+        if x.dim() == 3 and x.shape[1] == 1:
+            return self.base_layer(x, *args, **kwargs)
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Linear, "forward", planted)
+    (case,) = expand(load_scenario(write_scenario(GENERATE)))
+    r = run_case(case, cache_root)
+    gen = r.steps[1]
+    outcomes = {o.expectation: o for o in gen.outcomes}
+    assert outcomes["matches_reference"].held  # shared by the subject and its reference
+    assert not outcomes["oracles_agree"].held and gen.oracle_agreement.rule.startswith("generate:")
+    assert r.verdict == "fail"
+
+
+def test_control_generate_agrees_with_the_math_without_the_plant(cache_root, write_scenario):
+    (case,) = expand(load_scenario(write_scenario(GENERATE)))
+    r = run_case(case, cache_root)
+    assert r.verdict == "pass", r.reason
+    assert r.steps[1].oracle_agreement.agree and r.steps[1].oracle_agreement.rule.startswith("generate:")
