@@ -24,6 +24,7 @@ from bench.results.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.results.records import CaseResult, WorkerInfo
 from bench.results.store import CASES_DIR, case_from_file
 from bench.runner.processes import (
+    REAP_WAIT_S,
     WORKER_METHODS,
     SpawnedWorker,
     WorkerGone,
@@ -203,7 +204,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
                 timed_out = True
                 _dump_stack(handle, log_file)
                 handle.kill_group()
-                exit_ = handle.wait(None)
+                # Bounded: a stopped preloaded worker never reports the exit (issue 32); it is killed then.
+                exit_ = handle.wait(REAP_WAIT_S) or handle.abandon()
         except BaseException:  # Ctrl-C, SIGTERM (also while the stack is dumped): no worker outlives it
             handle.kill_group()
             with contextlib.suppress(BaseException):  # a second signal here must not keep the first one
