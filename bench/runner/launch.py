@@ -184,6 +184,9 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
     started = time.perf_counter()
     with create_output(log_file) as log:  # O_NOFOLLOW: a planted link is refused, not written through
         if zygote is not None:
+            if zygote.import_output:  # where a spawned worker's imports print it: the case's log (issue 32)
+                log.write(zygote.import_output.encode("utf-8", "replace"))
+                log.flush()
             handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
         else:
             handle = SpawnedWorker(

@@ -163,6 +163,8 @@ class Zygote:
         self.pid = hello["pid"]
         self.preloaded = tuple(hello["preloaded"])
         self.cuda_initialized = hello["cuda_initialized"]
+        # What the imports printed (bench.runner.zygote.captured_output): written into each forked case's log.
+        self.import_output = str(hello.get("import_output") or "")
 
     def alive(self) -> bool:
         return self._proc.poll() is None
