@@ -11,6 +11,7 @@ from bench.bisect import criteria, versions
 from bench.bisect.probe import Target, run_probe
 from bench.bisect.search import GOOD, Answer, Probe, bisect
 from bench.bisect.table import bisect_markdown
+from bench.errors import BenchInputError
 from bench.results.store import load
 
 TABLE_FILE = "bisect.md"
@@ -40,6 +41,13 @@ def search(
     scenarios even where an identical run is stored (bench.bisect.probe.run_key).
     Long because: the bisection reads as one loop over the candidates with its stored-probe reuse and boundary
     checks; split, every piece would take the whole search state."""
+    # Resolved here, against the caller's folder: the probes run in the checkout (bench.bisect.probe.ROOT). A
+    # scenario that is not there is an input error before any probe, never a probe that reads as `bad`.
+    for s in scenarios:
+        if not Path(s).exists():
+            raise BenchInputError("no such scenario file or folder", source=str(s))
+    scenarios = [str(Path(s).absolute()) for s in scenarios]
+    out, cache_root = out.absolute(), cache_root.absolute()
     if candidates is None:
         if target.repo is not None:
             candidates = versions.commits(target.repo, good, bad)

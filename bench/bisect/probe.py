@@ -86,6 +86,10 @@ def run_probe(
     why it failed into the same result."""
     import time
 
+    # The run below starts in ROOT: a path relative to the caller's folder would name another file there (or
+    # none, and every probe would be `run failed`; issue 32).
+    out, cache_root = Path(out).absolute(), Path(cache_root).absolute()
+    scenarios = [str(Path(s).absolute()) for s in scenarios]
     label = target.label(version)
     folder = out / f"{target.package}-{label}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from bench.results.outfiles import create_output, ensure_folder, refuse_symlink
 from bench.results.records import CaseResult, WorkerInfo
 from bench.results.store import CASES_DIR, case_from_file
 from bench.runner.processes import (
+    REAP_WAIT_S,
     WORKER_METHODS,
     SpawnedWorker,
     WorkerGone,
@@ -183,6 +184,9 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
     started = time.perf_counter()
     with create_output(log_file) as log:  # O_NOFOLLOW: a planted link is refused, not written through
         if zygote is not None:
+            if zygote.import_output:  # where a spawned worker's imports print it: the case's log (issue 32)
+                log.write(zygote.import_output.encode("utf-8", "replace"))
+                log.flush()
             handle = zygote.fork(argv, log=log_file, env=env, memory_limit_bytes=opts.memory_limit_bytes)
         else:
             handle = SpawnedWorker(
@@ -203,7 +207,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
                 timed_out = True
                 _dump_stack(handle, log_file)
                 handle.kill_group()
-                exit_ = handle.wait(None)
+                # Bounded: a stopped preloaded worker never reports the exit (issue 32); it is killed then.
+                exit_ = handle.wait(REAP_WAIT_S) or handle.abandon()
         except BaseException:  # Ctrl-C, SIGTERM (also while the stack is dumped): no worker outlives it
             handle.kill_group()
             with contextlib.suppress(BaseException):  # a second signal here must not keep the first one

@@ -24,6 +24,9 @@ from pathlib import Path
 
 WORKER_METHODS = ("fork", "spawn")
 ZYGOTE_READY_TIMEOUT_S = 600.0  # importing torch and friends on a loaded 2-core machine
+# After SIGKILL to a case's worker, how long its exit may take to be reported. A killed process goes at once; a
+# preloaded worker that does not report it (stopped by SIGSTOP, hung) is killed in turn (ForkedWorker.abandon).
+REAP_WAIT_S = 10.0
 # Environment variables read when torch and the libraries are imported, so a zygote started under other values
 # cannot serve a case: changing one starts a new zygote.
 IMPORT_TIME_ENV_PREFIXES = (
@@ -121,6 +124,12 @@ class SpawnedWorker:
         """After kill_group, on the way out of an interruption: reap the worker, never for ever."""
         self.wait(timeout_s)
 
+    def abandon(self) -> Exit:
+        """After kill_group and REAP_WAIT_S with no exit (a process the kernel cannot kill at once): given
+        up on, as killed."""
+        self._killed = True
+        return Exit(-signal.SIGKILL, 0.0)
+
     def _close(self) -> None:
         if self._pidfd is not None:
             os.close(self._pidfd)
@@ -154,6 +163,8 @@ class Zygote:
         self.pid = hello["pid"]
         self.preloaded = tuple(hello["preloaded"])
         self.cuda_initialized = hello["cuda_initialized"]
+        # What the imports printed (bench.runner.zygote.captured_output): written into each forked case's log.
+        self.import_output = str(hello.get("import_output") or "")
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -192,6 +203,15 @@ class Zygote:
         if reply is None or "pid" not in reply:
             raise WorkerGone(f"the preloaded worker did not fork: {reply}")
         return ForkedWorker(self, reply["pid"])
+
+    def kill(self) -> None:
+        """SIGKILL to the zygote (a stopped one too): it serves no more cases, and a later one starts anew.
+        Its forked cases die with it (PR_SET_PDEATHSIG)."""
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.close()
 
     def close(self) -> None:
         try:
@@ -238,6 +258,13 @@ class ForkedWorker:
                     return
             except PermissionError:
                 return
+
+    def abandon(self) -> Exit:
+        """After kill_group and REAP_WAIT_S with no exit reported: the zygote is stopped (SIGSTOP) or hung, and
+        would keep the run waiting for ever (issue 32). It is killed; the case counts as killed."""
+        self._zygote.kill()
+        self._exit = Exit(-signal.SIGKILL, 0.0)
+        return self._exit
 
     def kill_group(self) -> None:
         if self._exit is not None:

@@ -38,7 +38,7 @@ from bench.runner.launch import (
     shared_zygotes_for,
 )
 from bench.runner.lock import folder_lock
-from bench.runner.processes import WorkerGone, fork_available
+from bench.runner.processes import REAP_WAIT_S, WorkerGone, fork_available
 from bench.scenario import load_scenarios
 from bench.spec.cases import Case, expand_all
 from bench.spec.codec import from_dict
@@ -226,7 +226,7 @@ def environment_via(zygote, out_dir: Path):
         exit_ = handle.wait(ENVIRONMENT_TIMEOUT_S)
         if exit_ is None:
             handle.kill_group()
-            handle.wait(None)
+            handle.wait(REAP_WAIT_S) or handle.abandon()  # a stopped zygote must not hold the run (issue 32)
             return None
         if exit_.returncode != 0 or not out.exists():
             return None

@@ -32,6 +32,7 @@ PRELOAD = ("torch", "transformers", "peft", "bitsandbytes")
 PRELOAD_BENCH = ("bench.worker.__main__", "bench.worker.execute")
 DEFAULT_ENTRY = "bench.worker.__main__:main"
 PR_SET_PDEATHSIG = 1
+IMPORT_OUTPUT_LIMIT = 64 * 1024
 
 
 def import_all(names: tuple[str, ...]) -> list[str]:
@@ -155,12 +156,14 @@ def serve() -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    loaded, initialised_at = preload()
+    with captured_output() as imports_said:  # into each case's log, not the run's terminal (issue 32)
+        loaded, initialised_at = preload()
     if cuda_initialized():  # every forked child would inherit a CUDA context it cannot use
         where = f", first by:\n{initialised_at}" if initialised_at else ""
         _send(resp_fd, {"error": f"torch.cuda was initialised while preloading{where}"})
         return 1
-    _send(resp_fd, {"ready": True, "pid": os.getpid(), "preloaded": loaded, "cuda_initialized": False})
+    ready = {"ready": True, "pid": os.getpid(), "preloaded": loaded, "cuda_initialized": False}
+    _send(resp_fd, {**ready, "import_output": imports_said[0]})
     for request in _lines(req_fd):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -174,6 +177,35 @@ def serve() -> int:
             {"exit": os.waitstatus_to_exitcode(status), "cpu_s": usage.ru_utime + usage.ru_stime},
         )
     return 0
+
+
+@contextlib.contextmanager
+def captured_output() -> Iterator[list[str]]:
+    """What is written to fds 1 and 2 inside (a library's import-time warning, such as bitsandbytes' "Failed
+    to load CPU gemm_4bit_forward from kernels-community"), kept instead: yielded as a one-item list filled on
+    the way out with its last IMPORT_OUTPUT_LIMIT bytes. A spawned worker prints it into the case's log; the
+    parent writes it there for a forked one (bench.runner.launch)."""
+    import tempfile
+
+    said = [""]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            size = tmp.seek(0, os.SEEK_END)
+            tmp.seek(max(0, size - IMPORT_OUTPUT_LIMIT))
+            said[0] = tmp.read().decode("utf-8", "replace")
 
 
 def _child(request: dict, private_fds: tuple[int, ...]) -> None:
@@ -237,6 +269,10 @@ def start_clean(env) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C is the run's to handle (it kills its workers); a SIGINT sent to this process ends it at once and
+    # quietly, with no KeyboardInterrupt traceback in the run's terminal (issue 32). Forked cases get
+    # Python's own handler back (start_clean).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = serve()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -5,6 +5,7 @@ environment per commit built by pip from the checkout, cached, and an import che
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import pytest
 from bench.bisect import envs, versions
 from bench.bisect.probe import Target
 from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
+from tests.conftest import REPO
 
 PYPROJECT = """\
 [build-system]
@@ -158,3 +160,56 @@ def test_a_probe_imports_a_module_the_cases_do_not_before_running(repo, tmp_path
     assert record.state == UNTESTABLE and record.stage == "import failed", record
     assert "SyntaxError" in record.reason and record.run_s == 0.0, record
     assert not (tmp_path / "out" / f"adapterlib-{shas[UNTESTABLE_AT][:12]}" / "run.log").exists()
+
+
+SMOKE = """\
+[scenario]
+name = "relative-smoke"
+model = "builtin:tiny-llama"
+[matrix]
+compile = ["none"]
+[timing]
+warmup = 0
+min_rounds = 1
+min_time_s = 0.0
+[adapters.a]
+rank = 4
+seed = 1
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+"""
+
+
+@pytest.mark.slow
+def test_cli_relative_scenario_and_out_from_outside_the_checkout(repo, tmp_path, cache_root, cli):
+    """Issue 32: `peft-bench bisect smoke.toml --out out ...` typed in a folder outside the checkout. The probes
+    run in the checkout, so each read another `smoke.toml` (none: `run failed`), another --out and another
+    --cache, and the answer blamed the good end. Paths are now the caller's: both commits run the scenario and hold.
+    Control: on the old code (given --constraints, whose relative default was refused) the first probe read
+    the relative --cache from the checkout ("import failed: No module named 'adapterlib'"), and the answer
+    was "the claimed good end ... does not hold", exit 1."""
+    path, shas = repo
+    (tmp_path / "smoke.toml").write_text(SMOKE)
+    args = ["bisect", "smoke.toml", "--package", "adapterlib", "--repo", path, "--good", shas[0]]
+    same = cli(*args, "--bad", shas[0], cwd=tmp_path)  # the default --constraints is the checkout's, found
+    assert same.returncode == 2 and "--good and --bad are the same" in same.stderr, same.stderr
+    args += [
+        "--bad",
+        shas[1],
+        "--out",
+        "out",
+        "--cache",
+        "envs",
+        "--constraints",
+        REPO / "constraints/ci.txt",
+    ]
+    proc = cli(*args, env={"PEFT_BENCH_CACHE": str(cache_root)}, cwd=tmp_path)
+    data = json.loads((tmp_path / "out" / "bisect.json").read_text())
+    probes = data["probes"].values()
+    assert [(p["stage"], p["state"]) for p in probes] == [("ran", "good")] * 2, proc.stdout + proc.stderr
+    assert data["answer"]["kind"] == "no_bad" and proc.returncode == 1, proc.stdout
+    assert (tmp_path / "envs").is_dir()  # the --cache the caller named, not one under the checkout
+    assert not (REPO / "out").exists() and not (REPO / "envs").exists()
+    missing = cli(*args[:1], "no-such.toml", *args[2:], cwd=tmp_path)  # an input error, before any probe
+    assert missing.returncode == 2 and "no such scenario file" in missing.stderr

@@ -8,6 +8,7 @@ per case; that a worker error does not stop the run is checked with real process
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -351,3 +352,26 @@ def test_a_case_that_raises_says_which_device_it_ran_on(tmp_path, write_scenario
     monkeypatch.undo()  # control: the same case where CUDA is not claimed runs, on the CPU
     result = run_spec(spec)
     assert result.verdict == "pass" and result.device == "cpu", result.reason
+
+
+@pytest.mark.parametrize("which", ["adapter", "model"])
+def test_a_symbolic_link_loop_is_an_input_error_not_a_hub_id(
+    which, sources, tmp_path, cache_root, monkeypatch
+):
+    """Issue 32: `loops/self`, a link to itself, does not exist to Path.exists, and reads as a Hub id
+    (OWNER/NAME): the adapter case was `fail` on `load_adapter: succeeds`, the model case talked of the Hub.
+    Now the case is `error`, its reason naming the path and the loop.
+    Control: on the old code the adapter case was `fail` and the model's reason spoke of reaching the Hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loops").mkdir()
+    os.symlink("self", tmp_path / "loops" / "self")  # relative to its own folder: the link itself
+    model, adapter = str(sources["llama"]), str(sources["lora"])
+    if which == "adapter":
+        adapter = "loops/self"
+    else:
+        model = "loops/self"
+    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, LOAD_A), cache_root)
+    assert result.verdict == "error", result.reason
+    assert "loops/self" in result.reason and "a symbolic link loop" in result.reason, result.reason
+    assert "Hub" not in result.reason and "huggingface" not in result.reason.lower(), result.reason
+    assert result.steps == ()

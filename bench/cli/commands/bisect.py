@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.bisect import criteria
 from bench.bisect.driver import search
-from bench.bisect.probe import Target
+from bench.bisect.probe import ROOT, Target
 from bench.cli.paths import check_out_folder
 from bench.engine.sources.cache import default_cache_root
 from bench.errors import BenchInputError
@@ -48,7 +48,11 @@ def register(sub) -> None:
     p.add_argument(
         "--out", type=Path, help="folder for the probes and the table (default reports/bisect/<name>)"
     )
-    p.add_argument("--constraints", type=Path, default=CONSTRAINTS, help="pins for the other packages")
+    p.add_argument(
+        "--constraints",
+        type=Path,
+        help=f"pins for the other packages (default {CONSTRAINTS} of this checkout)",
+    )
     p.add_argument("--all", action="store_true", help="probe every candidate (a survey), then answer")
     p.add_argument("--cache", type=Path, help="probe environments cache (default $PEFT_BENCH_CACHE/envs)")
     p.add_argument(
@@ -65,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not Path(path).exists():
             raise BenchInputError("no such scenario file or folder", source=str(path))
+    # Paths are the caller's: resolved here, as the probes run elsewhere (bench.bisect.probe.ROOT; issue 32).
+    args.paths = [Path(p).absolute() for p in args.paths]
+    args.constraints = (args.constraints or ROOT / CONSTRAINTS).absolute()
     if not args.constraints.is_file():
         raise BenchInputError("no such constraints file", source=str(args.constraints))
     if args.good.strip() == args.bad.strip():
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     repo = args.repo.resolve() if args.repo else None
     target = Target(args.package, args.module or args.package.replace("-", "_"), repo)
     name = f"{args.package}-{args.good[:12]}..{args.bad[:12]}".replace("/", "_")
-    out = args.out or Path("reports/bisect") / name
+    out = (args.out or Path("reports/bisect") / name).absolute()
     try:
         check_out_folder(out)  # a file there is an input error now, not a traceback after the first probe
     except BenchInputError as exc:
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         criterion,
         tuple(args.case),
         out,
-        args.cache or default_cache_root(),
+        (args.cache or default_cache_root()).absolute(),
         args.constraints.read_text(),
         command,
         probe_all=args.all,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.engine.sources.cache import cached_folder
-from bench.engine.sources.models import ResolvedModel
+from bench.engine.sources.models import ResolvedModel, local_path_exists
 from bench.spec.schema import AdapterSpec
 
 # The parameters an adapter adds to its base layers (LoRA, AdaLoRA, IA3).
@@ -81,7 +81,7 @@ def resolve_adapter(
 ) -> ResolvedAdapter:
     if spec.path is not None:
         path = Path(spec.path).expanduser()
-        if path.exists():
+        if local_path_exists(path, f"adapter {spec.key!r}"):
             if not path.is_dir():
                 raise FileNotFoundError(
                     f"adapter {spec.key!r}: {path} is not a folder (a saved PEFT adapter)"

@@ -6,14 +6,17 @@ cache, and then loaded with from_pretrained from that folder: exactly the path a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.engine.sources.cache import cached_folder
+from bench.errors import BenchInputError
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -154,7 +157,7 @@ def resolve_model(source: str, cache_root: Path) -> ResolvedModel:
         folder, built = cached_folder(cache_root, "models", name, spec, lambda tmp: _build(name, tmp))
         return ResolvedModel(source, str(folder), "builtin", folder.name, built)
     path = Path(source).expanduser()
-    if path.exists():
+    if local_path_exists(path, f"model {source!r}"):
         if not path.is_dir():
             raise FileNotFoundError(f"model {source!r}: {path} is not a folder (a saved transformers model)")
         if not (path / "config.json").is_file():
@@ -164,6 +167,25 @@ def resolve_model(source: str, cache_root: Path) -> ResolvedModel:
     if source.startswith((".", "/", "~")) or not _HUB_MODEL_RE.match(source):
         raise FileNotFoundError(f"model {source!r}: path does not exist")
     return ResolvedModel(source, source, "hub", f"hub:{source}")
+
+
+def local_path_exists(path: Path, what: str) -> bool:
+    """Whether `path` is there. A symbolic link loop (ELOOP) is not there either, but is no Hub id: it is the
+    user's broken link, an input error naming it (issue 32: it was sent to the Hub, or its load `fail`ed)."""
+    try:
+        os.stat(path)
+    except ValueError:  # a NUL in the name, as Path.exists
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BenchInputError(
+                f"path {path} is a symbolic link loop (following its links never reaches a file or folder)",
+                source=what,
+            ) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF):  # what Path.exists calls not there
+            return False
+        raise
+    return True
 
 
 def _folder_fingerprint(path: Path) -> str:
