@@ -17,6 +17,7 @@ from bench.ops import OPS
 from bench.spec.schema import Step
 from bench.spec.state import AdapterState
 from bench.worker.facts import Evidence, StepRun
+from bench.worker.prepare import Oracles
 
 
 def gather_evidence(
@@ -24,14 +25,14 @@ def gather_evidence(
     run: StepRun,
     state: AdapterState,
     previous: AdapterState | None,
-    oracles: tuple[ReferenceOracle, MathOracle],
+    oracles: Oracles,
     subject: Subject,
     adapter_bytes: dict[str, int],
     clock: Clock,
 ) -> Evidence:
     """What the step's output is checked against: the reference's verdict, each new adapter's effect, and the
     copy floor of the bytes it moved. This is where references are loaded and floors are timed."""
-    oracle, math_oracle = oracles
+    oracle, math_oracle = oracles.reference, oracles.math
     op = OPS[step.op]
     if op.checks_responses:
         return _serving_evidence(run, oracle, math_oracle, subject)
@@ -54,9 +55,11 @@ def gather_evidence(
             if previous is not None:
                 contrast = oracle.contrast(previous, state, subject.backend)
             try:
-                agreement = math_oracle.check(state, oracle.logits(state))
+                # The library's logic against the math in fp32 (oracles.logic_*), whatever the precision.
+                lib, maths = oracles.logic_reference, oracles.logic_math
+                agreement = maths.check(state, lib.logits(state))
                 if agreement.agree and subject.workload.kind == "generate":
-                    agreement = math_oracle.check_generate(state, *oracle.generated_outputs(state))
+                    agreement = maths.check_generate(state, *lib.generated_outputs(state))
             except (MathOracleError, BenchInputError) as exc:
                 # A state or adapter the math cannot express (trained weights, a non-LoRA adapter): said in a
                 # note; the library reference's check above still decides matches_reference.

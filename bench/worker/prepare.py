@@ -4,7 +4,7 @@ and both oracles built (bench.worker.execute then runs the steps on them)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.engine.footprint import adapter_file_bytes, model_footprint
@@ -20,12 +20,23 @@ from bench.spec.cases import Case
 from bench.worker.source_check import check_adapter_sources, check_adapters_fit, check_model_files
 
 
+@dataclass(frozen=True)
+class Oracles:
+    """The library reference and the math oracle in the case's precision, and the fp32 pair that checks the
+    library's logic (docs/verdicts.md, "Two oracles")."""
+
+    reference: ReferenceOracle
+    math: MathOracle
+    logic_reference: ReferenceOracle
+    logic_math: MathOracle
+
+
 @dataclass
 class Ready:
     """What the steps run on: the loaded model under test, both oracles and the adapters' files."""
 
     subject: Subject
-    oracles: tuple[ReferenceOracle, MathOracle]
+    oracles: Oracles
     adapters: dict
     locations: dict[str, str]
     adapter_bytes: dict[str, int]
@@ -110,8 +121,20 @@ def set_up(
     )
     clock = Clock.for_device(device)
     subject.clock = clock
+    oracles = Oracles(oracle, math_oracle, *_logic_oracles(oracle, math_oracle))
+    return Ready(subject, oracles, adapters, locations, adapter_bytes, footprint, clock)
 
-    return Ready(subject, (oracle, math_oracle), adapters, locations, adapter_bytes, footprint, clock)
+
+def _logic_oracles(oracle: ReferenceOracle, math_oracle: MathOracle) -> tuple[ReferenceOracle, MathOracle]:
+    """The pair that checks the library's logic: a library reference and the math, both in fp32 on unquantized
+    weights whatever the case's precision, so a scaling error the library shares with its own reference
+    cannot hide inside bf16 rounding (the same objects when the case is fp32 already)."""
+    if oracle.precision == "fp32" and oracle.quant is None:
+        return oracle, math_oracle
+    fp32 = {"precision": "fp32", "quant": None}
+    return replace(oracle, **fp32, _logits={}, _tokens={}, _gen_logits={}), replace(
+        math_oracle, **fp32, _logits={}, _tokens={}, _gen_logits={}, _adapters={}
+    )
 
 
 def padded_rank(case: Case) -> int | None:

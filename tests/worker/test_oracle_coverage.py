@@ -145,3 +145,55 @@ def test_control_generate_agrees_with_the_math_without_the_plant(cache_root, wri
     r = run_case(case, cache_root)
     assert r.verdict == "pass", r.reason
     assert r.steps[1].oracle_agreement.agree and r.steps[1].oracle_agreement.rule.startswith("generate:")
+
+
+BF16 = """
+[scenario]
+name = "bf16-logic"
+model = "builtin:tiny-llama"
+[matrix]
+precision = ["bf16"]
+compile = ["none"]
+[timing]
+warmup = 1
+min_rounds = 2
+min_time_s = 0
+[adapters.a]
+rank = 8
+alpha = 16
+seed = 1
+[[steps]]
+op = "load_adapter"
+adapter = "a"
+[[steps]]
+op = "forward"
+"""
+
+
+def test_a_ten_percent_scaling_error_fails_the_math_in_bf16(cache_root, write_scenario, monkeypatch):
+    """Planted in peft (shared by the subject and its reference): every LoRA scaling 10 % too large. In bf16
+    the whole-logit comparison in the case's precision let it pass (0.037 against a bound of 0.04); the logic
+    is now checked in fp32 on both sides."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    original = LoraLayer.update_layer
+
+    def planted(self, adapter_name, *args, **kwargs):
+        out = original(self, adapter_name, *args, **kwargs)
+        self.scaling[adapter_name] *= 1.1
+        return out
+
+    monkeypatch.setattr(LoraLayer, "update_layer", planted)
+    (case,) = expand(load_scenario(write_scenario(BF16)))
+    r = run_case(case, cache_root)
+    step = r.steps[0]
+    assert {o.expectation: o.held for o in step.outcomes}["matches_reference"]  # shared
+    assert not step.oracle_agreement.agree and "(fp32)" in step.oracle_agreement.rule
+    assert r.verdict == "fail"
+
+
+def test_control_bf16_agrees_with_the_math_in_fp32(cache_root, write_scenario):
+    (case,) = expand(load_scenario(write_scenario(BF16)))
+    r = run_case(case, cache_root)
+    assert r.verdict == "pass", r.reason
+    assert all(s.oracle_agreement.agree and "(fp32)" in s.oracle_agreement.rule for s in r.steps)
