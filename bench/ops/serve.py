@@ -41,7 +41,13 @@ class Serve(Op):
     fields = SERVE_FIELDS
     checks_responses = True
     own_expectations = frozenset(
-        {"wrong_responses", "recompiles_after_warmup", "oracles_agree", "compile_effective"}
+        {
+            "wrong_responses",
+            "recompiles_after_warmup",
+            "oracles_agree",
+            "compile_effective",
+            "distinguishable",
+        }
     )
 
     def parse(self, t, ctx):

@@ -73,7 +73,14 @@ class ServingRecord:
     figures: ServingFigures | None  # None when no request was served (the strategy failed in setup)
     requests: tuple[RequestRecord, ...]
     check_rule: str  # how responses were compared (tolerance, tokens)
-    # The library reference against the math oracle, per served adapter (first prompt).
+    # The library reference against the math oracle, per served adapter, on the prompts `oracle_prompts`.
     oracle_agreement: dict[str, OracleAgreement] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # figures not measurable here, with the reason
     notes: tuple[str, ...] = ()
+    # Indices into the prompt pool the math oracle (and the contrast) checked every adapter on; () in older
+    # files, whose oracle checked prompt 0 only.
+    oracle_prompts: tuple[int, ...] = ()
+    # "a / b" -> how far apart the fresh references of two served adapters are, in units of the response
+    # check's bound, the smallest over `oracle_prompts` (bench.engine.serving.check.adapter_margins); {} in
+    # older files and with one adapter served.
+    adapter_margins: dict[str, float] = field(default_factory=dict)

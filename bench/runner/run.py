@@ -123,7 +123,7 @@ def run_cases(
                 environment=env,
                 scenario_set=scenario_set,
                 # Expectations between cases (a strategy faster than another) need all of them: decided here.
-                cases=relative_outcomes(tuple(done.get(c.id) or missing(c) for c in cases)),
+                cases=relative_outcomes(tuple(done.get(c.id) or missing(c) for c in cases), opts.jobs),
                 command=opts.command,
                 shard=opts.shard,
                 scheduler=dict(opts.scheduler),

@@ -39,6 +39,8 @@ def check_order(s: Scenario) -> None:
             raise walk.fail(
                 step, f"expect.distinguishable: a {step.op} step does not change the adapter state"
             )
+        if step.expect.distinguishable is False and OPS[step.op].checks_responses:
+            raise walk.fail(step, "expect.distinguishable = false: served adapters must always be told apart")
         counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
         calls_model = OPS[step.op].checks_output or OPS[step.op].checks_responses
         if counts and not calls_model and step.expect.raises is None:

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     command = ("peft-bench", NAME, str(out), *map(str, args.results))
     merged = merge(sources, command=command)
     # faster_than compares sibling cases, which may have run in different shards: decide it again on the whole.
-    merged = replace(merged, cases=relative_outcomes(merged.cases))
+    jobs = max(s.results.jobs for s in sources)
+    merged = replace(merged, cases=relative_outcomes(merged.cases, jobs))
     # Under the folder's lock, as a run writes there: a run still going in OUT would write over the merge.
     with folder_lock(out):
         if args.overwrite:

@@ -2,8 +2,11 @@
 
 The library reference is one freshly loaded model holding every served adapter (`load_adapter` each, then
 `set_adapter` per response): eager, never compiled, never swapped. The math oracle (no peft code, W + s*B@A
-from the adapter files) checks that reference once per adapter on the first prompt, so a bug inside
-`load_adapter`/`set_adapter` that moves both the subject and the library reference alike is still caught.
+from the adapter files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts
+(one batched call each), so a bug inside `load_adapter`/`set_adapter` that moves both the subject and the
+library reference alike is still caught. The references of every two served adapters must differ by more than
+DISTINGUISH_FACTOR x the step's tolerance on each of those prompts, or the per-response check could not tell a
+server that never switched from a right one.
 """
 
 from __future__ import annotations
@@ -109,18 +112,63 @@ def check_run(run: ServingRun, reference: ServingReference, tol_for) -> dict[int
     return out
 
 
+# How many distinct prompts the math oracle and the distinguishability check use per adapter: a bounded cost
+# (one batched call per adapter for the math, one reference call per adapter and prompt for the contrast).
+ORACLE_PROMPTS = 3
+
+
+def sampled_prompts(run: ServingRun, k: int = ORACLE_PROMPTS) -> tuple[int, ...]:
+    """The first k distinct prompts the served requests used, in the order they were first served."""
+    out: list[int] = []
+    for s in run.served:
+        if s.request.prompt not in out:
+            out.append(s.request.prompt)
+            if len(out) == k:
+                break
+    return tuple(out)
+
+
 def agree_with_math(
-    run: ServingRun, reference: ServingReference, math_oracle_for
+    run: ServingRun, reference: ServingReference, math_oracle_for, prompts: tuple[int, ...]
 ) -> dict[str, OracleAgreement]:
-    """The math oracle against the library reference, once per served adapter, on the first prompt.
-    `math_oracle_for(input_ids)` builds a MathOracle whose inputs are that prompt."""
-    input_ids = run.prompts[0:1]
+    """The math oracle against the library reference, once per served adapter, on `prompts` together (one
+    batch). `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts."""
+    input_ids = run.prompts[list(prompts)]
     math = math_oracle_for(input_ids)
-    served = sorted({r.adapter for r in run.stream})
+    served = sorted({s.request.adapter for s in run.served})
     out = {}
     if reference._model is None:
         reference._model = reference._load()
     for key in served:
         state = AdapterState(slots=(Slot(key, key, False),), active=(key,))
         out[key] = math.check(state, reference.forward_logits(key, input_ids))
+    return out
+
+
+def margin(a, b, tol_for) -> float:
+    """How far apart two references are in units of the response check's own bound, the smaller of the two
+    directions (a response of `a` checked against `b`, and of `b` against `a`); 0 when either is not finite."""
+    import torch
+
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return 0.0
+    diff = (a - b).abs()
+    out = []
+    for ref in (a, b):
+        tol = tol_for(ref)
+        out.append(float((diff / (tol.atol + tol.rtol * ref.abs())).max()))
+    return min(out)
+
+
+def adapter_margins(
+    run: ServingRun, reference: ServingReference, tol_for, prompts: tuple[int, ...]
+) -> dict[str, float]:
+    """ "a / b" -> the margin between the fresh references of every two served adapters: the smallest over
+    `prompts` (on each prompt a response of one must fail the other's check). Generate: the per-token logits."""
+    served = sorted({s.request.adapter for s in run.served})
+    refs = {k: [reference.response(k, p, run.prompts).logits for p in prompts] for k in served}
+    out = {}
+    for i, a in enumerate(served):
+        for b in served[i + 1 :]:
+            out[f"{a} / {b}"] = min(margin(x, y, tol_for) for x, y in zip(refs[a], refs[b], strict=True))
     return out

@@ -6,7 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 from bench.engine.model import Inputs
-from bench.engine.serving.check import ServingReference, agree_with_math, check_rule, check_run
+from bench.engine.serving.check import (
+    ServingReference,
+    adapter_margins,
+    agree_with_math,
+    check_rule,
+    check_run,
+    sampled_prompts,
+)
 from bench.engine.serving.figures import figures, request_records
 from bench.engine.serving.serve import ServingError, ServingRun, phase
 from bench.results.serving_records import ServingRecord
@@ -56,7 +63,9 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
             inputs = Inputs(input_ids, torch.ones_like(input_ids))
             return dataclasses.replace(math_oracle, inputs=inputs, _logits={}, _tokens={}, _adapters={})
 
-        agreement = agree_with_math(run, reference, math_for) if run.served else {}
+        prompts = sampled_prompts(run)
+        agreement = agree_with_math(run, reference, math_for, prompts) if run.served else {}
+        margins = adapter_margins(run, reference, tol_for, prompts) if run.served else {}
     finally:
         reference.close()
     requests = request_records(run, checks)
@@ -76,6 +85,8 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
         requests=requests,
         check_rule=rule,
         oracle_agreement=agreement,
+        oracle_prompts=prompts,
+        adapter_margins=margins,
         unavailable=unavailable,
         notes=tuple(notes),
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from bench.results.records import Outcome
 from bench.results.serving_records import ServingRecord
 from bench.results.verdict import find_known, outcome
+from bench.spec.precision import DISTINGUISH_FACTOR
 from bench.spec.schema import CountBound, Step
 
 
 def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, compiled: bool) -> list[Outcome]:
-    """wrong_responses (implicit == 0), recompiles_after_warmup (when expected), oracles_agree per adapter."""
+    """wrong_responses (implicit == 0), distinguishable (every two served adapters), recompiles_after_warmup
+    (when expected), oracles_agree per adapter."""
     kf = step.known_failures
     e = step.expect
     out = []
@@ -35,6 +37,8 @@ def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, comp
                 measured=len(wrong),
             )
         )
+        if sv.adapter_margins:
+            out.append(_distinguishable(params, step, sv))
         if e.recompiles_after_warmup is not None and compiled:
             n = sv.figures.recompiles_after_warmup
             out.append(
@@ -52,10 +56,11 @@ def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, comp
     if sv.oracle_agreement:
         bad = {k: a for k, a in sv.oracle_agreement.items() if not a.agree}
         worst = max((a.max_abs_diff or 0.0) for a in sv.oracle_agreement.values())
+        on = ", ".join(map(str, sv.oracle_prompts)) or "0"
         out.append(
             outcome(
                 "oracles_agree",
-                "every adapter",
+                f"every adapter, on prompt(s) {on}",
                 f"{len(sv.oracle_agreement) - len(bad)} of {len(sv.oracle_agreement)} agree",
                 not bad,
                 "the library's reference disagrees with the math for "
@@ -65,3 +70,23 @@ def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, comp
             )
         )
     return out
+
+
+def _distinguishable(params: dict[str, str], step: Step, sv: ServingRecord) -> Outcome:
+    """Every two served adapters' fresh references differ by more than DISTINGUISH_FACTOR x the response
+    check's bound on each checked prompt: otherwise a server that never switched would pass wrong_responses."""
+    worst_pair, worst = min(sv.adapter_margins.items(), key=lambda kv: kv[1])
+    close = {k: m for k, m in sv.adapter_margins.items() if not m > DISTINGUISH_FACTOR}
+    on = ", ".join(map(str, sv.oracle_prompts))
+    return outcome(
+        "distinguishable",
+        f"every two adapters > {DISTINGUISH_FACTOR:g}x the check's bound",
+        f"smallest margin {worst:.3g} ({worst_pair})",
+        not close,
+        "cannot tell adapters apart: "
+        + ", ".join(f"{k} (margin {m:.3g})" for k, m in sorted(close.items()))
+        + f" on prompt(s) {on}: their fresh references differ by no more than {DISTINGUISH_FACTOR:g}x the "
+        "response check's bound, so a server answering one with the other passes wrong_responses",
+        find_known(step.known_failures, "distinguishable", params),
+        measured=worst,
+    )
