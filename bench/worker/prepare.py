@@ -80,31 +80,25 @@ def set_up(
     adapter_bytes = {k: n for k, n in measured.items() if n is not None}
     footprint = model_footprint(model, adapter_bytes)
 
-    oracle = ReferenceOracle(
+    # What both oracles load: the same base, inputs, adapter files and opt-ins as the model under test.
+    same = dict(
         model_location=model_src.location,
         precision=case.precision,
         device=device,
         inputs=inputs,
         workload=s.workload,
         adapter_locations=locations,
-        adapter_configs={k: peft_config(a) for k, a in adapters.items() if a.generated},
         quant=s.quantization,
         trust_remote_code=trust,
         allow_pickle=pickle_ok,
+    )
+    oracle = ReferenceOracle(
+        **same,
+        adapter_configs={k: peft_config(a) for k, a in adapters.items() if a.generated},
         pad_rank=padded_rank(case),
     )
     # The second, independent oracle: the same states computed from the adapter files, without peft.
-    math_oracle = MathOracle(
-        model_location=model_src.location,
-        precision=case.precision,
-        device=device,
-        inputs=inputs,
-        workload=s.workload,
-        adapter_locations=locations,
-        quant=s.quantization,
-        trust_remote_code=trust,
-        allow_pickle=pickle_ok,
-    )
+    math_oracle = MathOracle(**same)
     subject = Subject(
         model=model,
         device=device,
