@@ -9,4 +9,7 @@ RESULTS_SCHEMA_VERSION = 1
 # published file judged under older rules is flagged (gate refuses it, compare and compat say so).
 #   1: files without the field (before known-failure fingerprints).
 #   2: known failures carry fingerprints; no non-finite reference matches; every hotswap checks swap_in_place.
-VERDICT_RULES_VERSION = 2
+#   3: the math oracle checks the library's logic in fp32 and generate's steps; the peft path's reference is
+#      padded like the subject; serve steps check that adapters can be told apart, the math on several prompts,
+#      and decide faster_than from a confidence interval.
+VERDICT_RULES_VERSION = 3
