@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.runner.zygote import MESSAGE_MARK
+
 WORKER_METHODS = ("fork", "spawn")
 ZYGOTE_READY_TIMEOUT_S = 600.0  # importing torch and friends on a loaded 2-core machine
 # After SIGKILL to a case's worker, how long its exit may take to be reported. A killed process goes at once; a
@@ -136,6 +138,9 @@ class SpawnedWorker:
             self._pidfd = None
 
 
+_MARK = MESSAGE_MARK.encode()
+
+
 class Zygote:
     """The parent's side of one preloaded worker process (bench.runner.zygote)."""
 
@@ -150,6 +155,7 @@ class Zygote:
             preexec_fn=preexec_fn,
         )
         self._buf = b""
+        self.startup_output = ""
         self.busy = False
         if wait_ready:
             self.wait_ready()
@@ -164,7 +170,7 @@ class Zygote:
         self.preloaded = tuple(hello["preloaded"])
         self.cuda_initialized = hello["cuda_initialized"]
         # What the imports printed (bench.runner.zygote.captured_output): written into each forked case's log.
-        self.import_output = str(hello.get("import_output") or "")
+        self.import_output = self.startup_output + str(hello.get("import_output") or "")
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -184,7 +190,11 @@ class Zygote:
             elif left is not None and left <= 0:
                 return None
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        if not line.startswith(_MARK):
+            # Printed by start-up code (a sitecustomize.py), not a message: kept for the cases' logs.
+            self.startup_output += line.decode(errors="replace") + "\n"
+            return self._read(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return json.loads(line[len(_MARK) :])
 
     def fork(self, argv: list[str], *, log: Path, env: dict, memory_limit_bytes: int | None, entry=None):
         if self.busy:

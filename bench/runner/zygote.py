@@ -130,8 +130,13 @@ def cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
+# Every message to the parent starts with this mark: code that runs at interpreter start-up (a
+# sitecustomize.py) may print to the same pipe before serve() takes it over, and the parent skips such lines.
+MESSAGE_MARK = "\x1epeft-bench-zygote "
+
+
 def _send(fd: int, message: dict) -> None:
-    data = (json.dumps(message) + "\n").encode()
+    data = (MESSAGE_MARK + json.dumps(message) + "\n").encode()
     while data:
         data = data[os.write(fd, data) :]
 

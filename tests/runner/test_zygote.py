@@ -302,3 +302,21 @@ def test_a_forked_run_never_imports_torch_in_the_parent(tmp_path, cache_root, me
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"TORCH {method == 'spawn'}" in proc.stdout
     assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["libraries"]["torch"]
+
+
+def test_startup_code_that_prints_to_stdout_does_not_break_the_protocol(tmp_path):
+    """A sitecustomize.py (any code Python runs at start-up) that prints to stdout: the preloaded worker's
+    messages share that pipe, so the parent read the print as a message (JSONDecodeError, a run with no
+    results.json). Its messages now carry a mark; other lines are kept as what start-up printed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('print("hello from sitecustomize")\nprint("{not json")\n')
+    env = _env(tmp_path, "site")
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
+    z = Zygote(env)
+    try:
+        assert z.pid > 0 and "hello from sitecustomize" in z.import_output
+        state = _forked(z, tmp_path, "after-site")
+        assert state["cuda_initialized"] is False  # it serves cases as usual
+    finally:
+        z.close()
