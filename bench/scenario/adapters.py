@@ -42,9 +42,7 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             continue
         rank = a.int_in("rank", 8, 1, MAX_RANK)
         alpha = a.get("alpha", float, float(2 * rank))
-        targets = a.str_list("targets", ("q_proj", "v_proj"))
-        if not targets:
-            raise a.error("targets", "needs at least one target module")
+        targets = _targets(a, ("q_proj", "v_proj"))
         rank_pattern = _pattern(a, "rank_pattern", int)
         alpha_pattern = _pattern(a, "alpha_pattern", float)
         for k, r in rank_pattern:
@@ -81,9 +79,7 @@ def _ia3(a: Table, key: str) -> AdapterSpec:
     for lora_only in ("rank", "alpha", "rank_pattern", "alpha_pattern", "lora_dropout", "modules_to_save"):
         if lora_only in a.data:
             raise a.error(lora_only, "not an IA3 field (IA3 learns one rescaling vector per target: no rank)")
-    targets = a.str_list("targets", ("k_proj", "v_proj", "down_proj"))
-    if not targets:
-        raise a.error("targets", "needs at least one target module")
+    targets = _targets(a, ("k_proj", "v_proj", "down_proj"))
     feedforward = a.str_list("feedforward", ("down_proj",) if "down_proj" in targets else ())
     stray = [f for f in feedforward if f not in targets]
     if stray:
@@ -94,10 +90,8 @@ def _ia3(a: Table, key: str) -> AdapterSpec:
         targets=targets,
         feedforward=feedforward,
         seed=a.int_in("seed", 0, 0, 2**31 - 1),
-        init_std=a.get("init_std", float, 0.05),
+        init_std=_init_std(a),
     )
-    if not 0 < spec.init_std <= 10:
-        raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
     a.finish()
     return spec
 
@@ -120,13 +114,9 @@ def _family(a: Table, key: str) -> list[AdapterSpec]:
     for i, r in enumerate(ranks):
         if not isinstance(r, int) or not 1 <= r <= MAX_RANK:
             raise a.error(f"ranks[{i}]", f"must be an integer between 1 and {MAX_RANK}, got {short(r)}")
-    targets = a.str_list("targets", ("q_proj", "v_proj"))
-    if not targets:
-        raise a.error("targets", "needs at least one target module")
+    targets = _targets(a, ("q_proj", "v_proj"))
     seed = a.int_in("seed", 0, 0, 2**31 - 1 - MAX_FAMILY)
-    init_std = a.get("init_std", float, 0.05)
-    if not 0 < init_std <= 10:
-        raise a.error("init_std", f"must be in (0, 10], got {init_std}")
+    init_std = _init_std(a)
     a.finish()
     members = []
     for i in range(count):
@@ -138,6 +128,21 @@ def _family(a: Table, key: str) -> list[AdapterSpec]:
             )
         )
     return members
+
+
+def _targets(a: Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    targets = a.str_list("targets", default)
+    if not targets:
+        raise a.error("targets", "needs at least one target module")
+    return targets
+
+
+def _init_std(a: Table) -> float:
+    """The spread of the seeded draws (LoRA's A and B, IA3's vectors around 1)."""
+    init_std = a.get("init_std", float, 0.05)
+    if not 0 < init_std <= 10:
+        raise a.error("init_std", f"must be in (0, 10], got {init_std}")
+    return init_std
 
 
 def _pattern(t: Table, key: str, kind: type) -> tuple[tuple[str, Any], ...]:

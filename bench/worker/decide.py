@@ -100,7 +100,7 @@ def _call_outcomes(params, step: Step, run: StepRun, err_text: str | None) -> li
     kf, e = step.known_failures, step.expect
     out: list[Outcome] = []
     if e.raises is not None:
-        names = [c.__name__ for c in type(run.op_error).__mro__] if run.op_error else []
+        names = _mro_names(run.op_error)
         held = e.raises in names
         actual = err_text or "no exception"
         out.append(
@@ -111,7 +111,7 @@ def _call_outcomes(params, step: Step, run: StepRun, err_text: str | None) -> li
                 held,
                 f"expected {e.raises}, got {actual}",
                 find_known(kf, "raises", params),
-                error_types=tuple(names),
+                error_types=names,
             )
         )
     else:

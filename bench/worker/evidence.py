@@ -41,8 +41,9 @@ def gather_evidence(
     reference_error = unverified = None
     try:
         if run.first_output is not None and not state.verifiable:
-            unverified = "both oracles: trained weights exist only in this model (save_adapter, then check)"
-            notes.append(f"output not checked: {unverified.split(': ', 1)[1]}")
+            why = "trained weights exist only in this model (save_adapter, then check)"
+            unverified = f"both oracles: {why}"
+            notes.append(f"output not checked: {why}")
         elif run.first_output is not None:
             # Tokens where the reference generates (a generate workload) and the call did (not a forward).
             if subject.workload.kind == "generate" and op.call != "forward":
