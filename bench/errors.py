@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class BenchInputError(Exception):
     """Bad input from the user (a scenario file, a results file, a command-line value).
@@ -25,3 +27,17 @@ class ScenarioError(BenchInputError):
 def error_text(exc: BaseException) -> str:
     """An exception as one bounded line: its class and message, whitespace collapsed."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}"
+
+
+# Errors that say the output folder takes no more bytes: a full disk, a user's quota, the file-size limit.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+EXIT_OUTPUT_FULL = 74  # EX_IOERR of sysexits.h: not bad input (2), not a failed case (1)
+
+
+class OutputFull(Exception):
+    """The results could not be written because the output folder takes no more bytes. The CLI prints the
+    message (one line: what, where, what was kept, how to finish) and exits EXIT_OUTPUT_FULL."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS

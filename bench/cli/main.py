@@ -12,7 +12,7 @@ import sys
 from bench.cli.commands import run as run_command
 from bench.cli.paths import path_arg
 from bench.cli.selection import DEFAULT_SCENARIOS, select_cases
-from bench.errors import BenchInputError
+from bench.errors import EXIT_OUTPUT_FULL, BenchInputError, OutputFull, is_disk_full
 from bench.runner.launch import COMPILE_CACHES
 from bench.spec.cases import DEFAULT_MAX_CASES
 
@@ -185,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     except BenchInputError as exc:
         print(f"peft-bench: error: {exc}", file=sys.stderr)
         return 2
+    except OutputFull as exc:
+        print(f"peft-bench: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_FULL
+    except OSError as exc:  # a full disk anywhere else (report, merge, the lock): one line, no traceback
+        if not is_disk_full(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"peft-bench: error: {where}cannot write: {exc.strerror}", file=sys.stderr)
+        return EXIT_OUTPUT_FULL
     except KeyboardInterrupt:  # before or after the run itself (run_cases handles it while cases run)
         print("peft-bench: interrupted", file=sys.stderr)
         return 130

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.errors import is_disk_full
 from bench.results.finite import encode
 from bench.results.outfiles import refuse_symlink
 
@@ -27,12 +29,36 @@ def write_text(path: Path, text: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(exc) and not exc.filename:  # a write() error names no file: name the one it was for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
 def write_json(path: Path, data: Any) -> None:
     """Strict JSON: NaN and infinity become null with a note (bench.results.finite)."""
     write_text(path, encode(data))
+
+
+def write_json_in(dir_fd: int, name: str, data: Any) -> None:
+    """write_json into the folder `dir_fd` was opened on, whatever its path names now.
+
+    A worker opens its run's cases folder when it starts and writes its result through that handle: if the
+    folder was removed meanwhile (rm -rf OUT) and a new run made one at the same path, the write fails (a
+    removed folder takes no new file) instead of landing among the new run's files (issue 32)."""
+    text = encode(data)
+    tmp = f".{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, OutputFull, is_disk_full
 from bench.judge.relative import relative_outcomes
 from bench.results.environment import collect, library_versions
 from bench.results.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results.shards import VERDICT_LIBRARIES
-from bench.results.store import load, remove_run_outputs, save
+from bench.results.store import CASES_DIR, case_from_file, load, remove_run_outputs, save
 from bench.results.summary import write_summary
 from bench.runner.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.runner.jobs import LiveWorkers, core_groups, threads_per_job, usable_cpus
@@ -153,11 +153,13 @@ def run_cases(
             done[case.id] = result
             in_flight.remove(case.id)
             lock.check()
-            save(opts.out_dir, snapshot(False))
+            # Marked interrupted until the final write: the file a run leaves when it dies (killed, a full
+            # disk) says that it did not finish; "pending" says which cases were still to come.
+            write_run(opts.out_dir, replace(snapshot(False), interrupted=True))
             if progress:
                 progress("done", i, total, case, result, time.perf_counter() - run_started)
 
-        interrupted = False
+        interrupted, full = False, None
         # Deferred outside, raising inside: from the first signal to the end of the final write there is
         # no moment where a second one gets the default action.
         with interrupts_deferred():
@@ -171,11 +173,34 @@ def run_cases(
                             finish(i, case, guarded_run(case, slots[0], on_phase))
             except (KeyboardInterrupt, Interrupted):
                 interrupted = True
+            except OutputFull as exc:  # no case more: each would only add figures that cannot be kept
+                interrupted, full = True, exc
             results = snapshot(interrupted)
             lock.check()
-            save(opts.out_dir, results)
-            write_summary(opts.out_dir, results)
+            try:
+                write_run(opts.out_dir, results, summary=True)
+            except OutputFull as exc:  # the last complete write stays: valid, marked interrupted
+                full = full or exc
+    if full is not None:
+        raise full
     return results
+
+
+def write_run(out_dir: Path, results: Results, *, summary: bool = False) -> None:
+    """save (and write_summary): a full disk, quota or file-size limit becomes OutputFull, saying what is kept
+    and how to finish; any other error is raised as it is."""
+    try:
+        save(out_dir, results)
+        if summary:
+            write_summary(out_dir, results)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise OutputFull(
+            f"{out_dir}: cannot write the results ({exc.strerror}); the run stopped. The finished cases are "
+            f"kept: in results.json as of its last complete write, the rest in cases/. Free some space, then "
+            f"run: peft-bench run --resume {out_dir}"
+        ) from None
 
 
 def guarded_run(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResult:
@@ -274,6 +299,24 @@ def run_parallel(todo: list[Case], slots: list[RunOptions], begin, finish) -> No
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def finished_in_case_files(
+    out_dir: Path, cases: tuple[Case, ...], previous: dict[str, CaseResult]
+) -> dict[str, CaseResult]:
+    """`previous`, where a case it has as not_run finished after all: its worker wrote its result into cases/
+    but the run could not add it to results.json (a full disk, or the parent killed between the two)."""
+    kept = dict(previous)
+    for case in cases:
+        if kept[case.id].verdict != "not_run":
+            continue
+        try:
+            result = case_from_file(Path(out_dir) / CASES_DIR / f"{case.file_stem}.json")
+        except (OSError, ValueError, TypeError, KeyError):  # none, or not a finished result: run it again
+            continue
+        if result.case_id == case.id and result.verdict != "not_run":
+            kept[case.id] = replace(result, case=case.to_dict())
+    return kept
+
+
 @dataclass(frozen=True)
 class Resume:
     """What `--resume DIR` runs: the cases of the run in DIR, in its order, with the results it has."""
@@ -323,9 +366,10 @@ def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
         )
     kept_note = "; ".join(diffs)
     if all(c.case for c in results.cases):  # self-contained results: the cases are in the file
+        cases = tuple(Case.from_dict(c.case) for c in results.cases)
         return Resume(
-            cases=tuple(Case.from_dict(c.case) for c in results.cases),
-            previous={c.case_id: c for c in results.cases},
+            cases=cases,
+            previous=finished_in_case_files(out_dir, cases, {c.case_id: c for c in results.cases}),
             shard=results.shard,
             scenario_set=results.scenario_set,
             version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},

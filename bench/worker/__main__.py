@@ -21,7 +21,8 @@ import traceback
 from pathlib import Path
 
 from bench.engine.oom import is_out_of_memory, memory_limit_note
-from bench.results.atomic import write_json
+from bench.engine.sources.cache import changed_since
+from bench.results.atomic import write_json_in
 from bench.results.exits import PHASE_FINISHING, PHASE_MARKER, PHASE_STARTED
 from bench.results.records import CaseResult, WorkerInfo
 from bench.spec.cases import Case
@@ -35,6 +36,8 @@ def main(argv: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     case_file, out_file = Path(argv[0]), Path(argv[1])
     spec = json.loads(case_file.read_text())
+    # Held from the start: the result goes into this folder even if OUT is removed and made again meanwhile.
+    out_dir_fd = os.open(out_file.parent, os.O_RDONLY | os.O_DIRECTORY)
     if spec.get("device") == "cpu":  # --device cpu: pick_device() (bench.worker.execute) then sees no GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
@@ -49,7 +52,10 @@ def main(argv: list[str]) -> int:
         process_start = psutil.Process().create_time()
     except Exception:
         process_start = None
+    began_epoch_s = time.time()
     result = run_spec(spec, process_start=process_start, faults=faults)
+    if result.verdict in ("fail", "error"):
+        result = with_changed_cache(result, Path(spec["cache_root"]), began_epoch_s)
     print(f"{PHASE_MARKER} {PHASE_FINISHING}", flush=True)
     import torch
 
@@ -59,8 +65,21 @@ def main(argv: list[str]) -> int:
         result.worker, finished_at_epoch_s=time.time(), cpus=cpus, torch_threads=torch.get_num_threads()
     )
     result = replace(result, worker=worker)
-    write_json(out_file, to_dict(result))
+    write_json_in(out_dir_fd, out_file.name, to_dict(result))
     return 0
+
+
+def with_changed_cache(result: CaseResult, cache_root: Path, since_epoch_s: float) -> CaseResult:
+    """A failed case's reason, plus the cache entries that changed under it (truncated, rewritten) while it
+    ran: the library's own error about such a file names no file (issue 32)."""
+    from dataclasses import replace
+
+    changed = changed_since(cache_root, since_epoch_s)
+    if not changed:
+        return result
+    more = f" (and {len(changed) - 1} more entries)" if len(changed) > 1 else ""
+    note = f"the cache changed while the case ran: {cache_root}/{changed[0]}{more}; the next run rebuilds it"
+    return replace(result, reason=f"{result.reason}; {note}" if result.reason else note)
 
 
 def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = ()):

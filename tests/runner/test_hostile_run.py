@@ -289,6 +289,46 @@ def test_rm_rf_out_mid_run_stops_the_first_run_and_refuses_a_second(tmp_path, ca
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.slow
+def test_a_worker_of_a_removed_run_never_writes_into_the_new_folder(tmp_path, cache_root, monkeypatch):
+    """The first run's worker pauses at its start; OUT is removed and made again (as a second run would);
+    the worker then finishes: its result must not appear in the new folder, and the first run stops.
+    Control: with write_json(out_file, ...) (the path, not the folder handle) the old worker's result landed
+    in the new cases/ folder (seen failing before write_json_in)."""
+    import shutil
+    import threading
+
+    from bench.runner.launch import RunOptions
+    from bench.runner.lock import OutputFolderLost
+    from bench.runner.run import run_cases
+
+    monkeypatch.setenv(inject.ENV_VAR, "links:slow@start")
+    out = tmp_path / "out"
+    log = out / "cases" / "links_fp32-none.log"
+    remade: list[bool] = []
+
+    def remove_and_remake():
+        deadline = time.monotonic() + 120
+        while not (log.exists() and inject.MARKER in log.read_text()):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        shutil.rmtree(out)
+        (out / "cases").mkdir(parents=True)
+        remade.append(True)
+
+    thread = threading.Thread(target=remove_and_remake)
+    thread.start()
+    try:
+        with pytest.raises(OutputFolderLost):
+            run_cases(_cases(tmp_path), RunOptions(out_dir=out, cache_root=cache_root))
+    finally:
+        thread.join()
+    assert remade, "the worker never reached its fault marker"
+    assert sorted(p.name for p in (out / "cases").iterdir()) == [], "the old run's worker wrote here"
+    assert not (out / "results.json").exists()
+
+
 def test_run_into_a_finished_runs_folder_needs_overwrite(tmp_path, cache_root, capsys, monkeypatch):
     """Refused without --overwrite (results.json byte-for-byte kept); runs with it.
     Control: before this check the second run replaced results.json silently."""

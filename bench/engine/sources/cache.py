@@ -87,6 +87,30 @@ def entry_problem(folder: Path) -> str | None:
     return None
 
 
+def changed_since(root: Path, since_epoch_s: float) -> list[str]:
+    """What went wrong with the cache entries whose tensor files changed after `since_epoch_s`: one line each
+    naming the file ("models/tiny-llama-3f2c.../model.safetensors: does not match ...").
+
+    For a case that failed or raised: an entry truncated or rewritten while the case read it makes the
+    library raise about a header or a shape, naming no file. Only entries touched since the case began are
+    hashed (a stat of the others), so a large cache costs nothing here; an entry the case built itself
+    matches its hashes and is not listed."""
+    lines = []
+    for content in sorted(Path(root).glob(f"*/*/{CONTENT_FILE}")):
+        folder = content.parent
+        try:
+            touched = any(
+                f.stat().st_mtime >= since_epoch_s
+                for f in folder.rglob("*")
+                if f.suffix in TENSOR_SUFFIXES and f.is_file()
+            )
+        except OSError:
+            touched = True  # removed while we looked: say what is left of it
+        if touched and (why := entry_problem(folder)) is not None:
+            lines.append(f"{folder.relative_to(root).as_posix()}: {why}")
+    return lines
+
+
 def _discard(final: Path, why: str) -> None:
     """Move a bad entry out of the way (rename is atomic: no reader sees it half deleted), then delete it."""
     print(f"peft-bench: cache entry {final} is rebuilt: {why}", file=sys.stderr, flush=True)
