@@ -32,6 +32,7 @@ NEW_SCENARIOS = (
     "prefix_names.toml",
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
+    "hotswap_gemma.toml",
 )
 
 
@@ -144,6 +145,21 @@ def _plant_disable_keeps_saved_copies(monkeypatch) -> None:
     monkeypatch.setattr(PeftAdapterMixin, "disable_adapters", planted)
 
 
+def _plant_swap_drops_soft_capping(monkeypatch) -> None:
+    """peft's hotswap loses a gemma quirk: the model's final logit soft-capping is off after the swap (what
+    a swap that rebuilt the config from defaults would do)."""
+    import peft.utils.hotswap as peft_hotswap
+
+    original = peft_hotswap.hotswap_adapter_from_state_dict
+
+    def planted(model, *args, **kwargs):
+        out = original(model, *args, **kwargs)
+        model.config.final_logit_softcapping = None
+        return out
+
+    monkeypatch.setattr(peft_hotswap, "hotswap_adapter_from_state_dict", planted)
+
+
 PLANTED = {
     "rank": ("hotswap_rank_13_7.toml", "hotswap-rank-13-7[fp32-aot_eager-peft]", _plant_stale_rank_tail),
     "patterns-swap": (
@@ -168,6 +184,11 @@ PLANTED = {
         "modules-to-save-toggles[fp32-none]",
         _plant_disable_keeps_saved_copies,
     ),
+    "gemma-quirk": (
+        "hotswap_gemma.toml",
+        "hotswap-gemma[fp32-aot_eager-peft]",
+        _plant_swap_drops_soft_capping,
+    ),
 }
 
 # What each planted bug must break, beyond the verdict: (step, expectation) that fails.
@@ -179,6 +200,7 @@ BROKEN = {
     "prefix-delete": (10, "matches_reference"),
     "merged": (4, "raises"),
     "modules-to-save": (2, "matches_reference"),
+    "gemma-quirk": (6, "matches_reference"),
 }
 
 CONTROL = {
@@ -189,6 +211,7 @@ CONTROL = {
     "prefix-delete": "xfail",
     "merged": "pass",
     "modules-to-save": "xfail",
+    "gemma-quirk": "pass",
 }
 
 

@@ -90,6 +90,35 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
         ),
         "targets": ["c_attn", "c_proj", "c_fc"],
     },
+    # The gemma family (the guide's own examples are gemma-2-2b and gemma-7b), with its config quirks made to
+    # matter at this size: logits soft-capped by tanh (final cap 3.0 turns a 4.2 logit into 2.6 here, so an
+    # adapter's effect on the output is not linear), sliding-window attention on every other layer (window 8,
+    # below the workloads' 16 tokens), tied input and output embeddings, embeddings scaled by sqrt(hidden),
+    # and a wider initialisation so that the caps are reached at all.
+    "tiny-gemma2": {
+        "config_class": "Gemma2Config",
+        "model_class": "Gemma2ForCausalLM",
+        "config": dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            vocab_size=1000,
+            max_position_embeddings=256,
+            sliding_window=8,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            tie_word_embeddings=True,
+            initializer_range=0.1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
     # Shaped like real small checkpoints (their published configs; random seeded weights, no download), for
     # serving figures at realistic sizes. 135M parameters (about 540 MB in fp32) and 494M (about 2 GB).
     "smollm2-135m-shape": {
