@@ -66,7 +66,31 @@ def step_known_failures(t: Table) -> tuple[KnownFailure, ...]:
         kf.append(known_failure(t.sub("known_failure")))
     for i, item in enumerate(t.get("known_failures", list, [])):
         kf.append(known_failure(Table(item, t.path(f"known_failures[{i}]"), t.source)))
+    _refuse_overlap(t, kf)
     return tuple(kf)
+
+
+def can_both_apply(a: KnownFailure, b: KnownFailure) -> bool:
+    """Whether some case could meet both markers: the same expectation, and on every matrix axis both name,
+    a value in common. Host scopes are not told apart (a machine may have both facts)."""
+    if a.expectation != b.expectation:
+        return False
+    when_b = dict(b.when)
+    return all(set(values) & set(when_b[axis]) for axis, values in a.when if axis in when_b)
+
+
+def _refuse_overlap(t: Table, markers: list[KnownFailure]) -> None:
+    """One marker per expectation and case: the decision takes the first that applies, so a second one for
+    the same case would never be read, and what it describes would fail as "not the known bug"."""
+    field = "known_failures" if "known_failures" in t.data else "known_failure"
+    for j, later in enumerate(markers):
+        for i, earlier in enumerate(markers[:j]):
+            if can_both_apply(earlier, later):
+                raise t.error(
+                    field,
+                    f"markers {i} and {j} both apply to {later.expectation!r} for the same cases; only the "
+                    "first would be read: give them disjoint `when` values, or merge them into one",
+                )
 
 
 def _faster_than(t: Table) -> tuple[tuple[str, float], ...]:
@@ -160,6 +184,7 @@ def scenario_expectations(t: Table) -> ScenarioExpectations:
                 "known_failures",
                 "scenario-level known failures apply to 'recompiles' or 'graph_breaks' (the totals)",
             )
+    _refuse_overlap(t, list(kf))
     t.finish()
     return ScenarioExpectations(
         total_recompiles=total_recompiles, total_graph_breaks=total_graph_breaks, known_failures=kf
