@@ -28,6 +28,7 @@ th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: ta
 .stale { background: #fff1e5; } .intro { color: #57606a; font-size: .9rem; max-width: 980px; }
 .note { border-left: 3px solid #d4a72c; padding-left: .6rem; font-size: .9rem; max-width: 980px; }
 td.changes { font-size: .78rem; max-width: 420px; } svg { display: block; margin: .3rem 0; }
+td:first-child { white-space: nowrap; }
 """
 
 
