@@ -20,8 +20,10 @@ from bench.results.records import Results
 from bench.results.store import load
 from bench.spec.codec import to_dict
 
-# The scheduler facts that name a machine (Slurm's node, a Kubernetes pod's name stays: it is the job's).
+# The scheduler facts that name a machine: Slurm's node always; a Kubernetes job's id is its pod's name, which is
+# the pod's host name (bench.cli.ci.scheduler_from_env).
 HOST_KEYS = ("node",)
+HOST_KEYS_BY_KIND = {"kubernetes": ("job_id",)}
 
 
 @dataclass(frozen=True)
@@ -37,19 +39,25 @@ class Run:
 
 
 def without_hostname(results: Results) -> Results:
-    """The results with every field that names the host emptied: the environment's hostname (""), each
-    case's worker.hostname (None, as in files never merged) and the scheduler's node."""
-    cases = tuple(
-        dataclasses.replace(c, worker=dataclasses.replace(c.worker, hostname=None))
-        if c.worker.hostname is not None
-        else c
-        for c in results.cases
-    )
+    """The results with every field that names a host emptied: the environment's hostname (""), each case's
+    worker.hostname (None, as in files never merged), the scheduler facts that name one (HOST_KEYS), and a
+    case's worker.job where it is one of those names (a merged Kubernetes shard's pod)."""
+    sched = results.scheduler
+    dropped = (*HOST_KEYS, *HOST_KEYS_BY_KIND.get(sched.get("kind", ""), ()))
+    hosts = {results.environment.hostname, *(sched[k] for k in dropped if k in sched)}
+    hosts |= {c.worker.hostname for c in results.cases if c.worker.hostname}
+
+    def clean(c):
+        job = None if c.worker.job in hosts else c.worker.job
+        if c.worker.hostname is None and job == c.worker.job:
+            return c
+        return dataclasses.replace(c, worker=dataclasses.replace(c.worker, hostname=None, job=job))
+
     return dataclasses.replace(
         results,
         environment=dataclasses.replace(results.environment, hostname=""),
-        cases=cases,
-        scheduler={k: v for k, v in results.scheduler.items() if k not in HOST_KEYS},
+        cases=tuple(clean(c) for c in results.cases),
+        scheduler={k: v for k, v in sched.items() if k not in dropped},
     )
 
 

@@ -70,6 +70,19 @@ def test_without_hostname_empties_every_host_field():
     assert clean.cases[0].worker.shard == "1/2" and clean.scheduler == {"kind": "slurm", "job_id": "7"}
 
 
+def test_a_kubernetes_pods_name_is_a_host_name():
+    r = _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass", "b[x]": "pass"})
+    pod = "bench-0-xk2p"
+    cases = (
+        dataclasses.replace(r.cases[0], worker=WorkerInfo(hostname=pod, job=pod)),
+        dataclasses.replace(r.cases[1], worker=WorkerInfo(job="123_4")),  # a Slurm job id is not a host
+    )
+    sched = {"kind": "kubernetes", "job_id": pod, "completion_index": "0"}
+    clean = without_hostname(dataclasses.replace(r, cases=cases, scheduler=sched))
+    assert pod not in repr(clean) and clean.scheduler == {"kind": "kubernetes", "completion_index": "0"}
+    assert clean.cases[1].worker.job == "123_4"
+
+
 def test_a_bad_time_is_named():
     r = _results("yesterday", {"a[x]": "pass"})
     with pytest.raises(BenchInputError, match="x: created_at: not an ISO 8601 time"):

@@ -256,6 +256,6 @@ def test_a_folder_that_is_not_a_site_is_refused(tmp_path, cli):
 def test_a_site_is_rebuilt_in_place(tmp_path, cli):
     out = tmp_path / "site"
     assert cli("site", COMPAT[0], "--out", out).returncode == 0
-    assert cli("site", COMPAT[0], COMPAT[1], "--out", out).returncode == 0
+    assert cli("site", COMPAT[0], COMPAT[1] / "results.json", "--out", out).returncode == 0  # a file too
     assert len(list(out.glob("runs/*/report.html"))) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
