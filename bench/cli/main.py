@@ -168,7 +168,17 @@ def _max_cases_option(p: argparse.ArgumentParser) -> None:
 
 
 # Modules under bench.cli.commands, one per subcommand; add a name here to add a command.
-COMMAND_MODULES: tuple[str, ...] = ("report", "compare", "gate", "merge", "compat", "bisect")
+COMMAND_MODULES: tuple[str, ...] = (
+    "report",
+    "compare",
+    "gate",
+    "merge",
+    "compat",
+    "bisect",
+    "site",
+    "publish",
+    "schema",
+)
 
 
 def _command_modules():

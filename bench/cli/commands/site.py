@@ -1,0 +1,51 @@
+"""`peft-bench site RESULTS... --out DIR`: one static site over many runs (history, verdicts, trends)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.cli.paths import check_out_folder, path_arg
+from bench.report.site.build import check_site_folder, write_site
+from bench.results.runs import load_runs
+
+NAME = "site"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="build a static site (runs, verdicts across runs, trends, each run's report) from many runs",
+        description="Build one self-contained static site from many results (runs over time, library "
+        "versions, machines, merged shards), in the order the runs started: index.html (the runs, what "
+        "changed between them), compat.html (each case's verdict per run, and every change of verdict), "
+        "trends.html (each case's figures across the runs) and runs/<id>/report.html. No external URL: it "
+        "works from file:// and from any web server. A bad input is named and nothing is written.",
+    )
+    p.add_argument("results", nargs="+", type=Path, help="results.json files or folders holding one")
+    p.add_argument("--out", type=path_arg, required=True, help="the site's folder (replaced whole)")
+    p.add_argument(
+        "--with-hostname",
+        action="store_true",
+        help="name the machine each run ran on (left out by default: a published page should not)",
+    )
+    p.add_argument(
+        "--scenarios-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="where the runs' scenario files are, when not under the current folder (for repro scripts)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    check_out_folder(args.out)  # before reading anything: a bad --out is refused at once
+    check_site_folder(args.out)
+    runs = load_runs(args.results)
+    site = write_site(
+        runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
+    )
+    for rid in site.runs:
+        print(f"peft-bench: run {rid}")
+    print(f"peft-bench: site of {len(site.runs)} run(s) in {site.out} (open {site.out / 'index.html'})")
+    return 0

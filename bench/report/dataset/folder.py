@@ -1,0 +1,117 @@
+"""`peft-bench publish`: a dataset folder in the layout the Hugging Face Hub uses for datasets.
+
+    README.md                          the dataset card (YAML header: configs, license, tags, pretty_name)
+    data/<start date>/<run id>.parquet one per run, one fixed schema (bench.report.dataset.table)
+    runs/<run id>/results.json         the run's full results
+    results.schema.json                the JSON Schema of results.json (bench.results.json_schema)
+
+Publishing into a folder that already holds a dataset adds the new runs to it (a run published again
+replaces its own files: the id is the same) and rewrites the card over every run there. Every table is
+built before the first file is written, and each file is written whole (temporary file, rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchInputError
+from bench.report.dataset import card
+from bench.report.dataset.table import run_table
+from bench.results.atomic import write_text
+from bench.results.json_schema import schema_text
+from bench.results.runs import Run, load_runs, results_json, without_hostname
+
+MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
+SCHEMA_FILE = "results.schema.json"
+DATA_DIR, RUNS_DIR = "data", "runs"
+
+
+@dataclass(frozen=True)
+class Published:
+    folder: Path
+    written: tuple[Path, ...]
+    runs: tuple[str, ...]  # every run the folder holds now, in start order
+    rows: int
+
+
+def check_dataset_folder(folder: Path) -> None:
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BenchInputError("exists and is not a folder", source=str(folder))
+    if folder.is_dir() and not (folder / MARKER).is_file() and any(folder.iterdir()):
+        raise BenchInputError(
+            f"holds files and is not a dataset written by peft-bench publish (no {MARKER}): give a new or "
+            "empty folder",
+            source=str(folder),
+        )
+
+
+def parquet_path(run: Run) -> str:
+    return f"{DATA_DIR}/{run.date}/{run.run_id}.parquet"
+
+
+def write_dataset(
+    runs: list[Run],
+    folder: Path,
+    *,
+    with_hostname: bool = False,
+    license: str = "apache-2.0",
+    pretty_name: str = "peft-bench results",
+) -> Published:
+    folder = Path(folder)
+    check_dataset_folder(folder)
+    if not with_hostname:
+        runs = [Run(r.source, without_hostname(r.results), r.run_id, r.started_at) for r in runs]
+    tables = [(run, run_table(run, with_hostname=with_hostname)) for run in runs]
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run, table in tables:
+        written.append(_write_parquet(table, folder / parquet_path(run)))
+        path = folder / RUNS_DIR / run.run_id / "results.json"
+        write_text(path, results_json(run.results))
+        written.append(path)
+    write_text(folder / SCHEMA_FILE, schema_text())
+    everything = load_runs(sorted((folder / RUNS_DIR).glob("*/results.json")))
+    rows = _row_count(folder, everything)
+    text = card.render(
+        everything, pretty_name=pretty_name, license=license, rows=rows, with_hostname=with_hostname
+    )
+    write_text(folder / "README.md", text)
+    write_text(folder / MARKER, "written by `peft-bench publish`; it adds runs to this folder\n")
+    written += [folder / SCHEMA_FILE, folder / "README.md"]
+    return Published(folder, tuple(written), tuple(r.run_id for r in everything), rows)
+
+
+def _write_parquet(table, path: Path) -> Path:
+    import pyarrow.parquet as pq  # heavy: only when a dataset is written
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _row_count(folder: Path, runs: list[Run]) -> int:
+    import pyarrow.parquet as pq  # heavy: only when a dataset is written
+
+    total = 0
+    for run in runs:
+        path = folder / parquet_path(run)
+        if not path.is_file():
+            raise BenchInputError(
+                f"runs/{run.run_id}/results.json has no data file {parquet_path(run)}: publish it again",
+                source=str(folder),
+            )
+        total += pq.read_metadata(path).num_rows
+    return total

@@ -1,0 +1,105 @@
+"""Many results files read as one history: each run with a stable id and its start time, in time order.
+
+What the site (bench.report.site) and the published dataset (bench.report.dataset) read. A run's id is its
+start time and a hash of its content, so the same run published twice gets the same file names, and two
+different runs started in the same second do not collide. The host's name is left out of what either
+writes unless asked for (`without_hostname`): a published page or dataset should not name the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchInputError
+from bench.results.finite import encode
+from bench.results.records import Results
+from bench.results.store import load
+from bench.spec.codec import to_dict
+
+# The scheduler facts that name a machine: Slurm's node always; a Kubernetes job's id is its pod's name, which is
+# the pod's host name (bench.cli.ci.scheduler_from_env).
+HOST_KEYS = ("node",)
+HOST_KEYS_BY_KIND = {"kubernetes": ("job_id",)}
+
+
+@dataclass(frozen=True)
+class Run:
+    source: str  # the path it was read from, as given
+    results: Results
+    run_id: str  # <start time, UTC, compact>-<8 hex of the content without the host's name>
+    started_at: _dt.datetime  # the run's recorded start (Results.created_at), timezone-aware
+
+    @property
+    def date(self) -> str:
+        return self.started_at.strftime("%Y-%m-%d")
+
+
+def without_hostname(results: Results) -> Results:
+    """The results with every field that names a host emptied: the environment's hostname (""), each case's
+    worker.hostname (None, as in files never merged), the scheduler facts that name one (HOST_KEYS), and a
+    case's worker.job where it is one of those names (a merged Kubernetes shard's pod)."""
+    sched = results.scheduler
+    dropped = (*HOST_KEYS, *HOST_KEYS_BY_KIND.get(sched.get("kind", ""), ()))
+    hosts = {results.environment.hostname, *(sched[k] for k in dropped if k in sched)}
+    hosts |= {c.worker.hostname for c in results.cases if c.worker.hostname}
+
+    def clean(c):
+        job = None if c.worker.job in hosts else c.worker.job
+        if c.worker.hostname is None and job == c.worker.job:
+            return c
+        return dataclasses.replace(c, worker=dataclasses.replace(c.worker, hostname=None, job=job))
+
+    return dataclasses.replace(
+        results,
+        environment=dataclasses.replace(results.environment, hostname=""),
+        cases=tuple(clean(c) for c in results.cases),
+        scheduler={k: v for k, v in sched.items() if k not in dropped},
+    )
+
+
+def started_at(results: Results, source: str) -> _dt.datetime:
+    try:
+        when = _dt.datetime.fromisoformat(results.created_at)
+    except ValueError:
+        raise BenchInputError(
+            f"not an ISO 8601 time: {results.created_at!r}", source=source, field="created_at"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=_dt.UTC)  # files record UTC
+
+
+def run_id(results: Results, when: _dt.datetime) -> str:
+    digest = hashlib.sha256(encode(to_dict(without_hostname(results))).encode()).hexdigest()[:8]
+    return f"{when.astimezone(_dt.UTC):%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Every path read (a results.json or a folder holding one) before anything is written: one error that
+    names each bad one, so a publish or a site never goes out with a run silently missing. The same run
+    given twice (the same id) is kept once. In order of start time."""
+    runs: dict[str, Run] = {}
+    bad: list[str] = []
+    for path in paths:
+        source = str(path)
+        try:
+            results = load(path)
+            when = started_at(results, source)
+        except BenchInputError as exc:
+            bad.append(str(exc))
+            continue
+        rid = run_id(results, when)
+        runs.setdefault(rid, Run(source, results, rid, when))
+    if bad:
+        more = f" ({len(bad)} of {len(paths)} inputs)" if len(bad) > 1 else ""
+        raise BenchInputError(f"cannot read every input{more}; nothing was written:\n  " + "\n  ".join(bad))
+    if not runs:
+        raise BenchInputError("no results given")
+    return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))
+
+
+def results_json(results: Results) -> str:
+    """The text of a results.json for these results (strict JSON, as bench.results.store.save writes it)."""
+    return encode(to_dict(results))

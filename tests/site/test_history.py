@@ -1,0 +1,117 @@
+"""The history's pure parts on small built runs: ordering and ids, what changed, verdict changes across gaps and
+across verdict rules, the host name left out of the changes unless asked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.errors import BenchInputError
+from bench.report.site import history
+from bench.results.records import CaseResult, Environment, Results, WorkerInfo
+from bench.results.runs import load_runs, run_id, started_at, without_hostname
+from bench.results.store import save
+
+ENV = Environment(
+    python="3.11.7",
+    platform="Linux",
+    cpu="test-cpu",
+    cpu_count=2,
+    device="cpu",
+    gpu=None,
+    libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
+    suite_version="0.1.0",
+    git_commit=None,
+    hostname="box-a",
+)
+
+
+def _results(when: str, verdicts: dict[str, str], rules: int = 3, **libs: str) -> Results:
+    cases = tuple(
+        CaseResult(cid, cid.split("[")[0], "scenarios/x.toml", {}, v, "" if v == "pass" else "why")
+        for cid, v in verdicts.items()
+    )
+    env = dataclasses.replace(ENV, libraries={**ENV.libraries, **libs})
+    return Results(1, "0.1.0", when, env, ("x",), cases, verdict_rules=rules)
+
+
+def _runs(tmp_path, *results: Results):
+    paths = []
+    for i, r in enumerate(results):
+        save(tmp_path / f"r{i}", r)
+        paths.append(tmp_path / f"r{i}")
+    return load_runs(paths)
+
+
+def test_runs_are_ordered_by_start_and_a_run_given_twice_is_kept_once(tmp_path):
+    late = _results("2026-03-01T00:00:00+00:00", {"a[x]": "pass"})
+    early = _results("2026-01-01T00:00:00+00:00", {"a[x]": "fail"})
+    runs = _runs(tmp_path, late, early, late)
+    assert [r.results.created_at[:7] for r in runs] == ["2026-01", "2026-03"]
+    assert runs[0].run_id.startswith("20260101T000000Z-") and runs[0].date == "2026-01-01"
+
+
+def test_the_run_id_does_not_depend_on_the_host_name():
+    r = _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"})
+    other = dataclasses.replace(r, environment=dataclasses.replace(r.environment, hostname="box-b"))
+    when = started_at(r, "x")
+    assert run_id(r, when) == run_id(other, when)
+    changed = _results("2026-01-01T00:00:00+00:00", {"a[x]": "fail"})
+    assert run_id(changed, when) != run_id(r, when)  # control: content counts
+
+
+def test_without_hostname_empties_every_host_field():
+    r = _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"})
+    case = dataclasses.replace(r.cases[0], worker=WorkerInfo(hostname="box-a", shard="1/2"))
+    r = dataclasses.replace(r, cases=(case,), scheduler={"kind": "slurm", "node": "box-a", "job_id": "7"})
+    clean = without_hostname(r)
+    assert "box-a" not in repr(clean) and "box-a" in repr(r)
+    assert clean.cases[0].worker.shard == "1/2" and clean.scheduler == {"kind": "slurm", "job_id": "7"}
+
+
+def test_a_kubernetes_pods_name_is_a_host_name():
+    r = _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass", "b[x]": "pass"})
+    pod = "bench-0-xk2p"
+    cases = (
+        dataclasses.replace(r.cases[0], worker=WorkerInfo(hostname=pod, job=pod)),
+        dataclasses.replace(r.cases[1], worker=WorkerInfo(job="123_4")),  # a Slurm job id is not a host
+    )
+    sched = {"kind": "kubernetes", "job_id": pod, "completion_index": "0"}
+    clean = without_hostname(dataclasses.replace(r, cases=cases, scheduler=sched))
+    assert pod not in repr(clean) and clean.scheduler == {"kind": "kubernetes", "completion_index": "0"}
+    assert clean.cases[1].worker.job == "123_4"
+
+
+def test_a_bad_time_is_named():
+    r = _results("yesterday", {"a[x]": "pass"})
+    with pytest.raises(BenchInputError, match="x: created_at: not an ISO 8601 time"):
+        started_at(r, "x")
+
+
+def test_environment_changes_name_the_libraries_first_and_the_host_only_when_asked():
+    a = _results("2026-01-01T00:00:00+00:00", {}, rules=1)
+    b = _results("2026-01-02T00:00:00+00:00", {}, transformers="5.24.0")
+    b = dataclasses.replace(b, environment=dataclasses.replace(b.environment, hostname="box-b"))
+    assert history.environment_changes(a, b) == ("transformers 5.23.0 -> 5.24.0", "verdict rules 1 -> 3")
+    assert "hostname box-a -> box-b" in history.environment_changes(a, b, with_hostname=True)
+    assert history.environment_changes(a, a) == ()
+
+
+def test_verdict_changes_skip_runs_without_the_case_and_flag_a_change_of_rules(tmp_path):
+    runs = _runs(
+        tmp_path,
+        _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass", "b[x]": "pass"}, rules=1),
+        _results("2026-01-02T00:00:00+00:00", {"b[x]": "pass"}, rules=1),
+        _results("2026-01-03T00:00:00+00:00", {"a[x]": "fail", "b[x]": "pass"}, rules=1),
+        _results("2026-01-04T00:00:00+00:00", {"a[x]": "pass", "b[x]": "xfail"}, rules=3),
+    )
+    cols = history.columns(runs)
+    assert history.verdict_matrix(cols)["a[x]"] == ("pass", None, "fail", "pass")
+    changes = [(c.case_id, c.was, c.now, c.comparable) for c in history.verdict_changes(cols)]
+    assert changes == [
+        ("a[x]", "pass", "fail", True),  # run 1 -> run 3: run 2 did not have it
+        ("a[x]", "fail", "pass", False),
+        ("b[x]", "pass", "xfail", False),
+    ]
+    assert [c.stale for c in cols] == [True, True, True, False]
