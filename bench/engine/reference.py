@@ -94,13 +94,22 @@ class ReferenceOracle:
             **generate_kwargs(self.workload, model.config.pad_token_id, logits=True),
         )
 
-    def tolerance(self, reference, backend: str) -> Tolerance:
-        """The rule for a call that ran on `backend` (bench.spec.precision.tolerance_for), scaled to `reference`."""
-        return tolerance_for(self.precision, backend, self.device, float(reference.abs().max()), self.quant)
+    def tolerance(self, reference, backend: str, state: AdapterState | None = None) -> Tolerance:
+        """The rule for a call that ran on `backend` in `state` (bench.spec.precision.tolerance_for), scaled to
+        `reference`."""
+        rounded = state is not None and state.base_rounded
+        return tolerance_for(
+            self.precision,
+            backend,
+            self.device,
+            float(reference.abs().max()),
+            self.quant,
+            base_rounded=rounded,
+        )
 
     def check_logits(self, state: AdapterState, actual, backend: str) -> OutputCheck:
         ref = self.logits(state)
-        return compare_logits(actual, ref, self.tolerance(ref, backend), state.description)
+        return compare_logits(actual, ref, self.tolerance(ref, backend, state), state.description)
 
     def check_tokens(self, state: AdapterState, actual, backend: str) -> OutputCheck:
         """Greedy tokens must be equal AND generate's per-step logits must match: a stale swap that keeps
@@ -113,7 +122,7 @@ class ReferenceOracle:
         mismatched = (
             int((actual_tokens != ref).sum()) if actual_tokens.shape == ref.shape else int(ref.numel())
         )
-        logits = compare_logits(actual_logits, ref_logits, self.tolerance(ref_logits, backend), "")
+        logits = compare_logits(actual_logits, ref_logits, self.tolerance(ref_logits, backend, state), "")
         return OutputCheck(
             reference_state=state.description,
             kind="tokens",
@@ -131,7 +140,7 @@ class ReferenceOracle:
     def contrast(self, previous: AdapterState, new: AdapterState, backend: str) -> StateContrast:
         """How far apart the references of two states are, in units of the step's own tolerance."""
         new_ref, old_ref = self.logits(new), self.logits(previous)
-        tol = self.tolerance(new_ref, backend)
+        tol = self.tolerance(new_ref, backend, new)
         diff = (new_ref - old_ref).abs()
         margin = float((diff / (tol.atol + tol.rtol * new_ref.abs())).max())
         return StateContrast(

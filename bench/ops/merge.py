@@ -39,7 +39,11 @@ class _EachLayer(Op):
         _check_mergeable(walk, step)
 
     def transition(self, state, step):
-        return state  # merged or unmerged, the active adapters must give the same output
+        # Merged or unmerged, the active adapters must give the same output, up to the merged weights'
+        # rounding in the model's dtype (which an unmerge does not undo).
+        from dataclasses import replace
+
+        return replace(state, base_rounded=True)
 
     def apply(self, subject, step, adapters, locations):
         for _, layer in tuner_layers(subject.model):
@@ -80,7 +84,7 @@ class MergeAndUnload(Op):
     def transition(self, state, step):
         from dataclasses import replace
 
-        return replace(state, unloaded=True)
+        return replace(state, unloaded=True, base_rounded=True)
 
     def apply(self, subject, step, adapters, locations):
         merge_and_unload(subject.model)

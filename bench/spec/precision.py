@@ -56,14 +56,23 @@ EXACT_EPS = {"fp32": 8.0, "bf16": 1.0, "fp16": 1.0, "int8": 1.0, "nf4": 1.0, "fp
 
 
 def tolerance_for(
-    precision: str, backend: str, device: str, ref_max_abs: float, quant: QuantOptions | None = None
+    precision: str,
+    backend: str,
+    device: str,
+    ref_max_abs: float,
+    quant: QuantOptions | None = None,
+    *,
+    base_rounded: bool = False,
 ) -> Tolerance:
-    """The bound a model call's logits are held to, from the precision AND the backend the call ran on."""
+    """The bound a model call's logits are held to, from the precision AND the backend the call ran on.
+    `base_rounded`: a merge wrote the adapter into the base weights in the model's dtype (AdapterState):
+    the subject then computes with other weights than the unmerged reference, and only the loose rule holds
+    (measured: bf16 merge on tiny-llama 0.0072, 0.92x the exact rule's bound; a larger model exceeds it)."""
     import torch
 
     scale = max(1.0, float(ref_max_abs))
     quantized = precision in QUANTIZED
-    if backend in EXACT_BACKENDS and not (quantized and device != "cpu"):
+    if backend in EXACT_BACKENDS and not (quantized and device != "cpu") and not base_rounded:
         dtype_name = (quant or QuantOptions()).compute_dtype if quantized else precision
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
         n = EXACT_EPS[precision]
@@ -75,11 +84,23 @@ def tolerance_for(
             rule="exact",
         )
     loose = TOLERANCES[precision]
-    why = "inductor fuses kernels" if backend not in EXACT_BACKENDS else f"quantized kernels on {device}"
+    if base_rounded:
+        why = (
+            f"a merge rounded W + scaling * B @ A to the model's dtype ({precision}), so the subject computes "
+            "with other weights than the unmerged reference; the precision's loose rule"
+        )
+    elif backend not in EXACT_BACKENDS:
+        why = "inductor fuses kernels"
+    else:
+        why = f"quantized kernels on {device}"
     return Tolerance(
         atol=loose.atol * scale,
         rtol=loose.rtol,
-        reason=f"{why}: {loose.reason}; atol x max(1, max|ref|) = {scale:.3g}",
+        reason=(
+            f"{why} (atol {loose.atol:g}, rtol {loose.rtol:g}) x max(1, max|ref|) = {scale:.3g}"
+            if base_rounded
+            else f"{why}: {loose.reason}; atol x max(1, max|ref|) = {scale:.3g}"
+        ),
         rule="loose",
     )
 

@@ -27,6 +27,10 @@ class AdapterState:
     # merge_and_unload: the effective adapters are merged into the base weights and the LoRA layers removed.
     # The output is still theirs (the key is unchanged); no adapter op can follow (the loader refuses it).
     unloaded: bool = False
+    # merge_adapter wrote W + scaling * B @ A into the base weights in the model's dtype (and unmerge_adapter
+    # subtracts it again, rounding a second time): from then on the output is the adapter's only up to that
+    # rounding, so the exact rule of an eager-family backend no longer holds (bench.spec.precision).
+    base_rounded: bool = False
 
     @property
     def verifiable(self) -> bool:
@@ -67,7 +71,7 @@ class AdapterState:
     # Transitions, as the Transformers PEFT guide documents them.
     def add(self, name: str, adapter: str, *, added: bool) -> AdapterState:
         """add_adapter / load_adapter activate the new adapter and keep the others."""
-        return AdapterState(self.slots + (Slot(name, adapter, added),), (name,), self.enabled)
+        return replace(self, slots=self.slots + (Slot(name, adapter, added),), active=(name,))
 
     def hotswap(self, name: str, adapter: str) -> AdapterState:
         """The slot now holds the new adapter's weights, rank and scaling; activation is unchanged."""
