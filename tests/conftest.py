@@ -10,6 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.scenarios import (  # noqa: F401  (shared with the tests, which import them from here)
+    EAGER,
+    FAST_TIMING,
+    LOAD_A,
+    ONE_ADAPTER,
+    ONE_ADAPTER_SEED_0,
+    TINY_LLAMA,
+    scenario_toml,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO / "scenarios"
 
@@ -59,6 +69,7 @@ def cli(capsys, monkeypatch):
     return run
 
 
+# Text, not scenario_toml: tests edit it with str.replace, so its exact spelling is what they build on.
 MINIMAL = """
 [scenario]
 name = "minimal"

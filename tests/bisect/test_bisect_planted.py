@@ -16,7 +16,7 @@ import pytest
 from bench.bisect import envs, versions
 from bench.bisect.probe import Target
 from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
-from tests.conftest import REPO
+from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
 
 PYPROJECT = """\
 [build-system]
@@ -162,23 +162,7 @@ def test_a_probe_imports_a_module_the_cases_do_not_before_running(repo, tmp_path
     assert not (tmp_path / "out" / f"adapterlib-{shas[UNTESTABLE_AT][:12]}" / "run.log").exists()
 
 
-SMOKE = """\
-[scenario]
-name = "relative-smoke"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-[adapters.a]
-rank = 4
-seed = 1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-"""
+SMOKE = scenario_toml("relative-smoke", [LOAD_A], timing=FAST_TIMING)
 
 
 @pytest.mark.slow

@@ -11,30 +11,15 @@ from pathlib import Path
 from bench.bisect import criteria
 from bench.bisect.driver import search
 from bench.bisect.probe import RUN_FILE, RUNS_DIR, Target, run_key, run_probe
+from tests.conftest import LOAD_A, scenario_toml
 
-SCENARIO = """\
-[scenario]
-name = "bisect-smoke"
-description = "one adapter, one forward: cheap enough to run per probe"
-model = "builtin:tiny-llama"
-
-[matrix]
-precision = ["fp32"]
-compile = ["none"]
-
-[adapters.a]
-rank = 4
-alpha = 8
-targets = ["q_proj"]
-seed = 1
-
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-
-[[steps]]
-op = "forward"
-"""
+SCENARIO = scenario_toml(
+    "bisect-smoke",
+    [LOAD_A, "forward"],
+    scenario={"description": "one adapter, one forward: cheap enough to run per probe"},
+    matrix={"precision": ["fp32"], "compile": ["none"]},
+    adapters={"a": {"rank": 4, "alpha": 8, "targets": ["q_proj"], "seed": 1}},
+)
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints" / "ci.txt"
 
 

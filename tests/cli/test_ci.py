@@ -12,7 +12,7 @@ from bench.cli.ci import junit_xml, scheduler_from_env, select_tags, shard_from_
 from bench.cli.main import main
 from bench.errors import BenchInputError
 from bench.results.store import load
-from tests.conftest import REPO
+from tests.conftest import LOAD_A, REPO, scenario_toml
 
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
 
@@ -124,11 +124,7 @@ def test_junit_xml_one_testcase_per_case_with_reasons():
 
 def _scen(tmp_path, name, tags):
     path = tmp_path / f"{name}.toml"
-    path.write_text(
-        f'[scenario]\nname = "{name}"\nmodel = "builtin:tiny-llama"\ntags = {list(tags)!r}\n'
-        '[matrix]\ncompile = ["none"]\n[adapters.a]\nrank = 4\nseed = 1\n'
-        '[[steps]]\nop = "load_adapter"\nadapter = "a"\n'.replace("'", '"')
-    )
+    path.write_text(scenario_toml(name, [LOAD_A], scenario={"tags": list(tags)}))
     return path
 
 

@@ -19,87 +19,32 @@ import pytest
 from bench.cli.pytest_plugin import VERDICT_OUTCOMES, is_scenario_file, outcome_for
 from bench.results.records import VERDICTS
 from bench.results.store import load
+from tests.conftest import FAST_TIMING, LOAD_A, ONE_ADAPTER_SEED_0, scenario_toml
 
 pytest_plugins = ["pytester"]
 
+ADAPTER = {"a": {"rank": 4, "alpha": 8, "seed": 1}}
 # Three cases, one worker each: pass, fail and xfail (xpass takes the fail path: see the outcome table test).
 # Eager, one timed round. `hotswap_path` only selects the known_failure here (no step hotswaps).
-VERDICTS_TOML = """
-[scenario]
-name = "verdicts"
-model = "builtin:tiny-llama"
-tags = ["plugin-tag"]
+NEVER_RAISES = {"expectation": "raises", "when": {"hotswap_path": ["peft"]}, "reason": "forward never raises"}
+VERDICTS_TOML = scenario_toml(
+    "verdicts",
+    [LOAD_A, {"op": "forward", "expect": {"raises": "ValueError"}, "known_failure": NEVER_RAISES}],
+    scenario={"tags": ["plugin-tag"]},
+    matrix={"compile": ["none"], "hotswap_path": ["transformers", "peft"]},
+    timing=FAST_TIMING,
+    adapters=ADAPTER,
+)
 
-[matrix]
-compile = ["none"]
-hotswap_path = ["transformers", "peft"]
+HOLDS_TOML = scenario_toml("holds", [LOAD_A, "forward"], timing=FAST_TIMING, adapters=ADAPTER)
 
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-
-[adapters.a]
-rank = 4
-alpha = 8
-seed = 1
-
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-
-[[steps]]
-op = "forward"
-expect = { raises = "ValueError" }
-known_failure = { expectation = "raises", when = { hotswap_path = ["peft"] }, reason = "forward never raises" }
-"""
-
-HOLDS_TOML = """
-[scenario]
-name = "holds"
-model = "builtin:tiny-llama"
-
-[matrix]
-compile = ["none"]
-
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-
-[adapters.a]
-rank = 4
-alpha = 8
-seed = 1
-
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-
-[[steps]]
-op = "forward"
-"""
-
-MATRIX_TOML = """
-[scenario]
-name = "matrix"
-model = "builtin:tiny-llama"
-tags = ["gate"]
-
-[matrix]
-precision = ["fp32", "bf16"]
-compile = ["none", "aot_eager"]
-
-[adapters.a]
-rank = 4
-
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-
-[[steps]]
-op = "forward"
-"""
+MATRIX_TOML = scenario_toml(
+    "matrix",
+    [LOAD_A, "forward"],
+    scenario={"tags": ["gate"]},
+    matrix={"precision": ["fp32", "bf16"], "compile": ["none", "aot_eager"]},
+    adapters=ONE_ADAPTER_SEED_0,
+)
 
 
 @pytest.fixture

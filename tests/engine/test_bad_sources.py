@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.spec.schema import AdapterSpec
 from bench.worker.__main__ import run_spec
+from tests.conftest import FAST_TIMING, LOAD_A, scenario_toml
 
 
 @pytest.fixture(scope="session")
@@ -56,27 +56,15 @@ def sources(tmp_path_factory, cache_root) -> dict[str, Path]:
     return out
 
 
-def _scenario(model: str, adapters: dict[str, str], steps: str, paths: str = '["transformers"]') -> str:
-    adapter_tables = "".join(f"[adapters.{k}]\npath = '{v}'\n" for k, v in adapters.items())
-    return (
-        textwrap.dedent(f"""
-        [scenario]
-        name = "bad-source"
-        model = '{model}'
-        [matrix]
-        compile = ["none"]
-        hotswap_path = {paths}
-        [timing]
-        warmup = 0
-        min_rounds = 1
-        min_time_s = 0.0
-        """)
-        + adapter_tables
-        + textwrap.dedent(steps)
+def _scenario(model: str, adapters: dict[str, str], steps: list, paths: tuple = ("transformers",)) -> str:
+    return scenario_toml(
+        "bad-source",
+        steps,
+        model=model,
+        matrix={"compile": ["none"], "hotswap_path": list(paths)},
+        timing=FAST_TIMING,
+        adapters={k: {"path": v} for k, v in adapters.items()},
     )
-
-
-LOAD_A = '[[steps]]\nop = "load_adapter"\nadapter = "a"\n'
 
 
 def _run(tmp_path: Path, text: str, cache_root: Path, **opts):
@@ -204,7 +192,7 @@ BAD_SOURCES = [
 )
 def test_bad_source_is_the_cases_error(make, fragments, sources, tmp_path, cache_root):
     model, adapter = make(sources, tmp_path)
-    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, LOAD_A), cache_root)
+    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, [LOAD_A]), cache_root)
     assert result.verdict == "error", result.reason
     for fragment in fragments:
         assert fragment in result.reason, f"{fragment!r} not in {result.reason!r}"
@@ -214,22 +202,15 @@ def test_bad_source_is_the_cases_error(make, fragments, sources, tmp_path, cache
 def test_good_sources_pass(sources, tmp_path, cache_root):
     """The control for every case above: the same scenario with sound sources passes."""
     (result,) = _run(
-        tmp_path, _scenario(str(sources["llama"]), {"a": str(sources["lora"])}, LOAD_A), cache_root
+        tmp_path, _scenario(str(sources["llama"]), {"a": str(sources["lora"])}, [LOAD_A]), cache_root
     )
     assert result.verdict == "pass", result.reason
 
 
-HOTSWAP = """
-[[steps]]
-op = "load_adapter"
-adapter = "first"
-name = "default"
-[[steps]]
-op = "load_adapter"
-adapter = "other"
-name = "default"
-hotswap = true
-"""
+HOTSWAP = [
+    {"op": "load_adapter", "adapter": "first", "name": "default"},
+    {"op": "load_adapter", "adapter": "other", "name": "default", "hotswap": True},
+]
 
 
 @pytest.mark.parametrize("kind", ["ia3", "loha"])
@@ -238,7 +219,7 @@ def test_hotswap_of_a_non_lora_adapter_is_an_error_on_both_paths(kind, sources, 
         str(sources["llama"]),
         {"first": str(sources["lora"]), "other": str(sources[kind])},
         HOTSWAP,
-        paths='["peft", "transformers"]',
+        paths=("peft", "transformers"),
     )
     results = _run(tmp_path, text, cache_root)
     assert [r.params["hotswap_path"] for r in results] == ["peft", "transformers"]
@@ -263,13 +244,18 @@ def test_expected_refusals_are_left_to_the_library(sources, tmp_path, cache_root
 
     peft refuses the IA3 swap (ValueError); transformers 5.23 accepts it without an error, which the
     expectation then reports as a failure (the library's behaviour, not the suite's)."""
+    first, swap = HOTSWAP
+    shape = {
+        "op": "load_adapter",
+        "adapter": "shape",
+        "expect": {"raises": "RuntimeError"},
+        "known_failure": {"expectation": "refusal_leaves_state", "reason": HALF_LOADED},
+    }
     text = _scenario(
         str(sources["llama"]),
         {"first": str(sources["lora"]), "other": str(sources["ia3"]), "shape": str(sources["qwen_lora"])},
-        HOTSWAP.replace("hotswap = true", 'hotswap = true\nexpect = { raises = "ValueError" }')
-        + '[[steps]]\nop = "load_adapter"\nadapter = "shape"\nexpect = { raises = "RuntimeError" }\n'
-        + f"known_failure = {{ expectation = 'refusal_leaves_state', reason = '{HALF_LOADED}' }}\n",
-        paths='["peft", "transformers"]',
+        [first, {**swap, "expect": {"raises": "ValueError"}}, shape],
+        paths=("peft", "transformers"),
     )
     peft, transformers = _run(tmp_path, text, cache_root)
     assert peft.verdict == "xfail", peft.reason
@@ -286,35 +272,20 @@ def test_op_error_is_a_fail_and_halts_the_case(tmp_path, cache_root):
     """The other side of the line: an op that raises unexpectedly is the library's answer, a failed
     `succeeds` (verdict fail, not error), and the steps after it are not run. Here: a rank-8 adapter
     hotswapped into a rank-4 slot without enable_hotswap, through transformers."""
+    steps = [
+        {"op": "load_adapter", "adapter": "r4", "name": "default"},
+        {"op": "load_adapter", "adapter": "r8", "name": "default", "hotswap": True},
+        "forward",
+    ]
     path = tmp_path / "halt.toml"
     path.write_text(
-        textwrap.dedent("""
-        [scenario]
-        name = "halt"
-        model = "builtin:tiny-llama"
-        hotswap_path = "transformers"
-        [matrix]
-        compile = ["none"]
-        [timing]
-        warmup = 0
-        min_rounds = 1
-        min_time_s = 0.0
-        [adapters.r4]
-        rank = 4
-        [adapters.r8]
-        rank = 8
-        [[steps]]
-        op = "load_adapter"
-        adapter = "r4"
-        name = "default"
-        [[steps]]
-        op = "load_adapter"
-        adapter = "r8"
-        name = "default"
-        hotswap = true
-        [[steps]]
-        op = "forward"
-    """)
+        scenario_toml(
+            "halt",
+            steps,
+            scenario={"hotswap_path": "transformers"},
+            timing=FAST_TIMING,
+            adapters={"r4": {"rank": 4}, "r8": {"rank": 8}},
+        )
     )
     (case,) = expand(load_scenario(path))
     result = run_spec(case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root)))
@@ -334,15 +305,7 @@ def test_a_case_that_raises_says_which_device_it_ran_on(tmp_path, write_scenario
     default, cpu."""
     import torch
 
-    path = write_scenario(
-        textwrap.dedent("""
-        [scenario]
-        name = "raises-on-cuda"
-        model = "builtin:tiny-llama"
-        [[steps]]
-        op = "forward"
-    """)
-    )
+    path = write_scenario(scenario_toml("raises-on-cuda", ["forward"], matrix=None, adapters={}))
     (case,) = expand(load_scenario(path))
     spec = case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -370,7 +333,7 @@ def test_a_symbolic_link_loop_is_an_input_error_not_a_hub_id(
         adapter = "loops/self"
     else:
         model = "loops/self"
-    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, LOAD_A), cache_root)
+    (result,) = _run(tmp_path, _scenario(model, {"a": adapter}, [LOAD_A]), cache_root)
     assert result.verdict == "error", result.reason
     assert "loops/self" in result.reason and "a symbolic link loop" in result.reason, result.reason
     assert "Hub" not in result.reason and "huggingface" not in result.reason.lower(), result.reason

@@ -13,7 +13,7 @@ from bench.engine.sources.adapters import resolve_adapter
 from bench.engine.sources.cache import cache_key
 from bench.engine.sources.models import resolve_model
 from bench.spec.schema import AdapterSpec
-from tests.conftest import REPO
+from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
 
 FILL = """
 import sys
@@ -116,12 +116,7 @@ def test_a_case_does_not_pass_on_altered_cached_weights(tmp_path):
     from bench.worker.execute import run_case
 
     scenario = tmp_path / "alter.toml"
-    scenario.write_text(
-        '[scenario]\nname = "alter"\nmodel = "builtin:tiny-llama"\n[matrix]\ncompile = ["none"]\n'
-        "[timing]\nwarmup = 0\nmin_rounds = 1\nmin_time_s = 0.0\n"
-        '[adapters.a]\nrank = 4\nseed = 1\n[[steps]]\nop = "load_adapter"\nadapter = "a"\n'
-        '[[steps]]\nop = "forward"\n'
-    )
+    scenario.write_text(scenario_toml("alter", [LOAD_A, "forward"], timing=FAST_TIMING))
     from bench.scenario import load_scenario
 
     (case,) = expand(load_scenario(scenario))

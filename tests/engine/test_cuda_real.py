@@ -9,7 +9,6 @@ probe that returns a constant (or a clock that only times the launch) fails.
 
 from __future__ import annotations
 
-import json
 from importlib.util import find_spec
 
 import pytest
@@ -18,6 +17,7 @@ import torch
 from bench.engine import rng
 from bench.engine.probes.clock import Clock
 from bench.engine.probes.memory import measure_memory, nvml_readings
+from tests.conftest import LOAD_A, scenario_toml
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU by benchmarks/gpu_check.sh)"
@@ -116,28 +116,13 @@ def test_a_forked_case_runs_on_the_gpu_with_every_cuda_figure(tmp_path, cache_ro
     from bench.spec.cases import expand
 
     path = write_scenario(
-        f"""
-        [scenario]
-        name = "cuda-forward"
-        model = "builtin:tiny-llama"
-        [matrix]
-        precision = {json.dumps(PRECISIONS)}
-        compile = ["none"]
-        [timing]
-        warmup = 1
-        min_rounds = 3
-        min_time_s = 0.0
-        [adapters.a]
-        rank = 8
-        alpha = 16
-        seed = 3
-        init_std = 0.2
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "forward"
-        """
+        scenario_toml(
+            "cuda-forward",
+            [LOAD_A, "forward"],
+            matrix={"precision": PRECISIONS, "compile": ["none"]},
+            timing={"warmup": 1, "min_rounds": 3, "min_time_s": 0.0},
+            adapters={"a": {"rank": 8, "alpha": 16, "seed": 3, "init_std": 0.2}},
+        )
     )
     cases = expand(load_scenario(path))
     assert len(cases) == len(PRECISIONS)

@@ -14,7 +14,7 @@ from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import LOAD_A, SCENARIOS, scenario_toml
 
 
 def _case(name: str):
@@ -92,50 +92,26 @@ def test_an_adalora_that_ignores_the_rank_division_fails_on_the_math(cache_root,
 @pytest.mark.parametrize(
     "table, field",
     [
-        ('type = "ia3"\nrank = 4', "rank"),
-        ('type = "ia3"\ntargets = ["k_proj"]\nfeedforward = ["down_proj"]', "feedforward"),
-        ('type = "adalora"\nrank_pattern = { q_proj = 2 }', "rank_pattern"),
-        ('type = "dora"', "type"),
+        ({"type": "ia3", "rank": 4}, "rank"),
+        ({"type": "ia3", "targets": ["k_proj"], "feedforward": ["down_proj"]}, "feedforward"),
+        ({"type": "adalora", "rank_pattern": {"q_proj": 2}}, "rank_pattern"),
+        ({"type": "dora"}, "type"),
     ],
 )
 def test_fields_of_another_method_are_refused(write_scenario, table, field):
-    path = write_scenario(
-        f"""
-        [scenario]
-        name = "m"
-        model = "builtin:tiny-llama"
-        [adapters.a]
-        {table}
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        """
-    )
+    path = write_scenario(scenario_toml("m", [LOAD_A], matrix=None, adapters={"a": table}))
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     assert f"adapters.a.{field}" in str(err.value)
 
 
 def test_a_hotswap_of_a_non_lora_adapter_is_refused_at_load_unless_the_refusal_is_the_test(write_scenario):
-    text = """
-        [scenario]
-        name = "m"
-        model = "builtin:tiny-llama"
-        [adapters.a]
-        type = "ia3"
-        [adapters.b]
-        type = "ia3"
-        seed = 2
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        name = "default"
-        [[steps]]
-        op = "load_adapter"
-        adapter = "b"
-        name = "default"
-        hotswap = true
-        """
+    steps = [
+        {"op": "load_adapter", "adapter": "a", "name": "default"},
+        {"op": "load_adapter", "adapter": "b", "name": "default", "hotswap": True},
+    ]
+    adapters = {"a": {"type": "ia3"}, "b": {"type": "ia3", "seed": 2}}
+    text = scenario_toml("m", steps, matrix=None, adapters=adapters)
     with pytest.raises(ScenarioError, match="hotswap is LoRA's only: 'b' is ia3"):
         load_scenario(write_scenario(text))
     assert load_scenario(write_scenario(text + 'expect = { raises = "ValueError" }\n'))  # control

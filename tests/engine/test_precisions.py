@@ -23,7 +23,7 @@ from bench.spec.precision import (
 )
 from bench.spec.schema import PRECISIONS, QuantOptions
 from bench.worker.execute import run_case
-from tests.conftest import REPO, SCENARIOS
+from tests.conftest import REPO, SCENARIOS, scenario_toml
 
 
 def _case(path, **params):
@@ -100,16 +100,9 @@ def test_required_precisions_are_checked_by_name_and_after_the_run():
     assert skipped_required(("fp32",), [skip, ok]) == []
 
 
-NEEDS_BNB = """
-        [scenario]
-        name = "needs-bnb"
-        model = "builtin:tiny-llama"
-        [matrix]
-        precision = ["nf4", "fp32"]
-        compile = ["none"]
-        [[steps]]
-        op = "forward"
-    """
+NEEDS_BNB = scenario_toml(
+    "needs-bnb", ["forward"], matrix={"precision": ["nf4", "fp32"], "compile": ["none"]}, adapters={}
+)
 
 
 def _run_without_bnb(tmp_path, cache_root, args):

@@ -18,54 +18,49 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand, selection_size
 from bench.spec.schema import SERVING_STRATEGIES, ServeSpec
 from bench.worker.execute import run_case
+from tests.conftest import scenario_toml
 
-SERVE = """
-[scenario]
-name = "serve-test"
-model = "builtin:tiny-llama"
-timeout_s = 300
-
-[matrix]
-precision = ["fp32"]
-compile = [{compile}]
-strategy = [{strategy}]
-hotswap_path = [{path}]
-
-[workload]
-kind = "{kind}"
-seq_len = 8
-new_tokens = 3
-
-[adapters.fam]
-count = 3
-ranks = [8]
-alphas = [{alphas}]
-targets = ["q_proj", "v_proj"]
-seed = 10
-
-[[steps]]
-op = "serve"
-adapters = ["fam"]
-requests = 12
-prompts = 3
-concurrency = 2
-batch_size = 2
-max_wait_ms = 0
-"""
+QV = ["q_proj", "v_proj"]
+SERVE_STEP = {
+    "op": "serve",
+    "adapters": ["fam"],
+    "requests": 12,
+    "prompts": 3,
+    "concurrency": 2,
+    "batch_size": 2,
+    "max_wait_ms": 0,
+}
 
 
-def _serve(
-    write_scenario,
+def _serve_toml(
+    strategy: str | list[str] = "side_by_side",
     *,
-    strategy="side_by_side",
-    compile='"none"',
-    path='"peft"',
+    compile="none",
+    path: str | list[str] = "peft",
     kind="forward",
-    alphas="16",
-    extra="",
-):
-    text = SERVE.format(strategy=f'"{strategy}"', compile=compile, path=path, kind=kind, alphas=alphas)
-    return load_scenario(write_scenario(text + extra))
+    alphas=(16,),
+    adapters=None,
+    steps=(SERVE_STEP,),
+) -> str:
+    """A family of three rank-8 adapters served by `strategy` (one name or several: the matrix axis)."""
+    family = {"count": 3, "ranks": [8], "alphas": list(alphas), "targets": QV, "seed": 10}
+    return scenario_toml(
+        "serve-test",
+        steps,
+        scenario={"timeout_s": 300},
+        matrix={
+            "precision": ["fp32"],
+            "compile": [compile],
+            "strategy": [strategy] if isinstance(strategy, str) else strategy,
+            "hotswap_path": [path] if isinstance(path, str) else path,
+        },
+        tables={"workload": {"kind": kind, "seq_len": 8, "new_tokens": 3}},
+        adapters={"fam": family} if adapters is None else adapters,
+    )
+
+
+def _serve(write_scenario, *, extra="", **kwargs):
+    return load_scenario(write_scenario(_serve_toml(**kwargs) + extra))
 
 
 def _record(result):
@@ -163,7 +158,7 @@ def test_every_strategy_of_the_schema_has_an_implementation():
 
 
 def test_the_strategy_axis_expands_and_only_hotswap_varies_with_the_path(write_scenario):
-    s = _serve(write_scenario, strategy='hotswap", "side_by_side", "reload', path='"peft", "transformers"')
+    s = _serve(write_scenario, strategy=["hotswap", "side_by_side", "reload"], path=["peft", "transformers"])
     ids = [c.id for c in expand(s)]
     assert ids == [
         "serve-test[fp32-none-hotswap-peft]",
@@ -175,7 +170,7 @@ def test_the_strategy_axis_expands_and_only_hotswap_varies_with_the_path(write_s
 
 
 def test_a_family_expands_to_its_members(write_scenario):
-    s = _serve(write_scenario, alphas="16, 32")
+    s = _serve(write_scenario, alphas=(16, 32))
     assert [(a.key, a.alpha, a.seed) for a in s.adapters] == [
         ("fam0", 16.0, 10),
         ("fam1", 32.0, 11),
@@ -196,35 +191,24 @@ def test_a_family_expands_to_its_members(write_scenario):
     ],
 )
 def test_bad_serving_input_names_the_field(write_scenario, change, field, message):
-    text = SERVE.format(
-        strategy='"side_by_side"', compile='"none"', path='"peft"', kind="forward", alphas="16"
-    )
+    text = _serve_toml()
     with pytest.raises(ScenarioError) as err:
         load_scenario(write_scenario(text.replace(*change)))
     assert field in str(err.value) and message in str(err.value)
 
 
 def test_serve_must_be_the_only_step_and_the_axis_needs_a_serve_step(write_scenario):
-    text = SERVE.format(
-        strategy='"side_by_side"', compile='"none"', path='"peft"', kind="forward", alphas="16"
-    )
     with pytest.raises(ScenarioError, match="only step"):
-        load_scenario(write_scenario(text + '\n[[steps]]\nop = "forward"\n'))
-    plain = text.split("[[steps]]")[0].replace("count = 3", "rank = 8").replace("ranks = [8]\n", "")
-    plain = plain.replace("alphas = [16]\n", "").replace("[adapters.fam]", "[adapters.one]")
+        load_scenario(write_scenario(_serve_toml(steps=[SERVE_STEP, "forward"])))
+    plain = _serve_toml(adapters={"one": {"rank": 8, "targets": QV, "seed": 10}}, steps=["forward"])
     with pytest.raises(ScenarioError, match="strategy axis needs a serve step"):
-        load_scenario(write_scenario(plain + '[[steps]]\nop = "forward"\n'))
+        load_scenario(write_scenario(plain))
 
 
 def test_serving_expectations_are_refused_on_other_ops(write_scenario):
-    text = """
-[scenario]
-name = "x"
-model = "builtin:tiny-llama"
-[[steps]]
-op = "forward"
-expect = { wrong_responses = "== 0" }
-"""
+    text = scenario_toml(
+        "x", [{"op": "forward", "expect": {"wrong_responses": "== 0"}}], matrix=None, adapters={}
+    )
     with pytest.raises(ScenarioError, match="only a serve step"):
         load_scenario(write_scenario(text))
 
@@ -243,10 +227,7 @@ def eager_runs(cache_root, tmp_path_factory):
     out = {}
     for strategy in SERVING_STRATEGIES:
         path = folder / f"{strategy}.toml"
-        text = SERVE.format(
-            strategy=f'"{strategy}"', compile='"none"', path='"peft"', kind="forward", alphas="16, 32"
-        )
-        path.write_text(text)
+        path.write_text(_serve_toml(strategy, alphas=(16, 32)))
         case = expand(load_scenario(path))[0]
         out[strategy] = replace(
             run_case(case, cache_root), case=case.to_dict()
@@ -360,7 +341,7 @@ def test_a_planted_wrong_swap_for_one_adapter_fails_naming_it_and_its_requests(
 
 def test_transformers_hotswap_keeps_the_old_alpha_and_serving_catches_it(cache_root, write_scenario):
     """The upstream bug (transformers 5.23): a swap to a different alpha answers wrongly, silently."""
-    s = _serve(write_scenario, strategy="hotswap", path='"transformers"', alphas="16, 32")
+    s = _serve(write_scenario, strategy="hotswap", path="transformers", alphas=(16, 32))
     r = run_case(expand(s)[0], cache_root)
     _, sv = _record(r)
     assert r.verdict == "fail"
@@ -400,7 +381,7 @@ def test_compiled_serving_counts_recompiles_after_warmup(cache_root, write_scena
     s = _serve(
         write_scenario,
         strategy="side_by_side",
-        compile='"aot_eager"',
+        compile="aot_eager",
         extra='expect = { recompiles_after_warmup = "== 0" }\n',
     )
     r = run_case(expand(s)[0], cache_root)
@@ -463,9 +444,7 @@ def test_faster_than_without_its_sibling_is_not_evaluated_never_a_pass(eager_run
 
 
 def test_faster_than_must_name_a_strategy_of_the_matrix(write_scenario):
-    text = SERVE.format(
-        strategy='"side_by_side"', compile='"none"', path='"peft"', kind="forward", alphas="16"
-    )
+    text = _serve_toml()
     with pytest.raises(ScenarioError, match="not a strategy of the matrix"):
         load_scenario(write_scenario(text + "expect = { faster_than = { reload = 1.0 } }\n"))
     with pytest.raises(ScenarioError, match="unknown strategy"):

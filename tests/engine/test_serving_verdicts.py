@@ -16,45 +16,19 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.spec.precision import DISTINGUISH_FACTOR
 from bench.worker.execute import run_case
-from tests.conftest import REPO
-from tests.engine.test_serving import SERVE, _record, _serve, _with_faster_than, eager_runs  # noqa: F401
+from tests.conftest import REPO, scenario_toml
+from tests.engine.test_serving import QV, _record, _serve, _serve_toml, _with_faster_than, eager_runs  # noqa: F401
 
 # Two adapters with the same spec under two keys: the same weights, so the same references.
-TWINS = """
-[scenario]
-name = "serve-twins"
-model = "builtin:tiny-llama"
-timeout_s = 300
-
-[matrix]
-precision = ["fp32"]
-compile = ["none"]
-strategy = ["hotswap"]
-hotswap_path = ["peft"]
-
-[workload]
-kind = "forward"
-seq_len = 8
-
-[adapters.a]
-rank = 8
-alpha = 16
-targets = ["q_proj", "v_proj"]
-seed = 10
-
-[adapters.b]
-rank = 8
-alpha = 16
-targets = ["q_proj", "v_proj"]
-seed = 10
-
-[[steps]]
-op = "serve"
-adapters = ["a", "b"]
-requests = 8
-prompts = 3
-concurrency = 2
-"""
+TWIN = {"rank": 8, "alpha": 16, "targets": QV, "seed": 10}
+TWINS = scenario_toml(
+    "serve-twins",
+    [{"op": "serve", "adapters": ["a", "b"], "requests": 8, "prompts": 3, "concurrency": 2}],
+    scenario={"timeout_s": 300},
+    matrix={"precision": ["fp32"], "compile": ["none"], "strategy": ["hotswap"], "hotswap_path": ["peft"]},
+    tables={"workload": {"kind": "forward", "seq_len": 8}},
+    adapters={"a": TWIN, "b": TWIN},
+)
 
 
 def _outcome(result, name):
@@ -118,9 +92,7 @@ def test_the_shipped_serving_scenario_tells_its_adapters_apart_and_checks_the_ma
 def test_serve_steps_cannot_declare_their_adapters_indistinguishable(write_scenario):
     from bench.errors import ScenarioError
 
-    text = SERVE.format(
-        strategy='"side_by_side"', compile='"none"', path='"peft"', kind="forward", alphas="16"
-    )
+    text = _serve_toml()
     with pytest.raises(ScenarioError, match="served adapters must always be told apart"):
         load_scenario(write_scenario(text + "expect = { distinguishable = false }\n"))
 
@@ -234,9 +206,7 @@ def test_faster_than_under_jobs_2_through_the_cli(cli, tmp_path, cache_root, mon
     if len(usable_cpus()) < 2:
         pytest.skip("two jobs need two usable cores")
     monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
-    text = SERVE.format(
-        strategy='"mixed_batch", "reload"', compile='"none"', path='"peft"', kind="forward", alphas="16"
-    )
+    text = _serve_toml(["mixed_batch", "reload"])
     path = tmp_path / "s.toml"
     path.write_text(text + "expect = { faster_than = { reload = 100.0 } }\n")
     out = tmp_path / "out"

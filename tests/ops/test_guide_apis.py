@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, SCENARIOS, scenario_toml
 
 
 def _run(name, cache_root, tmp_path=None, **params):
@@ -74,21 +74,9 @@ def test_several_adapters_and_active_adapters(cache_root):
 
 
 def test_active_adapters_check_can_fail(cache_root, write_scenario):
-    path = write_scenario("""
-        [scenario]
-        name = "active-neg"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.a]
-        rank = 4
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "active_adapters"
-        known_failure = { expectation = "active_adapters", reason = "negative control: this holds" }
-    """)
+    marked = {"expectation": "active_adapters", "reason": "negative control: this holds"}
+    steps = [LOAD_A, {"op": "active_adapters", "known_failure": marked}]
+    path = write_scenario(scenario_toml("active-neg", steps, adapters=ONE_ADAPTER_SEED_0))
     (case,) = expand(load_scenario(path))
     r = run_case(case, cache_root)
     assert r.verdict == "xpass"

@@ -22,6 +22,7 @@ from bench.results.store import load, save
 from bench.scenario.loader import parse_scenario
 from bench.spec.cases import Shard, expand_all
 from bench.spec.schema import PRECISIONS
+from tests.conftest import FAST_TIMING, LOAD_A, scenario_toml
 
 # ---------------------------------------------------------------------------------------------------------
 # Sharding
@@ -344,32 +345,13 @@ def test_refuses_shards_of_different_selections(tmp_path):
 # The real thing: shards run through the CLI, then merged
 
 
-TWO_CASES = """
-[scenario]
-name = "shard-e2e"
-model = "builtin:tiny-llama"
-
-[matrix]
-compile = ["none"]
-hotswap_path = ["transformers", "peft"]
-
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-
-[adapters.a]
-rank = 4
-alpha = 8
-seed = 1
-
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-
-[[steps]]
-op = "forward"
-"""
+TWO_CASES = scenario_toml(
+    "shard-e2e",
+    [LOAD_A, "forward"],
+    matrix={"compile": ["none"], "hotswap_path": ["transformers", "peft"]},
+    timing=FAST_TIMING,
+    adapters={"a": {"rank": 4, "alpha": 8, "seed": 1}},
+)
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -29,27 +28,11 @@ from bench.runner.launch import RunOptions
 from bench.runner.run import run_cases
 from bench.spec.codec import to_dict
 from bench.worker import inject
-from tests.conftest import REPO
+from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
 
 
 def _scenario(name: str) -> str:
-    return textwrap.dedent(f"""
-        [scenario]
-        name = "{name}"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [timing]
-        warmup = 0
-        min_rounds = 1
-        min_time_s = 0.0
-        [adapters.a]
-        rank = 4
-        seed = 1
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-    """)
+    return scenario_toml(name, [LOAD_A], timing=FAST_TIMING)
 
 
 def _start(args, cache_root, fault: str | None, method: str = "fork") -> subprocess.Popen:

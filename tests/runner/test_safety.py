@@ -26,27 +26,15 @@ from bench.scenario.loader import parse_scenario
 from bench.spec.cases import expand
 from bench.worker import inject
 from bench.worker.__main__ import run_spec
-from tests.conftest import REPO
+from tests.conftest import FAST_TIMING, LOAD_A, ONE_ADAPTER, REPO, scenario_toml
 
 BENCH = REPO / "bench"
 
 
-def _scenario(model: str, *, head: str = "", adapter: str = "[adapters.a]\nrank = 4\nseed = 1\n") -> str:
-    return (
-        textwrap.dedent(f"""
-        [scenario]
-        name = "safety"
-        model = '{model}'
-        {head}
-        [matrix]
-        compile = ["none"]
-        [timing]
-        warmup = 0
-        min_rounds = 1
-        min_time_s = 0.0
-        """)
-        + adapter
-        + '[[steps]]\nop = "load_adapter"\nadapter = "a"\n'
+def _scenario(model: str, *, opt_in: dict | None = None, adapter: dict = ONE_ADAPTER["a"]) -> str:
+    """Load adapter `a` onto `model`; `opt_in` holds [scenario] fields such as trust_remote_code."""
+    return scenario_toml(
+        "safety", [LOAD_A], model=model, scenario=opt_in, timing=FAST_TIMING, adapters={"a": adapter}
     )
 
 
@@ -70,6 +58,7 @@ CODE = "__import__('pathlib').Path({marker!r}).touch()"
 def test_code_in_every_string_of_a_scenario_is_never_run(tmp_path, write_scenario):
     marker = tmp_path / "ran"
     code = CODE.format(marker=str(marker))
+    # Inline text, not scenario_toml: the code sits in every string of the file, and the test edits the text.
     text = f"""
         [scenario]
         name = "data"
@@ -104,6 +93,7 @@ def test_code_in_every_string_of_a_scenario_is_never_run(tmp_path, write_scenari
 @pytest.mark.parametrize("op", ["__init__", "apply", "_hotswap", "__class__", "forward.__globals__"])
 def test_ops_dispatch_only_to_the_fixed_table(op, write_scenario):
     """The worker looks ops up in the registry: an op outside it never reaches a method."""
+    # Inline text: hostile op names in a file that is otherwise as short as a scenario gets.
     text = f'[scenario]\nname = "x"\nmodel = "m"\n[[steps]]\nop = "{op}"\n'
     with pytest.raises(ScenarioError, match="unknown op"):
         load_scenario(write_scenario(text))
@@ -207,7 +197,7 @@ def test_remote_code_stays_off_unless_opted_in(tmp_path, llama, cache_root, modu
     assert not marker.exists()
 
     # The control: with the scenario's opt-in the module runs (the marker appears) and the case passes.
-    path.write_text(_scenario(str(model), head="trust_remote_code = true"))
+    path.write_text(_scenario(str(model), opt_in={"trust_remote_code": True}))
     allowed = _run(path, cache_root)
     assert marker.exists()
     assert allowed.verdict == "pass", allowed.reason
@@ -284,7 +274,7 @@ def test_pickle_model_weights_are_refused_unless_allowed(tmp_path, llama, cache_
     plain = _pickle_only_model(llama, tmp_path / "pickle_model")
     path.write_text(_scenario(str(plain)))
     assert _run(path, cache_root).verdict == "error"
-    path.write_text(_scenario(str(plain), head="allow_pickle = true"))
+    path.write_text(_scenario(str(plain), opt_in={"allow_pickle": True}))
     allowed = _run(path, cache_root)
     assert allowed.verdict == "pass", allowed.reason
 
@@ -323,7 +313,7 @@ def test_pickle_adapter_weights_are_refused_unless_allowed(tmp_path, llama, cach
     torch.save(load_file(folder / "adapter_model.safetensors"), folder / "adapter_model.bin")
     (folder / "adapter_model.safetensors").unlink()
     path = tmp_path / "adapter.toml"
-    path.write_text(_scenario("builtin:tiny-llama", adapter=f"[adapters.a]\npath = '{folder}'\n"))
+    path.write_text(_scenario("builtin:tiny-llama", adapter={"path": str(folder)}))
     refused = _run(path, cache_root)
     assert refused.verdict == "error"
     assert "adapter 'a'" in refused.reason and "pickle files (adapter_model.bin), refused" in refused.reason

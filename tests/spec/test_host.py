@@ -13,7 +13,7 @@ from bench.scenario import load_scenario
 from bench.spec import host
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import LOAD_A, SCENARIOS, scenario_toml
 
 
 def _markers(scenario) -> list[str]:
@@ -44,19 +44,10 @@ def test_the_probe_is_what_bitsandbytes_decides():
 
 
 def test_an_unknown_host_fact_is_refused_naming_file_and_field(write_scenario):
-    path = write_scenario("""
-        [scenario]
-        name = "badhost"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.a]
-        rank = 4
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        known_failure = { expectation = "matches_reference", host = ["bnb_cpu_pack_4bit"], reason = "r" }
-    """)
+    marker = {"expectation": "matches_reference", "host": ["bnb_cpu_pack_4bit"], "reason": "r"}
+    path = write_scenario(
+        scenario_toml("badhost", [{**LOAD_A, "known_failure": marker}], adapters={"a": {"rank": 4}})
+    )
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     text = str(err.value)
@@ -66,28 +57,28 @@ def test_an_unknown_host_fact_is_refused_naming_file_and_field(write_scenario):
 
 FAKE = "fake_fact_for_tests"
 
-SCENARIO = f"""
-    [scenario]
-    name = "hostscoped"
-    model = "builtin:tiny-llama"
-    [matrix]
-    compile = ["none"]
-    [adapters.a]
-    rank = 4
-    seed = 3
-    [[steps]]
-    op = "load_adapter"
-    adapter = "a"
-    [[steps]]
-    op = "disable_adapters"
-    # holds: disable_adapters gives exactly the base output
-    known_failure = {{ expectation = "matches_reference", host = ["{FAKE}"], reason = "planted: held" }}
-    [[steps]]
-    op = "enable_adapters"
-    # fails: enable_adapters raises nothing
-    expect = {{ raises = "ValueError" }}
-    known_failure = {{ expectation = "raises", host = ["{FAKE}"], reason = "planted: fails on fake hosts" }}
-"""
+SCENARIO = scenario_toml(
+    "hostscoped",
+    [
+        LOAD_A,
+        {
+            "op": "disable_adapters",
+            # holds: disable_adapters gives exactly the base output
+            "known_failure": {"expectation": "matches_reference", "host": [FAKE], "reason": "planted: held"},
+        },
+        {
+            "op": "enable_adapters",
+            # fails: enable_adapters raises nothing
+            "expect": {"raises": "ValueError"},
+            "known_failure": {
+                "expectation": "raises",
+                "host": [FAKE],
+                "reason": "planted: fails on fake hosts",
+            },
+        },
+    ],
+    adapters={"a": {"rank": 4, "seed": 3}},
+)
 
 
 @pytest.mark.parametrize("holds", [True, False])

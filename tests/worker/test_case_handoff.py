@@ -13,22 +13,11 @@ from bench.runner.launch import RunOptions
 from bench.runner.run import resume_selection, run_cases
 from bench.scenario import load_scenarios
 from bench.spec.cases import Case, expand_all
-from tests.conftest import REPO
+from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, REPO, scenario_toml
 
-SCENARIO = """
-[scenario]
-name = "handoff"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none", "eager"]
-[adapters.a]
-rank = 4
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "forward"
-"""
+SCENARIO = scenario_toml(
+    "handoff", [LOAD_A, "forward"], matrix={"compile": ["none", "eager"]}, adapters=ONE_ADAPTER_SEED_0
+)
 
 
 def test_every_shipped_case_round_trips_through_json():

@@ -16,51 +16,35 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from bench.worker.prepare import padded_rank
+from tests.conftest import scenario_toml
 
-PADDED = """
-[scenario]
-name = "padded"
-model = "builtin:tiny-llama"
-hotswap_path = "{path}"
-[matrix]
-compile = ["aot_eager"]
-[timing]
-warmup = 1
-min_rounds = 3
-min_time_s = 0
-[adapters.r4]
-rank = 4
-alpha = 8
-targets = ["q_proj", "v_proj"]
-seed = 1
-[adapters.r4b]
-rank = 4
-alpha = 16
-targets = ["q_proj", "v_proj"]
-seed = 2
-[[steps]]
-op = "enable_hotswap"
-target_rank = 12
-[[steps]]
-op = "load_adapter"
-adapter = "r4"
-name = "default"
-[[steps]]
-op = "compile"
-[[steps]]
-op = "forward"
-[[steps]]
-op = "load_adapter"
-adapter = "r4b"
-name = "default"
-hotswap = true
-[[steps]]
-op = "forward"
-"""
+QV = ["q_proj", "v_proj"]
+
+
+def _padded(path: str) -> str:
+    """Two rank-4 adapters, the second hotswapped into a slot padded to rank 12, compiled."""
+    return scenario_toml(
+        "padded",
+        [
+            {"op": "enable_hotswap", "target_rank": 12},
+            {"op": "load_adapter", "adapter": "r4", "name": "default"},
+            "compile",
+            "forward",
+            {"op": "load_adapter", "adapter": "r4b", "name": "default", "hotswap": True},
+            "forward",
+        ],
+        scenario={"hotswap_path": path},
+        matrix={"compile": ["aot_eager"]},
+        timing={"warmup": 1, "min_rounds": 3, "min_time_s": 0},
+        adapters={
+            "r4": {"rank": 4, "alpha": 8, "targets": QV, "seed": 1},
+            "r4b": {"rank": 4, "alpha": 16, "targets": QV, "seed": 2},
+        },
+    )
 
 
 def _case(write_scenario, path="peft"):
-    (case,) = expand(load_scenario(write_scenario(PADDED.format(path=path))))
+    (case,) = expand(load_scenario(write_scenario(_padded(path))))
     return case
 
 

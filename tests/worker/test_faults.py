@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -26,49 +25,27 @@ from bench.scenario import load_scenarios
 from bench.spec.cases import expand_all
 from bench.spec.codec import to_dict
 from bench.worker import inject
+from tests.conftest import FAST_TIMING, LOAD_A, ONE_ADAPTER, scenario_toml
 
 MEMORY_LIMIT_MB = 2500  # torch, transformers and peft import in ~1.1 GiB of address space; a tiny case fits
 
 
-def _scenario(name: str, *, timeout_s: int = 120, workload: str = "", steps: str | None = None) -> str:
-    steps = (
-        steps
-        if steps is not None
-        else """
-        [adapters.a]
-        rank = 4
-        seed = 1
-
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        """
+def _scenario(
+    name: str, *, timeout_s: int = 120, workload: dict | None = None, adapters=ONE_ADAPTER, steps=(LOAD_A,)
+) -> str:
+    return scenario_toml(
+        name,
+        steps,
+        scenario={"timeout_s": timeout_s},
+        timing=FAST_TIMING,
+        tables={"workload": workload},
+        adapters=adapters,
     )
-    return textwrap.dedent(
-        f"""
-        [scenario]
-        name = "{name}"
-        model = "builtin:tiny-llama"
-        timeout_s = {timeout_s}
-
-        [matrix]
-        compile = ["none"]
-
-        [timing]
-        warmup = 0
-        min_rounds = 1
-        min_time_s = 0.0
-        {workload}
-        """
-    ) + textwrap.dedent(steps)
 
 
 # A batch of 4096 x 256 tokens: the first forward allocates several GiB, far beyond MEMORY_LIMIT_MB.
-OOM_WORKLOAD = "[workload]\nbatch_size = 4096\nseq_len = 256\n"
-OOM_STEPS = '[[steps]]\nop = "forward"\n'
-BAD_SOURCE_STEPS = (
-    '[adapters.a]\npath = "/nonexistent/adapter"\n[[steps]]\nop = "load_adapter"\nadapter = "a"\n'
-)
+OOM_WORKLOAD = {"batch_size": 4096, "seq_len": 256}
+BAD_SOURCE = {"a": {"path": "/nonexistent/adapter"}}
 
 
 def _kill_when_hanging(log: Path, stop: threading.Event, killed: list[int]) -> None:
@@ -89,8 +66,8 @@ def test_every_fault_is_an_error_and_the_run_goes_on(tmp_path, cache_root, monke
     # Every case after the first fault ran and reported its own outcome: the run went on.
     files = {
         "ok": _scenario("ok"),
-        "bad-source": _scenario("bad-source", steps=BAD_SOURCE_STEPS),
-        "oom": _scenario("oom", workload=OOM_WORKLOAD, steps=OOM_STEPS),
+        "bad-source": _scenario("bad-source", adapters=BAD_SOURCE),
+        "oom": _scenario("oom", workload=OOM_WORKLOAD, adapters={}, steps=["forward"]),
         "abort": _scenario("crash-abort"),
         "segv": _scenario("crash-segv"),
         "kill": _scenario("crash-kill", timeout_s=60),

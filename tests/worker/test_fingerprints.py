@@ -19,7 +19,7 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.spec.schema import KnownFailure
 from bench.worker.execute import run_case
-from tests.conftest import REPO, SCENARIOS
+from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, REPO, SCENARIOS, scenario_toml
 
 
 def _case(path, case_id):
@@ -36,51 +36,27 @@ def _outcomes(result, index):
 @pytest.mark.parametrize(
     "fields, field, message",
     [
-        ('error = "not a class"', "error", "exception class name"),
-        ('match = "("', "match", "not a regular expression"),
-        ("band = [0.5]", "band", "two numbers"),
-        ("band = [0.5, 0.1]", "band", "low <= high"),
-        ('band = ["a", 1]', "band", "two numbers"),
+        ({"error": "not a class"}, "error", "exception class name"),
+        ({"match": "("}, "match", "not a regular expression"),
+        ({"band": [0.5]}, "band", "two numbers"),
+        ({"band": [0.5, 0.1]}, "band", "low <= high"),
+        ({"band": ["a", 1]}, "band", "two numbers"),
     ],
 )
 def test_a_bad_fingerprint_is_refused_naming_the_field(write_scenario, fields, field, message):
-    path = write_scenario(
-        f"""
-        [scenario]
-        name = "fp"
-        model = "builtin:tiny-llama"
-        [adapters.a]
-        rank = 4
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "forward"
-        known_failure = {{ expectation = "matches_reference", reason = "upstream", {fields} }}
-        """
-    )
+    marker = {"expectation": "matches_reference", "reason": "upstream", **fields}
+    forward = {"op": "forward", "known_failure": marker}
+    path = write_scenario(scenario_toml("fp", [LOAD_A, forward], matrix=None, adapters=ONE_ADAPTER_SEED_0))
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     assert f"known_failure.{field}" in str(err.value) and message in str(err.value)
 
 
 def test_a_fingerprint_is_read(write_scenario):
-    path = write_scenario(
-        """
-        [scenario]
-        name = "fp"
-        model = "builtin:tiny-llama"
-        [adapters.a]
-        rank = 4
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        known_failure = { expectation = "succeeds", reason = "upstream", error = "RuntimeError", match = "sizes" }
-        [[steps]]
-        op = "forward"
-        known_failure = { expectation = "matches_reference", reason = "upstream", band = [0, 1] }
-        """
-    )
+    raised = {"expectation": "succeeds", "reason": "upstream", "error": "RuntimeError", "match": "sizes"}
+    banded = {"expectation": "matches_reference", "reason": "upstream", "band": [0, 1]}
+    steps = [{**LOAD_A, "known_failure": raised}, {"op": "forward", "known_failure": banded}]
+    path = write_scenario(scenario_toml("fp", steps, matrix=None, adapters=ONE_ADAPTER_SEED_0))
     s = load_scenario(path)
     assert s.steps[0].known_failures[0].fingerprint == "raises RuntimeError, message ~ /sizes/"
     assert s.steps[1].known_failures[0].band == (0.0, 1.0)
@@ -210,23 +186,7 @@ def test_an_infinite_reference_logit_matches_nothing(cache_root, monkeypatch, wr
         ref[0, 0, 0] = float("inf")
         return ref
 
-    path = write_scenario(
-        """
-        [scenario]
-        name = "inf-ref"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.a]
-        rank = 4
-        seed = 1
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "forward"
-        """
-    )
+    path = write_scenario(scenario_toml("inf-ref", [LOAD_A, "forward"]))
     (case,) = expand(load_scenario(path))
     control = run_case(case, cache_root)
     assert _outcomes(control, 1)["matches_reference"].held

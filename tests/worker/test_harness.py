@@ -10,7 +10,7 @@ import pytest
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, SCENARIOS, scenario_toml
 
 
 def _run(path, cache_root, **params):
@@ -109,49 +109,26 @@ def test_deliberately_wrong_swap_is_caught(cache_root, monkeypatch):
 
 
 def test_no_op_adapter_is_flagged(cache_root, write_scenario):
-    path = write_scenario("""
-        [scenario]
-        name = "noop"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.tiny]
-        rank = 4
-        init_std = 1e-9
-        [[steps]]
-        op = "load_adapter"
-        adapter = "tiny"
-    """)
+    load_tiny = {"op": "load_adapter", "adapter": "tiny"}
+    path = write_scenario(
+        scenario_toml("noop", [load_tiny], adapters={"tiny": {"rank": 4, "init_std": 1e-9}})
+    )
     r = _run(path, cache_root)
     assert r.verdict == "fail"
     assert "distinguishable: this check cannot tell the states apart" in r.reason
 
 
 def test_expected_errors_and_known_failures(cache_root, write_scenario):
-    path = write_scenario("""
-        [scenario]
-        name = "errors"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.a]
-        rank = 4
-        seed = 3
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "set_adapter"
-        names = ["missing"]
-        expect = { raises = "ValueError" }
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        expect = { raises = "ValueError" }
-        [[steps]]
-        op = "disable_adapters"
-        known_failure = { expectation = "matches_reference", reason = "deliberately wrong marker" }
-    """)
+    steps = [
+        LOAD_A,
+        {"op": "set_adapter", "names": ["missing"], "expect": {"raises": "ValueError"}},
+        {**LOAD_A, "expect": {"raises": "ValueError"}},
+        {
+            "op": "disable_adapters",
+            "known_failure": {"expectation": "matches_reference", "reason": "deliberately wrong marker"},
+        },
+    ]
+    path = write_scenario(scenario_toml("errors", steps, adapters={"a": {"rank": 4, "seed": 3}}))
     r = _run(path, cache_root)
     assert _step(r, 2).status == "pass" and "ValueError" in _step(r, 2).error
     assert _step(r, 3).status == "pass"  # duplicate name raises ValueError, as documented
@@ -161,22 +138,8 @@ def test_expected_errors_and_known_failures(cache_root, write_scenario):
 
 
 def test_wrong_expected_error_type_fails(cache_root, write_scenario):
-    path = write_scenario("""
-        [scenario]
-        name = "wrongerr"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        [adapters.a]
-        rank = 4
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "set_adapter"
-        names = ["missing"]
-        expect = { raises = "KeyError" }
-    """)
+    set_missing = {"op": "set_adapter", "names": ["missing"], "expect": {"raises": "KeyError"}}
+    path = write_scenario(scenario_toml("wrongerr", [LOAD_A, set_missing], adapters=ONE_ADAPTER_SEED_0))
     r = _run(path, cache_root)
     assert r.verdict == "fail"
     assert "expected KeyError, got ValueError" in r.reason

@@ -15,6 +15,7 @@ from bench.results.summary import counts_line
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
+from tests.conftest import LOAD_A, scenario_toml
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +40,14 @@ def dora_folder(cache_root, tmp_path_factory):
     return folder
 
 
-def _scenario(write_scenario, adapter_table: str):
-    path = write_scenario(
-        f"""
-        [scenario]
-        name = "coverage"
-        model = "builtin:tiny-llama"
-        [matrix]
-        compile = ["none"]
-        {adapter_table}
-        [[steps]]
-        op = "load_adapter"
-        adapter = "a"
-        [[steps]]
-        op = "forward"
-        """
-    )
+def _scenario(write_scenario, adapter: dict):
+    path = write_scenario(scenario_toml("coverage", [LOAD_A, "forward"], adapters={"a": adapter}))
     (case,) = expand(load_scenario(path))
     return case
 
 
 def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(cache_root, write_scenario, dora_folder):
-    case = _scenario(write_scenario, f'[adapters.a]\npath = "{dora_folder}"')
+    case = _scenario(write_scenario, {"path": str(dora_folder)})
     r = run_case(case, cache_root)
     assert r.verdict == "pass"
     assert r.reason.startswith("unverified: step 1 (load_adapter): math oracle:") and "use_dora" in r.reason
@@ -72,7 +59,7 @@ def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(cache_root, wr
 
 
 def test_require_oracles_makes_it_fail(cache_root, write_scenario, dora_folder):
-    case = _scenario(write_scenario, f'[adapters.a]\npath = "{dora_folder}"')
+    case = _scenario(write_scenario, {"path": str(dora_folder)})
     r = run_case(case, cache_root, require_oracles=True)
     assert r.verdict == "fail"
     assert (
@@ -82,38 +69,20 @@ def test_require_oracles_makes_it_fail(cache_root, write_scenario, dora_folder):
 
 
 def test_control_a_lora_adapter_is_verified_by_both(cache_root, write_scenario):
-    case = _scenario(write_scenario, "[adapters.a]\nrank = 4\nseed = 1")
+    case = _scenario(write_scenario, {"rank": 4, "seed": 1})
     r = run_case(case, cache_root, require_oracles=True)
     assert r.verdict == "pass" and r.reason == ""
     assert all(s.unverified is None and s.oracle_agreement.agree for s in r.steps)
 
 
-GENERATE = """
-[scenario]
-name = "decode"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[workload]
-kind = "generate"
-batch_size = 2
-seq_len = 8
-new_tokens = 8
-[timing]
-warmup = 1
-min_rounds = 2
-min_time_s = 0
-[adapters.a]
-rank = 8
-alpha = 32
-seed = 1
-init_std = 0.1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "generate"
-"""
+TWO_ROUNDS = {"warmup": 1, "min_rounds": 2, "min_time_s": 0}
+GENERATE = scenario_toml(
+    "decode",
+    [LOAD_A, "generate"],
+    timing=TWO_ROUNDS,
+    tables={"workload": {"kind": "generate", "batch_size": 2, "seq_len": 8, "new_tokens": 8}},
+    adapters={"a": {"rank": 8, "alpha": 32, "seed": 1, "init_std": 0.1}},
+)
 
 
 def test_a_lora_skipped_on_decode_steps_fails_on_the_math_of_generate(
@@ -147,27 +116,13 @@ def test_control_generate_agrees_with_the_math_without_the_plant(cache_root, wri
     assert r.steps[1].oracle_agreement.agree and r.steps[1].oracle_agreement.rule.startswith("generate:")
 
 
-BF16 = """
-[scenario]
-name = "bf16-logic"
-model = "builtin:tiny-llama"
-[matrix]
-precision = ["bf16"]
-compile = ["none"]
-[timing]
-warmup = 1
-min_rounds = 2
-min_time_s = 0
-[adapters.a]
-rank = 8
-alpha = 16
-seed = 1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "forward"
-"""
+BF16 = scenario_toml(
+    "bf16-logic",
+    [LOAD_A, "forward"],
+    matrix={"precision": ["bf16"], "compile": ["none"]},
+    timing=TWO_ROUNDS,
+    adapters={"a": {"rank": 8, "alpha": 16, "seed": 1}},
+)
 
 
 def test_a_ten_percent_scaling_error_fails_the_math_in_bf16(cache_root, write_scenario, monkeypatch):

@@ -9,24 +9,11 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.spec.precision import TOLERANCES, tolerance_for
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, scenario_toml
 
-ONE_LOAD = """
-[scenario]
-name = "exact"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[adapters.a]
-rank = 8
-alpha = 16
-seed = 5
-init_std = 0.2
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-name = "default"
-"""
+ADAPTER = {"rank": 8, "alpha": 16, "seed": 5, "init_std": 0.2}
+LOAD_DEFAULT = {"op": "load_adapter", "adapter": "a", "name": "default"}
+ONE_LOAD = scenario_toml("exact", [LOAD_DEFAULT], adapters={"a": ADAPTER})
 
 
 def _case(path, **params):
@@ -89,14 +76,14 @@ def test_without_the_planted_error_the_exact_rule_holds(cache_root, write_scenar
     assert r.steps[0].output.rule == "exact" and r.steps[0].output.max_abs_diff == 0
 
 
-# The same adapter spec under a second key, swapped in: a copy of ONE_LOAD's adapter table.
-SAME_TWICE = (
-    ONE_LOAD
-    + ONE_LOAD[ONE_LOAD.index("[adapters.a]") : ONE_LOAD.index("[[steps]]")].replace(
-        "adapters.a", "adapters.twin"
-    )
-    + '[[steps]]\nop = "load_adapter"\nadapter = "twin"\nname = "default"\nhotswap = true\n'
-)
+def _swap_to_twin(twin: dict) -> str:
+    """ONE_LOAD, then the adapter `twin` hotswapped in."""
+    swap = {"op": "load_adapter", "adapter": "twin", "name": "default", "hotswap": True}
+    return scenario_toml("exact", [LOAD_DEFAULT, swap], adapters={"a": ADAPTER, "twin": twin})
+
+
+# The same adapter spec under a second key, swapped in.
+SAME_TWICE = _swap_to_twin(ADAPTER)
 
 
 def test_a_swap_to_an_identical_adapter_cannot_be_told_apart(cache_root, write_scenario):
@@ -110,9 +97,7 @@ def test_a_swap_to_an_identical_adapter_cannot_be_told_apart(cache_root, write_s
 
 
 def test_a_swap_to_another_adapter_is_told_apart(cache_root, write_scenario):
-    other = SAME_TWICE.replace(
-        "[adapters.twin]\nrank = 8\nalpha = 16\nseed = 5", "[adapters.twin]\nrank = 8\nalpha = 16\nseed = 6"
-    )
+    other = _swap_to_twin({**ADAPTER, "seed": 6})
     assert other != SAME_TWICE
     r = run_case(_case(write_scenario(other)), cache_root)
     statuses = _statuses(r.steps[1])

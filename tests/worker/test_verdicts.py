@@ -9,22 +9,9 @@ from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, SCENARIOS, scenario_toml
 
-SCENARIO = """
-[scenario]
-name = "oracle-fault"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[adapters.a]
-rank = 4
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "forward"
-"""
+SCENARIO = scenario_toml("oracle-fault", [LOAD_A, "forward"], adapters=ONE_ADAPTER_SEED_0)
 
 
 def _only_case(path):
@@ -61,33 +48,23 @@ def test_without_the_planted_fault_the_same_case_passes(cache_root, write_scenar
     assert r.verdict == "pass", r.reason
 
 
-MARKER = """
-[scenario]
-name = "markers"
-model = "builtin:tiny-llama"
-[adapters.a]
-rank = 4
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "{op}"
-{fields}
-known_failure = {{ expectation = "{expectation}", reason = "upstream bug" }}
-"""
+def _marker(op: str, fields: dict, expectation: str) -> str:
+    """load_adapter, then an `op` step marked as a known failure of `expectation`."""
+    marked = {"op": op, **fields, "known_failure": {"expectation": expectation, "reason": "upstream bug"}}
+    return scenario_toml("markers", [LOAD_A, marked], matrix=None, adapters=ONE_ADAPTER_SEED_0)
 
 
 @pytest.mark.parametrize(
     ("op", "fields", "expectation"),
     [
-        ("active_adapters", "", "distinguishable"),  # only state changes are told apart
-        ("compile", "", "matches_reference"),  # compile makes no model call
-        ("forward", "", "loss_decreases"),
-        ("disable_adapters", "", "active_adapters"),
+        ("active_adapters", {}, "distinguishable"),  # only state changes are told apart
+        ("compile", {}, "matches_reference"),  # compile makes no model call
+        ("forward", {}, "loss_decreases"),
+        ("disable_adapters", {}, "active_adapters"),
     ],
 )
 def test_a_marker_that_can_never_be_evaluated_is_refused(op, fields, expectation, write_scenario):
-    path = write_scenario(MARKER.format(op=op, fields=fields, expectation=expectation))
+    path = write_scenario(_marker(op, fields, expectation))
     with pytest.raises(ScenarioError, match=f"names '{expectation}', which a {op} step never decides"):
         load_scenario(path)
 
@@ -95,41 +72,29 @@ def test_a_marker_that_can_never_be_evaluated_is_refused(op, fields, expectation
 @pytest.mark.parametrize(
     ("op", "fields", "expectation"),
     [
-        ("load_adapter", 'adapter = "a"\nname = "b"', "distinguishable"),
-        ("set_adapter", 'names = ["a"]', "distinguishable"),
-        ("forward", "", "matches_reference"),
+        ("load_adapter", {"adapter": "a", "name": "b"}, "distinguishable"),
+        ("set_adapter", {"names": ["a"]}, "distinguishable"),
+        ("forward", {}, "matches_reference"),
     ],
 )
 def test_a_marker_the_op_can_evaluate_is_accepted(op, fields, expectation, write_scenario):
     """Negative control: the rule refuses only markers that can never apply."""
-    load_scenario(write_scenario(MARKER.format(op=op, fields=fields, expectation=expectation)))
+    load_scenario(write_scenario(_marker(op, fields, expectation)))
 
 
 def test_matches_reference_on_a_step_without_a_model_call_is_refused(write_scenario):
-    text = MARKER.format(op="compile", fields="", expectation="recompiles").replace(
-        "known_failure", "expect = { matches_reference = true }\n#"
-    )
+    compile_step = {"op": "compile", "expect": {"matches_reference": True}}
+    text = scenario_toml("markers", [LOAD_A, compile_step], matrix=None, adapters=ONE_ADAPTER_SEED_0)
     with pytest.raises(ScenarioError, match="makes no model call"):
         load_scenario(write_scenario(text))
 
 
-COMPILED = """
-[scenario]
-name = "compiled"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["eager"]
-[adapters.a]
-rank = 4
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "compile"
-[[steps]]
-op = "forward"
-expect = { recompiles = "== 0" }
-"""
+COMPILED = scenario_toml(
+    "compiled",
+    [LOAD_A, "compile", {"op": "forward", "expect": {"recompiles": "== 0"}}],
+    matrix={"compile": ["eager"]},
+    adapters=ONE_ADAPTER_SEED_0,
+)
 
 
 def test_a_compile_step_that_compiles_nothing_fails(cache_root, write_scenario, monkeypatch):
@@ -174,23 +139,13 @@ def test_more_frame_compiles_than_torch_keeps_by_default_are_all_counted():
     configure_dynamo_for_counting()
 
 
-PATTERNS = """
-[scenario]
-name = "two-oracles"
-model = "builtin:tiny-llama"
-[matrix]
-compile = ["none"]
-[adapters.p]
-rank = 8
-alpha = 16
-targets = ["q_proj", "v_proj"]
-alpha_pattern = { "v_proj" = 64 }
-[[steps]]
-op = "load_adapter"
-adapter = "p"
-[[steps]]
-op = "forward"
-"""
+PATTERNS = scenario_toml(
+    "two-oracles",
+    [{"op": "load_adapter", "adapter": "p"}, "forward"],
+    adapters={
+        "p": {"rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"], "alpha_pattern": {"v_proj": 64}}
+    },
+)
 
 
 def test_a_library_bug_both_the_subject_and_its_reference_share_fails_on_the_math(
