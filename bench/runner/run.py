@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
+from bench.report.answers_view import summary_lines
 from bench.results.environment import collect, library_versions
 from bench.results.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results.shards import VERDICT_LIBRARIES
@@ -174,7 +175,7 @@ def run_cases(
             results = snapshot(interrupted)
             lock.check()
             save(opts.out_dir, results)
-            write_summary(opts.out_dir, results)
+            write_summary(opts.out_dir, results, summary_lines(results))
     return results
 
 
