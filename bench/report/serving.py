@@ -60,9 +60,10 @@ def section(results: Results) -> Section:
     rows = serving_rows(results)
     table = _table(
         [
+            "case",
             "strategy",
-            "verdict",
             "wrong / checked",
+            "verdict",
             "n",
             "p50 ms",
             "p90 ms",
@@ -77,10 +78,10 @@ def section(results: Results) -> Section:
             "RSS peak MiB",
             "RSS growth KiB/req",
             "compile",
-            "case",
         ],
         [
-            [r.strategy, r.verdict, _wrong_cell(f), f.requests, _ms(f.latency_ms_p50), _ms(f.latency_ms_p90)]
+            [r.case_id, r.strategy, _wrong_cell(f), r.verdict, f.requests]
+            + [_ms(f.latency_ms_p50), _ms(f.latency_ms_p90)]
             + [_ms(f.latency_ms_p99), _ms(f.latency_ms_max)]
             + [f"{_ms(f.warm_latency_ms_p50)} / {_ms(f.warm_latency_ms_p99)}"]
             + [_num(f.throughput_rps), _num(f.tokens_per_s)]
@@ -95,7 +96,7 @@ def section(results: Results) -> Section:
                     None if f.rss_growth_bytes_per_request is None else f.rss_growth_bytes_per_request / 1024
                 )
             ]
-            + [r.compile, r.case_id]
+            + [r.compile]
             for r in rows
             for f in (r.figures,)
         ],

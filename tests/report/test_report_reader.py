@@ -267,6 +267,6 @@ def test_html_tables_scroll_inside_themselves(serving):
     page = html.render(serving)
     assert page.count("<table>") == page.count("<div class='scroll'><table>")
     assert ".scroll { overflow-x: auto;" in page
-    # The serving table leads with what decides: strategy, verdict, wrong / checked.
-    assert "<th>strategy</th><th>verdict</th><th>wrong / checked</th>" in page
+    # The serving table leads with what decides: after the case, strategy, wrong / checked, verdict.
+    assert "<th>case</th><th>strategy</th><th>wrong / checked</th><th>verdict</th>" in page
     assert "<tr class='wrong'>" in page
