@@ -38,8 +38,64 @@ def tests(session: nox.Session) -> None:
     run several times slower than two single-threaded ones. posargs go to pytest (`-n 0` runs serially)."""
     install(session, "test")
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # The browser tests need Chromium, which `nox -s browser` installs: here they are deselected, not skipped.
     session.run(
-        "python", "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal", *session.posargs, env=env
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-n",
+        "auto",
+        "--dist",
+        "worksteal",
+        "-m",
+        "not browser",
+        *session.posargs,
+        env=env,
+    )
+
+
+BROWSER_PACKAGES = ("chromium",)
+BROWSER_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The HTML report as a reader sees it (tests/browser): rendered in headless Chromium at 1400 px.
+
+    Installs Debian's chromium with apt-get when no Chromium is on PATH (as root, as the slurm session does),
+    then runs the tests marked `browser`. posargs go to pytest."""
+    import shutil
+
+    if not any(shutil.which(b) for b in BROWSER_BINARIES):
+        if os.geteuid() != 0:
+            session.error(f"no Chromium on PATH: run as root (apt-get) or install {BROWSER_PACKAGES}")
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-q", external=True, env=apt_env)
+        session.run(
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            *BROWSER_PACKAGES,
+            external=True,
+            env=apt_env,
+        )
+    install(session, "test")
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "browser",
+        "tests/browser",
+        *session.posargs,
+        env=env,
     )
 
 

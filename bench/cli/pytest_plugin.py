@@ -21,6 +21,7 @@ import pytest
 from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
 from bench.engine.sources.cache import default_cache_root
 from bench.errors import BenchInputError
+from bench.report.answers_view import summary_lines
 from bench.results.environment import collect
 from bench.results.records import Results
 from bench.results.store import save
@@ -216,7 +217,7 @@ class _RunState:
             return
         results = self._results(interrupted=interrupted)
         save(self.out_dir, results)
-        write_summary(self.out_dir, results)
+        write_summary(self.out_dir, results, summary_lines(results))
 
     def _results(self, *, interrupted: bool = False):
         reason = "interrupted before this case ran" if interrupted else "not run in this pytest session"

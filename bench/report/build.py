@@ -25,15 +25,20 @@ def write_reports(
     formats: tuple[str, ...] = ("md", "html"),
     *,
     roots: tuple[Path, ...] = (),
+    results_dir: Path | None = None,
 ) -> Written:
-    """`roots` are folders to look for the scenario files in (besides the current folder), for the scripts."""
+    """`roots` are folders to look for the scenario files in (besides the current folder), for the scripts;
+    `results_dir` is the folder holding results.json and cases/ (default `out_dir`), for the failures' logs."""
     out_dir = Path(out_dir)
+    results_dir = Path(results_dir) if results_dir is not None else out_dir
     repros = write_repros(results, out_dir, roots=roots)
     paths = [out_dir / r.path for r in repros.values() if r.path]
     for fmt in formats:
         path = out_dir / REPORT_FILES[fmt]
         text = (
-            markdown.render(results, repros) if fmt == "md" else html.render(results, repros, out_dir=out_dir)
+            markdown.render(results, repros, results_dir=results_dir, out_dir=out_dir)
+            if fmt == "md"
+            else html.render(results, repros, out_dir=out_dir, results_dir=results_dir)
         )
         write_text(path, text)
         paths.append(path)

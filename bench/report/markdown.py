@@ -3,7 +3,10 @@ renders anywhere; every figure carries its n and spread, and the environment hea
 
 from __future__ import annotations
 
-from bench.report import contents, data, sections
+import os
+from pathlib import Path
+
+from bench.report import answers_view, contents, data, failures_view, sections
 from bench.report.repro import Repro
 from bench.results.records import Results
 from bench.results.summary import counts_line
@@ -28,6 +31,8 @@ def table_md(t: sections.ReportTable, *, code_first: bool = True) -> list[str]:
 
 def section_md(s: sections.Section) -> list[str]:
     out = [f"## {s.title}", ""]
+    if s.lead:
+        out += [*(f"- **{line}**" for line in s.lead), ""]
     if s.intro:
         out += [s.intro, ""]
     notes = [f"> {n}" for n in s.notes]
@@ -36,31 +41,62 @@ def section_md(s: sections.Section) -> list[str]:
     for t in s.tables:
         if t.caption and not t.collapsed:
             out += [f"**{t.caption}**", ""]
-        out += [*table_md(t, code_first=s.key != "verdicts"), ""]
+        out += [*table_md(t, code_first=s.key not in ("verdicts", "answers")), ""]
     return [*out, *notes, *([""] if notes else [])]
 
 
-def failures_md(results: Results, repros: dict[str, Repro]) -> list[str]:
+def log_link(log: str, results_dir: Path | None, out_dir: Path | None) -> str:
+    """The log's path relative to where the report is written (the results folder unless --out moved it)."""
+    if results_dir is None:
+        return log
+    target = Path(results_dir) / log
+    return os.path.relpath(target, out_dir) if out_dir is not None else str(target)
+
+
+def failures_md(
+    results: Results,
+    repros: dict[str, Repro],
+    *,
+    results_dir: Path | None = None,
+    out_dir: Path | None = None,
+) -> list[str]:
     out = ["## Failures and known failures", ""]
-    cases = data.failing_cases(results)
-    for f in cases:
-        line = f"- `{f.case_id}` **{f.verdict}**: {f.reason or '(no reason recorded)'}"
+    items = failures_view.items(results, results_dir)
+    for f in items:
+        line = f"- `{f.case_id}` **{failures_view.label(f)}**: {f.reason}"
+        if f.known_failure:
+            line += f" Known failure: {f.known_failure}."
         r = repros.get(f.case_id)
         if r is not None:
             line += f" Reproduction: [`{r.path}`]({r.path})." if r.path else f" ({r.note})"
+        if f.log:
+            link = log_link(f.log, results_dir, out_dir)
+            line += f" Log: [`{f.log}`]({link})."
         out.append(line)
-    return [*out, ""] if cases else [*out, "Every case passed.", ""]
+        out += [f"  > `{x}`" for x in f.log_lines]
+        if f.log_note:
+            out.append(f"  > ({f.log_note})")
+    return [*out, ""] if items else [*out, "Every case passed.", ""]
 
 
 def render(
-    results: Results, repros: dict[str, Repro] | None = None, *, title: str = "peft-bench report"
+    results: Results,
+    repros: dict[str, Repro] | None = None,
+    *,
+    title: str = "peft-bench report",
+    results_dir: Path | None = None,
+    out_dir: Path | None = None,
 ) -> str:
+    """`results_dir`: the folder holding results.json and cases/ (for the failures' log lines and links);
+    `out_dir`: where the report is written (links are relative to it)."""
     repros = repros or {}
-    out = [f"# {title}", ""]
+    out = [f"# {title}", "", f"**{counts_line(results)}**", ""]
+    out += section_md(answers_view.section(results))
+    out += ["## Environment", ""]
     out += [f"- {line}" for line in data.environment_lines(results)]
-    out += [f"- {data.timing_policy_line(results)}", "", f"**{counts_line(results)}**", ""]
+    out += [f"- {data.timing_policy_line(results)}", ""]
     out += section_md(sections.verdicts(results))
-    out += failures_md(results, repros)
+    out += failures_md(results, repros, results_dir=results_dir, out_dir=out_dir or results_dir)
     for s in contents.all_sections(results):
         out += section_md(s)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.report import data, training
+from bench.report import answers, data, flags, training
 from bench.report.units import ratio_text as _ratio
 from bench.report.units import size_text
 from bench.results.records import Results
@@ -28,6 +28,7 @@ class Section:
     tables: tuple[ReportTable, ...] = ()
     empty: str = ""  # shown instead of the tables when there is nothing to show
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lead: tuple[str, ...] = ()  # the section's conclusions, as a list before its tables
 
 
 def _ms(v: float | None) -> str:
@@ -43,6 +44,8 @@ def _mib(v: int | float | None) -> str:
 def _floor_note(r: data.SwitchRow) -> str:
     if r.copy_floor_ms is not None:
         return ""
+    if r.note.startswith("raised"):  # nothing was moved: no size, no floor, and nothing to explain by them
+        return "no copy floor: the swap raised before moving the adapter's bytes"
     if r.adapter_bytes is None:
         return "no copy floor: the adapter's size is unknown (a Hub adapter, or an older results file)"
     return "no copy floor recorded"
@@ -65,6 +68,7 @@ def verdicts(results: Results) -> Section:
 
 def latency(results: Results) -> Section:
     rows = data.latency_rows(results)
+    labels = flags.output_labels(results)
     return Section(
         "latency",
         "Latency per precision and compile setting",
@@ -89,7 +93,7 @@ def latency(results: Results) -> Section:
                 [
                     [r.case_id, f"{r.step} ({r.op})", r.precision, r.compile, r.n]
                     + [_ms(r.median_ms), _ms(r.iqr_ms), _ms(r.p90_ms), _ms(r.min_ms), _ms(r.max_ms)]
-                    + [data.WRONG_OUTPUT if r.wrong_output else "matches"]
+                    + [labels.get((r.case_id, r.step), "not checked")]
                     for r in rows
                 ],
             ),
@@ -101,7 +105,7 @@ def latency(results: Results) -> Section:
 
 
 def switch(results: Results) -> Section:
-    rows = data.switch_rows(results)
+    rows = answers.with_run_reloads(results, data.switch_rows(results))
     return Section(
         "switch",
         "Switch cost: hotswap against reloading",

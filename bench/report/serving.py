@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report.plots import _colours, _png
+from bench.report.figure import WRONG_COLOUR, Plot, colours, new_figure, save
+from bench.report.flags import WRONG
 from bench.report.sections import Section, _ms, _table
 from bench.results.records import Results
 from bench.results.serving_records import RequestRecord, ServingFigures
@@ -50,13 +51,19 @@ def _num(v: float | None, fmt: str = ".3g") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _wrong_cell(f: ServingFigures) -> str:
+    text = f"{f.wrong_responses} / {f.checked_responses}"
+    return f"{WRONG}: {text}" if f.wrong_responses else text
+
+
 def section(results: Results) -> Section:
     rows = serving_rows(results)
     table = _table(
         [
             "case",
             "strategy",
-            "compile",
+            "wrong / checked",
+            "verdict",
             "n",
             "p50 ms",
             "p90 ms",
@@ -70,11 +77,11 @@ def section(results: Results) -> Section:
             "recompiles (after warm-up)",
             "RSS peak MiB",
             "RSS growth KiB/req",
-            "wrong / checked",
-            "verdict",
+            "compile",
         ],
         [
-            [r.case_id, r.strategy, r.compile, f.requests, _ms(f.latency_ms_p50), _ms(f.latency_ms_p90)]
+            [r.case_id, r.strategy, _wrong_cell(f), r.verdict, f.requests]
+            + [_ms(f.latency_ms_p50), _ms(f.latency_ms_p90)]
             + [_ms(f.latency_ms_p99), _ms(f.latency_ms_max)]
             + [f"{_ms(f.warm_latency_ms_p50)} / {_ms(f.warm_latency_ms_p99)}"]
             + [_num(f.throughput_rps), _num(f.tokens_per_s)]
@@ -89,7 +96,7 @@ def section(results: Results) -> Section:
                     None if f.rss_growth_bytes_per_request is None else f.rss_growth_bytes_per_request / 1024
                 )
             ]
-            + [f"{f.wrong_responses} / {f.checked_responses}", r.verdict]
+            + [r.compile]
             for r in rows
             for f in (r.figures,)
         ],
@@ -106,24 +113,32 @@ def section(results: Results) -> Section:
     )
 
 
-def serving_plot(rows: list[ServingRow]) -> bytes | None:
+def _label(r: ServingRow) -> str:
+    f = r.figures
+    wrong = f" {WRONG} {f.wrong_responses}/{f.checked_responses}" if f.wrong_responses else ""
+    return f"{r.strategy} (n={f.requests}){wrong}"
+
+
+def serving_plot(rows: list[ServingRow]) -> Plot | None:
     """Three panels: latency CDF per strategy; latency over the stream with switches and recompiles marked;
     RSS after each request."""
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, (cdf, timeline, memory) = plt.subplots(3, 1, figsize=(12, 12), dpi=100)
-    colours = _colours([r.case_id for r in rows])
+    plt, fig, (cdf, timeline, memory) = new_figure(12, 12, rows=3)
+    palette = colours([r.case_id for r in rows])
     for r in rows:
-        colour = colours[r.case_id]
+        colour = palette[r.case_id]
         lat = sorted(q.latency_ms for q in r.requests)
         n = len(lat)
+        bad = bool(r.figures.wrong_responses)
         cdf.step(
-            lat, [(i + 1) / n for i in range(n)], where="post", color=colour, label=f"{r.case_id} (n={n})"
+            lat,
+            [(i + 1) / n for i in range(n)],
+            where="post",
+            color=colour,
+            ls="--" if bad else "-",
+            lw=2 if bad else 1.2,
+            label=_label(r),
         )
         ordered = sorted(r.requests, key=lambda q: q.id)
         timeline.plot([q.id for q in ordered], [q.latency_ms for q in ordered], color=colour, lw=1)
@@ -141,26 +156,40 @@ def serving_plot(rows: list[ServingRow]) -> bytes | None:
             [q.latency_ms for q in wrong],
             marker="o",
             facecolors="none",
-            color="red",
+            color=WRONG_COLOUR,
             s=50,
         )
         rss = [(q.id, q.rss_after_bytes / MiB) for q in ordered if q.rss_after_bytes is not None]
         if rss:
-            memory.plot(*zip(*rss, strict=True), color=colour, lw=1, label=r.case_id)
+            memory.plot(*zip(*rss, strict=True), color=colour, lw=1, label=_label(r))
     cdf.set_xscale("log")
     cdf.set_xlabel("request latency, ms (log)")
     cdf.set_ylabel("fraction of requests")
     cdf.set_title("Latency CDF per strategy", fontsize=10)
     cdf.grid(alpha=0.3)
-    cdf.legend(fontsize=7, loc="lower right")
+    cdf.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     timeline.set_yscale("log")
     timeline.set_xlabel("request id")
     timeline.set_ylabel("latency, ms (log)")
     timeline.set_title("Over the stream: | a switch, x a recompile, red o a wrong response", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    timeline.legend(
+        handles=[
+            Line2D([], [], color="grey", marker="|", ls="", ms=10, label="adapter switch"),
+            Line2D([], [], color="grey", marker="x", ls="", ms=8, label="recompile"),
+            Line2D(
+                [], [], color=WRONG_COLOUR, marker="o", mfc="none", ls="", ms=8, label=f"{WRONG} response"
+            ),
+        ],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
     timeline.grid(alpha=0.3)
     memory.set_xlabel("request id")
     memory.set_ylabel("process RSS after the request, MiB")
     memory.set_title("Memory over the stream (one reading per model call)", fontsize=10)
     memory.grid(alpha=0.3)
-    memory.legend(fontsize=7, loc="lower right")
-    return _png(plt, fig)
+    memory.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(plt, fig)

@@ -43,7 +43,8 @@ def counts_line(results: Results) -> str:
     )
 
 
-def summary_markdown(results: Results) -> str:
+def summary_markdown(results: Results, head: list[str] | tuple[str, ...] = ()) -> str:
+    """`head`: Markdown lines put right after the counts (the report's answers, bench.report.answers_view)."""
     env = results.environment
     libs = ", ".join(f"{k} {v}" for k, v in env.libraries.items() if v)
     out = [
@@ -53,6 +54,7 @@ def summary_markdown(results: Results) -> str:
         + (" (interrupted: the run did not finish)" if results.interrupted else "")
         + ".",
         "",
+        *head,
         f"Environment: {env.device}"
         + (f" ({env.gpu})" if env.gpu else "")
         + f", {env.cpu} x{env.cpu_count}, "
@@ -94,9 +96,9 @@ def summary_markdown(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_summary(out_dir: Path, results: Results) -> Path:
+def write_summary(out_dir: Path, results: Results, head: list[str] | tuple[str, ...] = ()) -> Path:
     path = Path(out_dir) / SUMMARY_FILE
-    write_text(path, summary_markdown(results))
+    write_text(path, summary_markdown(results, head))
     return path
 
 

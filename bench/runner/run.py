@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
 from bench.errors import BenchInputError, OutputFull, is_disk_full
 from bench.judge.relative import relative_outcomes
+from bench.report.answers_view import summary_lines
 from bench.results.environment import collect, library_versions
 from bench.results.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results.shards import VERDICT_LIBRARIES
@@ -192,7 +193,7 @@ def write_run(out_dir: Path, results: Results, *, summary: bool = False) -> None
     try:
         save(out_dir, results)
         if summary:
-            write_summary(out_dir, results)
+            write_summary(out_dir, results, summary_lines(results))
     except OSError as exc:
         if not is_disk_full(exc):
             raise

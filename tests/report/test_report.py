@@ -102,10 +102,10 @@ def test_markdown_report(failing, repros):
     assert "| recompile-zero | fail |" in md and "| hotswap-alpha (transformers) | xfail |" in md
     assert "| timeout | | error |" in md.replace("|  |", "| |")
     # A failing case says why in one line: which expectation, which guard; and links its script.
-    line = next(x for x in md.splitlines() if x.startswith(f"- `{ZERO}` **fail**"))
+    line = next(x for x in md.splitlines() if x.startswith(f"- `{ZERO}` **fail: recompiled**"))
     assert "recompiles: 1 recompile(s), expected == 0" in line and "lora_A" in line
     assert f"[`repro/{repro_file_name(ZERO)}`](repro/{repro_file_name(ZERO)})" in line
-    tf = next(x for x in md.splitlines() if x.startswith(f"- `{ALPHA_TF}` **xfail**"))
+    tf = next(x for x in md.splitlines() if x.startswith(f"- `{ALPHA_TF}` **xfail: wrong output (silent)**"))
     assert "matches_reference" in tf and "max abs diff 0.3" in tf
     assert f"`{TIMEOUT}` **error**: timed out after 1 s" in md
     # Every figure states n and spread: the latency table has both columns.
@@ -292,7 +292,7 @@ def test_lora_savings_pair_same_base_and_precision(trained):
     assert "Every row: saving < 5% of peak RSS" in md
     page = html.render(trained)
     assert "<h3>What LoRA saves against full fine-tuning</h3>" in page
-    assert 'alt="Training"' in page
+    assert 'alt="Training. ' in page
 
 
 def test_lora_savings_negative_controls(trained):
@@ -550,4 +550,4 @@ def test_a_swap_with_a_wrong_output_is_flagged_never_a_speed_up(failing):
     assert latency[(ALPHA_TF, 6)].wrong_output and not latency[(ALPHA_PEFT, 6)].wrong_output
     md = markdown.render(results)
     line = next(x for x in md.splitlines() if x.startswith(f"| `{ALPHA_TF}` | 6 (forward) |"))
-    assert data.WRONG_OUTPUT in line
+    assert "| WRONG OUTPUT: did not match the reference (max abs diff 0.3) |" in line

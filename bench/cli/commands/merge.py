@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.cli.paths import check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
+from bench.report.answers_view import summary_lines
 from bench.results.shards import Source, merge
 from bench.results.store import RESULTS_FILE, holds_results, load, remove_run_outputs, save
 from bench.results.summary import counts_line, write_summary
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _refuse_another_run(out)
         save(out, merged)
-        write_summary(out, merged)
+        write_summary(out, merged, summary_lines(merged))
     print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
     for line in failed_shard_lines(sources):
         print(f"peft-bench: {line}")

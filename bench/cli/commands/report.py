@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         df = frame(results)
         for path in args.table:
             export(df, path)  # raises BenchInputError naming the file before any report is written
-    written = write_reports(results, out, formats, roots=roots)
+    written = write_reports(results, out, formats, roots=roots, results_dir=folder)
     for path in args.table:
         print(f"peft-bench: table in {path}")
     for path in written.paths:
@@ -71,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print:
         if "md" not in formats:
             raise BenchInputError("--print prints the Markdown report: add --format md")
-        print(markdown.render(results, written.repros), end="")
+        print(markdown.render(results, written.repros, results_dir=folder, out_dir=out), end="")
     import os
 
-    summary = append_step_summary(os.environ, markdown.render(results, written.repros))
+    summary = append_step_summary(
+        os.environ, markdown.render(results, written.repros, results_dir=folder, out_dir=out)
+    )
     if summary is not None:
         print(f"peft-bench: report appended to {summary}")
     return 0
