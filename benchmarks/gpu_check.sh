@@ -11,7 +11,8 @@
 #      (their verdicts; timings distorted by B's own load);
 #   C. then, on a quiet machine, one case at a time: the compiled hotswap with inductor and CUDA graphs
 #      (examples/gpu/inductor_hotswap.toml) and the serving replay on a 135M-shaped model
-#      (examples/cpu/serving_135m.toml), whose timings are the ones to report;
+#      (examples/cpu/serving_135m.toml), whose timings are the ones to report; stages.log gets each serving
+#      case's serve_s and check_s (checking every response against serving the stream);
 #   Q. bitsandbytes on CUDA: the 4-bit and 8-bit hotswap and quantized scenarios (their bitsandbytes-on-CPU
 #      known failures are scoped to CPU hosts; what CUDA does instead is in reports/gpu/README.md).
 # STAGES=A,C picks some (default: A,B,C,Q); SERVING_K=-k,hotswap narrows the serving replay; TA, TC1,
@@ -94,6 +95,17 @@ stage_C() {
   PEFT_BENCH_CACHE=/tmp/cache-c timeout -s INT "${TC2:-90}" $py -m bench run examples/cpu/serving_135m.toml \
     ${SERVING_K//,/ } --device cuda --out /tmp/g/serving >/tmp/g/serving.log 2>&1
   stamp "C: serving exit $?"
+  # Serving time against checking time per case (ServingRecord.serve_s / check_s and the check's parts).
+  $py - /tmp/g/serving <<'PY' 2>&1 | tee -a "$out/stages.log"
+import sys
+from bench.results.store import load
+f = lambda v: "-" if v is None else f"{v:.2f}"
+for c in load(sys.argv[1]).cases:
+    for sv in (s.serving for s in c.steps if s.serving is not None):
+        print(f"C: {c.case_id}: serve_s {f(sv.serve_s)} check_s {f(sv.check_s)} (load {f(sv.check_load_s)}, "
+              f"responses {f(sv.check_responses_s)}, oracle {f(sv.check_oracle_s)}; {sv.reference_calls} "
+              f"reference calls) wrong {sv.figures and sv.figures.wrong_responses} verdict {c.verdict}")
+PY
   $py -m bench report /tmp/g/serving >>/tmp/g/serving.log 2>&1
   tar czf "$out/serving.tgz" -C /tmp/g serving serving.log
 }

@@ -23,6 +23,8 @@ class ServingRow:
     verdict: str
     figures: ServingFigures
     requests: tuple[RequestRecord, ...]
+    serve_s: float | None = None
+    check_s: float | None = None
 
 
 def serving_rows(results: Results) -> list[ServingRow]:
@@ -42,6 +44,8 @@ def serving_rows(results: Results) -> list[ServingRow]:
                     c.verdict,
                     sv.figures,
                     sv.requests,
+                    sv.serve_s,
+                    sv.check_s,
                 )
             )
     return rows
@@ -77,6 +81,7 @@ def section(results: Results) -> Section:
             "recompiles (after warm-up)",
             "RSS peak MiB",
             "RSS growth KiB/req",
+            "check / serve s",
             "compile",
         ],
         [
@@ -96,6 +101,7 @@ def section(results: Results) -> Section:
                     None if f.rss_growth_bytes_per_request is None else f.rss_growth_bytes_per_request / 1024
                 )
             ]
+            + [f"{_num(r.check_s)} / {_num(r.serve_s)}"]
             + [r.compile]
             for r in rows
             for f in (r.figures,)
@@ -107,7 +113,7 @@ def section(results: Results) -> Section:
         "One row per strategy: the same seeded request stream, served by one process each. Latency is queueing "
         "+ switch + model call per request (virtual time over measured service times; n = requests). Every "
         "checked response is compared with a fresh eager reference of its adapter; a wrong one fails the case "
-        "and is listed with its request id. Timings compare only within one run.",
+        "and is listed with its request id; check / serve s: wall seconds checking them vs serving the stream. Timings compare only within one run.",
         (table,) if rows else (),
         empty="No serve step in this run.",
     )

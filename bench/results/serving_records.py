@@ -84,3 +84,13 @@ class ServingRecord:
     # check's bound, the smallest over `oracle_prompts` (bench.engine.serving.check.adapter_margins); {} in
     # older files and with one adapter served.
     adapter_margins: dict[str, float] = field(default_factory=dict)
+    # Wall-clock seconds: serving the stream (first request to last, setup excluded) and checking it
+    # (bench.engine.serving.evidence), the check split into loading the fresh reference model with its
+    # adapters, computing the references and comparing every kept response, and the math oracle with the
+    # distinguishability margins. None in older files.
+    serve_s: float | None = None
+    check_s: float | None = None
+    check_load_s: float | None = None
+    check_responses_s: float | None = None
+    check_oracle_s: float | None = None
+    reference_calls: int | None = None  # model calls the fresh reference made (forward: one per adapter)

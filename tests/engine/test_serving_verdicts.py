@@ -113,14 +113,14 @@ def test_a_reference_wrong_beyond_the_first_prompt_fails_the_math(cache_root, wr
     others. Checked on one prompt only, as before, this passed."""
     from bench.engine.serving.check import ServingReference
 
-    real = ServingReference.forward_logits
+    real = ServingReference.library_logits
 
-    def planted(self, adapter, input_ids):
-        logits = real(self, adapter, input_ids)
+    def planted(self, adapter, prompt_ids, prompts):
+        logits = real(self, adapter, prompt_ids, prompts)
         logits[1:] *= 1.1
         return logits
 
-    monkeypatch.setattr(ServingReference, "forward_logits", planted)
+    monkeypatch.setattr(ServingReference, "library_logits", planted)
     r = run_case(expand(_serve(write_scenario, strategy="side_by_side"))[0], cache_root)
     _, sv = _record(r)
     assert sv.figures.wrong_responses == 0  # the responses are checked against the (unplanted) response calls

@@ -24,6 +24,9 @@ def test_example_scenarios_load_and_expand_beside_the_shipped_ones():
     examples = sorted((SCENARIOS.parent / "examples").rglob("*.toml"))
     assert {p.name for p in examples} >= {
         "serving_135m.toml",
+        "serving_05b.toml",
+        "hotswap_135m.toml",
+        "hotswap_05b.toml",
         "serving_llama8b.toml",
         "inductor_hotswap.toml",
     }
@@ -31,6 +34,13 @@ def test_example_scenarios_load_and_expand_beside_the_shipped_ones():
     by_name = {s.name: s for s in scenarios}
     assert {"serving", "serving-small", "serving-gpu-llama8b"} <= set(by_name)
     assert len(expand(by_name["serving"])) == 5 and len(expand(by_name["serving-small"])) == 5
+    # The realistic sizes (reports/performance/realistic_sizes.md): each shape runs a hotswap and a serving
+    # scenario, the same question as the shipped tiny one.
+    realistic = {"hotswap-135m": "smollm2-135m", "hotswap-05b": "qwen2.5-0.5b", "serving-05b": "qwen2.5-0.5b"}
+    for name, shape in realistic.items():
+        assert by_name[name].model == f"builtin:{shape}-shape"
+    assert len(expand(by_name["serving-05b"])) == 5 and len(expand(by_name["hotswap-135m"])) == 1
+    assert [s.op for s in by_name["hotswap-05b"].steps] == [s.op for s in by_name["hotswap-peft"].steps]
 
 
 def test_minimal_scenario_defaults(write_scenario):

@@ -1,7 +1,10 @@
 """Every checked response of a serve step against a fresh eager reference of its adapter.
 
 The library reference is one freshly loaded model holding every served adapter (`load_adapter` each, then
-`set_adapter` per response): eager, never compiled, never swapped. The math oracle (no peft code, W + s*B@A
+`set_adapter` per adapter): eager, never compiled, never swapped. Its references are computed per adapter,
+that adapter's prompts together (ServingReference.ensure: one forward call per adapter for the shipped pools,
+checked bit for bit against a one-prompt call), so checking every response costs one call per adapter, not
+one per response. The math oracle (no peft code, W + s*B@A
 from the adapter files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts
 (one batched call each), so a bug inside `load_adapter`/`set_adapter` that moves both the subject and the
 library reference alike is still caught. The references of every two served adapters must differ by more than
@@ -28,47 +31,142 @@ class ResponseCheck:
     mismatched_tokens: int | None = None
 
 
+# Forward references are computed this many prompts per model call (one call per adapter for a pool of up to
+# this many prompts). Every prompt of a stream has the workload's seq_len, so a batch is never padded; and
+# the first batched call is checked against a one-prompt call (ServingReference.exact_batches), bit for bit.
+REFERENCE_ROWS = 16
+
+
 @dataclass
 class ServingReference:
+    """One fresh model for the step's adapter set. The references are computed per adapter, its prompts
+    together (`ensure`): a forward workload REFERENCE_ROWS prompts per call; generate one prompt per call,
+    because its decode steps run one token per row, and a matmul over one row is not the same kernel as over
+    several (measured on CPU: batched generate logits 7.7e-7 off the one-prompt ones, the fp32 exact rule's
+    bound is 9.5e-7)."""
+
     fresh_base: Callable[[], Any]  # the base model loaded afresh (bench.engine.reference.ReferenceOracle)
     workload: Any
     locations: dict[str, str]
+    rows: int = REFERENCE_ROWS  # prompts per forward call; 1: the unbatched reference
+    calls: int = 0  # model calls made for the references
+    load_s: float = 0.0  # loading the fresh model and its adapters
+    # Whether a batched call's last row equals the same prompt called alone, bit for bit (None: no batch
+    # made); where it does not, every reference is computed one prompt per call.
+    exact_batches: bool | None = None
+    notes: list[str] = field(default_factory=list)
     _model: Any = None
     _active: str | None = None
     _cache: dict[tuple[str, int], Response] = field(default_factory=dict)
 
     def _load(self):
+        import time
+
+        t = time.perf_counter()
         model = self.fresh_base()
         for key, location in self.locations.items():
             model.load_adapter(location, adapter_name=key)
         model.requires_grad_(False)
+        self.load_s += time.perf_counter() - t
         return model
+
+    def _activate(self, adapter: str) -> None:
+        if self._model is None:
+            self._model = self._load()
+        if self._active != adapter:
+            self._model.set_adapter(adapter)
+            self._active = adapter
+
+    def ensure(self, wanted: dict[str, set[int]], prompts) -> None:
+        """Compute the reference of every (adapter, prompt) in `wanted` that is not cached yet: per adapter,
+        its prompts in ascending order, `rows` per call (forward) or one per call (generate)."""
+        for adapter in sorted(wanted):
+            todo = sorted(p for p in wanted[adapter] if (adapter, p) not in self._cache)
+            while todo:
+                self._activate(adapter)
+                step = self.rows if self.workload.kind == "forward" else 1
+                chunk, todo = todo[:step], todo[step:]
+                out = self._call(prompts[chunk])
+                if (
+                    len(chunk) > 1
+                    and self.exact_batches is None
+                    and not self._batch_is_exact(out, chunk, prompts)
+                ):
+                    out = [self._call(prompts[[p]])[0] for p in chunk]
+                for p, response in zip(chunk, out, strict=True):
+                    self._cache[(adapter, p)] = response
+
+    def _batch_is_exact(self, out: list[Response], chunk: list[int], prompts) -> bool:
+        """The batch's last row against its prompt called alone; where they differ, batching is switched off
+        for the rest of the step and said in a note."""
+        import torch
+
+        (alone,) = self._call(prompts[chunk[-1:]])
+        batched = out[-1]
+        self.exact_batches = torch.equal(batched.logits, alone.logits) and (
+            alone.tokens is None or torch.equal(batched.tokens, alone.tokens)
+        )
+        if not self.exact_batches:
+            self.rows = 1
+            diff = float((batched.logits - alone.logits).abs().max())
+            self.notes.append(
+                f"batched references differ from one-prompt calls here (max abs diff {diff:.3g}): every reference "
+                "computed one prompt per call"
+            )
+        return self.exact_batches
 
     def response(self, adapter: str, prompt: int, prompts) -> Response:
         key = (adapter, prompt)
         if key not in self._cache:
-            if self._model is None:
-                self._model = self._load()
-            if self._active != adapter:
-                self._model.set_adapter(adapter)
-                self._active = adapter
-            self._cache[key] = self._call(prompts[prompt : prompt + 1])
+            self.ensure({adapter: {prompt}}, prompts)
         return self._cache[key]
 
-    def forward_logits(self, adapter: str, input_ids):
-        """Forward logits of one prompt under `adapter` (what the math oracle is compared with)."""
-        if self._active != adapter:
-            self._model.set_adapter(adapter)
-            self._active = adapter
-        return self._model(input_ids=input_ids).logits.float().cpu()
+    def library_logits(self, adapter: str, prompt_ids: tuple[int, ...], prompts):
+        """Forward logits [len(prompt_ids), seq_len, vocab] of those prompts under `adapter` (what the math
+        oracle is compared with): the cached references for a forward workload, one batched forward for
+        generate (whose references hold the generated tokens' logits)."""
+        import torch
 
-    def _call(self, input_ids) -> Response:
-        logits, tokens = model_call(self._model, self._model, self.workload, input_ids)
-        return Response(logits[0].float().cpu(), None if tokens is None else tokens[0].cpu())
+        if self.workload.kind == "forward":
+            return torch.stack([self.response(adapter, p, prompts).logits for p in prompt_ids])
+        return self.forward_logits(adapter, prompts[list(prompt_ids)])
+
+    def forward_logits(self, adapter: str, input_ids):
+        """Forward logits of `input_ids` under `adapter`."""
+        import torch
+
+        self._activate(adapter)
+        self.calls += 1
+        with torch.no_grad():
+            return self._model(input_ids=input_ids).logits.float().cpu()
+
+    def _call(self, input_ids) -> list[Response]:
+        import torch
+
+        self.calls += 1
+        # No autograd graph, wherever it is called from (run_case turns gradients off for the whole case).
+        with torch.no_grad():
+            logits, tokens = model_call(self._model, self._model, self.workload, input_ids)
+        return [
+            Response(logits[i].float().cpu(), None if tokens is None else tokens[i].cpu())
+            for i in range(input_ids.shape[0])
+        ]
 
     def close(self) -> None:
         self._model = None
         self._cache.clear()
+
+
+def wanted_references(run: ServingRun, prompts: tuple[int, ...]) -> dict[str, set[int]]:
+    """adapter -> the prompts a reference is needed on: every kept response's, and `prompts` (the math
+    oracle's and the distinguishability check's) for every served adapter."""
+    by_id = {r.id: r for r in run.stream}
+    out: dict[str, set[int]] = {}
+    for rid in run.responses:
+        out.setdefault(by_id[rid].adapter, set()).add(by_id[rid].prompt)
+    for s in run.served:
+        out.setdefault(s.request.adapter, set()).update(prompts)
+    return out
 
 
 def compare(actual: Response, expected: Response, tol_for) -> ResponseCheck:
@@ -113,7 +211,7 @@ def check_run(run: ServingRun, reference: ServingReference, tol_for) -> dict[int
 
 
 # How many distinct prompts the math oracle and the distinguishability check use per adapter: a bounded cost
-# (one batched call per adapter for the math, one reference call per adapter and prompt for the contrast).
+# (one math oracle per adapter on these prompts together; their references join each adapter's batch).
 ORACLE_PROMPTS = 3
 
 
@@ -133,15 +231,12 @@ def agree_with_math(
 ) -> dict[str, OracleAgreement]:
     """The math oracle against the library reference, once per served adapter, on `prompts` together (one
     batch). `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts."""
-    input_ids = run.prompts[list(prompts)]
-    math = math_oracle_for(input_ids)
+    math = math_oracle_for(run.prompts[list(prompts)])
     served = sorted({s.request.adapter for s in run.served})
     out = {}
-    if reference._model is None:
-        reference._model = reference._load()
     for key in served:
         state = AdapterState(slots=(Slot(key, key, False),), active=(key,))
-        out[key] = math.check(state, reference.forward_logits(key, input_ids))
+        out[key] = math.check(state, reference.library_logits(key, prompts, run.prompts))
     return out
 
 

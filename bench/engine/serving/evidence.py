@@ -4,15 +4,18 @@ reference against the math oracle, and the figures. Called by the executor after
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from bench.engine.model import Inputs
 from bench.engine.serving.check import (
+    REFERENCE_ROWS,
     ServingReference,
     adapter_margins,
     agree_with_math,
     check_rule,
     check_run,
     sampled_prompts,
+    wanted_references,
 )
 from bench.engine.serving.figures import figures, request_records
 from bench.engine.serving.serve import ServingError, ServingRun, phase
@@ -44,9 +47,11 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
         fresh_base=oracle.fresh_base,
         workload=subject.workload,
         locations={k: oracle.adapter_locations[k] for k in run.spec.adapters},
+        rows=REFERENCE_ROWS,
     )
     phase(f"serve: checking {len(run.responses)} responses against fresh references")
     notes = list(run.notes)
+    started = time.perf_counter()
     try:
         # The stream's calls ran on the case's backend once the strategy compiled (its setup compiles).
         backend = subject.compile_setting.backend if subject.compile_setting.enabled else "eager"
@@ -54,7 +59,11 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
         def tol_for(reference_logits):
             return oracle.tolerance(reference_logits, backend)
 
+        prompts = sampled_prompts(run)
+        # Every reference this step needs, per adapter in batches, before any is read.
+        reference.ensure(wanted_references(run, prompts), run.prompts)
         checks = check_run(run, reference, tol_for)
+        checked = time.perf_counter()
         kind = subject.workload.kind
         # The rule in words from a reference already computed for a check (the bound scales with it).
         rule = check_rule(tol_for(first_checked_reference(reference, run)), kind) if checks else ""
@@ -63,11 +72,12 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
             inputs = Inputs(input_ids, torch.ones_like(input_ids))
             return dataclasses.replace(math_oracle, inputs=inputs, _logits={}, _tokens={}, _adapters={})
 
-        prompts = sampled_prompts(run)
         agreement = agree_with_math(run, reference, math_for, prompts) if run.served else {}
         margins = adapter_margins(run, reference, tol_for, prompts) if run.served else {}
     finally:
         reference.close()
+    done = time.perf_counter()
+    notes.extend(reference.notes)
     requests = request_records(run, checks)
     kind = subject.workload.kind
     per_request = subject.workload.new_tokens if kind == "generate" else subject.workload.seq_len
@@ -87,6 +97,12 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
         oracle_agreement=agreement,
         oracle_prompts=prompts,
         adapter_margins=margins,
+        serve_s=run.serve_s,
+        check_s=done - started,
+        check_load_s=reference.load_s,
+        check_responses_s=checked - started - reference.load_s,
+        check_oracle_s=done - checked,
+        reference_calls=reference.calls,
         unavailable=unavailable,
         notes=tuple(notes),
     )

@@ -8,6 +8,7 @@ compile records, and the checked responses are written to the case's work folder
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class ServingRun:
     warmup: frozenset[int]
     prompts: Any  # [prompts, seq_len] token ids on the device
     setup_ms: float | None = None
+    # Wall-clock seconds from the first request to the last: the model calls, the probes between them and
+    # saving the checked responses (setup excluded); what checking the responses is compared with.
+    serve_s: float | None = None
     served: list[Served] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
     responses: dict[int, Path] = field(default_factory=dict)  # request id -> its saved Response
@@ -119,13 +123,17 @@ def run_stream(
             done += len(batch)
             return _serve_batch(run, ctx, strategy, batch)
 
-        run.served = replay(
-            stream,
-            serve,
-            concurrency=spec.concurrency,
-            batch_size=spec.batch_size if strategy.batches else 1,
-            max_wait_ms=spec.max_wait_ms,
-        )
+        started = time.perf_counter()
+        try:
+            run.served = replay(
+                stream,
+                serve,
+                concurrency=spec.concurrency,
+                batch_size=spec.batch_size if strategy.batches else 1,
+                max_wait_ms=spec.max_wait_ms,
+            )
+        finally:
+            run.serve_s = time.perf_counter() - started
     except Exception as exc:
         if is_out_of_memory(exc):
             raise

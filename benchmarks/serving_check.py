@@ -1,0 +1,134 @@
+"""What checking a serve step costs beside serving it: the check as it was (one reference call per (adapter,
+prompt) pair, and one more forward per adapter for the math oracle's library logits) against the batched
+check (bench/engine/serving/check.py, ServingReference.ensure), in ONE process on ONE served stream.
+
+One case's stream is served once; then the two checks of that same stream alternate, `--rounds` times each
+(interleaved, so that the machine's load drifts over both alike). Each check is timed by wall clock and by the
+process's CPU time (what a shared machine distorts least), with its parts (ServingRecord.check_load_s,
+check_responses_s, check_oracle_s), its reference calls and its count of wrong responses, which must be the
+same for both.
+
+    OMP_NUM_THREADS=1 python benchmarks/serving_check.py examples/cpu/serving_135m.toml -k side_by_side \
+        --rounds 3 --out reports/performance/serving_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@contextlib.contextmanager
+def unbatched():
+    """The check before batching: one prompt per reference call, and the math oracle's library logits from a
+    forward of their own (ServingReference.forward_logits), as bench/engine/serving/check.py did."""
+    import bench.engine.serving.evidence as evidence
+    from bench.engine.serving.check import ServingReference
+
+    rows, library = evidence.REFERENCE_ROWS, ServingReference.library_logits
+    evidence.REFERENCE_ROWS = 1
+    ServingReference.library_logits = lambda self, adapter, ids, prompts: self.forward_logits(
+        adapter, prompts[list(ids)]
+    )
+    try:
+        yield
+    finally:
+        evidence.REFERENCE_ROWS, ServingReference.library_logits = rows, library
+
+
+def timed_check(run, ready, variant) -> dict:
+    from bench.engine.serving.evidence import serving_record
+
+    with variant():
+        cpu, wall = time.process_time(), time.perf_counter()
+        sv = serving_record(run, ready.oracles.reference, ready.oracles.math, ready.subject)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "check_s": sv.check_s,
+        "check_cpu_s": cpu,
+        "check_load_s": sv.check_load_s,
+        "check_responses_s": sv.check_responses_s,
+        "check_oracle_s": sv.check_oracle_s,
+        "reference_calls": sv.reference_calls,
+        "wrong_responses": sv.figures.wrong_responses,
+        "checked_responses": sv.figures.checked_responses,
+        "wrong_ids": [q.id for q in sv.requests if q.matches is False],
+        "loadavg": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario")
+    ap.add_argument("-k", default="side_by_side", help="the case whose stream is served (text of its id)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from bench.ops import OPS
+    from bench.scenario import load_scenario
+    from bench.spec.cases import expand
+    from bench.worker.prepare import set_up
+
+    torch.set_grad_enabled(False)
+    (case,) = [c for c in expand(load_scenario(args.scenario)) if args.k in c.id][:1]
+    with tempfile.TemporaryDirectory(prefix="serving-check-") as work:
+        ready = set_up(case, args.cache, "cpu", Path(work), {}, trust=False, pickle_ok=False)
+        cpu = time.process_time()
+        run = OPS["serve"].apply(ready.subject, case.scenario.steps[0], ready.adapters, ready.locations)
+        serve_cpu_s = time.process_time() - cpu  # setup included: an upper bound of the stream's CPU
+        variants = {"unbatched": unbatched, "batched": contextlib.nullcontext}
+        rounds: dict[str, list[dict]] = {name: [] for name in variants}
+        for i in range(args.rounds):
+            for name, variant in variants.items():
+                rounds[name].append(timed_check(run, ready, variant))
+                r = rounds[name][-1]
+                print(
+                    f"round {i + 1} {name}: check {r['check_s']:.1f} s (cpu {r['check_cpu_s']:.1f} s; load "
+                    f"{r['check_load_s']:.1f}, responses {r['check_responses_s']:.1f}, oracle "
+                    f"{r['check_oracle_s']:.1f}), {r['reference_calls']} calls, wrong {r['wrong_responses']}",
+                    flush=True,
+                )
+    out = {
+        "case": case.id,
+        "command": " ".join(sys.argv),
+        "serve_s": run.serve_s,
+        "setup_s": (run.setup_ms or 0) / 1000,
+        "serve_and_setup_cpu_s": serve_cpu_s,
+        "requests": len(run.served),
+        "rounds": rounds,
+        "median": {
+            name: {
+                k: statistics.median(r[k] for r in rs)
+                for k in ("check_s", "check_cpu_s", "check_load_s", "check_responses_s", "check_oracle_s")
+            }
+            for name, rs in rounds.items()
+        },
+        "cpu": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    for name, med in out["median"].items():
+        print(
+            f"{name}: median check {med['check_s']:.1f} s / serve {run.serve_s:.1f} s = "
+            f"{med['check_s'] / run.serve_s:.2f}; responses part {med['check_responses_s'] / run.serve_s:.2f}"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
