@@ -14,8 +14,8 @@ from bench.estimate.policy import (
     RSS_BASE_BYTES,
     RSS_PER_WEIGHT_BYTE,
     SIZE_SPREAD_TO_FIT,
-    SIZE_TO_FIT_BYTES,
     SIZE_TERMS,
+    SIZE_TO_FIT_BYTES,
 )
 
 
