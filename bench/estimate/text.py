@@ -50,10 +50,14 @@ def run_line(est: Estimate) -> str:
     unknown = f" + {len(est.unknown)} case(s) of unknown size" if est.unknown else ""
     rss = est.peak_rss_bytes
     peak = f", peak RSS {rss / MIB:.0f} MiB" if rss is not None else ""
-    return (
-        f"peft-bench: estimate {duration(est.total_wall_s)}{unknown} on {est.jobs} job(s){peak} "
-        f"({calibration_text(est)}; {last_text(est.last_run)})"
-    )
+    n = est.coefficients.calibrated_cases
+    parts = [
+        f"peft-bench: estimate {duration(est.total_wall_s)}{unknown} on {est.jobs} job(s){peak}",
+        f"calibrated on {n} case(s)" if n else "uncalibrated (built-in defaults)",
+    ]
+    if est.last_run is not None:
+        parts.append(last_text(est.last_run))
+    return "; ".join(parts)
 
 
 def table(est: Estimate) -> str:

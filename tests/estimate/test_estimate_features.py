@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.estimate.features import case_features
 from bench.scenario import load_scenarios
 from bench.spec.cases import expand_all
-from tests.conftest import MINIMAL
+from tests.conftest import MINIMAL, SCENARIOS
 
 TOGGLES = (
     MINIMAL.replace('compile = ["aot_eager"]', 'compile = ["none", "aot_eager"]')
@@ -57,3 +59,20 @@ def test_unknown_size_and_skipped_cases(write_scenario):
     assert case_features(case, None).vector() is None
     assert case_features(case, None).weight_bytes is None
     assert case_features(case, 1000, skipped=True).vector() == {"case": 1.0}
+
+
+def test_train_steps_and_repeat_loads_add_their_work():
+    def features(name):
+        (case, *_) = expand_all(load_scenarios([SCENARIOS / name]))
+        return case, case_features(case, 1000)
+
+    case, train = features("train_lora.toml")
+    steps = sum(s.train_steps or 0 for s in case.scenario.steps)
+    assert steps == 20
+    # Negative control: the same case without its train steps has 3 passes per optimizer step fewer.
+    without = [s for s in case.scenario.steps if not s.train_steps]
+    lighter = case_features(replace(case, scenario=replace(case.scenario, steps=tuple(without))), 1000)
+    assert train.passes - lighter.passes == 3 * steps  # a train step checks no output of its own
+    case, growth = features("memory_growth.toml")
+    repeats = sum((s.count or 1) - 1 for s in case.scenario.steps)
+    assert repeats > 0 and growth.steps == len(case.scenario.steps) + repeats
