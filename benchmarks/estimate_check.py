@@ -6,6 +6,8 @@ the built-in defaults (or with coefficients fitted to another run) against what 
     python benchmarks/estimate_check.py reports/run-X/results.json             # defaults vs measured
     python benchmarks/estimate_check.py B/results.json --fit-on A/results.json  # calibrated on run A
     python benchmarks/estimate_check.py A/results.json --fit-only --target cpu   # the coefficients A fits
+    python benchmarks/estimate_check.py --recorded $PEFT_BENCH_CACHE/estimate-calibration.jsonl
+        # the estimate each recorded run printed before it started, against what it measured
 
 `--target cpu` fits the workers' CPU time instead of their wall time: on a loaded machine the wall time holds
 the other load, while one thread per job makes the CPU time what a quiet machine's wall time would be.
@@ -20,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.estimate.calibration import MEASURED_VERDICTS, peak_rss_bytes  # noqa: E402
+from bench.estimate.calibration import MEASURED_VERDICTS, peak_rss_bytes, read_runs  # noqa: E402
 from bench.estimate.features import case_features  # noqa: E402
 from bench.estimate.model import (  # noqa: E402
     DEFAULTS,
@@ -50,9 +52,45 @@ def samples(path: str, target: str) -> list[Sample]:
     return out
 
 
+def recorded(path: str) -> int:
+    """Per run in the file: its estimate made before it started against what it measured, case by case."""
+    for run in read_runs(Path(path)):
+        print(f"\n## {run.results} ({run.finished_at}, {run.jobs} job(s))\n")
+        print(
+            "| case | predicted s | measured s | ratio | predicted RSS MiB | peak RSS MiB |\n|---|---|---|---|---|---|"
+        )
+        ratios = []
+        for s in run.cases:
+            if s.estimate_wall_s is None:
+                continue
+            ratios.append(s.estimate_wall_s / s.wall_s)
+            peak = f"{s.peak_rss_bytes / 2**20:.0f}" if s.peak_rss_bytes else "-"
+            print(
+                f"| {s.case_id} | {s.estimate_wall_s:.1f} | {s.wall_s:.1f} | {ratios[-1]:.2f} "
+                f"| {(s.estimate_rss_bytes or 0) / 2**20:.0f} | {peak} |"
+            )
+        ratios.sort()
+        if ratios:
+            print(
+                f"\ncases: {len(ratios)}; predicted/measured per case: median {ratios[len(ratios) // 2]:.2f}, "
+                f"range {ratios[0]:.2f}-{ratios[-1]:.2f}; within 2x: {sum(0.5 <= r <= 2 for r in ratios)}"
+            )
+        print(
+            f"sum of cases: predicted {sum(s.estimate_wall_s or 0 for s in run.cases):.0f} s, "
+            f"measured {sum(s.wall_s for s in run.cases):.0f} s"
+        )
+        if run.estimate_total_s and run.measured_total_s:
+            print(
+                f"run: predicted {run.estimate_total_s:.0f} s, measured {run.measured_total_s:.0f} s, "
+                f"{run.estimate_total_s / run.measured_total_s:.2f}x"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results")
+    p.add_argument("results", nargs="?")
+    p.add_argument("--recorded", help="a calibration file: each run's own estimate against its measurement")
     p.add_argument("--fit-on", help="calibrate on this results file first (default: the built-in defaults)")
     p.add_argument(
         "--fit-only", action="store_true", help="print the coefficients RESULTS fits, nothing else"
@@ -60,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("wall", "cpu"), default="wall")
     p.add_argument("--measured-total-s", type=float, help="the run's own wall time, for the total's ratio")
     args = p.parse_args(argv)
+    if args.recorded:
+        return recorded(args.recorded)
+    if not args.results:
+        p.error("give a results file or --recorded FILE")
     measured = samples(args.results, args.target)
     if args.fit_only:
         c = calibrate(measured, [])

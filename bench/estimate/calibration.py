@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.errors import BenchInputError
@@ -36,6 +36,8 @@ class RunRecord:
     estimate_total_s: float | None = None  # made before the run, for the cases it ran
     measured_total_s: float | None = None  # the run's own wall time; None for an interrupted run
     results: str = ""  # the results file it came from
+    load_1min: float | None = None  # the machine's 1-minute load average when the run started
+    slowdown: float = 1.0  # what that load made of each case's quiet time (bench.estimate.model.slowdown)
 
 
 def calibration_path(cache_root: Path) -> Path:
@@ -96,6 +98,8 @@ def _parse_line(line: str, path: Path, n: int) -> RunRecord:
             estimate_total_s=_opt_float(data.get("estimate_total_s")),
             measured_total_s=_opt_float(data.get("measured_total_s")),
             results=str(data.get("results", "")),
+            load_1min=_opt_float(data.get("load_1min")),
+            slowdown=float(data.get("slowdown", 1.0)),
         )
     except BenchInputError:
         raise
@@ -120,6 +124,8 @@ def _line(run: RunRecord) -> str:
             "results": run.results,
             "estimate_total_s": run.estimate_total_s,
             "measured_total_s": run.measured_total_s,
+            "load_1min": run.load_1min,
+            "slowdown": run.slowdown,
             "cases": [
                 {
                     "case_id": s.case_id,
@@ -178,14 +184,15 @@ def coefficients_from(
     runs: Sequence[RunRecord], jobs: int, defaults: Coefficients = DEFAULTS
 ) -> Coefficients:
     """Coefficients fitted to one machine's runs: those of the same --jobs where they hold enough cases (two
-    jobs side by side slow each other a little), else all; the defaults below MIN_CALIBRATION_CASES."""
+    jobs side by side slow each other a little), else all; the defaults below MIN_CALIBRATION_CASES. Each
+    run's times are divided by the slowdown its machine's load gave it: the coefficients are quiet times."""
     same = [r for r in runs if r.jobs == jobs]
     chosen = same if sum(len(r.cases) for r in same) >= MIN_CALIBRATION_CASES else list(runs)
-    samples = [s for r in chosen for s in r.cases]
+    samples = [replace(s, wall_s=s.wall_s / r.slowdown) for r in chosen for s in r.cases]
     if len(samples) < MIN_CALIBRATION_CASES:
         return defaults
     overheads = [
-        r.measured_total_s - makespan_s([s.wall_s for s in r.cases], r.jobs)
+        (r.measured_total_s - makespan_s([s.wall_s for s in r.cases], r.jobs)) / r.slowdown
         for r in chosen
         if r.measured_total_s is not None and r.cases
     ]
@@ -209,6 +216,8 @@ def run_record(
     estimate_total_s: float | None,
     measured_total_s: float | None,
     results_path: str,
+    load_1min: float | None = None,
+    slowdown: float = 1.0,
 ) -> RunRecord:
     """The calibration line of a finished run: each case it ran (`ran`) that measured something, with a known
     size. `estimates` holds (wall s, peak RSS bytes) predicted before the run."""
@@ -241,4 +250,6 @@ def run_record(
         estimate_total_s=None if results.interrupted else estimate_total_s,
         measured_total_s=None if results.interrupted else measured_total_s,
         results=results_path,
+        load_1min=load_1min,
+        slowdown=slowdown,
     )

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from bench.estimate.policy import (
     DEFAULT_RUN_OVERHEAD_S,
     DEFAULT_WALL_COEFFICIENTS,
+    LOAD_AWARE,
     PRIOR_WEIGHT_CASES,
     RSS_BASE_BYTES,
     RSS_PER_WEIGHT_BYTE,
@@ -57,6 +58,14 @@ def predict_rss_bytes(weight_bytes: float | None, c: Coefficients) -> float | No
     if weight_bytes is None:
         return None
     return c.rss_base_bytes + c.rss_per_weight_byte * weight_bytes
+
+
+def slowdown(load_1min: float, jobs: int, cores: int) -> float:
+    """How many times its quiet time a case takes while `load_1min` runnable processes of other work share the
+    `cores` with the run's `jobs` (each job one process at a time): at least 1."""
+    if not LOAD_AWARE or cores < 1 or load_1min < 0:
+        return 1.0
+    return max(1.0, (load_1min + jobs) / cores)
 
 
 def makespan_s(walls_s: Sequence[float], jobs: int) -> float:

@@ -4,6 +4,7 @@ calibration it came from and how far off the last run's estimate was; and the ru
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from bench.estimate.calibration import (
     this_machine,
 )
 from bench.estimate.features import CaseFeatures, case_features
-from bench.estimate.model import Coefficients, predict_rss_bytes, predict_wall_s, run_wall_s
+from bench.estimate.model import Coefficients, makespan_s, predict_rss_bytes, predict_wall_s, slowdown
 from bench.estimate.params import parameter_count
 from bench.results.records import Results
 from bench.spec.cases import Case
@@ -43,6 +44,9 @@ class Estimate:
     last_run: RunRecord | None = None  # this machine's previous run with an estimate to compare
     calibration_file: str = ""
     problem: str | None = None  # why the calibration file could not be used (the defaults were)
+    load_1min: float | None = None  # the machine's 1-minute load average when estimated
+    cores: int = 0
+    slowdown: float = 1.0  # the load's factor, already in every wall time above
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -60,8 +64,10 @@ def estimate_cases(
     jobs: int,
     params_of: Callable[[str], int | None],
     skipped: Callable[[str], bool] = lambda precision: False,
+    factor: float = 1.0,
 ) -> tuple[tuple[CaseEstimate, ...], float]:
-    """Pure: each case's estimate, and the run's wall time on `jobs` jobs (cases of unknown size left out)."""
+    """Pure: each case's estimate, and the run's wall time on `jobs` jobs (cases of unknown size left out),
+    wall times multiplied by `factor` (the machine's load)."""
     sizes: dict[str, int | None] = {}
     out = []
     for case in cases:
@@ -69,13 +75,14 @@ def estimate_cases(
         if model not in sizes:
             sizes[model] = params_of(model)
         f = case_features(case, sizes[model], skipped=skipped(case.precision))
+        wall = predict_wall_s(f.vector(), coefficients)
         out.append(
             CaseEstimate(
-                f, predict_wall_s(f.vector(), coefficients), predict_rss_bytes(f.weight_bytes, coefficients)
+                f, None if wall is None else wall * factor, predict_rss_bytes(f.weight_bytes, coefficients)
             )
         )
     walls = [c.wall_s for c in out if c.wall_s is not None]
-    return tuple(out), run_wall_s(walls, jobs, coefficients)
+    return tuple(out), factor * coefficients.run_overhead_s + makespan_s(walls, jobs)
 
 
 def precision_skipped(device: str) -> Callable[[str], bool]:
@@ -96,9 +103,14 @@ def estimate(cases: Sequence[Case], cache_root: Path, device: str, jobs: int, *,
             raise
         runs, problem = [], str(exc)
     coefficients = coefficients_from(runs, jobs)
-    rows, total = estimate_cases(cases, coefficients, jobs, parameter_count, precision_skipped(device))
+    load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    factor = slowdown(load, jobs, cores)
+    rows, total = estimate_cases(
+        cases, coefficients, jobs, parameter_count, precision_skipped(device), factor
+    )
     compared = [r for r in runs if r.estimate_total_s is not None and r.measured_total_s]
-    return Estimate(rows, jobs, total, coefficients, compared[-1] if compared else None, str(path), problem)
+    last = compared[-1] if compared else None
+    return Estimate(rows, jobs, total, coefficients, last, str(path), problem, load, cores, factor)
 
 
 def over_budget(est: Estimate, max_minutes: float | None) -> str | None:
@@ -136,5 +148,7 @@ def record_run(
         estimate_total_s=None if est.unknown else est.total_wall_s,
         measured_total_s=measured_total_s,
         results_path=results_path,
+        load_1min=est.load_1min,
+        slowdown=est.slowdown,
     )
     return append_run(calibration_path(cache_root), record)

@@ -69,6 +69,12 @@ MIN_CALIBRATION_CASES = 5
 # Runs kept per machine in the calibration file; the oldest go first.
 MAX_RUNS_KEPT = 20
 
+# Other work on the machine: a run started at 1-minute load average L (the others' processes, before its own
+# workers start) with N jobs on C cores shares them, and each case takes about max(1, (L + N) / C) times its
+# quiet time (bench.estimate.model.slowdown). Calibration divides measured times by the factor their run had
+# and the estimate multiplies by the factor now, so runs measured on a busy machine calibrate a quiet one.
+LOAD_AWARE = True
+
 # The run's own overhead before and after its cases: the preloaded workers' imports and the environment block.
 DEFAULT_RUN_OVERHEAD_S = 6.0
 

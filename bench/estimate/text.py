@@ -45,6 +45,12 @@ def calibration_text(est: Estimate) -> str:
     )
 
 
+def load_text(est: Estimate) -> str:
+    if est.load_1min is None:
+        return ""
+    return f"load {est.load_1min:.1f} on {est.cores} core(s): x{est.slowdown:.1f}"
+
+
 def run_line(est: Estimate) -> str:
     """The line `run` prints before its first case: short, the figures a reader decides on."""
     unknown = f" + {len(est.unknown)} case(s) of unknown size" if est.unknown else ""
@@ -53,11 +59,12 @@ def run_line(est: Estimate) -> str:
     n = est.coefficients.calibrated_cases
     parts = [
         f"peft-bench: estimate {duration(est.total_wall_s)}{unknown} on {est.jobs} job(s){peak}",
+        load_text(est),
         f"calibrated on {n} case(s)" if n else "uncalibrated (built-in defaults)",
     ]
     if est.last_run is not None:
         parts.append(last_text(est.last_run))
-    return "; ".join(parts)
+    return "; ".join(p for p in parts if p)
 
 
 def table(est: Estimate) -> str:
@@ -89,7 +96,8 @@ def table(est: Estimate) -> str:
     )
     out.append(
         f"run on {est.jobs} job(s): {duration(est.total_wall_s)} "
-        f"(with {est.coefficients.run_overhead_s:.0f} s of start-up)"
+        f"(with {est.coefficients.run_overhead_s * est.slowdown:.0f} s of start-up"
+        + (f"; {load_text(est)}, in every figure above)" if est.load_1min is not None else ")")
         + (
             f", peak RSS {est.peak_rss_bytes / MIB:.0f} MiB per case"
             if est.peak_rss_bytes is not None

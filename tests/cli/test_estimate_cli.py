@@ -94,6 +94,7 @@ def test_a_run_records_its_calibration_and_the_next_estimate_compares(
     assert case["peak_rss_bytes"] > 100 * 2**20 and case["estimate_wall_s"] > 0
     assert case["features"]["compiles:aot_eager"] == 1
     assert last["measured_total_s"] > case["wall_s"] and last["estimate_total_s"] > 0
+    assert last["load_1min"] >= 0 and last["slowdown"] >= 1.0  # what the machine's load made of it
     listed = cli("list", path, "--estimate", "--cache", cache_root).stdout
     ratio = last["estimate_total_s"] / last["measured_total_s"]
     assert f"s measured, {ratio:.2f}x" in listed

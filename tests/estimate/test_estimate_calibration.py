@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +16,7 @@ from bench.estimate.calibration import (
     read_runs,
     runs_on,
 )
-from bench.estimate.model import DEFAULTS, Sample
+from bench.estimate.model import DEFAULTS, Sample, predict_wall_s
 from bench.estimate.policy import MAX_RUNS_KEPT, MIN_CALIBRATION_CASES
 
 HERE = {"cpu": "Test CPU", "cores": 2, "device": "cpu"}
@@ -89,6 +90,18 @@ def test_too_few_cases_leave_the_defaults(tmp_path):
     # measured 12.5 s for cases of 2+3+4+5+6 = 20 s one after another: the run took less than its cases
     # (an inconsistent record) -> the overhead is clipped at 0, never negative.
     assert fitted.run_overhead_s == 0.0
+
+
+def test_a_busy_run_calibrates_quiet_times():
+    quiet = coefficients_from([_run(n_cases=40, wall=2.0)], jobs=1)
+    busy_run = replace(_run(n_cases=40, wall=2.0), slowdown=4.0)
+    busy = coefficients_from([busy_run], jobs=1)
+    # The same measured times on a machine four times as busy: the quiet time is a quarter. At the cases'
+    # mean the fit is exact (its level is free; the prior only pulls the slopes).
+    mean = {"case": 1.0, "steps": sum(c.features["steps"] for c in busy_run.cases) / 40}
+    mean_wall = sum(c.wall_s for c in busy_run.cases) / 40
+    assert predict_wall_s(mean, quiet) == pytest.approx(mean_wall)
+    assert predict_wall_s(mean, busy) == pytest.approx(mean_wall / 4)
 
 
 def test_runs_of_the_same_jobs_are_preferred(tmp_path):

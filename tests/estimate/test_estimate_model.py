@@ -16,6 +16,7 @@ from bench.estimate.model import (
     predict_rss_bytes,
     predict_wall_s,
     run_wall_s,
+    slowdown,
 )
 from bench.estimate.policy import DEFAULT_WALL_COEFFICIENTS
 
@@ -156,3 +157,17 @@ def test_size_terms_keep_their_defaults_on_tiny_models():
 def test_calibrate_without_samples_is_the_defaults():
     assert calibrate([], [1.0]) is DEFAULTS
     assert dict(DEFAULTS.wall_s) == dict(DEFAULT_WALL_COEFFICIENTS)
+
+
+@pytest.mark.parametrize(
+    "load, jobs, cores, factor",
+    [
+        (0.0, 2, 2, 1.0),  # a quiet machine: each job has its core
+        (0.3, 1, 2, 1.0),  # a spare core absorbs a little other work
+        (2.0, 2, 2, 2.0),  # two other busy processes: each core shared by two
+        (6.6, 2, 2, 4.3),
+        (6.6, 2, 16, 1.0),  # the same load on a big machine costs nothing
+    ],
+)
+def test_slowdown_from_the_machines_load(load, jobs, cores, factor):
+    assert slowdown(load, jobs, cores) == pytest.approx(factor)
