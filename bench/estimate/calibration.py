@@ -185,17 +185,23 @@ def coefficients_from(
 ) -> Coefficients:
     """Coefficients fitted to one machine's runs: those of the same --jobs where they hold enough cases (two
     jobs side by side slow each other a little), else all; the defaults below MIN_CALIBRATION_CASES. Each
-    run's times are divided by the slowdown its machine's load gave it: the coefficients are quiet times."""
+    run's times are divided by the slowdown its machine's load gave it: the coefficients are quiet times.
+
+    A run's wall time beyond its cases' (in the order its jobs ran them) is its start-up, up to the default,
+    and beyond that the parent's time between cases (it saves the results after each one), which grows with
+    the number of cases: it is spread over them, as part of each case's time."""
     same = [r for r in runs if r.jobs == jobs]
     chosen = same if sum(len(r.cases) for r in same) >= MIN_CALIBRATION_CASES else list(runs)
-    samples = [replace(s, wall_s=s.wall_s / r.slowdown) for r in chosen for s in r.cases]
-    if len(samples) < MIN_CALIBRATION_CASES:
+    if sum(len(r.cases) for r in chosen) < MIN_CALIBRATION_CASES:
         return defaults
-    overheads = [
-        (r.measured_total_s - makespan_s([s.wall_s for s in r.cases], r.jobs)) / r.slowdown
-        for r in chosen
-        if r.measured_total_s is not None and r.cases
-    ]
+    samples, overheads = [], []
+    for r in chosen:
+        gap_s = 0.0
+        if r.measured_total_s is not None and r.cases:
+            beyond_s = (r.measured_total_s - makespan_s([s.wall_s for s in r.cases], r.jobs)) / r.slowdown
+            overheads.append(min(beyond_s, defaults.run_overhead_s))
+            gap_s = max(beyond_s - defaults.run_overhead_s, 0.0) * r.jobs / len(r.cases)
+        samples.extend(replace(s, wall_s=s.wall_s / r.slowdown + gap_s) for s in r.cases)
     return calibrate(samples, overheads, defaults)
 
 

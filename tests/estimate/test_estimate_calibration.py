@@ -110,3 +110,15 @@ def test_runs_of_the_same_jobs_are_preferred(tmp_path):
     on_two = coefficients_from([one, two], jobs=2)
     on_one = coefficients_from([one, two], jobs=1)
     assert on_two.wall_s["case"] > on_one.wall_s["case"] + 5
+
+
+def test_time_between_cases_is_spread_over_them():
+    base = _run(n_cases=40, wall=2.0)
+    cases_s = sum(c.wall_s for c in base.cases)  # one job: the cases one after another
+    exact = replace(base, measured_total_s=cases_s + DEFAULTS.run_overhead_s)
+    slow_parent = replace(base, measured_total_s=cases_s + DEFAULTS.run_overhead_s + 40 * 0.5)
+    tight, gapped = coefficients_from([exact], jobs=1), coefficients_from([slow_parent], jobs=1)
+    assert tight.run_overhead_s == gapped.run_overhead_s == DEFAULTS.run_overhead_s
+    mean = {"case": 1.0, "steps": sum(c.features["steps"] for c in base.cases) / 40}
+    # Negative control: without the parent's 0.5 s per case the cases cost what they measured.
+    assert predict_wall_s(mean, gapped) - predict_wall_s(mean, tight) == pytest.approx(0.5)
