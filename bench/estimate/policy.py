@@ -17,17 +17,18 @@ COMPILE_BACKENDS = ("aot_eager", "inductor", "other")
 # torch 2.13 CPU; benchmarks/estimate_check.py --fit-only --target cpu; reports/performance/estimate.md): with
 # one thread per job, CPU time is what a quiet machine's wall time would be. Where that run cannot tell terms
 # apart (every model in it is tiny, and a case's checks grow with its steps) the fit gave 0 to checks and
-# passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms), and gparam_tokens (2
-# flops per parameter and token at ~30 GFLOP/s on one core) and load_gb (weights read from the page cache into
-# a fresh model at ~1 GB/s) are physical guesses.
+# passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms). gparam_tokens and
+# load_gb, which that run cannot see, come from one fp32 eager forward-latency case of the 135M shape on the
+# same machine (CPU time over the load's factor, n = 1: a forward pass of 32 tokens ~0.5 s, a reference
+# ~2.5 s per GB of weights; reports/performance/estimate.md).
 DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
     {
         "case": 0.45,  # the forked worker's start and the case's set-up
         "steps": 0.05,  # one op's own API call (a load, a toggle) and what follows it
         "checks": 0.02,  # a fresh reference and the math oracle's plain model, per checked output
         "passes": 0.002,  # one forward pass of a tiny model: Python and dispatch overhead
-        "gparam_tokens": 0.07,  # 1e9 parameter-tokens of compute
-        "load_gb": 1.0,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
+        "gparam_tokens": 0.12,  # 1e9 parameter-tokens of compute
+        "load_gb": 2.5,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
         "timed_floor_s": 1.1,  # the timing policy's min_time_s, per measured step
         "compiles:aot_eager": 1.1,  # one dynamo trace (first compile or recompile) with aot_eager
         "compiles:inductor": 3.0,  # one inductor compile, warm cache (README: 2.7 s; 20.6 s cold)
@@ -37,9 +38,10 @@ DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
 WALL_FEATURES = tuple(DEFAULT_WALL_COEFFICIENTS)
 
 # Peak RSS: the forked worker with torch, transformers and peft imported, plus this many bytes per byte of
-# the model's weights (the subject, a reference and the math oracle's plain model can be alive at once).
+# the model's weights (the 135M case above peaked at 968 MiB: about one copy of its 538 MB over the level;
+# references come and go one at a time).
 RSS_BASE_BYTES = 410 * 2**20  # the shipped run's fitted level (fp32 tiny models)
-RSS_PER_WEIGHT_BYTE = 3.0
+RSS_PER_WEIGHT_BYTE = 1.1
 RSS_FEATURES = ("rss_base", "weight_bytes")
 
 # Bytes per parameter as loaded (quantized formats keep embeddings and norms unquantized: a rough average),
