@@ -18,16 +18,16 @@ COMPILE_BACKENDS = ("aot_eager", "inductor", "other")
 # one thread per job, CPU time is what a quiet machine's wall time would be. Where that run cannot tell terms
 # apart (every model in it is tiny, and a case's checks grow with its steps) the fit gave 0 to checks and
 # passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms). gparam_tokens and
-# load_gb, which that run cannot see, come from one fp32 eager forward-latency case of the 135M shape on the
-# same machine (CPU time over the load's factor, n = 1: a forward pass of 32 tokens ~0.5 s, a reference
-# ~2.5 s per GB of weights; reports/performance/estimate.md).
+# load_gb, which that run cannot see, come from an fp32 eager forward-latency case of the 135M shape on the
+# same machine (its wall time over its load's factor, n = 2: 60 s and 54 s; a reference ~2.5 s per GB of
+# weights; reports/performance/estimate.md).
 DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
     {
         "case": 0.45,  # the forked worker's start and the case's set-up
         "steps": 0.05,  # one op's own API call (a load, a toggle) and what follows it
         "checks": 0.02,  # a fresh reference and the math oracle's plain model, per checked output
         "passes": 0.002,  # one forward pass of a tiny model: Python and dispatch overhead
-        "gparam_tokens": 0.12,  # 1e9 parameter-tokens of compute
+        "gparam_tokens": 0.18,  # 1e9 parameter-tokens of compute
         "load_gb": 2.5,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
         "timed_floor_s": 1.1,  # the timing policy's min_time_s, per measured step
         "compiles:aot_eager": 1.1,  # one dynamo trace (first compile or recompile) with aot_eager
