@@ -29,13 +29,14 @@ RANKS = {
     "judge": 6,
     "report": 7,
     "runner": 8,
+    "estimate": 8,  # cost estimates before a run: reads scenarios' cases and stored results, runs nothing
     "bisect": 9,
     "cli": 10,
     "__main__": 11,
 }
 # Only these packages (besides ops itself) may import bench.ops: the op registry is read by the loader, the
 # executor and the repro writer/report, never by what the ops call.
-OPS_IMPORTERS = {"ops", "scenario", "worker", "judge", "report"}
+OPS_IMPORTERS = {"ops", "scenario", "worker", "judge", "report", "estimate"}
 # A bench import inside a function is for a module that pulls in one of these (the parent process stays
 # light), and says so in a comment on its line or the line above.
 HEAVY = {

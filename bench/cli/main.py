@@ -10,9 +10,11 @@ import argparse
 import sys
 
 from bench.cli.commands import run as run_command
-from bench.cli.paths import path_arg
+from bench.cli.estimating import add_max_minutes, list_estimate
+from bench.cli.paths import cache_root, default_cache_root, path_arg
 from bench.cli.selection import DEFAULT_SCENARIOS, select_cases
 from bench.errors import EXIT_OUTPUT_FULL, BenchInputError, OutputFull, is_disk_full
+from bench.runner.jobs import parse_jobs, usable_cpus
 from bench.runner.launch import COMPILE_CACHES
 from bench.spec.cases import DEFAULT_MAX_CASES
 
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: keep cases measured by another peft-bench or library version (said per case)",
     )
     _max_cases_option(run)
+    add_max_minutes(run, _positive(float))
 
     ls = sub.add_parser("list", help="print the case ids a selection expands to")
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
@@ -151,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
     _keyword_option(ls)
     _max_cases_option(ls)
+    ls.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print each case's estimated wall time and peak RSS and the run's total, calibrated on this "
+        "machine's earlier runs",
+    )
+    ls.add_argument("--jobs", default="1", metavar="N|auto", help="with --estimate: the run's --jobs")
+    ls.add_argument("--device", choices=("cpu", "cuda"), help="with --estimate: the run's --device")
+    ls.add_argument(
+        "--cache", type=path_arg, help="with --estimate: the run's --cache (default $PEFT_BENCH_CACHE)"
+    )
+    add_max_minutes(ls, _positive(float))
 
     # Commands that work on results files live in their own modules: each has register(sub) and run(args).
     for module in _command_modules():
@@ -221,7 +236,12 @@ def _keyword_option(parser: argparse.ArgumentParser) -> None:
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        for case in select_cases(args.paths, args.shard, args.max_cases, args.tag, args.keyword):
+        cases = select_cases(args.paths, args.shard, args.max_cases, args.tag, args.keyword)
+        if args.estimate or args.max_minutes is not None:
+            jobs = parse_jobs(args.jobs, usable_cpus())
+            cache = cache_root(args.cache) if args.cache else default_cache_root()
+            return list_estimate(args, cases, cache, jobs)
+        for case in cases:
             print(case.id)
         return 0
     if args.command == "run":

@@ -6,9 +6,11 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from bench.cli.ci import scheduler_from_env, write_ci_outputs
+from bench.cli.estimating import after_run, before_run
 from bench.cli.options import (
     hard_address_space_limit,
     machine_memory_bytes,
@@ -81,9 +83,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
         if args.out and not args.overwrite:
             _refuse_finished_run(args.out)
-        out_dir = args.out or default_out_dir()
+        out_dir = args.out
     required = parse_required(args.require_precision)
     check_before_run(required, (c.precision for c in cases), args.device or "cpu")
+    # The cases this invocation runs (not those --resume keeps): estimated, and refused over --max-minutes
+    # before any folder is made or worker started.
+    to_run = [c for c in cases if not (c.id in previous and previous[c.id].verdict != "not_run")]
+    est = before_run(args, to_run, cache, jobs)
+    out_dir = out_dir or default_out_dir()
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             + f" -> {out_dir}",
             flush=True,
         )
+    started = time.perf_counter()
     results = run_cases(
         cases,
         opts,
@@ -147,6 +155,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         phase_progress=phase_progress,
         replace_previous=bool(args.overwrite and not args.resume),
     )
+    ran = [c.id for c in to_run]
+    after_run(args, est, results, cache=cache, ran=ran, wall_s=time.perf_counter() - started, out_dir=out_dir)
     print(f"peft-bench: {counts_line(results)}" + ("; INTERRUPTED" if results.interrupted else ""))
     print(f"peft-bench: results in {out_dir}/results.json, summary in {out_dir}/summary.md")
     write_ci_outputs(args.junit_xml, out_dir, results, os.environ)

@@ -1,0 +1,117 @@
+"""A case as the numbers its cost depends on: steps, checked outputs, forward passes, compute, weights loaded,
+the timing policy's floor and the compiles its backend runs. Pure: the caller passes the parameter count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.estimate.policy import BYTES_PER_PARAM, COMPILE_BACKENDS, COMPUTE_FACTOR, TRAIN_PASSES_PER_STEP
+from bench.ops import op_named
+from bench.spec.cases import Case
+from bench.spec.schema import Step, Workload
+
+
+@dataclass(frozen=True)
+class CaseFeatures:
+    """What the estimate knows of one case. `params` None: the model's size is unknown, so is its cost."""
+
+    case_id: str
+    params: int | None
+    precision: str
+    backend: str  # the compile backend, "none" for eager
+    skipped: bool = False  # the precision cannot run here: the worker starts and skips
+    steps: int = 0
+    checks: int = 0  # model calls compared with a fresh reference (and the math oracle)
+    passes: int = 0  # forward passes of the model, all calls together
+    tokens: int = 0  # tokens through the model, all passes together
+    timed_floor_s: float = 0.0  # the timing policy's min_time_s, once per measured step
+    compiles: int = 0  # checked model calls on the compiled model: each may trace a frame
+
+    @property
+    def weight_bytes(self) -> float | None:
+        return None if self.params is None else self.params * BYTES_PER_PARAM.get(self.precision, 4.0)
+
+    def vector(self) -> dict[str, float] | None:
+        """The wall-time features, named as policy.DEFAULT_WALL_COEFFICIENTS; None where params is unknown."""
+        if self.params is None:
+            return None
+        if self.skipped:
+            return {"case": 1.0}
+        group = self.backend if self.backend in COMPILE_BACKENDS else "other"
+        loads = 1 + 2 * self.checks  # the subject, then a reference and an oracle model per check
+        return {
+            "case": 1.0,
+            "steps": float(self.steps),
+            "checks": float(self.checks),
+            "passes": float(self.passes),
+            "gparam_tokens": self.params * self.tokens * COMPUTE_FACTOR.get(self.precision, 1.0) / 1e9,
+            "load_gb": loads * self.weight_bytes / 1e9,
+            "timed_floor_s": self.timed_floor_s,
+            **({f"compiles:{group}": float(self.compiles)} if self.backend != "none" else {}),
+        }
+
+
+def passes_per_call(w: Workload) -> tuple[int, int]:
+    """(forward passes, tokens) of one workload call: a generate call is one pass per new token."""
+    if w.kind == "generate":
+        return w.new_tokens, w.batch_size * (w.seq_len + w.new_tokens - 1)
+    return 1, w.batch_size * w.seq_len
+
+
+def case_features(case: Case, params: int | None, *, skipped: bool = False) -> CaseFeatures:
+    """Long because: one pass over the steps adds up each kind of work an op brings, as the executor runs it."""
+    s = case.scenario
+    per_call_passes, per_call_tokens = passes_per_call(s.workload)
+    timing = s.timing
+    backend = case.compile.backend if case.compile.enabled else "none"
+    steps = checks = calls = compiles = extra_passes = extra_tokens = measured = 0
+    compiled = False
+    for step in s.steps:
+        op = op_named(step.op)
+        if op.compiles:
+            compiled = backend != "none"
+        steps += 1 + _repeats(step)
+        checked = op.checks_output or step.expect.raises is not None
+        if checked:
+            checks += 1
+            calls += 3  # the subject's call, the reference's and the oracle's
+            compiles += compiled
+        if op.measures:
+            measured += 1
+            calls += 1 + timing.warmup + timing.min_rounds
+        if step.train_steps:
+            extra_passes += TRAIN_PASSES_PER_STEP * step.train_steps
+            extra_tokens += (
+                TRAIN_PASSES_PER_STEP * step.train_steps * s.workload.batch_size * s.workload.seq_len
+            )
+        if step.serve is not None:
+            served, checked_adapters = _serve_work(step, s.workload)
+            calls += served
+            checks += checked_adapters
+            compiles += compiled * len(step.serve.adapters)
+    return CaseFeatures(
+        case_id=case.id,
+        params=params,
+        precision=case.precision,
+        backend=backend,
+        skipped=skipped,
+        steps=steps,
+        checks=checks,
+        passes=calls * per_call_passes + extra_passes,
+        tokens=calls * per_call_tokens + extra_tokens,
+        timed_floor_s=measured * timing.min_time_s,
+        compiles=compiles,
+    )
+
+
+def _repeats(step: Step) -> int:
+    """repeat_load's loads beyond the step itself: each is an op of its own."""
+    return max((step.count or 0) - 1, 0)
+
+
+def _serve_work(step: Step, w: Workload) -> tuple[int, int]:
+    """(model calls, adapters checked against a reference) of a serve step: each request is a call of one
+    prompt, batched requests still one call each here (an over-estimate for mixed_batch)."""
+    serve = step.serve
+    checked = len(serve.adapters) * (serve.check_per_adapter or 1)
+    return serve.requests + checked, checked

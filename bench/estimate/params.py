@@ -1,0 +1,139 @@
+"""A model's parameter count without building its weights: from its config, or its safetensors headers.
+
+Built-in models count from their config (bench.engine.sources.models); a local folder or a Hub id already in
+the Hugging Face cache from its safetensors headers (exact), else its config.json. Anything else is None:
+the estimate says "unknown" rather than guess a size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from bench.engine.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX
+
+# Families whose count follows from their config, with the flags their config classes default to when a
+# config.json leaves them out (sizes are never defaulted: a config without them is unknown).
+GATED_DECODERS = {  # embeddings, attention, a gated MLP (gate/up/down), RMS norms
+    "llama": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": False},
+    "mistral": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": False},
+    "qwen2": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": True},
+}
+_CONFIG_CLASS_TYPES = {
+    "LlamaConfig": "llama",
+    "Qwen2Config": "qwen2",
+    "GPT2Config": "gpt2",
+    "MistralConfig": "mistral",
+}
+_HEADER_LIMIT_BYTES = 100 * 2**20  # safetensors caps its JSON header at 100 MB
+
+
+def count_from_config(config: dict[str, Any]) -> int | None:
+    """Parameters of a causal LM from its config.json fields (tied embeddings counted once), or None."""
+    kind = config.get("model_type")
+    try:
+        if kind in GATED_DECODERS:
+            return _gated_decoder(config, GATED_DECODERS[kind])
+        if kind == "gpt2":
+            return _gpt2(config)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None  # a size missing or not a number: unknown, never a default
+    return None
+
+
+def _gated_decoder(c: dict[str, Any], defaults: dict[str, bool]) -> int:
+    h, inter, layers, vocab = (
+        int(c[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")
+    )
+    heads = int(c["num_attention_heads"])
+    kv_heads = int(c.get("num_key_value_heads") or heads)
+    head_dim = int(c.get("head_dim") or h // heads)
+    q, kv = heads * head_dim, kv_heads * head_dim
+    attention = h * q + 2 * h * kv + q * h
+    if c.get("attention_bias", defaults["attention_bias"]):
+        attention += q + 2 * kv + h
+    elif defaults["qkv_bias"]:
+        attention += q + 2 * kv
+    per_layer = attention + 3 * h * inter + 2 * h  # q k v o, gate up down, two norms
+    tied = c.get("tie_word_embeddings", defaults["tie_word_embeddings"])
+    return vocab * h * (1 if tied else 2) + layers * per_layer + h
+
+
+def _gpt2(c: dict[str, Any]) -> int:
+    h, layers, vocab, positions = (int(c[k]) for k in ("n_embd", "n_layer", "vocab_size", "n_positions"))
+    inner = int(c.get("n_inner") or 4 * h)
+    per_layer = (3 * h * h + 3 * h) + (h * h + h) + (h * inner + inner) + (inner * h + h) + 4 * h
+    lm_head = 0 if c.get("tie_word_embeddings", True) else vocab * h
+    return vocab * h + positions * h + layers * per_layer + 2 * h + lm_head
+
+
+def builtin_config(name: str) -> dict[str, Any] | None:
+    entry = BUILTIN_MODELS.get(name)
+    if entry is None:
+        return None
+    return {"model_type": _CONFIG_CLASS_TYPES.get(entry["config_class"]), **entry["config"]}
+
+
+def count_from_safetensors(folder: Path) -> int | None:
+    """Sum of every tensor's element count in a folder's *.safetensors headers (no tensor is read)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                if size > _HEADER_LIMIT_BYTES:
+                    return None
+                header = json.loads(fh.read(size))
+        except (OSError, struct.error, ValueError):
+            return None  # unreadable or not safetensors: the estimate says unknown, the case will say why
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            n = 1
+            for dim in entry.get("shape", ()):
+                n *= int(dim)
+            total += n
+    return total
+
+
+def count_in_folder(folder: Path) -> int | None:
+    counted = count_from_safetensors(folder)
+    if counted is not None:
+        return counted
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return count_from_config(config) if isinstance(config, dict) else None
+
+
+def hub_snapshot(model_id: str, env: dict[str, str] | None = None) -> Path | None:
+    """The newest snapshot folder of a Hub id in the Hugging Face cache, or None (nothing is downloaded)."""
+    env = os.environ if env is None else env
+    root = env.get("HF_HUB_CACHE") or (
+        Path(env["HF_HOME"]) / "hub" if env.get("HF_HOME") else Path.home() / ".cache" / "huggingface" / "hub"
+    )
+    snapshots = Path(root) / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    try:
+        found = [p for p in snapshots.iterdir() if (p / "config.json").is_file()]
+    except OSError:
+        return None
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def parameter_count(source: str, env: dict[str, str] | None = None) -> int | None:
+    """The scenario's `model` as a parameter count, or None where it cannot be known without loading it."""
+    if source.startswith(BUILTIN_PREFIX):
+        config = builtin_config(source[len(BUILTIN_PREFIX) :])
+        return count_from_config(config) if config else None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return count_in_folder(path)
+    snapshot = hub_snapshot(source, env)
+    return count_in_folder(snapshot) if snapshot else None

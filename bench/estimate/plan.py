@@ -1,0 +1,154 @@
+"""A selection's estimate: each case's predicted wall time and peak RSS, the run's total on --jobs N, the
+calibration it came from and how far off the last run's estimate was; and the run's line appended after it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchInputError
+from bench.estimate.calibration import (
+    RunRecord,
+    append_run,
+    calibration_path,
+    coefficients_from,
+    read_runs,
+    run_record,
+    runs_on,
+    this_machine,
+)
+from bench.estimate.features import CaseFeatures, case_features
+from bench.estimate.model import Coefficients, makespan_s, predict_rss_bytes, predict_wall_s, slowdown
+from bench.estimate.params import parameter_count
+from bench.results.records import Results
+from bench.spec.cases import Case
+from bench.spec.precision import QUANTIZED
+
+
+@dataclass(frozen=True)
+class CaseEstimate:
+    features: CaseFeatures
+    wall_s: float | None  # None: the model's size is unknown
+    peak_rss_bytes: float | None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    cases: tuple[CaseEstimate, ...]
+    jobs: int
+    total_wall_s: float  # the run on `jobs` jobs, cases of unknown size left out
+    coefficients: Coefficients
+    last_run: RunRecord | None = None  # this machine's previous run with an estimate to compare
+    calibration_file: str = ""
+    problem: str | None = None  # why the calibration file could not be used (the defaults were)
+    load_1min: float | None = None  # the machine's 1-minute load average when estimated
+    cores: int = 0
+    slowdown: float = 1.0  # the load's factor, already in every wall time above
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        return tuple(c.features.case_id for c in self.cases if c.wall_s is None)
+
+    @property
+    def peak_rss_bytes(self) -> float | None:
+        known = [c.peak_rss_bytes for c in self.cases if c.peak_rss_bytes is not None]
+        return max(known) if known else None
+
+
+def estimate_cases(
+    cases: Sequence[Case],
+    coefficients: Coefficients,
+    jobs: int,
+    params_of: Callable[[str], int | None],
+    skipped: Callable[[str], bool] = lambda precision: False,
+    factor: float = 1.0,
+) -> tuple[tuple[CaseEstimate, ...], float]:
+    """Pure: each case's estimate, and the run's wall time on `jobs` jobs (cases of unknown size left out),
+    wall times multiplied by `factor` (the machine's load)."""
+    sizes: dict[str, int | None] = {}
+    out = []
+    for case in cases:
+        model = case.scenario.model
+        if model not in sizes:
+            sizes[model] = params_of(model)
+        f = case_features(case, sizes[model], skipped=skipped(case.precision))
+        wall = predict_wall_s(f.vector(), coefficients)
+        out.append(
+            CaseEstimate(
+                f, None if wall is None else wall * factor, predict_rss_bytes(f.weight_bytes, coefficients)
+            )
+        )
+    walls = [c.wall_s for c in out if c.wall_s is not None]
+    return tuple(out), factor * coefficients.run_overhead_s + makespan_s(walls, jobs)
+
+
+def precision_skipped(device: str) -> Callable[[str], bool]:
+    """The parent never imports bitsandbytes (it imports torch): only "not installed" is known here."""
+    missing = importlib.util.find_spec("bitsandbytes") is None
+    return lambda precision: precision in QUANTIZED and missing
+
+
+def estimate(cases: Sequence[Case], cache_root: Path, device: str, jobs: int, *, strict: bool) -> Estimate:
+    """The selection's estimate on this machine. An unreadable calibration file raises (strict: `list
+    --estimate`) or leaves the defaults with the problem noted (a run goes on)."""
+    path = calibration_path(cache_root)
+    problem = None
+    try:
+        runs = runs_on(read_runs(path), this_machine(device))
+    except BenchInputError as exc:
+        if strict:
+            raise
+        runs, problem = [], str(exc)
+    coefficients = coefficients_from(runs, jobs)
+    load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    factor = slowdown(load, jobs, cores)
+    rows, total = estimate_cases(
+        cases, coefficients, jobs, parameter_count, precision_skipped(device), factor
+    )
+    compared = [r for r in runs if r.estimate_total_s is not None and r.measured_total_s]
+    last = compared[-1] if compared else None
+    return Estimate(rows, jobs, total, coefficients, last, str(path), problem, load, cores, factor)
+
+
+def over_budget(est: Estimate, max_minutes: float | None) -> str | None:
+    """Why a selection is refused under --max-minutes, or None. Cases of unknown size count as nothing: the
+    known ones alone over the budget refuse it."""
+    if max_minutes is None or est.total_wall_s <= max_minutes * 60:
+        return None
+    unknown = f" (and {len(est.unknown)} case(s) of unknown size)" if est.unknown else ""
+    return (
+        f"--max-minutes {max_minutes:g}: the selection is estimated at {est.total_wall_s / 60:.1f} min"
+        f"{unknown} on {est.jobs} job(s), over the budget; select fewer cases (-k, --tag, --shard), "
+        "raise --jobs, or raise --max-minutes"
+    )
+
+
+def record_run(
+    est: Estimate,
+    results: Results,
+    *,
+    cache_root: Path,
+    device: str,
+    ran: Sequence[str],
+    measured_total_s: float,
+    results_path: str,
+) -> str | None:
+    """Append the finished run to the calibration file; returns a note where an unreadable file was moved aside."""
+    features = {c.features.case_id: c.features for c in est.cases}
+    predicted = {c.features.case_id: (c.wall_s, c.peak_rss_bytes) for c in est.cases}
+    record = run_record(
+        results,
+        features,
+        predicted,
+        machine=this_machine(device),
+        ran=ran,
+        estimate_total_s=None if est.unknown else est.total_wall_s,
+        measured_total_s=measured_total_s,
+        results_path=results_path,
+        load_1min=est.load_1min,
+        slowdown=est.slowdown,
+    )
+    return append_run(calibration_path(cache_root), record)

@@ -1,0 +1,84 @@
+"""The estimate's policy as data: the default coefficients, the per-precision factors, the fit's settings.
+
+A case's predicted wall time is sum(coefficient * feature) over the features of bench.estimate.features; its
+peak RSS is RSS_BASE_BYTES + RSS_PER_WEIGHT_BYTE * the bytes of its model's weights. Calibration refits these
+on the machine's own runs (bench.estimate.model.fit), starting from the defaults below.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+# Compile backends with their own coefficient; any other backend (a custom one, "eager") shares "other".
+COMPILE_BACKENDS = ("aot_eager", "inductor", "other")
+
+# Seconds per unit of each feature (bench.estimate.features.CaseFeatures.vector). Fitted on 2026-12-05 to the
+# workers' CPU time in the shipped run (`python -m bench run scenarios --jobs 2`, 84 cases, 2-core machine,
+# torch 2.13 CPU; benchmarks/estimate_check.py --fit-only --target cpu; reports/performance/estimate.md): with
+# one thread per job, CPU time is what a quiet machine's wall time would be. Where that run cannot tell terms
+# apart (every model in it is tiny, and a case's checks grow with its steps) the fit gave 0 to checks and
+# passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms). gparam_tokens and
+# load_gb, which that run cannot see, come from an fp32 eager forward-latency case of the 135M shape on the
+# same machine (its wall time over its load's factor, n = 2: 60 s and 54 s; a reference ~2.5 s per GB of
+# weights; reports/performance/estimate.md).
+DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
+    {
+        "case": 0.45,  # the forked worker's start and the case's set-up
+        "steps": 0.05,  # one op's own API call (a load, a toggle) and what follows it
+        "checks": 0.02,  # a fresh reference and the math oracle's plain model, per checked output
+        "passes": 0.002,  # one forward pass of a tiny model: Python and dispatch overhead
+        "gparam_tokens": 0.18,  # 1e9 parameter-tokens of compute
+        "load_gb": 2.5,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
+        "timed_floor_s": 1.1,  # the timing policy's min_time_s, per measured step
+        "compiles:aot_eager": 1.1,  # one dynamo trace (first compile or recompile) with aot_eager
+        "compiles:inductor": 3.0,  # one inductor compile, warm cache (README: 2.7 s; 20.6 s cold)
+        "compiles:other": 1.5,
+    }
+)
+WALL_FEATURES = tuple(DEFAULT_WALL_COEFFICIENTS)
+
+# Peak RSS: the forked worker with torch, transformers and peft imported, plus this many bytes per byte of
+# the model's weights (the 135M case above peaked at 968 MiB: about one copy of its 538 MB over the level;
+# references come and go one at a time).
+RSS_BASE_BYTES = 410 * 2**20  # the shipped run's fitted level (fp32 tiny models)
+RSS_PER_WEIGHT_BYTE = 1.1
+RSS_FEATURES = ("rss_base", "weight_bytes")
+
+# Bytes per parameter as loaded (quantized formats keep embeddings and norms unquantized: a rough average),
+# and how much slower than fp32 a parameter-token computes on CPU (bf16/fp16 without fast kernels, the
+# bitsandbytes CPU paths dequantize every call).
+BYTES_PER_PARAM = MappingProxyType(
+    {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.2, "nf4": 0.7, "fp4": 0.7}
+)
+COMPUTE_FACTOR = MappingProxyType(
+    {"fp32": 1.0, "bf16": 1.5, "fp16": 3.0, "int8": 3.0, "nf4": 4.0, "fp4": 4.0}
+)
+# A train step's optimizer step costs about three forward passes (forward, backward, AdamW).
+TRAIN_PASSES_PER_STEP = 3
+
+# The fit: ridge regression towards the defaults. Each coefficient's prior weighs as much as this many
+# cases whose feature sits at its mean, so a direction the stored runs do not vary (a tiny model's params)
+# keeps its default, and a direction they do vary follows the data.
+PRIOR_WEIGHT_CASES = 3.0
+# The terms that scale with the model's size, and how much the weights of the measured cases must vary (largest
+# over smallest, and the largest at least SIZE_TO_FIT_BYTES) before a calibration fits them rather than keep
+# their defaults: a tiny model's compute and load are lost in its per-pass and per-check costs.
+SIZE_TERMS = ("gparam_tokens", "load_gb")
+SIZE_SPREAD_TO_FIT = 4.0
+SIZE_TO_FIT_BYTES = 64 * 2**20
+# Fewer measured cases than this on the machine: the defaults alone (the estimate says "uncalibrated").
+MIN_CALIBRATION_CASES = 5
+# Runs kept per machine in the calibration file; the oldest go first.
+MAX_RUNS_KEPT = 20
+
+# Other work on the machine: a run started at 1-minute load average L (the others' processes, before its own
+# workers start) with N jobs on C cores shares them, and each case takes about max(1, (L + N) / C) times its
+# quiet time (bench.estimate.model.slowdown). Calibration divides measured times by the factor their run had
+# and the estimate multiplies by the factor now, so runs measured on a busy machine calibrate a quiet one.
+LOAD_AWARE = True
+
+# The run's own overhead before and after its cases: the preloaded workers' imports and the environment block.
+DEFAULT_RUN_OVERHEAD_S = 6.0
+
+CALIBRATION_FILE = "estimate-calibration.jsonl"  # in the cache root ($PEFT_BENCH_CACHE)
+CALIBRATION_FORMAT = 1

@@ -1,0 +1,124 @@
+"""The calibration file: written, read back, trimmed per machine, and refused with its name and line when corrupt."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from bench.errors import BenchInputError
+from bench.estimate.calibration import (
+    RunRecord,
+    append_run,
+    calibration_path,
+    coefficients_from,
+    read_runs,
+    runs_on,
+)
+from bench.estimate.model import DEFAULTS, Sample, predict_wall_s
+from bench.estimate.policy import MAX_RUNS_KEPT, MIN_CALIBRATION_CASES
+
+HERE = {"cpu": "Test CPU", "cores": 2, "device": "cpu"}
+THERE = {"cpu": "Other CPU", "cores": 64, "device": "cuda"}
+
+
+def _run(n_cases=3, machine=HERE, wall=2.0, jobs=1, stamp="t"):
+    cases = tuple(
+        Sample(f"s[{i}]", {"case": 1.0, "steps": float(i)}, 1e6, wall + i, 6e8, jobs, wall, 5e8)
+        for i in range(n_cases)
+    )
+    return RunRecord(
+        machine, stamp, jobs, cases, estimate_total_s=10.0, measured_total_s=12.5, results="r.json"
+    )
+
+
+def test_a_run_is_read_back_as_written(tmp_path):
+    path = calibration_path(tmp_path)
+    assert read_runs(path) == []  # no file yet: no runs, no error
+    assert append_run(path, _run()) is None
+    assert append_run(path, _run(machine=THERE)) is None
+    runs = read_runs(path)
+    assert runs == [_run(), _run(machine=THERE)]
+    assert runs_on(runs, HERE) == [_run()]
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_the_file_keeps_the_newest_runs_per_machine(tmp_path):
+    path = calibration_path(tmp_path)
+    append_run(path, _run(machine=THERE, stamp="there"))
+    for i in range(MAX_RUNS_KEPT + 3):
+        append_run(path, _run(stamp=str(i)))
+    runs = read_runs(path)
+    here = runs_on(runs, HERE)
+    assert [r.finished_at for r in here] == [str(i) for i in range(3, MAX_RUNS_KEPT + 3)]
+    assert [r.finished_at for r in runs_on(runs, THERE)] == ["there"]  # another machine's run is not dropped
+
+
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("{not json\n", "line 1"),
+        (json.dumps({"format": 1, "machine": HERE}) + "\n", "line 1"),  # no cases
+        ("\n" + json.dumps({"format": 99}) + "\n", "line 2"),
+    ],
+)
+def test_a_corrupt_file_is_an_error_naming_it_and_its_line(tmp_path, text, what):
+    path = calibration_path(tmp_path)
+    path.write_text(text)
+    with pytest.raises(BenchInputError) as err:
+        read_runs(path)
+    assert str(path) in str(err.value) and what in str(err.value)
+
+
+def test_appending_to_a_corrupt_file_moves_it_aside(tmp_path):
+    path = calibration_path(tmp_path)
+    path.write_text("{not json\n")
+    note = append_run(path, _run())
+    assert note and str(path) in note and "moved aside" in note
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_text() == "{not json\n"  # nothing lost
+    assert read_runs(path) == [_run()]
+
+
+def test_too_few_cases_leave_the_defaults(tmp_path):
+    few = [_run(n_cases=MIN_CALIBRATION_CASES - 1)]
+    assert coefficients_from(few, jobs=1) is DEFAULTS
+    enough = [_run(n_cases=MIN_CALIBRATION_CASES)]
+    fitted = coefficients_from(enough, jobs=1)
+    assert fitted.calibrated_cases == MIN_CALIBRATION_CASES
+    # measured 12.5 s for cases of 2+3+4+5+6 = 20 s one after another: the run took less than its cases
+    # (an inconsistent record) -> the overhead is clipped at 0, never negative.
+    assert fitted.run_overhead_s == 0.0
+
+
+def test_a_busy_run_calibrates_quiet_times():
+    quiet = coefficients_from([_run(n_cases=40, wall=2.0)], jobs=1)
+    busy_run = replace(_run(n_cases=40, wall=2.0), slowdown=4.0)
+    busy = coefficients_from([busy_run], jobs=1)
+    # The same measured times on a machine four times as busy: the quiet time is a quarter. At the cases'
+    # mean the fit is exact (its level is free; the prior only pulls the slopes).
+    mean = {"case": 1.0, "steps": sum(c.features["steps"] for c in busy_run.cases) / 40}
+    mean_wall = sum(c.wall_s for c in busy_run.cases) / 40
+    assert predict_wall_s(mean, quiet) == pytest.approx(mean_wall)
+    assert predict_wall_s(mean, busy) == pytest.approx(mean_wall / 4)
+
+
+def test_runs_of_the_same_jobs_are_preferred(tmp_path):
+    one = _run(n_cases=MIN_CALIBRATION_CASES, wall=1.0, jobs=1)
+    two = _run(n_cases=MIN_CALIBRATION_CASES, wall=9.0, jobs=2)
+    on_two = coefficients_from([one, two], jobs=2)
+    on_one = coefficients_from([one, two], jobs=1)
+    assert on_two.wall_s["case"] > on_one.wall_s["case"] + 5
+
+
+def test_time_between_cases_is_spread_over_them():
+    base = _run(n_cases=40, wall=2.0)
+    cases_s = sum(c.wall_s for c in base.cases)  # one job: the cases one after another
+    exact = replace(base, measured_total_s=cases_s + DEFAULTS.run_overhead_s)
+    slow_parent = replace(base, measured_total_s=cases_s + DEFAULTS.run_overhead_s + 40 * 0.5)
+    tight, gapped = coefficients_from([exact], jobs=1), coefficients_from([slow_parent], jobs=1)
+    assert tight.run_overhead_s == gapped.run_overhead_s == DEFAULTS.run_overhead_s
+    mean = {"case": 1.0, "steps": sum(c.features["steps"] for c in base.cases) / 40}
+    # Negative control: without the parent's 0.5 s per case the cases cost what they measured.
+    assert predict_wall_s(mean, gapped) - predict_wall_s(mean, tight) == pytest.approx(0.5)
