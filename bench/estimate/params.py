@@ -21,12 +21,15 @@ GATED_DECODERS = {  # embeddings, attention, a gated MLP (gate/up/down), RMS nor
     "llama": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": False},
     "mistral": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": False},
     "qwen2": {"tie_word_embeddings": False, "attention_bias": False, "qkv_bias": True},
+    # gemma 2: a norm before and after both attention and MLP (four per layer), embeddings tied
+    "gemma2": {"tie_word_embeddings": True, "attention_bias": False, "qkv_bias": False, "norms_per_layer": 4},
 }
 _CONFIG_CLASS_TYPES = {
     "LlamaConfig": "llama",
     "Qwen2Config": "qwen2",
     "GPT2Config": "gpt2",
     "MistralConfig": "mistral",
+    "Gemma2Config": "gemma2",
 }
 _HEADER_LIMIT_BYTES = 100 * 2**20  # safetensors caps its JSON header at 100 MB
 
@@ -57,7 +60,9 @@ def _gated_decoder(c: dict[str, Any], defaults: dict[str, bool]) -> int:
         attention += q + 2 * kv + h
     elif defaults["qkv_bias"]:
         attention += q + 2 * kv
-    per_layer = attention + 3 * h * inter + 2 * h  # q k v o, gate up down, two norms
+    per_layer = (
+        attention + 3 * h * inter + defaults.get("norms_per_layer", 2) * h
+    )  # q k v o, gate up down, norms
     tied = c.get("tie_word_embeddings", defaults["tie_word_embeddings"])
     return vocab * h * (1 if tied else 2) + layers * per_layer + h
 

@@ -16,7 +16,7 @@ from bench.estimate.params import (
     parameter_count,
 )
 
-SMALL_BUILTINS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "small-llama"]
+SMALL_BUILTINS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "small-llama", "tiny-gemma2"]
 
 
 @pytest.mark.parametrize("name", SMALL_BUILTINS)
@@ -92,3 +92,10 @@ def test_a_hub_id_is_counted_from_the_hugging_face_cache(tmp_path):
     assert hub_snapshot("org/model", env) == snapshot
     assert parameter_count("org/model", env) == count_from_config(builtin_config("tiny-llama"))
     assert parameter_count("org/other", env) is None
+
+
+def test_every_builtin_model_has_a_count():
+    """A new built-in whose family the counter does not know would be `unknown` in every estimate (seen:
+    tiny-gemma2 before gemma2 was added)."""
+    assert [n for n in BUILTIN_MODELS if count_from_config(builtin_config(n)) is None] == []
+    assert set(SMALL_BUILTINS) | {"smollm2-135m-shape", "qwen2.5-0.5b-shape"} == set(BUILTIN_MODELS)
