@@ -35,31 +35,57 @@ SOURCE = REPO / "reports" / "baseline" / "results.json"
 COMMANDS = ("report", "gate", "compare", "merge", "resume")
 
 
-def _copies(cases: list[dict], n: int, start: int = 0) -> Iterator[dict]:
+NAME = "@@scenario@@"  # a placeholder in each source case's text, replaced by the copy's scenario name
+
+
+def _templates(cases: list[dict]) -> list[tuple[str, dict]]:
+    """Each source case as JSON text with its scenario name a placeholder, and the fields the columnar copy
+    reads (bench.results.columnar), so that a copy is one str.replace, not a parse and a dump."""
+    out = []
+    for c in cases:
+        c = json.loads(json.dumps(c))
+        c["case_id"] = NAME + c["case_id"][len(c["scenario"]) :]
+        if c.get("case"):
+            c["case"]["scenario"]["name"] = NAME
+        c["scenario"] = NAME
+        out.append((json.dumps(c, indent=1), c))
+    return out
+
+
+def _copies(templates: list[tuple[str, dict]], n: int, start: int) -> Iterator[tuple[dict, str]]:
     """n cases: the source's cases in turn, copy i under the scenario name `<scenario>-<i>`."""
     for i in range(start, start + n):
-        c = json.loads(json.dumps(cases[i % len(cases)]))
-        name = f"{c['scenario']}-{i:06d}"
-        c["case_id"] = name + c["case_id"][len(c["scenario"]) :]
-        c["scenario"] = name
-        if c.get("case"):
-            c["case"]["scenario"]["name"] = name
-        yield c
+        text, c = templates[i % len(templates)]
+        name = f"s{i:06d}-{_source_names[i % len(templates)]}"
+        columns = {**c, "case_id": c["case_id"].replace(NAME, name), "scenario": name}
+        yield columns, text.replace(NAME, name)
+
+
+_source_names: list[str] = []
 
 
 def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Path:
     """folder/results.json (+ results.parquet) holding n copied cases; streamed, never all in memory."""
     doc = json.loads(source.read_text(encoding="utf-8"))
     cases = doc.pop("cases")
+    _source_names[:] = [c["scenario"] for c in cases]
+    templates = _templates(cases)
     doc["scenario_set"] = []  # every copy is its own scenario; merge compares the sets, so keep them equal
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "results.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(doc, indent=1)[:-2] + ',\n "cases": [\n')
-        for i, c in enumerate(_copies(cases, n, start)):
-            f.write((",\n" if i else "") + json.dumps(c, indent=1))
+        for i, (_, text) in enumerate(_copies(templates, n, start)):
+            f.write((",\n" if i else "") + text)
         f.write("\n ]\n}\n")
-    columnar.write(folder, doc, ((c, json.dumps(c)) for c in _copies(cases, n, start)))
+    columnar.write(folder, doc, _copies(templates, n, start))
     return folder
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A copy that keeps the files' times (copy2), so the columnar copy still matches its results.json."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", columnar.COLUMNAR_FILE):
+        shutil.copy2(src / name, dst / name)
 
 
 def _measure(argv: list[str], cwd: Path) -> dict:
@@ -98,7 +124,7 @@ def _loadavg() -> list[float]:
 
 def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout_s: float) -> dict:
     build(tmp / "a", n)
-    build(tmp / "b", n)
+    _copy(tmp / "a", tmp / "b")
     build(tmp / "half1", n // 2)
     build(tmp / "half2", n - n // 2, start=n // 2)
     size = (tmp / "a" / "results.json").stat().st_size

@@ -115,7 +115,9 @@ def _failures(results: Results, repros: dict[str, Repro], out_dir: Path | None) 
         elif r is not None:
             item += f" <i>({_e(r.note)})</i>"
         items.append(item + "</li>")
-    return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>"
+    more = data.failing_not_listed(results)  # bounded (bench.report.data.MAX_TABLE_ROWS)
+    more_html = f"<p>{_e(more)}</p>" if more else ""
+    return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>" + more_html
 
 
 def render(

@@ -49,6 +49,8 @@ def failures_md(results: Results, repros: dict[str, Repro]) -> list[str]:
         if r is not None:
             line += f" Reproduction: [`{r.path}`]({r.path})." if r.path else f" ({r.note})"
         out.append(line)
+    if more := data.failing_not_listed(results):  # bounded (bench.report.data.MAX_TABLE_ROWS)
+        out.append(more)
     return [*out, ""] if cases else [*out, "Every case passed.", ""]
 
 

@@ -75,7 +75,7 @@ def write(folder: Path, header: dict[str, Any], cases: Iterable[tuple[dict[str, 
         META_HEADER: json.dumps(header, allow_nan=False).encode(),
         META_SOURCE: json.dumps(fingerprint(folder / "results.json")).encode(),
     }
-    types = {"wall_s": pa.float64(), "non_finite": pa.bool_()}
+    types = {"wall_s": pa.float64(), "non_finite": pa.bool_(), "unverified": pa.bool_()}
     schema = pa.schema([(k, types.get(k, pa.string())) for k in COLUMNS]).with_metadata(meta)
 
     def dump(tmp: Path) -> None:
@@ -86,7 +86,17 @@ def write(folder: Path, header: dict[str, Any], cases: Iterable[tuple[dict[str, 
     replace_atomically(target, dump)
 
 
-COLUMNS = ("case_id", "scenario", "verdict", "reason", *PARAM_COLUMNS, "wall_s", "non_finite", "record")
+COLUMNS = (
+    "case_id",
+    "scenario",
+    "verdict",
+    "reason",
+    *PARAM_COLUMNS,
+    "wall_s",
+    "non_finite",
+    "unverified",  # a step no pair of oracles verified (StepRecord.unverified): summary.unverified_passes
+    "record",
+)
 
 
 def _groups(cases: Iterable[tuple[dict[str, Any], str]]) -> Iterator[list[tuple[dict[str, Any], str]]]:
@@ -110,6 +120,7 @@ def _columns(group: list[tuple[dict[str, Any], str]]) -> dict[str, list]:
         **{k: [(c.get("params") or {}).get(k) for c in cases] for k in PARAM_COLUMNS},
         "wall_s": [c.get("wall_s") for c in cases],
         "non_finite": [bool(c.get("non_finite")) for c in cases],
+        "unverified": [any(st.get("unverified") for st in c.get("steps") or ()) for c in cases],
         "record": [text for _, text in group],
     }
 
@@ -135,8 +146,9 @@ class Columnar:
 
         f = pq.ParquetFile(self.path)
         for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["record"]):
-            for text in batch.column(0).to_pylist():
-                yield json.loads(text)
+            # One parse per batch, as one JSON list: the parser shares the object keys it has seen within
+            # one call, so the batch's cases hold one copy of each field name, not one per case.
+            yield from json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]")
 
 
 def _names(path: Path) -> list[str]:
