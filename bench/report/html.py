@@ -136,17 +136,20 @@ def render(
         for line in [*data.environment_lines(results), data.timing_policy_line(results)]
     )
     no_figures = plots.unavailable_reason()
+    cap = data.MAX_TABLE_ROWS
     figures = (
         {}
         if no_figures
         else {
-            "latency": plots.latency_plot(data.latency_rows(results)),
-            "serving": serving.serving_plot(serving.serving_rows(results)),
-            "switch": plots.switch_plot(data.switch_rows(results)),
-            "training": plots.training_plot(training.train_rows(results)),
-            "memory": plots.memory_plot(data.memory_rows(results)),
-            "growth": plots.growth_plot(data.growth_series(results)),
-            "recompiles": plots.recompile_plot(data.recompile_rows(results)),
+            # Each plot draws the rows its table shows (bench.report.data.MAX_TABLE_ROWS): a figure's height
+            # grows with its rows, and 20,000 of them made a PNG 800,000 pixels tall.
+            "latency": plots.latency_plot(data.latency_rows(results)[:cap]),
+            "serving": serving.serving_plot(serving.serving_rows(results)[:cap]),
+            "switch": plots.switch_plot(data.switch_rows(results)[:cap]),
+            "training": plots.training_plot(training.train_rows(results)[:cap]),
+            "memory": plots.memory_plot(data.memory_rows(results)[:cap]),
+            "growth": plots.growth_plot(data.growth_series(results)[:cap]),
+            "recompiles": plots.recompile_plot(data.recompile_rows(results)[:cap]),
         }
     )
     body = [
