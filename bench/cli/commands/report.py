@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary
+from bench.cli.ci import append_step_summary, step_summary_path
 from bench.cli.paths import check_out_file, check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.report import markdown
@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         print(markdown.render(results, written.repros), end="")
     import os
 
+    # Rendered again only where a step summary wants it: a second render of a large run is seconds.
+    if step_summary_path(os.environ) is None:
+        return 0
     summary = append_step_summary(os.environ, markdown.render(results, written.repros))
     if summary is not None:
         print(f"peft-bench: report appended to {summary}")
