@@ -5,8 +5,10 @@ See docs/results-schema.md for the fields. Every write is atomic.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -70,6 +72,24 @@ def load(path: str | Path) -> Results:
     if path.is_dir():
         path = path / RESULTS_FILE
     _check_file(path)
+    with _collector_paused():
+        return _load(path)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off while a file's records are built: they are millions of new objects
+    and hold no cycles, so its passes over them (a third of the time of loading 4,000 cases) find nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _load(path: Path) -> Results:
     fast = _load_columnar(path)
     if fast is not None:
         return fast
