@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bench.judge.figures import (
     case_peak,
+    eager_index,
     eager_twin,
     first_measured,
     footprint_bytes,
@@ -99,6 +100,7 @@ def compare(
     base_cases = {c.case_id: c for c in baseline.cases}
     cur_cases = {c.case_id: c for c in current.cases}
     findings: list[Finding] = []
+    twins = (eager_index(baseline), eager_index(current))
     for case_id in [*base_cases, *(c for c in cur_cases if c not in base_cases)]:
         b, c = base_cases.get(case_id), cur_cases.get(case_id)
         findings.append(
@@ -113,7 +115,7 @@ def compare(
         )
         if b is None or c is None or c.verdict == "not_run":
             continue
-        findings += _case_findings(policy, b, c, baseline, current, basis, same_env)
+        findings += _case_findings(policy, b, c, twins, basis, same_env)
     return Comparison(
         baseline_label=baseline_label,
         current_label=current_label,
@@ -126,7 +128,7 @@ def compare(
 
 
 def _case_findings(
-    policy, b: CaseResult, c: CaseResult, b_run: Results, c_run: Results, basis: str, same_env: bool
+    policy, b: CaseResult, c: CaseResult, twins: tuple[dict, dict], basis: str, same_env: bool
 ) -> Iterator[Finding]:
     cid = c.case_id
     b_steps = {s.index: s for s in b.steps}
@@ -146,7 +148,7 @@ def _case_findings(
             yield judge_number(
                 policy["frame_compiles"], key, bs.compile.frame_compiles, s.compile.frame_compiles
             )
-        yield from _step_timing(policy, key, b, bs, c, s, b_run, c_run, basis)
+        yield from _step_timing(policy, key, b, bs, c, s, twins, basis)
     if not steps_align:
         for metric, attr in (
             ("total_recompiles", "total_recompiles"),
@@ -173,7 +175,7 @@ def _case_findings(
         yield judge_number(policy[metric], key, bv, cv)
 
 
-def _step_timing(policy, key, b, bs: StepRecord, c, s: StepRecord, b_run, c_run, basis: str):
+def _step_timing(policy, key, b, bs: StepRecord, c, s: StepRecord, twins: tuple[dict, dict], basis: str):
     if basis == "absolute":
         if bs.timing and s.timing:
             yield judge_samples(policy["latency_ms"], key, bs.timing.samples_ms, s.timing.samples_ms)
@@ -186,7 +188,7 @@ def _step_timing(policy, key, b, bs: StepRecord, c, s: StepRecord, b_run, c_run,
         )
     if s.timing is None or bs.timing is None:
         return
-    b_twin, c_twin = eager_twin(b, b_run), eager_twin(c, c_run)
+    b_twin, c_twin = eager_twin(b, twins[0]), eager_twin(c, twins[1])
     if b_twin and c_twin:
         b_ref = next((t for t in b_twin.steps if t.index == s.index and t.timing), None)
         c_ref = next((t for t in c_twin.steps if t.index == s.index and t.timing), None)

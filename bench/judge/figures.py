@@ -67,12 +67,21 @@ def footprint_bytes(case: CaseResult) -> int | None:
     return None if f is None else f.memory_footprint_bytes + f.quant_state_bytes
 
 
-def eager_twin(case: CaseResult, results: Results) -> CaseResult | None:
-    """The same scenario and parameters with compile 'none', in the same run."""
+def eager_index(results: Results) -> dict[tuple, CaseResult]:
+    """The run's cases by (scenario, parameters), built once per run so that finding each case's eager twin is a
+    look-up: a scan of the run for every case was quadratic in its size."""
+    index: dict[tuple, CaseResult] = {}
+    for c in results.cases:
+        index.setdefault((c.scenario, tuple(sorted(c.params.items()))), c)  # the first, as a scan found
+    return index
+
+
+def eager_twin(case: CaseResult, index: dict[tuple, CaseResult]) -> CaseResult | None:
+    """The same scenario and parameters with compile 'none', in the same run (`index`: eager_index(run))."""
     if case.params.get("compile") == "none":
         return None
     want = {**case.params, "compile": "none"}
-    return next((c for c in results.cases if c.scenario == case.scenario and c.params == want), None)
+    return index.get((case.scenario, tuple(sorted(want.items()))))
 
 
 def first_measured(case: CaseResult) -> StepRecord | None:

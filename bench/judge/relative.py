@@ -79,14 +79,21 @@ def side_by_side(a: CaseResult, b: CaseResult, jobs: int) -> tuple[bool, str]:
     return False, f"{where} on shared or unknown cores ({cores}): one measured the other"
 
 
-def _sibling(case: CaseResult, strategy: str, cases: tuple[CaseResult, ...]) -> CaseResult | None:
-    same = [
-        c
-        for c in cases
-        if c.scenario == case.scenario
-        and c.params.get("strategy") == strategy
-        and all(c.params.get(k) == case.params.get(k) for k in ("precision", "compile"))
-    ]
+def _sibling_key(c: CaseResult, strategy: str | None) -> tuple:
+    return (c.scenario, strategy, c.params.get("precision"), c.params.get("compile"))
+
+
+def sibling_index(cases: tuple[CaseResult, ...]) -> dict[tuple, list[CaseResult]]:
+    """The cases by scenario, strategy, precision and compile: built once, so that finding each case's
+    siblings is a look-up rather than a scan of the run per case (quadratic in its size)."""
+    index: dict[tuple, list[CaseResult]] = {}
+    for c in cases:
+        index.setdefault(_sibling_key(c, c.params.get("strategy")), []).append(c)
+    return index
+
+
+def _sibling(case: CaseResult, strategy: str, index: dict[tuple, list[CaseResult]]) -> CaseResult | None:
+    same = index.get(_sibling_key(case, strategy), [])
     if len(same) > 1:  # the hotswap strategy on several paths: the one on this case's path, if any
         same = [c for c in same if c.params.get("hotswap_path") == case.params.get("hotswap_path")]
     return same[0] if len(same) == 1 else None
@@ -96,6 +103,7 @@ def relative_outcomes(cases: tuple[CaseResult, ...], jobs: int = 1) -> tuple[Cas
     """The cases with their faster_than outcomes (re)decided; cases without one are returned as they are.
     `jobs`: the run's --jobs (Results.jobs), read where a case's worker recorded no start and finish."""
     out = []
+    index: dict[tuple, list[CaseResult]] | None = None  # built at the first case that needs it
     for c in cases:
         wanted = _wanted(c)
         if not wanted or c.verdict in ("error", "skip", "not_run"):
@@ -110,7 +118,8 @@ def relative_outcomes(cases: tuple[CaseResult, ...], jobs: int = 1) -> tuple[Cas
             if spec is None or not spec.expect.faster_than or s.serving is None:
                 steps.append(s)
                 continue
-            steps.append(_decide(c, s, spec, cases, jobs))
+            index = sibling_index(cases) if index is None else index
+            steps.append(_decide(c, s, spec, index, jobs))
         verdict, reason = case_verdict(steps, c.scenario_outcomes)
         out.append(replace(c, steps=tuple(steps), verdict=verdict, reason=reason))
     return tuple(out)
@@ -123,14 +132,14 @@ def _wanted(c: CaseResult) -> bool:
     return any((st.get("expect") or {}).get("faster_than") for st in steps)
 
 
-def _decide(c: CaseResult, s: StepRecord, spec, cases, jobs: int) -> StepRecord:
+def _decide(c: CaseResult, s: StepRecord, spec, index: dict, jobs: int) -> StepRecord:
     outcomes = [o for o in s.outcomes if o.expectation != EXPECTATION]
     notes = [n for n in s.notes if not n.startswith(_NOTE)]
     mine = _latencies(c)
     for strategy, factor in spec.expect.faster_than:
         if strategy == c.params.get("strategy"):
             continue  # the expectation is the step's, so every strategy has it: a case is not its own rival
-        other = _sibling(c, strategy, cases)
+        other = _sibling(c, strategy, index)
         theirs = _latencies(other) if other is not None else None
         if not mine or not theirs:
             notes.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.judge.compare import Comparison
 from bench.judge.findings import Finding, fmt_value
 from bench.judge.gate import GateResult
+from bench.results.brief import clipped
 
 # Statuses shown by default: what changed. `--all` shows every finding.
 CHANGED = ("regression", "missing", "coverage_lost", "improvement", "noise", "new")
@@ -20,8 +21,19 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (_ORDER.get(f.status, 99), f.case_id, f.step or 0))
 
 
+# Rows a comparison lists (the worst first) before it says how many more there are: a run of 20,000 cases
+# can have as many findings, and $GITHUB_STEP_SUMMARY takes at most 1 MiB.
+MAX_ROWS = 200
+
+
 def _shown(c: Comparison, show_all: bool) -> list[Finding]:
     return _sorted([f for f in c.findings if show_all or f.status in CHANGED])
+
+
+def _more(total: int) -> str:
+    return (
+        f"... and {total - MAX_ROWS} more finding(s) not listed (`peft-bench compare --all` prints every one)"
+    )
 
 
 def counts(c: Comparison) -> str:
@@ -45,11 +57,13 @@ def comparison_text(c: Comparison, *, show_all: bool = False) -> str:
     shown = _shown(c, show_all)
     if shown:
         lines.append("")
-    for f in shown:
+    for f in shown if show_all else shown[:MAX_ROWS]:
         lines.append(
             f"{_label(f):24} {f.where}  {f.metric}: {fmt_value(f.baseline, f.unit)} -> "
-            f"{fmt_value(f.current, f.unit)}  [{f.message}]"
+            f"{fmt_value(f.current, f.unit)}  [{clipped(f.message)}]"
         )
+    if not show_all and len(shown) > MAX_ROWS:
+        lines.append(_more(len(shown)))
     if not show_all:
         lines.append("")
         lines.append("(unchanged and not compared findings hidden; --all shows them)")
@@ -65,8 +79,10 @@ def comparison_markdown(c: Comparison, *, show_all: bool = False, gate: GateResu
     if gate is not None:
         verdict = "passed" if gate.passed else f"FAILED ({len(gate.failures)} failure(s))"
         out += [f"## peft-bench gate: {verdict}", ""]
-        for m in gate.messages:
-            out.append(f"- {_md_cell(m)}")
+        for m in gate.messages[:MAX_ROWS]:
+            out.append(f"- {_md_cell(clipped(m))}")
+        if len(gate.messages) > MAX_ROWS:
+            out.append(f"- ... and {len(gate.messages) - MAX_ROWS} more failure(s), listed in the findings")
         if gate.failures:
             out += ["", _md_cell(gate.advice).replace(gate.update_command, f"`{gate.update_command}`")]
         if gate.missing_allowed:
@@ -90,13 +106,15 @@ def comparison_markdown(c: Comparison, *, show_all: bool = False, gate: GateResu
             "| status | case | step | metric | baseline | current | change | detail |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for f in shown:
+        for f in shown[:MAX_ROWS]:
             step = "" if f.step is None else f"{f.step} ({f.op})"
             change = "" if f.change_rel is None else f"{f.change_rel:+.0%}"
             out.append(
                 f"| {_label(f)} | `{_md_cell(f.case_id)}` | {step} | {f.metric} | {fmt_value(f.baseline, f.unit)} | "
-                f"{fmt_value(f.current, f.unit)} | {change} | {_md_cell(f.message)} |"
+                f"{fmt_value(f.current, f.unit)} | {change} | {_md_cell(clipped(f.message))} |"
             )
+        if len(shown) > MAX_ROWS:
+            out += ["", _more(len(shown))]
     else:
         out.append("Nothing changed.")
     return "\n".join(out) + "\n"

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 
 from bench.judge.figures import is_hotswap, output_wrong, reload_step, switch_ms
 from bench.ops import op_named
+from bench.results.brief import clipped
 from bench.results.measures import TimingStats
 from bench.results.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
 from bench.results.stats import slope
+
+# Rows a per-case table or list of the report shows: a run of 20,000 cases would make a report of
+# hundreds of MB. The figures behind every row stay in the results files the note names.
+MAX_TABLE_ROWS = 200
+TABLES_NOTE = "every case is in results.json, and as a table in results.csv and results.parquet"
 
 
 @dataclass(frozen=True)
@@ -339,8 +345,18 @@ def failing_cases(results: Results, repro: dict[str, str] | None = None) -> list
     cases = [c for c in results.cases if c.verdict in shown]
     cases.sort(key=lambda c: order[c.verdict])
     return [
-        FailingCase(c.case_id, c.verdict, " ".join(c.reason.split()), repro.get(c.case_id)) for c in cases
+        FailingCase(c.case_id, c.verdict, " ".join(clipped(c.reason).split()), repro.get(c.case_id))
+        for c in cases[:MAX_TABLE_ROWS]
     ]
+
+
+def failing_not_listed(results: Results) -> str:
+    """The line that says how many failing cases failing_cases left out, and where they are ('' for none)."""
+    shown = (*FAILING_VERDICTS, "xfail", "not_run", "skip")
+    total = sum(1 for c in results.cases if c.verdict in shown)
+    if total <= MAX_TABLE_ROWS:
+        return ""
+    return f"... and {total - MAX_TABLE_ROWS} more of {total} not listed here; {TABLES_NOTE}."
 
 
 def environment_lines(results: Results) -> list[str]:

@@ -174,20 +174,25 @@ def _failures(
         elif r is not None:
             item += f" <i>({_e(r.note)})</i>"
         items.append(item + "</li>")
-    return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>"
+    more = data.failing_not_listed(results)  # bounded (bench.report.data.MAX_TABLE_ROWS)
+    more_html = f"<p>{_e(more)}</p>" if more else ""
+    return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>" + more_html
 
 
 def _figures(results: Results) -> dict[str, plots.Plot | None]:
+    """Each plot draws the rows its table shows (bench.report.data.MAX_TABLE_ROWS): a figure's height grows
+    with its rows, and 20,000 of them made a PNG 800,000 pixels tall."""
+    cap = data.MAX_TABLE_ROWS
     wrong = {k: v for k, v in flags.output_labels(results).items() if v.startswith(WRONG)}
     return {
         "answers": pareto.pareto_plot(answers.choices(results)),
-        "latency": plots.latency_plot(data.latency_rows(results), wrong),
-        "serving": serving.serving_plot(serving.serving_rows(results)),
-        "switch": plots.switch_plot(answers.with_run_reloads(results, data.switch_rows(results))),
-        "training": plots.training_plot(training.train_rows(results)),
-        "memory": plots_memory.memory_plot(data.memory_rows(results)),
-        "growth": plots_memory.growth_plot(data.growth_series(results)),
-        "recompiles": plots_memory.recompile_plot(data.recompile_rows(results)),
+        "latency": plots.latency_plot(data.latency_rows(results)[:cap], wrong),
+        "serving": serving.serving_plot(serving.serving_rows(results)[:cap]),
+        "switch": plots.switch_plot(answers.with_run_reloads(results, data.switch_rows(results)[:cap])),
+        "training": plots.training_plot(training.train_rows(results)[:cap]),
+        "memory": plots_memory.memory_plot(data.memory_rows(results)[:cap]),
+        "growth": plots_memory.growth_plot(data.growth_series(results)[:cap]),
+        "recompiles": plots_memory.recompile_plot(data.recompile_rows(results)[:cap]),
     }
 
 

@@ -76,6 +76,8 @@ def failures_md(
         out += [f"  > `{x}`" for x in f.log_lines]
         if f.log_note:
             out.append(f"  > ({f.log_note})")
+    if more := data.failing_not_listed(results):  # bounded (bench.report.data.MAX_TABLE_ROWS)
+        out.append(more)
     return [*out, ""] if items else [*out, "Every case passed.", ""]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.report import answers, data, flags, training
+from bench.report.data import MAX_TABLE_ROWS, TABLES_NOTE
 from bench.report.units import ratio_text as _ratio
 from bench.report.units import size_text
+from bench.results.brief import clipped
 from bench.results.records import Results
 
 MiB = 2**20
@@ -52,7 +54,12 @@ def _floor_note(r: data.SwitchRow) -> str:
 
 
 def _table(header: list[str], rows: list[list[object]], **kw) -> ReportTable:
-    return ReportTable(tuple(header), tuple(tuple(str(c) for c in r) for r in rows), **kw)
+    # Bounded: a run of 20,000 cases lists its first MAX_TABLE_ROWS rows and says where the rest are.
+    if len(rows) > MAX_TABLE_ROWS:
+        more = f"First {MAX_TABLE_ROWS} of {len(rows)} rows; {TABLES_NOTE}."
+        kw["caption"] = f"{kw['caption']} {more}" if kw.get("caption") else more
+        rows = rows[:MAX_TABLE_ROWS]
+    return ReportTable(tuple(header), tuple(tuple(clipped(str(c)) for c in r) for r in rows), **kw)
 
 
 def verdicts(results: Results) -> Section:

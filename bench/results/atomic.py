@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,31 @@ def _umask() -> int:
 
 
 def write_text(path: Path, text: str) -> None:
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    replace_atomically(Path(path), dump)
+
+
+def replace_atomically(path: Path, dump: Callable[[Path], None]) -> None:
+    """`dump(tmp)` writes the new content to a temporary file beside `path`; it is fsynced and renamed over
+    `path`, so a reader sees the old file or the new one, never a part."""
     path = Path(path)
     refuse_symlink(path)  # os.replace would replace the link; a user who put one there meant something
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         # mkstemp makes the file 0600; a report or results file is for whoever may read the folder, as
         # open(path, "w") would leave it: 0666 less the umask.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        dump(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import re
 import types
@@ -153,18 +154,30 @@ def _free(value: Any, where: str, depth: int) -> Any:
 def _record(cls: type, value: Any, where: str, depth: int, nulls: dict[str, str] | None) -> Any:
     if not isinstance(value, dict):
         raise ResultsInvalid(where, f"expected a table, got {json_kind(value)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
+    hints, fields, required = _shape(cls)
+    unknown = sorted(set(value) - fields)
     if unknown:
         raise ResultsInvalid(_child(where, unknown[0]), f"unknown field of {cls.__name__}")
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and name not in value:
+    for name in required:
+        if name not in value:
             raise ResultsInvalid(_child(where, name), "missing")
     built = {k: build(hints[k], v, _child(where, k), depth + 1, nulls) for k, v in value.items()}
     _rules(cls, built, where)
     return cls(**built)
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], frozenset[str], tuple[str, ...]]:
+    """A record class's type hints, field names and required fields, worked out once per class:
+    typing.get_type_hints evaluates every annotation string again on each call, which was most of the time
+    of loading a large results file."""
+    fields = dataclasses.fields(cls)
+    required = tuple(
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    return typing.get_type_hints(cls), frozenset(f.name for f in fields), required
 
 
 def _one_of(value: str, allowed: tuple[str, ...], where: str, what: str) -> None:

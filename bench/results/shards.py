@@ -17,6 +17,7 @@ import datetime as _dt
 from dataclasses import dataclass, replace
 
 from bench.errors import BenchInputError
+from bench.results.brief import listing
 from bench.results.records import CaseResult, Results
 from bench.spec.cases import Shard
 
@@ -172,9 +173,9 @@ def _complete_shard_set(sources: list[Source]) -> list[Source]:
     if missing:
         absent = [k for k in range(1, count + 1) if k not in by_index]
         raise BenchInputError(
-            f"merge: missing shard(s) {', '.join(missing)} of {count}: the merged file would silently lack "
+            f"merge: missing shard(s) {listing(missing, noun='shards')} of {count}: the merged file would silently lack "
             "their cases (given: "
-            + ", ".join(s.path for s in sources)
+            + listing([s.path for s in sources], noun="files")
             + ")"
             + "".join(f"\n{line}" for line in rerun_lines(list(by_index.values()), absent, count))
         )
@@ -253,4 +254,4 @@ def _check_round_robin(ordered: list[Source]) -> None:
 
 
 def _names(names: tuple[str, ...]) -> str:
-    return "[" + ", ".join(names) + "]" if names else "[]"
+    return "[" + listing(names, noun="scenarios") + "]" if names else "[]"

@@ -33,9 +33,12 @@ def unverified_passes(results: Results) -> int:
 
 
 def counts_line(results: Results) -> str:
+    return counts_text(verdict_counts(results), unverified_passes(results))
+
+
+def counts_text(counts: dict[str, int], unverified: int) -> str:
+    """'3 pass (1 unverified), 1 fail': verdict counts, and how many of the passes are unverified."""
     order = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
-    counts = verdict_counts(results)
-    unverified = unverified_passes(results)
     return ", ".join(
         f"{counts[v]} {v}" + (f" ({unverified} unverified)" if v == "pass" and unverified else "")
         for v in order

@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from bench.report.answers_view import summary_lines
 from bench.results.environment import collect, library_versions
 from bench.results.records import CaseResult, Environment, Results, WorkerInfo
 from bench.results.shards import VERDICT_LIBRARIES
-from bench.results.store import CASES_DIR, case_from_file, load, remove_run_outputs, save
+from bench.results.store import CASES_DIR, case_from_file, load, open_columnar, remove_run_outputs, save
 from bench.results.summary import write_summary
 from bench.runner.interrupts import Interrupted, interrupts_deferred, interrupts_raise
 from bench.runner.jobs import LiveWorkers, core_groups, threads_per_job, usable_cpus
@@ -336,15 +337,53 @@ class Resume:
 
 def version_differences(results: Results) -> list[str]:
     """How the run in a results file differs from this one in suite and library versions (empty: not at all)."""
+    return _differences(results.suite_version, results.environment.libraries)
+
+
+def _differences(suite_version: str, libraries: dict[str, str | None]) -> list[str]:
     diffs = []
-    if results.suite_version != __version__:
-        diffs.append(f"peft-bench {results.suite_version} there, {__version__} here")
+    if suite_version != __version__:
+        diffs.append(f"peft-bench {suite_version} there, {__version__} here")
     here = library_versions()
     for lib in VERDICT_LIBRARIES:
-        then, now = results.environment.libraries.get(lib), here.get(lib)
+        then, now = libraries.get(lib), here.get(lib)
         if then != now:
             diffs.append(f"{lib} {then or 'not installed'} there, {now or 'not installed'} here")
     return diffs
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run with no case left to resume, as its columnar copy tells (no case parsed)."""
+
+    verdicts: tuple[str, ...]
+    unverified_passes: int
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(self.verdicts))
+
+
+def finished_run(out_dir: Path) -> Finished | None:
+    """The run in out_dir when every case of it has finished and it was made by these versions, read from its
+    columnar copy alone: `--resume` of a finished run of 20,000 cases has nothing to do, and parsing them all to
+    find that out took minutes. None when that cannot be told so (no matching copy, a case not run, other
+    versions, or a header this version would refuse): resume_selection then reads the whole file."""
+    col = open_columnar(out_dir)
+    if col is None or col.rows == 0:
+        return None
+    header = col.header
+    if (
+        not isinstance(header.get("environment"), dict)
+        or header.get("schema_version") != RESULTS_SCHEMA_VERSION
+    ):
+        return None
+    if _differences(str(header.get("suite_version")), header["environment"].get("libraries") or {}):
+        return None
+    df = col.frame(("verdict", "unverified"))
+    if (df["verdict"] == "not_run").any():
+        return None
+    return Finished(tuple(df["verdict"]), int((df["unverified"] & (df["verdict"] == "pass")).sum()))
 
 
 def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:

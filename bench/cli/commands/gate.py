@@ -11,8 +11,9 @@ from bench.cli.paths import check_out_file
 from bench.errors import BenchInputError
 from bench.judge.compare import compare, rules_mismatch
 from bench.judge.gate import DEFAULT_BASELINE, decide, update_command
-from bench.report.comparison import comparison_markdown, comparison_text
+from bench.report.comparison import MAX_ROWS, comparison_markdown, comparison_text
 from bench.results.atomic import write_text
+from bench.results.brief import clipped
 from bench.results.records import FAILING_VERDICTS
 from bench.results.store import RESULTS_FILE, load
 
@@ -131,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"peft-bench gate: PASS ({len(c.findings)} finding(s), none gated worse)")
         return 0
     print(f"peft-bench gate: FAIL: {len(result.failures)} regression(s)")
-    for m in result.messages:
-        print(f"  {m}")
+    for m in result.messages[:MAX_ROWS]:
+        print(f"  {clipped(m)}")
+    if len(result.messages) > MAX_ROWS:
+        print(f"  ... and {len(result.messages) - MAX_ROWS} more (the findings above; --all lists every one)")
     print(result.advice)
     return result.exit_code

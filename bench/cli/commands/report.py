@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary
+from bench.cli.ci import append_step_summary, step_summary_path
 from bench.cli.paths import check_out_file, check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.report import markdown
 from bench.report.build import write_reports
+from bench.results.brief import clipped
 from bench.results.frames import export, frame
 from bench.results.store import load
 
 NAME = "report"
+MAX_LINES = 10  # files and cases without a script named on the terminal; the report lists them
 FORMATS = ("md", "html")
 
 
@@ -63,17 +65,27 @@ def run(args: argparse.Namespace) -> int:
     written = write_reports(results, out, formats, roots=roots, results_dir=folder)
     for path in args.table:
         print(f"peft-bench: table in {path}")
-    for path in written.paths:
+    paths = sorted(written.paths, key=lambda p: p.suffix == ".py")  # the reports first, then the scripts
+    for path in paths[:MAX_LINES]:
         print(f"peft-bench: wrote {path}")
-    for repro in written.repros.values():
-        if repro.path is None:
-            print(f"peft-bench: {repro.case_id}: {repro.note}")
+    if len(paths) > MAX_LINES:
+        print(f"peft-bench: ... and {len(written.paths) - MAX_LINES} more file(s) (the report links them)")
+    unwritten = [r for r in written.repros.values() if r.path is None]
+    for repro in unwritten[:MAX_LINES]:
+        print(f"peft-bench: {repro.case_id}: {clipped(repro.note)}")
+    if len(unwritten) > MAX_LINES:
+        print(
+            f"peft-bench: ... and {len(unwritten) - MAX_LINES} more case(s) without a script (see the report)"
+        )
     if args.print:
         if "md" not in formats:
             raise BenchInputError("--print prints the Markdown report: add --format md")
         print(markdown.render(results, written.repros, results_dir=folder, out_dir=out), end="")
     import os
 
+    # Rendered again only where a step summary wants it: a second render of a large run is seconds.
+    if step_summary_path(os.environ) is None:
+        return 0
     summary = append_step_summary(
         os.environ, markdown.render(results, written.repros, results_dir=folder, out_dir=out)
     )

@@ -22,13 +22,13 @@ from bench.cli.preflight import check_before_run, parse_required, skipped_requir
 from bench.cli.selection import DEFAULT_SCENARIOS, select_cases, shard_text
 from bench.errors import BenchInputError
 from bench.results.store import holds_results
-from bench.results.summary import case_line, counts_line
+from bench.results.summary import SUMMARY_FILE, case_line, counts_line, counts_text
 from bench.results.verdict import exit_code
 from bench.runner.jobs import parse_jobs, usable_cpus
 from bench.runner.launch import RunOptions
 from bench.runner.lock import LOCK_FILE
 from bench.runner.progress import eta_s, phase_line
-from bench.runner.run import default_out_dir, resume_selection, run_cases
+from bench.runner.run import default_out_dir, finished_run, resume_selection, run_cases
 from bench.spec.cases import Shard
 from bench.spec.library_pairs import installed_versions, refusal
 
@@ -65,6 +65,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
+        if not (args.junit_xml or args.require_precision) and (done := finished_run(args.resume)):
+            # Nothing to run: say so from the verdicts alone (a JUnit file or a precision check reads the
+            # whole results, below).
+            print(
+                f"peft-bench: every case of {args.resume} has finished ({len(done.verdicts)}): nothing to resume"
+            )
+            print(f"peft-bench: {counts_text(done.counts, done.unverified_passes)}")
+            if (args.resume / SUMMARY_FILE).is_file():
+                write_ci_outputs(None, args.resume, None, os.environ)  # the step summary, as a run gives it
+            return exit_code(done.verdicts)
         resume = resume_selection(args.resume, any_version=args.resume_any_version)
         cases, previous = list(resume.cases), resume.previous
         shard, scenario_set = resume.shard, resume.scenario_set

@@ -14,6 +14,7 @@ from bench.engine.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_
 from bench.ops.script_text import doc_line, ident
 from bench.ops.templates import HELPERS
 from bench.report.repro.writer import Writer
+from bench.results.brief import clipped
 from bench.results.records import CaseResult, Outcome, Results
 from bench.spec.cases import Case
 from bench.spec.precision import TOLERANCES, device_map
@@ -58,7 +59,7 @@ def _header(result: CaseResult, results: Results, target: Target) -> list[str]:
         what = f"the whole case: {o.expectation} (expected {o.expected}, got {o.actual})"
     else:
         what = "that every step runs (the case errored)"
-    reason = doc_line(" ".join(result.reason.split()))
+    reason = doc_line(" ".join(clipped(result.reason).split()))  # bounded: the full text is in results.json
     return [
         "#!/usr/bin/env python3",
         doc_line(

@@ -196,12 +196,20 @@ def _case_of(r: CaseResult, roots: tuple[Path, ...]) -> Case:
     return case_for(r, scenario)
 
 
+MAX_REPROS = 100  # scripts one report writes; each is a file, and the HTML report carries each one's text
+
+
 def write_repros(results: Results, out_dir: Path, *, roots: tuple[Path, ...] = ()) -> dict[str, Repro]:
     """One script per failing case under out_dir/repro/. A case that cannot get one gets the reason."""
     out: dict[str, Repro] = {}
+    written = 0
     for r in results.cases:
         if r.verdict not in REPRO_VERDICTS:
             continue
+        if written >= MAX_REPROS:  # bounded: a run of thousands of failures gets the first scripts
+            out[r.case_id] = Repro(r.case_id, None, f"no script: the report writes the first {MAX_REPROS}")
+            continue
+        written += 1
         try:
             case = _case_of(r, (*roots, out_dir))
             text = repro_script(r, results, case)

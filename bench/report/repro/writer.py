@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ class Writer:
     def carry(self, *items) -> None:
         """Put functions or classes of peft-bench (their source) or source text into the script, once each."""
         for item in items:
-            text = (item if isinstance(item, str) else inspect.getsource(item)).strip("\n")
+            text = (item if isinstance(item, str) else _source(item)).strip("\n")
             if text not in self.carried:
                 self.carried.append(text)
 
@@ -93,3 +94,9 @@ class Writer:
     def step(self, step: Step, *, target: bool = False) -> None:
         self.op(step)
         self.model_calls(step, target=target)
+
+
+@functools.cache
+def _source(item) -> str:
+    # inspect.getsource re-reads and re-tokenises the module each time: once per object, not once per script.
+    return inspect.getsource(item)

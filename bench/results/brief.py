@@ -1,0 +1,28 @@
+"""Bounded text for messages and reports: a long list or a long reason is cut, saying how much was left out.
+
+The full text stays in results.json; what a terminal line or a report shows is bounded, so that a run of
+20,000 cases or a reason of 200 MB cannot make a message or a report of that size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+LIST_ITEMS = 10  # items a message lists before it says how many more there are
+TEXT_CHARS = 500  # characters of one reason a report or message shows
+
+
+def listing(items: Sequence[str], limit: int = LIST_ITEMS, *, noun: str = "") -> str:
+    """'a, b, c' for a short list; '2000 cases, first 10: a, b, ...' for a long one."""
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    what = f"{len(items)} {noun}" if noun else f"{len(items)}"
+    return f"{what}, first {limit}: " + ", ".join(items[:limit]) + ", ..."
+
+
+def clipped(text: str, limit: int = TEXT_CHARS, *, where: str = "results.json") -> str:
+    """`text` if it is at most `limit` characters; else its start and how much more `where` holds."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters in {where}]"

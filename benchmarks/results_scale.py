@@ -1,0 +1,211 @@
+"""How report, gate, compare, merge and `run --resume` scale with the number of cases in a results file.
+
+Builds results files of N cases (copies of a shipped run's cases, each copy under its own scenario name so
+that every case id differs; results.json plus its columnar copy, as `save` writes them), then runs each command
+as its own process and records its wall time and peak RSS (os.wait4's rusage of that process), n repeats, with
+the machine's load before and after each size.
+
+    python benchmarks/results_scale.py --sizes 1000 10000 20000 --repeats 3 --out reports/performance
+
+Writes results_scale.json and results_scale.md into --out. Files are built in a temporary folder (about
+29 KB per case: 20,000 cases are about 580 MB each, and the run builds two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.results import columnar  # noqa: E402
+
+SOURCE = REPO / "reports" / "baseline" / "results.json"
+COMMANDS = ("report", "gate", "compare", "merge", "resume")
+
+
+NAME = "@@scenario@@"  # a placeholder in each source case's text, replaced by the copy's scenario name
+
+
+def _templates(cases: list[dict]) -> list[tuple[str, dict]]:
+    """Each source case as JSON text with its scenario name a placeholder, and the fields the columnar copy
+    reads (bench.results.columnar), so that a copy is one str.replace, not a parse and a dump."""
+    out = []
+    for c in cases:
+        c = json.loads(json.dumps(c))
+        c["case_id"] = NAME + c["case_id"][len(c["scenario"]) :]
+        if c.get("case"):
+            c["case"]["scenario"]["name"] = NAME
+        c["scenario"] = NAME
+        out.append((json.dumps(c, indent=1), c))
+    return out
+
+
+def _copies(templates: list[tuple[str, dict]], n: int, start: int) -> Iterator[tuple[dict, str]]:
+    """n cases: the source's cases in turn, copy i under the scenario name `<scenario>-<i>`."""
+    for i in range(start, start + n):
+        text, c = templates[i % len(templates)]
+        name = f"s{i:06d}-{_source_names[i % len(templates)]}"
+        columns = {**c, "case_id": c["case_id"].replace(NAME, name), "scenario": name}
+        yield columns, text.replace(NAME, name)
+
+
+_source_names: list[str] = []
+
+
+def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Path:
+    """folder/results.json (+ results.parquet) holding n copied cases; streamed, never all in memory."""
+    doc = json.loads(source.read_text(encoding="utf-8"))
+    cases = doc.pop("cases")
+    _source_names[:] = [c["scenario"] for c in cases]
+    templates = _templates(cases)
+    doc["scenario_set"] = []  # every copy is its own scenario; merge compares the sets, so keep them equal
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "results.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=1)[:-2] + ',\n "cases": [\n')
+        for i, (_, text) in enumerate(_copies(templates, n, start)):
+            f.write((",\n" if i else "") + text)
+        f.write("\n ]\n}\n")
+    columnar.write(folder, doc, _copies(templates, n, start))
+    return folder
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A copy that keeps the files' times (copy2), so the columnar copy still matches its results.json."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", columnar.COLUMNAR_FILE):
+        shutil.copy2(src / name, dst / name)
+
+
+def _measure(argv: list[str], cwd: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "exit": proc.returncode,
+        "output_bytes": len(out),
+        "output_tail": out[-300:].decode(errors="replace"),
+    }
+
+
+def _argv(command: str, tmp: Path) -> list[str]:
+    py = [sys.executable, "-m", "bench"]
+    a, b = tmp / "a", tmp / "b"
+    if command == "report":
+        return [*py, "report", str(a), "--out", str(tmp / "report")]
+    if command == "gate":
+        return [*py, "gate", str(b), "--baseline", str(a / "results.json")]
+    if command == "compare":
+        return [*py, "compare", str(a), str(b)]
+    if command == "merge":
+        return [*py, "merge", str(tmp / "merged"), str(tmp / "half1"), str(tmp / "half2"), "--overwrite"]
+    return [*py, "run", "--resume", str(a), "-q"]
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout_s: float) -> dict:
+    build(tmp / "a", n)
+    _copy(tmp / "a", tmp / "b")
+    build(tmp / "half1", n // 2)
+    build(tmp / "half2", n - n // 2, start=n // 2)
+    size = (tmp / "a" / "results.json").stat().st_size
+    out: dict = {"cases": n, "results_json_bytes": size, "load_before": _loadavg(), "commands": {}}
+    for command in commands:
+        runs = []
+        for _ in range(repeats):
+            runs.append(_measure(_argv(command, tmp), REPO))
+            if runs[-1]["wall_s"] > timeout_s:
+                break  # one slow figure is enough to say so; repeating it would take the machine for long
+        walls = [r["wall_s"] for r in runs]
+        rss = [r["peak_rss_bytes"] for r in runs]
+        out["commands"][command] = {
+            "n": len(runs),
+            "wall_s_median": statistics.median(walls),
+            "wall_s_min": min(walls),
+            "wall_s_max": max(walls),
+            "peak_rss_bytes_max": max(rss),
+            "exit_codes": sorted({r["exit"] for r in runs}),
+            "output_bytes_max": max(r["output_bytes"] for r in runs),
+            "last_output_tail": runs[-1]["output_tail"],
+        }
+    out["load_after"] = _loadavg()
+    for name in ("a", "b", "half1", "half2", "merged", "report"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+    return out
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        "# Results-file scale: report, gate, compare, merge, run --resume",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']}; Python {doc['python']}; taken {doc['started_at']}.  ",
+        "Each figure is one process (`python -m bench ...`): wall time median [min, max] over n runs, and the "
+        "largest peak RSS (os.wait4). Load: /proc/loadavg before and after each size. "
+        f"{doc['load_note']}",
+        "",
+        "| cases | results.json MB | command | n | wall s median [min, max] | peak RSS MB | exit | load before -> after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in doc["sizes"]:
+        for command, r in size["commands"].items():
+            lines.append(
+                f"| {size['cases']} | {size['results_json_bytes'] / 1e6:.0f} | {command} | {r['n']} | "
+                f"{r['wall_s_median']:.2f} [{r['wall_s_min']:.2f}, {r['wall_s_max']:.2f}] | "
+                f"{r['peak_rss_bytes_max'] / 2**20:.0f} | {','.join(map(str, r['exit_codes']))} | "
+                f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} |"
+            )
+    lines += ["", *doc.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 20000])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS))
+    p.add_argument("--out", type=Path, default=REPO / "reports" / "performance")
+    p.add_argument("--tmp", type=Path, help="where to build the files (default: a temporary folder)")
+    p.add_argument("--slow-s", type=float, default=120.0, help="stop repeating a command slower than this")
+    p.add_argument("--note", action="append", default=[], help="a line for the report (e.g. what else ran)")
+    args = p.parse_args(argv)
+    doc = {
+        "command": " ".join(["python benchmarks/results_scale.py", *(argv or sys.argv[1:])]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "python": platform.python_version(),
+        "load_note": "Other processes shared the machine: see the load columns.",
+        "notes": args.note,
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        for n in args.sizes:
+            doc["sizes"].append(run_size(n, args.repeats, tuple(args.commands), Path(tmp), args.slow_s))
+            print(json.dumps(doc["sizes"][-1]["commands"], indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results_scale.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (args.out / "results_scale.md").write_text(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
