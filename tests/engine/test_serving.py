@@ -270,11 +270,11 @@ def test_the_report_compares_the_strategies_in_one_table_with_a_figure(eager_run
     section = md.split("## Serving replay", 1)[1].split("\n## ", 1)[0]
     for strategy in SERVING_STRATEGIES:
         assert f"| `serve-test[fp32-none-{strategy}" in section
-    assert "| 0 / 12 | pass |" in section
+    assert "| 0 / 12 | pass |" in section  # wrong / checked and the verdict lead, after case and strategy
     # What checking cost beside what serving cost, per strategy (ServingRecord.check_s / serve_s).
     assert "| check / serve s |" in section
     sv = eager_runs["reload"].steps[0].serving
-    assert f"| {sv.check_s:.3g} / {sv.serve_s:.3g} | 0 / 12 | pass |" in section
+    assert f"| {sv.check_s:.3g} / {sv.serve_s:.3g} | none |" in section  # then the compile setting
     html = (tmp_path / "report.html").read_text()
     serving_html = html.split('id="serving"', 1)[1].split("<h2", 1)[0]
     assert "data:image/png" in serving_html  # the CDF / timeline / memory figure

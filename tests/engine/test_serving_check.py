@@ -25,7 +25,7 @@ def _reference(
 ) -> tuple[ServingReference, object, list[str]]:
     import torch
 
-    s = _serve(write_scenario, kind=kind, alphas="16, 32")
+    s = _serve(write_scenario, kind=kind, alphas=(16, 32))
     model = resolve_model(s.model, cache_root)
     keys = ["fam0", "fam1", "fam2"]
     locations = {k: resolve_adapter(s.adapter(k), model, cache_root).location for k in keys}
