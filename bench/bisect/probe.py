@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.bisect import criteria, envs
 from bench.bisect.search import UNTESTABLE
-from bench.results.store import load
+from bench.results.store import load, remove_run_outputs
 from bench.runner.zygote import PRELOAD
 
 PROBE_FILE = "probe.json"
@@ -163,6 +163,10 @@ def run_probe(
     results_file = folder / "results.json"
     reused = not rerun and (stored / "results.json").is_file()
     run_s = 0.0
+    # An earlier search's results in this folder must not outlive a probe that does not run (a refused
+    # known-broken pair exits before --overwrite removes anything): seen as a rules-1 results.json beside a
+    # rules-3 probe record.
+    remove_run_outputs(folder)
     if reused:  # the same version, scenarios, environment and harness already ran: judge that run again
         for name in ("results.json", "run.log"):
             if (stored / name).is_file():

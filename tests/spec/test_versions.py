@@ -104,6 +104,11 @@ def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_p
     scenario = tmp_path / "broken.toml"
     scenario.write_text(SCENARIO)
     env_extra = {"PEFT_BENCH_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
+    # An earlier search's result in the probe folder (seen in reports/bisect: a rules-1 results.json beside
+    # the new untestable probe): a probe that does not run must not leave it there.
+    stale = tmp_path / "out" / "transformers-5.24.0" / "results.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     record = run_probe(
         Target("transformers", "transformers"),
         "5.24.0",
@@ -118,6 +123,7 @@ def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_p
     assert record.state == UNTESTABLE and record.stage == "run failed", record
     assert "known-broken pair" in record.reason and "transformers<5.24" in record.reason, record.reason
     assert "5.24.0" in record.imported
+    assert not stale.exists(), "an earlier search's results.json outlived the probe"
 
     env = {**os.environ, **env_extra, "PYTHONPATH": os.pathsep.join([str(REPO), record.env])}
     out = tmp_path / "allowed"
