@@ -18,7 +18,7 @@ from bench.results.environment import library_versions
 from bench.results.shards import Source, merge
 from bench.results.stats import mann_whitney_u
 from bench.results.store import load, save
-from bench.runner.run import finished_run
+from bench.runner.resume import finished_run
 from bench.spec.codec import to_dict
 
 REPO = Path(__file__).resolve().parents[2]

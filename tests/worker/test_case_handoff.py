@@ -10,7 +10,8 @@ import pytest
 from bench.results.stats import slope
 from bench.results.store import load
 from bench.runner.launch import RunOptions
-from bench.runner.run import resume_selection, run_cases
+from bench.runner.resume import resume_selection
+from bench.runner.run import run_cases
 from bench.scenario import load_scenarios
 from bench.spec.cases import Case, expand_all
 from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, REPO, scenario_toml

@@ -28,7 +28,8 @@ from bench.runner.jobs import parse_jobs, usable_cpus
 from bench.runner.launch import RunOptions
 from bench.runner.lock import LOCK_FILE
 from bench.runner.progress import eta_s, phase_line
-from bench.runner.run import default_out_dir, finished_run, resume_selection, run_cases
+from bench.runner.resume import finished_run, resume_selection
+from bench.runner.run import default_out_dir, run_cases
 from bench.spec.cases import Shard
 from bench.spec.library_pairs import installed_versions, refusal
 
