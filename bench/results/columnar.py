@@ -2,7 +2,8 @@
 
 results.json stays the full record and the source of truth (docs/results-schema.md). Beside it, every save
 writes results.parquet (when pyarrow is installed): one row per case with the columns a command filters and
-counts by (case_id, scenario, verdict, reason, the four named parameters, wall_s) and `record`, the case's
+counts by (case_id, scenario, verdict, reason, the four named parameters, wall_s), `judge` (the case reduced
+to what compare and gate read: bench.results.judging) and `record`, the case's
 own JSON text as results.json holds it. The file-level fields (everything but `cases`) and the fingerprint of
 the results.json it was written with (size and mtime_ns) are in the Parquet schema's metadata.
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results import judging
 from bench.results.atomic import replace_atomically
 
 COLUMNAR_FILE = "results.parquet"
@@ -96,6 +98,9 @@ COLUMNS = (
     "non_finite",
     "unverified",  # a step no pair of oracles verified (StepRecord.unverified): summary.unverified_passes
     "record",
+    # The case reduced to what compare and gate read (bench.results.judging), as JSON; "null" for a case
+    # with non-finite notes. Files written before this column lack it: then those commands read `record`.
+    "judge",
 )
 
 
@@ -122,6 +127,7 @@ def _columns(group: list[tuple[dict[str, Any], str]]) -> dict[str, list]:
         "non_finite": [bool(c.get("non_finite")) for c in cases],
         "unverified": [any(st.get("unverified") for st in c.get("steps") or ()) for c in cases],
         "record": [text for _, text in group],
+        "judge": [json.dumps(judging.reduce_case(c), separators=(",", ":")) for c in cases],
     }
 
 
@@ -134,10 +140,10 @@ class Columnar:
     rows: int
 
     def frame(self, columns: tuple[str, ...] = ()):
-        """The per-case columns (all but `record`, unless named) as a pandas DataFrame."""
+        """The per-case columns (all but `record` and `judge`, unless named) as a pandas DataFrame."""
         import pyarrow.parquet as pq
 
-        names = list(columns) or [n for n in _names(self.path) if n != "record"]
+        names = list(columns) or [n for n in _names(self.path) if n not in ("record", "judge")]
         return pq.read_table(self.path, columns=names).to_pandas()
 
     def case_data(self) -> Iterator[dict[str, Any]]:
@@ -149,6 +155,19 @@ class Columnar:
             # One parse per batch, as one JSON list: the parser shares the object keys it has seen within
             # one call, so the batch's cases hold one copy of each field name, not one per case.
             yield from json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]")
+
+    def judged_cases(self) -> list[dict[str, Any] | None] | None:
+        """Each case's reduced data (bench.results.judging), in file order; None when this file has no
+        `judge` column (written before it existed) or it cannot be read."""
+        import pyarrow.parquet as pq
+
+        try:
+            if "judge" not in _names(self.path):
+                return None
+            column = pq.read_table(self.path, columns=["judge"]).column(0).to_pylist()
+            return json.loads("[" + ",".join(column) + "]")  # one parse: keys shared across the cases
+        except (OSError, ValueError, TypeError):  # unreadable since `read` checked it: the records are read
+            return None
 
 
 def _names(path: Path) -> list[str]:
