@@ -98,6 +98,7 @@ def _measure(argv: list[str], cwd: Path) -> dict:
     return {
         "wall_s": time.perf_counter() - t0,
         "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # the process's own CPU time: less moved by the load
         "exit": proc.returncode,
         "output_bytes": len(out),
         "output_tail": out[-300:].decode(errors="replace"),
@@ -143,6 +144,7 @@ def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout
             "wall_s_min": min(walls),
             "wall_s_max": max(walls),
             "peak_rss_bytes_max": max(rss),
+            "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
             "exit_codes": sorted({r["exit"] for r in runs}),
             "output_bytes_max": max(r["output_bytes"] for r in runs),
             "last_output_tail": runs[-1]["output_tail"],
@@ -153,6 +155,10 @@ def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout
     return out
 
 
+def _cpu(r: dict) -> str:
+    return f"{r['cpu_s_median']:.2f}" if "cpu_s_median" in r else "-"  # not recorded before it existed
+
+
 def markdown(doc: dict) -> str:
     lines = [
         "# Results-file scale: report, gate, compare, merge, run --resume",
@@ -160,17 +166,19 @@ def markdown(doc: dict) -> str:
         f"Command: `{doc['command']}`  ",
         f"Machine: {doc['machine']}; Python {doc['python']}; taken {doc['started_at']}.  ",
         "Each figure is one process (`python -m bench ...`): wall time median [min, max] over n runs, and the "
-        "largest peak RSS (os.wait4). Load: /proc/loadavg before and after each size. "
+        "largest peak RSS and the median CPU time, user + system (os.wait4). Load: /proc/loadavg before and after each size. "
         f"{doc['load_note']}",
         "",
-        "| cases | results.json MB | command | n | wall s median [min, max] | peak RSS MB | exit | load before -> after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cases | results.json MB | command | n | wall s median [min, max] | CPU s median | peak RSS MB | exit "
+        "| load before -> after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for size in doc["sizes"]:
         for command, r in size["commands"].items():
             lines.append(
                 f"| {size['cases']} | {size['results_json_bytes'] / 1e6:.0f} | {command} | {r['n']} | "
                 f"{r['wall_s_median']:.2f} [{r['wall_s_min']:.2f}, {r['wall_s_max']:.2f}] | "
+                f"{_cpu(r)} | "
                 f"{r['peak_rss_bytes_max'] / 2**20:.0f} | {','.join(map(str, r['exit_codes']))} | "
                 f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} |"
             )

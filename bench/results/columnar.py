@@ -2,7 +2,8 @@
 
 results.json stays the full record and the source of truth (docs/results-schema.md). Beside it, every save
 writes results.parquet (when pyarrow is installed): one row per case with the columns a command filters and
-counts by (case_id, scenario, verdict, reason, the four named parameters, wall_s) and `record`, the case's
+counts by (case_id, scenario, verdict, reason, the four named parameters, wall_s), `judge` (the case reduced
+to what compare and gate read: bench.results.judging) and `record`, the case's
 own JSON text as results.json holds it. The file-level fields (everything but `cases`) and the fingerprint of
 the results.json it was written with (size and mtime_ns) are in the Parquet schema's metadata.
 
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results import judging
 from bench.results.atomic import replace_atomically
 
 COLUMNAR_FILE = "results.parquet"
-FORMAT = "peft-bench-columnar-1"
+FORMAT = "peft-bench-columnar-2"  # 2: the judge column and a SHA-256 fingerprint
 META_FORMAT, META_HEADER, META_SOURCE = b"peft_bench.format", b"peft_bench.header", b"peft_bench.source"
 PARAM_COLUMNS = ("precision", "compile", "hotswap_path", "strategy")
 ROW_GROUP_ROWS = 512  # cases parsed at a time when a reader walks the records
@@ -39,15 +41,17 @@ def available() -> bool:
 
 
 def fingerprint(path: Path) -> dict[str, Any]:
-    """What identifies this version of results.json: size, modification time and a BLAKE2b digest of its
+    """What identifies this version of results.json: size, modification time and a SHA-256 digest of its
     bytes. The digest because a file edited in place within the file system's clock tick (a few ms) keeps its
-    size and mtime; reading it back costs about a second per 500 MB, a small part of a command's time."""
+    size and mtime; reading it back costs about 0.35 s of CPU per 500 MB here. SHA-256, not BLAKE2b (the
+    first choice): x86 CPUs hash it in hardware, twice as fast, and this is paid for each file a command reads.
+    A copy written with the older key no longer matches and is not read (results.json is, until a save)."""
     st = os.stat(path)
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": digest.hexdigest()}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
 def _quick_mismatch(path: Path, recorded: dict[str, Any]) -> bool:
@@ -96,6 +100,9 @@ COLUMNS = (
     "non_finite",
     "unverified",  # a step no pair of oracles verified (StepRecord.unverified): summary.unverified_passes
     "record",
+    # The case reduced to what compare and gate read (bench.results.judging), as JSON; "null" for a case
+    # with non-finite notes. Files written before this column lack it: then those commands read `record`.
+    "judge",
 )
 
 
@@ -122,6 +129,7 @@ def _columns(group: list[tuple[dict[str, Any], str]]) -> dict[str, list]:
         "non_finite": [bool(c.get("non_finite")) for c in cases],
         "unverified": [any(st.get("unverified") for st in c.get("steps") or ()) for c in cases],
         "record": [text for _, text in group],
+        "judge": [json.dumps(judging.reduce_case(c), separators=(",", ":")) for c in cases],
     }
 
 
@@ -134,10 +142,10 @@ class Columnar:
     rows: int
 
     def frame(self, columns: tuple[str, ...] = ()):
-        """The per-case columns (all but `record`, unless named) as a pandas DataFrame."""
+        """The per-case columns (all but `record` and `judge`, unless named) as a pandas DataFrame."""
         import pyarrow.parquet as pq
 
-        names = list(columns) or [n for n in _names(self.path) if n != "record"]
+        names = list(columns) or [n for n in _names(self.path) if n not in ("record", "judge")]
         return pq.read_table(self.path, columns=names).to_pandas()
 
     def case_data(self) -> Iterator[dict[str, Any]]:
@@ -149,6 +157,19 @@ class Columnar:
             # One parse per batch, as one JSON list: the parser shares the object keys it has seen within
             # one call, so the batch's cases hold one copy of each field name, not one per case.
             yield from json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]")
+
+    def judged_cases(self) -> list[dict[str, Any] | None] | None:
+        """Each case's reduced data (bench.results.judging), in file order; None when this file has no
+        `judge` column (written before it existed) or it cannot be read."""
+        import pyarrow.parquet as pq
+
+        try:
+            if "judge" not in _names(self.path):
+                return None
+            column = pq.read_table(self.path, columns=["judge"]).column(0).to_pylist()
+            return json.loads("[" + ",".join(column) + "]")  # one parse: keys shared across the cases
+        except (OSError, ValueError, TypeError):  # unreadable since `read` checked it: the records are read
+            return None
 
 
 def _names(path: Path) -> list[str]:

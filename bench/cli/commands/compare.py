@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.judge.compare import TIMING_MODES, compare, rules_mismatch
 from bench.judge.thresholds import load_policy, with_flags
 from bench.report.comparison import comparison_markdown, comparison_text
-from bench.results.store import load
+from bench.results.store import collector_paused, load_for_judging
 
 NAME = "compare"
 
@@ -51,7 +51,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    baseline, current = load(args.baseline), load(args.current)
+    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.store)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    baseline, current = load_for_judging(args.baseline), load_for_judging(args.current)
     _, policy = policy_from_args(args)
     c = compare(
         baseline,

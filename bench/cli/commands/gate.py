@@ -15,7 +15,7 @@ from bench.report.comparison import MAX_ROWS, comparison_markdown, comparison_te
 from bench.results.atomic import write_text
 from bench.results.brief import clipped
 from bench.results.records import FAILING_VERDICTS
-from bench.results.store import RESULTS_FILE, load
+from bench.results.store import RESULTS_FILE, collector_paused, load_for_judging
 
 NAME = "gate"
 CONFIG_BESIDE_BASELINE = "gate.toml"
@@ -90,7 +90,12 @@ def _summary_file(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    current = load(args.current)
+    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.store)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    current = load_for_judging(args.current)
     if args.update_baseline:
         return _update(args, current)
     summary = _summary_file(args)
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             "no baseline: record one with `peft-bench gate CURRENT --baseline FILE --update-baseline`",
             source=str(baseline_file),
         )
-    baseline = load(baseline_file)
+    baseline = load_for_judging(baseline_file)
     if why := rules_mismatch(baseline, current):
         # A verdict under older rules is not the same claim: gating against it could pass a run the new rules fail.
         raise BenchInputError(
