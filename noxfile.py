@@ -29,6 +29,17 @@ def install(session: nox.Session, *extras: str) -> None:
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
 
 
+def _apt_install(session: nox.Session, packages, why: str) -> None:
+    """Debian packages a session needs (Chromium, Slurm), from the archive with apt-get: only as root."""
+    if os.geteuid() != 0:
+        session.error(f"{why}: run as root (apt-get) or install {' '.join(packages)}")
+    apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=apt_env)
+    session.run(
+        "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages, external=True, env=apt_env
+    )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own test suite (what .ci/run and the README call).
@@ -68,20 +79,7 @@ def browser(session: nox.Session) -> None:
     import shutil
 
     if not any(shutil.which(b) for b in BROWSER_BINARIES):
-        if os.geteuid() != 0:
-            session.error(f"no Chromium on PATH: run as root (apt-get) or install {BROWSER_PACKAGES}")
-        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", "-q", external=True, env=apt_env)
-        session.run(
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            *BROWSER_PACKAGES,
-            external=True,
-            env=apt_env,
-        )
+        _apt_install(session, BROWSER_PACKAGES, "no Chromium on PATH")
     install(session, "test")
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     session.run(
@@ -116,20 +114,7 @@ def slurm(session: nox.Session) -> None:
 
     missing = [b for b in SLURM_BINARIES if shutil.which(b) is None]
     if missing:
-        if os.geteuid() != 0:
-            session.error(f"missing {', '.join(missing)}: run as root (apt-get) or install {SLURM_PACKAGES}")
-        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", "-q", external=True, env=apt_env)
-        session.run(
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            *SLURM_PACKAGES,
-            external=True,
-            env=apt_env,
-        )
+        _apt_install(session, SLURM_PACKAGES, f"missing {', '.join(missing)}")
     install(session, "test")
     env = {"PEFT_BENCH_SLURM": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     session.run(
