@@ -14,7 +14,7 @@ from bench.results.finite import encode
 from bench.results.outfiles import refuse_symlink
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
     os.umask(mask)
     return mask
@@ -39,7 +39,7 @@ def replace_atomically(path: Path, dump: Callable[[Path], None]) -> None:
     try:
         # mkstemp makes the file 0600; a report or results file is for whoever may read the folder, as
         # open(path, "w") would leave it: 0666 less the umask.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         dump(Path(tmp))
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -66,3 +66,15 @@ def create_output(path: Path):
     """A new (or truncated) binary output file, opened without following a symlink at `path`."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     return os.fdopen(fd, "wb")
+
+
+def check_own_folder(folder: Path, marker: str, made_by: str) -> None:
+    """A folder a command fills and replaces as a whole (a site, a dataset): new, empty, or one it made
+    before (it holds `marker`). Anything else is refused: rebuilding would replace a user's files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BenchInputError("exists and is not a folder", source=str(folder))
+    if folder.is_dir() and not (folder / marker).is_file() and any(folder.iterdir()):
+        raise BenchInputError(
+            f"holds files and is not {made_by} (no {marker}): give a new or empty folder", source=str(folder)
+        )

@@ -22,6 +22,7 @@ from bench.report.dataset import card
 from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
 from bench.results.json_schema import schema_text
+from bench.results.outfiles import check_own_folder
 from bench.results.runs import Run, load_runs, results_json, without_hostname
 
 MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
@@ -38,15 +39,7 @@ class Published:
 
 
 def check_dataset_folder(folder: Path) -> None:
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise BenchInputError("exists and is not a folder", source=str(folder))
-    if folder.is_dir() and not (folder / MARKER).is_file() and any(folder.iterdir()):
-        raise BenchInputError(
-            f"holds files and is not a dataset written by peft-bench publish (no {MARKER}): give a new or "
-            "empty folder",
-            source=str(folder),
-        )
+    check_own_folder(folder, MARKER, "a dataset written by peft-bench publish")
 
 
 def parquet_path(run: Run) -> str:

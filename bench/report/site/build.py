@@ -13,10 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchInputError
 from bench.report.build import write_reports
 from bench.report.site import history, pages
-from bench.results.atomic import write_text
+from bench.results.atomic import current_umask, write_text
+from bench.results.outfiles import check_own_folder
 from bench.results.runs import Run, results_json, without_hostname
 
 MARKER = ".peft-bench-site"  # what says "this folder is a site this command built"
@@ -30,14 +30,7 @@ class Site:
 
 
 def check_site_folder(out: Path) -> None:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BenchInputError("exists and is not a folder", source=str(out))
-    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
-        raise BenchInputError(
-            f"holds files and is not a site built by peft-bench (no {MARKER}): give a new or empty folder",
-            source=str(out),
-        )
+    check_own_folder(out, MARKER, "a site built by peft-bench")
 
 
 def write_site(
@@ -51,7 +44,7 @@ def write_site(
         runs = [Run(r.source, without_hostname(r.results), r.run_id, r.started_at) for r in runs]
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.absolute().parent))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would keep a web server out of the site
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would keep a web server out of the site
     try:
         written = _build(runs, staging, with_hostname=with_hostname, roots=roots)
         _readable(staging)
@@ -81,16 +74,10 @@ def _build(runs: list[Run], root: Path, *, with_hostname: bool, roots: tuple[Pat
 
 def _readable(root: Path) -> None:
     """Files as a plain write would leave them (the atomic writes' temporary files are 0600)."""
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~current_umask()
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
             os.chmod(path, mode)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _swap(new: Path, out: Path) -> None:
