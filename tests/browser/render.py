@@ -135,3 +135,20 @@ def render(
         raise RuntimeError(f"the probe wrote nothing (exit {proc.returncode}): {proc.stderr[-2000:]}")
 
     return Rendered(width, json.loads(html.unescape(found.group(1))), shot)
+
+
+def sideways_overflow(rendered: Rendered, name: str) -> list[str]:
+    """What makes a reader scroll sideways at the rendered width: the page itself wider than the window, or
+    a painted table that runs off the page without its own scrolling wrapper. Empty: nothing does."""
+    m = rendered.measured
+    problems = []
+    if m["scrollWidth"] > m["innerWidth"]:
+        problems.append(f"{name}: page {m['scrollWidth']} px wide at {m['innerWidth']}")
+    for t in m["tables"]:
+        if not t["painted"]:
+            continue  # folded away in a <details>
+        fits = t["box"]["right"] <= m["innerWidth"]
+        scrolls = t["scroller"] is not None and t["scroller"]["right"] <= m["innerWidth"]
+        if not (fits or scrolls):
+            problems.append(f"{name}: a table runs off the page: {t}")
+    return problems

@@ -10,31 +10,24 @@ from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.spec.precision import tolerance_for
 from bench.worker.execute import run_case
+from tests.scenarios import FAST_TIMING, LOAD_A, scenario_toml
 
-MERGE = """
-[scenario]
-name = "merge-rounding"
-model = "builtin:small-llama"
-[matrix]
-precision = ["bf16"]
-compile = ["none"]
-[timing]
-warmup = 0
-min_rounds = 1
-min_time_s = 0.0
-[adapters.a]
-rank = 16
-alpha = 32
-targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-seed = 1
-[[steps]]
-op = "load_adapter"
-adapter = "a"
-[[steps]]
-op = "merge_adapter"
-[[steps]]
-op = "unmerge_adapter"
-"""
+# small-llama, bf16, rank 16 on every projection: a merge big enough that its rounding exceeds the exact rule.
+MERGE = scenario_toml(
+    "merge-rounding",
+    [LOAD_A, "merge_adapter", "unmerge_adapter"],
+    model="builtin:small-llama",
+    matrix={"precision": ["bf16"], "compile": ["none"]},
+    timing=FAST_TIMING,
+    adapters={
+        "a": {
+            "rank": 16,
+            "alpha": 32,
+            "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            "seed": 1,
+        }
+    },
+)
 
 
 def test_the_rule_after_a_merge_is_the_loose_one_and_says_why():
