@@ -93,3 +93,24 @@ op = "compile"
 [[steps]]
 op = "forward"
 """
+
+
+def fixed_environment(**changes):
+    """A results file's Environment with fixed, made-up values (a test's runs differ only where it says)."""
+    import dataclasses
+
+    from bench.results.records import Environment
+
+    env = Environment(
+        python="3.11.7",
+        platform="Linux",
+        cpu="test-cpu",
+        cpu_count=2,
+        device="cpu",
+        gpu=None,
+        libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
+        suite_version="0.1.0",
+        git_commit=None,
+        hostname="host-a",
+    )
+    return dataclasses.replace(env, **changes)

@@ -13,22 +13,11 @@ import pytest
 
 from bench.cli.compat_table import compat_markdown, load_combinations
 from bench.errors import BenchInputError
-from bench.results.records import CaseResult, Environment, Results
+from bench.results.records import CaseResult, Results
 from bench.results.store import save
-from tests.conftest import REPO
+from tests.conftest import REPO, fixed_environment
 
-ENV = Environment(
-    python="3.11.7",
-    platform="Linux",
-    cpu="test-cpu",
-    cpu_count=2,
-    device="cpu",
-    gpu=None,
-    libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
-    suite_version="0.1.0",
-    git_commit=None,
-    hostname="h",
-)
+ENV = fixed_environment(hostname="h")
 
 
 def _results(verdicts: dict[str, tuple[str, str]], transformers: str) -> Results:

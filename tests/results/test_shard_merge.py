@@ -8,7 +8,6 @@ runs real shards through the CLI and merges them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -22,7 +21,7 @@ from bench.results.store import load, save
 from bench.scenario.loader import parse_scenario
 from bench.spec.cases import Shard, expand_all
 from bench.spec.schema import PRECISIONS
-from tests.conftest import FAST_TIMING, LOAD_A, scenario_toml
+from tests.conftest import FAST_TIMING, LOAD_A, fixed_environment, scenario_toml
 
 # ---------------------------------------------------------------------------------------------------------
 # Sharding
@@ -124,19 +123,7 @@ def test_list_shards_of_the_scenarios_folder_partition_it(cli):
 
 
 def _env(**changes) -> Environment:
-    env = Environment(
-        python="3.11.7",
-        platform="Linux",
-        cpu="test-cpu",
-        cpu_count=2,
-        device="cpu",
-        gpu=None,
-        libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
-        suite_version="0.1.0",
-        git_commit=None,
-        hostname="host-a",
-    )
-    return dataclasses.replace(env, **changes)
+    return fixed_environment(**changes)
 
 
 def _case(case_id: str, verdict: str = "pass") -> CaseResult:

@@ -9,22 +9,12 @@ import pytest
 
 from bench.errors import BenchInputError
 from bench.report.site import history
-from bench.results.records import CaseResult, Environment, Results, WorkerInfo
+from bench.results.records import CaseResult, Results, WorkerInfo
 from bench.results.runs import load_runs, run_id, started_at, without_hostname
 from bench.results.store import save
+from tests.conftest import fixed_environment
 
-ENV = Environment(
-    python="3.11.7",
-    platform="Linux",
-    cpu="test-cpu",
-    cpu_count=2,
-    device="cpu",
-    gpu=None,
-    libraries={"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2"},
-    suite_version="0.1.0",
-    git_commit=None,
-    hostname="box-a",
-)
+ENV = fixed_environment(hostname="box-a")
 
 
 def _results(when: str, verdicts: dict[str, str], rules: int = 3, **libs: str) -> Results:
