@@ -10,7 +10,8 @@
 #      machines: what fails here assumed there is none), and the shipped scenarios with --device cuda
 #      (their verdicts; timings distorted by B's own load);
 #   C. then, on a quiet machine, one case at a time: the compiled hotswap with inductor and CUDA graphs
-#      (examples/gpu/inductor_hotswap.toml) and the serving replay on a 135M-shaped model
+#      (examples/gpu/inductor_hotswap.toml, and examples/gpu/cudagraphs_hotswap.toml, whose CUDA graph
+#      re-records per step go to stages.log) and the serving replay on a 135M-shaped model
 #      (examples/cpu/serving_135m.toml), whose timings are the ones to report; stages.log gets each serving
 #      case's serve_s and check_s (checking every response against serving the stream);
 #   Q. bitsandbytes on CUDA: the 4-bit and 8-bit hotswap and quantized scenarios (their bitsandbytes-on-CPU
@@ -86,9 +87,19 @@ stage_B() {
 }
 stage_C() {
   stamp "C: inductor and CUDA graphs hotswap, one case at a time"
-  PEFT_BENCH_CACHE=/tmp/cache-c timeout -s INT "${TC1:-120}" $py -m bench run examples/gpu/inductor_hotswap.toml \
-    --device cuda --out /tmp/g/inductor >/tmp/g/inductor.log 2>&1
+  PEFT_BENCH_CACHE=/tmp/cache-c timeout -s INT "${TC1:-180}" $py -m bench run examples/gpu/inductor_hotswap.toml \
+    examples/gpu/cudagraphs_hotswap.toml --device cuda --out /tmp/g/inductor >/tmp/g/inductor.log 2>&1
   stamp "C: inductor exit $?"
+  # CUDA graphs recorded and skipped per step (CompileStats.cuda_graph_*), the re-records a swap costs.
+  $py - /tmp/g/inductor <<'PY' 2>&1 | tee -a "$out/stages.log"
+import sys
+from bench.results.store import load
+for c in load(sys.argv[1]).cases:
+    graphs = [(s.index, s.op, s.compile.cuda_graph_recordings, s.compile.cuda_graph_skips, s.compile.cuda_graph_unavailable)
+              for s in c.steps if s.compile is not None and (s.compile.cuda_graph_recordings is not None or s.compile.cuda_graph_unavailable)]
+    if graphs:
+        print(f"C: {c.case_id} {c.verdict}: (step, op, recordings, skips, unavailable) {graphs}")
+PY
   $py -m bench report /tmp/g/inductor >>/tmp/g/inductor.log 2>&1
   tar czf "$out/inductor.tgz" -C /tmp/g inductor inductor.log
   stamp "C: serving replay on the 135M shape"

@@ -123,9 +123,13 @@ def scheduler_from_env(env: Mapping[str, str]) -> dict[str, str]:
     return info
 
 
-def select_tags(cases: list, tags: list[str]) -> list:
-    """The cases whose scenario carries every one of `tags` (no tags: all of them)."""
-    return [c for c in cases if all(t in c.scenario.tags for t in tags)]
+def select_tags(cases: list, tags: list[str], skip_tags: list[str] = ()) -> list:
+    """The cases whose scenario carries every one of `tags` (no tags: all of them) and none of `skip_tags`."""
+    return [
+        c
+        for c in cases
+        if all(t in c.scenario.tags for t in tags) and not any(t in c.scenario.tags for t in skip_tags)
+    ]
 
 
 def junit_xml(results) -> str:

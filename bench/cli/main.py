@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="run only scenarios carrying this tag (repeatable: every tag given must be present)",
     )
+    _skip_tag_option(run)
     _keyword_option(run)
     run.add_argument(
         "--device",
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("paths", nargs="*", default=[DEFAULT_SCENARIOS])
     ls.add_argument("--shard")
     ls.add_argument("--tag", action="append", default=[], help="only scenarios carrying this tag")
+    _skip_tag_option(ls)
     _keyword_option(ls)
     _max_cases_option(ls)
     ls.add_argument(
@@ -234,9 +236,20 @@ def _keyword_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _skip_tag_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="leave out scenarios carrying this tag (repeatable: any of them), e.g. --skip-tag slow, as the "
+        "default `nox -s bench` does",
+    )
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "list":
-        cases = select_cases(args.paths, args.shard, args.max_cases, args.tag, args.keyword)
+        cases = select_cases(args.paths, args.shard, args.max_cases, args.tag, args.keyword, args.skip_tag)
         if args.estimate or args.max_minutes is not None:
             jobs = parse_jobs(args.jobs, usable_cpus())
             cache = cache_root(args.cache) if args.cache else default_cache_root()

@@ -13,11 +13,16 @@ DEFAULT_SCENARIOS = "scenarios"  # what `run` and `list` select when given no pa
 
 
 def select_cases(
-    paths: list[str], shard: str | None, max_cases: int, tags: list[str] = (), keywords: list[str] = ()
+    paths: list[str],
+    shard: str | None,
+    max_cases: int,
+    tags: list[str] = (),
+    keywords: list[str] = (),
+    skip_tags: list[str] = (),
 ):
     scenarios = load_scenarios(paths)
     check_selection_size(scenarios, max_cases)  # from the axes' lengths, before expanding the product
-    cases = select_tags(expand_all(scenarios), list(tags))
+    cases = select_tags(expand_all(scenarios), list(tags), list(skip_tags))
     if keywords:
         cases = [c for c in cases if any(k in c.id for k in keywords)]
         if not cases:

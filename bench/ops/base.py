@@ -115,6 +115,7 @@ class Op:
             "raises",
             "recompiles",
             "graph_breaks",
+            "cuda_graph_recordings",
             "refusal_leaves_state",
             *self.own_expectations,
         }

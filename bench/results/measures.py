@@ -59,6 +59,12 @@ class CompileStats:
     recompile_reasons: tuple[str, ...] = ()
     graph_break_reasons: tuple[str, ...] = ()
     compile_time_s: float = 0.0
+    # Inductor CUDA graphs (mode "reduce-overhead"; bench.engine.probes.cudagraphs): graphs recorded and
+    # skipped during the step. None when the case records no CUDA graph; with the reason in
+    # cuda_graph_unavailable when it would, but this machine cannot (no CUDA device).
+    cuda_graph_recordings: int | None = None
+    cuda_graph_skips: int | None = None
+    cuda_graph_unavailable: str | None = None
 
 
 @dataclass(frozen=True)

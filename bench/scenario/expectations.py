@@ -50,6 +50,7 @@ def step_expectations(t: Table) -> Expectations:
         recompiles_after_warmup=_comparison(t, "recompiles_after_warmup"),
         faster_than=_faster_than(t),
         distinguishable=t.get("distinguishable", bool, None),
+        cuda_graph_recordings=_comparison(t, "cuda_graph_recordings"),
     )
     if e.raises is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e.raises):
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")

@@ -9,6 +9,7 @@ from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.ops.base import Walk
 from bench.spec.schema import (
+    CUDA_GRAPH_MODES,
     SERVING_STRATEGIES,
     KnownFailure,
     Scenario,
@@ -22,6 +23,7 @@ from bench.spec.schema import (
 def check_order(s: Scenario) -> None:
     walk = Walk(scenario=s)
     compiled_somewhere = any(c.enabled for c in s.matrix.compile)
+    graphs_somewhere = any(c.backend == "inductor" and c.mode in CUDA_GRAPH_MODES for c in s.matrix.compile)
     for step in s.steps:
         if walk.unloaded and OPS[step.op].changes_state:
             raise walk.fail(
@@ -41,7 +43,11 @@ def check_order(s: Scenario) -> None:
             )
         if step.expect.distinguishable is False and OPS[step.op].checks_responses:
             raise walk.fail(step, "expect.distinguishable = false: served adapters must always be told apart")
-        counts = [k for k in ("recompiles", "graph_breaks") if getattr(step.expect, k) is not None]
+        counts = [
+            k
+            for k in ("recompiles", "graph_breaks", "cuda_graph_recordings")
+            if getattr(step.expect, k) is not None
+        ]
         calls_model = OPS[step.op].checks_output or OPS[step.op].checks_responses
         if counts and not calls_model and step.expect.raises is None:
             # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
@@ -53,6 +59,12 @@ def check_order(s: Scenario) -> None:
         if step.expect.recompiles is not None and not compiled_somewhere:
             raise walk.fail(
                 step, "expect.recompiles needs a compiled model (matrix.compile other than 'none')"
+            )
+        if step.expect.cuda_graph_recordings is not None and not graphs_somewhere:
+            raise walk.fail(
+                step,
+                "expect.cuda_graph_recordings needs a compile with CUDA graphs "
+                f"(matrix.compile with backend 'inductor' and mode one of {', '.join(CUDA_GRAPH_MODES)})",
             )
         for kf in step.known_failures:
             _check_known_failure(s, step, kf)
@@ -105,7 +117,7 @@ def check_count_expectations_compiled(s: Scenario) -> None:
     for step in s.steps:
         if compile_at is not None and step.index >= compile_at:
             return
-        for key in ("recompiles", "graph_breaks"):
+        for key in ("recompiles", "graph_breaks", "cuda_graph_recordings"):
             if getattr(step.expect, key) is not None:
                 where = f"step {compile_at}" if compile_at else "no step: the scenario has no compile step"
                 raise ScenarioError(

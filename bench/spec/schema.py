@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
 BACKENDS = ("none", "eager", "aot_eager", "inductor")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The inductor modes that record CUDA graphs (bench.engine.probes.cudagraphs counts them).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 HOTSWAP_PATHS = ("transformers", "peft")
 DEFAULT_HOTSWAP_PATH = HOTSWAP_PATHS[0]  # case ids name the path only when it is not this one
 WORKLOAD_KINDS = ("forward", "generate")
@@ -40,6 +42,7 @@ EXPECTATIONS = (
     "refusal_leaves_state",  # implicit after an op that raises as declared: the previous state's output
     "plain_model",  # implicit on merge_and_unload: no LoRA layer and no peft_config left
     "swap_in_place",  # implicit on a hotswap: the slot's LoRA weights are the same objects and storage after it
+    "cuda_graph_recordings",  # inductor CUDA graphs recorded during the step (bench.engine.probes.cudagraphs)
 )
 
 _COMPARATORS = {
@@ -298,6 +301,7 @@ class Expectations:
     wrong_responses: CountBound | None = None  # serve steps
     recompiles_after_warmup: CountBound | None = None  # serve steps
     faster_than: tuple[tuple[str, float], ...] = ()  # serve steps: (strategy, factor) pairs
+    cuda_graph_recordings: CountBound | None = None  # compile mode "reduce-overhead": re-records counted
     # false: the step is declared to leave the output where it was (add_adapter's B = 0); the check then
     # requires the two references to match instead, and a later step must tell the states apart.
     distinguishable: bool | None = None

@@ -90,7 +90,7 @@ def decide(
         adapter_bytes=evidence.adapter_bytes,
         copy_floor_ms=evidence.copy_floor_ms,
         serving=evidence.serving,
-        unverified=evidence.unverified,
+        unverified=_unverified(step, comp, evidence.unverified),
         **kept,
     )
 
@@ -172,6 +172,23 @@ def _compile_outcomes(
                 find_known(kf, "compile_effective", params),
             )
         )
+    if e.cuda_graph_recordings is not None and comp is not None and counted:
+        if comp.cuda_graph_recordings is None:
+            notes.append(f"cuda_graph_recordings not evaluated: {graphs_not_measured(comp)}")
+        else:
+            n = comp.cuda_graph_recordings
+            out.append(
+                outcome(
+                    "cuda_graph_recordings",
+                    str(e.cuda_graph_recordings),
+                    str(n),
+                    e.cuda_graph_recordings.holds(n),
+                    f"{n} CUDA graph recording(s) and {comp.cuda_graph_skips} skip(s), expected "
+                    f"{e.cuda_graph_recordings} recording(s)",
+                    find_known(kf, "cuda_graph_recordings", params),
+                    measured=n,
+                )
+            )
     if e.graph_breaks is not None and comp is not None and counted:
         out.append(
             outcome(
@@ -186,6 +203,23 @@ def _compile_outcomes(
             )
         )
     return out
+
+
+def graphs_not_measured(comp) -> str:
+    return comp.cuda_graph_unavailable or "no CUDA graph count for this step"
+
+
+def _unverified(step: Step, comp, oracles: str | None) -> str | None:
+    """Why the step's pass is not fully verified: an oracle that could not run, or a CUDA graph count that
+    was expected but could not be taken here (never a silent pass)."""
+    parts = [oracles] if oracles else []
+    if (
+        step.expect.cuda_graph_recordings is not None
+        and comp is not None
+        and comp.cuda_graph_recordings is None
+    ):
+        parts.append(f"cuda_graph_recordings: {graphs_not_measured(comp)}")
+    return "; ".join(parts) or None
 
 
 def _serving_timing(serving: ServingRecord | None) -> TimingStats | None:

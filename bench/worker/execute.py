@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.engine.oom import is_out_of_memory
 from bench.engine.probes.clock import Clock, repeat
 from bench.engine.probes.compile import configure_dynamo_for_counting, count_compiles, no_recompile_allowed
+from bench.engine.probes.cudagraphs import count_cuda_graphs, with_cuda_graphs
 from bench.engine.probes.memory import measure_memory
 from bench.engine.subject import Subject
 from bench.errors import error_text
@@ -201,7 +202,12 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
     strict = step.expect.strict and run.compiled
     # After train no file holds the weights: there is no reference to check against until save_adapter.
     calls_model = op.checks_output
-    with measure_memory(subject.device) as mem, count_compiles() as comp:
+    graph_mode = subject.compile_setting.mode if subject.compile_setting.backend == "inductor" else None
+    with (
+        measure_memory(subject.device) as mem,
+        count_compiles() as comp,
+        count_cuda_graphs(str(subject.device), graph_mode) as graphs,
+    ):
         try:
             run.op_time_ms, run.op_result = clock.time_ms(
                 lambda: OPS[step.op].apply(subject, step, adapters, locations)
@@ -267,7 +273,7 @@ def _execute(subject: Subject, step: Step, adapters, locations, clock: Clock, ti
                     # The steady-state check needs each step's logits too: one more call, untimed, after the
                     # rounds (the model as the rounds left it).
                     run.last_output = subject.generate_checked()
-    return run, mem.stats, comp.stats, strict
+    return run, mem.stats, with_cuda_graphs(comp.stats, graphs.counts), strict
 
 
 def kept(output):

@@ -128,6 +128,13 @@ def _scen(tmp_path, name, tags):
     return path
 
 
+def test_run_refuses_a_selection_the_tags_empty(tmp_path, capsys):
+    _scen(tmp_path, "one", ["slow"])
+    assert main(["run", str(tmp_path), "--skip-tag", "slow", "--out", str(tmp_path / "out")]) == 2
+    assert "no scenario is left by these tags" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything started
+
+
 def test_list_by_tag_and_auto_shard(tmp_path, capsys, monkeypatch):
     _scen(tmp_path, "one", ["gate", "hotswap"])
     _scen(tmp_path, "two", ["gate"])
@@ -137,6 +144,10 @@ def test_list_by_tag_and_auto_shard(tmp_path, capsys, monkeypatch):
     assert main(["list", str(tmp_path), "--tag", "gate", "--tag", "hotswap"]) == 0
     assert {line.split("[")[0] for line in capsys.readouterr().out.split()} == {"one"}
     assert select_tags([], ["x"]) == []
+    assert main(["list", str(tmp_path), "--skip-tag", "hotswap"]) == 0
+    assert {line.split("[")[0] for line in capsys.readouterr().out.split()} == {"two", "three"}
+    assert main(["list", str(tmp_path), "--tag", "gate", "--skip-tag", "hotswap", "--skip-tag", "x"]) == 0
+    assert {line.split("[")[0] for line in capsys.readouterr().out.split()} == {"two"}
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")

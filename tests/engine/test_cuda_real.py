@@ -137,3 +137,31 @@ def test_a_forked_case_runs_on_the_gpu_with_every_cuda_figure(tmp_path, cache_ro
         m = forward.memory
         assert m.cuda_allocated_peak_bytes and m.cuda_allocated_peak_bytes > 0, m
         assert not any(k.startswith("cuda_") for k in m.unavailable), m.unavailable
+
+
+def test_cuda_graph_recordings_count_a_rebound_parameter_and_not_an_in_place_copy():
+    """The re-record a swap that rebinds a Parameter costs under mode="reduce-overhead" (peft#2611), counted
+    by bench.engine.probes.cudagraphs; the control copies into the captured tensor and records nothing."""
+    from bench.engine.probes.cudagraphs import count_cuda_graphs
+
+    torch._dynamo.reset()
+    layer = torch.nn.Linear(64, 64, device="cuda")
+    fn = torch.compile(layer, backend="inductor", mode="reduce-overhead")
+    x = torch.randn(8, 64, device="cuda")
+    with count_cuda_graphs("cuda", "reduce-overhead") as first:
+        for _ in range(4):  # warm-up runs, then the recording
+            fn(x)
+    assert first.counts.unavailable is None and first.counts.recordings >= 1
+    with count_cuda_graphs("cuda", "reduce-overhead") as in_place:
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn_like(layer.weight))
+        for _ in range(3):
+            out = fn(x)
+    assert in_place.counts.recordings == 0
+    torch.testing.assert_close(out, layer(x))
+    with count_cuda_graphs("cuda", "reduce-overhead") as rebound:
+        layer.weight = torch.nn.Parameter(torch.randn_like(layer.weight))
+        for _ in range(3):
+            out = fn(x)
+    assert rebound.counts.recordings + rebound.counts.skips >= 1
+    torch.testing.assert_close(out, layer(x))

@@ -33,6 +33,7 @@ NEW_SCENARIOS = (
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
+    "hotswap_inductor.toml",  # planted bug: tests/scenario/test_catalogue_inductor.py
 )
 
 

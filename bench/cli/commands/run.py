@@ -60,9 +60,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.resume:
         # The selection is the resumed run's own (its results name the scenario files and cases).
-        if args.paths or args.shard or args.tag or args.keyword:
+        if args.paths or args.shard or args.tag or args.skip_tag or args.keyword:
             raise BenchInputError(
-                "--resume runs the selection of the run it resumes; drop the paths, --shard, --tag and -k"
+                "--resume runs the selection of the run it resumes; drop the paths, --shard, --tag, --skip-tag "
+                "and -k"
             )
         if args.out and args.out != args.resume:
             raise BenchInputError("--resume writes into the folder it resumes; drop --out")
@@ -82,10 +83,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         out_dir = args.resume
     else:
         selection = select_cases(
-            args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword
+            args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword, args.skip_tag
         )
-        if not selection and args.tag:
-            raise BenchInputError(f"--tag {' '.join(args.tag)}: no scenario carries every one of these tags")
+        if not selection and (args.tag or args.skip_tag):
+            raise BenchInputError(
+                f"--tag {' '.join(args.tag) or '-'} --skip-tag {' '.join(args.skip_tag) or '-'}: "
+                "no scenario is left by these tags"
+            )
         shard = shard_text(args.shard) if args.shard else None
         cases = Shard.parse(shard).select(selection) if shard else selection
         if not cases:
