@@ -33,6 +33,8 @@ NEW_SCENARIOS = (
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
+    "moe_target_parameters.toml",
+    "moe_target_parameters_prepare.toml",
 )
 
 
