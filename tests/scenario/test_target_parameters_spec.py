@@ -77,3 +77,18 @@ def test_a_bad_value_names_the_file_and_field(write_scenario, fields, field, why
         _load(write_scenario, fields)
     text = str(info.value)
     assert field in text and why in text and "scenario.toml" in text, text
+
+
+def test_the_reproduction_script_builds_the_same_config(write_scenario):
+    """The repro script's LoraConfig (bench/report/repro/assemble.py), executed, targets the same parameters as
+    the suite's; an adapter without target_parameters gets none (its script text is unchanged)."""
+    from bench.report.repro.assemble import _lora_configs
+
+    experts = _load(write_scenario, f"rank = 4\n{EXPERTS}").adapters[0]
+    plain = _load(write_scenario, "rank = 4").adapters[0]
+    for spec in (experts, plain):
+        namespace: dict = {}
+        exec("from peft import LoraConfig\n" + "\n".join(_lora_configs((spec,))), namespace)
+        built = namespace["LORA_CONFIGS"]["a"]()
+        assert built.target_parameters == peft_config(spec).target_parameters
+    assert "target_parameters" not in "\n".join(_lora_configs((plain,)))
