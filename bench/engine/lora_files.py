@@ -11,7 +11,8 @@ code, so that a bug inside peft's loading path cannot reach it:
 - saved keys are `base_model.model.<module>.lora_A.weight` / `.lora_B.weight` (the adapter name removed), and
   `base_model.model.<module>.<param>` for a modules_to_save copy;
 - a list target_modules selects a module whose name equals an entry or ends in `.<entry>`; a string is a
-  regex matched against the whole name. Modules inside a modules_to_save module are never targeted.
+  regex matched against the whole name. Modules inside a modules_to_save module are never targeted;
+- target_parameters (LoRA on nn.Parameters, e.g. a mixture of experts' fused weights): oracle_params.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.engine.oracle_params import ParamLora, parameter_targets, read_param_loras
 from bench.errors import BenchInputError
 
 CONFIG_FILE = "adapter_config.json"
@@ -37,7 +39,6 @@ _LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 _UNSUPPORTED_WHEN_SET = (
     "use_dora",
     "lora_bias",
-    "target_parameters",
     "layer_replication",
     "trainable_token_indices",
     "alora_invocation_tokens",
@@ -71,6 +72,7 @@ class AdapterWeights:
     saved_copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (module, ((param, tensor), ...))
     fan_in_fan_out: bool
     ia3: tuple[Ia3Vector, ...] = ()  # IA3 adapters (peft_type IA3) hold these instead of `lora`
+    params: tuple[ParamLora, ...] = ()  # LoRA on nn.Parameters (target_parameters): oracle_params.py
 
     def saved_copy(self, module: str) -> dict[str, Any] | None:
         return next((dict(params) for name, params in self.saved_copies if name == module), None)
@@ -163,12 +165,13 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
     saved_modules = config.get("modules_to_save") or []
     pairs: dict[str, dict[str, Any]] = {}
     copies: dict[str, dict[str, Any]] = {}
+    param_keys = parameter_targets(config, modules)  # read by read_param_loras
 
     def bad(key: str, why: str) -> BenchInputError:
         return BenchInputError(why, source=str(weights_path), field=key)
 
     with safe_open(str(weights_path), framework="pt") as f:
-        for key in sorted(f.keys()):
+        for key in sorted(set(f.keys()) - set(param_keys)):
             if not key.startswith(_PREFIX):
                 raise bad(key, f"unknown key: it does not start with {_PREFIX!r}")
             rest = key[len(_PREFIX) :]
@@ -219,6 +222,7 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
         lora=tuple(lora),
         saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+        params=read_param_loras(config, modules, weights_path),
     )
 
 

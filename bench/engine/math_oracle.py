@@ -9,6 +9,8 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - int8 / nf4 / fp4: quantized weights cannot take a merge, so each target module gets a forward hook that adds
   scaling * (x @ A.T) @ B.T in fp32 to the quantized layer's output (what an unmerged LoRA layer computes);
 - Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
+- target_parameters (a mixture of experts' fused expert weights): the delta per expert is added to the
+  Parameter itself (oracle_params.py);
 - modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
   the embeddings does not change the embeddings);
 - AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
@@ -27,6 +29,7 @@ from typing import Any
 from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
+from bench.engine.oracle_params import merge_param_deltas
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
 from bench.spec.schema import Workload
@@ -164,6 +167,7 @@ def is_quantized(module) -> bool:
 
 
 def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
+    merge_param_deltas(modules, adapters)  # target_parameters: plain Parameters, never quantized
     for adapter in adapters:
         for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
             module = modules[v.module]

@@ -30,6 +30,7 @@ _CONFIG_CLASS_TYPES = {
     "GPT2Config": "gpt2",
     "MistralConfig": "mistral",
     "Gemma2Config": "gemma2",
+    "MixtralConfig": "mixtral",
 }
 _HEADER_LIMIT_BYTES = 100 * 2**20  # safetensors caps its JSON header at 100 MB
 
@@ -42,6 +43,8 @@ def count_from_config(config: dict[str, Any]) -> int | None:
             return _gated_decoder(config, GATED_DECODERS[kind])
         if kind == "gpt2":
             return _gpt2(config)
+        if kind == "mixtral":
+            return _mixtral(config)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None  # a size missing or not a number: unknown, never a default
     return None
@@ -65,6 +68,15 @@ def _gated_decoder(c: dict[str, Any], defaults: dict[str, bool]) -> int:
     )  # q k v o, gate up down, norms
     tied = c.get("tie_word_embeddings", defaults["tie_word_embeddings"])
     return vocab * h * (1 if tied else 2) + layers * per_layer + h
+
+
+def _mixtral(c: dict[str, Any]) -> int:
+    """A llama-like decoder whose MLP is num_local_experts gated experts (gate_up and down, fused per layer)
+    behind a router Linear (hidden -> experts); no biases, embeddings untied unless the config ties them."""
+    experts = int(c["num_local_experts"])
+    dense = _gated_decoder({**c, "intermediate_size": 0}, GATED_DECODERS["mistral"])
+    h, inter, layers = (int(c[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
+    return dense + layers * (experts * 3 * h * inter + h * experts)
 
 
 def _gpt2(c: dict[str, Any]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bench.spec.schema import ADAPTER_TYPES, AdapterSpec
@@ -42,7 +43,8 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             continue
         rank = a.int_in("rank", 8, 1, MAX_RANK)
         alpha = a.get("alpha", float, float(2 * rank))
-        targets = _targets(a, ("q_proj", "v_proj"))
+        target_parameters = _target_parameters(a, kind)
+        targets = _targets(a, ("q_proj", "v_proj"), allow_empty=bool(target_parameters))
         rank_pattern = _pattern(a, "rank_pattern", int)
         alpha_pattern = _pattern(a, "alpha_pattern", float)
         for k, r in rank_pattern:
@@ -64,11 +66,16 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             init_std=a.get("init_std", float, 0.05),
             lora_dropout=a.get("lora_dropout", float, 0.0),
             modules_to_save=a.str_list("modules_to_save", ()),
+            target_parameters=target_parameters,
         )
         if not 0 < spec.init_std <= 10:
             raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
         if not 0 <= spec.lora_dropout < 1:
             raise a.error("lora_dropout", f"must be in [0, 1), got {spec.lora_dropout}")
+        if target_parameters and spec.lora_dropout:
+            raise a.error(
+                "lora_dropout", "must be 0 with target_parameters (peft's ParamWrapper has no dropout)"
+            )
         a.finish()
         out[key] = spec
     return out, families
@@ -76,7 +83,8 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
 
 def _ia3(a: Table, key: str) -> AdapterSpec:
     """type = "ia3": learned rescaling vectors on `targets`; `feedforward` ones rescale the layer's input."""
-    for lora_only in ("rank", "alpha", "rank_pattern", "alpha_pattern", "lora_dropout", "modules_to_save"):
+    lora_fields = ("rank", "alpha", "rank_pattern", "alpha_pattern", "lora_dropout", "modules_to_save")
+    for lora_only in (*lora_fields, "target_parameters"):
         if lora_only in a.data:
             raise a.error(lora_only, "not an IA3 field (IA3 learns one rescaling vector per target: no rank)")
     targets = _targets(a, ("k_proj", "v_proj", "down_proj"))
@@ -130,11 +138,30 @@ def _family(a: Table, key: str) -> list[AdapterSpec]:
     return members
 
 
-def _targets(a: Table, default: tuple[str, ...]) -> tuple[str, ...]:
-    targets = a.str_list("targets", default)
-    if not targets:
+def _targets(a: Table, default: tuple[str, ...], *, allow_empty: bool = False) -> tuple[str, ...]:
+    """`allow_empty`: the adapter targets parameters (target_parameters), so no module at all is fine, and
+    leaving `targets` out means none (peft's LoraConfig alike), not the attention default."""
+    targets = a.str_list("targets", () if allow_empty else default)
+    if not targets and not allow_empty:
         raise a.error("targets", "needs at least one target module")
     return targets
+
+
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _target_parameters(a: Table, kind: str) -> tuple[str, ...]:
+    """LoRA on nn.Parameters by name (peft's target_parameters): dotted names, each matching a parameter's
+    full name or its dotted suffix."""
+    names = a.str_list("target_parameters", ())
+    if names and kind != "lora":
+        raise a.error("target_parameters", f"a LoRA field: {kind} does not target parameters")
+    for i, name in enumerate(names):
+        if not _PARAMETER_NAME.fullmatch(name):
+            raise a.error(f"target_parameters[{i}]", f"expected a dotted parameter name, got {short(name)}")
+        if name in names[:i]:
+            raise a.error(f"target_parameters[{i}]", f"{name!r} is listed twice")
+    return names
 
 
 def _init_std(a: Table) -> float:

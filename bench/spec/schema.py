@@ -202,6 +202,9 @@ class AdapterSpec:
     init_std: float = 0.05
     lora_dropout: float = 0.0
     modules_to_save: tuple[str, ...] = ()
+    # LoRA on nn.Parameters, not modules (peft's target_parameters, e.g. a mixture of experts' fused
+    # "mlp.experts.gate_up_proj"): a parameter name equal to an entry or ending in ".<entry>"
+    target_parameters: tuple[str, ...] = ()
 
     @property
     def generated(self) -> bool:

@@ -27,7 +27,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ALLOW_PICKLE_HINT = (
     "convert them to safetensors, or allow them with --allow-pickle or scenario.allow_pickle = true"
 )
-_LORA_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+# `.base_layer` repeats where LoRA on parameters (target_parameters) nests one wrapper per targeted parameter
+# of a module (bench/engine/oracle_params.py): the key names the module that owns them.
+_LORA_KEY_RE = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+?)(?:\.base_layer)*\.lora_(?P<ab>[AB])\.weight$"
+)
 
 
 class SourceError(Exception):

@@ -16,7 +16,7 @@ from bench.estimate.params import (
     parameter_count,
 )
 
-SMALL_BUILTINS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "small-llama", "tiny-gemma2"]
+SMALL_BUILTINS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "small-llama", "tiny-gemma2", "tiny-moe"]
 
 
 @pytest.mark.parametrize("name", SMALL_BUILTINS)

@@ -34,6 +34,8 @@ NEW_SCENARIOS = (
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
     "hotswap_inductor.toml",  # planted bug: tests/scenario/test_catalogue_inductor.py
+    "moe_target_parameters.toml",
+    "moe_target_parameters_prepare.toml",
 )
 
 

@@ -63,6 +63,7 @@ def peft_config(spec: AdapterSpec):
         alpha_pattern=dict(spec.alpha_pattern),
         lora_dropout=spec.lora_dropout,
         modules_to_save=list(spec.modules_to_save) or None,
+        target_parameters=list(spec.target_parameters) or None,
     )
 
 

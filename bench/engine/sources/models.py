@@ -119,6 +119,30 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
         ),
         "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     },
+    # A mixture of experts (Mixtral family; peft#3304): each layer's MLP is 4 experts, 2 routed per token, whose
+    # weights are stored fused as 3-D nn.Parameters (experts.gate_up_proj (E, 2 * inter, hidden),
+    # experts.down_proj (E, hidden, inter)), not as nn.Linear modules: LoRA reaches them only through
+    # `target_parameters` (peft's ParamWrapper). The router (mlp.gate) and attention are ordinary Linear layers.
+    "tiny-moe": {
+        "config_class": "MixtralConfig",
+        "model_class": "MixtralForCausalLM",
+        "config": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            vocab_size=1000,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate"],
+        "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    },
     # Shaped like real small checkpoints (their published configs; random seeded weights, no download), for
     # serving figures at realistic sizes. 135M parameters (about 540 MB in fp32) and 494M (about 2 GB).
     "smollm2-135m-shape": {

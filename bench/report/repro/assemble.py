@@ -120,6 +120,11 @@ def _lora_configs(adapters: tuple[AdapterSpec, ...]) -> list[str]:
                 f"        alpha_pattern={dict(a.alpha_pattern)!r},",
                 f"        lora_dropout={a.lora_dropout!r},",
                 f"        modules_to_save={list(a.modules_to_save) or None!r},",
+                *(
+                    [f"        target_parameters={list(a.target_parameters)!r},"]
+                    if a.target_parameters
+                    else []
+                ),
                 "    )",
             ]
     entries = ", ".join(f"{a.key!r}: lora_config_{ident(a.key)}" for a in adapters if a.generated)
