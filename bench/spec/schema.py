@@ -184,7 +184,8 @@ class AdapterSpec:
 
     `type` is one of ADAPTER_TYPES, the methods the Transformers guide names. IA3 takes `targets`,
     `feedforward` (the targets whose input, not output, is rescaled), `seed` and `init_std` (the learned vectors
-    are drawn around 1); AdaLoRA takes `rank` (its init_r = target_r), `alpha`, `targets`, `seed`, `init_std`."""
+    are drawn around 1); AdaLoRA takes `rank` (its init_r = target_r), `alpha`, `targets`, `seed`, `init_std`.
+    `use_dora` (LoRA only) makes it DoRA: a magnitude vector per target rescales each output row."""
 
     key: str
     path: str | None = None
@@ -199,10 +200,16 @@ class AdapterSpec:
     init_std: float = 0.05
     lora_dropout: float = 0.0
     modules_to_save: tuple[str, ...] = ()
+    use_dora: bool = False  # LoRA only
 
     @property
     def generated(self) -> bool:
         return self.path is None
+
+    @property
+    def method(self) -> str:
+        """What the adapter is, as a report names it: `type`, or "dora" for a LoRA spec with use_dora."""
+        return "dora" if self.use_dora else self.type
 
     @property
     def max_rank(self) -> int:
