@@ -33,7 +33,8 @@ NEW_SCENARIOS = (
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
-    "dora.toml",  # its planted bugs: tests/scenario/test_catalogue_dora.py
+    "dora.toml",  # the DoRA planted bugs: tests/scenario/test_catalogue_dora.py
+    "dora_hotswap_compiled.toml",
 )
 
 

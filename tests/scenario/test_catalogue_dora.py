@@ -1,13 +1,15 @@
-"""The DoRA catalogue scenario (scenarios/dora.toml) catches its class of bug, and its spec field is checked.
+"""The DoRA catalogue scenarios (scenarios/dora.toml, eager; scenarios/dora_hotswap_compiled.toml, aot_eager)
+catch their class of bug, and the spec field is checked.
 
 Planted through run_case, as tests/scenario/test_catalogue.py does for the other classes:
 - enable_adapters() brings the DoRA layers back without their magnitude (each becomes plain LoRA): the subject
-  alone is wrong after the toggle, `matches_reference` fails on step 6;
+  alone is wrong after the toggle, `matches_reference` fails on step 5 of the eager case;
 - peft's DoRA layer ignores the magnitude (plain LoRA), in the subject and the library reference alike: only the
   math oracle sees it, and the oracles' difference leaves the known failure's band (the magnitude transformers
   does not load), so `oracles_agree` fails on the first load;
 - peft's hotswap maps no magnitude key (the "swaps A and B but not the magnitude" bug the scenario's header
-  rules out): it no longer raises, its missing-key rule zeroes the slot's magnitudes, the swap's output is wrong.
+  rules out): on the compiled peft case it no longer raises, its missing-key rule zeroes the slot's magnitudes,
+  and the swap's output is wrong (`matches_reference`, step 5);
 Not caught, and why: a shared bug that moves the oracles' difference only a little stays inside the band.
 Measured: peft's weight norm taken per input column instead of per output row (q_proj and v_proj are square)
 gives 0.497 on step 2 against the shipped 0.508, inside [0.4, 0.62]; while transformers does not load the
@@ -28,13 +30,14 @@ from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import LOAD_A, SCENARIOS, scenario_toml
 
-FILE = "dora.toml"
-TRANSFORMERS_CASE = "dora[fp32-aot_eager-transformers]"
-PEFT_CASE = "dora[fp32-aot_eager-peft]"
+TRANSFORMERS_CASE = ("dora.toml", "dora[fp32-none-transformers]")
+PEFT_CASE = ("dora.toml", "dora[fp32-none-peft]")
+COMPILED_PEFT_CASE = ("dora_hotswap_compiled.toml", "dora-hotswap-compiled[fp32-aot_eager-peft]")
 
 
-def _case(case_id: str):
-    return next(c for c in expand(load_scenario(SCENARIOS / FILE)) if c.id == case_id)
+def _case(which: tuple[str, str]):
+    file_name, case_id = which
+    return next(c for c in expand(load_scenario(SCENARIOS / file_name)) if c.id == case_id)
 
 
 def _failed(result) -> list[tuple[int, str]]:
@@ -89,24 +92,24 @@ def _plant_swap_drops_magnitude(monkeypatch) -> None:
 
 
 PLANTED = {
-    "toggle": (TRANSFORMERS_CASE, _plant_enable_drops_magnitude, (6, "matches_reference")),
+    "toggle": (TRANSFORMERS_CASE, _plant_enable_drops_magnitude, (5, "matches_reference")),
     "ignored": (TRANSFORMERS_CASE, _plant_magnitude_ignored, (2, "oracles_agree")),
-    "swap": (PEFT_CASE, _plant_swap_drops_magnitude, (11, "matches_reference")),
+    "swap": (COMPILED_PEFT_CASE, _plant_swap_drops_magnitude, (5, "matches_reference")),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_a_planted_dora_bug_fails_the_scenario(kind, cache_root, monkeypatch):
-    case_id, plant, broken = PLANTED[kind]
+    which, plant, broken = PLANTED[kind]
     plant(monkeypatch)
-    r = run_case(_case(case_id), cache_root)
+    r = run_case(_case(which), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
     assert broken in _failed(r), _failed(r)
 
 
-@pytest.mark.parametrize("case_id", [TRANSFORMERS_CASE, PEFT_CASE])
-def test_unplanted_the_case_keeps_its_shipped_verdict(case_id, cache_root):
-    r = run_case(_case(case_id), cache_root)
+@pytest.mark.parametrize("which", [TRANSFORMERS_CASE, PEFT_CASE, COMPILED_PEFT_CASE], ids=lambda w: w[1])
+def test_unplanted_the_case_keeps_its_shipped_verdict(which, cache_root):
+    r = run_case(_case(which), cache_root)
     assert r.verdict == "xfail", (r.verdict, r.reason)
     assert _failed(r) == []
 
