@@ -10,6 +10,8 @@ code, so that a bug inside peft's loading path cannot reach it:
   wins (so a key matches a name's dotted suffix, and the key itself is a regex);
 - saved keys are `base_model.model.<module>.lora_A.weight` / `.lora_B.weight` (the adapter name removed), and
   `base_model.model.<module>.<param>` for a modules_to_save copy;
+- with use_dora, each target also has `base_model.model.<module>.lora_magnitude_vector` (peft 0.21 saves it
+  without `.weight`; an older `.weight` form is read too), one magnitude per output row (oracle_dora.py);
 - a list target_modules selects a module whose name equals an entry or ends in `.<entry>`; a string is a
   regex matched against the whole name. Modules inside a modules_to_save module are never targeted;
 - target_parameters (LoRA on nn.Parameters, e.g. a mixture of experts' fused weights): oracle_params.py.
@@ -32,12 +34,16 @@ CONFIG_FILE = "adapter_config.json"
 PEFT_TYPES = ("LORA", "ADALORA", "IA3")
 WEIGHTS_FILE = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
-_LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
+_LORA_SUFFIXES = {
+    ".lora_A.weight": "A",
+    ".lora_B.weight": "B",
+    ".lora_magnitude_vector": "m",
+    ".lora_magnitude_vector.weight": "m",
+}
 
-# Config fields whose non-default value changes the math beyond W + scaling * B @ A. The oracle refuses them
-# by name rather than compute something else and call it the reference.
+# Config fields whose non-default value changes the math beyond W + scaling * B @ A (or DoRA's, use_dora). The
+# oracle refuses them by name rather than compute something else and call it the reference.
 _UNSUPPORTED_WHEN_SET = (
-    "use_dora",
     "lora_bias",
     "layer_replication",
     "trainable_token_indices",
@@ -56,6 +62,7 @@ class LoraModule:
     rank: int
     alpha: float
     scaling: float
+    magnitude: Any = None  # DoRA: (out_features,) fp32, one per output row; None for plain LoRA
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ def read_config(folder: Path) -> dict[str, Any]:
     for field in ("r", "lora_alpha"):
         if not isinstance(config.get(field), (int, float)):
             raise BenchInputError("missing or not a number", source=str(path), field=field)
+    if config.get("use_dora") and config["peft_type"] != "LORA":
+        raise BenchInputError("set: DoRA is a LoRA variant", source=str(path), field="use_dora")
     for field in _UNSUPPORTED_WHEN_SET:
         if config.get(field):
             raise BenchInputError(
@@ -182,6 +191,8 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                     raise bad(key, f"unknown key: the base model has no module {module!r}")
                 if not is_targeted(config.get("target_modules"), module):
                     raise bad(key, f"unknown key: module {module!r} is not in target_modules")
+                if _LORA_SUFFIXES[suffix] == "m" and not config.get("use_dora"):
+                    raise bad(key, "unknown key: a DoRA magnitude in an adapter without use_dora")
                 pairs.setdefault(module, {})[_LORA_SUFFIXES[suffix]] = f.get_tensor(key).float()
                 continue
             module, _, param = rest.rpartition(".")
@@ -206,7 +217,8 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                 f"shapes A {tuple(a.shape)}, B {tuple(b.shape)} do not fit rank {rank} (from r / rank_pattern)"
                 f" and the module's {in_features} -> {out_features}",
             )
-        lora.append(LoraModule(module, a, b, rank, alpha, scaling))
+        magnitude = _magnitude(config, module, got.get("m"), out_features, bad)
+        lora.append(LoraModule(module, a, b, rank, alpha, scaling, magnitude))
     extra = sorted(set(pairs) - {m.module for m in lora})
     if extra:
         raise bad(f"{_PREFIX}{extra[0]}.lora_A.weight", f"module {extra[0]!r} is not a LoRA target here")
@@ -224,6 +236,19 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
         params=read_param_loras(config, modules, weights_path),
     )
+
+
+def _magnitude(config: dict[str, Any], module: str, magnitude, out_features: int, bad):
+    """DoRA's magnitude of one module, checked: present exactly when use_dora is set, one per output row."""
+    key = f"{_PREFIX}{module}.lora_magnitude_vector"
+    if config.get("use_dora") and magnitude is None:
+        raise bad(key, "missing key: use_dora is set, no magnitude")
+    if magnitude is not None and tuple(magnitude.shape) != (out_features,):
+        raise bad(
+            key,
+            f"DoRA magnitude of shape {tuple(magnitude.shape)}, the module has {out_features} output rows",
+        )
+    return magnitude
 
 
 def is_conv1d(module) -> bool:

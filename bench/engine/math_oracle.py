@@ -16,6 +16,8 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
   feedforward targets, its input) by its learned vector: merged as W * l, hooked on quantized layers
   (method_files.py);
+- DoRA (use_dora) merges m * (W + s B A) / ||W + s B A||_row instead (oracle_dora.py); on quantized precisions,
+  and on a module that holds another active adapter beside a DoRA one, it is a MathOracleError (unverified);
 - `added` slots (add_adapter, LoRA's default init B = 0, IA3's l = 1) and disabled adapters contribute nothing.
 
 It imports no peft module, directly or through the suite (a test runs it with peft blocked).
@@ -30,6 +32,7 @@ from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
 from bench.engine.oracle_params import merge_param_deltas
+from bench.engine.oracle_dora import dora_conflict, dora_weight
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
 from bench.spec.schema import Workload
@@ -121,6 +124,8 @@ class MathOracle:
         modules = dict(model.named_modules())
         loaded = [s for s in state.effective if not s.added]  # an added slot's B = 0: no delta
         adapters = [self._adapter(s.adapter, modules) for s in loaded]
+        if why := dora_conflict(adapters, quantized=quantized):
+            raise MathOracleError(why)
         with torch.no_grad():
             _replace_saved_copies(modules, adapters, [s.name for s in loaded])
             if quantized:
@@ -179,6 +184,9 @@ def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> No
                 continue  # _hook_deltas handles it
             transposed = is_conv1d(module) or adapter.fan_in_fan_out
             weight = module.weight
+            if lora.magnitude is not None:
+                weight.copy_(dora_weight(weight, lora, transposed=transposed).to(weight.dtype))
+                continue
             weight.copy_((weight.float() + lora_delta(weight, lora, transposed=transposed)).to(weight.dtype))
 
 

@@ -38,6 +38,10 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             out[key] = AdapterSpec(key=key, path=path)
             continue
         kind = a.choice("type", ADAPTER_TYPES, "lora")
+        if kind != "lora" and "use_dora" in a.data:
+            raise a.error(
+                "use_dora", f"DoRA is a LoRA variant: an adapter of type {kind!r} takes no use_dora"
+            )
         if kind == "ia3":
             out[key] = _ia3(a, key)
             continue
@@ -67,6 +71,7 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             lora_dropout=a.get("lora_dropout", float, 0.0),
             modules_to_save=a.str_list("modules_to_save", ()),
             target_parameters=target_parameters,
+            use_dora=a.get("use_dora", bool, False),
         )
         if not 0 < spec.init_std <= 10:
             raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")

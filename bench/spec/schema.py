@@ -187,7 +187,8 @@ class AdapterSpec:
 
     `type` is one of ADAPTER_TYPES, the methods the Transformers guide names. IA3 takes `targets`,
     `feedforward` (the targets whose input, not output, is rescaled), `seed` and `init_std` (the learned vectors
-    are drawn around 1); AdaLoRA takes `rank` (its init_r = target_r), `alpha`, `targets`, `seed`, `init_std`."""
+    are drawn around 1); AdaLoRA takes `rank` (its init_r = target_r), `alpha`, `targets`, `seed`, `init_std`.
+    `use_dora` (LoRA only) makes it DoRA: a magnitude vector per target rescales each output row."""
 
     key: str
     path: str | None = None
@@ -205,10 +206,16 @@ class AdapterSpec:
     # LoRA on nn.Parameters, not modules (peft's target_parameters, e.g. a mixture of experts' fused
     # "mlp.experts.gate_up_proj"): a parameter name equal to an entry or ending in ".<entry>"
     target_parameters: tuple[str, ...] = ()
+    use_dora: bool = False  # LoRA only
 
     @property
     def generated(self) -> bool:
         return self.path is None
+
+    @property
+    def method(self) -> str:
+        """What the adapter is, as a report names it: `type`, or "dora" for a LoRA spec with use_dora."""
+        return "dora" if self.use_dora else self.type
 
     @property
     def max_rank(self) -> int:

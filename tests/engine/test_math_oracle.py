@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.engine import lora_files, math_oracle, oracle_params
+from bench.engine import lora_files, math_oracle, oracle_dora, oracle_params
 from bench.engine.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
 from bench.engine.model import load_model, make_inputs
 from bench.engine.reference import ReferenceOracle, compare_logits
@@ -431,17 +431,17 @@ def test_corrupted_adapter_names_file_and_key(world, tmp_path, edit, key, why):
 
 def test_unsupported_config_field_is_named(world, tmp_path):
     _, adapters = world
-    folder = tmp_path / "dora"
+    folder = tmp_path / "lora_bias"
     shutil.copytree(adapters["patterns"], folder)
     config = json.loads((folder / "adapter_config.json").read_text())
-    config["use_dora"] = True
+    config["lora_bias"] = True
     (folder / "adapter_config.json").write_text(json.dumps(config))
     _, math = _oracles(world, "tiny-llama")
-    math.adapter_locations = {"dora": str(folder)}
+    math.adapter_locations = {"lora_bias": str(folder)}
     with pytest.raises(BenchInputError) as info:
-        math.logits(_loaded(("a", "dora", False)))
+        math.logits(_loaded(("a", "lora_bias", False)))
     assert info.value.source == str(folder / "adapter_config.json")
-    assert info.value.field == "use_dora"
+    assert info.value.field == "lora_bias"
 
 
 # The comparison rule, pure -------------------------------------------------------------------------------
@@ -462,7 +462,7 @@ def test_compare_oracles_rule():
 # No peft code: static and at run time ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [math_oracle, lora_files, oracle_params])
+@pytest.mark.parametrize("module", [math_oracle, lora_files, oracle_params, oracle_dora])
 def test_source_imports_no_peft(module):
     tree = ast.parse(Path(module.__file__).read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

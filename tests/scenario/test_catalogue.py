@@ -36,6 +36,8 @@ NEW_SCENARIOS = (
     "hotswap_inductor.toml",  # planted bug: tests/scenario/test_catalogue_inductor.py
     "moe_target_parameters.toml",
     "moe_target_parameters_prepare.toml",
+    "dora.toml",  # the DoRA planted bugs: tests/scenario/test_catalogue_dora.py
+    "dora_hotswap_compiled.toml",
 )
 
 

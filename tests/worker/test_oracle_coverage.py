@@ -1,6 +1,7 @@
 """Oracle coverage is explicit (docs/verdicts.md): a step the math oracle cannot verify is never a plain pass.
 
-A DoRA adapter (the math oracle computes W + s * B @ A only) is the real input that the oracle cannot read: the
+A LoRA adapter with a bias on B (`lora_bias`; the math oracle computes W + s * B @ A, and DoRA's, only) is the real
+input that the oracle cannot read: the
 library reference still checks the output, the step records why the math did not, the case's pass says
 "unverified", the summary counts it, and --require-oracles turns it into a failure. The control is the same
 scenario with a plain LoRA adapter: both oracles run, a plain pass.
@@ -19,8 +20,8 @@ from tests.conftest import LOAD_A, scenario_toml
 
 
 @pytest.fixture(scope="module")
-def dora_folder(cache_root, tmp_path_factory):
-    """A real DoRA adapter for the built-in tiny Llama, saved by peft (seeded, non-zero B)."""
+def unreadable_folder(cache_root, tmp_path_factory):
+    """A real lora_bias adapter for the built-in tiny Llama, saved by peft (seeded, non-zero B and bias)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -29,13 +30,13 @@ def dora_folder(cache_root, tmp_path_factory):
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
     model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_bias=True)
     )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    folder = tmp_path_factory.mktemp("dora")
+    folder = tmp_path_factory.mktemp("lora_bias")
     model.save_pretrained(folder)
     return folder
 
@@ -46,11 +47,13 @@ def _scenario(write_scenario, adapter: dict):
     return case
 
 
-def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(cache_root, write_scenario, dora_folder):
-    case = _scenario(write_scenario, {"path": str(dora_folder)})
+def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(
+    cache_root, write_scenario, unreadable_folder
+):
+    case = _scenario(write_scenario, {"path": str(unreadable_folder)})
     r = run_case(case, cache_root)
     assert r.verdict == "pass"
-    assert r.reason.startswith("unverified: step 1 (load_adapter): math oracle:") and "use_dora" in r.reason
+    assert r.reason.startswith("unverified: step 1 (load_adapter): math oracle:") and "lora_bias" in r.reason
     assert all(s.unverified and s.oracle_agreement is None for s in r.steps)
     from bench.results.environment import collect
     from bench.results.records import Results
@@ -58,8 +61,8 @@ def test_a_step_the_math_oracle_cannot_read_is_an_unverified_pass(cache_root, wr
     assert counts_line(Results(1, "0", "now", collect(), ("coverage",), (r,))) == "1 pass (1 unverified)"
 
 
-def test_require_oracles_makes_it_fail(cache_root, write_scenario, dora_folder):
-    case = _scenario(write_scenario, {"path": str(dora_folder)})
+def test_require_oracles_makes_it_fail(cache_root, write_scenario, unreadable_folder):
+    case = _scenario(write_scenario, {"path": str(unreadable_folder)})
     r = run_case(case, cache_root, require_oracles=True)
     assert r.verdict == "fail"
     assert (

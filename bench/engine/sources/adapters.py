@@ -64,6 +64,7 @@ def peft_config(spec: AdapterSpec):
         lora_dropout=spec.lora_dropout,
         modules_to_save=list(spec.modules_to_save) or None,
         target_parameters=list(spec.target_parameters) or None,
+        use_dora=spec.use_dora,
     )
 
 
@@ -95,7 +96,8 @@ def resolve_adapter(
         if spec.path.startswith((".", "/", "~")) or not _HUB_ADAPTER_RE.match(spec.path):
             raise FileNotFoundError(f"adapter {spec.key!r}: path {spec.path} does not exist")
         return ResolvedAdapter(spec.key, spec.path, "hub")
-    fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path")}
+    # use_dora only when set: the adapters built before the field existed keep their cache keys.
+    fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path") and (k != "use_dora" or v)}
     key_spec = {"adapter": fields, "base": model.fingerprint}
     folder, built = cached_folder(
         cache_root,
@@ -115,8 +117,9 @@ def _build(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     pickle = None if allow_pickle else True
-    if spec.modules_to_save:
-        # The saved copies start from the base model's own weights: those must be loaded.
+    if spec.modules_to_save or spec.use_dora:
+        # The saved copies start from the base model's own weights, and DoRA's magnitudes are drawn around the
+        # row norms of the merged weights: those must be loaded.
         base = AutoModelForCausalLM.from_pretrained(
             base_location, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=pickle
         )
@@ -134,7 +137,11 @@ def _build(
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         for name, param in sorted(peft_model.named_parameters()):
-            if "ia3_l" in name:
+            if "lora_magnitude_vector" in name:  # after its module's A and B in sorted order
+                param.copy_(
+                    _dora_magnitude(peft_model, name, torch.randn(param.shape, generator=gen) * spec.init_std)
+                )
+            elif "ia3_l" in name:
                 # Learned rescaling vectors near 1: IA3's init is exactly 1 (no effect), like LoRA's B = 0.
                 param.copy_(1 + torch.randn(param.shape, generator=gen) * spec.init_std)
             elif "lora_" in name:
@@ -145,3 +152,16 @@ def _build(
     (out / "bench-adapter.json").write_text(
         json.dumps({"spec": asdict(spec), "base": base_location}, indent=2)
     )
+
+
+def _dora_magnitude(peft_model, name: str, noise):
+    """A trained DoRA magnitude: the row norms of W + scaling * B @ A (peft's init, with which DoRA equals plain
+    LoRA) times 1 + noise, so that a library that ignores the magnitude gives another output."""
+    import torch
+
+    layer = peft_model.get_submodule(name.split(".lora_magnitude_vector.")[0])
+    weight = layer.get_base_layer().weight.float()
+    if getattr(layer, "fan_in_fan_out", False):  # Conv1D: stored (in, out)
+        weight = weight.T
+    delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    return torch.linalg.vector_norm(weight + layer.scaling["default"] * delta, dim=1) * (1 + noise)

@@ -143,9 +143,10 @@ def _raising_step(w: Writer, step: Step, o: Outcome) -> None:
 
 def repro_script(result: CaseResult, results: Results, case: Case) -> str:
     s = case.scenario
-    other = sorted({a.type for a in s.adapters if a.generated and a.type != "lora"})
+    # `method`, not `type`: a DoRA spec is type "lora", and a script would build it as plain LoRA.
+    other = sorted({a.method for a in s.adapters if a.generated and a.method != "lora"})
     if other:
-        raise ReproUnsupported(f"the scripts build LoRA adapters only, not {', '.join(other)} (yet)")
+        raise ReproUnsupported(f"the scripts build plain LoRA adapters only, not {', '.join(other)} (yet)")
     target = find_target(result)
     last = target.step or max((st.index for st in s.steps), default=0)
     needed = [st for st in s.steps if st.index <= last]
