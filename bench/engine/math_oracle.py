@@ -31,8 +31,8 @@ from typing import Any
 from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
-from bench.engine.oracle_params import merge_param_deltas
 from bench.engine.oracle_dora import dora_conflict, dora_weight
+from bench.engine.oracle_params import merge_param_deltas
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
 from bench.spec.schema import Workload
