@@ -201,6 +201,30 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                 continue
             raise bad(key, "unknown key: neither a lora_A/lora_B weight nor part of a modules_to_save module")
 
+    lora = _lora_modules(config, modules, pairs, bad)
+    extra = sorted(set(pairs) - {m.module for m in lora})
+    if extra:
+        raise bad(f"{_PREFIX}{extra[0]}.lora_A.weight", f"module {extra[0]!r} is not a LoRA target here")
+    for module in saved_modules:
+        matched = [n for n in copies if n == module or n.endswith(f".{module}")]
+        if not matched:
+            raise bad(
+                f"{_PREFIX}{module}.weight",
+                f"missing key: modules_to_save names {module!r}, the file has no copy",
+            )
+    return AdapterWeights(
+        location=str(folder),
+        lora=tuple(lora),
+        saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
+        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+        params=read_param_loras(config, modules, weights_path),
+    )
+
+
+def _lora_modules(
+    config: dict[str, Any], modules: dict[str, Any], pairs: dict[str, dict[str, Any]], bad
+) -> list:
+    """Every module the config targets, with its A and B (and DoRA magnitude) checked against its shape."""
     lora = []
     for module in sorted(n for n in modules if _lora_target(config, n, modules[n])):
         got = pairs.get(module, {})
@@ -219,23 +243,7 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
             )
         magnitude = _magnitude(config, module, got.get("m"), out_features, bad)
         lora.append(LoraModule(module, a, b, rank, alpha, scaling, magnitude))
-    extra = sorted(set(pairs) - {m.module for m in lora})
-    if extra:
-        raise bad(f"{_PREFIX}{extra[0]}.lora_A.weight", f"module {extra[0]!r} is not a LoRA target here")
-    for module in saved_modules:
-        matched = [n for n in copies if n == module or n.endswith(f".{module}")]
-        if not matched:
-            raise bad(
-                f"{_PREFIX}{module}.weight",
-                f"missing key: modules_to_save names {module!r}, the file has no copy",
-            )
-    return AdapterWeights(
-        location=str(folder),
-        lora=tuple(lora),
-        saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
-        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
-        params=read_param_loras(config, modules, weights_path),
-    )
+    return lora
 
 
 def _magnitude(config: dict[str, Any], module: str, magnitude, out_features: int, bad):
