@@ -134,13 +134,14 @@ def peft_hotswap(model, location: str, adapter_name: str, device: str) -> None:
 
 
 def map_adapter_keys(state_dict: dict[str, Any], adapter_name: str) -> dict[str, Any]:
-    """Saved keys (`base_model.model.<module>.lora_A.weight`) -> the model's (`<module>.lora_A.<name>.weight`)."""
+    """Saved keys (`base_model.model.<module>.lora_A.weight`) -> the model's (`<module>.lora_A.<name>.weight`);
+    an embedding's `<module>.lora_embedding_A` (no ".weight") -> `<module>.lora_embedding_A.<name>`."""
     out = {}
     for key, value in state_dict.items():
         key = key.removeprefix("base_model.model.")
         parts = key.split(".")
         for i, part in enumerate(parts):
-            if part.startswith("lora_") and i + 1 < len(parts) and parts[i + 1] != adapter_name:
+            if part.startswith("lora_") and (i + 1 == len(parts) or parts[i + 1] != adapter_name):
                 parts.insert(i + 1, adapter_name)
                 break
         out[".".join(parts)] = value

@@ -10,6 +10,8 @@ code, so that a bug inside peft's loading path cannot reach it:
   wins (so a key matches a name's dotted suffix, and the key itself is a regex);
 - saved keys are `base_model.model.<module>.lora_A.weight` / `.lora_B.weight` (the adapter name removed), and
   `base_model.model.<module>.<param>` for a modules_to_save copy;
+- LoRA on an nn.Embedding (embed_tokens, `lora_embedding_A` / `_B`) and the base weights peft saves beside a
+  targeted embed_tokens / lm_head: oracle_embedding.py;
 - a list target_modules selects a module whose name equals an entry or ends in `.<entry>`; a string is a
   regex matched against the whole name. Modules inside a modules_to_save module are never targeted.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.engine.oracle_embedding import is_embedding_key, read_embedding_loras
 from bench.errors import BenchInputError
 
 CONFIG_FILE = "adapter_config.json"
@@ -71,6 +74,7 @@ class AdapterWeights:
     saved_copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (module, ((param, tensor), ...))
     fan_in_fan_out: bool
     ia3: tuple[Ia3Vector, ...] = ()  # IA3 adapters (peft_type IA3) hold these instead of `lora`
+    embedding: tuple[LoraModule, ...] = ()  # LoRA on nn.Embedding targets: A (r, num_embeddings), B (dim, r)
 
     def saved_copy(self, module: str) -> dict[str, Any] | None:
         return next((dict(params) for name, params in self.saved_copies if name == module), None)
@@ -146,8 +150,10 @@ def read_config(folder: Path) -> dict[str, Any]:
 def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
     """Read and check one adapter folder against the base model's modules (name -> module).
 
-    Every key in the weights file must be a LoRA A/B of a module the config targets or a parameter of a
-    modules_to_save copy; every targeted module must have both A and B with the shapes its rank implies."""
+    Every key in the weights file must be a LoRA A/B of a module the config targets, an embedding LoRA or a
+    saved base weight of a targeted embed_tokens / lm_head (oracle_embedding.py), or a parameter of a
+    modules_to_save copy; every targeted module must have both A and B with the shapes its rank implies.
+    Long because it sorts every key of the file in one pass, each kind with its own error."""
     from safetensors import safe_open
 
     folder = Path(location)
@@ -163,6 +169,7 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
     saved_modules = config.get("modules_to_save") or []
     pairs: dict[str, dict[str, Any]] = {}
     copies: dict[str, dict[str, Any]] = {}
+    embedding_keys: dict[str, Any] = {}  # embedding LoRAs and saved base weights: oracle_embedding.py
 
     def bad(key: str, why: str) -> BenchInputError:
         return BenchInputError(why, source=str(weights_path), field=key)
@@ -180,6 +187,9 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                 if not is_targeted(config.get("target_modules"), module):
                     raise bad(key, f"unknown key: module {module!r} is not in target_modules")
                 pairs.setdefault(module, {})[_LORA_SUFFIXES[suffix]] = f.get_tensor(key).float()
+                continue
+            if is_embedding_key(rest):
+                embedding_keys[rest] = f.get_tensor(key)
                 continue
             module, _, param = rest.rpartition(".")
             if module in modules and in_saved_module(saved_modules, module):
@@ -219,6 +229,19 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
         lora=tuple(lora),
         saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+        embedding=_embedding_loras(config, embedding_keys, modules, weights_path),
+    )
+
+
+def _embedding_loras(config, keys: dict[str, Any], modules: dict[str, Any], weights_path: Path):
+    return read_embedding_loras(
+        config,
+        keys,
+        modules,
+        str(weights_path),
+        is_targeted=is_targeted,
+        scaling_for=scaling_for,
+        module_type=LoraModule,
     )
 
 

@@ -9,6 +9,8 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - int8 / nf4 / fp4: quantized weights cannot take a merge, so each target module gets a forward hook that adds
   scaling * (x @ A.T) @ B.T in fp32 to the quantized layer's output (what an unmerged LoRA layer computes);
 - Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
+- LoRA on embed_tokens (an nn.Embedding: W + scaling * (B @ A).T) and on lm_head, tied or not:
+  oracle_embedding.py;
 - modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
   the embeddings does not change the embeddings);
 - AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
@@ -27,6 +29,7 @@ from typing import Any
 from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
+from bench.engine.oracle_embedding import merge_embedding_deltas, untie_targets
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
 from bench.spec.schema import Workload
@@ -119,6 +122,7 @@ class MathOracle:
         loaded = [s for s in state.effective if not s.added]  # an added slot's B = 0: no delta
         adapters = [self._adapter(s.adapter, modules) for s in loaded]
         with torch.no_grad():
+            untie_targets(modules, adapters)  # a LoRA on a tied lm_head / embed_tokens moves that layer alone
             _replace_saved_copies(modules, adapters, [s.name for s in loaded])
             if quantized:
                 _hook_deltas(modules, adapters)
@@ -164,6 +168,7 @@ def is_quantized(module) -> bool:
 
 
 def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
+    merge_embedding_deltas(modules, adapters, lora_delta)
     for adapter in adapters:
         for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
             module = modules[v.module]

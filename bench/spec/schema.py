@@ -199,6 +199,9 @@ class AdapterSpec:
     init_std: float = 0.05
     lora_dropout: float = 0.0
     modules_to_save: tuple[str, ...] = ()
+    # save_pretrained's save_embedding_layers: True keeps peft's default ("auto": the base weights of a targeted
+    # embed_tokens / lm_head are saved beside the LoRA), False leaves them out.
+    save_embedding_layers: bool = True
 
     @property
     def generated(self) -> bool:

@@ -33,6 +33,8 @@ NEW_SCENARIOS = (
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
+    "lora_embeddings.toml",
+    "lora_embeddings_saved_base.toml",
 )
 
 

@@ -1,0 +1,94 @@
+"""The catalogue's LoRA-on-embeddings scenarios (scenarios/lora_embeddings.toml, lora_embeddings_saved_base.toml)
+catch their class of bug, through run_case.
+
+Planted: a hotswap that leaves the embedding LoRA weights of the old adapter in place (only the subject is
+wrong: the fresh reference sees it), and an embedding LoRA scaled twice inside peft's Embedding layer (the
+subject and the library reference share it: only the math oracle sees it). The same cases unplanted keep their
+shipped verdicts (docs/bug-catalogue.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.worker.execute import run_case
+from tests.scenario.test_catalogue import _case, _failed
+
+MAIN = "lora_embeddings.toml"
+SAVED_BASE = "lora_embeddings_saved_base.toml"
+TRANSFORMERS = "lora-embeddings[fp32-aot_eager-transformers]"
+PEFT = "lora-embeddings[fp32-aot_eager-peft]"
+
+
+def _plant_swap_skips_embeddings(monkeypatch) -> None:
+    """transformers' load_adapter(hotswap=True) swaps every LoRA weight but the embedding's."""
+    import torch
+    from transformers.integrations.peft import PeftAdapterMixin
+
+    original = PeftAdapterMixin.load_adapter
+
+    def planted(self, *args, **kwargs):
+        if not kwargs.get("hotswap"):
+            return original(self, *args, **kwargs)
+        name = kwargs.get("adapter_name")
+        layers = [m for m in self.modules() if hasattr(m, "lora_embedding_A") and name in m.lora_embedding_A]
+        old = [
+            (m, m.lora_embedding_A[name].detach().clone(), m.lora_embedding_B[name].detach().clone())
+            for m in layers
+        ]
+        out = original(self, *args, **kwargs)
+        with torch.no_grad():
+            for m, a, b in old:
+                m.lora_embedding_A[name].copy_(a)
+                m.lora_embedding_B[name].copy_(b)
+        return out
+
+    monkeypatch.setattr(PeftAdapterMixin, "load_adapter", planted)
+
+
+def _plant_embedding_scaled_twice(monkeypatch) -> None:
+    """peft's LoRA Embedding layer adds twice its delta (subject and library reference alike)."""
+    from peft.tuners.lora.layer import Embedding
+
+    original = Embedding.update_layer
+
+    def planted(self, adapter_name, *args, **kwargs):
+        out = original(self, adapter_name, *args, **kwargs)
+        self.scaling[adapter_name] *= 2
+        return out
+
+    monkeypatch.setattr(Embedding, "update_layer", planted)
+
+
+PLANTED = {
+    "swap-skips-embedding": (MAIN, TRANSFORMERS, _plant_swap_skips_embeddings),
+    "embedding-scaled-twice": (MAIN, PEFT, _plant_embedding_scaled_twice),
+}
+# (step, expectation) each planted bug must fail, beyond the verdict.
+BROKEN = {
+    "swap-skips-embedding": (11, "matches_reference"),
+    "embedding-scaled-twice": (2, "oracles_agree"),
+}
+# The shipped verdicts (docs/bug-catalogue.md): every case meets a known failure of the pinned versions.
+CONTROL = {
+    (MAIN, TRANSFORMERS): "xfail",
+    (MAIN, PEFT): "xfail",
+    (SAVED_BASE, "lora-embeddings-saved-base[fp32-aot_eager-transformers]"): "xfail",
+    (SAVED_BASE, "lora-embeddings-saved-base[fp32-aot_eager-peft]"): "xfail",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_a_planted_embedding_bug_fails_the_scenario(kind, cache_root, monkeypatch):
+    file_name, case_id, plant = PLANTED[kind]
+    plant(monkeypatch)
+    r = run_case(_case(file_name, case_id), cache_root)
+    assert r.verdict == "fail", (r.verdict, r.reason)
+    assert BROKEN[kind] in _failed(r), _failed(r)
+
+
+@pytest.mark.parametrize(("file_name", "case_id"), sorted(CONTROL))
+def test_unplanted_each_case_keeps_its_shipped_verdict(file_name, case_id, cache_root):
+    r = run_case(_case(file_name, case_id), cache_root)
+    assert r.verdict == CONTROL[(file_name, case_id)], (r.verdict, r.reason)
+    assert _failed(r) == []
