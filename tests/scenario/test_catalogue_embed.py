@@ -4,15 +4,19 @@ catch their class of bug, through run_case.
 Planted: a hotswap that leaves the embedding LoRA weights of the old adapter in place (only the subject is
 wrong: the fresh reference sees it), and an embedding LoRA scaled twice inside peft's Embedding layer (the
 subject and the library reference share it: only the math oracle sees it). The same cases unplanted keep their
-shipped verdicts (docs/bug-catalogue.md).
+shipped verdicts (docs/bug-catalogue.md). Also the adapter spec's save_embedding_layers: a value that is no
+boolean, or the field on an IA3 adapter, is refused by name; a boolean reaches the spec.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from bench.errors import ScenarioError
+from bench.scenario import load_scenario
 from bench.worker.execute import run_case
 from tests.scenario.test_catalogue import _case, _failed
+from tests.scenarios import LOAD_A, scenario_toml
 
 MAIN = "lora_embeddings.toml"
 SAVED_BASE = "lora_embeddings_saved_base.toml"
@@ -92,3 +96,27 @@ def test_unplanted_each_case_keeps_its_shipped_verdict(file_name, case_id, cache
     r = run_case(_case(file_name, case_id), cache_root)
     assert r.verdict == CONTROL[(file_name, case_id)], (r.verdict, r.reason)
     assert _failed(r) == []
+
+
+# ----- the spec field the lean file needs
+
+
+@pytest.mark.parametrize(
+    ("adapter", "field", "why"),
+    [
+        ({"rank": 4, "save_embedding_layers": "no"}, "save_embedding_layers", ""),
+        ({"type": "ia3", "save_embedding_layers": False}, "save_embedding_layers", "not an IA3 field"),
+    ],
+)
+def test_a_bad_save_embedding_layers_is_refused_by_name(adapter, field, why, write_scenario):
+    path = write_scenario(scenario_toml("s", [LOAD_A, "forward"], adapters={"a": adapter}))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert field in str(err.value) and why in str(err.value), err.value
+
+
+def test_save_embedding_layers_reaches_the_spec(write_scenario):
+    """The control: a boolean is accepted, and the default keeps peft's default save."""
+    adapters = {"a": {"rank": 4, "save_embedding_layers": False}, "b": {"rank": 4}}
+    s = load_scenario(write_scenario(scenario_toml("s", [LOAD_A, "forward"], adapters=adapters)))
+    assert (s.adapter("a").save_embedding_layers, s.adapter("b").save_embedding_layers) == (False, True)
