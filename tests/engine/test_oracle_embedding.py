@@ -213,3 +213,21 @@ def test_source_imports_no_peft():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if n.split(".")[0] == "peft"], names
+
+
+def test_peft_s_lora_on_a_tied_head_leaves_the_embedding_input_alone(world):
+    """What the library does, on its own: after transformers' load_adapter of an lm_head LoRA on tied tiny-gemma2
+    the embedding output is the base model's, and the logits are not (the adapter is there)."""
+    from bench.engine.model import load_model
+
+    models, adapters = world
+    location = models["tiny-gemma2"].location
+    ids = torch.tensor([[5, 6, 7, 8]])
+    base = load_model(location, "fp32", "cpu")
+    with torch.no_grad():
+        base_input, base_logits = base.model.embed_tokens(ids), base(ids).logits
+    model = load_model(location, "fp32", "cpu")
+    model.load_adapter(adapters["tied_head"], adapter_name="a")
+    with torch.no_grad():
+        assert torch.equal(model.model.embed_tokens(ids), base_input)
+        assert float((model(ids).logits - base_logits).abs().max()) > 0.1

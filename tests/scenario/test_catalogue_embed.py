@@ -5,7 +5,8 @@ Planted: a hotswap that leaves the embedding LoRA weights of the old adapter in 
 wrong: the fresh reference sees it), and an embedding LoRA scaled twice inside peft's Embedding layer (the
 subject and the library reference share it: only the math oracle sees it). The same cases unplanted keep their
 shipped verdicts (docs/bug-catalogue.md). Also the adapter spec's save_embedding_layers: a value that is no
-boolean, or the field on an IA3 adapter, is refused by name; a boolean reaches the spec.
+boolean, or the field on an IA3 adapter, is refused by name; a boolean reaches the spec. And the finding on
+peft's own API: hotswap_adapter on a PeftModel fails on both kinds of embedding file and swaps a q/v adapter.
 """
 
 from __future__ import annotations
@@ -120,3 +121,63 @@ def test_save_embedding_layers_reaches_the_spec(write_scenario):
     adapters = {"a": {"rank": 4, "save_embedding_layers": False}, "b": {"rank": 4}}
     s = load_scenario(write_scenario(scenario_toml("s", [LOAD_A, "forward"], adapters=adapters)))
     assert (s.adapter("a").save_embedding_layers, s.adapter("b").save_embedding_layers) == (False, True)
+
+
+# ----- the finding, on peft's own PeftModel API (no suite code in the swap)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "error"),
+    [
+        (
+            "emb_lean_a",
+            "emb_lean_b",
+            (AttributeError, "scaling"),
+        ),  # the embedding key: 'LlamaModel' has no 'scaling'
+        (
+            "emb_a",
+            "emb_b",
+            (KeyError, "base_layer.weight"),
+        ),  # the saved base weight: 'base_model.model.lm_head.base_layer.weight'
+        ("qv_a", "qv_b", None),  # control: the same call swaps a q/v adapter
+    ],
+)
+def test_peft_s_own_hotswap_adapter_fails_alike_on_a_peft_model(first, second, error, cache_root):
+    import torch
+    from peft import PeftModel
+    from peft.utils.hotswap import hotswap_adapter
+
+    from bench.engine.model import load_model
+    from bench.engine.sources.adapters import resolve_adapter
+    from bench.engine.sources.models import resolve_model
+    from bench.spec.schema import AdapterSpec
+
+    model = resolve_model("builtin:tiny-llama", cache_root)
+    targets = ("q_proj", "v_proj") if first.startswith("qv") else ("embed_tokens", "lm_head", "q_proj")
+    lean = "lean" in first
+    locations = [
+        resolve_adapter(
+            AdapterSpec(
+                key=k,
+                rank=4,
+                alpha=8.0,
+                targets=targets,
+                seed=i,
+                init_std=0.1,
+                save_embedding_layers=not lean,
+            ),
+            model,
+            cache_root,
+        ).location
+        for i, k in enumerate((first, second), 40)
+    ]
+    peft_model = PeftModel.from_pretrained(load_model(model.location, "fp32", "cpu"), locations[0])
+    if error is not None:
+        with pytest.raises(error[0], match=error[1]):
+            hotswap_adapter(peft_model, locations[1], adapter_name="default", torch_device="cpu")
+        return
+    expected = PeftModel.from_pretrained(load_model(model.location, "fp32", "cpu"), locations[1])
+    hotswap_adapter(peft_model, locations[1], adapter_name="default", torch_device="cpu")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(peft_model(ids).logits, expected(ids).logits, atol=1e-5)
