@@ -184,6 +184,11 @@ def _rewrite(world, tmp_path, key, edit) -> str:
         ("lm_head.base_layer.weight", lambda t, k: t[k].add_(1e-3), "differs from the base model"),
         ("model.embed_tokens.lora_embedding_B", lambda t, k: t.pop(k), "no lora_embedding_B"),
         (
+            "model.layers.0.mlp.up_proj.base_layer.weight",
+            lambda t, k: t.update({k: torch.zeros(128, 64)}),
+            "which is no LoRA target",
+        ),
+        (
             "model.embed_tokens.lora_embedding_A",
             lambda t, k: t.update({k: t[k][:, :999].contiguous()}),
             "shapes A (4, 999)",
