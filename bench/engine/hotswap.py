@@ -135,8 +135,8 @@ def peft_hotswap(model, location: str, adapter_name: str, device: str) -> None:
 
 def map_adapter_keys(state_dict: dict[str, Any], adapter_name: str) -> dict[str, Any]:
     """Saved keys (`base_model.model.<module>.lora_A.weight`) -> the model's (`<module>.lora_A.<name>.weight`).
-    A key that ends in its `lora_` part (DoRA's `<module>.lora_magnitude_vector`) gets the name appended, as
-    peft's own hotswap_adapter maps it."""
+    A key that ends in its `lora_` part (DoRA's `<module>.lora_magnitude_vector`, an embedding's
+    `<module>.lora_embedding_A`) gets the name appended, as peft's own hotswap_adapter maps it."""
     out = {}
     for key, value in state_dict.items():
         key = key.removeprefix("base_model.model.")

@@ -12,6 +12,8 @@ code, so that a bug inside peft's loading path cannot reach it:
   `base_model.model.<module>.<param>` for a modules_to_save copy;
 - with use_dora, each target also has `base_model.model.<module>.lora_magnitude_vector` (peft 0.21 saves it
   without `.weight`; an older `.weight` form is read too), one magnitude per output row (oracle_dora.py);
+- LoRA on an nn.Embedding (embed_tokens, `lora_embedding_A` / `_B`) and the base weights peft saves beside a
+  targeted embed_tokens / lm_head: oracle_embedding.py;
 - a list target_modules selects a module whose name equals an entry or ends in `.<entry>`; a string is a
   regex matched against the whole name. Modules inside a modules_to_save module are never targeted;
 - target_parameters (LoRA on nn.Parameters, e.g. a mixture of experts' fused weights): oracle_params.py.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.engine.oracle_embedding import is_embedding_key, read_embedding_loras
 from bench.engine.oracle_params import ParamLora, parameter_targets, read_param_loras
 from bench.errors import BenchInputError
 
@@ -80,6 +83,7 @@ class AdapterWeights:
     fan_in_fan_out: bool
     ia3: tuple[Ia3Vector, ...] = ()  # IA3 adapters (peft_type IA3) hold these instead of `lora`
     params: tuple[ParamLora, ...] = ()  # LoRA on nn.Parameters (target_parameters): oracle_params.py
+    embedding: tuple[LoraModule, ...] = ()  # LoRA on nn.Embedding targets: A (r, num_embeddings), B (dim, r)
 
     def saved_copy(self, module: str) -> dict[str, Any] | None:
         return next((dict(params) for name, params in self.saved_copies if name == module), None)
@@ -157,8 +161,10 @@ def read_config(folder: Path) -> dict[str, Any]:
 def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
     """Read and check one adapter folder against the base model's modules (name -> module).
 
-    Every key in the weights file must be a LoRA A/B of a module the config targets or a parameter of a
-    modules_to_save copy; every targeted module must have both A and B with the shapes its rank implies."""
+    Every key in the weights file must be a LoRA A/B of a module the config targets, an embedding LoRA or a
+    saved base weight of a targeted embed_tokens / lm_head (oracle_embedding.py), or a parameter of a
+    modules_to_save copy; every targeted module must have both A and B with the shapes its rank implies.
+    Long because it sorts every key of the file in one pass, each kind with its own error."""
     from safetensors import safe_open
 
     folder = Path(location)
@@ -175,6 +181,7 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
     pairs: dict[str, dict[str, Any]] = {}
     copies: dict[str, dict[str, Any]] = {}
     param_keys = parameter_targets(config, modules)  # read by read_param_loras
+    embedding_keys: dict[str, Any] = {}  # embedding LoRAs and saved base weights: oracle_embedding.py
 
     def bad(key: str, why: str) -> BenchInputError:
         return BenchInputError(why, source=str(weights_path), field=key)
@@ -194,6 +201,9 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                 if _LORA_SUFFIXES[suffix] == "m" and not config.get("use_dora"):
                     raise bad(key, "unknown key: a DoRA magnitude in an adapter without use_dora")
                 pairs.setdefault(module, {})[_LORA_SUFFIXES[suffix]] = f.get_tensor(key).float()
+                continue
+            if is_embedding_key(rest):
+                embedding_keys[rest] = f.get_tensor(key)
                 continue
             module, _, param = rest.rpartition(".")
             if module in modules and in_saved_module(saved_modules, module):
@@ -218,6 +228,7 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
         saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
         fan_in_fan_out=bool(config.get("fan_in_fan_out")),
         params=read_param_loras(config, modules, weights_path),
+        embedding=_embedding_loras(config, embedding_keys, modules, weights_path),
     )
 
 
@@ -257,6 +268,18 @@ def _magnitude(config: dict[str, Any], module: str, magnitude, out_features: int
             f"DoRA magnitude of shape {tuple(magnitude.shape)}, the module has {out_features} output rows",
         )
     return magnitude
+
+
+def _embedding_loras(config, keys: dict[str, Any], modules: dict[str, Any], weights_path: Path):
+    return read_embedding_loras(
+        config,
+        keys,
+        modules,
+        str(weights_path),
+        is_targeted=is_targeted,
+        scaling_for=scaling_for,
+        module_type=LoraModule,
+    )
 
 
 def is_conv1d(module) -> bool:

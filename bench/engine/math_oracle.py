@@ -11,6 +11,8 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
 - target_parameters (a mixture of experts' fused expert weights): the delta per expert is added to the
   Parameter itself (oracle_params.py);
+- LoRA on embed_tokens (an nn.Embedding: W + scaling * (B @ A).T) and on lm_head, tied or not:
+  oracle_embedding.py;
 - modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
   the embeddings does not change the embeddings);
 - AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
@@ -32,6 +34,7 @@ from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
 from bench.engine.oracle_dora import dora_conflict, dora_weight
+from bench.engine.oracle_embedding import merge_embedding_deltas, untie_targets
 from bench.engine.oracle_params import merge_param_deltas
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import QUANTIZED, load_kwargs
@@ -127,6 +130,7 @@ class MathOracle:
         if why := dora_conflict(adapters, quantized=quantized):
             raise MathOracleError(why)
         with torch.no_grad():
+            untie_targets(modules, adapters)  # a LoRA on a tied lm_head / embed_tokens moves that layer alone
             _replace_saved_copies(modules, adapters, [s.name for s in loaded])
             if quantized:
                 _hook_deltas(modules, adapters)
@@ -173,6 +177,7 @@ def is_quantized(module) -> bool:
 
 def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
     merge_param_deltas(modules, adapters)  # target_parameters: plain Parameters, never quantized
+    merge_embedding_deltas(modules, adapters, lora_delta)
     for adapter in adapters:
         for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
             module = modules[v.module]

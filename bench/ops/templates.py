@@ -5,7 +5,7 @@ here: the script carries those functions' own source (Writer.carry)."""
 
 HELPERS = '''
 
-def build_adapter(base, config, seed, init_std, out):
+def build_adapter(base, config, seed, init_std, out, save_embedding_layers="auto"):
     """A real LoRA adapter with non-zero B: LoRA's default init (B = 0) would not move the output."""
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     peft_model = get_peft_model(model, config)
@@ -16,7 +16,7 @@ def build_adapter(base, config, seed, init_std, out):
                 param.copy_(torch.randn(param.shape, generator=gen) * init_std)
             elif "modules_to_save" in name:
                 param.add_(torch.randn(param.shape, generator=gen) * init_std)
-    peft_model.save_pretrained(out, safe_serialization=True)
+    peft_model.save_pretrained(out, safe_serialization=True, save_embedding_layers=save_embedding_layers)
     return out
 
 

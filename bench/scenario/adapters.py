@@ -72,6 +72,7 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
             modules_to_save=a.str_list("modules_to_save", ()),
             target_parameters=target_parameters,
             use_dora=a.get("use_dora", bool, False),
+            save_embedding_layers=a.get("save_embedding_layers", bool, True),
         )
         if not 0 < spec.init_std <= 10:
             raise a.error("init_std", f"must be in (0, 10], got {spec.init_std}")
@@ -88,8 +89,16 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
 
 def _ia3(a: Table, key: str) -> AdapterSpec:
     """type = "ia3": learned rescaling vectors on `targets`; `feedforward` ones rescale the layer's input."""
-    lora_fields = ("rank", "alpha", "rank_pattern", "alpha_pattern", "lora_dropout", "modules_to_save")
-    for lora_only in (*lora_fields, "target_parameters"):
+    for lora_only in (
+        "rank",
+        "alpha",
+        "rank_pattern",
+        "alpha_pattern",
+        "lora_dropout",
+        "modules_to_save",
+        "save_embedding_layers",
+        "target_parameters",
+    ):
         if lora_only in a.data:
             raise a.error(lora_only, "not an IA3 field (IA3 learns one rescaling vector per target: no rank)")
     targets = _targets(a, ("k_proj", "v_proj", "down_proj"))

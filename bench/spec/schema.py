@@ -207,6 +207,9 @@ class AdapterSpec:
     # "mlp.experts.gate_up_proj"): a parameter name equal to an entry or ending in ".<entry>"
     target_parameters: tuple[str, ...] = ()
     use_dora: bool = False  # LoRA only
+    # save_pretrained's save_embedding_layers: True keeps peft's default ("auto": the base weights of a targeted
+    # embed_tokens / lm_head are saved beside the LoRA), False leaves them out.
+    save_embedding_layers: bool = True
 
     @property
     def generated(self) -> bool:

@@ -38,6 +38,8 @@ NEW_SCENARIOS = (
     "moe_target_parameters_prepare.toml",
     "dora.toml",  # the DoRA planted bugs: tests/scenario/test_catalogue_dora.py
     "dora_hotswap_compiled.toml",
+    "lora_embeddings.toml",
+    "lora_embeddings_saved_base.toml",
 )
 
 

@@ -68,6 +68,15 @@ def peft_config(spec: AdapterSpec):
     )
 
 
+# peft 0.21's EMBEDDING_LAYER_NAMES: for a target of these names save_pretrained's default
+# (save_embedding_layers="auto") also saves the layer's base weight, so a user's adapter file holds it.
+_EMBEDDING_LAYER_NAMES = ("embed_tokens", "lm_head")
+
+
+def targets_embedding_layers(spec: AdapterSpec) -> bool:
+    return any(t.rpartition(".")[2] in _EMBEDDING_LAYER_NAMES for t in spec.targets)
+
+
 # A Hub adapter id is OWNER/NAME; anything else that does not exist locally is a missing path, reported as
 # such rather than sent to the Hub (where it would fail later, slowly, with a download error).
 _HUB_ADAPTER_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -96,8 +105,11 @@ def resolve_adapter(
         if spec.path.startswith((".", "/", "~")) or not _HUB_ADAPTER_RE.match(spec.path):
             raise FileNotFoundError(f"adapter {spec.key!r}: path {spec.path} does not exist")
         return ResolvedAdapter(spec.key, spec.path, "hub")
-    # use_dora only when set: the adapters built before the field existed keep their cache keys.
+    # use_dora only when set, save_embedding_layers only when not the default: the adapters built before the
+    # fields existed keep their cache keys.
     fields = {k: v for k, v in asdict(spec).items() if k not in ("key", "path") and (k != "use_dora" or v)}
+    if spec.save_embedding_layers:
+        del fields["save_embedding_layers"]
     key_spec = {"adapter": fields, "base": model.fingerprint}
     folder, built = cached_folder(
         cache_root,
@@ -117,9 +129,14 @@ def _build(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     pickle = None if allow_pickle else True
-    if spec.modules_to_save or spec.use_dora:
-        # The saved copies start from the base model's own weights, and DoRA's magnitudes are drawn around the
-        # row norms of the merged weights: those must be loaded.
+    if (
+        spec.modules_to_save
+        or spec.use_dora
+        or (spec.save_embedding_layers and targets_embedding_layers(spec))
+    ):
+        # The saved copies start from the base model's own weights, DoRA's magnitudes are drawn around the row
+        # norms of the merged weights, and peft's save_pretrained writes the base weight of a targeted
+        # embed_tokens / lm_head beside its LoRA: those must be loaded.
         base = AutoModelForCausalLM.from_pretrained(
             base_location, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=pickle
         )
@@ -148,7 +165,9 @@ def _build(
                 param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
             elif "modules_to_save" in name:
                 param.add_(torch.randn(param.shape, generator=gen) * spec.init_std)
-    peft_model.save_pretrained(out, safe_serialization=True)
+    peft_model.save_pretrained(
+        out, safe_serialization=True, save_embedding_layers="auto" if spec.save_embedding_layers else False
+    )
     (out / "bench-adapter.json").write_text(
         json.dumps({"spec": asdict(spec), "base": base_location}, indent=2)
     )

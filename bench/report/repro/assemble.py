@@ -183,7 +183,9 @@ def assemble(result: CaseResult, results: Results, case: Case, target: Target, w
         if a.generated:
             adapters.append(
                 f"        {a.key!r}: build_adapter(BASE, lora_config_{ident(a.key)}(), seed={a.seed!r}, "
-                f"init_std={a.init_std!r}, out=f'{{work}}/adapters/{ident(a.key)}'),"
+                f"init_std={a.init_std!r}, out=f'{{work}}/adapters/{ident(a.key)}'"
+                + ("" if a.save_embedding_layers else ", save_embedding_layers=False")
+                + "),"
             )
         else:
             adapters.append(f"        {a.key!r}: {a.path!r},")
