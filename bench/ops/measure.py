@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
-from bench.ops.base import Op
+from bench.ops.base import Op, Walk
+from bench.ops.script_text import ReproUnsupported
+from bench.spec.table import MAX_BATCH_SIZE, MAX_BATCH_TOKENS, MAX_SEQ_LEN
 
 
 class Forward(Op):
-    """A forward pass of the workload's batch; its logits are checked against the reference."""
+    """A forward pass of the workload's batch; its logits are checked against the reference. With
+    `batch_size` / `seq_len` the step runs on inputs of that shape instead (the workload's seed), and both
+    oracles compute its reference on the same inputs (bench.worker.shapes)."""
 
     name = "forward"
     call = "forward"
+    fields = frozenset({"batch_size", "seq_len"})
+
+    def parse(self, t, ctx):
+        return {
+            "batch_size": t.int_in("batch_size", None, 1, MAX_BATCH_SIZE),
+            "seq_len": t.int_in("seq_len", None, 1, MAX_SEQ_LEN),
+        }
+
+    def check(self, walk: Walk, step):
+        if step.batch_size is None and step.seq_len is None:
+            return
+        w = walk.scenario.workload
+        batch, length = step.batch_size or w.batch_size, step.seq_len or w.seq_len
+        if (batch, length) == (w.batch_size, w.seq_len):
+            raise walk.fail(
+                step,
+                f"batch_size / seq_len give the workload's own shape ({batch} x {length}): leave them out, "
+                "or give another shape",
+            )
+        if batch * length > MAX_BATCH_TOKENS:
+            raise walk.fail(
+                step, f"a batch of {batch} x {length} tokens is more than {MAX_BATCH_TOKENS} (a typo?)"
+            )
+
+    def args(self, step):
+        return {k: getattr(step, k) for k in ("batch_size", "seq_len") if getattr(step, k) is not None}
 
     def script(self, w, step):
-        pass  # the measured call is the step: the writer emits it with the model calls
+        # the measured call is the step: the writer emits it with the model calls
+        if step.batch_size is not None or step.seq_len is not None:
+            raise ReproUnsupported(
+                f"step {step.index} (forward) runs on its own input shape (batch_size / seq_len), which the "
+                "reproduction script does not replay yet"
+            )
 
 
 class Generate(Op):
