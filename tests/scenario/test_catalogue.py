@@ -33,6 +33,8 @@ NEW_SCENARIOS = (
     "hotswap_merged.toml",
     "modules_to_save_toggles.toml",
     "hotswap_gemma.toml",
+    "hotswap_shape_change.toml",
+    "hotswap_modules_to_save.toml",
 )
 
 
