@@ -176,6 +176,10 @@ class Op:
         """Emit the op's API call into a reproduction script (bench.report.repro's writer)."""
         w.emit(f"pass  # {self.name}")
 
+    def script_after(self, w, step: Step) -> None:
+        """Emit lines after the step's model calls, when a later step follows it in the script (the failing
+        step is followed by its check instead): e.g. the workload's inputs back after a step on its own."""
+
     def script_check(self, w, expectation: str, step: Step, state: AdapterState, what: str) -> bool:
         """Emit the script lines that check one of `own_expectations` after the step (calling `reproduced`
         when it fails); False: the repro writer cannot check it yet."""

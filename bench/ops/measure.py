@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.ops.base import Op, Walk
-from bench.ops.script_text import ReproUnsupported
+from bench.spec.shapes import step_workload
 from bench.spec.table import MAX_BATCH_SIZE, MAX_BATCH_TOKENS, MAX_SEQ_LEN
 
 
@@ -42,12 +42,20 @@ class Forward(Op):
         return {k: getattr(step, k) for k in ("batch_size", "seq_len") if getattr(step, k) is not None}
 
     def script(self, w, step):
-        # the measured call is the step: the writer emits it with the model calls
-        if step.batch_size is not None or step.seq_len is not None:
-            raise ReproUnsupported(
-                f"step {step.index} (forward) runs on its own input shape (batch_size / seq_len), which the "
-                "reproduction script does not replay yet"
-            )
+        # the measured call is the step: the writer emits it with the model calls; a step on its own shape
+        # draws its inputs first, as the harness does (bench.engine.model.make_inputs), and the reference in
+        # the script's check reads the same INPUTS
+        shaped = step_workload(step, w.case.scenario.workload)
+        if shaped is None:
+            return
+        w.emit(f"workload_inputs = INPUTS  # step {step.index} runs on its own shape")
+        w.emit(f"gen = torch.Generator().manual_seed({shaped.seed!r})")
+        w.emit(f"ids = torch.randint(3, vocab, ({shaped.batch_size!r}, {shaped.seq_len!r}), generator=gen)")
+        w.emit("INPUTS = {'input_ids': ids.to(DEVICE), 'attention_mask': torch.ones_like(ids).to(DEVICE)}")
+
+    def script_after(self, w, step):
+        if step_workload(step, w.case.scenario.workload) is not None:
+            w.emit("INPUTS = workload_inputs  # the later steps run on the workload's inputs")
 
 
 class Generate(Op):
