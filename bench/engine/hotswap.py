@@ -150,7 +150,8 @@ def map_adapter_keys(state_dict: dict[str, Any], adapter_name: str) -> dict[str,
 
 
 def lora_storage(model, name: str) -> dict[str, tuple[int, int, bool]]:
-    """Adapter `name`'s LoRA weights in `model`: path -> (object id, storage address, is a Parameter).
+    """Adapter `name`'s LoRA weights in `model`, and its `modules_to_save` copies' weights: path -> (object id,
+    storage address, is a Parameter).
 
     A hotswap promises to copy the new weights into these: a compiled graph guards on the objects, and a CUDA
     graph replays reads from the addresses, so a swap that rebinds new tensors gives right eager outputs and a
@@ -159,7 +160,14 @@ def lora_storage(model, name: str) -> dict[str, tuple[int, int, bool]]:
 
     # The attributes of a LoRA layer holding one adapter's weights (ModuleDicts of layers, or ParameterDicts);
     # kept inside the function, which reproduction scripts carry verbatim.
-    weights = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+    weights = (
+        "lora_A",
+        "lora_B",
+        "lora_embedding_A",
+        "lora_embedding_B",
+        "lora_magnitude_vector",
+        "modules_to_save",  # a ModulesToSaveWrapper's copies: a swap must copy the new copy into them too
+    )
     out = {}
     for path, module in model.named_modules():
         for attr in weights:

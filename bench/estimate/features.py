@@ -9,6 +9,7 @@ from bench.estimate.policy import BYTES_PER_PARAM, COMPILE_BACKENDS, COMPUTE_FAC
 from bench.ops import op_named
 from bench.spec.cases import Case
 from bench.spec.schema import Step, Workload
+from bench.spec.shapes import step_workload
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ def case_features(case: Case, params: int | None, *, skipped: bool = False) -> C
         if op.measures:
             measured += 1
             calls += 1 + timing.warmup + timing.min_rounds
+        if (shaped := step_workload(step, s.workload)) is not None:
+            # A step on its own shape: its calls (the subject's and the oracles') carry that shape's tokens.
+            own = 3 * checked + (1 + timing.warmup + timing.min_rounds) * op.measures
+            extra_tokens += own * (passes_per_call(shaped)[1] - per_call_tokens)
         if step.train_steps:
             extra_passes += TRAIN_PASSES_PER_STEP * step.train_steps
             extra_tokens += (

@@ -102,10 +102,6 @@ class LoadAdapter(Op):
                 f"hotswap is LoRA's only: {step.adapter!r} is {kind} (transformers refuses it with ValueError; "
                 "set expect.raises = 'ValueError' to check that refusal)",
             )
-        if step.adapter in {a.key for a in s.adapters} and s.adapter(step.adapter).modules_to_save:
-            raise walk.fail(
-                step, "hotswap of an adapter with modules_to_save is not supported by either path"
-            )
 
     def transition(self, state: AdapterState, step):
         # hotswap = "auto" after enable_peft_hotswap: the documented default swaps into an existing slot.

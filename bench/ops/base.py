@@ -3,8 +3,9 @@ call, and the lines a reproduction script makes for it.
 
 An op is a subclass of Op in a module of bench/ops/; the registry (bench.ops.OPS) finds it by its `name`.
 The loader reads `fields`, `parse` and `check`; the worker reads `transition`, `args`, `apply`, `call`,
-`skip_note` and `own_outcomes`; the repro writer reads `script` and `script_check`; the report and the judge
-read the flags (`compiles`, `adds_adapter`, `loads_into_model`) of the op a record names (bench.ops.op_named).
+`skip_note` and `own_outcomes`; the repro writer reads `script`, `script_after` and `script_check`; the report
+and the judge read the flags (`compiles`, `adds_adapter`, `loads_into_model`) of the op a record names
+(bench.ops.op_named).
 Nothing outside bench/ops branches on an op's name. Adding an op is one new module here, with its test and
 its line in the docs.
 """
@@ -176,6 +177,10 @@ class Op:
     def script(self, w, step: Step) -> None:
         """Emit the op's API call into a reproduction script (bench.report.repro's writer)."""
         w.emit(f"pass  # {self.name}")
+
+    def script_after(self, w, step: Step) -> None:
+        """Emit lines after the step's model calls, when a later step follows it in the script (the failing
+        step is followed by its check instead): e.g. the workload's inputs back after a step on its own."""
 
     def script_check(self, w, expectation: str, step: Step, state: AdapterState, what: str) -> bool:
         """Emit the script lines that check one of `own_expectations` after the step (calling `reproduced`

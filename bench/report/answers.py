@@ -109,8 +109,16 @@ def _base_state(step: StepRecord) -> bool:
 
 
 def _measured(case: CaseResult) -> tuple[list[StepRecord], list[StepRecord]]:
-    """(adapter-active, base) measured model-call steps; a serve step is neither (its requests are)."""
-    timed = [s for s in case.steps if s.timing is not None and s.serving is None and s.timing.n]
+    """(adapter-active, base) measured model-call steps; a serve step is neither (its requests are), nor a
+    forward on its own input shape (`batch_size` / `seq_len` in its args): the figures are the workload's."""
+    timed = [
+        s
+        for s in case.steps
+        if s.timing is not None
+        and s.serving is None
+        and s.timing.n
+        and not {"batch_size", "seq_len"} & set(s.args or {})
+    ]
     return [s for s in timed if not _base_state(s)], [s for s in timed if _base_state(s)]
 
 

@@ -41,8 +41,10 @@ def _comparison(t: Table, key: str) -> CountBound | None:
 
 def step_expectations(t: Table) -> Expectations:
     """A step's `expect` table."""
+    recompiles, by_compile = _recompiles(t)
     e = Expectations(
-        recompiles=_comparison(t, "recompiles"),
+        recompiles=recompiles,
+        recompiles_by_compile=by_compile,
         graph_breaks=_comparison(t, "graph_breaks"),
         matches_reference=t.get("matches_reference", bool, None),
         raises=t.get("raises", str, None),
@@ -56,6 +58,19 @@ def step_expectations(t: Table) -> Expectations:
         raise t.error("raises", f"expected an exception class name such as 'ValueError', got {e.raises!r}")
     t.finish()
     return e
+
+
+def _recompiles(t: Table) -> tuple[CountBound | None, tuple[tuple[str, CountBound], ...]]:
+    """`recompiles`: one comparison, or a table of them keyed by compile label (`{"aot_eager+static" = "== 1",
+    "aot_eager+dynamic" = "== 0"}`); the rules check the labels against the matrix."""
+    if not isinstance(t.data.get("recompiles"), dict):
+        return _comparison(t, "recompiles"), ()
+    sub = t.sub("recompiles")
+    if not sub.data:
+        raise t.error("recompiles", "an empty table: give a comparison per compile label, or one for all")
+    pairs = tuple((label, _comparison(sub, label)) for label in sorted(sub.data))
+    sub.finish()
+    return None, pairs
 
 
 def step_known_failures(t: Table) -> tuple[KnownFailure, ...]:

@@ -43,11 +43,7 @@ def check_order(s: Scenario) -> None:
             )
         if step.expect.distinguishable is False and OPS[step.op].checks_responses:
             raise walk.fail(step, "expect.distinguishable = false: served adapters must always be told apart")
-        counts = [
-            k
-            for k in ("recompiles", "graph_breaks", "cuda_graph_recordings")
-            if getattr(step.expect, k) is not None
-        ]
+        counts = [k for k in ("recompiles", "graph_breaks", "cuda_graph_recordings") if _declares(step, k)]
         calls_model = OPS[step.op].checks_output or OPS[step.op].checks_responses
         if counts and not calls_model and step.expect.raises is None:
             # Dynamo compiles only inside a model call: a count here is 0 whatever the library does.
@@ -56,7 +52,7 @@ def check_order(s: Scenario) -> None:
                 f"expect.{counts[0]}: a {step.op} step makes no model call, so nothing can be counted there "
                 "(put the expectation on the next step that calls the model)",
             )
-        if step.expect.recompiles is not None and not compiled_somewhere:
+        if _declares(step, "recompiles") and not compiled_somewhere:
             raise walk.fail(
                 step, "expect.recompiles needs a compiled model (matrix.compile other than 'none')"
             )
@@ -66,6 +62,7 @@ def check_order(s: Scenario) -> None:
                 "expect.cuda_graph_recordings needs a compile with CUDA graphs "
                 f"(matrix.compile with backend 'inductor' and mode one of {', '.join(CUDA_GRAPH_MODES)})",
             )
+        _check_per_compile(s, step)
         for kf in step.known_failures:
             _check_known_failure(s, step, kf)
     for kf in s.expect.known_failures:
@@ -118,7 +115,7 @@ def check_count_expectations_compiled(s: Scenario) -> None:
         if compile_at is not None and step.index >= compile_at:
             return
         for key in ("recompiles", "graph_breaks", "cuda_graph_recordings"):
-            if getattr(step.expect, key) is not None:
+            if _declares(step, key):
                 where = f"step {compile_at}" if compile_at else "no step: the scenario has no compile step"
                 raise ScenarioError(
                     f"expect.{key} on a step before the model is compiled (compiled at {where}): "
@@ -126,6 +123,37 @@ def check_count_expectations_compiled(s: Scenario) -> None:
                     source=s.source_file,
                     field=step.label,
                 )
+
+
+def _declares(step: Step, key: str) -> bool:
+    """The step states a count for `key`, for every case or per compile setting."""
+    return getattr(step.expect, key) is not None or (
+        key == "recompiles" and bool(step.expect.recompiles_by_compile)
+    )
+
+
+def _check_per_compile(s: Scenario, step: Step) -> None:
+    """expect.recompiles as a table: one comparison for each compiled setting of the matrix, no other key (a
+    compiled case left without one would go unchecked; a label of no case is a typo)."""
+    given = [label for label, _ in step.expect.recompiles_by_compile]
+    if not given:
+        return
+    compiled = [c.label for c in s.matrix.compile if c.enabled]
+    for label in given:
+        if label not in compiled:
+            raise ScenarioError(
+                f"expect.recompiles.{label}: not a compiled setting of the matrix "
+                f"(compile labels: {', '.join(compiled) or 'none'})",
+                source=s.source_file,
+                field=step.label,
+            )
+    missing = [label for label in compiled if label not in given]
+    if missing:
+        raise ScenarioError(
+            f"expect.recompiles gives no comparison for {', '.join(missing)}: one per compiled setting",
+            source=s.source_file,
+            field=step.label,
+        )
 
 
 def _check_known_failure(s: Scenario, step: Step | None, kf: KnownFailure) -> None:

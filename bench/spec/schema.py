@@ -318,6 +318,10 @@ class Expectations:
     # false: the step is declared to leave the output where it was (add_adapter's B = 0); the check then
     # requires the two references to match instead, and a later step must tell the states apart.
     distinguishable: bool | None = None
+    # `recompiles` given per compile setting ({label = "== 1", ...}): what a correct torch must do differs with
+    # the setting (a new input shape recompiles under dynamic=False, not under dynamic=True). The worker keeps
+    # the case's own bound as `recompiles` (bench.spec.per_compile).
+    recompiles_by_compile: tuple[tuple[str, CountBound], ...] = ()
 
     @property
     def strict(self) -> bool:
@@ -348,6 +352,9 @@ class Step:
     mode: str | None = None
     count: int | None = None
     cycle: tuple[str, ...] = ()  # adapter keys used in turn
+    # forward: the step's own input shape (None: the workload's); both oracles run on the same inputs
+    batch_size: int | None = None
+    seq_len: int | None = None
     serve: ServeSpec | None = None
     expect: Expectations = field(default_factory=Expectations)
     known_failures: tuple[KnownFailure, ...] = ()

@@ -27,6 +27,7 @@ from bench.results.verdict import case_verdict
 from bench.spec import host
 from bench.spec.cases import Case
 from bench.spec.codec import to_dict
+from bench.spec.per_compile import scope_to_compile
 from bench.spec.precision import needs_eager_forward_after_state_dict, unavailable_reason
 from bench.spec.schema import Step
 from bench.spec.state import AdapterState
@@ -35,6 +36,7 @@ from bench.worker.evidence import gather_evidence
 from bench.worker.facts import StepRun
 from bench.worker.harness import after_state_op
 from bench.worker.prepare import Ready, set_up
+from bench.worker.shapes import on_step_shape
 
 
 def pick_device() -> str:
@@ -87,7 +89,9 @@ def _run_case(
     device = device or pick_device()
     # Known failures that cannot happen on this machine are dropped before anything is decided (bench.spec.host).
     host_facts = host.probe(host.named_in(case.scenario), device)
-    case = replace(case, scenario=host.scope_to_host(case.scenario, host_facts))
+    scenario = host.scope_to_host(case.scenario, host_facts)
+    # A `recompiles` table per compile setting becomes this case's own comparison (bench.spec.per_compile).
+    case = replace(case, scenario=scope_to_compile(scenario, case.compile.label))
     s = case.scenario
     policy = TimingPolicy(
         warmup=s.timing.warmup,
@@ -162,21 +166,23 @@ def _run_steps(
             continue
         if on_step is not None:
             on_step(step)
-        t = time.perf_counter()
-        run, mem, comp, strict = _execute(
-            subject, step, adapters, locations, clock, s.timing, freeze=s.harness.freeze_params
-        )
-        steps_s += time.perf_counter() - t
-        t = time.perf_counter()
-        new_state = state if run.op_error is not None else op.transition(state, step)
-        # The state the new one must be told apart from (docs/verdicts.md): only for a state op that ran,
-        # meant to change the output, between two states a file can reproduce.
-        contrast_with = op.contrast_state(state) if "distinguishable" in op.produces else None
-        if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
-            contrast_with = None
-        evidence = gather_evidence(
-            step, run, new_state, contrast_with, ready.oracles, subject, ready.adapter_bytes, clock
-        )
+        # A step on its own input shape: the model and both oracles run on it (bench.worker.shapes).
+        with on_step_shape(ready, step) as oracles:
+            t = time.perf_counter()
+            run, mem, comp, strict = _execute(
+                subject, step, adapters, locations, clock, s.timing, freeze=s.harness.freeze_params
+            )
+            steps_s += time.perf_counter() - t
+            t = time.perf_counter()
+            new_state = state if run.op_error is not None else op.transition(state, step)
+            # The state the new one must be told apart from (docs/verdicts.md): only for a state op that ran,
+            # meant to change the output, between two states a file can reproduce.
+            contrast_with = op.contrast_state(state) if "distinguishable" in op.produces else None
+            if run.op_error is not None or (contrast_with is not None and not contrast_with.verifiable):
+                contrast_with = None
+            evidence = gather_evidence(
+                step, run, new_state, contrast_with, oracles, subject, ready.adapter_bytes, clock
+            )
         record = decide(case.params, step, run, mem, comp, strict, new_state, evidence, require_oracles)
         references_s += time.perf_counter() - t
         records.append(record)

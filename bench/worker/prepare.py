@@ -4,7 +4,7 @@ and both oracles built (bench.worker.execute then runs the steps on them)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.engine.footprint import adapter_file_bytes, model_footprint
@@ -42,6 +42,8 @@ class Ready:
     adapter_bytes: dict[str, int]
     footprint: object
     clock: Clock
+    # (batch_size, seq_len) -> (inputs, oracles) of steps on their own shape (bench.worker.shapes)
+    shaped: dict = field(default_factory=dict)
 
 
 def set_up(

@@ -40,6 +40,8 @@ NEW_SCENARIOS = (
     "dora_hotswap_compiled.toml",
     "lora_embeddings.toml",
     "lora_embeddings_saved_base.toml",
+    "hotswap_shape_change.toml",
+    "hotswap_modules_to_save.toml",
 )
 
 

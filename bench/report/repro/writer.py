@@ -94,6 +94,8 @@ class Writer:
     def step(self, step: Step, *, target: bool = False) -> None:
         self.op(step)
         self.model_calls(step, target=target)
+        if not target:
+            OPS[step.op].script_after(self, step)
 
 
 @functools.cache
