@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 
+from bench.spec.counts import CountBound
 from bench.spec.host import FACTS as HOST_FACTS
 from bench.spec.schema import (
     EXPECTATIONS,
     MATRIX_AXES,
     SERVING_STRATEGIES,
-    CountBound,
     Expectations,
     KnownFailure,
     ScenarioExpectations,

@@ -22,7 +22,8 @@ from bench.engine.probes.cudagraphs import (
 from bench.errors import ScenarioError
 from bench.results.measures import CompileStats
 from bench.scenario import load_scenario
-from bench.spec.schema import CountBound, Expectations, Step
+from bench.spec.counts import CountBound
+from bench.spec.schema import Expectations, Step
 from bench.spec.state import AdapterState
 from bench.worker.decide import decide
 from bench.worker.facts import Evidence, StepRun

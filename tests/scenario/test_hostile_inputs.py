@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from bench.errors import BenchInputError, ScenarioError
 from bench.results.finite import child
 from bench.scenario import load_scenario
-from bench.spec.schema import _COMPARATORS, COUNT_BOUND, CountBound
+from bench.spec.counts import _COMPARATORS, COUNT_BOUND, CountBound
 from tests.conftest import MINIMAL, REPO
 from tests.results.test_fuzz_results import _paths
 

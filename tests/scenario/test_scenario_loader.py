@@ -185,7 +185,7 @@ def test_duplicate_scenario_names(write_scenario):
 
 
 def test_strict_comparisons():
-    from bench.spec.schema import CountBound
+    from bench.spec.counts import CountBound
 
     assert CountBound.parse("== 0").allows_zero_only
     assert CountBound.parse("<= 0").allows_zero_only

@@ -117,7 +117,8 @@ def test_a_count_where_no_call_was_made_is_not_evaluated():
     """decide() on a compiled step whose op raised before any call: a '== 0' that 0 counted frames would
     satisfy is not a pass; it is left out with a note. The same run with a call made is counted."""
     from bench.results.measures import CompileStats
-    from bench.spec.schema import CountBound, Expectations, Step
+    from bench.spec.counts import CountBound
+    from bench.spec.schema import Expectations, Step
     from bench.spec.state import AdapterState
     from bench.worker.decide import decide
     from bench.worker.facts import Evidence, StepRun

@@ -5,8 +5,9 @@ from __future__ import annotations
 from bench.results.records import Outcome
 from bench.results.serving_records import ServingRecord
 from bench.results.verdict import find_known, outcome
+from bench.spec.counts import CountBound
 from bench.spec.precision import DISTINGUISH_FACTOR
-from bench.spec.schema import CountBound, Step
+from bench.spec.schema import Step
 
 
 def serving_outcomes(params: dict[str, str], step: Step, sv: ServingRecord, compiled: bool) -> list[Outcome]:

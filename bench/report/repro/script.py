@@ -26,7 +26,8 @@ from bench.results.atomic import write_text
 from bench.results.records import CaseResult, Outcome, Results
 from bench.scenario import load_scenario
 from bench.spec.cases import Case, expand
-from bench.spec.schema import CountBound, Scenario, Step
+from bench.spec.counts import CountBound
+from bench.spec.schema import Scenario, Step
 from bench.spec.state import AdapterState
 
 REPRO_DIR = "repro"
