@@ -1,15 +1,18 @@
-"""What checking a serve step costs beside serving it: the check as it was (one reference call per (adapter,
-prompt) pair, and one more forward per adapter for the math oracle's library logits) against the batched
-check (bench/engine/serving/check.py, ServingReference.ensure), in ONE process on ONE served stream.
+"""What checking a serve step costs beside serving it, in ONE process on ONE served stream, for variants of the
+check: `unbatched` (one reference call per (adapter, prompt) pair, one more forward per adapter for the math
+oracle's library logits, and a fresh math oracle model per adapter: the check at 19fd455), `fresh_math`
+(batched references, bench/engine/serving/check.py ServingReference.ensure, and still a fresh math oracle model
+per adapter: the check at a433a00) and `one_base` (batched, and the math oracle's adapters applied to one base
+model loaded once, MathOracle.one_base: the check now).
 
-One case's stream is served once; then the two checks of that same stream alternate, `--rounds` times each
+One case's stream is served once; then the `--variants` checks of that same stream alternate, `--rounds` times each
 (interleaved, so that the machine's load drifts over both alike). Each check is timed by wall clock and by the
 process's CPU time (what a shared machine distorts least), with its parts (ServingRecord.check_load_s,
 check_responses_s, check_oracle_s), its reference calls and its count of wrong responses, which must be the
 same for both.
 
     OMP_NUM_THREADS=1 python benchmarks/serving_check.py examples/cpu/serving_135m.toml -k side_by_side \
-        --rounds 3 --out reports/performance/serving_check.json
+        --rounds 3 --variants fresh_math,one_base --out reports/performance/serving_check.json
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ sys.path.insert(0, str(REPO))
 
 
 @contextlib.contextmanager
+def fresh_math():
+    """A fresh math oracle model per adapter (from_pretrained and merge each), as before MathOracle.one_base."""
+    from bench.engine.math_oracle import MathOracle
+
+    one_base = MathOracle.one_base
+    MathOracle.one_base = lambda self: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        MathOracle.one_base = one_base
+
+
+@contextlib.contextmanager
 def unbatched():
     """The check before batching: one prompt per reference call, and the math oracle's library logits from a
     forward of their own (ServingReference.forward_logits), as bench/engine/serving/check.py did."""
@@ -41,9 +57,13 @@ def unbatched():
         adapter, prompts[list(ids)]
     )
     try:
-        yield
+        with fresh_math():
+            yield
     finally:
         evidence.REFERENCE_ROWS, ServingReference.library_logits = rows, library
+
+
+VARIANTS = {"unbatched": unbatched, "fresh_math": fresh_math, "one_base": contextlib.nullcontext}
 
 
 def timed_check(run, ready, variant) -> dict:
@@ -63,7 +83,7 @@ def timed_check(run, ready, variant) -> dict:
         "wrong_responses": sv.figures.wrong_responses,
         "checked_responses": sv.figures.checked_responses,
         "wrong_ids": [q.id for q in sv.requests if q.matches is False],
-        "loadavg": os.getloadavg()[0],
+        "loadavg": os.getloadavg(),
     }
 
 
@@ -72,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scenario")
     ap.add_argument("-k", default="side_by_side", help="the case whose stream is served (text of its id)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--variants", default="fresh_math,one_base", help=f"comma-separated, of {sorted(VARIANTS)}"
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
     args = ap.parse_args(argv)
@@ -90,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = time.process_time()
         run = OPS["serve"].apply(ready.subject, case.scenario.steps[0], ready.adapters, ready.locations)
         serve_cpu_s = time.process_time() - cpu  # setup included: an upper bound of the stream's CPU
-        variants = {"unbatched": unbatched, "batched": contextlib.nullcontext}
+        variants = {name: VARIANTS[name] for name in args.variants.split(",")}
         rounds: dict[str, list[dict]] = {name: [] for name in variants}
         for i in range(args.rounds):
             for name, variant in variants.items():
