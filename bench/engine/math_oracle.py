@@ -222,7 +222,8 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: b
 
 def lora_delta(weight, lora, *, transposed: bool):
     """scaling * B @ A in fp32, laid out like `weight` (transposed for Conv1D / fan_in_fan_out)."""
-    delta = lora.scaling * (lora.B @ lora.A)
+    # In place: the same product as scaling * (B @ A), in one buffer instead of two.
+    delta = (lora.B @ lora.A).mul_(lora.scaling)
     return delta.T if transposed else delta
 
 
@@ -244,7 +245,11 @@ def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits
                 continue  # _hook_deltas handles it
             transposed = is_conv1d(module) or adapter.fan_in_fan_out
             weight = edits.keep(module.weight)
-            weight.copy_((weight.float() + lora_delta(weight, lora, transposed=transposed)).to(weight.dtype))
+            delta = lora_delta(weight, lora, transposed=transposed)
+            if weight.dtype == delta.dtype:  # fp32: in place, the same sum as W + delta, two buffers fewer
+                weight.add_(delta)
+            else:
+                weight.copy_((weight.float() + delta).to(weight.dtype))
 
 
 def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits: Edits) -> None:

@@ -122,7 +122,7 @@ class SharedBase:
             edits.undo()
             same = fingerprint(self.model) == self._print
         except BaseException:
-            self.model = None
+            self.release()
             raise
         if not same:
             self.misses += 1

@@ -290,3 +290,30 @@ def test_one_reference_model_with_every_adapter_equals_a_fresh_model_per_adapter
     assert torch.equal(back, shared[keys[-1]])
     assert fresh.fresh_loads == len(keys)
     assert not torch.equal(shared[keys[0]], shared[keys[1]])  # the control: the adapters differ
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fan_in_fan_out"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]
+)
+def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, fan_in_fan_out):
+    """_merge_deltas adds the delta in place (fp32) to save two weight-sized buffers per module: the result is
+    bit for bit the formula it replaced, (W.float() + scaling * (B @ A)).to(W.dtype), transposed or not."""
+    from bench.engine.lora_files import AdapterWeights, LoraModule
+    from bench.engine.math_oracle import _merge_deltas
+
+    g = torch.Generator().manual_seed(3)
+    out_f, in_f, r, scaling = 96, 80, 8, 1.7
+    a, b = 0.1 * torch.randn(r, in_f, generator=g), 0.1 * torch.randn(out_f, r, generator=g)
+    linear = (
+        torch.nn.Linear(out_f, in_f) if fan_in_fan_out else torch.nn.Linear(in_f, out_f)
+    )  # (in, out) or (out, in)
+    linear.weight.requires_grad_(False).copy_(torch.randn(linear.weight.shape, generator=g))
+    linear.to(dtype)
+    before = linear.weight.detach().clone()
+    delta = scaling * (b @ a)
+    want = (before.float() + (delta.T if fan_in_fan_out else delta)).to(dtype)
+    adapter = AdapterWeights("x", (LoraModule("m", a, b, r, r * scaling, scaling),), (), fan_in_fan_out)
+    with torch.no_grad():
+        _merge_deltas({"m": linear}, [adapter], Edits(record=False))
+    assert torch.equal(linear.weight, want)
+    assert not torch.equal(linear.weight, before)  # the control: the merge moved the weight
