@@ -1,21 +1,26 @@
-"""What checking a serve step costs beside serving it: the check as it was (one reference call per (adapter,
-prompt) pair, and one more forward per adapter for the math oracle's library logits) against the batched
-check (bench/engine/serving/check.py, ServingReference.ensure), in ONE process on ONE served stream.
+"""What checking a serve step costs beside serving it, in ONE process on ONE served stream, for variants of the
+check: `unbatched` (one reference call per (adapter, prompt) pair, one more forward per adapter for the math
+oracle's library logits, and a fresh math oracle model per adapter: the check at 19fd455), `before` (batched
+references, bench/engine/serving/check.py ServingReference.ensure, and a fresh math oracle model per adapter,
+merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge) and `one_base`
+(batched, and the math oracle's adapters merged in place into one base model loaded once, MathOracle.one_base:
+the check now). The merges give the same bits every way (tests/engine/test_oracle_base.py).
 
-One case's stream is served once; then the two checks of that same stream alternate, `--rounds` times each
+One case's stream is served once; then the `--variants` checks of that same stream alternate, `--rounds` times each
 (interleaved, so that the machine's load drifts over both alike). Each check is timed by wall clock and by the
 process's CPU time (what a shared machine distorts least), with its parts (ServingRecord.check_load_s,
 check_responses_s, check_oracle_s), its reference calls and its count of wrong responses, which must be the
 same for both.
 
     OMP_NUM_THREADS=1 python benchmarks/serving_check.py examples/cpu/serving_135m.toml -k side_by_side \
-        --rounds 3 --out reports/performance/serving_check.json
+        --rounds 3 --variants before,fresh_math,one_base --out reports/performance/serving_check.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -26,6 +31,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.engine.math_oracle import _merge_deltas as _MERGE  # noqa: E402  (after the path)
+
+
+@contextlib.contextmanager
+def fresh_math():
+    """A fresh math oracle model per adapter (from_pretrained and merge each), as before MathOracle.one_base."""
+    from bench.engine.math_oracle import MathOracle
+
+    one_base = MathOracle.one_base
+    MathOracle.one_base = lambda self: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        MathOracle.one_base = one_base
 
 
 @contextlib.contextmanager
@@ -41,9 +61,49 @@ def unbatched():
         adapter, prompts[list(ids)]
     )
     try:
-        yield
+        with before():
+            yield
     finally:
         evidence.REFERENCE_ROWS, ServingReference.library_logits = rows, library
+
+
+def _merge_out_of_place(modules, adapters, edits):
+    """bench.engine.math_oracle._merge_deltas's LoRA merge as at a433a00: W.float() + scaling * (B @ A), built in
+    new buffers and copied back (IA3 as today)."""
+    from bench.engine.lora_files import is_conv1d
+    from bench.engine.math_oracle import is_quantized
+
+    for adapter in adapters:
+        _MERGE(modules, [dataclasses.replace(adapter, lora=())], edits)
+        for lora in adapter.lora:
+            module = modules[lora.module]
+            if is_quantized(module):
+                continue
+            weight = edits.keep(module.weight)
+            delta = lora.scaling * (lora.B @ lora.A)
+            delta = delta.T if is_conv1d(module) or adapter.fan_in_fan_out else delta
+            weight.copy_((weight.float() + delta).to(weight.dtype))
+
+
+@contextlib.contextmanager
+def before():
+    """The check at a433a00: batched references, a fresh math oracle model per adapter, merged out of place."""
+    import bench.engine.math_oracle as math_oracle
+
+    math_oracle._merge_deltas = _merge_out_of_place
+    try:
+        with fresh_math():
+            yield
+    finally:
+        math_oracle._merge_deltas = _MERGE
+
+
+VARIANTS = {
+    "unbatched": unbatched,
+    "before": before,
+    "fresh_math": fresh_math,
+    "one_base": contextlib.nullcontext,
+}
 
 
 def timed_check(run, ready, variant) -> dict:
@@ -63,8 +123,26 @@ def timed_check(run, ready, variant) -> dict:
         "wrong_responses": sv.figures.wrong_responses,
         "checked_responses": sv.figures.checked_responses,
         "wrong_ids": [q.id for q in sv.requests if q.matches is False],
-        "loadavg": os.getloadavg()[0],
+        "loadavg": os.getloadavg(),
     }
+
+
+def _time_setups() -> list[float]:
+    """The CPU seconds of each strategy setup from now on (the serve op times its setup by wall clock only)."""
+    from bench.engine.serving.strategies import STRATEGIES
+
+    spent: list[float] = []
+    for strategy in STRATEGIES.values():
+
+        def setup(ctx, real=strategy.setup):
+            cpu = time.process_time()
+            try:
+                return real(ctx)
+            finally:
+                spent.append(time.process_time() - cpu)
+
+        strategy.setup = setup
+    return spent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scenario")
     ap.add_argument("-k", default="side_by_side", help="the case whose stream is served (text of its id)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--variants", default="before,fresh_math,one_base", help=f"comma-separated, of {sorted(VARIANTS)}"
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
     args = ap.parse_args(argv)
@@ -87,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     (case,) = [c for c in expand(load_scenario(args.scenario)) if args.k in c.id][:1]
     with tempfile.TemporaryDirectory(prefix="serving-check-") as work:
         ready = set_up(case, args.cache, "cpu", Path(work), {}, trust=False, pickle_ok=False)
+        setup_cpu_s = _time_setups()
         cpu = time.process_time()
         run = OPS["serve"].apply(ready.subject, case.scenario.steps[0], ready.adapters, ready.locations)
-        serve_cpu_s = time.process_time() - cpu  # setup included: an upper bound of the stream's CPU
-        variants = {"unbatched": unbatched, "batched": contextlib.nullcontext}
+        serve_and_setup_cpu_s = time.process_time() - cpu
+        serve_cpu_s = serve_and_setup_cpu_s - sum(
+            setup_cpu_s
+        )  # the stream's CPU, what check_cpu_s is set against
+        variants = {name: VARIANTS[name] for name in args.variants.split(",")}
         rounds: dict[str, list[dict]] = {name: [] for name in variants}
         for i in range(args.rounds):
             for name, variant in variants.items():
@@ -107,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(sys.argv),
         "serve_s": run.serve_s,
         "setup_s": (run.setup_ms or 0) / 1000,
-        "serve_and_setup_cpu_s": serve_cpu_s,
+        "serve_and_setup_cpu_s": serve_and_setup_cpu_s,
+        "serve_cpu_s": serve_cpu_s,
         "requests": len(run.served),
         "rounds": rounds,
         "median": {
@@ -123,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, med in out["median"].items():
         print(
             f"{name}: median check {med['check_s']:.1f} s / serve {run.serve_s:.1f} s = "
-            f"{med['check_s'] / run.serve_s:.2f}; responses part {med['check_responses_s'] / run.serve_s:.2f}"
+            f"{med['check_s'] / run.serve_s:.2f}; responses part {med['check_responses_s'] / run.serve_s:.2f}; "
+            f"CPU: check {med['check_cpu_s']:.1f} s / serve {serve_cpu_s:.1f} s = {med['check_cpu_s'] / serve_cpu_s:.2f}"
         )
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

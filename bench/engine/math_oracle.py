@@ -22,17 +22,25 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
   and on a module that holds another active adapter beside a DoRA one, it is a MathOracleError (unverified);
 - `added` slots (add_adapter, LoRA's default init B = 0, IA3's l = 1) and disabled adapters contribute nothing.
 
+Within `with oracle.one_base():` every state is applied to one base model loaded once and undone exactly after
+its run (oracle_base.py), bit for bit what a fresh model per state gives; outside it, a fresh model per state.
+Every edit goes through an Edits (keep before an in-place change, replace, hook), or the undo cannot restore it.
+
 It imports no peft module, directly or through the suite (a test runs it with peft blocked).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
+from bench.engine.oracle_base import Edits, SharedBase
 from bench.engine.oracle_dora import dora_conflict, dora_weight
 from bench.engine.oracle_embedding import merge_embedding_deltas, untie_targets
 from bench.engine.oracle_params import merge_param_deltas
@@ -63,14 +71,27 @@ class MathOracle:
     _gen_logits: dict[str, Any] = field(default_factory=dict)  # generate's per-step logits [steps, B, V]
     _adapters: dict[str, AdapterWeights] = field(default_factory=dict)
     fresh_loads: int = 0
+    # Set only inside one_base() (init=False: a dataclasses.replace copy never shares it).
+    _shared: SharedBase | None = field(default=None, init=False, repr=False)
+
+    @contextlib.contextmanager
+    def one_base(self) -> Iterator[SharedBase]:
+        """Within the block, the states share one base model, loaded on first use and released at the end
+        (so it is never held beside a timed run)."""
+        self._shared = SharedBase(self._base_model)
+        try:
+            yield self._shared
+        finally:
+            self._shared.release()
+            self._shared = None
 
     def logits(self, state: AdapterState):
         key = state.key
         if key not in self._logits:
             import torch
 
-            model = self.build(state)
-            with torch.no_grad():  # here, not process-wide: the caller's grad mode is the caller's
+            # no_grad here, not process-wide: the caller's grad mode is the caller's
+            with self._model_of(state) as model, torch.no_grad():
                 self._logits[key] = model(**self.inputs.as_kwargs()).logits.float().cpu()
                 if self.workload.kind == "generate":
                     out = model.generate(
@@ -79,8 +100,23 @@ class MathOracle:
                     )
                     self._tokens[key] = out.sequences[:, self.inputs.input_ids.shape[1] :].cpu()
                     self._gen_logits[key] = torch.stack([step.float().cpu() for step in out.logits])
-            del model
         return self._logits[key]
+
+    @contextlib.contextmanager
+    def _model_of(self, state: AdapterState) -> Iterator[Any]:
+        """A model holding `state` for the block: fresh, or the shared base with the state applied (a cast
+        copy of it where the case dtype or device differs from the fp32 CPU merge) and undone after."""
+        if self._shared is None:
+            yield self.build(state)
+            return
+        _refuse_unverifiable(state)
+        base = self._shared.take()
+        edits = self._shared.edits()
+        try:
+            self._apply(base, state, edits)
+            yield self._finish(copy.deepcopy(base)) if self._casts() else base
+        finally:
+            self._shared.give_back(edits)
 
     def tokens(self, state: AdapterState):
         self.logits(state)
@@ -111,36 +147,64 @@ class MathOracle:
         return OracleAgreement(step.agree, step.max_abs_diff, step.scale, step.bound, step.rtol, rule)
 
     def build(self, state: AdapterState):
-        """A plain transformers model whose weights (or hooks) hold exactly `state`."""
+        """A fresh plain transformers model whose weights (or hooks) hold exactly `state`."""
+        _refuse_unverifiable(state)
+        model = self._load()
+        self._apply(model, state, Edits(record=False))
+        return self._finish(model)
+
+    def _load_kwargs(self) -> dict[str, Any]:
         import torch
 
-        if not state.verifiable:
-            raise MathOracleError(
-                f"state {state.description!r} holds trained weights no adapter file has; nothing to compute from"
-            )
-        quantized = self.precision in QUANTIZED
-        kwargs = (
-            load_kwargs(self.precision, self.device, self.quant) if quantized else {"dtype": torch.float32}
+        if self.precision in QUANTIZED:
+            return load_kwargs(self.precision, self.device, self.quant)
+        return {"dtype": torch.float32}  # merged in fp32, cast by _finish
+
+    def _load(self):
+        model = _from_pretrained(
+            self.model_location, self._load_kwargs(), self.trust_remote_code, self.allow_pickle
         )
-        model = _from_pretrained(self.model_location, kwargs, self.trust_remote_code, self.allow_pickle)
         self.fresh_loads += 1
+        return model
+
+    def _base_model(self):
+        """A shared base: finished now where _finish would not change it, else cast per state (_model_of)."""
+        model = self._load()
+        return model if self._casts() else self._finish(model)
+
+    def _casts(self) -> bool:
+        """Whether _finish changes the loaded model's dtype or device (a shared base is then copied per state)."""
+        return self.precision not in QUANTIZED and (self.precision != "fp32" or self.device != "cpu")
+
+    def _apply(self, model, state: AdapterState, edits: Edits) -> None:
+        import torch
+
         modules = dict(model.named_modules())
         loaded = [s for s in state.effective if not s.added]  # an added slot's B = 0: no delta
         adapters = [self._adapter(s.adapter, modules) for s in loaded]
+        quantized = self.precision in QUANTIZED
         if why := dora_conflict(adapters, quantized=quantized):
             raise MathOracleError(why)
         with torch.no_grad():
-            untie_targets(modules, adapters)  # a LoRA on a tied lm_head / embed_tokens moves that layer alone
-            _replace_saved_copies(modules, adapters, [s.name for s in loaded])
+            untie_targets(
+                modules, adapters, edits
+            )  # a LoRA on a tied lm_head / embed_tokens moves that layer alone
+            _replace_saved_copies(modules, adapters, [s.name for s in loaded], edits)
             if quantized:
-                _hook_deltas(modules, adapters)
+                _hook_deltas(modules, adapters, edits)
             else:
-                _merge_deltas(modules, adapters)
-                model.to(
-                    {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-                )
-        if "device_map" not in kwargs:
-            model.to(self.device)
+                _merge_deltas(modules, adapters, edits)
+
+    def _finish(self, model):
+        """The case's dtype and device, eval mode, no gradients."""
+        import torch
+
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        with torch.no_grad():
+            if self.precision not in QUANTIZED:
+                model.to(dtypes[self.precision])
+            if "device_map" not in self._load_kwargs():
+                model.to(self.device)
         model.eval()
         model.requires_grad_(False)
         return model
@@ -149,6 +213,13 @@ class MathOracle:
         if key not in self._adapters:
             self._adapters[key] = read_any_adapter(self.adapter_locations[key], modules)
         return self._adapters[key]
+
+
+def _refuse_unverifiable(state: AdapterState) -> None:
+    if not state.verifiable:
+        raise MathOracleError(
+            f"state {state.description!r} holds trained weights no adapter file has; nothing to compute from"
+        )
 
 
 def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: bool, allow_pickle: bool):
@@ -166,7 +237,8 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: b
 
 def lora_delta(weight, lora, *, transposed: bool):
     """scaling * B @ A in fp32, laid out like `weight` (transposed for Conv1D / fan_in_fan_out)."""
-    delta = lora.scaling * (lora.B @ lora.A)
+    # In place: the same product as scaling * (B @ A), in one buffer instead of two.
+    delta = (lora.B @ lora.A).mul_(lora.scaling)
     return delta.T if transposed else delta
 
 
@@ -175,30 +247,35 @@ def is_quantized(module) -> bool:
     return type(module.weight).__name__ in ("Params4bit", "Int8Params")
 
 
-def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
-    merge_param_deltas(modules, adapters)  # target_parameters: plain Parameters, never quantized
-    merge_embedding_deltas(modules, adapters, lora_delta)
+def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits: Edits) -> None:
+    merge_param_deltas(modules, adapters, edits)  # target_parameters: plain Parameters, never quantized
+    merge_embedding_deltas(modules, adapters, lora_delta, edits)
     for adapter in adapters:
         for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
             module = modules[v.module]
             if not is_quantized(module):
-                module.weight.copy_((module.weight.float() * v.vector).to(module.weight.dtype))
+                weight = edits.keep(module.weight)
+                weight.copy_((weight.float() * v.vector).to(weight.dtype))
         for lora in adapter.lora:
             module = modules[lora.module]
             if is_quantized(module):
                 continue  # _hook_deltas handles it
             transposed = is_conv1d(module) or adapter.fan_in_fan_out
-            weight = module.weight
+            weight = edits.keep(module.weight)
             if lora.magnitude is not None:
                 weight.copy_(dora_weight(weight, lora, transposed=transposed).to(weight.dtype))
                 continue
-            weight.copy_((weight.float() + lora_delta(weight, lora, transposed=transposed)).to(weight.dtype))
+            delta = lora_delta(weight, lora, transposed=transposed)
+            if weight.dtype == delta.dtype:  # fp32: in place, the same sum as W + delta, two buffers fewer
+                weight.add_(delta)
+            else:
+                weight.copy_((weight.float() + delta).to(weight.dtype))
 
 
-def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> None:
+def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits: Edits) -> None:
     """Quantized base layers: out += scaling * (x @ A.T) @ B.T per active adapter, in fp32. Layers the
     quantizer left in floating point (GPT-2's Conv1D, a skipped module) are merged as usual."""
-    _merge_deltas(modules, adapters)
+    _merge_deltas(modules, adapters, edits)
     per_module: dict[str, list[Any]] = {}
     for adapter in adapters:
         for lora in adapter.lora:
@@ -216,13 +293,13 @@ def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> Non
                     x = args[0]
                     return ((x.float() * vec.to(x.device)).to(x.dtype), *args[1:])
 
-                module.register_forward_pre_hook(pre)
+                edits.hook(module.register_forward_pre_hook(pre))
             else:
 
                 def post(mod, args, out, vec=vec):
                     return (out.float() * vec.to(out.device)).to(out.dtype)
 
-                module.register_forward_hook(post)
+                edits.hook(module.register_forward_hook(post))
     for name, loras in per_module.items():
         module = modules[name]
 
@@ -231,10 +308,12 @@ def _hook_deltas(modules: dict[str, Any], adapters: list[AdapterWeights]) -> Non
             extra = sum(lo.scaling * ((x @ lo.A.to(x.device).T) @ lo.B.to(x.device).T) for lo in loras)
             return (out.float() + extra).to(out.dtype)
 
-        module.register_forward_hook(hook)
+        edits.hook(module.register_forward_hook(hook))
 
 
-def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights], names: list[str]) -> None:
+def _replace_saved_copies(
+    modules: dict[str, Any], adapters: list[AdapterWeights], names: list[str], edits: Edits
+) -> None:
     import torch
 
     owners: dict[str, str] = {}
@@ -256,7 +335,7 @@ def _replace_saved_copies(modules: dict[str, Any], adapters: list[AdapterWeights
                     )
                 # A new Parameter: a head tied to the input embeddings must not take the embeddings along.
                 new = torch.nn.Parameter(value.to(old.dtype).to(old.device).clone(), requires_grad=False)
-                setattr(module, param_name, new)
+                edits.replace(module, param_name, new)
 
 
 # Agreement between the two oracles ---------------------------------------------------------------------

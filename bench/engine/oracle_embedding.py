@@ -127,7 +127,7 @@ def _check_base_copy(module: str, tensor, config, modules: dict[str, Any], sourc
         )
 
 
-def untie_targets(modules: dict[str, Any], adapters) -> None:
+def untie_targets(modules: dict[str, Any], adapters, edits) -> None:
     """Give every LoRA target whose weight another module shares (tied embeddings) a copy of its own, so that
     merging its delta leaves the other module as it is."""
     import torch
@@ -142,12 +142,15 @@ def untie_targets(modules: dict[str, Any], adapters) -> None:
         module = modules[name]
         if owners.get(id(module.weight), 0) > 1:
             owners[id(module.weight)] -= 1
-            module.weight = torch.nn.Parameter(module.weight.detach().clone(), requires_grad=False)
+            edits.replace(
+                module, "weight", torch.nn.Parameter(module.weight.detach().clone(), requires_grad=False)
+            )
 
 
-def merge_embedding_deltas(modules: dict[str, Any], adapters, delta) -> None:
-    """W_embed + scaling * (B @ A).T per embedding LoRA, in fp32 (`delta` is math_oracle.lora_delta)."""
+def merge_embedding_deltas(modules: dict[str, Any], adapters, delta, edits) -> None:
+    """W_embed + scaling * (B @ A).T per embedding LoRA, in fp32 (`delta` is math_oracle.lora_delta; `edits`,
+    oracle_base.Edits, keeps each weight before it changes, so a shared base can be put back)."""
     for adapter in adapters:
         for lora in adapter.embedding:
-            weight = modules[lora.module].weight
+            weight = edits.keep(modules[lora.module].weight)
             weight.copy_((weight.float() + delta(weight, lora, transposed=True)).to(weight.dtype))

@@ -149,9 +149,10 @@ def _layout(module, param: str) -> tuple[int, int, int, bool]:
     return (experts, d2, d1, True) if transposed else (experts, d1, d2, False)
 
 
-def merge_param_deltas(modules: dict[str, Any], adapters) -> None:
-    """Add each active adapter's parameter deltas to the plain model's parameters, in fp32."""
+def merge_param_deltas(modules: dict[str, Any], adapters, edits) -> None:
+    """Add each active adapter's parameter deltas to the plain model's parameters, in fp32 (`edits`,
+    oracle_base.Edits, keeps each weight before it changes, so a shared base can be put back)."""
     for adapter in adapters:
         for lora in adapter.params:
-            weight = getattr(modules[lora.module], lora.param)
+            weight = edits.keep(getattr(modules[lora.module], lora.param))
             weight.copy_((weight.float() + lora.delta().to(weight.device)).to(weight.dtype))

@@ -352,7 +352,7 @@ def test_math_bug_last_adapter_only_is_caught(world, monkeypatch):
     state = _loaded(("a", "patterns", False), ("b", "second", False), active=("a", "b"))
     original = math_oracle._merge_deltas
     monkeypatch.setattr(
-        math_oracle, "_merge_deltas", lambda modules, adapters: original(modules, adapters[-1:])
+        math_oracle, "_merge_deltas", lambda modules, adapters, edits: original(modules, adapters[-1:], edits)
     )
     assert not compare_oracles(library.logits(state), math.logits(state), "fp32").agree
 

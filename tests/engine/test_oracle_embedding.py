@@ -142,14 +142,14 @@ def _disagrees(world, model_name, keys) -> float:
 
 
 def test_an_oracle_without_the_embedding_delta_is_caught(world, monkeypatch):
-    monkeypatch.setattr(math_oracle, "merge_embedding_deltas", lambda modules, adapters, delta: None)
+    monkeypatch.setattr(math_oracle, "merge_embedding_deltas", lambda modules, adapters, delta, edits: None)
     _disagrees(world, "tiny-llama", ("embed_only",))
 
 
 def test_an_oracle_that_forgets_the_embedding_scaling_is_caught(world, monkeypatch):
-    def unscaled(modules, adapters, delta):
+    def unscaled(modules, adapters, delta, edits):
         oracle_embedding.merge_embedding_deltas(
-            modules, adapters, lambda w, lora, transposed: (lora.B @ lora.A).T
+            modules, adapters, lambda w, lora, transposed: (lora.B @ lora.A).T, edits
         )
 
     monkeypatch.setattr(math_oracle, "merge_embedding_deltas", unscaled)
@@ -158,7 +158,7 @@ def test_an_oracle_that_forgets_the_embedding_scaling_is_caught(world, monkeypat
 
 def test_an_oracle_that_merges_into_the_tied_weight_is_caught(world, monkeypatch):
     """Without untying, the lm_head delta lands in the shared Parameter and moves the embedding input too."""
-    monkeypatch.setattr(math_oracle, "untie_targets", lambda modules, adapters: None)
+    monkeypatch.setattr(math_oracle, "untie_targets", lambda modules, adapters, edits: None)
     _disagrees(world, "tiny-gemma2", ("tied_head",))
 
 

@@ -4,9 +4,9 @@ The library reference is one freshly loaded model holding every served adapter (
 `set_adapter` per adapter): eager, never compiled, never swapped. Its references are computed per adapter,
 that adapter's prompts together (ServingReference.ensure: one forward call per adapter for the shipped pools,
 checked bit for bit against a one-prompt call), so checking every response costs one call per adapter, not
-one per response. The math oracle (no peft code, W + s*B@A
-from the adapter files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts
-(one batched call each), so a bug inside `load_adapter`/`set_adapter` that moves both the subject and the
+one per response. The math oracle (no peft code, W + s*B@A from the adapter files) checks that reference once
+per adapter on up to ORACLE_PROMPTS of the served prompts (one batched call each; the adapters merged in turn
+into one base model loaded once, each undone exactly before the next: MathOracle.one_base), so a bug inside `load_adapter`/`set_adapter` that moves both the subject and the
 library reference alike is still caught. The references of every two served adapters must differ by more than
 DISTINGUISH_FACTOR x the step's tolerance on each of those prompts, or the per-response check could not tell a
 server that never switched from a right one.
@@ -43,7 +43,19 @@ class ServingReference:
     together (`ensure`): a forward workload REFERENCE_ROWS prompts per call; generate one prompt per call,
     because its decode steps run one token per row, and a matmul over one row is not the same kernel as over
     several (measured on CPU: batched generate logits 7.7e-7 off the one-prompt ones, the fp32 exact rule's
-    bound is 9.5e-7)."""
+    bound is 9.5e-7).
+
+    Why one model for every adapter, switched by set_adapter, is still a fresh and independent reference:
+    - it is not the subject: `fresh_base` loads the base afresh from its files (a new object the strategy under
+      test never sees: no hotswap, compile, merge, unload or reload touches it), and each adapter is loaded
+      from its files with plain `load_adapter`, once;
+    - switching changes no weight: peft keeps each loaded adapter's A and B under its own name, and a LoRA
+      layer adds only its active adapters' terms, so the adapters loaded beside it add nothing. Each adapter's
+      logits equal those of a fresh model loaded with that adapter alone, bit for bit, in any order of
+      switches (tests/engine/test_oracle_base.py, against ReferenceOracle's one model per state);
+    - a set_adapter that switched wrongly (a previous adapter left active) would not pass unseen: every served
+      adapter's reference is checked against the math oracle, which uses no peft (agree_with_math), and every
+      two adapters' references must be told apart (adapter_margins)."""
 
     fresh_base: Callable[[], Any]  # the base model loaded afresh (bench.engine.reference.ReferenceOracle)
     workload: Any
@@ -230,13 +242,16 @@ def agree_with_math(
     run: ServingRun, reference: ServingReference, math_oracle_for, prompts: tuple[int, ...]
 ) -> dict[str, OracleAgreement]:
     """The math oracle against the library reference, once per served adapter, on `prompts` together (one
-    batch). `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts."""
+    batch). `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts. Its adapters are
+    merged into one base model loaded once and undone exactly after each (MathOracle.one_base: bit for bit a
+    fresh model per adapter)."""
     math = math_oracle_for(run.prompts[list(prompts)])
     served = sorted({s.request.adapter for s in run.served})
     out = {}
-    for key in served:
-        state = AdapterState(slots=(Slot(key, key, False),), active=(key,))
-        out[key] = math.check(state, reference.library_logits(key, prompts, run.prompts))
+    with math.one_base():
+        for key in served:
+            state = AdapterState(slots=(Slot(key, key, False),), active=(key,))
+            out[key] = math.check(state, reference.library_logits(key, prompts, run.prompts))
     return out
 
 

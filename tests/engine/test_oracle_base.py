@@ -1,0 +1,319 @@
+"""The math oracle on one base model (MathOracle.one_base, bench/engine/oracle_base.py): every state applied to
+one model loaded once and undone exactly after its run gives, bit for bit, what a fresh model per state gives
+(LoRA with patterns, two active, modules_to_save and a tied head, IA3, AdaLoRA, added slots, the base; fp32,
+bf16 and nf4's hooks; forward and generate). Negative controls: an undo that misses a kept weight, a replaced
+parameter or a hook is caught by the fingerprint and costs a reload, never a wrong result; without the
+fingerprint the same miss gives wrong logits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench.engine import oracle_base
+from bench.engine.math_oracle import MathOracle, MathOracleError
+from bench.engine.model import make_inputs
+from bench.engine.oracle_base import Edits, _bits
+from bench.engine.sources.adapters import resolve_adapter
+from bench.engine.sources.models import resolve_model
+from bench.spec.schema import AdapterSpec, Workload
+from bench.spec.state import AdapterState, Slot
+from tests.engine.test_math_oracle import GPT2_SPECS, LLAMA_SPECS
+
+FORWARD = Workload(kind="forward", batch_size=2, seq_len=16)
+METHOD_SPECS = {
+    "ia3": AdapterSpec(
+        key="ia3",
+        type="ia3",
+        targets=("k_proj", "v_proj", "down_proj"),
+        feedforward=("down_proj",),
+        seed=7,
+        init_std=0.2,
+    ),
+    "adalora": AdapterSpec(key="adalora", type="adalora", rank=4, targets=("q_proj", "up_proj"), seed=8),
+}
+
+
+@pytest.fixture(scope="module")
+def world(cache_root):
+    models = {name: resolve_model(f"builtin:{name}", cache_root) for name in ("tiny-llama", "tiny-gpt2")}
+    adapters = {}
+    for name, specs in (("tiny-llama", {**LLAMA_SPECS, **METHOD_SPECS}), ("tiny-gpt2", GPT2_SPECS)):
+        for key, spec in specs.items():
+            adapters[key] = resolve_adapter(spec, models[name], cache_root).location
+    return models, adapters
+
+
+def _oracle(world, model="tiny-llama", precision="fp32", workload=FORWARD, device="cpu") -> MathOracle:
+    models, adapters = world
+    inputs = make_inputs(workload, 1000, device)
+    return MathOracle(models[model].location, precision, device, inputs, workload, adapters)
+
+
+def _state(*pairs, active=None, enabled=True) -> AdapterState:
+    slots = tuple(Slot(name, key, added) for name, key, added in pairs)
+    return AdapterState(slots=slots, active=tuple(active or (slots[-1].name,)), enabled=enabled)
+
+
+LLAMA_STATES = [
+    _state(("a", "patterns", False)),
+    _state(("a", "head", False)),  # modules_to_save: lm_head replaced
+    _state(("a", "patterns", False), ("b", "second", False), active=("a", "b")),
+    _state(("a", "ia3", False)),
+    _state(("a", "adalora", False)),
+    AdapterState(),
+    _state(("a", "patterns", False), ("b", "second", True), active=("a", "b")),  # an added slot
+    _state(("a", "ia3", False), ("b", "second", False), active=("a", "b")),  # IA3 and LoRA on one model
+    _state(("a", "patterns", False)),  # again, after every other edit was undone
+]
+
+
+def _shared_and_fresh(oracle: MathOracle, states) -> tuple[list, list, MathOracle]:
+    """Each state's logits (and generated tokens) on one base, and from a fresh model per state."""
+    fresh = dataclasses.replace(oracle, _logits={}, _tokens={}, _gen_logits={})
+    shared_out, fresh_out = [], []
+    with oracle.one_base() as base:
+        for i, state in enumerate(states):
+            oracle._logits.clear()  # each state computed, not read from the cache (the last repeats the first)
+            oracle._tokens.clear()
+            shared_out.append((oracle.logits(state), oracle._tokens.get(state.key)))
+            assert base.misses == 0, (i, state.description)
+    for state in states:
+        fresh._logits.clear()
+        fresh_out.append((fresh.logits(state), fresh._tokens.get(state.key)))
+    return shared_out, fresh_out, fresh
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "nf4"])
+def test_one_base_equals_a_fresh_model_per_state_bit_for_bit(world, precision):
+    oracle = _oracle(world, precision=precision)
+    shared, fresh, fresh_oracle = _shared_and_fresh(oracle, LLAMA_STATES)
+    for state, (got, _), (want, _) in zip(LLAMA_STATES, shared, fresh, strict=True):
+        assert torch.equal(got, want), state.description
+    assert oracle.fresh_loads == 1 and fresh_oracle.fresh_loads == len(LLAMA_STATES)
+    # The control: the states differ from each other, so "equal" is not "all the base".
+    base = fresh[LLAMA_STATES.index(AdapterState())][0]
+    assert sum(not torch.equal(got, base) for got, _ in shared) == len(LLAMA_STATES) - 1  # all but the base
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh)")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "nf4"])
+def test_one_base_on_cuda_equals_a_fresh_model_per_state_bit_for_bit(world, precision):
+    """On a GPU: fp32 and bf16 copy the merged CPU base to the device per state; int8 and nf4 keep the
+    quantized base on the device and hook it."""
+    oracle = _oracle(world, precision=precision, device="cuda")
+    states = [LLAMA_STATES[i] for i in (0, 1, 3, 5, 7, 8)]
+    shared, fresh, _ = _shared_and_fresh(oracle, states)
+    for state, (got, _), (want, _) in zip(states, shared, fresh, strict=True):
+        assert torch.equal(got, want), state.description
+    assert oracle.fresh_loads == 1
+
+
+def test_one_base_ties_and_generate(world):
+    """GPT-2: Conv1D deltas and a modules_to_save copy of lm_head, which is tied to the embeddings (the copy
+    unties it; the undo must tie it back), under generate (tokens and per-step logits)."""
+    wl = Workload(kind="generate", batch_size=2, seq_len=8, new_tokens=4)
+    oracle = _oracle(world, "tiny-gpt2", workload=wl)
+    states = [_state(("a", "conv", False)), _state(("a", "square", False)), AdapterState()]
+    shared, fresh, _ = _shared_and_fresh(oracle, states)
+    for (got, got_tokens), (want, want_tokens) in zip(shared, fresh, strict=True):
+        assert torch.equal(got, want) and torch.equal(got_tokens, want_tokens)
+    assert oracle.fresh_loads == 1
+    with oracle.one_base() as base:
+        model = base.take()
+        assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_a_refused_state_is_undone_too(world):
+    """Two saved copies of lm_head: refused after the first copy was put in; the undo still restores it."""
+    oracle = _oracle(world)
+    with oracle.one_base() as base:
+        with pytest.raises(MathOracleError, match="both replace"):
+            oracle.logits(_state(("a", "head", False), ("b", "head2", False), active=("a", "b")))
+        got = oracle.logits(AdapterState())
+        assert base.misses == 0
+    fresh = dataclasses.replace(oracle, _logits={}, fresh_loads=0)
+    assert torch.equal(got, fresh.logits(AdapterState()))
+    assert oracle.fresh_loads == 1 and fresh.fresh_loads == 1
+
+
+def test_the_base_is_released_and_never_shared_by_a_copy(world):
+    oracle = _oracle(world)
+    with oracle.one_base() as base:
+        oracle.logits(_state(("a", "patterns", False)))
+        assert base.model is not None
+        # a copy (another precision, other inputs) loads its own base
+        assert dataclasses.replace(oracle)._shared is None
+    assert base.model is None and oracle._shared is None
+
+
+# Negative controls: a missed undo ------------------------------------------------------------------------
+
+
+def _forget_one(part: str):
+    """A planted bug in the undo: the first kept weight, replaced parameter or hook is left as the state set it."""
+    real = Edits.undo
+
+    def undo(self):
+        if part == "kept":
+            self._kept = dict(list(self._kept.items())[1:])
+        elif part == "replaced":
+            self._replaced = self._replaced[1:]
+        else:
+            self._hooks = self._hooks[1:]
+        real(self)
+
+    return undo
+
+
+MISSES = {
+    "kept": ("fp32", _state(("a", "patterns", False))),
+    "replaced": ("fp32", _state(("a", "head", False))),
+    "hooks": ("nf4", _state(("a", "second", False))),
+}
+
+
+@pytest.mark.parametrize("part", list(MISSES))
+def test_a_missed_undo_is_caught_and_costs_a_reload_not_a_wrong_result(world, monkeypatch, part):
+    precision, state = MISSES[part]
+    want = _oracle(world, precision=precision).logits(AdapterState())
+    monkeypatch.setattr(Edits, "undo", _forget_one(part))
+    oracle = _oracle(world, precision=precision)
+    with oracle.one_base() as base:
+        oracle.logits(state)
+        assert base.misses == 1 and base.model is None  # caught: the edited base was dropped
+        assert torch.equal(oracle.logits(AdapterState()), want)  # from a new base
+    assert oracle.fresh_loads == 2
+
+
+@pytest.mark.parametrize("part", list(MISSES))
+def test_without_the_fingerprint_a_missed_undo_gives_wrong_logits(world, monkeypatch, part):
+    """The control of the control: the same planted miss, the check switched off, and the next state is wrong."""
+    precision, state = MISSES[part]
+    want = _oracle(world, precision=precision).logits(AdapterState())
+    monkeypatch.setattr(Edits, "undo", _forget_one(part))
+    monkeypatch.setattr(oracle_base, "fingerprint", lambda model: {})
+    oracle = _oracle(world, precision=precision)
+    with oracle.one_base() as base:
+        oracle.logits(state)
+        assert not torch.equal(oracle.logits(AdapterState()), want)
+        assert base.misses == 0
+
+
+def test_an_edit_made_without_keep_is_caught(world, monkeypatch):
+    """A merge that changes a weight in place without Edits.keep (a new method's code that forgot it)."""
+    want = _oracle(world).logits(AdapterState())
+    monkeypatch.setattr(Edits, "keep", lambda self, tensor: tensor)
+    oracle = _oracle(world)
+    with oracle.one_base() as base:
+        oracle.logits(_state(("a", "patterns", False)))
+        assert base.misses == 1
+        assert torch.equal(oracle.logits(AdapterState()), want)
+
+
+# Pure ----------------------------------------------------------------------------------------------------
+
+
+def test_subtracting_the_delta_back_is_not_exact_and_the_bit_sum_sees_one_ulp():
+    """Why the undo copies: (W + d) - d != W for some elements in fp32; and the fingerprint's checksum
+    changes with a single element moved by one ulp (in fp32 and bf16)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 64, generator=g)
+    d = 0.05 * torch.randn(64, 64, generator=g)
+    assert not torch.equal((w + d) - d, w)
+    for dtype in (torch.float32, torch.bfloat16):
+        t = w.to(dtype)
+        moved = t.clone()
+        moved[3, 5] = torch.nextafter(moved[3, 5], torch.tensor(float("inf"), dtype=dtype))
+        assert _bits(t) == _bits(t.clone()) and _bits(moved) != _bits(t)
+
+
+# A serve step -------------------------------------------------------------------------------------------
+
+
+def test_a_serve_step_loads_the_math_oracles_base_once_with_the_same_agreement(
+    cache_root, write_scenario, monkeypatch
+):
+    """Three served adapters: one base model for the math oracle (was three), and every agreement figure equal
+    to a fresh model per adapter's (the logits are the same bits)."""
+    import contextlib
+
+    from bench.spec.cases import expand
+    from bench.worker.execute import run_case
+    from tests.engine.test_serving import _record, _serve
+
+    (case,) = expand(_serve(write_scenario, alphas=(16, 32)))
+    loads = []
+    real_load = MathOracle._load
+    monkeypatch.setattr(MathOracle, "_load", lambda self: loads.append(1) or real_load(self))
+    shared = _record(run_case(case, cache_root))[1]
+    shared_loads = len(loads)
+    monkeypatch.setattr(MathOracle, "one_base", lambda self: contextlib.nullcontext())
+    fresh = _record(run_case(case, cache_root))[1]
+    assert len(shared.oracle_agreement) == 3 and all(a.agree for a in shared.oracle_agreement.values())
+    assert shared.oracle_agreement == fresh.oracle_agreement
+    assert shared_loads == 1 and len(loads) - shared_loads == 3
+    assert shared.figures.checked_responses == fresh.figures.checked_responses > 0
+
+
+def test_one_reference_model_with_every_adapter_equals_a_fresh_model_per_adapter(cache_root, write_scenario):
+    """The serve step's library reference: one fresh model holding every served adapter, switched by
+    set_adapter (in any order, and back to one after the others), gives each adapter's logits bit for bit as a
+    fresh model loaded with that adapter alone (bench.engine.reference.ReferenceOracle, one model per state)."""
+    from bench.engine.model import Inputs, load_model
+    from bench.engine.reference import ReferenceOracle
+    from bench.engine.serving.check import ServingReference
+    from tests.engine.test_serving import _serve
+
+    s = _serve(write_scenario, alphas=(16, 32))
+    model = resolve_model(s.model, cache_root)
+    keys = ["fam0", "fam1", "fam2"]
+    locations = {k: resolve_adapter(s.adapter(k), model, cache_root).location for k in keys}
+    reference = ServingReference(
+        fresh_base=lambda: load_model(model.location, "fp32", "cpu"), workload=s.workload, locations=locations
+    )
+    prompts = torch.randint(3, 200, (5, s.workload.seq_len), generator=torch.Generator().manual_seed(1))
+    everything = set(range(len(prompts)))
+    shared = {}
+    for key in reversed(keys):  # fam2, fam1, fam0: each a set_adapter away from the previous
+        reference.ensure({key: everything}, prompts)
+        shared[key] = torch.stack([reference.response(key, p, prompts).logits for p in sorted(everything)])
+    back = reference.forward_logits(keys[-1], prompts)  # fam2 again, after fam1 and fam0 were active
+    fresh = ReferenceOracle(
+        model.location, "fp32", "cpu", Inputs(prompts, torch.ones_like(prompts)), s.workload, locations, {}
+    )
+    for key in keys:
+        want = fresh.logits(AdapterState(slots=(Slot(key, key, False),), active=(key,)))
+        assert torch.equal(shared[key], want), key
+    assert torch.equal(back, shared[keys[-1]])
+    assert fresh.fresh_loads == len(keys)
+    assert not torch.equal(shared[keys[0]], shared[keys[1]])  # the control: the adapters differ
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fan_in_fan_out"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]
+)
+def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, fan_in_fan_out):
+    """_merge_deltas adds the delta in place (fp32) to save two weight-sized buffers per module: the result is
+    bit for bit the formula it replaced, (W.float() + scaling * (B @ A)).to(W.dtype), transposed or not."""
+    from bench.engine.lora_files import AdapterWeights, LoraModule
+    from bench.engine.math_oracle import _merge_deltas
+
+    g = torch.Generator().manual_seed(3)
+    out_f, in_f, r, scaling = 96, 80, 8, 1.7
+    a, b = 0.1 * torch.randn(r, in_f, generator=g), 0.1 * torch.randn(out_f, r, generator=g)
+    linear = (
+        torch.nn.Linear(out_f, in_f) if fan_in_fan_out else torch.nn.Linear(in_f, out_f)
+    )  # (in, out) or (out, in)
+    linear.weight.requires_grad_(False).copy_(torch.randn(linear.weight.shape, generator=g))
+    linear.to(dtype)
+    before = linear.weight.detach().clone()
+    delta = scaling * (b @ a)
+    want = (before.float() + (delta.T if fan_in_fan_out else delta)).to(dtype)
+    adapter = AdapterWeights("x", (LoraModule("m", a, b, r, r * scaling, scaling),), (), fan_in_fan_out)
+    with torch.no_grad():
+        _merge_deltas({"m": linear}, [adapter], Edits(record=False))
+    assert torch.equal(linear.weight, want)
+    assert not torch.equal(linear.weight, before)  # the control: the merge moved the weight
