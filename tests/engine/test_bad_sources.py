@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,11 @@ def test_a_case_that_raises_says_which_device_it_ran_on(tmp_path, write_scenario
     path = write_scenario(scenario_toml("raises-on-cuda", ["forward"], matrix=None, adapters={}))
     (case,) = expand(load_scenario(path))
     spec = case_spec(case, RunOptions(out_dir=tmp_path, cache_root=cache_root))
+    # Imported now, with the real answer: bitsandbytes imported first under the fake would look for its CUDA
+    # library, fail half-way and stay in sys.modules without `bnb.nn`, breaking every later test of the
+    # process that loads peft.
+    if find_spec("bitsandbytes") is not None:
+        import bitsandbytes  # noqa: F401
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     result = run_spec(spec)
     assert result.verdict == "error" and "cuda" in result.reason.lower(), result.reason
