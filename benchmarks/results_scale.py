@@ -7,21 +7,27 @@ the machine's load before and after each size.
 
     python benchmarks/results_scale.py --sizes 1000 10000 20000 --repeats 3 --out reports/performance
 
-Writes results_scale.json and results_scale.md into --out. Files are built in a temporary folder (about
-29 KB per case: 20,000 cases are about 580 MB each, and the run builds two).
+Writes results_scale.json and results_scale.md into --out (with --append, this run's sizes are added to the
+ones already there, each with its --label). Files are built in a temporary folder, laid out as `save` writes
+them (bench.results.writing: about 22 KB per case, 20,000 cases about 450 MB each; the run builds four:
+two whole files and two halves for merge). Each command gets --timeout-s: one that has not answered by then is
+killed (its process group) and recorded as "no answer in N s", with its peak RSS so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +41,13 @@ SOURCE = REPO / "reports" / "baseline" / "results.json"
 COMMANDS = ("report", "gate", "compare", "merge", "resume")
 
 
+HEAD_FIELDS = (
+    "schema_version",
+    "suite_version",
+    "created_at",
+    "environment",
+    "scenario_set",
+)  # before `cases`
 NAME = "@@scenario@@"  # a placeholder in each source case's text, replaced by the copy's scenario name
 
 
@@ -48,7 +61,7 @@ def _templates(cases: list[dict]) -> list[tuple[str, dict]]:
         if c.get("case"):
             c["case"]["scenario"]["name"] = NAME
         c["scenario"] = NAME
-        out.append((json.dumps(c, indent=1), c))
+        out.append((json.dumps(c, allow_nan=False), c))  # as bench.results.writing.encode_case
     return out
 
 
@@ -72,11 +85,14 @@ def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Pat
     templates = _templates(cases)
     doc["scenario_set"] = []  # every copy is its own scenario; merge compares the sets, so keep them equal
     folder.mkdir(parents=True, exist_ok=True)
+    # The layout of bench.results.writing.write_json: file-level fields indented, then one case per line.
+    head = {k: v for k, v in doc.items() if k in HEAD_FIELDS}
+    tail = {k: v for k, v in doc.items() if k not in HEAD_FIELDS}
     with open(folder / "results.json", "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc, indent=1)[:-2] + ',\n "cases": [\n')
+        f.write(json.dumps(head, indent=1)[:-2] + ',\n "cases": [')
         for i, (_, text) in enumerate(_copies(templates, n, start)):
-            f.write((",\n" if i else "") + text)
-        f.write("\n ]\n}\n")
+            f.write(("\n" if i == 0 else ",\n") + text)
+        f.write(("\n ]" if n else "]") + (",\n" + json.dumps(tail, indent=1)[2:] if tail else "\n}") + "\n")
     columnar.write(folder, doc, _copies(templates, n, start))
     return folder
 
@@ -88,20 +104,41 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src / name, dst / name)
 
 
-def _measure(argv: list[str], cwd: Path) -> dict:
+def _measure(argv: list[str], cwd: Path, timeout_s: float) -> dict:
+    """One command as its own process (and session): wall time, peak RSS and CPU from os.wait4. Past
+    timeout_s its process group is killed and the figure says so (timed_out); nothing waits forever."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s, kill)
+    timer.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    timer.cancel()
+    wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=30)
+    text = out[0] if out else b""
     return {
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": wall,
+        "timed_out": fired.is_set(),
+        "timeout_s": timeout_s,
         "peak_rss_bytes": usage.ru_maxrss * 1024,
         "cpu_s": usage.ru_utime + usage.ru_stime,  # the process's own CPU time: less moved by the load
         "exit": proc.returncode,
-        "output_bytes": len(out),
-        "output_tail": out[-300:].decode(errors="replace"),
+        "output_bytes": len(text),
+        "output_tail": text[-300:].decode(errors="replace"),
     }
 
 
@@ -123,27 +160,37 @@ def _loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout_s: float) -> dict:
-    build(tmp / "a", n)
-    _copy(tmp / "a", tmp / "b")
-    build(tmp / "half1", n // 2)
-    build(tmp / "half2", n - n // 2, start=n // 2)
-    size = (tmp / "a" / "results.json").stat().st_size
+def run_size(
+    n: int, repeats: int, commands: tuple[str, ...], tmp: Path, slow_s: float, timeout_s: float
+) -> dict:
+    if set(commands) - {"merge"}:
+        build(tmp / "a", n)
+        _copy(tmp / "a", tmp / "b")
+    if "merge" in commands:
+        build(tmp / "half1", n // 2)
+        build(tmp / "half2", n - n // 2, start=n // 2)
+    size = (
+        sum((tmp / h / "results.json").stat().st_size for h in ("half1", "half2"))
+        if "merge" in commands
+        else 0
+    )
+    size = (tmp / "a" / "results.json").stat().st_size if (tmp / "a").exists() else size
     out: dict = {"cases": n, "results_json_bytes": size, "load_before": _loadavg(), "commands": {}}
     for command in commands:
         runs = []
         for _ in range(repeats):
-            runs.append(_measure(_argv(command, tmp), REPO))
-            if runs[-1]["wall_s"] > timeout_s:
+            runs.append(_measure(_argv(command, tmp), REPO, timeout_s))
+            if runs[-1]["timed_out"] or runs[-1]["wall_s"] > slow_s:
                 break  # one slow figure is enough to say so; repeating it would take the machine for long
         walls = [r["wall_s"] for r in runs]
-        rss = [r["peak_rss_bytes"] for r in runs]
         out["commands"][command] = {
             "n": len(runs),
             "wall_s_median": statistics.median(walls),
             "wall_s_min": min(walls),
             "wall_s_max": max(walls),
-            "peak_rss_bytes_max": max(rss),
+            "timed_out": sum(r["timed_out"] for r in runs),
+            "timeout_s": timeout_s,
+            "peak_rss_bytes_max": max(r["peak_rss_bytes"] for r in runs),
             "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
             "exit_codes": sorted({r["exit"] for r in runs}),
             "output_bytes_max": max(r["output_bytes"] for r in runs),
@@ -153,6 +200,12 @@ def run_size(n: int, repeats: int, commands: tuple[str, ...], tmp: Path, timeout
     for name in ("a", "b", "half1", "half2", "merged", "report"):
         shutil.rmtree(tmp / name, ignore_errors=True)
     return out
+
+
+def _wall(r: dict) -> str:
+    if r.get("timed_out"):
+        return f"no answer in {r['timeout_s']:.0f} s (killed)"
+    return f"{r['wall_s_median']:.2f} [{r['wall_s_min']:.2f}, {r['wall_s_max']:.2f}]"
 
 
 def _cpu(r: dict) -> str:
@@ -170,17 +223,17 @@ def markdown(doc: dict) -> str:
         f"{doc['load_note']}",
         "",
         "| cases | results.json MB | command | n | wall s median [min, max] | CPU s median | peak RSS MB | exit "
-        "| load before -> after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| load before -> after | taken |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in doc["sizes"]:
         for command, r in size["commands"].items():
             lines.append(
                 f"| {size['cases']} | {size['results_json_bytes'] / 1e6:.0f} | {command} | {r['n']} | "
-                f"{r['wall_s_median']:.2f} [{r['wall_s_min']:.2f}, {r['wall_s_max']:.2f}] | "
+                f"{_wall(r)} | "
                 f"{_cpu(r)} | "
                 f"{r['peak_rss_bytes_max'] / 2**20:.0f} | {','.join(map(str, r['exit_codes']))} | "
-                f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} |"
+                f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} | {size.get('note', '')} |"
             )
     lines += ["", *doc.get("notes", [])]
     return "\n".join(lines) + "\n"
@@ -195,22 +248,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmp", type=Path, help="where to build the files (default: a temporary folder)")
     p.add_argument("--slow-s", type=float, default=120.0, help="stop repeating a command slower than this")
     p.add_argument("--note", action="append", default=[], help="a line for the report (e.g. what else ran)")
+    p.add_argument(
+        "--timeout-s", type=float, default=600.0, help="kill a command that has not answered by then"
+    )
+    p.add_argument("--label", default="", help="what this run measured (the table's `taken` column)")
+    p.add_argument("--append", action="store_true", help="add this run's sizes to those already in --out")
     args = p.parse_args(argv)
-    doc = {
+    run = {
         "command": " ".join(["python benchmarks/results_scale.py", *(argv or sys.argv[1:])]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
         "load_note": "Other processes shared the machine: see the load columns.",
         "notes": args.note,
-        "sizes": [],
     }
+    sizes = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for n in args.sizes:
-            doc["sizes"].append(run_size(n, args.repeats, tuple(args.commands), Path(tmp), args.slow_s))
-            print(json.dumps(doc["sizes"][-1]["commands"], indent=1), flush=True)
+            size = run_size(n, args.repeats, tuple(args.commands), Path(tmp), args.slow_s, args.timeout_s)
+            sizes.append({**size, "note": args.label} if args.label else size)
+            print(json.dumps(sizes[-1]["commands"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results_scale.json").write_text(json.dumps(doc, indent=1) + "\n")
+    path = args.out / "results_scale.json"
+    doc = {**run, "sizes": sizes}
+    if args.append and path.exists():
+        old = json.loads(path.read_text())
+        runs = old.get("runs") or [{k: old[k] for k in ("command", "started_at") if k in old}]
+        doc = {
+            **run,
+            "notes": [*old.get("notes", []), *args.note],
+            "sizes": [*old["sizes"], *sizes],
+            "runs": [*runs, run],
+        }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
     (args.out / "results_scale.md").write_text(markdown(doc))
     return 0
 

@@ -61,33 +61,76 @@ def _quick_mismatch(path: Path, recorded: dict[str, Any]) -> bool:
 
 
 def write(folder: Path, header: dict[str, Any], cases: Iterable[tuple[dict[str, Any], str]]) -> None:
-    """Write folder/results.parquet for the results.json just written there. `header`: the document without
-    `cases`; `cases`: each case's (finite-cleaned) data and its JSON text, in file order, consumed one row
-    group at a time. Atomic, as every results write; with pyarrow missing, any old columnar file is removed
-    so that it cannot be mistaken for this run's."""
+    """Write folder/results.parquet for the results.json already written there. `header`: the document
+    without `cases`; `cases`: each case's (finite-cleaned) data and its JSON text, in file order, consumed one
+    row group at a time. Atomic, as every results write; with pyarrow missing, any old columnar file is
+    removed so that it cannot be mistaken for this run's. (A save writes the copy while it writes
+    results.json, from the records: bench.results.writing; this is for a file built from JSON data.)"""
     folder = Path(folder)
-    target = folder / COLUMNAR_FILE
     if not available():
-        if os.path.lexists(target) and not os.path.islink(target):
-            os.unlink(target)
+        remove_stale(folder)
         return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    meta = {
-        META_FORMAT: FORMAT.encode(),
-        META_HEADER: json.dumps(header, allow_nan=False).encode(),
-        META_SOURCE: json.dumps(fingerprint(folder / "results.json")).encode(),
-    }
-    types = {"wall_s": pa.float64(), "non_finite": pa.bool_(), "unverified": pa.bool_()}
-    schema = pa.schema([(k, types.get(k, pa.string())) for k in COLUMNS]).with_metadata(meta)
 
     def dump(tmp: Path) -> None:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for group in _groups(cases):
-                writer.write_table(pa.table(_columns(group), schema=schema))
+        with Sink(tmp) as sink:
+            for data, text in cases:
+                sink.add(row_of_data(data, text))
+            sink.finish(header, folder / "results.json")
 
-    replace_atomically(target, dump)
+    replace_atomically(folder / COLUMNAR_FILE, dump)
+
+
+def remove_stale(folder: Path) -> None:
+    """Remove folder's columnar copy (never a link): written without pyarrow, nothing may shadow the JSON."""
+    target = Path(folder) / COLUMNAR_FILE
+    if os.path.lexists(target) and not os.path.islink(target):
+        os.unlink(target)
+
+
+class Sink:
+    """results.parquet being written a row (a tuple in COLUMNS order) at a time, ROW_GROUP_ROWS rows per row
+    group: a save writes it while it writes results.json, so no case's text is held longer than its group.
+    The header and results.json's fingerprint go into the file's key-value metadata at `finish`, once
+    results.json is in place (`read` reads them there)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {"wall_s": pa.float64(), "non_finite": pa.bool_(), "unverified": pa.bool_()}
+        self._schema = pa.schema([(k, types.get(k, pa.string())) for k in COLUMNS])
+        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._rows: list[tuple] = []
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()  # on an error too: replace_atomically removes the half-written file
+
+    def add(self, row: tuple) -> None:
+        self._rows.append(row)
+        if len(self._rows) == ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            columns = dict(zip(COLUMNS, map(list, zip(*self._rows, strict=True)), strict=True))
+            self._writer.write_table(pa.table(columns, schema=self._schema))
+            self._rows = []
+
+    def finish(self, header: dict[str, Any], results_json: Path) -> None:
+        """The last row group, then the metadata: the header, and results.json's fingerprint as it is now."""
+        self._flush()
+        self._writer.add_key_value_metadata(
+            {
+                META_FORMAT: FORMAT.encode(),
+                META_HEADER: json.dumps(header, allow_nan=False).encode(),
+                META_SOURCE: json.dumps(fingerprint(results_json)).encode(),
+            }
+        )
 
 
 COLUMNS = (
@@ -106,31 +149,21 @@ COLUMNS = (
 )
 
 
-def _groups(cases: Iterable[tuple[dict[str, Any], str]]) -> Iterator[list[tuple[dict[str, Any], str]]]:
-    group: list = []
-    for item in cases:
-        group.append(item)
-        if len(group) == ROW_GROUP_ROWS:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _columns(group: list[tuple[dict[str, Any], str]]) -> dict[str, list]:
-    cases = [c for c, _ in group]
-    return {
-        "case_id": [c["case_id"] for c in cases],
-        "scenario": [c["scenario"] for c in cases],
-        "verdict": [c["verdict"] for c in cases],
-        "reason": [c["reason"] for c in cases],
-        **{k: [(c.get("params") or {}).get(k) for c in cases] for k in PARAM_COLUMNS},
-        "wall_s": [c.get("wall_s") for c in cases],
-        "non_finite": [bool(c.get("non_finite")) for c in cases],
-        "unverified": [any(st.get("unverified") for st in c.get("steps") or ()) for c in cases],
-        "record": [text for _, text in group],
-        "judge": [json.dumps(judging.reduce_case(c), separators=(",", ":")) for c in cases],
-    }
+def row_of_data(case: dict[str, Any], text: str) -> tuple:
+    """One case's row, in COLUMNS order, from its (finite-cleaned) JSON data and its JSON text."""
+    params = case.get("params") or {}
+    return (
+        case["case_id"],
+        case["scenario"],
+        case["verdict"],
+        case["reason"],
+        *(params.get(k) for k in PARAM_COLUMNS),
+        case.get("wall_s"),
+        bool(case.get("non_finite")),
+        any(st.get("unverified") for st in case.get("steps") or ()),
+        text,
+        json.dumps(judging.reduce_case(case), separators=(",", ":")),
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +221,9 @@ def read(results_json: Path) -> Columnar | None:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_schema(path).metadata or {}
+        # The file's key-value metadata, where Sink.finish puts it (it holds the schema's metadata too: copies
+        # written before Sink kept it there).
+        meta = pq.read_metadata(path).metadata or {}
         if meta.get(META_FORMAT) != FORMAT.encode():
             return None
         recorded = json.loads(meta[META_SOURCE])

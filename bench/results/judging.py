@@ -71,6 +71,49 @@ def reduce_case(case: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _record_outcomes(items: Any) -> list[list]:
+    return [[o.status, o.known_failure] for o in items]
+
+
+def _record_step(s: Any) -> list:
+    """_step for a StepRecord: what _step gives for its JSON data."""
+    c, t, m, o = s.compile, s.timing, s.memory, s.output
+    return [
+        s.index,
+        s.op,
+        s.status,
+        "hotswap" in s.args,
+        s.args.get("hotswap"),
+        _f(s.op_time_ms),
+        _f(s.first_call_ms),
+        None if t is None else [_f(x) for x in t.samples_ms],
+        None if c is None else [c.recompiles, c.frame_compiles, c.graph_breaks],
+        None if m is None else [m.rss_peak_bytes, m.cuda_allocated_peak_bytes],
+        None if o is None else o.matches,
+        _record_outcomes(s.outcomes),
+    ]
+
+
+def reduce_record(case: Any) -> dict[str, Any] | None:
+    """reduce_case for a CaseResult: the same data reduce_case gives for the case's JSON data (a save writes
+    the column from the records it holds, without a JSON round trip; tests/results/test_writing.py compares
+    both on real files). Only for a case whose values are all finite: a save cleans the others first."""
+    if case.non_finite:
+        return None
+    fp = case.footprint
+    return {
+        "id": case.case_id,
+        "sc": case.scenario,
+        "p": case.params or {},
+        "v": case.verdict,
+        "tr": case.total_recompiles,
+        "tg": case.total_graph_breaks,
+        "fp": None if fp is None else [fp.memory_footprint_bytes, fp.quant_state_bytes],
+        "so": _record_outcomes(case.scenario_outcomes),
+        "s": [_record_step(s) for s in case.steps],
+    }
+
+
 class OutcomeView(NamedTuple):
     status: str
     known_failure: str | None

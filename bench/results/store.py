@@ -20,13 +20,14 @@ from typing import Any
 
 from bench.errors import BenchInputError
 from bench.results import columnar, judging
-from bench.results.atomic import write_text
+from bench.results.atomic import replace_atomically
 from bench.results.checks import ResultsInvalid, parse_results
-from bench.results.finite import NOTES_KEY, replace_non_finite
+from bench.results.finite import NOTES_KEY
 from bench.results.outfiles import file_kind
 from bench.results.records import CaseResult, Results, StepRecord
 from bench.results.summary import SUMMARY_FILE
-from bench.spec.codec import from_dict, to_dict
+from bench.results.writing import save_json_and_columnar
+from bench.spec.codec import from_dict
 
 RESULTS_FILE = "results.json"
 CSV_FILE = "results.csv"
@@ -53,16 +54,11 @@ def remove_run_outputs(folder: Path) -> None:
 
 
 def save(out_dir: Path, results: Results) -> None:
-    """results.json, results.csv and the columnar copy (bench.results.columnar), each written atomically;
-    results.json first, so that the columnar copy records the fingerprint of the file it was written with."""
+    """results.json, results.parquet (bench.results.writing: one pass, each case encoded once) and results.csv,
+    each written atomically, in that order."""
     out_dir = Path(out_dir)
-    clean, notes = replace_non_finite(to_dict(results))
-    if notes:  # as bench.results.finite.encode: the notes name each value that was written as null
-        clean[NOTES_KEY] = {**(clean.get(NOTES_KEY) or {}), **notes}
-    write_text(out_dir / RESULTS_FILE, json.dumps(clean, indent=1, allow_nan=False) + "\n")
-    cases = clean.pop("cases")
-    columnar.write(out_dir, clean, ((c, json.dumps(c, allow_nan=False)) for c in cases))
-    write_text(out_dir / CSV_FILE, to_csv(results))
+    save_json_and_columnar(out_dir, results)
+    replace_atomically(out_dir / CSV_FILE, lambda tmp: _write_csv(tmp, results))
 
 
 def load(path: str | Path) -> Results:
@@ -252,55 +248,47 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
             yield f"serving_{name}", getattr(step.serving.figures, name), unit
 
 
-def rows(results: Results) -> Iterator[dict[str, Any]]:
+def row_lists(results: Results) -> Iterator[list[Any]]:
+    """The flat rows as lists, in ROW_FIELDS order (what results.csv holds, without a dict per row)."""
     for case in results.cases:
-        base = {
-            "case_id": case.case_id,
-            "scenario": case.scenario,
-            **{k: case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")},
-            "verdict": case.verdict,
-        }
+        base = [
+            case.case_id,
+            case.scenario,
+            *(case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")),
+            case.verdict,
+        ]
         for step in case.steps:
+            head = [*base, step.index, step.op, step.status]
             for metric, value, unit in _step_metrics(step):
                 if value is not None:
-                    yield {
-                        **base,
-                        "step": step.index,
-                        "op": step.op,
-                        "step_status": step.status,
-                        "metric": metric,
-                        "value": value,
-                        "unit": unit,
-                    }
+                    yield [*head, metric, value, unit]
         if case.total_recompiles is not None:
-            yield {
-                **base,
-                "step": None,
-                "op": None,
-                "step_status": None,
-                "metric": "total_recompiles",
-                "value": case.total_recompiles,
-                "unit": "count",
-            }
+            yield [*base, None, None, None, "total_recompiles", case.total_recompiles, "count"]
         for phase, seconds in case.phases_s.items():
-            yield {
-                **base,
-                "step": None,
-                "op": None,
-                "step_status": None,
-                "metric": f"phase_{phase}",
-                "value": seconds,
-                "unit": "s",
-            }
+            yield [*base, None, None, None, f"phase_{phase}", seconds, "s"]
+
+
+def rows(results: Results) -> Iterator[dict[str, Any]]:
+    for row in row_lists(results):
+        yield dict(zip(ROW_FIELDS, row, strict=True))
+
+
+def _write_rows(f, results: Results) -> None:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(ROW_FIELDS)
+    writer.writerows(row_lists(results))
 
 
 def to_csv(results: Results) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows(results):
-        writer.writerow(row)
+    _write_rows(buf, results)
     return buf.getvalue()
+
+
+def _write_csv(path: Path, results: Results) -> None:
+    """results.csv, streamed into the file (at 20,000 cases the text is about 200 MB)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        _write_rows(f, results)
 
 
 def case_from_file(path: Path) -> CaseResult:

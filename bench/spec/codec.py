@@ -75,18 +75,67 @@ def _record_converter(cls: type) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls)
     names = frozenset(f.name for f in dataclasses.fields(cls))
     fields: dict[str, Callable[[Any], Any]] = {}
+    direct = _direct_build(cls)
 
     def record(value: Any) -> Any:
         if value is None:
             return None
+        if not fields:  # filled at first use: a record may hold its own type (a recursive hint)
+            fields.update((k, _converter(hints[k])) for k in names)
+        if direct is not None:
+            built = direct(value, fields)
+            if built is not None:
+                return built
         unknown = value.keys() - names
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
-        if not fields:  # filled at first use: a record may hold its own type (a recursive hint)
-            fields.update((k, _converter(hints[k])) for k in names)
         return cls(**{k: fields[k](v) for k, v in value.items()})
 
     return record
+
+
+def _direct_build(cls: type) -> Callable[[Any, dict], Any] | None:
+    """A builder that fills a frozen record's __dict__ in field order (what its __init__ would leave there,
+    defaults included) without the __init__'s one object.__setattr__ per field, a third of the time of
+    loading a large results file; None for a class it cannot build so (slots, a field left out of __init__).
+    The builder returns None where the data has an unknown or lacks a required field: then the record's own
+    __init__ is called, and raises as it always did."""
+    initvar = getattr(dataclasses, "_FIELD_INITVAR", None)  # an InitVar is passed to __post_init__: not here
+    if (
+        hasattr(cls, "__slots__")
+        or not cls.__dataclass_params__.init
+        or not all(f.init for f in dataclasses.fields(cls))
+        or initvar is None
+        or any(f._field_type is initvar for f in cls.__dataclass_fields__.values())
+    ):
+        return None
+    missing = dataclasses.MISSING
+    spec = [(f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)]
+    post = getattr(cls, "__post_init__", None)
+    new = object.__new__
+
+    def build(value: Any, fields: dict[str, Callable[[Any], Any]]) -> Any:
+        out = {}
+        found = 0
+        for name, default, factory in spec:
+            if name in value:
+                out[name] = fields[name](value[name])
+                found += 1
+            elif factory is not missing:
+                out[name] = factory()
+            elif default is not missing:
+                out[name] = default
+            else:
+                return None
+        if found != len(value):
+            return None
+        obj = new(cls)
+        obj.__dict__.update(out)
+        if post is not None:
+            post(obj)
+        return obj
+
+    return build
 
 
 def _tuple_converter(args: tuple) -> Callable[[Any], Any]:
@@ -110,6 +159,8 @@ def _tuple_converter(args: tuple) -> Callable[[Any], Any]:
         return plain
 
     def each(value: Any) -> Any:
-        return None if value is None else tuple(None if v is None else inner(v) for v in value)
+        # Every converter passes None through as None, so map needs no test per item (timing samples are
+        # most of the items a results file holds).
+        return None if value is None else tuple(map(inner, value))
 
     return each

@@ -187,11 +187,15 @@ def test_non_finite_values_become_null_with_a_note_and_round_trip(fixture_result
         assert exc.field in planted and "written as null, see non_finite" in exc.detail, exc
         return
     assert loaded.non_finite == notes
-    # Saving again: the same bytes.
+    # Saving again: the same document (save writes one case per line: bench.results.writing), and saving
+    # what that wrote gives the same bytes.
     again = tmp_path / f"again{len(list(tmp_path.iterdir()))}"
     save(again, loaded)
-    assert (again / "results.json").read_text() == text
+    assert json.loads((again / "results.json").read_text()) == json.loads(text)
     assert to_dict(load(again)) == to_dict(loaded)
+    twice = tmp_path / f"twice{len(list(tmp_path.iterdir()))}"
+    save(twice, load(again))
+    assert (twice / "results.json").read_text() == (again / "results.json").read_text()
 
 
 # Fields a record allows to be null (bench/results/records.py): a noted NaN there is read back as null.
@@ -214,7 +218,10 @@ def test_commands_read_noted_nulls_where_a_field_may_be_null(fixture_results_dic
     loaded = load(out)
     assert len(loaded.non_finite) == len(planted) > 20
     save(tmp_path / "again", loaded)
-    assert (tmp_path / "again" / "results.json").read_text() == (out / "results.json").read_text()
+    again = (tmp_path / "again" / "results.json").read_text()
+    assert json.loads(again) == json.loads((out / "results.json").read_text())
+    save(tmp_path / "twice", load(tmp_path / "again"))
+    assert (tmp_path / "twice" / "results.json").read_text() == again
     fixture = str(REPO / "tests" / "fixtures" / "results" / "failing")
     for args in (
         ["report", str(out), "--out", str(tmp_path / "report")],

@@ -9,7 +9,8 @@ from pathlib import Path
 from bench.cli.paths import check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
-from bench.report.answers_view import summary_lines
+from bench.report.flags import failure_of
+from bench.results.records import Results
 from bench.results.shards import Source, merge
 from bench.results.store import RESULTS_FILE, holds_results, load, remove_run_outputs, save
 from bench.results.summary import counts_line, write_summary
@@ -22,7 +23,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         NAME,
         help="join results files (e.g. the shards of a job matrix) into one",
-        description="Join results files into OUT/results.json (+ results.csv, summary.md). Refuses files of "
+        description="Join results files into OUT/results.json (+ results.csv, results.parquet, summary.md; "
+        "summary.md lists the cases that are not a plain pass: `peft-bench report OUT` gives the answers). "
+        "Refuses files of "
         "different suite or library versions, overlapping cases, different scenario sets, and incomplete "
         "or inconsistent sets of shards, an OUT that holds another run's results (unless --overwrite) and "
         "the folder of a run still going.",
@@ -63,6 +66,30 @@ def failed_shard_lines(sources: list[Source]) -> list[str]:
     return lines
 
 
+def summary_head(results: Results, out: Path) -> list[str]:
+    """summary.md's top for a merge: where the "Which to use" answers are, and each case that is not a plain
+    pass with how it went wrong (as a run's summary lists them, bench.report.answers_view.summary_lines).
+
+    A merge does not compute the answers: they pool every case's timed calls with a bootstrap
+    (bench.report.answers), work that grows with the calls, where a merge's own work is to join files (at
+    20,000 cases the answers alone took minutes and gigabytes). `peft-bench report` computes them."""
+    out_lines = [
+        "## Which to use",
+        "",
+        f"Not computed by merge (they pool every case's timed calls): `peft-bench report {out}`.",
+        "",
+    ]
+    odd = [c for c in results.cases if c.verdict != "pass"]
+    if odd:
+        out_lines += ["## Not a plain pass", ""]
+        for c in odd:
+            f = failure_of(c)
+            known = f"; known failure: {f.known_failure}" if f.known_failure else ""
+            out_lines.append(f"- `{c.case_id}` {c.verdict}: {f.kind}{known}")
+        out_lines.append("")
+    return out_lines
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_folder(out, lock_file=LOCK_FILE)
@@ -88,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _refuse_another_run(out)
         save(out, merged)
-        write_summary(out, merged, summary_lines(merged))
+        write_summary(out, merged, summary_head(merged, out))
     print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
     for line in failed_shard_lines(sources):
         print(f"peft-bench: {line}")

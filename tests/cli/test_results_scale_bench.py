@@ -1,0 +1,50 @@
+"""benchmarks/results_scale.py: the files it builds are results files as `save` lays them out (each loads, with
+distinct case ids, through its columnar copy), and a command past its timeout is killed and recorded as such."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bench.results import columnar
+from bench.results.store import load, save
+from bench.spec.codec import to_dict
+from benchmarks.results_scale import _measure, build, markdown
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_built_files_load_with_distinct_cases_in_the_layout_save_writes(tmp_path):
+    folder = build(tmp_path / "a", 12)
+    data = json.loads((folder / "results.json").read_text())
+    assert len(data["cases"]) == 12 and len({c["case_id"] for c in data["cases"]}) == 12
+    assert columnar.read(folder / "results.json") is not None  # the copy matches the file built beside it
+    loaded = load(folder)
+    assert to_dict(loaded) == data
+    save(tmp_path / "saved", loaded)  # save writes the same bytes: the benchmark measures files save writes
+    assert (tmp_path / "saved" / "results.json").read_text() == (folder / "results.json").read_text()
+
+
+def test_a_command_past_its_timeout_is_killed_and_recorded(tmp_path):
+    slow = _measure([sys.executable, "-c", "import time; time.sleep(60)"], REPO, timeout_s=1)
+    assert slow["timed_out"] and slow["exit"] == -9 and slow["wall_s"] < 30
+    quick = _measure([sys.executable, "-c", "print('done')"], REPO, timeout_s=60)  # control
+    assert not quick["timed_out"] and quick["exit"] == 0 and quick["output_tail"].strip() == "done"
+    size = {"cases": 1, "results_json_bytes": 1, "load_before": [1.0], "load_after": [1.0], "commands": {}}
+    for name, r in (("slow", slow), ("quick", quick)):
+        size["commands"][name] = {
+            "n": 1,
+            "wall_s_median": r["wall_s"],
+            "wall_s_min": r["wall_s"],
+            "wall_s_max": r["wall_s"],
+            "timed_out": int(r["timed_out"]),
+            "timeout_s": r["timeout_s"],
+            "peak_rss_bytes_max": r["peak_rss_bytes"],
+            "cpu_s_median": r["cpu_s"],
+            "exit_codes": [r["exit"]],
+        }
+    doc = {"command": "c", "machine": "m", "python": "p", "started_at": "t", "load_note": "", "sizes": [size]}
+    text = markdown(doc)
+    assert "| slow | 1 | no answer in 1 s (killed) |" in text
+    assert "| quick | 1 | no answer" not in text

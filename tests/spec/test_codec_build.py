@@ -1,0 +1,85 @@
+"""bench.spec.codec builds a record by filling its __dict__ in field order (no __init__ per record): the records it
+builds equal what the record's own __init__ builds, field order, defaults, __post_init__ and errors included."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import InitVar, dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bench.results.records import CaseResult, Results, Verdict
+from bench.spec import codec
+from bench.spec.codec import _direct_build, from_dict, to_dict
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = [REPO / "reports" / "baseline", *sorted((REPO / "tests" / "fixtures" / "results").iterdir())]
+
+
+def _by_init(data: dict) -> Results:
+    """The file's records as the codec built them before the direct build: each by its own __init__."""
+    codec._converter.cache_clear()
+    saved = codec._direct_build
+    codec._direct_build = lambda cls: None
+    try:
+        return from_dict(Results, data)
+    finally:
+        codec._direct_build = saved
+        codec._converter.cache_clear()
+
+
+@pytest.mark.parametrize("folder", FILES, ids=[p.name for p in FILES])
+def test_records_equal_those_their_init_builds_in_field_order(folder):
+    data = json.loads((folder / "results.json").read_text())
+    results = from_dict(Results, data)
+    reference = _by_init(data)
+    assert results == reference and to_dict(results) == to_dict(reference)
+    assert json.dumps(to_dict(results)) == json.dumps(to_dict(reference))  # the same key order
+    for case in results.cases:
+        assert list(case.__dict__) == [f.name for f in dataclasses.fields(CaseResult)]
+        assert isinstance(case.verdict, Verdict)  # __post_init__ ran
+    # Control: a file with one value changed reads as other records.
+    data["cases"][0]["reason"] = "changed"
+    assert from_dict(Results, data) != reference
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    a: int
+    b: list = field(default_factory=list)
+    c: str = "c"
+
+
+@dataclass(frozen=True)
+class _Checked:
+    a: int
+
+    def __post_init__(self) -> None:
+        if self.a < 0:
+            raise ValueError("negative")
+
+
+@dataclass(frozen=True)
+class _WithInitVar:
+    a: int
+    scale: InitVar[int] = 1
+
+    def __post_init__(self, scale: int) -> None:
+        object.__setattr__(self, "a", self.a * scale)
+
+
+def test_defaults_post_init_and_errors_are_those_of_init():
+    built = from_dict(_Defaults, {"a": 1})
+    assert built == _Defaults(1) and list(built.__dict__) == ["a", "b", "c"]
+    assert from_dict(_Defaults, {"a": 1}).b is not built.b  # a new list per record, as default_factory gives
+    with pytest.raises(ValueError, match="negative"):
+        from_dict(_Checked, {"a": -1})
+    with pytest.raises(ValueError, match="unknown field"):
+        from_dict(_Defaults, {"a": 1, "z": 2})
+    with pytest.raises(TypeError, match="missing 1 required"):
+        from_dict(_Defaults, {"c": "x"})
+    # A class the direct build cannot do is built by its __init__.
+    assert _direct_build(_WithInitVar) is None and _direct_build(_Defaults) is not None
+    assert from_dict(_WithInitVar, {"a": 2}) == _WithInitVar(2)
