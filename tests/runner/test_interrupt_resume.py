@@ -388,7 +388,8 @@ def _bad_resume(tmp_path: Path, kind: str) -> tuple[list[str], str]:
         return ["run", "--resume", str(folder)], "deleted.toml: no such file or directory"
     if kind == "resume with paths":
         folder = _results_with(tmp_path, scenario, "first[fp32-none]")
-        return ["run", str(scenario), "--resume", str(folder)], "drop the paths, --shard, --tag, --skip-tag and -k"
+        refusal = "drop the paths, --shard, --tag, --skip-tag and -k"
+        return ["run", str(scenario), "--resume", str(folder)], refusal
     if kind == "resume with another out":
         folder = _results_with(tmp_path, scenario, "first[fp32-none]")
         return ["run", "--resume", str(folder), "--out", str(tmp_path / "x")], "drop --out"

@@ -14,9 +14,8 @@ from operator import attrgetter
 import pytest
 import torch
 
-from bench.scenario import load_scenario
-from bench.spec.cases import expand
 from bench.worker.execute import run_case
+from tests.catalogue import failed_outcomes, shipped_case
 from tests.conftest import REPO, SCENARIOS
 
 CATALOGUE = REPO / "docs" / "bug-catalogue.md"
@@ -43,16 +42,6 @@ NEW_SCENARIOS = (
     "hotswap_shape_change.toml",
     "hotswap_modules_to_save.toml",
 )
-
-
-def _case(file_name: str, case_id: str):
-    return next(c for c in expand(load_scenario(SCENARIOS / file_name)) if c.id == case_id)
-
-
-def _failed(result) -> list[tuple[int, str]]:
-    return [
-        (i, o.expectation) for i, s in enumerate(result.steps, 1) for o in s.outcomes if o.status == "fail"
-    ]
 
 
 # ----- planted bugs, one per class
@@ -228,17 +217,17 @@ CONTROL = {
 def test_a_planted_bug_of_the_class_fails_the_scenario(kind, cache_root, monkeypatch):
     file_name, case_id, plant = PLANTED[kind]
     plant(monkeypatch)
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert BROKEN[kind] in _failed(r), _failed(r)
+    assert BROKEN[kind] in failed_outcomes(r), failed_outcomes(r)
 
 
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_unplanted_the_same_case_keeps_its_shipped_verdict(kind, cache_root):
     file_name, case_id, _ = PLANTED[kind]
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     assert r.verdict == CONTROL[kind], (r.verdict, r.reason)
-    assert _failed(r) == []
+    assert failed_outcomes(r) == []
 
 
 def test_a_rank_pair_swap_through_peft_passes_both_directions(cache_root):
@@ -247,7 +236,7 @@ def test_a_rank_pair_swap_through_peft_passes_both_directions(cache_root):
         ("hotswap_rank_7_13.toml", "hotswap-rank-7-13[fp32-aot_eager-peft]"),
         ("hotswap_rank_11_11.toml", "hotswap-rank-11-11[fp32-aot_eager-peft]"),
     ):
-        r = run_case(_case(file_name, case_id), cache_root)
+        r = run_case(shipped_case(file_name, case_id), cache_root)
         assert r.verdict == "pass", (case_id, r.reason)
 
 

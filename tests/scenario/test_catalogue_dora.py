@@ -26,24 +26,13 @@ from bench.errors import ScenarioError
 from bench.ops.script_text import ReproUnsupported
 from bench.report.repro import repro_script
 from bench.scenario import load_scenario
-from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import LOAD_A, SCENARIOS, scenario_toml
+from tests.catalogue import failed_outcomes, shipped_case
+from tests.conftest import LOAD_A, scenario_toml
 
 TRANSFORMERS_CASE = ("dora.toml", "dora[fp32-none-transformers]")
 PEFT_CASE = ("dora.toml", "dora[fp32-none-peft]")
 COMPILED_PEFT_CASE = ("dora_hotswap_compiled.toml", "dora-hotswap-compiled[fp32-aot_eager-peft]")
-
-
-def _case(which: tuple[str, str]):
-    file_name, case_id = which
-    return next(c for c in expand(load_scenario(SCENARIOS / file_name)) if c.id == case_id)
-
-
-def _failed(result) -> list[tuple[int, str]]:
-    return [
-        (i, o.expectation) for i, s in enumerate(result.steps, 1) for o in s.outcomes if o.status == "fail"
-    ]
 
 
 def _plant_enable_drops_magnitude(monkeypatch) -> None:
@@ -102,16 +91,16 @@ PLANTED = {
 def test_a_planted_dora_bug_fails_the_scenario(kind, cache_root, monkeypatch):
     which, plant, broken = PLANTED[kind]
     plant(monkeypatch)
-    r = run_case(_case(which), cache_root)
+    r = run_case(shipped_case(*which), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert broken in _failed(r), _failed(r)
+    assert broken in failed_outcomes(r), failed_outcomes(r)
 
 
 @pytest.mark.parametrize("which", [TRANSFORMERS_CASE, PEFT_CASE, COMPILED_PEFT_CASE], ids=lambda w: w[1])
 def test_unplanted_the_case_keeps_its_shipped_verdict(which, cache_root):
-    r = run_case(_case(which), cache_root)
+    r = run_case(shipped_case(*which), cache_root)
     assert r.verdict == "xfail", (r.verdict, r.reason)
-    assert _failed(r) == []
+    assert failed_outcomes(r) == []
 
 
 # ----- the spec field
@@ -133,7 +122,7 @@ def test_use_dora_is_read_and_shown_as_dora(write_scenario):
 def test_a_reproduction_script_is_refused_naming_dora():
     """The scripts build plain LoRA adapters: a DoRA spec (type "lora") must not be rebuilt as plain LoRA."""
     with pytest.raises(ReproUnsupported, match="not dora"):
-        repro_script(None, None, _case(PEFT_CASE))  # refused before the result is read
+        repro_script(None, None, shipped_case(*PEFT_CASE))  # refused before the result is read
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 from bench.errors import ScenarioError
 from bench.scenario import load_scenario
 from bench.worker.execute import run_case
-from tests.scenario.test_catalogue import _case, _failed
+from tests.catalogue import failed_outcomes, shipped_case
 from tests.scenarios import LOAD_A, scenario_toml
 
 MAIN = "lora_embeddings.toml"
@@ -87,16 +87,16 @@ CONTROL = {
 def test_a_planted_embedding_bug_fails_the_scenario(kind, cache_root, monkeypatch):
     file_name, case_id, plant = PLANTED[kind]
     plant(monkeypatch)
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert BROKEN[kind] in _failed(r), _failed(r)
+    assert BROKEN[kind] in failed_outcomes(r), failed_outcomes(r)
 
 
 @pytest.mark.parametrize(("file_name", "case_id"), sorted(CONTROL))
 def test_unplanted_each_case_keeps_its_shipped_verdict(file_name, case_id, cache_root):
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     assert r.verdict == CONTROL[(file_name, case_id)], (r.verdict, r.reason)
-    assert _failed(r) == []
+    assert failed_outcomes(r) == []
 
 
 # ----- the spec field the lean file needs

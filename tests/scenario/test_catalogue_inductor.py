@@ -11,16 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.scenario import load_scenario
-from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.catalogue import shipped_case
 
 CASE_ID = "hotswap-inductor[fp32-inductor-peft]"
 
 
 def _case():
-    return next(c for c in expand(load_scenario(SCENARIOS / "hotswap_inductor.toml")) if c.id == CASE_ID)
+    return shipped_case("hotswap_inductor.toml", CASE_ID)
 
 
 def _plant_stale_scaling(monkeypatch) -> None:

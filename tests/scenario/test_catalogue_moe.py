@@ -15,7 +15,7 @@ from operator import attrgetter
 import torch
 
 from bench.worker.execute import run_case
-from tests.scenario.test_catalogue import _case, _failed
+from tests.catalogue import failed_outcomes, shipped_case
 
 FILE = "moe_target_parameters.toml"
 PREPARE = "moe_target_parameters_prepare.toml"
@@ -46,15 +46,15 @@ def _plant_swap_skips_parameter_targets(monkeypatch) -> None:
 
 def test_a_swap_that_skips_parameter_targets_fails(cache_root, monkeypatch):
     _plant_swap_skips_parameter_targets(monkeypatch)
-    r = run_case(_case(FILE, CASE), cache_root)
+    r = run_case(shipped_case(FILE, CASE), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert (SWAP_STEP, "matches_reference") in _failed(r), _failed(r)
+    assert (SWAP_STEP, "matches_reference") in failed_outcomes(r), failed_outcomes(r)
 
 
 def test_unplanted_the_case_keeps_its_shipped_verdict(cache_root):
-    r = run_case(_case(FILE, CASE), cache_root)
+    r = run_case(shipped_case(FILE, CASE), cache_root)
     assert r.verdict == "xfail", (r.verdict, r.reason)
-    assert _failed(r) == []
+    assert failed_outcomes(r) == []
     xfailed = [
         (i, o.expectation) for i, s in enumerate(r.steps, 1) for o in s.outcomes if o.status == "xfail"
     ]
@@ -79,9 +79,9 @@ def _plant_experts_rolled(monkeypatch) -> None:
 
 def test_a_library_bug_in_the_experts_fails_on_the_math(cache_root, monkeypatch):
     _plant_experts_rolled(monkeypatch)
-    r = run_case(_case(PREPARE, "moe-target-parameters-prepare[fp32-none-transformers]"), cache_root)
+    r = run_case(shipped_case(PREPARE, "moe-target-parameters-prepare[fp32-none-transformers]"), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert (2, "oracles_agree") in _failed(r), _failed(r)
+    assert (2, "oracles_agree") in failed_outcomes(r), failed_outcomes(r)
 
 
 def test_unplanted_the_preparation_cases_keep_their_markers(cache_root):
@@ -97,9 +97,9 @@ def test_unplanted_the_preparation_cases_keep_their_markers(cache_root):
             ],
         ),
     ):
-        r = run_case(_case(PREPARE, f"moe-target-parameters-prepare[fp32-none-{path}]"), cache_root)
+        r = run_case(shipped_case(PREPARE, f"moe-target-parameters-prepare[fp32-none-{path}]"), cache_root)
         assert r.verdict == "xfail", (path, r.verdict, r.reason)
-        assert _failed(r) == []
+        assert failed_outcomes(r) == []
         got = [
             (i, o.expectation) for i, s in enumerate(r.steps, 1) for o in s.outcomes if o.status == "xfail"
         ]

@@ -12,24 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.scenario import load_scenario
-from bench.spec.cases import expand
 from bench.worker.execute import run_case
-from tests.conftest import SCENARIOS
+from tests.catalogue import failed_outcomes, shipped_case
 
 SHAPE = "hotswap_shape_change.toml"
 SAVED_COPY = "hotswap_modules_to_save.toml"
 WORKLOAD_SEQ_LEN = 16  # the shape scenario's workload: batch 2 x 16 tokens
-
-
-def _case(file_name: str, case_id: str):
-    return next(c for c in expand(load_scenario(SCENARIOS / file_name)) if c.id == case_id)
-
-
-def _failed(result) -> list[tuple[int, str]]:
-    return [
-        (i, o.expectation) for i, s in enumerate(result.steps, 1) for o in s.outcomes if o.status == "fail"
-    ]
 
 
 def _plant_swap_pins_the_sequence_length(monkeypatch) -> None:
@@ -125,18 +113,18 @@ def _xfailed(result) -> set[tuple[int, str]]:
 def test_a_planted_bug_of_the_class_fails_the_scenario(kind, cache_root, monkeypatch):
     file_name, case_id, plant = PLANTED[kind]
     plant(monkeypatch)
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     assert r.verdict == "fail", (r.verdict, r.reason)
-    assert BROKEN[kind] <= set(_failed(r)), _failed(r)
+    assert BROKEN[kind] <= set(failed_outcomes(r)), failed_outcomes(r)
 
 
 @pytest.mark.parametrize("kind", sorted(CONTROL))
 def test_unplanted_the_same_case_keeps_its_shipped_verdict(kind, cache_root):
     file_name, case_id = CONTROL_CASES[kind]
-    r = run_case(_case(file_name, case_id), cache_root)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
     verdict, xfailed = CONTROL[kind]
     assert r.verdict == verdict, (r.verdict, r.reason)
-    assert _failed(r) == []
+    assert failed_outcomes(r) == []
     assert _xfailed(r) == xfailed, _xfailed(r)
     if kind.startswith("shape"):
         _check_the_shapes(r, static=kind == "shape-static")
