@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from bench.judge.figures import case_peak, is_hotswap, reload_step, switch_ms
 from bench.report import flags
 from bench.report.bootstrap import Interval, pooled_median, ratio_of_medians
+from bench.report.memo import per_results
 from bench.results.records import CaseResult, Results, StepRecord
 
 # What the harness does not record yet; the report says so rather than leave the reader to wonder.
@@ -136,6 +137,7 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+@per_results
 def reload_pool(results: Results) -> dict[tuple[str, str, str, str], tuple[str, float]]:
     """(model, precision, workload, compile) -> (case id, plain load + first call, ms) of the first case with a
     plain load into the model its swaps would run on (bench.judge.figures.reload_step): the reload a swap of
@@ -226,6 +228,7 @@ def _choice(key: Key, cases: list[CaseResult], reloads: dict) -> Choice:
     )
 
 
+@per_results
 def choices(results: Results) -> list[Choice]:
     """Every key of the run, in the order a reader scans them: by model, precision and workload, then compile
     setting and way. Cases that measured nothing a reader decides on (no timed call, no swap, no serve) are

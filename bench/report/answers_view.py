@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from bench.report import answers, flags
 from bench.report.answers import Advice, Choice
+from bench.report.bootstrap import MAX_BOOTSTRAP_SAMPLES, ORDER_STATISTICS
+from bench.report.memo import per_results
 from bench.report.sections import ReportTable, Section
 from bench.report.units import MiB
+from bench.results.brief import listing
 from bench.results.records import Results
 
 HEADER = (
@@ -132,6 +135,20 @@ INTRO = (
 )
 
 
+def _order_statistics_note(rows: list[Choice]) -> tuple[str, ...]:
+    """Which rows' latency interval is by order statistics (bench.report.bootstrap), not the bootstrap."""
+    big = [c for c in rows if c.latency is not None and c.latency.method == ORDER_STATISTICS]
+    if not big:
+        return ()
+    names = [f"{c.key.block}, {_what(c)} (n={c.latency.n})" for c in big]
+    return (
+        f"Rows pooling more than {MAX_BOOTSTRAP_SAMPLES:,} calls: their latency interval is the median's "
+        "distribution-free 95% interval between two order statistics of the pooled calls (binomial), not the "
+        "bootstrap, whose cost grows with calls x resamples: " + listing(names, noun="rows") + ".",
+    )
+
+
+@per_results
 def section(results: Results) -> Section:
     rows = answers.choices(results)
     if not rows:
@@ -145,7 +162,7 @@ def section(results: Results) -> Section:
         "",
         tuple(ReportTable(HEADER, tuple(row(c) for c in cs), caption=block) for block, cs in blocks.items()),
         # How to read the tables comes after them: the first screen is for the answers.
-        notes=(INTRO, "Not recorded: " + answers.NOT_RECORDED + "."),
+        notes=(INTRO, *_order_statistics_note(rows), "Not recorded: " + answers.NOT_RECORDED + "."),
         lead=tuple(decision_line(a) for a in answers.advice(rows)),
     )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bench.judge.figures import is_hotswap, output_wrong, reload_step, switch_ms
 from bench.ops import op_named
+from bench.report.memo import per_results
 from bench.results.brief import clipped
 from bench.results.measures import TimingStats
 from bench.results.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
@@ -19,6 +20,9 @@ from bench.results.stats import slope
 # hundreds of MB. The figures behind every row stay in the results files the note names.
 MAX_TABLE_ROWS = 200
 TABLES_NOTE = "every case is in results.json, and as a table in results.csv and results.parquet"
+# Rows a figure draws of its table's (bench.report.html): beyond a few dozen labelled rows a figure is no
+# longer read, and each row costs drawing time.
+MAX_FIGURE_ROWS = 40
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class FailingCase:
     repro: str | None = None  # path of the reproduction script, relative to the results folder
 
 
+@per_results
 def latency_rows(results: Results) -> list[LatencyRow]:
     out = []
     for c in results.cases:
@@ -198,6 +203,7 @@ def _repeat_row(case: CaseResult, s: StepRecord) -> SwitchRow:
     )
 
 
+@per_results
 def switch_rows(results: Results) -> list[SwitchRow]:
     """Each hotswap step beside its case's plain load (swap + first call against load + first call), and each
     repeat_load hotswap step's swaps."""
@@ -217,6 +223,7 @@ def switch_rows(results: Results) -> list[SwitchRow]:
     return out
 
 
+@per_results
 def memory_rows(results: Results) -> list[MemoryRow]:
     out = []
     for c in results.cases:
@@ -245,6 +252,7 @@ def _slope(values: list[float]) -> float | None:
     return slope(values) if len(values) >= 2 else None
 
 
+@per_results
 def growth_series(results: Results) -> list[GrowthSeries]:
     """repeat_load steps: RSS after each repetition. Cases without one but with several load steps: the sum of
     the load steps' own RSS changes, so the compiles and calls between them are left out."""
@@ -284,6 +292,7 @@ def growth_series(results: Results) -> list[GrowthSeries]:
     return out
 
 
+@per_results
 def recompile_rows(results: Results) -> list[RecompileRow]:
     out = []
     for c in results.cases:
@@ -317,24 +326,24 @@ def has_compile_activity(rows: list[RecompileRow]) -> list[str]:
     return [cid for cid, active in seen.items() if active]
 
 
+@per_results
 def verdict_matrix(results: Results) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
     """(rows, columns, cells): rows are scenarios (with the hotswap path where it varies), columns
     precision / compile setting; a cell is a verdict."""
     paths: dict[str, set[str]] = {}
     for c in results.cases:
         paths.setdefault(c.scenario, set()).add(c.params.get("hotswap_path", ""))
-    rows: list[str] = []
-    cols: list[str] = []
+    # dicts as ordered sets: a list's `in` made this quadratic in the scenarios (20,000 copies: seconds)
+    rows: dict[str, None] = {}
+    cols: dict[str, None] = {}
     cells: dict[tuple[str, str], str] = {}
     for c in results.cases:
         row = c.scenario + (f" ({c.params.get('hotswap_path')})" if len(paths[c.scenario]) > 1 else "")
         col = f"{c.params.get('precision', '?')} / {c.params.get('compile', '?')}"
-        if row not in rows:
-            rows.append(row)
-        if col not in cols:
-            cols.append(col)
+        rows.setdefault(row)
+        cols.setdefault(col)
         cells[(row, col)] = c.verdict
-    return rows, cols, cells
+    return list(rows), list(cols), cells
 
 
 def failing_cases(results: Results, repro: dict[str, str] | None = None) -> list[FailingCase]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import caselogs, data, flags
+from bench.report.memo import per_results
 from bench.results.records import Results
 
 # Verdicts whose log is worth quoting: something raised or the worker could not finish.
@@ -27,6 +28,7 @@ class FailureItem:
     log_note: str
 
 
+@per_results
 def items(results: Results, results_dir: Path | None) -> list[FailureItem]:
     out = []
     by_id = {c.case_id: c for c in results.cases}

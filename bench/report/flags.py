@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.judge.figures import known_failures_of, output_wrong
+from bench.report.memo import per_results
 from bench.results.records import CaseResult, StepRecord
 
 WRONG = "WRONG OUTPUT"
@@ -83,6 +84,7 @@ def failure_of(case: CaseResult) -> Failure:
     return Failure("expectation not met", step, known)
 
 
+@per_results
 def output_labels(results) -> dict[tuple[str, int], str]:
     """(case id, step index) -> output_label, for every step of the run."""
     return {(c.case_id, s.index): output_label(s) for c in results.cases for s in c.steps}

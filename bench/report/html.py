@@ -4,6 +4,7 @@ external links), so it can be mailed, attached to a CI run or opened from disk."
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 from pathlib import Path
 
@@ -179,19 +180,35 @@ def _failures(
     return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>" + more_html
 
 
+def _first(rows: list) -> tuple[list, str]:
+    """The rows a figure draws (bench.report.data.MAX_FIGURE_ROWS), and what its caption says when cut."""
+    cap = data.MAX_FIGURE_ROWS
+    return (rows, "") if len(rows) <= cap else (rows[:cap], f"drawn: the first {cap} of {len(rows)} rows")
+
+
+def _noted(plot: plots.Plot | None, note: str) -> plots.Plot | None:
+    return plot if plot is None or not note else dataclasses.replace(plot, titles=(*plot.titles, note))
+
+
 def _figures(results: Results) -> dict[str, plots.Plot | None]:
-    """Each plot draws the rows its table shows (bench.report.data.MAX_TABLE_ROWS): a figure's height grows
-    with its rows, and 20,000 of them made a PNG 800,000 pixels tall."""
+    """Each plot draws at most MAX_FIGURE_ROWS of its table's rows (the memory and recompile figures at most
+    the table's MAX_TABLE_ROWS: they summarise per case). A figure's height and drawing time grow with its
+    rows: 20,000 of them made a PNG 800,000 pixels tall, and 200 per figure were 15 s of the report's CPU."""
     cap = data.MAX_TABLE_ROWS
     wrong = {k: v for k, v in flags.output_labels(results).items() if v.startswith(WRONG)}
+    latency, latency_note = _first(data.latency_rows(results))
+    serve, serve_note = _first(serving.serving_rows(results))
+    switch, switch_note = _first([r for r in data.switch_rows(results) if r.op_ms is not None])
+    train, train_note = _first(training.train_rows(results))
+    growth, growth_note = _first(data.growth_series(results))
     return {
         "answers": pareto.pareto_plot(answers.choices(results)),
-        "latency": plots.latency_plot(data.latency_rows(results)[:cap], wrong),
-        "serving": serving.serving_plot(serving.serving_rows(results)[:cap]),
-        "switch": plots.switch_plot(answers.with_run_reloads(results, data.switch_rows(results)[:cap])),
-        "training": plots.training_plot(training.train_rows(results)[:cap]),
+        "latency": _noted(plots.latency_plot(latency, wrong), latency_note),
+        "serving": _noted(serving.serving_plot(serve), serve_note),
+        "switch": _noted(plots.switch_plot(answers.with_run_reloads(results, switch)), switch_note),
+        "training": _noted(plots.training_plot(train), train_note),
         "memory": plots_memory.memory_plot(data.memory_rows(results)[:cap]),
-        "growth": plots_memory.growth_plot(data.growth_series(results)[:cap]),
+        "growth": _noted(plots_memory.growth_plot(growth), growth_note),
         "recompiles": plots_memory.recompile_plot(data.recompile_rows(results)[:cap]),
     }
 

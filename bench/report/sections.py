@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from bench.report import answers, data, flags, training
 from bench.report.data import MAX_TABLE_ROWS, TABLES_NOTE
+from bench.report.memo import per_results
 from bench.report.units import ratio_text as _ratio
 from bench.report.units import size_text
 from bench.results.brief import clipped
@@ -62,6 +63,7 @@ def _table(header: list[str], rows: list[list[object]], **kw) -> ReportTable:
     return ReportTable(tuple(header), tuple(tuple(clipped(str(c)) for c in r) for r in rows), **kw)
 
 
+@per_results
 def verdicts(results: Results) -> Section:
     rows, cols, cells = data.verdict_matrix(results)
     return Section(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bench.report.figure import WRONG_COLOUR, Plot, colours, new_figure, save
 from bench.report.flags import WRONG
+from bench.report.memo import per_results
 from bench.report.sections import Section, _ms, _table
 from bench.results.records import Results
 from bench.results.serving_records import RequestRecord, ServingFigures
@@ -27,6 +28,7 @@ class ServingRow:
     check_s: float | None = None
 
 
+@per_results
 def serving_rows(results: Results) -> list[ServingRow]:
     rows = []
     for c in results.cases:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.report.memo import per_results
+from bench.results.brief import listing
 from bench.results.records import CaseResult, Results, StepRecord
 
 # Peak RSS holds the whole process (Python, torch, the allocator's slack); a saving smaller than this fraction
@@ -104,14 +106,17 @@ def _row(case: CaseResult, step: StepRecord) -> TrainRow:
     )
 
 
+@per_results
 def train_rows(results: Results) -> list[TrainRow]:
     return [_row(c, s) for c in results.cases for s in c.steps if s.train is not None]
 
 
-def _baseline_for(lora: TrainRow, fulls: list[TrainRow]) -> TrainRow | None:
-    same = [f for f in fulls if f.precision == lora.precision and f.base_params == lora.base_params]
-    # Several baselines of that base and precision: the one with the same compile setting, else the first.
-    return next((f for f in same if f.compile == lora.compile), same[0] if same else None)
+def _baseline_for(lora: TrainRow, fulls: dict[tuple, TrainRow]) -> TrainRow | None:
+    """`fulls`: the first full fine-tuning row of each (precision, base parameters) and of each (precision,
+    base parameters, compile setting). Several baselines of that base and precision: the one with the same
+    compile setting, else the first."""
+    same = (lora.precision, lora.base_params)
+    return fulls.get((*same, lora.compile)) or fulls.get(same)
 
 
 def _saving(lora: TrainRow, full: TrainRow) -> LoraSaving:
@@ -142,7 +147,12 @@ def _saving(lora: TrainRow, full: TrainRow) -> LoraSaving:
 
 
 def lora_savings(rows: list[TrainRow]) -> list[LoraSaving]:
-    fulls = [r for r in rows if r.full]
+    # Grouped once: a scan of every full row for each LoRA row was quadratic in the run's train steps.
+    fulls: dict[tuple, TrainRow] = {}
+    for r in rows:
+        if r.full:
+            fulls.setdefault((r.precision, r.base_params), r)
+            fulls.setdefault((r.precision, r.base_params, r.compile), r)
     out = []
     for r in rows:
         if r.full:
@@ -169,8 +179,9 @@ def unpaired_notes(rows: list[TrainRow], savings: list[LoraSaving]) -> list[str]
         return []
     return [
         "No full fine-tuning case of the same base model (parameter count) and precision for: "
-        + ", ".join(
-            f"{r.case_id} step {r.step} ({r.precision}, {r.base_params:,} base parameters)" for r in alone
+        + listing(
+            [f"{r.case_id} step {r.step} ({r.precision}, {r.base_params:,} base parameters)" for r in alone],
+            noun="train steps",
         )
         + "."
     ]

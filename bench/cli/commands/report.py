@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 from bench.cli.ci import append_step_summary, step_summary_path
@@ -12,6 +13,7 @@ from bench.report import markdown
 from bench.report.build import write_reports
 from bench.results.brief import clipped
 from bench.results.frames import export, frame
+from bench.results.records import Results
 from bench.results.store import load
 
 NAME = "report"
@@ -56,6 +58,16 @@ def run(args: argparse.Namespace) -> int:
     for path in args.table:
         check_out_file(path)
     results = load(args.results)
+    # The run's records (millions of objects at 20,000 cases) live until the command ends and hold no cycles:
+    # frozen, the collector's passes while the report is built no longer walk them (about 1 s of CPU at 5,000).
+    gc.freeze()
+    try:
+        return _report(args, results, folder, out)
+    finally:
+        gc.unfreeze()
+
+
+def _report(args: argparse.Namespace, results: Results, folder: Path, out: Path) -> int:
     formats = tuple(dict.fromkeys(args.format or FORMATS))
     roots = (*args.scenarios_root, Path.cwd())
     if args.table:

@@ -1,0 +1,175 @@
+"""The report's cost grows with the run, not with its bookkeeping: each figure worked out once per Results
+(bench.report.memo), and no table built by a scan of the run for each of its rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binom
+
+from bench.report import answers, answers_view, bootstrap, data, memo, training
+from bench.results.store import load
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = REPO / "reports" / "baseline" / "results.json"
+
+
+def _copies(n: int):
+    """The baseline run's cases copied n times over, each copy its own scenario (distinct case ids)."""
+    base = load(BASELINE)
+    cases = []
+    for i in range(n):
+        c = base.cases[i % len(base.cases)]
+        name = f"s{i:05d}-{c.scenario}"
+        cases.append(dataclasses.replace(c, case_id=name + c.case_id[len(c.scenario) :], scenario=name))
+    return dataclasses.replace(base, cases=tuple(cases), scenario_set=())
+
+
+def test_a_figure_is_worked_out_once_per_results_object():
+    calls = []
+
+    @memo.per_results
+    def count(results, extra=None):
+        calls.append(extra)
+        return len(results.cases)
+
+    results = _copies(3)
+    assert count(results) == count(results) == 3 and calls == [None]
+    assert count(results, "other") == 3 and calls == [None, "other"]  # other arguments: their own value
+    # Negative control: an edited copy is another object and is worked out again, with its own value.
+    fewer = dataclasses.replace(results, cases=results.cases[:1])
+    assert count(fewer) == 1 and len(calls) == 3
+    assert count(results) == 3 and len(calls) == 4  # one run's values kept at a time
+
+
+def test_the_cache_never_keeps_a_run_alive():
+    @memo.per_results
+    def cases_of(results):
+        return results.cases
+
+    results = _copies(2)
+    cases_of(results)
+    assert memo._values  # noqa: SLF001
+    del results
+    gc.collect()
+    assert not memo._values  # noqa: SLF001 - the run's values went with it
+
+
+def test_cached_rows_are_the_rows_worked_out_afresh():
+    results = _copies(10)
+    again = dataclasses.replace(results)  # equal content, another object: nothing cached for it
+    assert answers.choices(results) is answers.choices(results)
+    assert answers.choices(again) == answers.choices(results)
+    assert data.latency_rows(again) == data.latency_rows(results)
+
+
+def _uncached(fn):
+    return getattr(fn, "__wrapped__", fn)  # the function itself, not its per-Results cache
+
+
+def _verdict_matrix_s(n: int) -> float:
+    results = _copies(n)
+    t0 = time.process_time()
+    rows, _, _ = _uncached(data.verdict_matrix)(results)
+    elapsed = time.process_time() - t0
+    assert len(rows) == n
+    return elapsed
+
+
+def test_the_verdict_matrix_is_linear_in_the_scenarios():
+    # 8x the scenarios; a list-membership scan per case (the old code) took ~60x the time at these sizes.
+    small, large = _verdict_matrix_s(2_500), _verdict_matrix_s(20_000)
+    assert large < max(16 * small, 0.05), (small, large)
+
+
+def test_the_verdict_matrix_keeps_first_seen_order():
+    results = _copies(10)
+    rows, cols, cells = _uncached(data.verdict_matrix)(results)
+    assert rows == [c.scenario for c in results.cases]  # each copy is its own scenario, in run order
+    assert cols == list(
+        dict.fromkeys(f"{c.params['precision']} / {c.params['compile']}" for c in results.cases)
+    )
+    assert all(
+        cells[(c.scenario, f"{c.params['precision']} / {c.params['compile']}")] == c.verdict
+        for c in results.cases
+    )
+
+
+def _train_row(case_id: str, *, full: bool, precision: str = "fp32", compile: str = "none", base: int = 1000):
+    return training.TrainRow(
+        case_id=case_id,
+        scenario="s",
+        precision=precision,
+        compile=compile,
+        step=1,
+        full=full,
+        optimizer_steps=2,
+        trainable_params=base if full else 10,
+        total_params=base if full else base + 10,
+        base_params=base,
+        grad_bytes=4 * (base if full else 10),
+        optimizer_state_bytes=8 * (base if full else 10),
+        rss_peak_bytes=None,
+        rss_unavailable="not measured",
+        n=2,
+        step_median_ms=1.0,
+        step_iqr_ms=0.0,
+        step_samples_ms=(1.0, 1.0),
+        loss_first=1.0,
+        loss_last=0.5,
+    )
+
+
+def test_lora_rows_pair_with_the_same_compile_setting_else_the_first_full_row():
+    fulls = [
+        _train_row("full-eager", full=True),
+        _train_row("full-compiled", full=True, compile="default"),
+        _train_row("full-other-base", full=True, base=2000),
+    ]
+    lora = [
+        _train_row("lora-compiled", full=False, compile="default"),
+        _train_row("lora-max", full=False, compile="max-autotune"),
+        _train_row("lora-bf16", full=False, precision="bf16"),
+    ]
+    pairs = {s.lora.case_id: s.full.case_id for s in training.lora_savings([*fulls, *lora])}
+    assert pairs == {"lora-compiled": "full-compiled", "lora-max": "full-eager"}  # bf16: no full row
+    notes = training.unpaired_notes([*fulls, *lora], training.lora_savings([*fulls, *lora]))
+    assert len(notes) == 1 and "lora-bf16 step 1" in notes[0]
+
+
+def test_many_unpaired_lora_rows_are_named_up_to_a_limit():
+    rows = [
+        _train_row("full", full=True),
+        *(_train_row(f"l{i}", full=False, precision="bf16") for i in range(50)),
+    ]
+    (note,) = training.unpaired_notes(rows, training.lora_savings(rows))
+    assert "50 train steps, first 10:" in note and "l9 step 1" in note and "l10 step 1" not in note
+
+
+def test_a_large_pool_gets_the_order_statistic_interval():
+    rng = np.random.default_rng(5)
+    groups = [rng.normal(10, 1, 50) for _ in range(400)]  # 20,000 calls
+    iv = bootstrap.pooled_median(groups)
+    pooled = np.sort(np.concatenate(groups))
+    n = len(pooled)
+    assert iv.method == bootstrap.ORDER_STATISTICS and iv.n == n and iv.estimate == float(np.median(pooled))
+    # The ends are order statistics r and n - r + 1 with P(B <= r - 1) < 2.5 % <= P(B <= r), B ~ Bin(n, 1/2).
+    r = int(np.searchsorted(pooled, iv.low)) + 1
+    assert pooled[r - 1] == iv.low and pooled[n - r] == iv.high
+    assert binom.cdf(r - 1, n, 0.5) < 0.025 <= binom.cdf(r, n, 0.5)
+    assert iv.low < 10 < iv.high and iv.high - iv.low < 0.06  # about 2 x 1.96 x 1.25 / sqrt(n) = 0.035
+    # Negative control: at most MAX_BOOTSTRAP_SAMPLES calls keep the bootstrap, and it agrees in width.
+    small = bootstrap.pooled_median(groups[: bootstrap.MAX_BOOTSTRAP_SAMPLES // 50])
+    assert small.method == bootstrap.BOOTSTRAP and small.low < 10 < small.high
+
+
+def test_the_answers_name_the_rows_with_an_order_statistic_interval():
+    # 275 copies: the "hotswap (peft)" row pools 110 cases x 2 steps x ~47 calls, over 10,000.
+    section = answers_view.section(_copies(275))
+    (note,) = [n for n in section.notes if "order statistics" in n]
+    assert "hotswap (peft)" in note and "hotswap (transformers)" not in note
+    assert not [n for n in answers_view.section(_copies(10)).notes if "order statistics" in n]
