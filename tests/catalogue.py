@@ -1,8 +1,11 @@
-"""What the bug catalogue's tests share (tests/scenario/test_catalogue*.py): a shipped scenario's case by id,
-and the (step, expectation) pairs a run failed."""
+"""What the bug catalogue's tests share (tests/scenario/test_catalogue*.py, and the report tests that replay a
+planted run): a shipped scenario's case by id, the (step, expectation) pairs a run failed, and one case's
+result as a results file holds it."""
 
 from __future__ import annotations
 
+from bench.results.environment import collect
+from bench.results.records import Results
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from tests.conftest import SCENARIOS
@@ -18,3 +21,15 @@ def failed_outcomes(result) -> list[tuple[int, str]]:
     return [
         (i, o.expectation) for i, s in enumerate(result.steps, 1) for o in s.outcomes if o.status == "fail"
     ]
+
+
+def one_case_results(case, result) -> Results:
+    """The results of a run of this one case, as `peft-bench run` would save them (for the report's readers)."""
+    return Results(
+        schema_version=1,
+        suite_version="test",
+        created_at="now",
+        environment=collect(),
+        scenario_set=(case.scenario.name,),
+        cases=(result,),
+    )

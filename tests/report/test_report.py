@@ -23,6 +23,7 @@ from bench.report.repro import repro_file_name, write_repros
 from bench.results.records import Results
 from bench.results.store import load
 from bench.spec.codec import to_dict
+from tests.catalogue import one_case_results
 from tests.conftest import REPO
 
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
@@ -375,22 +376,13 @@ def test_switch_table_without_a_floor_says_why(failing):
 @pytest.fixture(scope="module")
 def planted(cache_root, tmp_path_factory):
     """A real in-process run of the planted scenario (fails at step 9 on purpose), with its repro written."""
-    from bench.results.environment import collect
     from bench.scenario import load_scenario
     from bench.spec.cases import expand
     from bench.worker.execute import run_case
 
     out = tmp_path_factory.mktemp("planted")
     case = expand(load_scenario(PLANTED))[0]
-    result = run_case(case, cache_root, work_dir=out / "work")
-    results = Results(
-        schema_version=1,
-        suite_version="test",
-        created_at="now",
-        environment=collect(),
-        scenario_set=(case.scenario.name,),
-        cases=(result,),
-    )
+    results = one_case_results(case, run_case(case, cache_root, work_dir=out / "work"))
     return out, results, write_repros(results, out, roots=(REPO,))
 
 
@@ -485,7 +477,6 @@ MERGE_PLANTED = REPO / "tests" / "fixtures" / "scenarios" / "merge_planted.toml"
 def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_root, tmp_path):
     """Each new op's script() runs standalone: merge, unmerge, merge_and_unload (the suite's own functions
     carried in the script), model.compile(), load_adapter with hotswap left at its default, and the save."""
-    from bench.results.environment import collect
     from bench.scenario import load_scenario
     from bench.spec.cases import expand
     from bench.worker.execute import run_case
@@ -495,7 +486,7 @@ def test_repro_replays_the_merge_ops_in_place_compile_and_default_hotswap(cache_
     assert result.verdict == "fail" and result.reason.startswith("step 10 (forward): matches_reference")
     # step 5's xfail: transformers 5.23 rebinds the swapped Parameters (swap_in_place, a fingerprinted marker)
     assert [s.status for s in result.steps] == ["pass"] * 4 + ["xfail"] + ["pass"] * 4 + ["fail"]
-    results = Results(1, "test", "now", collect(), (case.scenario.name,), (result,))
+    results = one_case_results(case, result)
     rp = write_repros(results, tmp_path, roots=(REPO,))[case.id]
     text = (tmp_path / rp.path).read_text()
     for call in (

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 
 from bench.report.repro import write_repros
-from bench.results.environment import collect
-from bench.results.records import Results
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
+from tests.catalogue import one_case_results
 from tests.report.test_report import _claim_failed, _run_preloaded
 from tests.scenarios import EAGER, FAST_TIMING, LOAD_A, scenario_toml
 
@@ -30,16 +29,7 @@ def shaped_run(cache_root, tmp_path_factory):
     path = out / "shaped_repro.toml"
     path.write_text(scenario_toml("shaped-repro", STEPS, matrix=EAGER, timing=FAST_TIMING))
     case = expand(load_scenario(path))[0]
-    result = run_case(case, cache_root, work_dir=out / "work")
-    results = Results(
-        schema_version=1,
-        suite_version="test",
-        created_at="now",
-        environment=collect(),
-        scenario_set=(case.scenario.name,),
-        cases=(result,),
-    )
-    return out, results
+    return out, one_case_results(case, run_case(case, cache_root, work_dir=out / "work"))
 
 
 def test_the_shaped_step_is_replayed_on_its_shape(shaped_run):
