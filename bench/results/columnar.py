@@ -181,6 +181,13 @@ class Columnar:
         names = list(columns) or [n for n in _names(self.path) if n not in ("record", "judge")]
         return pq.read_table(self.path, columns=names).to_pandas()
 
+    def column_lists(self, names: tuple[str, ...]) -> dict[str, list[Any]]:
+        """The named per-case columns as Python lists (small ones: not `record`)."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path, columns=list(names))
+        return {n: table.column(n).to_pylist() for n in names}
+
     def case_data(self) -> Iterator[dict[str, Any]]:
         """Each case's JSON data, in file order, parsed one row group at a time."""
         import pyarrow.parquet as pq
