@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from bench.results import columnar
@@ -54,12 +55,17 @@ class Input:
     source: Source
     col: columnar.Columnar | None
 
-    def records(self) -> Iterator[CaseResult]:
+    def records(self, known: Mapping[str, CaseResult] = MappingProxyType({})) -> Iterator[CaseResult]:
+        """Each case with its provenance, in file order; a case whose id is in `known` is that record, and
+        its own is not read again (a decided case would otherwise be parsed and built twice)."""
         if self.col is None:
-            yield from self.source.results.cases
+            for case in self.source.results.cases:
+                yield known.get(case.case_id) or with_provenance(case, self.source)
             return
-        for data in self.col.case_data():
-            yield from_dict(CaseResult, data)
+        for case_id, data in self.col.case_data_but(known):
+            yield (
+                known[case_id] if data is None else with_provenance(from_dict(CaseResult, data), self.source)
+            )
 
 
 @dataclasses.dataclass
@@ -106,7 +112,7 @@ def _decided(ordered: list[Input], decide: Callable, jobs: int) -> dict[str, Cas
     if not groups:
         return {}
     subset = tuple(
-        with_provenance(r, i.source)
+        r
         for i in ordered
         if any(_group(c) in groups for c in i.source.results.cases)
         for r in i.records()
@@ -162,8 +168,7 @@ def write_merged(out: Path, ready: Plan, *, note: Callable[[CaseResult], None] =
 def _cases(ready: Plan, merged: Merged, writer, note: Callable) -> Iterator[CaseResult]:
     """Each merged case, in order; its CSV rows, summary lines and counts made as it passes."""
     for i in ready.ordered:
-        for record in i.records():
-            case = ready.decided.get(record.case_id) or with_provenance(record, i.source)
+        for case in i.records(ready.decided):
             writer.writerows(case_rows(case))
             merged.cases += 1
             merged.counts[case.verdict] = merged.counts.get(case.verdict, 0) + 1
