@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,15 +181,36 @@ class Columnar:
         names = list(columns) or [n for n in _names(self.path) if n not in ("record", "judge")]
         return pq.read_table(self.path, columns=names).to_pandas()
 
+    def column_lists(self, names: tuple[str, ...]) -> dict[str, list[Any]]:
+        """The named per-case columns as Python lists (small ones: not `record`)."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path, columns=list(names))
+        return {n: table.column(n).to_pylist() for n in names}
+
     def case_data(self) -> Iterator[dict[str, Any]]:
         """Each case's JSON data, in file order, parsed one row group at a time."""
+        for _, data in self.case_data_but(()):
+            yield data
+
+    def case_data_but(self, skip: Container[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(case_id, JSON data) of each case in file order; None in place of the data of a case whose id is in
+        `skip`, whose record is not parsed (merge already holds it)."""
         import pyarrow.parquet as pq
 
         f = pq.ParquetFile(self.path)
-        for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["record"]):
+        for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["case_id", "record"]):
+            ids = batch.column(0).to_pylist()
+            todo = [
+                text
+                for case_id, text in zip(ids, batch.column(1).to_pylist(), strict=True)
+                if case_id not in skip
+            ]
             # One parse per batch, as one JSON list: the parser shares the object keys it has seen within
             # one call, so the batch's cases hold one copy of each field name, not one per case.
-            yield from json.loads("[" + ",".join(batch.column(0).to_pylist()) + "]")
+            parsed = iter(json.loads("[" + ",".join(todo) + "]"))
+            for case_id in ids:
+                yield case_id, None if case_id in skip else next(parsed)
 
     def judged_cases(self) -> list[dict[str, Any] | None] | None:
         """Each case's reduced data (bench.results.judging), in file order; None when this file has no

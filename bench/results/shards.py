@@ -34,6 +34,14 @@ class Source:
 
 
 def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: str | None = None) -> Results:
+    ordered = checked(sources)
+    top = merged_top(ordered, command=command, created_at=created_at)
+    return replace(top, cases=tuple(with_provenance(c, s) for s in ordered for c in s.results.cases))
+
+
+def checked(sources: list[Source]) -> list[Source]:
+    """The sources in the order their cases are merged (shards in K order), or BenchInputError for any that
+    cannot be one run with the others. Reads only the file-level fields and each case's case_id."""
     if not sources:
         raise BenchInputError("merge: no results file given")
     first = sources[0]
@@ -54,7 +62,15 @@ def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: s
     _check_same_scenario_set(sources)
     if sharded:
         _check_round_robin(sources)
-    cpu = [s.results.parent_cpu_s for s in sources]
+    return sources
+
+
+def merged_top(
+    ordered: list[Source], *, command: tuple[str, ...] = (), created_at: str | None = None
+) -> Results:
+    """The merged file-level fields (no cases) of checked sources."""
+    first = ordered[0]
+    cpu = [s.results.parent_cpu_s for s in ordered]
     return Results(
         schema_version=first.results.schema_version,
         suite_version=first.results.suite_version,
@@ -62,15 +78,15 @@ def merge(sources: list[Source], *, command: tuple[str, ...] = (), created_at: s
         created_at=created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         environment=first.results.environment,
         scenario_set=first.results.scenario_set,
-        cases=tuple(_with_provenance(c, s) for s in sources for c in s.results.cases),
+        cases=(),
         command=command,
         shard=None,
         parent_cpu_s=None if any(c is None for c in cpu) else sum(cpu),
-        interrupted=any(s.results.interrupted for s in sources),
+        interrupted=any(s.results.interrupted for s in ordered),
     )
 
 
-def _with_provenance(case: CaseResult, source: Source) -> CaseResult:
+def with_provenance(case: CaseResult, source: Source) -> CaseResult:
     # The merged file has one environment block; each case keeps where it ran and which file it came from.
     worker = replace(
         case.worker,

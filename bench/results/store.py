@@ -112,6 +112,24 @@ def _load(path: Path) -> Results:
         raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
 
 
+def load_streamable(path: str | Path) -> tuple[Results, columnar.Columnar | None]:
+    """For a merge that streams the cases (bench.results.streaming): the file's fields without its cases and
+    its matching columnar copy, whose rows are then read one row group at a time; or, where there is no
+    matching copy (or it holds non-finite notes), the whole file as load() gives it, and None."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    _check_file(path)
+    col = columnar.read(path)
+    if col is not None and not col.header.get(NOTES_KEY):
+        try:
+            return parse_results({**col.header, "cases": []}), col
+        except ResultsInvalid as exc:
+            raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
+    with collector_paused():
+        return _load(path), None
+
+
 def load_for_judging(path: str | Path) -> Results:
     """A results file for compare and gate: from the columnar copy's `judge` column (bench.results.judging)
     when a matching copy has it and no value was non-finite: its cases are then CaseView stand-ins holding only
@@ -251,21 +269,26 @@ def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
 def row_lists(results: Results) -> Iterator[list[Any]]:
     """The flat rows as lists, in ROW_FIELDS order (what results.csv holds, without a dict per row)."""
     for case in results.cases:
-        base = [
-            case.case_id,
-            case.scenario,
-            *(case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")),
-            case.verdict,
-        ]
-        for step in case.steps:
-            head = [*base, step.index, step.op, step.status]
-            for metric, value, unit in _step_metrics(step):
-                if value is not None:
-                    yield [*head, metric, value, unit]
-        if case.total_recompiles is not None:
-            yield [*base, None, None, None, "total_recompiles", case.total_recompiles, "count"]
-        for phase, seconds in case.phases_s.items():
-            yield [*base, None, None, None, f"phase_{phase}", seconds, "s"]
+        yield from case_rows(case)
+
+
+def case_rows(case: CaseResult) -> Iterator[list[Any]]:
+    """One case's flat rows (row_lists)."""
+    base = [
+        case.case_id,
+        case.scenario,
+        *(case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")),
+        case.verdict,
+    ]
+    for step in case.steps:
+        head = [*base, step.index, step.op, step.status]
+        for metric, value, unit in _step_metrics(step):
+            if value is not None:
+                yield [*head, metric, value, unit]
+    if case.total_recompiles is not None:
+        yield [*base, None, None, None, "total_recompiles", case.total_recompiles, "count"]
+    for phase, seconds in case.phases_s.items():
+        yield [*base, None, None, None, f"phase_{phase}", seconds, "s"]
 
 
 def rows(results: Results) -> Iterator[dict[str, Any]]:

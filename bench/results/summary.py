@@ -48,12 +48,20 @@ def counts_text(counts: dict[str, int], unverified: int) -> str:
 
 def summary_markdown(results: Results, head: list[str] | tuple[str, ...] = ()) -> str:
     """`head`: Markdown lines put right after the counts (the report's answers, bench.report.answers_view)."""
+    cases = results.cases
+    return summary_text(results, counts_line(results), head, map(table_row, cases), map(steps_lines, cases))
+
+
+def summary_text(results: Results, counts: str, head, rows, steps) -> str:
+    """summary.md from its parts: `results` for the file-level fields (its cases are not read), the counts
+    line, `head`, the table's rows (table_row) and each case's lines under "## Steps" (steps_lines), each
+    consumed once (a merge renders them as it streams the cases: bench.results.streaming)."""
     env = results.environment
     libs = ", ".join(f"{k} {v}" for k, v in env.libraries.items() if v)
     out = [
         "# peft-bench summary",
         "",
-        f"{counts_line(results)}. Created {results.created_at}"
+        f"{counts}. Created {results.created_at}"
         + (" (interrupted: the run did not finish)" if results.interrupted else "")
         + ".",
         "",
@@ -65,38 +73,45 @@ def summary_markdown(results: Results, head: list[str] | tuple[str, ...] = ()) -
         "",
         "| case | verdict | recompiles | wall s | reason |",
         "|---|---|---|---|---|",
+        *rows,
+        "",
+        "## Steps",
     ]
-    for c in results.cases:
-        reason = c.reason.replace("|", "\\|")
-        out.append(
-            f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
-            f"{_wall(c)} | {reason} |"
-        )
-    out.append("")
-    out.append("## Steps")
-    for c in results.cases:
-        if not c.steps:
-            continue
-        out += [
-            "",
-            f"### `{c.case_id}`: {c.verdict}",
-            "",
-            "| # | op | status | op ms | first call ms | median ms (n) | recompiles | max abs diff |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for s in c.steps:
-            med = f"{s.timing.median_ms:.3g} ({s.timing.n})" if s.timing else "-"
-            rec = "-" if s.compile is None else str(s.compile.recompiles)
-            diff = "-" if not s.output or s.output.max_abs_diff is None else f"{s.output.max_abs_diff:.2g}"
-            if s.output and s.output.kind == "tokens":
-                diff = (
-                    "tokens equal" if s.output.tokens_equal else f"{s.output.mismatched_tokens} tokens differ"
-                )
-            out.append(
-                f"| {s.index} | {s.op} | {s.status} | {_fmt_ms(s.op_time_ms)} | {_fmt_ms(s.first_call_ms)} | "
-                f"{med} | {rec} | {diff} |"
-            )
+    for lines in steps:
+        out += lines
     return "\n".join(out) + "\n"
+
+
+def table_row(c: CaseResult) -> str:
+    reason = c.reason.replace("|", "\\|")
+    return (
+        f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
+        f"{_wall(c)} | {reason} |"
+    )
+
+
+def steps_lines(c: CaseResult) -> list[str]:
+    """A case's section under "## Steps" ([] for a case without steps)."""
+    if not c.steps:
+        return []
+    out = [
+        "",
+        f"### `{c.case_id}`: {c.verdict}",
+        "",
+        "| # | op | status | op ms | first call ms | median ms (n) | recompiles | max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in c.steps:
+        med = f"{s.timing.median_ms:.3g} ({s.timing.n})" if s.timing else "-"
+        rec = "-" if s.compile is None else str(s.compile.recompiles)
+        diff = "-" if not s.output or s.output.max_abs_diff is None else f"{s.output.max_abs_diff:.2g}"
+        if s.output and s.output.kind == "tokens":
+            diff = "tokens equal" if s.output.tokens_equal else f"{s.output.mismatched_tokens} tokens differ"
+        out.append(
+            f"| {s.index} | {s.op} | {s.status} | {_fmt_ms(s.op_time_ms)} | {_fmt_ms(s.first_call_ms)} | "
+            f"{med} | {rec} | {diff} |"
+        )
+    return out
 
 
 def write_summary(out_dir: Path, results: Results, head: list[str] | tuple[str, ...] = ()) -> Path:

@@ -99,6 +99,7 @@ def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[
     before, notes = replace_non_finite(before)
     text = json.dumps({**before, "cases": _MARK}, indent=1, allow_nan=False)
     f.write(text[: text.rindex(json.dumps(_MARK))] + "[")
+    i = -1  # results.cases may be an iterator (a merge streams its cases: bench.results.streaming)
     for i, case in enumerate(results.cases):
         text = encode_case(case)
         if text is not None:
@@ -117,7 +118,7 @@ def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[
         after[NOTES_KEY] = {**(after.get(NOTES_KEY) or {}), **notes}
     text = json.dumps({"cases": _MARK, **after}, indent=1, allow_nan=False)
     mark = json.dumps(_MARK)
-    f.write(("\n ]" if results.cases else "]") + text[text.index(mark) + len(mark) :] + "\n")
+    f.write(("\n ]" if i >= 0 else "]") + text[text.index(mark) + len(mark) :] + "\n")
     return {**before, **after}
 
 

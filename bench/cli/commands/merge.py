@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 from bench.cli.paths import check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
 from bench.report.flags import failure_of
-from bench.results.records import Results
-from bench.results.shards import Source, merge
-from bench.results.store import RESULTS_FILE, holds_results, load, remove_run_outputs, save
-from bench.results.summary import counts_line, write_summary
+from bench.results.atomic import write_text
+from bench.results.records import CaseResult, Results
+from bench.results.shards import Source
+from bench.results.store import RESULTS_FILE, holds_results, remove_run_outputs
+from bench.results.streaming import open_input, plan, write_merged
+from bench.results.summary import SUMMARY_FILE, counts_text
 from bench.runner.lock import LOCK_FILE, folder_lock
 
 NAME = "merge"
@@ -79,15 +80,18 @@ def summary_head(results: Results, out: Path) -> list[str]:
         f"Not computed by merge (they pool every case's timed calls): `peft-bench report {out}`.",
         "",
     ]
-    odd = [c for c in results.cases if c.verdict != "pass"]
-    if odd:
-        out_lines += ["## Not a plain pass", ""]
-        for c in odd:
-            f = failure_of(c)
-            known = f"; known failure: {f.known_failure}" if f.known_failure else ""
-            out_lines.append(f"- `{c.case_id}` {c.verdict}: {f.kind}{known}")
-        out_lines.append("")
-    return out_lines
+    return out_lines + odd_section([odd_line(c) for c in results.cases if c.verdict != "pass"])
+
+
+def odd_line(c: CaseResult) -> str:
+    """A case that is not a plain pass, and how it went wrong."""
+    f = failure_of(c)
+    known = f"; known failure: {f.known_failure}" if f.known_failure else ""
+    return f"- `{c.case_id}` {c.verdict}: {f.kind}{known}"
+
+
+def odd_section(lines: list[str]) -> list[str]:
+    return ["## Not a plain pass", "", *lines, ""] if lines else []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,22 +106,32 @@ def run(args: argparse.Namespace) -> int:
             )
     if not args.overwrite:
         _refuse_another_run(out)  # before reading the inputs; checked again under the lock
-    sources = [Source(str(p), load(p)) for p in args.results]
+    # Each input's file-level fields and small per-case columns; its cases are read while they are written
+    # (bench.results.streaming), so that memory does not grow with them.
+    inputs = [open_input(p, str(p)) for p in args.results]
     command = ("peft-bench", NAME, str(out), *map(str, args.results))
-    merged = merge(sources, command=command)
-    # faster_than compares sibling cases, which may have run in different shards: decide it again on the whole.
-    jobs = max(s.results.jobs for s in sources)
-    merged = replace(merged, cases=relative_outcomes(merged.cases, jobs))
+    # faster_than compares sibling cases, which may have run in different shards: decided again on the whole
+    # (relative_outcomes, over each group of siblings). The checks and this before the lock and any removal.
+    ready = plan(inputs, command=command, decide=relative_outcomes)
+    odd: list[str] = []
+
+    def note(case: CaseResult) -> None:
+        if case.verdict != "pass":
+            odd.append(odd_line(case))
+
     # Under the folder's lock, as a run writes there: a run still going in OUT would write over the merge.
     with folder_lock(out):
         if args.overwrite:
             remove_run_outputs(out)
         else:
             _refuse_another_run(out)
-        save(out, merged)
-        write_summary(out, merged, summary_head(merged, out))
-    print(f"peft-bench: merged {len(sources)} file(s), {len(merged.cases)} case(s): {counts_line(merged)}")
-    for line in failed_shard_lines(sources):
+        merged = write_merged(out, ready, note=note)
+        write_text(out / SUMMARY_FILE, merged.summary(summary_head(merged.results, out) + odd_section(odd)))
+    print(
+        f"peft-bench: merged {len(inputs)} file(s), {merged.cases} case(s): "
+        f"{counts_text(merged.counts, merged.unverified)}"
+    )
+    for line in failed_shard_lines([i.source for i in inputs]):
         print(f"peft-bench: {line}")
     print(f"peft-bench: results in {out}/{RESULTS_FILE}, summary in {out}/summary.md")
     return 0
