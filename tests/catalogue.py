@@ -8,6 +8,7 @@ from bench.results.environment import collect
 from bench.results.records import Results
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
+from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
 
 
@@ -21,6 +22,16 @@ def failed_outcomes(result) -> list[tuple[int, str]]:
     return [
         (i, o.expectation) for i, s in enumerate(result.steps, 1) for o in s.outcomes if o.status == "fail"
     ]
+
+
+def planted_failures(planted, cache_root, monkeypatch) -> list[tuple[int, str]]:
+    """Plant a bug (`planted`: file name, case id, plant(monkeypatch)), run the shipped case through the real
+    worker path, check that it fails, and return what failed (failed_outcomes)."""
+    file_name, case_id, plant = planted
+    plant(monkeypatch)
+    r = run_case(shipped_case(file_name, case_id), cache_root)
+    assert r.verdict == "fail", (r.verdict, r.reason)
+    return failed_outcomes(r)
 
 
 def one_case_results(case, result) -> Results:
