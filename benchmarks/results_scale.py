@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.results import columnar  # noqa: E402
+from bench.results.store import load  # noqa: E402
+from bench.spec.codec import to_dict  # noqa: E402
 
 SOURCE = REPO / "reports" / "baseline" / "results.json"
 COMMANDS = ("report", "gate", "compare", "merge", "resume")
@@ -79,7 +81,10 @@ _source_names: list[str] = []
 
 def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Path:
     """folder/results.json (+ results.parquet) holding n copied cases; streamed, never all in memory."""
-    doc = json.loads(source.read_text(encoding="utf-8"))
+    # Through the records and back, so that the copies hold every field save writes today: a source saved
+    # before a field was added (a defaulted one, as loading fills it) would otherwise give files that no
+    # current run writes.
+    doc = to_dict(load(source))
     cases = doc.pop("cases")
     _source_names[:] = [c["scenario"] for c in cases]
     templates = _templates(cases)
