@@ -190,27 +190,24 @@ class Columnar:
 
     def case_data(self) -> Iterator[dict[str, Any]]:
         """Each case's JSON data, in file order, parsed one row group at a time."""
-        for _, data in self.case_data_but(()):
-            yield data
+        for (texts,) in self._batches(["record"]):
+            yield from _parsed(texts)
 
     def case_data_but(self, skip: Container[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(case_id, JSON data) of each case in file order; None in place of the data of a case whose id is in
-        `skip`, whose record is not parsed (merge already holds it)."""
+        `skip`, whose record is not parsed (merge already holds it). A second column read, so load() keeps
+        case_data."""
+        for ids, texts in self._batches(["case_id", "record"]):
+            parsed = iter(_parsed([t for i, t in zip(ids, texts, strict=True) if i not in skip]))
+            for case_id in ids:
+                yield case_id, None if case_id in skip else next(parsed)
+
+    def _batches(self, columns: list[str]) -> Iterator[list[list[Any]]]:
         import pyarrow.parquet as pq
 
         f = pq.ParquetFile(self.path)
-        for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["case_id", "record"]):
-            ids = batch.column(0).to_pylist()
-            todo = [
-                text
-                for case_id, text in zip(ids, batch.column(1).to_pylist(), strict=True)
-                if case_id not in skip
-            ]
-            # One parse per batch, as one JSON list: the parser shares the object keys it has seen within
-            # one call, so the batch's cases hold one copy of each field name, not one per case.
-            parsed = iter(json.loads("[" + ",".join(todo) + "]"))
-            for case_id in ids:
-                yield case_id, None if case_id in skip else next(parsed)
+        for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=columns):
+            yield [batch.column(i).to_pylist() for i in range(len(columns))]
 
     def judged_cases(self) -> list[dict[str, Any] | None] | None:
         """Each case's reduced data (bench.results.judging), in file order; None when this file has no
@@ -224,6 +221,12 @@ class Columnar:
             return json.loads("[" + ",".join(column) + "]")  # one parse: keys shared across the cases
         except (OSError, ValueError, TypeError):  # unreadable since `read` checked it: the records are read
             return None
+
+
+def _parsed(texts: list[str]) -> list[dict[str, Any]]:
+    # One parse per batch, as one JSON list: the parser shares the object keys it has seen within one call, so
+    # the batch's cases hold one copy of each field name, not one per case.
+    return json.loads("[" + ",".join(texts) + "]")
 
 
 def _names(path: Path) -> list[str]:
