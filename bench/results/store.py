@@ -64,10 +64,7 @@ def save(out_dir: Path, results: Results) -> None:
 def load(path: str | Path) -> Results:
     """Load a results file (or a folder holding results.json), with a clear error for anything else. A
     columnar copy that matches the file (bench.results.columnar) is read instead of the JSON when it can be."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    _check_file(path)
+    path = _results_file(path)
     with collector_paused():
         return _load(path)
 
@@ -116,16 +113,10 @@ def load_streamable(path: str | Path) -> tuple[Results, columnar.Columnar | None
     """For a merge that streams the cases (bench.results.streaming): the file's fields without its cases and
     its matching columnar copy, whose rows are then read one row group at a time; or, where there is no
     matching copy (or it holds non-finite notes), the whole file as load() gives it, and None."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    _check_file(path)
-    col = columnar.read(path)
-    if col is not None and not col.header.get(NOTES_KEY):
-        try:
-            return parse_results({**col.header, "cases": []}), col
-        except ResultsInvalid as exc:
-            raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
+    path = _results_file(path)
+    col = _finite_copy(path)
+    if col is not None:
+        return _file_fields(col, path), col
     with collector_paused():
         return _load(path), None
 
@@ -134,20 +125,38 @@ def load_for_judging(path: str | Path) -> Results:
     """A results file for compare and gate: from the columnar copy's `judge` column (bench.results.judging)
     when a matching copy has it and no value was non-finite: its cases are then CaseView stand-ins holding only
     what bench.judge reads; otherwise exactly load(path)."""
+    path = _results_file(path)
+    with collector_paused():
+        col = _finite_copy(path)
+        data = None if col is None else col.judged_cases()
+        if data is None or any(d is None for d in data):
+            return _load(path)
+        top = _file_fields(col, path)
+        return dataclasses.replace(top, cases=tuple(judging.case_view(d) for d in data))
+
+
+def _results_file(path: str | Path) -> Path:
+    """The results.json a path names (itself, or inside the folder it names), checked to be a readable file."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
     _check_file(path)
-    with collector_paused():
-        col = columnar.read(path)
-        data = None if col is None or col.header.get(NOTES_KEY) else col.judged_cases()
-        if data is None or any(d is None for d in data):
-            return _load(path)
-        try:
-            top = parse_results({**col.header, "cases": []})
-        except ResultsInvalid as exc:
-            raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
-        return dataclasses.replace(top, cases=tuple(judging.case_view(d) for d in data))
+    return path
+
+
+def _finite_copy(path: Path) -> columnar.Columnar | None:
+    """The columnar copy matching results.json, unless there is none or its values were not all finite (their
+    notes are checked on the full document, as bench.results.checks does)."""
+    col = columnar.read(path)
+    return None if col is None or col.header.get(NOTES_KEY) else col
+
+
+def _file_fields(col: columnar.Columnar, path: Path) -> Results:
+    """The copy's file-level fields, checked as in a JSON load (a newer schema is refused), with no cases."""
+    try:
+        return parse_results({**col.header, "cases": []})
+    except ResultsInvalid as exc:
+        raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
 
 
 def _check_file(path: Path) -> None:
@@ -175,13 +184,10 @@ def _load_columnar(path: Path) -> Results | None:
     The file-level fields are checked as in a JSON load (a newer schema is refused); the cases are built
     without the per-field checks: the copy was written by `save` from records it built itself, and its
     fingerprint proves results.json has not changed since."""
-    col = columnar.read(path)
-    if col is None or col.header.get(NOTES_KEY):
+    col = _finite_copy(path)
+    if col is None:
         return None
-    try:
-        top = parse_results({**col.header, "cases": []})
-    except ResultsInvalid as exc:
-        raise BenchInputError(exc.message, source=str(path), field=exc.where or None) from None
+    top = _file_fields(col, path)
     cases = []
     for data in col.case_data():
         if data.get(NOTES_KEY):
