@@ -40,16 +40,13 @@ def _apt_install(session: nox.Session, packages, why: str) -> None:
     )
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The project's own test suite (what .ci/run and the README call).
-
-    One pytest-xdist process per core (work stealing: a few tests take a minute, most well under a second),
-    each test's torch on one intra-op thread: two processes each spinning two threads on a 2-core machine
-    run several times slower than two single-threaded ones. posargs go to pytest (`-n 0` runs serially)."""
+def _pytest(session: nox.Session, marks: str) -> None:
+    """pytest over the tests selected by `marks`: one pytest-xdist process per core (work stealing: a few tests
+    take a minute, most well under a second), each test's torch on one intra-op thread: two processes each
+    spinning two threads on a 2-core machine run several times slower than two single-threaded ones. posargs
+    go to pytest (`-n 0` runs serially)."""
     install(session, "test")
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    # The browser tests need Chromium, which `nox -s browser` installs: here they are deselected, not skipped.
     session.run(
         "python",
         "-m",
@@ -60,10 +57,26 @@ def tests(session: nox.Session) -> None:
         "--dist",
         "worksteal",
         "-m",
-        "not browser",
+        marks,
         *session.posargs,
         env=env,
     )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's fast tests (what the README calls): every test but those marked `slow` or `browser`.
+
+    `slow` marks the tests that take seconds each (real worker processes, compiles, signals, installs of other
+    library releases: about 120 tests, nine tenths of the suite's time); `nox -s slow` runs them, and .ci/run
+    runs both. The browser tests need Chromium, which `nox -s browser` installs. Deselected here, not skipped."""
+    _pytest(session, "not slow and not browser")
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The tests marked `slow` (see `tests`): the real run paths, the catalogue's planted bugs, signals, bisect."""
+    _pytest(session, "slow and not browser")
 
 
 BROWSER_PACKAGES = ("chromium",)

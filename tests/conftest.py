@@ -114,3 +114,24 @@ def fixed_environment(**changes):
         hostname="host-a",
     )
     return dataclasses.replace(env, **changes)
+
+
+# `nox -s tests` (every test not marked slow) keeps to its budget (6 minutes with its install, on two cores) only
+# while its tests stay fast: a test not marked slow whose setup, call and teardown took more than this together
+# is named at the end of the run, as one to mark `slow` or to make faster.
+UNMARKED_SLOW_S = 5.0
+_unmarked_s: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    # Runs in the controlling process under pytest-xdist too (each worker's reports are sent there).
+    if "slow" not in report.keywords:
+        _unmarked_s[report.nodeid] = _unmarked_s.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    over = sorted(((s, n) for n, s in _unmarked_s.items() if s > UNMARKED_SLOW_S), reverse=True)
+    if over:
+        terminalreporter.section(f"tests not marked slow that took over {UNMARKED_SLOW_S:g} s")
+        for seconds, nodeid in over:
+            terminalreporter.line(f"{seconds:6.1f} s  {nodeid}")

@@ -18,6 +18,9 @@ from bench.bisect.probe import Target
 from bench.bisect.search import BAD, GOOD, UNTESTABLE, bisect
 from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=61"]

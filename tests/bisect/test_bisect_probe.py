@@ -8,10 +8,15 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from bench.bisect import criteria
 from bench.bisect.driver import search
 from bench.bisect.probe import RUN_FILE, RUNS_DIR, Target, run_key, run_probe
 from tests.conftest import LOAD_A, scenario_toml
+
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
 
 SCENARIO = scenario_toml(
     "bisect-smoke",

@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 pytest_plugins = ["pytester"]
 
 BENCHMARKS = REPO / "benchmarks"

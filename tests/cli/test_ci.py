@@ -14,6 +14,9 @@ from bench.errors import BenchInputError
 from bench.results.store import load
 from tests.conftest import LOAD_A, REPO, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
 
 

@@ -9,6 +9,9 @@ import pytest
 from bench.estimate.calibration import calibration_path
 from tests.conftest import MINIMAL
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 TWO_CASES = MINIMAL.replace('compile = ["aot_eager"]', 'compile = ["none", "aot_eager"]')
 
 

@@ -132,6 +132,7 @@ def test_testpaths_run_collects_no_scenario(pytester, scenario_dir):
     assert len(_collected(named)) == 7
 
 
+@pytest.mark.slow
 def test_pytest_tests_leaves_the_planted_fixture_scenarios_out_and_naming_one_collects_it():
     """`pytest tests` names the folder, so without tests/fixtures/conftest.py the plugin would collect the
     planted failures as cases of our own suite (found on a GPU host, where the suite was run that way)."""

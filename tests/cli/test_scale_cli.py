@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from bench.judge.compare import compare
 from bench.report.comparison import MAX_ROWS, comparison_text
 from bench.report.data import MAX_TABLE_ROWS
@@ -28,6 +30,7 @@ def _copies(n: int, verdict: str | None = None, reason: str | None = None):
     return dataclasses.replace(base, cases=tuple(cases), scenario_set=())
 
 
+@pytest.mark.slow
 def test_a_multi_megabyte_reason_keeps_the_report_small(tmp_path, cli):
     huge = "x" * 5_000_000
     results = _copies(3)

@@ -24,6 +24,9 @@ from bench.spec.schema import AdapterSpec
 from bench.worker.__main__ import run_spec
 from tests.conftest import FAST_TIMING, LOAD_A, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory, cache_root) -> dict[str, Path]:

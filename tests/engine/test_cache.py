@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,9 @@ from bench.engine.sources.cache import cache_key
 from bench.engine.sources.models import resolve_model
 from bench.spec.schema import AdapterSpec
 from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
+
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
 
 FILL = """
 import sys

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bench.results.records import CaseResult
 from bench.runner.launch import RunOptions, run_one
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
+
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
 
 FAST_TIMING = "[timing]\nwarmup = 1\nmin_rounds = 2\nmin_time_s = 0.0\n\n[adapters.first]"
 

@@ -470,6 +470,7 @@ def test_source_imports_no_peft(module):
     assert not [n for n in names if n.split(".")[0] == "peft"], names
 
 
+@pytest.mark.slow
 def test_runs_with_peft_blocked(world, tmp_path):
     """In a process where `import peft` fails, the oracle still computes the adapter's output, the same as
     the library's (computed here, with peft)."""

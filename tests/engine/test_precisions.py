@@ -56,6 +56,7 @@ def test_device_map_is_auto_only_where_auto_puts_the_model_on_the_device_asked_f
     assert load_kwargs("nf4", "cpu")["device_map"] == device_map("cpu", torch.cuda.device_count())
 
 
+@pytest.mark.slow
 def test_missing_bitsandbytes_is_a_skip_not_a_fallback(tmp_path, write_scenario, cache_root):
     """A real failed import (a shadowing package that raises), in a real worker process."""
     path = write_scenario(NEEDS_BNB)
@@ -122,6 +123,7 @@ def _run_without_bnb(tmp_path, cache_root, args):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "nf4"])
 def test_peft_hotswap_is_correct_in_each_precision(precision, cache_root):
     r = run_case(
@@ -231,6 +233,7 @@ def _recompiles_after_state_dict(cache_root, eager_forward_between: bool) -> int
     return window.stats.recompiles
 
 
+@pytest.mark.slow
 def test_nf4_cpu_state_dict_recompile_and_its_workaround(cache_root):
     """The fact behind needs_eager_forward_after_state_dict, and the negative control for the workaround.
     Only a host where bitsandbytes repacks (avx512_bf16) has the recompile; elsewhere there is none to

@@ -381,6 +381,7 @@ def test_generate_responses_are_checked_on_tokens_and_logits(cache_root, write_s
     assert "greedy tokens" in sv.check_rule
 
 
+@pytest.mark.slow
 def test_compiled_serving_counts_recompiles_after_warmup(cache_root, write_scenario):
     s = _serve(
         write_scenario,

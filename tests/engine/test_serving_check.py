@@ -17,6 +17,9 @@ from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.engine.test_serving import _record, _serve
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

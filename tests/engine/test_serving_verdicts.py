@@ -199,6 +199,7 @@ def test_faster_than_is_never_decided_between_cases_that_shared_cores(eager_runs
         assert not outs and any("not decided" in n and "side by side" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_faster_than_under_jobs_2_through_the_cli(cli, tmp_path, cache_root, monkeypatch):
     """The real --jobs path: the two cases run at once, each pinned to its own core, and the outcome says so."""
     from bench.runner.jobs import usable_cpus

@@ -11,6 +11,9 @@ from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import MINIMAL, SCENARIOS
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 def _only(path):
     (case,) = expand(load_scenario(path))

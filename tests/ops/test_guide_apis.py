@@ -3,6 +3,8 @@ adapters, and memory over repeated loads."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
@@ -54,6 +56,7 @@ def test_trained_adapter_reloads_to_the_same_output(cache_root, tmp_path):
     assert (tmp_path / "trained" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_save_and_load_both_ways(cache_root, tmp_path):
     r = _run("save_load.toml", cache_root, tmp_path, precision="fp32", compile="aot_eager")
     assert r.verdict == "pass", r.reason
@@ -82,6 +85,7 @@ def test_active_adapters_check_can_fail(cache_root, write_scenario):
     assert r.verdict == "xpass"
 
 
+@pytest.mark.slow
 def test_memory_growth_side_by_side_vs_hotswap(cache_root):
     r = _run("memory_growth.toml", cache_root)
     assert r.verdict == "pass", r.reason

@@ -97,6 +97,7 @@ def test_a_merge_and_unload_that_keeps_the_lora_layers_is_caught(cache_root, mon
     assert out["plain_model"].status == "fail" and "merge_and_unload left 4 LoRA layer(s)" in r.reason
 
 
+@pytest.mark.slow
 def test_in_place_compile_is_a_real_compile(cache_root, monkeypatch):
     """compile_inplace.toml passes with model.compile(); planted, a model.compile() that does nothing is
     'compile had no effect' (the model would run eager and every recompile count would be vacuous)."""
@@ -111,6 +112,7 @@ def test_in_place_compile_is_a_real_compile(cache_root, monkeypatch):
     assert r.verdict == "fail" and "compile_effective: compile had no effect" in r.reason
 
 
+@pytest.mark.slow
 def test_default_hotswap_after_enable_and_save_after_the_swap(cache_root):
     r = run_case(_case(SCENARIOS / "hotswap_auto.toml"), cache_root)
     # Right outputs everywhere; the one known failure is transformers rebinding the swapped Parameters.
@@ -124,6 +126,7 @@ def test_default_hotswap_after_enable_and_save_after_the_swap(cache_root):
     assert "default=swapped" in save.output.reference_state
 
 
+@pytest.mark.slow
 def test_a_save_that_writes_the_adapter_before_the_swap_is_caught(cache_root, monkeypatch):
     """Planted: save_pretrained writes the first adapter's files instead of the swapped weights. Only the
     check of the saved folder (a fresh model loading it) can see it: the model itself is right."""
@@ -142,6 +145,7 @@ def test_a_save_that_writes_the_adapter_before_the_swap_is_caught(cache_root, mo
     assert r.reason.startswith("step 7 (save_adapter): matches_reference")
 
 
+@pytest.mark.slow
 def test_save_after_a_peft_hotswap_keeps_the_old_alpha(cache_root):
     """The finding of save_after_hotswap.toml: the saved folder does not load back to the swapped output."""
     r = run_case(_case(SCENARIOS / "save_after_hotswap.toml", hotswap_path="peft"), cache_root)

@@ -5,12 +5,16 @@ sees it. Planted in the libraries, through run_case on the shipped scenario, wit
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import SCENARIOS
+
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
 
 ALPHA = SCENARIOS / "hotswap_alpha.toml"
 

@@ -26,6 +26,9 @@ from bench.spec.codec import to_dict
 from tests.catalogue import one_case_results
 from tests.conftest import REPO
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
 ALPHA_TF = "hotswap-alpha[fp32-aot_eager-transformers]"
 ALPHA_PEFT = "hotswap-alpha[fp32-aot_eager-peft]"

@@ -38,6 +38,9 @@ from bench.results.store import load
 from bench.results.summary import summary_markdown
 from tests.conftest import REPO
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 FAILING = REPO / "tests" / "fixtures" / "results" / "failing"
 BASELINE = REPO / "reports" / "baseline"
 SERVING = REPO / "reports" / "serving-cpu"

@@ -72,18 +72,28 @@ def _uncached(fn):
 
 
 def _verdict_matrix_s(n: int) -> float:
+    """The best of three CPU times, with the cyclic collector off: a collection pass over the 20,000 copies
+    falling inside one timing took it from ~0.03 s to 0.24 s (a failure, once, of the linear code)."""
     results = _copies(n)
-    t0 = time.process_time()
-    rows, _, _ = _uncached(data.verdict_matrix)(results)
-    elapsed = time.process_time() - t0
-    assert len(rows) == n
-    return elapsed
+    times = []
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            t0 = time.process_time()
+            rows, _, _ = _uncached(data.verdict_matrix)(results)
+            times.append(time.process_time() - t0)
+            assert len(rows) == n
+    finally:
+        if was:
+            gc.enable()
+    return min(times)
 
 
 def test_the_verdict_matrix_is_linear_in_the_scenarios():
     # 8x the scenarios; a list-membership scan per case (the old code) took ~60x the time at these sizes.
     small, large = _verdict_matrix_s(2_500), _verdict_matrix_s(20_000)
-    assert large < max(16 * small, 0.05), (small, large)
+    assert large < max(16 * small, 0.1), (small, large)  # linear here: 0.03 s, 10-14x
 
 
 def test_the_verdict_matrix_keeps_first_seen_order():

@@ -215,6 +215,7 @@ def check_outcome(command: str, text: str, rc: int, out: str, err: str, bad: Pat
         assert ("peft-bench gate: PASS" in out) == (rc == 0), out
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     seed=st.sampled_from(SEEDS),
@@ -258,6 +259,7 @@ NEW_NUMBER = (
 )
 
 
+@pytest.mark.slow
 @SCALAR_FUZZ
 @given(
     seed=st.sampled_from(SEEDS),

@@ -23,6 +23,9 @@ from bench.spec.cases import Shard, expand_all
 from bench.spec.schema import PRECISIONS
 from tests.conftest import FAST_TIMING, LOAD_A, fixed_environment, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 # ---------------------------------------------------------------------------------------------------------
 # Sharding
 

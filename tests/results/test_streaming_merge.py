@@ -23,6 +23,9 @@ from bench.results.summary import summary_markdown
 from bench.spec.codec import to_dict
 from tests.engine.test_serving import _with_faster_than, eager_runs  # noqa: F401
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "results"
 CREATED = "2026-01-01T00:00:00+00:00"

@@ -12,6 +12,9 @@ import pytest
 
 from bench.worker import inject
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 SCENARIO = """
 [scenario]
 name = "truncated"

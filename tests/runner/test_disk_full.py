@@ -17,6 +17,9 @@ import pytest
 
 from tests.conftest import MINIMAL, REPO
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 SCENARIO = MINIMAL.replace(
     'compile = ["aot_eager"]', 'compile = ["none"]\nprecision = ["fp32", "bf16"]'
 ).replace('[[steps]]\nop = "compile"\n\n', "")

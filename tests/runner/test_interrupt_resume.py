@@ -30,6 +30,9 @@ from bench.spec.codec import to_dict
 from bench.worker import inject
 from tests.conftest import FAST_TIMING, LOAD_A, REPO, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 def _scenario(name: str) -> str:
     return scenario_toml(name, [LOAD_A], timing=FAST_TIMING)

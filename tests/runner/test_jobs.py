@@ -14,6 +14,9 @@ from bench.results.store import load
 from bench.runner.jobs import LiveWorkers, core_groups, parse_jobs, usable_cpus
 from tests.runner.test_interrupt_resume import _gone, _scenario, _start, _wait_for_hang
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 CPUS = usable_cpus()
 needs_two_cores = pytest.mark.skipif(len(CPUS) < 2, reason="pinning two jobs needs two usable cores")
 

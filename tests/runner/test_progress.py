@@ -6,6 +6,8 @@ from __future__ import annotations
 import resource
 import time
 
+import pytest
+
 from bench.results.exits import PHASE_MARKER
 from bench.runner.progress import CaseWatcher, eta_s, last_phase, phase_line
 
@@ -79,6 +81,7 @@ def test_a_busy_watcher_would_be_caught(tmp_path):
     assert not _wakeups_bounded(seen, 0.1, 1.0)
 
 
+@pytest.mark.slow
 def test_a_step_change_reports_the_finished_steps_whole_time(tmp_path):
     """Issue 32: a log that is not a terminal shows one line per new step, and a new step has run 0 s, so
     every line said "0s". The watcher now reports the step that ended with its whole time at the change."""

@@ -21,6 +21,9 @@ from bench.runner.processes import Zygote
 from tests.conftest import REPO
 from tests.runner.test_interrupt_resume import _scenario, _start, _wait_for_hang
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 def _kill_if_there(pid: int | None) -> None:
     if pid is None:

@@ -21,6 +21,9 @@ from bench.runner.processes import Zygote
 from tests.conftest import REPO
 from tests.runner.test_interrupt_resume import _scenario
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 PROBE = "tests.zygote_probe:main"
 LIMIT = 6 * 2**30
 

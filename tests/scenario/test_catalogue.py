@@ -18,6 +18,9 @@ from bench.worker.execute import run_case
 from tests.catalogue import failed_outcomes, planted_failures, shipped_case
 from tests.conftest import REPO, SCENARIOS
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 CATALOGUE = REPO / "docs" / "bug-catalogue.md"
 
 # The scenarios written for the catalogue (issue 28), each with its case for the planted bug.

@@ -30,6 +30,9 @@ from bench.worker.execute import run_case
 from tests.catalogue import failed_outcomes, shipped_case
 from tests.conftest import LOAD_A, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 TRANSFORMERS_CASE = ("dora.toml", "dora[fp32-none-transformers]")
 PEFT_CASE = ("dora.toml", "dora[fp32-none-peft]")
 COMPILED_PEFT_CASE = ("dora_hotswap_compiled.toml", "dora-hotswap-compiled[fp32-aot_eager-peft]")

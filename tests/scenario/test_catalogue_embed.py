@@ -19,6 +19,9 @@ from bench.worker.execute import run_case
 from tests.catalogue import failed_outcomes, planted_failures, shipped_case
 from tests.scenarios import LOAD_A, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 MAIN = "lora_embeddings.toml"
 SAVED_BASE = "lora_embeddings_saved_base.toml"
 TRANSFORMERS = "lora-embeddings[fp32-aot_eager-transformers]"

@@ -14,6 +14,9 @@ import torch
 from bench.worker.execute import run_case
 from tests.catalogue import shipped_case
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 CASE_ID = "hotswap-inductor[fp32-inductor-peft]"
 
 

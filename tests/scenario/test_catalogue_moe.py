@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from operator import attrgetter
 
+import pytest
 import torch
 
 from bench.worker.execute import run_case
 from tests.catalogue import failed_outcomes, shipped_case
+
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
 
 FILE = "moe_target_parameters.toml"
 PREPARE = "moe_target_parameters_prepare.toml"

@@ -15,6 +15,9 @@ import torch
 from bench.worker.execute import run_case
 from tests.catalogue import failed_outcomes, planted_failures, shipped_case
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 SHAPE = "hotswap_shape_change.toml"
 SAVED_COPY = "hotswap_modules_to_save.toml"
 WORKLOAD_SEQ_LEN = 16  # the shape scenario's workload: batch 2 x 16 tokens

@@ -134,6 +134,7 @@ def _mutate(data: dict, path: tuple, kind: str, value, key: str) -> None:
         parent[last] = node[1:] + node[0]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     seed=st.sampled_from(SEEDS),

@@ -17,6 +17,9 @@ from bench.cli.main import main
 from bench.results.store import load, save
 from tests.conftest import REPO
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 COMPAT = sorted((REPO / "reports/compat").glob("transformers-*"))
 BASELINE = REPO / "reports/baseline"
 # A run judged under verdict rules 1: the transformers 5.23.0 x peft 0.18.1 compat run as it was committed before

@@ -19,6 +19,9 @@ from bench.spec.library_pairs import broken_pair
 from tests.conftest import REPO
 from tests.runner.test_interrupt_resume import _scenario
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 _VERSION = st.tuples(st.integers(0, 9), st.integers(0, 40), st.integers(0, 5)).map(
     lambda v: ".".join(map(str, v))
 )

@@ -18,6 +18,9 @@ from bench.worker.execute import run_case
 from bench.worker.prepare import padded_rank
 from tests.conftest import scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 QV = ["q_proj", "v_proj"]
 
 

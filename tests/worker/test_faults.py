@@ -27,6 +27,9 @@ from bench.spec.codec import to_dict
 from bench.worker import inject
 from tests.conftest import FAST_TIMING, LOAD_A, ONE_ADAPTER, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 MEMORY_LIMIT_MB = 2500  # torch, transformers and peft import in ~1.1 GiB of address space; a tiny case fits
 
 

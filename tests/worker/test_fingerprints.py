@@ -21,6 +21,9 @@ from bench.spec.schema import KnownFailure
 from bench.worker.execute import run_case
 from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, REPO, SCENARIOS, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 def _case(path, case_id):
     return next(c for c in expand(load_scenario(path)) if c.id == case_id)

@@ -12,6 +12,9 @@ from bench.spec.cases import expand
 from bench.worker.execute import run_case
 from tests.conftest import LOAD_A, ONE_ADAPTER_SEED_0, SCENARIOS, scenario_toml
 
+# Seconds a test here (workers, compiles, or a shared fixture that makes them): `nox -s slow` runs these.
+pytestmark = pytest.mark.slow
+
 
 def _run(path, cache_root, **params):
     cases = [c for c in expand(load_scenario(path)) if all(c.params[k] == v for k, v in params.items())]

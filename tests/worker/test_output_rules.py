@@ -138,6 +138,7 @@ def _stale_swap(monkeypatch):
     monkeypatch.setattr(LoadAdapter, "apply", planted)
 
 
+@pytest.mark.slow
 def test_generate_compares_logits_so_a_stale_swap_that_keeps_the_tokens_fails(cache_root, monkeypatch):
     _stale_swap(monkeypatch)
     r = run_case(_case(SCENARIOS / "generate_hotswap.toml", hotswap_path="peft"), cache_root)
@@ -148,6 +149,7 @@ def test_generate_compares_logits_so_a_stale_swap_that_keeps_the_tokens_fails(ca
     assert "step 5 (load_adapter): matches_reference" in r.reason
 
 
+@pytest.mark.slow
 def test_generate_without_the_stale_swap_matches_in_tokens_and_logits(cache_root):
     r = run_case(_case(SCENARIOS / "generate_hotswap.toml", hotswap_path="peft"), cache_root)
     assert r.verdict == "pass", r.reason

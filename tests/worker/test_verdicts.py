@@ -116,6 +116,7 @@ def test_a_real_compile_step_passes_the_same_check(cache_root, write_scenario):
     assert {o.expectation: o.held for o in forward.outcomes}["compile_effective"]
 
 
+@pytest.mark.slow
 def test_more_frame_compiles_than_torch_keeps_by_default_are_all_counted():
     """torch keeps 64 compilation-metrics records; a step with more must still count every one."""
     import torch
@@ -176,6 +177,7 @@ def test_the_same_scenario_without_the_library_bug_has_both_oracles_agree(cache_
     assert sum(s.oracle_agreement is not None for s in r.steps) == 2
 
 
+@pytest.mark.slow
 def test_without_error_on_recompile_no_recompile_error_is_recorded(cache_root, tmp_path, monkeypatch):
     """Negative control for the strict-mode test in tests/worker/test_harness.py: if the harness stopped entering
     error_on_recompile, the recompile would still be counted (the outcome fails on the count), but no
