@@ -22,8 +22,8 @@ from bench.errors import BenchInputError
 from bench.judge.compare import compare
 from bench.judge.gate import decide
 from bench.judge.thresholds import load_policy
+from bench.results.flat_rows import step_metrics
 from bench.results.records import CaseResult, Results
-from bench.results.store import _step_metrics
 
 VERDICTS = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
 KINDS = ("verdict", "expectation", "metric", "gate")
@@ -127,7 +127,7 @@ def _metric(c: Criterion, picked: list[CaseResult]) -> tuple[str, str]:
     crossed, seen = [], []
     for case in picked:
         for step in case.steps:
-            for name, value, unit in _step_metrics(step):
+            for name, value, unit in step_metrics(step):
                 if name != c.metric or value is None:
                     continue
                 seen.append(f"{case.case_id} step {step.index}: {value:g} {unit}")

@@ -1,7 +1,7 @@
 """Results as a tidy pandas DataFrame, and its export to CSV, JSON and Parquet.
 
 One row per case, step and metric, with every case parameter as a column: the same rows as results.csv
-(both are built from bench.results.store.rows), so a table read back from results.csv and one built here agree.
+(both are built from bench.results.flat_rows.rows), so a table read back from results.csv and one built here agree.
 
     >>> from bench.results.frames import load_frame
     >>> df = load_frame("reports/baseline/results.json")
@@ -14,8 +14,9 @@ import importlib.util
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.results.flat_rows import ROW_FIELDS, rows
 from bench.results.records import Results
-from bench.results.store import ROW_FIELDS, load, rows
+from bench.results.store import load
 
 # Export formats by file suffix; Parquet needs an engine pandas can use.
 FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}

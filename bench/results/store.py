@@ -6,25 +6,22 @@ See docs/results-schema.md for the fields. Every write is atomic.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import gc
-import io
 import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from bench.errors import BenchInputError
 from bench.results import columnar, judging
 from bench.results.atomic import replace_atomically
 from bench.results.checks import ResultsInvalid, parse_results
 from bench.results.finite import NOTES_KEY
+from bench.results.flat_rows import write_csv
 from bench.results.outfiles import file_kind
-from bench.results.records import CaseResult, Results, StepRecord
+from bench.results.records import CaseResult, Results
 from bench.results.summary import SUMMARY_FILE
 from bench.results.writing import save_json_and_columnar
 from bench.spec.codec import from_dict
@@ -58,7 +55,7 @@ def save(out_dir: Path, results: Results) -> None:
     each written atomically, in that order."""
     out_dir = Path(out_dir)
     save_json_and_columnar(out_dir, results)
-    replace_atomically(out_dir / CSV_FILE, lambda tmp: _write_csv(tmp, results))
+    replace_atomically(out_dir / CSV_FILE, lambda tmp: write_csv(tmp, results))
 
 
 def load(path: str | Path) -> Results:
@@ -194,130 +191,6 @@ def _load_columnar(path: Path) -> Results | None:
             return None
         cases.append(from_dict(CaseResult, data))
     return dataclasses.replace(top, cases=tuple(cases))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Flat rows: one per case, step and metric, with the case's parameters as columns.
-
-ROW_FIELDS = (
-    "case_id",
-    "scenario",
-    "precision",
-    "compile",
-    "hotswap_path",
-    "strategy",
-    "verdict",
-    "step",
-    "op",
-    "step_status",
-    "metric",
-    "value",
-    "unit",
-)
-
-
-def _step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
-    yield "op_time_ms", step.op_time_ms, "ms"
-    yield "first_call_ms", step.first_call_ms, "ms"
-    if step.timing:
-        t = step.timing
-        yield "latency_ms_median", t.median_ms, "ms"
-        yield "latency_ms_min", t.min_ms, "ms"
-        yield "latency_ms_mean", t.mean_ms, "ms"
-        yield "latency_ms_p90", t.p90_ms, "ms"
-        yield "latency_ms_stdev", t.stdev_ms, "ms"
-        yield "latency_ms_iqr", t.iqr_ms, "ms"
-        yield "latency_n", t.n, "count"
-    if step.compile:
-        c = step.compile
-        yield "recompiles", c.recompiles, "count"
-        yield "frame_compiles", c.frame_compiles, "count"
-        yield "graph_breaks", c.graph_breaks, "count"
-        yield "compile_time_s", c.compile_time_s, "s"
-    if step.memory:
-        m = step.memory
-        for name in (
-            "rss_before_bytes",
-            "rss_after_bytes",
-            "rss_peak_bytes",
-            "cuda_allocated_peak_bytes",
-            "cuda_reserved_peak_bytes",
-            "nvml_process_used_bytes",
-            "nvml_device_used_bytes",
-        ):
-            if getattr(m, name) is not None:
-                yield name, getattr(m, name), "bytes"
-        if m.rss_delta_bytes is not None:
-            yield "rss_delta_bytes", m.rss_delta_bytes, "bytes"
-    if step.output:
-        if step.output.max_abs_diff is not None:
-            yield "output_max_abs_diff", step.output.max_abs_diff, "abs"
-            yield "output_max_rel_diff", step.output.max_rel_diff, "rel"
-        yield "output_matches", int(step.output.matches), "bool"
-    for eff in step.effects:  # files written before `contrast`
-        yield f"adapter_effect_max_abs[{eff.adapter}]", eff.max_abs_effect, "abs"
-    if step.contrast is not None:
-        yield "contrast_margin", step.contrast.margin, "ratio"
-    yield "adapter_bytes", step.adapter_bytes, "bytes"
-    yield "copy_floor_ms", step.copy_floor_ms, "ms"
-    if step.serving is not None and step.serving.figures is not None:
-        import dataclasses
-
-        for f in dataclasses.fields(step.serving.figures):
-            name = f.name
-            unit = (
-                "ms" if "_ms" in name else "bytes" if "bytes" in name else "s" if name.endswith("_s") else ""
-            )
-            unit = "per s" if name in ("throughput_rps", "tokens_per_s") else unit or "count"
-            yield f"serving_{name}", getattr(step.serving.figures, name), unit
-
-
-def row_lists(results: Results) -> Iterator[list[Any]]:
-    """The flat rows as lists, in ROW_FIELDS order (what results.csv holds, without a dict per row)."""
-    for case in results.cases:
-        yield from case_rows(case)
-
-
-def case_rows(case: CaseResult) -> Iterator[list[Any]]:
-    """One case's flat rows (row_lists)."""
-    base = [
-        case.case_id,
-        case.scenario,
-        *(case.params.get(k) for k in ("precision", "compile", "hotswap_path", "strategy")),
-        case.verdict,
-    ]
-    for step in case.steps:
-        head = [*base, step.index, step.op, step.status]
-        for metric, value, unit in _step_metrics(step):
-            if value is not None:
-                yield [*head, metric, value, unit]
-    if case.total_recompiles is not None:
-        yield [*base, None, None, None, "total_recompiles", case.total_recompiles, "count"]
-    for phase, seconds in case.phases_s.items():
-        yield [*base, None, None, None, f"phase_{phase}", seconds, "s"]
-
-
-def rows(results: Results) -> Iterator[dict[str, Any]]:
-    for row in row_lists(results):
-        yield dict(zip(ROW_FIELDS, row, strict=True))
-
-
-def _write_rows(f, results: Results) -> None:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(ROW_FIELDS)
-    writer.writerows(row_lists(results))
-
-
-def to_csv(results: Results) -> str:
-    buf = io.StringIO()
-    _write_rows(buf, results)
-    return buf.getvalue()
-
-
-def _write_csv(path: Path, results: Results) -> None:
-    """results.csv, streamed into the file (at 20,000 cases the text is about 200 MB)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        _write_rows(f, results)
 
 
 def case_from_file(path: Path) -> CaseResult:

@@ -27,9 +27,10 @@ from typing import Any, NamedTuple
 
 from bench.results import columnar
 from bench.results.atomic import replace_atomically
+from bench.results.flat_rows import ROW_FIELDS, case_rows
 from bench.results.records import CaseResult, Results
 from bench.results.shards import Source, checked, merged_top, with_provenance
-from bench.results.store import CSV_FILE, ROW_FIELDS, case_rows, collector_paused, load_streamable
+from bench.results.store import CSV_FILE, collector_paused, load_streamable
 from bench.results.summary import counts_text, steps_lines, summary_text, table_row
 from bench.results.writing import save_json_and_columnar
 from bench.spec.codec import from_dict

@@ -261,8 +261,8 @@ def test_each_strategy_serves_every_request_right(eager_runs, strategy):
 def test_the_report_compares_the_strategies_in_one_table_with_a_figure(eager_runs, tmp_path):
     from bench.report.build import write_reports
     from bench.results.environment import collect
+    from bench.results.flat_rows import rows
     from bench.results.records import Results
-    from bench.results.store import rows
 
     results = Results(1, "test", "now", collect(), ("serve-test",), tuple(eager_runs.values()))
     write_reports(results, tmp_path)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchInputError
+from bench.results.flat_rows import ROW_FIELDS, to_csv
 from bench.results.frames import export, frame, load_frame, parquet_engine
-from bench.results.store import ROW_FIELDS, load, to_csv
+from bench.results.store import load
 from tests.conftest import REPO
 
 RESULTS = REPO / "tests" / "fixtures" / "results" / "noise-a"

@@ -12,8 +12,8 @@ import json
 
 from bench import VERDICT_RULES_VERSION
 from bench.report.dataset.table import column_names
+from bench.results.flat_rows import ROW_FIELDS
 from bench.results.runs import Run
-from bench.results.store import ROW_FIELDS
 from bench.results.summary import counts_line
 
 DATA_GLOB = "data/*/*.parquet"

@@ -13,9 +13,9 @@ import json
 
 from bench.errors import BenchInputError
 from bench.results.environment import LIBRARIES
+from bench.results.flat_rows import ROW_FIELDS
 from bench.results.frames import frame, parquet_engine
 from bench.results.runs import Run
-from bench.results.store import ROW_FIELDS
 
 _INT_ROW_FIELDS = {"step"}
 _FLOAT_ROW_FIELDS = {"value"}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from bench import VERDICT_RULES_VERSION
 from bench.results.environment import LIBRARIES
+from bench.results.flat_rows import rows
 from bench.results.records import Environment, Results
 from bench.results.runs import Run
-from bench.results.store import rows
 
 # The figures a trend is drawn for, with their unit: policy as data. Per step unless the metric is the
 # case's own (total_recompiles).
