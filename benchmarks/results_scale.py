@@ -36,8 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.results import columnar  # noqa: E402
+from bench.results.atomic import replace_atomically  # noqa: E402
+from bench.results.records import CaseResult  # noqa: E402
 from bench.results.store import load  # noqa: E402
-from bench.spec.codec import to_dict  # noqa: E402
+from bench.results.writing import encode_case, record_row  # noqa: E402
+from bench.spec.codec import from_dict, to_dict  # noqa: E402
 
 SOURCE = REPO / "reports" / "baseline" / "results.json"
 COMMANDS = ("report", "gate", "compare", "merge", "resume")
@@ -53,41 +56,43 @@ HEAD_FIELDS = (
 NAME = "@@scenario@@"  # a placeholder in each source case's text, replaced by the copy's scenario name
 
 
-def _templates(cases: list[dict]) -> list[tuple[str, dict]]:
-    """Each source case as JSON text with its scenario name a placeholder, and the fields the columnar copy
-    reads (bench.results.columnar), so that a copy is one str.replace, not a parse and a dump."""
+def _templates(cases: tuple[CaseResult, ...]) -> list[tuple]:
+    """Each source case's columnar row as a save makes it (bench.results.writing.record_row: its JSON text,
+    judge column, results.csv rows and summary lines among them), with its scenario name a placeholder, so
+    that a copy is one str.replace per text, not a parse and a dump."""
     out = []
-    for c in cases:
-        c = json.loads(json.dumps(c))
+    for case in cases:
+        c = json.loads(json.dumps(to_dict(case)))
         c["case_id"] = NAME + c["case_id"][len(c["scenario"]) :]
         if c.get("case"):
             c["case"]["scenario"]["name"] = NAME
         c["scenario"] = NAME
-        out.append((json.dumps(c, allow_nan=False), c))  # as bench.results.writing.encode_case
+        record = from_dict(CaseResult, c)
+        out.append(record_row(record, encode_case(record)))
     return out
 
 
-def _copies(templates: list[tuple[str, dict]], n: int, start: int) -> Iterator[tuple[dict, str]]:
-    """n cases: the source's cases in turn, copy i under the scenario name `<scenario>-<i>`."""
+def _copies(templates: list[tuple], n: int, start: int) -> Iterator[tuple]:
+    """n cases' rows: the source's cases in turn, copy i under the scenario name `<scenario>-<i>`."""
     for i in range(start, start + n):
-        text, c = templates[i % len(templates)]
         name = f"s{i:06d}-{_source_names[i % len(templates)]}"
-        columns = {**c, "case_id": c["case_id"].replace(NAME, name), "scenario": name}
-        yield columns, text.replace(NAME, name)
+        yield tuple(v.replace(NAME, name) if isinstance(v, str) else v for v in templates[i % len(templates)])
 
 
 _source_names: list[str] = []
+_RECORD = columnar.COLUMNS.index("record")
 
 
 def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Path:
     """folder/results.json (+ results.parquet) holding n copied cases; streamed, never all in memory."""
-    # Through the records and back, so that the copies hold every field save writes today: a source saved
-    # before a field was added (a defaulted one, as loading fills it) would otherwise give files that no
-    # current run writes.
-    doc = to_dict(load(source))
-    cases = doc.pop("cases")
-    _source_names[:] = [c["scenario"] for c in cases]
-    templates = _templates(cases)
+    # Through the records, so that the copies hold every field save writes today: a source saved before a
+    # field was added (a defaulted one, as loading fills it) would otherwise give files that no current run
+    # writes.
+    loaded = load(source)
+    _source_names[:] = [c.scenario for c in loaded.cases]
+    templates = _templates(loaded.cases)
+    doc = to_dict(loaded)
+    del doc["cases"]
     doc["scenario_set"] = []  # every copy is its own scenario; merge compares the sets, so keep them equal
     folder.mkdir(parents=True, exist_ok=True)
     # The layout of bench.results.writing.write_json: file-level fields indented, then one case per line.
@@ -95,10 +100,17 @@ def build(folder: Path, n: int, *, source: Path = SOURCE, start: int = 0) -> Pat
     tail = {k: v for k, v in doc.items() if k not in HEAD_FIELDS}
     with open(folder / "results.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(head, indent=1)[:-2] + ',\n "cases": [')
-        for i, (_, text) in enumerate(_copies(templates, n, start)):
-            f.write(("\n" if i == 0 else ",\n") + text)
+        for i, row in enumerate(_copies(templates, n, start)):
+            f.write(("\n" if i == 0 else ",\n") + row[_RECORD])
         f.write(("\n ]" if n else "]") + (",\n" + json.dumps(tail, indent=1)[2:] if tail else "\n}") + "\n")
-    columnar.write(folder, doc, _copies(templates, n, start))
+
+    def dump(tmp: Path) -> None:
+        with columnar.Sink(tmp) as sink:
+            for row in _copies(templates, n, start):
+                sink.add(row)
+            sink.finish(doc, folder / "results.json")
+
+    replace_atomically(folder / columnar.COLUMNAR_FILE, dump)
     return folder
 
 

@@ -146,7 +146,16 @@ COLUMNS = (
     # The case reduced to what compare and gate read (bench.results.judging), as JSON; "null" for a case
     # with non-finite notes. Files written before this column lack it: then those commands read `record`.
     "judge",
+    # What a merge writes of the case besides its record, made from the record when it was saved: its
+    # results.csv rows as CSV text (bench.results.flat_rows.case_csv), its line of summary.md's case table
+    # and its section under "## Steps" (bench.results.summary). None of them names where the case ran, so a
+    # merge copies them (bench.results.streaming). Null where the row was made from JSON data, not a record
+    # (row_of_data); files written before these columns lack them. Either way a merge builds the record.
+    "csv",
+    "summary_row",
+    "summary_steps",
 )
+PASS_THROUGH_COLUMNS = ("csv", "summary_row", "summary_steps")
 
 
 def row_of_data(case: dict[str, Any], text: str) -> tuple:
@@ -163,6 +172,9 @@ def row_of_data(case: dict[str, Any], text: str) -> tuple:
         any(st.get("unverified") for st in case.get("steps") or ()),
         text,
         json.dumps(judging.reduce_case(case), separators=(",", ":")),
+        None,  # csv, summary_row, summary_steps: made from records only (bench.results.writing)
+        None,
+        None,
     )
 
 
@@ -201,6 +213,16 @@ class Columnar:
             parsed = iter(_parsed([t for i, t in zip(ids, texts, strict=True) if i not in skip]))
             for case_id in ids:
                 yield case_id, None if case_id in skip else next(parsed)
+
+    def copyable(self) -> bool:
+        """Whether this file's rows hold every column a save writes today, in order (its row_tuples()
+        can be copied into a new file as they are)."""
+        return tuple(_names(self.path)) == COLUMNS
+
+    def row_tuples(self) -> Iterator[tuple]:
+        """Each case's row, in COLUMNS order, in file order (for a copyable file), a row group at a time."""
+        for columns in self._batches(list(COLUMNS)):
+            yield from zip(*columns, strict=True)
 
     def _batches(self, columns: list[str]) -> Iterator[list[list[Any]]]:
         import pyarrow.parquet as pq

@@ -131,3 +131,10 @@ def write_csv(path: Path, results: Results) -> None:
     """results.csv, streamed into the file (at 20,000 cases the text is about 200 MB)."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         write_rows(f, results)
+
+
+def case_csv(case: CaseResult) -> str:
+    """One case's rows as results.csv holds them: CSV text, each line ending in a newline (no header)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(case_rows(case))
+    return buf.getvalue()

@@ -14,11 +14,12 @@ wrong shard. Pure functions: they return the merged Results or raise BenchInputE
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, fields, replace
 
 from bench.errors import BenchInputError
 from bench.results.brief import listing
-from bench.results.records import CaseResult, Results
+from bench.results.records import CaseResult, Results, WorkerInfo
 from bench.spec.cases import Shard
 
 # Libraries whose version changes verdicts and timings: results measured under different ones are not one run.
@@ -86,17 +87,46 @@ def merged_top(
     )
 
 
-def with_provenance(case: CaseResult, source: Source) -> CaseResult:
+def _provenance(source: Source, shard: str | None, job: str | None) -> dict[str, str | None]:
     # The merged file has one environment block; each case keeps where it ran and which file it came from.
-    worker = replace(
-        case.worker,
-        results_file=source.path,
-        hostname=source.results.environment.hostname,
+    return {
+        "results_file": source.path,
+        "hostname": source.results.environment.hostname,
         # A case of a merged file merged again keeps the shard it ran in.
-        shard=source.results.shard or case.worker.shard,
-        job=source.results.scheduler.get("job_id") or case.worker.job,
-    )
+        "shard": source.results.shard or shard,
+        "job": source.results.scheduler.get("job_id") or job,
+    }
+
+
+def with_provenance(case: CaseResult, source: Source) -> CaseResult:
+    worker = replace(case.worker, **_provenance(source, case.worker.shard, case.worker.job))
     return replace(case, worker=worker)
+
+
+_WORKER_KEY = '"worker": {'
+_WORKER_FIELDS = tuple(f.name for f in fields(WorkerInfo))
+_DECODER = json.JSONDecoder()
+
+
+def with_provenance_text(text: str, source: Source) -> str | None:
+    """with_provenance on a case's JSON text as a save encodes it (bench.results.writing), without parsing the
+    rest of the case: its `worker` object is decoded, given the same four fields and encoded again in place.
+    None where that is not certain to be right: the key found other than once (a quotation mark inside a
+    JSON string is escaped, so a match is a key, but a nested object could hold one too), or a worker object
+    with other fields than WorkerInfo's, in other order (not what a save of a record writes). The caller then
+    builds the record."""
+    at = text.find(_WORKER_KEY)
+    if at < 0 or text.find(_WORKER_KEY, at + 1) >= 0:
+        return None
+    start = at + len(_WORKER_KEY) - 1
+    try:
+        worker, end = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return None
+    if not isinstance(worker, dict) or tuple(worker) != _WORKER_FIELDS:
+        return None
+    worker.update(_provenance(source, worker["shard"], worker["job"]))
+    return text[:start] + json.dumps(worker, allow_nan=False) + text[end:]
 
 
 def _check_same_run_kind(a: Source, b: Source) -> None:

@@ -6,9 +6,16 @@ the same records, results.json, results.parquet and results.csv; tests/results/t
 compares both paths). The differences are in how:
 
 - An input's cases come from its columnar copy (bench.results.columnar) when it matches its results.json:
-  the checks read only the small columns (case_id, verdict, scenario, the parameters), and the records are
-  built from the `record` column one row group at a time, while they are written. An input without a
-  matching copy (an older, edited or non-finite file) is loaded whole, as before.
+  the checks read only the small columns (case_id, verdict, scenario, the parameters), and the cases are
+  read one row group at a time, while they are written. An input without a matching copy (an older, edited
+  or non-finite file) is loaded whole, as before.
+- A case is copied, not built: its row's JSON text gets its provenance in place
+  (bench.results.shards.with_provenance_text), and its judge column, results.csv rows and summary lines,
+  which name nothing of where it ran, are copied as the save that wrote the row made them from the record.
+  A record is built only where that cannot be done (a row made from JSON data, a non-finite value, a worker
+  object a save would not write), for a case whose faster_than is decided again, and for a case that is
+  not a plain pass: the merge's summary says how each went wrong (bench.report.flags.failure_of, which reads
+  the record).
 - The one decision that spans cases, `faster_than` (bench.judge.relative, passed in as `decide`), is made
   before writing, on only the cases of a scenario, precision and compile setting that holds a case with a
   strategy (its siblings are among them and nowhere else): at most those records are held at once.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -29,10 +37,10 @@ from bench.results import columnar
 from bench.results.atomic import replace_atomically
 from bench.results.flat_rows import ROW_FIELDS, case_rows
 from bench.results.records import CaseResult, Results
-from bench.results.shards import Source, checked, merged_top, with_provenance
+from bench.results.shards import Source, checked, merged_top, with_provenance, with_provenance_text
 from bench.results.store import CSV_FILE, collector_paused, load_streamable
 from bench.results.summary import counts_text, steps_lines, summary_text, table_row
-from bench.results.writing import save_json_and_columnar
+from bench.results.writing import Encoded, save_json_and_columnar
 from bench.spec.codec import from_dict
 
 _UNDECIDED = ("error", "skip", "not_run")  # verdicts bench.judge.relative leaves as they are
@@ -46,6 +54,40 @@ class LightCase(NamedTuple):
     verdict: str
     scenario: str
     params: dict[str, Any]
+
+
+class Copied(NamedTuple):
+    """A case copied from its input's columnar row, its provenance set in its text
+    (bench.results.shards.with_provenance_text), with what the writer and summary.md need of it, as the save
+    that wrote the row made them from the record."""
+
+    encoded: Encoded  # the case's JSON text and its new row
+    verdict: str
+    unverified: bool
+    csv: str
+    summary_row: str
+    summary_steps: str
+
+    def record(self) -> CaseResult:
+        return from_dict(CaseResult, json.loads(self.encoded.text))
+
+
+_AT = {name: i for i, name in enumerate(columnar.COLUMNS)}
+
+
+def _copied(row: tuple, source: Source) -> Copied | None:
+    """The case of a columnar row, copied; None where its record must be built: a case with non-finite values
+    (written the old way), a row made from JSON data (no CSV text or summary lines), or a text whose worker
+    object cannot be edited in place."""
+    extra = [row[_AT[n]] for n in columnar.PASS_THROUGH_COLUMNS]
+    if row[_AT["non_finite"]] or None in extra:
+        return None
+    text = with_provenance_text(row[_AT["record"]], source)
+    if text is None:
+        return None
+    at = _AT["record"]
+    encoded = Encoded(text, (*row[:at], text, *row[at + 1 :]))
+    return Copied(encoded, row[_AT["verdict"]], bool(row[_AT["unverified"]]), *extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +109,25 @@ class Input:
             yield (
                 known[case_id] if data is None else with_provenance(from_dict(CaseResult, data), self.source)
             )
+
+    def items(self, known: Mapping[str, CaseResult] = MappingProxyType({})) -> Iterator[CaseResult | Copied]:
+        """records(), but a case whose columnar row can be copied as it is (with its provenance set) comes as
+        Copied: neither parsed nor built, nor encoded again. Rows are copyable from a file whose columns are
+        today's (columnar.Columnar.copyable)."""
+        if self.col is None or not self.col.copyable():
+            yield from self.records(known)
+            return
+        for row in self.col.row_tuples():
+            case_id = row[0]
+            if case_id in known:
+                yield known[case_id]
+                continue
+            copied = _copied(row, self.source)
+            if copied is None:
+                data = json.loads(row[_AT["record"]])
+                yield with_provenance(from_dict(CaseResult, data), self.source)
+            else:
+                yield copied
 
 
 @dataclasses.dataclass
@@ -149,16 +210,16 @@ def plan(
     return Plan(ordered, top, decided)
 
 
-def write_merged(out: Path, ready: Plan, *, note: Callable[[CaseResult], None] = lambda case: None) -> Merged:
+def write_merged(out: Path, ready: Plan, *, odd: Callable[[CaseResult], None] = lambda case: None) -> Merged:
     """out/results.json, results.parquet and results.csv (in that order, each atomic), the cases streamed
-    from the inputs. `note` sees each merged case as it is written."""
+    from the inputs. `odd` sees each merged case that is not a plain pass, as it is written (its record built
+    from its text where the case was copied: bench.results.shards' failure lines need the record)."""
     merged = Merged(ready.results)
 
     def dump_csv(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(ROW_FIELDS)
-            cases = _cases(ready, merged, writer, note)
+            csv.writer(f, lineterminator="\n").writerow(ROW_FIELDS)
+            cases = _cases(ready, merged, f, odd)
             save_json_and_columnar(out, dataclasses.replace(ready.results, cases=cases))
 
     with collector_paused():
@@ -166,17 +227,30 @@ def write_merged(out: Path, ready: Plan, *, note: Callable[[CaseResult], None] =
     return merged
 
 
-def _cases(ready: Plan, merged: Merged, writer, note: Callable) -> Iterator[CaseResult]:
-    """Each merged case, in order; its CSV rows, summary lines and counts made as it passes."""
+def _cases(ready: Plan, merged: Merged, f, odd: Callable) -> Iterator[CaseResult | Encoded]:
+    """Each merged case, in order (a copied one as its Encoded text and row); its CSV rows, summary lines and
+    counts made as it passes."""
+    writer = csv.writer(f, lineterminator="\n")
     for i in ready.ordered:
-        for case in i.records(ready.decided):
-            writer.writerows(case_rows(case))
+        for item in i.items(ready.decided):
+            if isinstance(item, Copied):
+                f.write(item.csv)
+                verdict, unverified, row, steps = (
+                    item.verdict,
+                    item.unverified,
+                    item.summary_row,
+                    item.summary_steps,
+                )
+            else:
+                writer.writerows(case_rows(item))
+                verdict, unverified = item.verdict, any(s.unverified for s in item.steps)
+                row, steps = table_row(item), "\n".join(steps_lines(item))
             merged.cases += 1
-            merged.counts[case.verdict] = merged.counts.get(case.verdict, 0) + 1
-            merged.unverified += case.verdict == "pass" and any(s.unverified for s in case.steps)
-            merged.rows.append(table_row(case))
-            lines = steps_lines(case)
-            if lines:
-                merged.steps.append(["\n".join(lines)])
-            note(case)
-            yield case
+            merged.counts[verdict] = merged.counts.get(verdict, 0) + 1
+            merged.unverified += verdict == "pass" and unverified
+            merged.rows.append(row)
+            if steps:
+                merged.steps.append([steps])
+            if verdict != "pass":
+                odd(item.record() if isinstance(item, Copied) else item)
+            yield item.encoded if isinstance(item, Copied) else item

@@ -27,12 +27,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from bench.results import columnar, judging
 from bench.results.atomic import replace_atomically
 from bench.results.finite import NOTES_KEY, replace_non_finite
+from bench.results.flat_rows import case_csv
 from bench.results.records import CaseResult, Results
+from bench.results.summary import steps_lines, table_row
 from bench.spec.codec import to_dict
 
 RESULTS_FILE = "results.json"
@@ -58,6 +60,14 @@ def _fields(record: Any) -> dict[str, Any]:
     return {n: getattr(record, n) for n in names}
 
 
+class Encoded(NamedTuple):
+    """A case whose JSON text and columnar row are already made (a merge copies them from its input:
+    bench.results.streaming); written as they are."""
+
+    text: str
+    row: tuple
+
+
 def encode_case(case: CaseResult) -> str | None:
     """The case's JSON text, as json.dumps(to_dict(case)) gives it; None when a value is not finite."""
     try:
@@ -80,6 +90,9 @@ def record_row(case: CaseResult, text: str) -> tuple:
         any(s.unverified for s in case.steps),
         text,
         json.dumps(judging.reduce_record(case), separators=(",", ":")),
+        case_csv(case),
+        table_row(case),
+        "\n".join(steps_lines(case)),
     )
 
 
@@ -101,6 +114,11 @@ def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[
     f.write(text[: text.rindex(json.dumps(_MARK))] + "[")
     i = -1  # results.cases may be an iterator (a merge streams its cases: bench.results.streaming)
     for i, case in enumerate(results.cases):
+        if isinstance(case, Encoded):
+            f.write(("\n" if i == 0 else ",\n") + case.text)
+            if sink is not None:
+                sink.add(case.row)
+            continue
         text = encode_case(case)
         if text is not None:
             row = record_row(case, text) if sink is not None else None

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from bench.results import columnar
 from bench.results.store import load, save
 from bench.spec.codec import to_dict
@@ -24,6 +26,11 @@ def test_built_files_load_with_distinct_cases_in_the_layout_save_writes(tmp_path
     assert to_dict(loaded) == data
     save(tmp_path / "saved", loaded)  # save writes the same bytes: the benchmark measures files save writes
     assert (tmp_path / "saved" / "results.json").read_text() == (folder / "results.json").read_text()
+    # and the same columnar rows: what merge copies from them (CSV text, summary lines) included
+    built, saved = (
+        pq.read_table(f / columnar.COLUMNAR_FILE).to_pylist() for f in (folder, tmp_path / "saved")
+    )
+    assert built == saved and all(row[n] is not None for row in built for n in columnar.PASS_THROUGH_COLUMNS)
 
 
 def test_a_command_past_its_timeout_is_killed_and_recorded(tmp_path):

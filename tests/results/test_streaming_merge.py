@@ -18,7 +18,7 @@ from bench.judge.relative import relative_outcomes
 from bench.results import columnar
 from bench.results.shards import Source, merge
 from bench.results.store import load, save
-from bench.results.streaming import open_input, plan, write_merged
+from bench.results.streaming import Copied, open_input, plan, write_merged
 from bench.results.summary import summary_markdown
 from bench.spec.codec import to_dict
 from tests.engine.test_serving import _with_faster_than, eager_runs  # noqa: F401
@@ -49,17 +49,17 @@ def _streamed(out: Path, paths: list[Path]) -> str:
     odd: list[str] = []
 
     def note(case) -> None:
-        if case.verdict != "pass":
-            odd.append(merge_command.odd_line(case))
+        assert case.verdict != "pass"
+        odd.append(merge_command.odd_line(case))
 
-    written = write_merged(out, ready, note=note)
+    written = write_merged(out, ready, odd=note)
     head = merge_command.summary_head(written.results, Path("OUT")) + merge_command.odd_section(odd)
     return written.summary(head)
 
 
 def _differences(a: Path, b: Path, summary_a: str, summary_b: str) -> list[str]:
     found = []
-    if json.loads((a / "results.json").read_text()) != json.loads((b / "results.json").read_text()):
+    if (a / "results.json").read_bytes() != (b / "results.json").read_bytes():
         found.append("results.json")
     if (a / "results.csv").read_bytes() != (b / "results.csv").read_bytes():
         found.append("results.csv")
@@ -89,6 +89,8 @@ def _halves(tmp_path: Path, name: str, *, nan_in_second: bool = False) -> list[P
 def test_streamed_merge_writes_what_the_record_merge_writes(tmp_path, name):
     paths = _halves(tmp_path, name)
     assert all(columnar.read(p / "results.json") is not None for p in paths)  # the streamed path is taken
+    # and every case is copied from its row, none built from its record (their faster_than is not decided)
+    assert all(isinstance(c, Copied) for p in paths for c in open_input(p, str(p)).items())
     a, b = tmp_path / "records", tmp_path / "streamed"
     summary_a, summary_b = _record_path(a, paths), _streamed(b, paths)
     assert _differences(a, b, summary_a, summary_b) == []

@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
     odd: list[str] = []
 
     def note(case: CaseResult) -> None:
-        if case.verdict != "pass":
-            odd.append(odd_line(case))
+        odd.append(odd_line(case))
 
     # Under the folder's lock, as a run writes there: a run still going in OUT would write over the merge.
     with folder_lock(out):
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             remove_run_outputs(out)
         else:
             _refuse_another_run(out)
-        merged = write_merged(out, ready, note=note)
+        merged = write_merged(out, ready, odd=note)
         write_text(out / SUMMARY_FILE, merged.summary(summary_head(merged.results, out) + odd_section(odd)))
     print(
         f"peft-bench: merged {len(inputs)} file(s), {merged.cases} case(s): "
