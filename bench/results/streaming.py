@@ -213,7 +213,7 @@ def plan(
 def write_merged(out: Path, ready: Plan, *, odd: Callable[[CaseResult], None] = lambda case: None) -> Merged:
     """out/results.json, results.parquet and results.csv (in that order, each atomic), the cases streamed
     from the inputs. `odd` sees each merged case that is not a plain pass, as it is written (its record built
-    from its text where the case was copied: bench.results.shards' failure lines need the record)."""
+    from its text where the case was copied: the merge's failure lines read the record)."""
     merged = Merged(ready.results)
 
     def dump_csv(tmp: Path) -> None:
