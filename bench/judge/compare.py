@@ -17,7 +17,6 @@ from bench.judge.figures import (
     first_measured,
     footprint_bytes,
     is_hotswap,
-    known_failures_of,
     switch_ms,
     switch_over_reload,
 )
@@ -30,6 +29,7 @@ from bench.judge.findings import (
 )
 from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
 from bench.results.environment import same_machine
+from bench.results.failures import known_failures_of
 from bench.results.records import CaseResult, Environment, Results, StepRecord
 
 TIMING_MODES = ("auto", "absolute", "ratio")

@@ -4,6 +4,7 @@ against, peak memory, the eager twin of a compiled case."""
 from __future__ import annotations
 
 from bench.ops import op_named
+from bench.results.failures import output_wrong
 from bench.results.records import CaseResult, Results, StepRecord
 
 
@@ -16,11 +17,6 @@ def switch_ms(step: StepRecord) -> float | None:
 
 def is_hotswap(step: StepRecord) -> bool:
     return op_named(step.op).loads_into_model and bool(step.args.get("hotswap"))
-
-
-def output_wrong(step: StepRecord) -> bool:
-    """The step's checked output did not match its reference: its timings are of a wrong answer."""
-    return step.output is not None and not step.output.matches
 
 
 def reload_step(case: CaseResult) -> StepRecord | None:
@@ -86,11 +82,3 @@ def eager_twin(case: CaseResult, index: dict[tuple, CaseResult]) -> CaseResult |
 
 def first_measured(case: CaseResult) -> StepRecord | None:
     return next((s for s in case.steps if s.timing is not None), None)
-
-
-def known_failures_of(case: CaseResult | None) -> tuple[str, ...]:
-    """The known failures (reason and fingerprint, as recorded) that the case's xfail outcomes matched."""
-    if case is None:
-        return ()
-    outcomes = [o for s in case.steps for o in s.outcomes] + list(case.scenario_outcomes)
-    return tuple(sorted({o.known_failure for o in outcomes if o.status == "xfail" and o.known_failure}))

@@ -10,6 +10,7 @@ from bench.report.memo import per_results
 from bench.report.sections import ReportTable, Section
 from bench.report.units import MiB
 from bench.results.brief import listing
+from bench.results.failures import failure_line
 from bench.results.records import Results
 
 HEADER = (
@@ -182,9 +183,6 @@ def summary_lines(results: Results) -> list[str]:
     odd = [c for c in results.cases if c.verdict not in ("pass",)]
     if odd:
         out += ["## Not a plain pass", ""]
-        for c in odd:
-            f = flags.failure_of(c)
-            known = f"; known failure: {f.known_failure}" if f.known_failure else ""
-            out.append(f"- `{c.case_id}` {c.verdict}: {f.kind}{known}")
+        out += [failure_line(c) for c in odd]
         out.append("")
     return out

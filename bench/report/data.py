@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.judge.figures import is_hotswap, output_wrong, reload_step, switch_ms
+from bench.judge.figures import is_hotswap, reload_step, switch_ms
 from bench.ops import op_named
 from bench.report.memo import per_results
 from bench.results.brief import clipped
+from bench.results.failures import output_wrong
 from bench.results.measures import TimingStats
 from bench.results.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
 from bench.results.stats import slope

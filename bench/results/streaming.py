@@ -10,12 +10,11 @@ compares both paths). The differences are in how:
   read one row group at a time, while they are written. An input without a matching copy (an older, edited
   or non-finite file) is loaded whole, as before.
 - A case is copied, not built: its row's JSON text gets its provenance in place
-  (bench.results.shards.with_provenance_text), and its judge column, results.csv rows and summary lines,
-  which name nothing of where it ran, are copied as the save that wrote the row made them from the record.
-  A record is built only where that cannot be done (a row made from JSON data, a non-finite value, a worker
-  object a save would not write), for a case whose faster_than is decided again, and for a case that is
-  not a plain pass: the merge's summary says how each went wrong (bench.report.flags.failure_of, which reads
-  the record).
+  (bench.results.shards.with_provenance_text), and its judge column, results.csv rows, summary lines and
+  failure line, which name nothing of where it ran, are copied as the save that wrote the row made them
+  from the record. A record is built only where that cannot be done (a row made from JSON data, a
+  non-finite value, a worker object a save would not write) and for a case whose faster_than is decided
+  again.
 - The one decision that spans cases, `faster_than` (bench.judge.relative, passed in as `decide`), is made
   before writing, on only the cases of a scenario, precision and compile setting that holds a case with a
   strategy (its siblings are among them and nowhere else): at most those records are held at once.
@@ -35,6 +34,7 @@ from typing import Any, NamedTuple
 
 from bench.results import columnar
 from bench.results.atomic import replace_atomically
+from bench.results.failures import failure_line
 from bench.results.flat_rows import ROW_FIELDS, case_rows
 from bench.results.records import CaseResult, Results
 from bench.results.shards import Source, checked, merged_top, with_provenance, with_provenance_text
@@ -67,9 +67,7 @@ class Copied(NamedTuple):
     csv: str
     summary_row: str
     summary_steps: str
-
-    def record(self) -> CaseResult:
-        return from_dict(CaseResult, json.loads(self.encoded.text))
+    failure_line: str  # "" for a pass
 
 
 _AT = {name: i for i, name in enumerate(columnar.COLUMNS)}
@@ -210,10 +208,10 @@ def plan(
     return Plan(ordered, top, decided)
 
 
-def write_merged(out: Path, ready: Plan, *, odd: Callable[[CaseResult], None] = lambda case: None) -> Merged:
+def write_merged(out: Path, ready: Plan, *, odd: Callable[[str], None] = lambda line: None) -> Merged:
     """out/results.json, results.parquet and results.csv (in that order, each atomic), the cases streamed
-    from the inputs. `odd` sees each merged case that is not a plain pass, as it is written (its record built
-    from its text where the case was copied: the merge's failure lines read the record)."""
+    from the inputs. `odd` gets the failure line (bench.results.failures.failure_line) of each merged case
+    that is not a plain pass, as it is written."""
     merged = Merged(ready.results)
 
     def dump_csv(tmp: Path) -> None:
@@ -235,16 +233,13 @@ def _cases(ready: Plan, merged: Merged, f, odd: Callable) -> Iterator[CaseResult
         for item in i.items(ready.decided):
             if isinstance(item, Copied):
                 f.write(item.csv)
-                verdict, unverified, row, steps = (
-                    item.verdict,
-                    item.unverified,
-                    item.summary_row,
-                    item.summary_steps,
-                )
+                verdict, unverified = item.verdict, item.unverified
+                row, steps, failure = item.summary_row, item.summary_steps, item.failure_line
             else:
                 writer.writerows(case_rows(item))
                 verdict, unverified = item.verdict, any(s.unverified for s in item.steps)
                 row, steps = table_row(item), "\n".join(steps_lines(item))
+                failure = "" if verdict == "pass" else failure_line(item)
             merged.cases += 1
             merged.counts[verdict] = merged.counts.get(verdict, 0) + 1
             merged.unverified += verdict == "pass" and unverified
@@ -252,5 +247,5 @@ def _cases(ready: Plan, merged: Merged, f, odd: Callable) -> Iterator[CaseResult
             if steps:
                 merged.steps.append([steps])
             if verdict != "pass":
-                odd(item.record() if isinstance(item, Copied) else item)
+                odd(failure)
             yield item.encoded if isinstance(item, Copied) else item

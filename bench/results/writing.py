@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, TextIO
 
 from bench.results import columnar, judging
 from bench.results.atomic import replace_atomically
+from bench.results.failures import failure_line
 from bench.results.finite import NOTES_KEY, replace_non_finite
 from bench.results.flat_rows import case_csv
 from bench.results.records import CaseResult, Results
@@ -93,6 +94,7 @@ def record_row(case: CaseResult, text: str) -> tuple:
         case_csv(case),
         table_row(case),
         "\n".join(steps_lines(case)),
+        "" if case.verdict == "pass" else failure_line(case),
     )
 
 

@@ -47,12 +47,7 @@ def _streamed(out: Path, paths: list[Path]) -> str:
         [open_input(p, str(p)) for p in paths], command=COMMAND, decide=relative_outcomes, created_at=CREATED
     )
     odd: list[str] = []
-
-    def note(case) -> None:
-        assert case.verdict != "pass"
-        odd.append(merge_command.odd_line(case))
-
-    written = write_merged(out, ready, odd=note)
+    written = write_merged(out, ready, odd=odd.append)
     head = merge_command.summary_head(written.results, Path("OUT")) + merge_command.odd_section(odd)
     return written.summary(head)
 

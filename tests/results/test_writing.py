@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.results import columnar, judging
+from bench.results.failures import failure_line
 from bench.results.finite import encode
 from bench.results.flat_rows import case_csv
 from bench.results.records import Results
@@ -94,6 +95,7 @@ def test_rows_from_the_records_equal_rows_from_the_json_data(folder):
             case_csv(case),
             table_row(case),
             "\n".join(steps_lines(case)),
+            "" if case.verdict == "pass" else failure_line(case),
         )
         by_record = json.dumps(judging.reduce_record(case), separators=(",", ":"))
         assert by_record == json.dumps(judging.reduce_case(data), separators=(",", ":"))

@@ -8,9 +8,9 @@ from pathlib import Path
 from bench.cli.paths import check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.judge.relative import relative_outcomes
-from bench.report.flags import failure_of
 from bench.results.atomic import write_text
-from bench.results.records import CaseResult, Results
+from bench.results.failures import failure_line
+from bench.results.records import Results
 from bench.results.shards import Source
 from bench.results.store import RESULTS_FILE, holds_results, remove_run_outputs
 from bench.results.streaming import open_input, plan, write_merged
@@ -80,14 +80,7 @@ def summary_head(results: Results, out: Path) -> list[str]:
         f"Not computed by merge (they pool every case's timed calls): `peft-bench report {out}`.",
         "",
     ]
-    return out_lines + odd_section([odd_line(c) for c in results.cases if c.verdict != "pass"])
-
-
-def odd_line(c: CaseResult) -> str:
-    """A case that is not a plain pass, and how it went wrong."""
-    f = failure_of(c)
-    known = f"; known failure: {f.known_failure}" if f.known_failure else ""
-    return f"- `{c.case_id}` {c.verdict}: {f.kind}{known}"
+    return out_lines + odd_section([failure_line(c) for c in results.cases if c.verdict != "pass"])
 
 
 def odd_section(lines: list[str]) -> list[str]:
@@ -114,17 +107,13 @@ def run(args: argparse.Namespace) -> int:
     # (relative_outcomes, over each group of siblings). The checks and this before the lock and any removal.
     ready = plan(inputs, command=command, decide=relative_outcomes)
     odd: list[str] = []
-
-    def note(case: CaseResult) -> None:
-        odd.append(odd_line(case))
-
     # Under the folder's lock, as a run writes there: a run still going in OUT would write over the merge.
     with folder_lock(out):
         if args.overwrite:
             remove_run_outputs(out)
         else:
             _refuse_another_run(out)
-        merged = write_merged(out, ready, odd=note)
+        merged = write_merged(out, ready, odd=odd.append)
         write_text(out / SUMMARY_FILE, merged.summary(summary_head(merged.results, out) + odd_section(odd)))
     print(
         f"peft-bench: merged {len(inputs)} file(s), {merged.cases} case(s): "
