@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from bench.results.records import CaseResult, Results, StepRecord
@@ -115,22 +114,19 @@ def rows(results: Results) -> Iterator[dict[str, Any]]:
         yield dict(zip(ROW_FIELDS, row, strict=True))
 
 
+def write_header(f) -> None:
+    csv.writer(f, lineterminator="\n").writerow(ROW_FIELDS)
+
+
 def write_rows(f, results: Results) -> None:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(ROW_FIELDS)
-    writer.writerows(row_lists(results))
+    write_header(f)
+    csv.writer(f, lineterminator="\n").writerows(row_lists(results))
 
 
 def to_csv(results: Results) -> str:
     buf = io.StringIO()
     write_rows(buf, results)
     return buf.getvalue()
-
-
-def write_csv(path: Path, results: Results) -> None:
-    """results.csv, streamed into the file (at 20,000 cases the text is about 200 MB)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        write_rows(f, results)
 
 
 def case_csv(case: CaseResult) -> str:

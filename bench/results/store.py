@@ -19,7 +19,7 @@ from bench.results import columnar, judging
 from bench.results.atomic import replace_atomically
 from bench.results.checks import ResultsInvalid, parse_results
 from bench.results.finite import NOTES_KEY
-from bench.results.flat_rows import write_csv
+from bench.results.flat_rows import write_header
 from bench.results.outfiles import file_kind
 from bench.results.records import CaseResult, Results
 from bench.results.summary import SUMMARY_FILE
@@ -54,8 +54,15 @@ def save(out_dir: Path, results: Results) -> None:
     """results.json, results.parquet (bench.results.writing: one pass, each case encoded once) and results.csv,
     each written atomically, in that order."""
     out_dir = Path(out_dir)
-    save_json_and_columnar(out_dir, results)
-    replace_atomically(out_dir / CSV_FILE, lambda tmp: write_csv(tmp, results))
+
+    def dump_csv(
+        tmp: Path,
+    ) -> None:  # results.csv is written beside the other two, each case's rows made once
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            write_header(f)
+            save_json_and_columnar(out_dir, results, f)
+
+    replace_atomically(out_dir / CSV_FILE, dump_csv)
 
 
 def load(path: str | Path) -> Results:

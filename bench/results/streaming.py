@@ -24,7 +24,6 @@ compares both paths). The differences are in how:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -35,7 +34,7 @@ from typing import Any, NamedTuple
 from bench.results import columnar
 from bench.results.atomic import replace_atomically
 from bench.results.failures import failure_line
-from bench.results.flat_rows import ROW_FIELDS, case_rows
+from bench.results.flat_rows import write_header
 from bench.results.records import CaseResult, Results
 from bench.results.shards import Source, checked, merged_top, with_provenance, with_provenance_text
 from bench.results.store import CSV_FILE, collector_paused, load_streamable
@@ -61,10 +60,9 @@ class Copied(NamedTuple):
     (bench.results.shards.with_provenance_text), with what the writer and summary.md need of it, as the save
     that wrote the row made them from the record."""
 
-    encoded: Encoded  # the case's JSON text and its new row
+    encoded: Encoded  # the case's JSON text and its new row (its results.csv rows among the row's columns)
     verdict: str
     unverified: bool
-    csv: str
     summary_row: str
     summary_steps: str
     failure_line: str  # "" for a pass
@@ -85,7 +83,8 @@ def _copied(row: tuple, source: Source) -> Copied | None:
         return None
     at = _AT["record"]
     encoded = Encoded(text, (*row[:at], text, *row[at + 1 :]))
-    return Copied(encoded, row[_AT["verdict"]], bool(row[_AT["unverified"]]), *extra)
+    summary = (row[_AT[n]] for n in ("summary_row", "summary_steps", "failure_line"))
+    return Copied(encoded, row[_AT["verdict"]], bool(row[_AT["unverified"]]), *summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,27 +215,24 @@ def write_merged(out: Path, ready: Plan, *, odd: Callable[[str], None] = lambda 
 
     def dump_csv(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerow(ROW_FIELDS)
-            cases = _cases(ready, merged, f, odd)
-            save_json_and_columnar(out, dataclasses.replace(ready.results, cases=cases))
+            write_header(f)
+            cases = _cases(ready, merged, odd)
+            save_json_and_columnar(out, dataclasses.replace(ready.results, cases=cases), f)
 
     with collector_paused():
         replace_atomically(Path(out) / CSV_FILE, dump_csv)
     return merged
 
 
-def _cases(ready: Plan, merged: Merged, f, odd: Callable) -> Iterator[CaseResult | Encoded]:
-    """Each merged case, in order (a copied one as its Encoded text and row); its CSV rows, summary lines and
-    counts made as it passes."""
-    writer = csv.writer(f, lineterminator="\n")
+def _cases(ready: Plan, merged: Merged, odd: Callable) -> Iterator[CaseResult | Encoded]:
+    """Each merged case, in order (a copied one as its Encoded text and row); its summary lines and counts made
+    as it passes (its CSV rows are written with it: bench.results.writing)."""
     for i in ready.ordered:
         for item in i.items(ready.decided):
             if isinstance(item, Copied):
-                f.write(item.csv)
                 verdict, unverified = item.verdict, item.unverified
                 row, steps, failure = item.summary_row, item.summary_steps, item.failure_line
             else:
-                writer.writerows(case_rows(item))
                 verdict, unverified = item.verdict, any(s.unverified for s in item.steps)
                 row, steps = table_row(item), "\n".join(steps_lines(item))
                 failure = "" if verdict == "pass" else failure_line(item)

@@ -39,6 +39,7 @@ from bench.results.summary import steps_lines, table_row
 from bench.spec.codec import to_dict
 
 RESULTS_FILE = "results.json"
+_CSV_AT = columnar.COLUMNS.index("csv")
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 # Stands for the cases while the file-level fields are dumped; found by position (the first or last key).
 _MARK = "\x00cases\x00"
@@ -106,10 +107,13 @@ def _top(results: Results) -> tuple[dict[str, Any], dict[str, Any]]:
     return before, {n: to_dict(getattr(results, n)) for n in names[at + 1 :]}
 
 
-def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[str, Any]:
-    """results.json into `f`, each case's row into `sink`; returns the document without `cases` (what the
-    columnar copy's header holds), with the notes on every non-finite value. The notes are in the order one
-    walk over the whole document gave them: the fields before the cases, the cases, the fields after."""
+def write_json(
+    f: TextIO, results: Results, sink: columnar.Sink | None, csv_file: TextIO | None = None
+) -> dict[str, Any]:
+    """results.json into `f`, each case's row into `sink` and its results.csv rows into `csv_file` (after the
+    header, which the caller writes); returns the document without `cases` (what the columnar copy's header
+    holds), with the notes on every non-finite value. The notes are in the order one walk over the whole
+    document gave them: the fields before the cases, the cases, the fields after."""
     before, after = _top(results)
     before, notes = replace_non_finite(before)
     text = json.dumps({**before, "cases": _MARK}, indent=1, allow_nan=False)
@@ -117,21 +121,22 @@ def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[
     i = -1  # results.cases may be an iterator (a merge streams its cases: bench.results.streaming)
     for i, case in enumerate(results.cases):
         if isinstance(case, Encoded):
-            f.write(("\n" if i == 0 else ",\n") + case.text)
-            if sink is not None:
-                sink.add(case.row)
-            continue
-        text = encode_case(case)
-        if text is not None:
-            row = record_row(case, text) if sink is not None else None
+            text, row = case.text, case.row
         else:
-            data, case_notes = replace_non_finite(to_dict(case), f"cases[{i}]")
-            notes.update(case_notes)
-            text = json.dumps(data, allow_nan=False)
-            row = columnar.row_of_data(data, text) if sink is not None else None
+            text = encode_case(case)
+            if text is not None:
+                row = record_row(case, text) if sink is not None else None
+            else:
+                data, case_notes = replace_non_finite(to_dict(case), f"cases[{i}]")
+                notes.update(case_notes)
+                text = json.dumps(data, allow_nan=False)
+                row = columnar.row_of_data(data, text) if sink is not None else None
         f.write(("\n" if i == 0 else ",\n") + text)
         if sink is not None:
             sink.add(row)
+        if csv_file is not None:  # the row's CSV text where it has one (made from the record), else made here
+            rows_text = None if row is None else row[_CSV_AT]
+            csv_file.write(case_csv(case) if rows_text is None else rows_text)
     after, after_notes = replace_non_finite(after)
     notes.update(after_notes)
     if notes:  # as bench.results.finite.encode: the notes name each value that was written as null
@@ -142,16 +147,18 @@ def write_json(f: TextIO, results: Results, sink: columnar.Sink | None) -> dict[
     return {**before, **after}
 
 
-def save_json_and_columnar(out_dir: Path, results: Results) -> None:
+def save_json_and_columnar(out_dir: Path, results: Results, csv_file: TextIO | None = None) -> None:
     """results.json and results.parquet, each atomic; results.json is in place first, so that the columnar
-    copy records the fingerprint of the file it was written with. Without pyarrow, any old copy is removed."""
+    copy records the fingerprint of the file it was written with. Without pyarrow, any old copy is removed.
+    Each case's results.csv rows go into `csv_file` as it is written (store.save and a merge pass the
+    results.csv being written, so a case's rows are made once, for both files)."""
     out_dir = Path(out_dir)
     target = out_dir / RESULTS_FILE
     header: dict[str, Any] = {}
 
     def dump(tmp: Path, sink: columnar.Sink | None) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            header.update(write_json(f, results, sink))
+            header.update(write_json(f, results, sink, csv_file))
 
     if not columnar.available():
         replace_atomically(target, lambda tmp: dump(tmp, None))

@@ -16,7 +16,7 @@ import pytest
 from bench.results import columnar, judging
 from bench.results.failures import failure_line
 from bench.results.finite import encode
-from bench.results.flat_rows import case_csv
+from bench.results.flat_rows import case_csv, to_csv
 from bench.results.records import Results
 from bench.results.shards import Source, merge
 from bench.results.store import load, save
@@ -176,3 +176,19 @@ def test_without_pyarrow_the_json_is_written_and_an_old_copy_removed(tmp_path, m
     save(tmp_path, results)
     assert not (tmp_path / columnar.COLUMNAR_FILE).exists()
     assert json.loads((tmp_path / "results.json").read_text()) == _old_document(results)
+
+
+@pytest.mark.parametrize("pyarrow", [True, False], ids=["with-pyarrow", "without-pyarrow"])
+@pytest.mark.parametrize("folder", FILES, ids=IDS)
+def test_results_csv_is_the_rows_made_apart_from_the_save(tmp_path, monkeypatch, folder, pyarrow):
+    # save writes each case's CSV rows with its JSON (from the columnar row's CSV text, or made there for a
+    # non-finite case or without pyarrow): the file must be what the flat rows give on their own.
+    results = _with_non_finite(load(folder))
+    monkeypatch.setattr(columnar, "available", lambda: pyarrow)
+    save(tmp_path, results)
+    assert (tmp_path / "results.csv").read_text() == to_csv(results)
+    # negative control: a changed value in a case is a changed file
+    changed = dataclasses.replace(
+        results, cases=(dataclasses.replace(results.cases[1], verdict="fail"), *results.cases[2:])
+    )
+    assert (tmp_path / "results.csv").read_text() != to_csv(changed)
