@@ -5,6 +5,7 @@ docs/results-schema.md). Built from the records; the columnar copy keeps each ca
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -28,24 +29,30 @@ ROW_FIELDS = (
 )
 
 
+# (metric, the record's field, unit) of a step's timing and compile statistics, in results.csv's order.
+_TIMING_METRICS = (
+    ("latency_ms_median", "median_ms", "ms"),
+    ("latency_ms_min", "min_ms", "ms"),
+    ("latency_ms_mean", "mean_ms", "ms"),
+    ("latency_ms_p90", "p90_ms", "ms"),
+    ("latency_ms_stdev", "stdev_ms", "ms"),
+    ("latency_ms_iqr", "iqr_ms", "ms"),
+    ("latency_n", "n", "count"),
+)
+_COMPILE_METRICS = (
+    ("recompiles", "recompiles", "count"),
+    ("frame_compiles", "frame_compiles", "count"),
+    ("graph_breaks", "graph_breaks", "count"),
+    ("compile_time_s", "compile_time_s", "s"),
+)
+
+
 def step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
     yield "op_time_ms", step.op_time_ms, "ms"
     yield "first_call_ms", step.first_call_ms, "ms"
-    if step.timing:
-        t = step.timing
-        yield "latency_ms_median", t.median_ms, "ms"
-        yield "latency_ms_min", t.min_ms, "ms"
-        yield "latency_ms_mean", t.mean_ms, "ms"
-        yield "latency_ms_p90", t.p90_ms, "ms"
-        yield "latency_ms_stdev", t.stdev_ms, "ms"
-        yield "latency_ms_iqr", t.iqr_ms, "ms"
-        yield "latency_n", t.n, "count"
-    if step.compile:
-        c = step.compile
-        yield "recompiles", c.recompiles, "count"
-        yield "frame_compiles", c.frame_compiles, "count"
-        yield "graph_breaks", c.graph_breaks, "count"
-        yield "compile_time_s", c.compile_time_s, "s"
+    for stats, metrics in ((step.timing, _TIMING_METRICS), (step.compile, _COMPILE_METRICS)):
+        if stats:
+            yield from ((metric, getattr(stats, field), unit) for metric, field, unit in metrics)
     if step.memory:
         m = step.memory
         for name in (
@@ -73,8 +80,6 @@ def step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
     yield "adapter_bytes", step.adapter_bytes, "bytes"
     yield "copy_floor_ms", step.copy_floor_ms, "ms"
     if step.serving is not None and step.serving.figures is not None:
-        import dataclasses
-
         for f in dataclasses.fields(step.serving.figures):
             name = f.name
             unit = (
