@@ -147,14 +147,15 @@ COLUMNS = (
     # with non-finite notes. Files written before this column lack it: then those commands read `record`.
     "judge",
     # What a merge writes of the case besides its record, made from the record when it was saved: its
-    # results.csv rows as CSV text (bench.results.flat_rows.case_csv), its line of summary.md's case table,
-    # its section under "## Steps" (bench.results.summary) and its failure line. None of them names where the case ran, so a
-    # merge copies them (bench.results.streaming). Null where the row was made from JSON data, not a record
-    # (row_of_data); files written before these columns lack them. Either way a merge builds the record.
+    # results.csv rows as CSV text (bench.results.flat_rows.case_csv), its line of summary.md's case table
+    # and its section under "## Steps" (bench.results.summary), and its line in a summary's "Not a plain
+    # pass" list (bench.results.failures.failure_line; "" for a pass). None of them names where the case
+    # ran, so a merge copies them (bench.results.streaming). Null where the row was made from JSON data, not
+    # a record (row_of_data); files written before these columns lack them. Either way a merge builds the
+    # record.
     "csv",
     "summary_row",
     "summary_steps",
-    # Its line in a summary's "Not a plain pass" list (bench.results.failures.failure_line); "" for a pass.
     "failure_line",
 )
 PASS_THROUGH_COLUMNS = ("csv", "summary_row", "summary_steps", "failure_line")

@@ -13,6 +13,9 @@ from tests.catalogue import one_case_results
 from tests.report.test_report import _claim_failed, _run_preloaded
 from tests.scenarios import EAGER, FAST_TIMING, LOAD_A, scenario_toml
 
+# The module's fixture runs a real case (10-30 s where no other test built the models first): `nox -s slow`.
+pytestmark = pytest.mark.slow
+
 CASE_ID = "shaped-repro[fp32-none]"
 # Step 2 declares that its output must NOT match the reference: the run fails there on purpose, and the script
 # reproduces that only if its own step-2 output equals a reference computed on the same (3 x 24) inputs.
