@@ -118,7 +118,9 @@ def fixed_environment(**changes):
 
 # `nox -s tests` (every test not marked slow) keeps to its budget (6 minutes with its install, on two cores) only
 # while its tests stay fast: a test not marked slow whose setup, call and teardown took more than this together
-# is named at the end of the run, as one to mark `slow` or to make faster.
+# is named at the end of the run, as one to mark `slow` or to make faster. The first test on a pytest-xdist
+# worker that needs a session fixture (the built models, the preloaded worker) pays for it: such a name is
+# the fixture's cost, and marking that test only hands the cost to the next.
 UNMARKED_SLOW_S = 5.0
 _unmarked_s: dict[str, float] = {}
 
