@@ -99,7 +99,11 @@ class Sink:
 
         types = {"wall_s": pa.float64(), "non_finite": pa.bool_(), "unverified": pa.bool_()}
         self._schema = pa.schema([(k, types.get(k, pa.string())) for k in COLUMNS])
-        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        # Min/max statistics only for the small columns: nothing reads a text column's range, and its
+        # statistics repeat its extreme values in the file's metadata, per row group (in a one-case run's
+        # copy they made the copy larger than results.json).
+        stats = [k for k in COLUMNS if k not in _TEXT_COLUMNS]
+        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd", write_statistics=stats)
         self._rows: list[tuple] = []
 
     def __enter__(self) -> Sink:
@@ -159,6 +163,7 @@ COLUMNS = (
     "failure_line",
 )
 PASS_THROUGH_COLUMNS = ("csv", "summary_row", "summary_steps", "failure_line")
+_TEXT_COLUMNS = ("record", "judge", *PASS_THROUGH_COLUMNS)
 
 
 def row_of_data(case: dict[str, Any], text: str) -> tuple:
