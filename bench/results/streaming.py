@@ -55,36 +55,24 @@ class LightCase(NamedTuple):
     params: dict[str, Any]
 
 
-class Copied(NamedTuple):
-    """A case copied from its input's columnar row, its provenance set in its text
-    (bench.results.shards.with_provenance_text), with what the writer and summary.md need of it, as the save
-    that wrote the row made them from the record."""
-
-    encoded: Encoded  # the case's JSON text and its new row (its results.csv rows among the row's columns)
-    verdict: str
-    unverified: bool
-    summary_row: str
-    summary_steps: str
-    failure_line: str  # "" for a pass
-
-
 _AT = {name: i for i, name in enumerate(columnar.COLUMNS)}
+# What summary.md takes of a copied case's row (made from the record at its save).
+_SUMMARY_COLUMNS = ("verdict", "unverified", "summary_row", "summary_steps", "failure_line")
 
 
-def _copied(row: tuple, source: Source) -> Copied | None:
-    """The case of a columnar row, copied; None where its record must be built: a case with non-finite values
-    (written the old way), a row made from JSON data (no CSV text or summary lines), or a text whose worker
-    object cannot be edited in place."""
-    extra = [row[_AT[n]] for n in columnar.PASS_THROUGH_COLUMNS]
-    if row[_AT["non_finite"]] or None in extra:
+def _copied(row: tuple, source: Source) -> Encoded | None:
+    """The case of a columnar row, copied: its text with its provenance set (bench.results.shards.
+    with_provenance_text) and its row with that text, whose other columns (the judge column, results.csv rows,
+    summary and failure lines) the save that wrote it made from the record. None where its record must be
+    built: a case with non-finite values (written the old way), a row made from JSON data (no CSV text or
+    summary lines), or a text whose worker object cannot be edited in place."""
+    if row[_AT["non_finite"]] or any(row[_AT[n]] is None for n in columnar.PASS_THROUGH_COLUMNS):
         return None
     text = with_provenance_text(row[_AT["record"]], source)
     if text is None:
         return None
     at = _AT["record"]
-    encoded = Encoded(text, (*row[:at], text, *row[at + 1 :]))
-    summary = (row[_AT[n]] for n in ("summary_row", "summary_steps", "failure_line"))
-    return Copied(encoded, row[_AT["verdict"]], bool(row[_AT["unverified"]]), *summary)
+    return Encoded(text, (*row[:at], text, *row[at + 1 :]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +95,9 @@ class Input:
                 known[case_id] if data is None else with_provenance(from_dict(CaseResult, data), self.source)
             )
 
-    def items(self, known: Mapping[str, CaseResult] = MappingProxyType({})) -> Iterator[CaseResult | Copied]:
+    def items(self, known: Mapping[str, CaseResult] = MappingProxyType({})) -> Iterator[CaseResult | Encoded]:
         """records(), but a case whose columnar row can be copied as it is (with its provenance set) comes as
-        Copied: neither parsed nor built, nor encoded again. Rows are copyable from a file whose columns are
+        Encoded: neither parsed nor built, nor encoded again. Rows are copyable from a file whose columns are
         today's (columnar.Columnar.copyable)."""
         if self.col is None or not self.col.copyable():
             yield from self.records(known)
@@ -229,9 +217,8 @@ def _cases(ready: Plan, merged: Merged, odd: Callable) -> Iterator[CaseResult | 
     as it passes (its CSV rows are written with it: bench.results.writing)."""
     for i in ready.ordered:
         for item in i.items(ready.decided):
-            if isinstance(item, Copied):
-                verdict, unverified = item.verdict, item.unverified
-                row, steps, failure = item.summary_row, item.summary_steps, item.failure_line
+            if isinstance(item, Encoded):
+                verdict, unverified, row, steps, failure = (item.row[_AT[n]] for n in _SUMMARY_COLUMNS)
             else:
                 verdict, unverified = item.verdict, any(s.unverified for s in item.steps)
                 row, steps = table_row(item), "\n".join(steps_lines(item))
@@ -244,4 +231,4 @@ def _cases(ready: Plan, merged: Merged, odd: Callable) -> Iterator[CaseResult | 
                 merged.steps.append([steps])
             if verdict != "pass":
                 odd(failure)
-            yield item.encoded if isinstance(item, Copied) else item
+            yield item

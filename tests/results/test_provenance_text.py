@@ -12,8 +12,8 @@ import pytest
 from bench.results import columnar
 from bench.results.shards import Source, with_provenance, with_provenance_text
 from bench.results.store import load, save
-from bench.results.streaming import Copied, open_input
-from bench.results.writing import encode_case
+from bench.results.streaming import open_input
+from bench.results.writing import Encoded, encode_case
 from bench.spec.codec import to_dict
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
@@ -56,10 +56,10 @@ def test_it_declines_what_it_cannot_edit_for_certain():
 def test_rows_made_from_json_data_are_built_not_copied(tmp_path):
     results = load(FIXTURES / "failing")
     save(tmp_path, results)
-    assert all(isinstance(c, Copied) for c in open_input(tmp_path, "a").items())
+    assert all(isinstance(c, Encoded) for c in open_input(tmp_path, "a").items())
     # the same file's copy made from its JSON data (columnar.write) has no CSV text or summary lines
     data = [(to_dict(c), encode_case(c)) for c in results.cases]
     header = columnar.read(tmp_path / "results.json").header
     columnar.write(tmp_path, header, data)
     items = list(open_input(tmp_path, "a").items())
-    assert len(items) == len(results.cases) and not any(isinstance(c, Copied) for c in items)
+    assert len(items) == len(results.cases) and not any(isinstance(c, Encoded) for c in items)

@@ -18,8 +18,9 @@ from bench.judge.relative import relative_outcomes
 from bench.results import columnar
 from bench.results.shards import Source, merge
 from bench.results.store import load, save
-from bench.results.streaming import Copied, open_input, plan, write_merged
+from bench.results.streaming import open_input, plan, write_merged
 from bench.results.summary import summary_markdown
+from bench.results.writing import Encoded
 from bench.spec.codec import to_dict
 from tests.engine.test_serving import _with_faster_than, eager_runs  # noqa: F401
 
@@ -85,7 +86,7 @@ def test_streamed_merge_writes_what_the_record_merge_writes(tmp_path, name):
     paths = _halves(tmp_path, name)
     assert all(columnar.read(p / "results.json") is not None for p in paths)  # the streamed path is taken
     # and every case is copied from its row, none built from its record (their faster_than is not decided)
-    assert all(isinstance(c, Copied) for p in paths for c in open_input(p, str(p)).items())
+    assert all(isinstance(c, Encoded) for p in paths for c in open_input(p, str(p)).items())
     a, b = tmp_path / "records", tmp_path / "streamed"
     summary_a, summary_b = _record_path(a, paths), _streamed(b, paths)
     assert _differences(a, b, summary_a, summary_b) == []
