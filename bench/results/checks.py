@@ -144,6 +144,10 @@ def _free(value: Any, where: str, depth: int) -> Any:
         raise ResultsInvalid(where, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, float) and not math.isfinite(value):
         raise ResultsInvalid(where, f"expected a finite number, got {value}")
+    # As for a typed integer: no measurement or setting needs more, and the columnar copy's parser
+    # (bench.results.fastjson: orjson) would read such an integer back as a float.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise ResultsInvalid(where, "integer out of range (more than 64 bits)")
     if isinstance(value, list):
         return [_free(v, _child(where, i), depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.results import judging
+from bench.results import fastjson, judging
 from bench.results.atomic import replace_atomically
 
 COLUMNAR_FILE = "results.parquet"
@@ -246,7 +246,7 @@ class Columnar:
             if "judge" not in _names(self.path):
                 return None
             column = pq.read_table(self.path, columns=["judge"]).column(0).to_pylist()
-            return json.loads("[" + ",".join(column) + "]")  # one parse: keys shared across the cases
+            return fastjson.loads("[" + ",".join(column) + "]")  # one parse: keys shared across the cases
         except (OSError, ValueError, TypeError):  # unreadable since `read` checked it: the records are read
             return None
 
@@ -254,7 +254,7 @@ class Columnar:
 def _parsed(texts: list[str]) -> list[dict[str, Any]]:
     # One parse per batch, as one JSON list: the parser shares the object keys it has seen within one call, so
     # the batch's cases hold one copy of each field name, not one per case.
-    return json.loads("[" + ",".join(texts) + "]")
+    return fastjson.loads("[" + ",".join(texts) + "]")
 
 
 def _names(path: Path) -> list[str]:

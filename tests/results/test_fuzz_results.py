@@ -365,6 +365,11 @@ DIRECTED = {
     "missing field": (lambda d: _case0(d).pop("verdict"), "cases[0].verdict: missing"),
     "unknown field": (lambda d: _case0(d).__setitem__("colour", 1), "cases[0].colour: unknown field"),
     "integer beyond 64 bits": (lambda d: d.__setitem__("parent_cpu_s", 10**30), "out of range"),
+    # A free-form field too: saved into the columnar copy, orjson would read it back as a float.
+    "integer beyond 64 bits in args": (
+        lambda d: _case0(d)["steps"][0]["args"].__setitem__("rank", -(2**63) - 1),
+        "steps[0].args.rank: integer out of range",
+    ),
     "top-level list": (None, "expected a table at the top"),
 }
 
