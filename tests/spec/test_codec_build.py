@@ -18,13 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
 FILES = [REPO / "reports" / "baseline", *sorted((REPO / "tests" / "fixtures" / "results").iterdir())]
 
 
-def _by_init(data: dict) -> Results:
+def _by_init(data: dict, cls: type = Results):
     """The file's records as the codec built them before the direct build: each by its own __init__."""
     codec._converter.cache_clear()
     saved = codec._direct_build
     codec._direct_build = lambda cls: None
     try:
-        return from_dict(Results, data)
+        return from_dict(cls, data)
     finally:
         codec._direct_build = saved
         codec._converter.cache_clear()
@@ -83,3 +83,47 @@ def test_defaults_post_init_and_errors_are_those_of_init():
     # A class the direct build cannot do is built by its __init__.
     assert _direct_build(_WithInitVar) is None and _direct_build(_Defaults) is not None
     assert from_dict(_WithInitVar, {"a": 2}) == _WithInitVar(2)
+
+
+@dataclass(frozen=True)
+class _Inner:
+    x: float
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Every:
+    """One field of each kind of converter the codec has."""
+
+    f: float
+    opt_f: float | None
+    opt_s: str | None
+    opt_rec: _Inner | None
+    recs: tuple[_Inner, ...]
+    plain: tuple[int, ...] | None
+    table: dict[str, _Inner]
+    pair: tuple[str, int]
+
+
+EVERY = {
+    "f": 3,
+    "opt_f": 2,
+    "opt_s": None,
+    "opt_rec": {"x": 1, "tags": ["a"]},
+    "recs": [{"x": 2, "tags": []}, {"x": 0.5, "tags": ["b", "c"]}],
+    "plain": [1, 2],
+    "table": {"k": {"x": 4, "tags": []}},
+    "pair": ["p", 1],
+}
+
+
+def test_every_kind_of_field_is_converted_as_init_does():
+    built = from_dict(_Every, EVERY)
+    reference = _by_init(EVERY, _Every)
+    assert built == reference and repr(built) == repr(reference)  # 3 -> 3.0 where the hint says float
+    assert isinstance(built.f, float) and isinstance(built.opt_rec.x, float) and built.recs[0].x == 2.0
+    nulls = {**EVERY, "opt_f": None, "opt_rec": None, "plain": None}
+    assert from_dict(_Every, nulls) == _by_init(nulls, _Every)
+    # Control: the same number of keys with one misspelled is refused, naming the unknown field.
+    with pytest.raises(ValueError, match="unknown field"):
+        from_dict(_Every, {**{k: v for k, v in EVERY.items() if k != "f"}, "g": 3})
