@@ -138,13 +138,22 @@ def _median(values: list[float]) -> float | None:
 
 
 @per_results
+def case_keys(results: Results) -> dict[str, Key]:
+    """Each case's key, by case id, worked out once per run: the answers' grouping, the reload pool and the
+    switch table's reloads each read every case's key (key_of walks the case's steps: 80,000 calls were
+    a quarter of a 20,000-case report's rendering)."""
+    return {c.case_id: key_of(c) for c in results.cases}
+
+
+@per_results
 def reload_pool(results: Results) -> dict[tuple[str, str, str, str], tuple[str, float]]:
     """(model, precision, workload, compile) -> (case id, plain load + first call, ms) of the first case with a
     plain load into the model its swaps would run on (bench.judge.figures.reload_step): the reload a swap of
     another case of the same model and setting avoids."""
     out: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+    keys = case_keys(results)
     for c in results.cases:
-        k = key_of(c)
+        k = keys[c.case_id]
         step = reload_step(c)
         total = switch_ms(step) if step is not None else None
         if total is not None:
@@ -234,12 +243,13 @@ def choices(results: Results) -> list[Choice]:
     setting and way. Cases that measured nothing a reader decides on (no timed call, no swap, no serve) are
     left to the detailed sections."""
     groups: dict[Key, list[CaseResult]] = {}
+    keys = case_keys(results)
     for c in results.cases:
         if c.verdict in ("skip", "not_run"):
             continue
         if not (_measured(c)[0] or _swaps([c]) or _serve_step(c)):
             continue
-        groups.setdefault(key_of(c), []).append(c)
+        groups.setdefault(keys[c.case_id], []).append(c)
     reloads = reload_pool(results)
     rows = _serve_reloads([_choice(k, cs, reloads) for k, cs in groups.items()])
     return sorted(rows, key=lambda r: (r.key.block, r.key.compile, r.key.way))
@@ -309,7 +319,7 @@ def with_run_reloads(results: Results, rows: list) -> list:
     ran on, set against the first such load of another case of the same model, precision, workload and
     compile setting in this run (reload_pool); the note names that case. A wrong or raising swap gets none."""
     pool = reload_pool(results)
-    keys = {c.case_id: key_of(c) for c in results.cases}
+    keys = case_keys(results)
     out = []
     for r in rows:
         k = keys.get(r.case_id)

@@ -4,25 +4,10 @@ external links), so it can be mailed, attached to a CI run or opened from disk."
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 from pathlib import Path
 
-from bench.report import (
-    answers,
-    answers_view,
-    contents,
-    data,
-    failures_view,
-    flags,
-    markdown,
-    pareto,
-    plots,
-    plots_memory,
-    sections,
-    serving,
-    training,
-)
+from bench.report import answers_view, contents, data, drawing, failures_view, markdown, plots, sections
 from bench.report.flags import WRONG
 from bench.report.repro import Repro
 from bench.results.records import Results
@@ -180,39 +165,6 @@ def _failures(
     return "<h2 id='failures'>Failures and known failures</h2><ul>" + "".join(items) + "</ul>" + more_html
 
 
-def _first(rows: list) -> tuple[list, str]:
-    """The rows a figure draws (bench.report.data.MAX_FIGURE_ROWS), and what its caption says when cut."""
-    cap = data.MAX_FIGURE_ROWS
-    return (rows, "") if len(rows) <= cap else (rows[:cap], f"drawn: the first {cap} of {len(rows)} rows")
-
-
-def _noted(plot: plots.Plot | None, note: str) -> plots.Plot | None:
-    return plot if plot is None or not note else dataclasses.replace(plot, titles=(*plot.titles, note))
-
-
-def _figures(results: Results) -> dict[str, plots.Plot | None]:
-    """Each plot draws at most MAX_FIGURE_ROWS of its table's rows (the memory and recompile figures at most
-    the table's MAX_TABLE_ROWS: they summarise per case). A figure's height and drawing time grow with its
-    rows: 20,000 of them made a PNG 800,000 pixels tall, and 200 per figure were 15 s of the report's CPU."""
-    cap = data.MAX_TABLE_ROWS
-    wrong = {k: v for k, v in flags.output_labels(results).items() if v.startswith(WRONG)}
-    latency, latency_note = _first(data.latency_rows(results))
-    serve, serve_note = _first(serving.serving_rows(results))
-    switch, switch_note = _first([r for r in data.switch_rows(results) if r.op_ms is not None])
-    train, train_note = _first(training.train_rows(results))
-    growth, growth_note = _first(data.growth_series(results))
-    return {
-        "answers": pareto.pareto_plot(answers.choices(results)),
-        "latency": _noted(plots.latency_plot(latency, wrong), latency_note),
-        "serving": _noted(serving.serving_plot(serve), serve_note),
-        "switch": _noted(plots.switch_plot(answers.with_run_reloads(results, switch)), switch_note),
-        "training": _noted(plots.training_plot(train), train_note),
-        "memory": plots_memory.memory_plot(data.memory_rows(results)[:cap]),
-        "growth": _noted(plots_memory.growth_plot(growth), growth_note),
-        "recompiles": plots_memory.recompile_plot(data.recompile_rows(results)[:cap]),
-    }
-
-
 def render(
     results: Results,
     repros: dict[str, Repro] | None = None,
@@ -220,9 +172,12 @@ def render(
     out_dir: Path | None = None,
     results_dir: Path | None = None,
     title: str = "peft-bench report",
+    figures: dict[str, plots.Plot | None] | None = None,
 ) -> str:
     """`out_dir` is where the report is written: reproduction scripts and case logs are linked relative to it;
-    `results_dir` holds results.json and cases/ (the failures' log lines), by default `out_dir`."""
+    `results_dir` holds results.json and cases/ (the failures' log lines), by default `out_dir`. `figures`:
+    the plots of drawing.planned(results), drawn by the caller (bench.report.build draws them beside the
+    text); drawn here when not given."""
     repros = repros or {}
     results_dir = results_dir if results_dir is not None else out_dir
     counts = verdict_counts(results)
@@ -232,7 +187,10 @@ def render(
         for line in [*data.environment_lines(results), data.timing_policy_line(results)]
     )
     no_figures = plots.unavailable_reason()
-    figures = {} if no_figures else _figures(results)
+    if no_figures:
+        figures = {}
+    elif figures is None:
+        figures = drawing.draw(drawing.planned(results))
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<div class="counts">{badges}</div>',

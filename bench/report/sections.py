@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.report import answers, data, flags, training
 from bench.report.data import MAX_TABLE_ROWS, TABLES_NOTE
@@ -54,12 +56,19 @@ def _floor_note(r: data.SwitchRow) -> str:
     return "no copy floor recorded"
 
 
-def _table(header: list[str], rows: list[list[object]], **kw) -> ReportTable:
-    # Bounded: a run of 20,000 cases lists its first MAX_TABLE_ROWS rows and says where the rest are.
-    if len(rows) > MAX_TABLE_ROWS:
-        more = f"First {MAX_TABLE_ROWS} of {len(rows)} rows; {TABLES_NOTE}."
+def _table(
+    header: list[str], rows: Sequence[Any], cells: Callable[[Any], list[object]] | None = None, **kw: Any
+) -> ReportTable:
+    """`rows`: the table's rows as lists of cells, or records that `cells` turns into them. Bounded: a run of
+    20,000 cases lists its first MAX_TABLE_ROWS rows and says where the rest are; `cells` is called for the
+    rows listed only (formatting every row of 20,000 cases was seconds of a report's time)."""
+    total = len(rows)
+    if total > MAX_TABLE_ROWS:
+        more = f"First {MAX_TABLE_ROWS} of {total} rows; {TABLES_NOTE}."
         kw["caption"] = f"{kw['caption']} {more}" if kw.get("caption") else more
         rows = rows[:MAX_TABLE_ROWS]
+    if cells is not None:
+        rows = [cells(r) for r in rows]
     return ReportTable(tuple(header), tuple(tuple(clipped(str(c)) for c in r) for r in rows), **kw)
 
 
@@ -99,12 +108,12 @@ def latency(results: Results) -> Section:
                     "max ms",
                     "output",
                 ],
-                [
+                rows,
+                lambda r: (
                     [r.case_id, f"{r.step} ({r.op})", r.precision, r.compile, r.n]
                     + [_ms(r.median_ms), _ms(r.iqr_ms), _ms(r.p90_ms), _ms(r.min_ms), _ms(r.max_ms)]
                     + [labels.get((r.case_id, r.step), "not checked")]
-                    for r in rows
-                ],
+                ),
             ),
         )
         if rows
@@ -138,7 +147,8 @@ def switch(results: Results) -> Section:
                     "recompiles",
                 ]
                 + ["adapter KiB", "copy floor ms", "call / floor", "note"],
-                [
+                rows,
+                lambda r: (
                     [r.case_id, r.step, r.kind, r.n, _ms(r.op_ms), _ms(r.first_call_ms), _ms(r.total_ms)]
                     + ["-" if r.over_reload is None else f"{r.over_reload:.2g}x"]
                     + ["-" if r.recompiles is None else r.recompiles]
@@ -148,8 +158,7 @@ def switch(results: Results) -> Section:
                         _ratio(r.over_floor),
                         "; ".join(n for n in (r.note, _floor_note(r)) if n),
                     ]
-                    for r in rows
-                ],
+                ),
             ),
         )
         if rows
@@ -229,16 +238,18 @@ def memory(results: Results) -> Section:
     by_case: dict[str, list[data.MemoryRow]] = {}
     for r in rows:
         by_case.setdefault(r.case_id, []).append(r)
-    summary = []
-    for cid, rs in by_case.items():
+
+    def summary(item: tuple[str, list[data.MemoryRow]]) -> list[object]:
+        cid, rs = item
         peaks = [r.rss_peak_bytes for r in rs if r.rss_peak_bytes is not None]
         top = max(rs, key=lambda r: r.rss_peak_bytes or 0)
         cuda = [r.cuda_allocated_peak_bytes for r in rs if r.cuda_allocated_peak_bytes is not None]
-        summary.append(
+        return (
             [cid, len(rs), _mib(rs[0].rss_before_bytes), _mib(rs[-1].rss_after_bytes)]
             + [_mib(max(peaks)) if peaks else "-", f"{top.step} ({top.op})"]
             + [_mib(max(cuda)) if cuda else f"- ({rs[0].unavailable})" if rs[0].unavailable else "-"]
         )
+
     return Section(
         "memory",
         "Memory per step",
@@ -247,15 +258,16 @@ def memory(results: Results) -> Section:
         (
             _table(
                 ["case", "steps", "RSS first MiB", "RSS last MiB", "peak MiB", "peak at", "CUDA peak MiB"],
+                list(by_case.items()),
                 summary,
             ),
             _table(
                 ["case", "step", "RSS before MiB", "RSS after MiB", "delta MiB", "peak MiB", "CUDA peak MiB"],
-                [
+                rows,
+                lambda r: (
                     [r.case_id, f"{r.step} ({r.op})", _mib(r.rss_before_bytes), _mib(r.rss_after_bytes)]
                     + [_mib(r.rss_delta_bytes), _mib(r.rss_peak_bytes), _mib(r.cuda_allocated_peak_bytes)]
-                    for r in rows
-                ],
+                ),
                 caption="Memory per step",
                 collapsed=True,
             ),
@@ -273,13 +285,13 @@ def growth(results: Results) -> Section:
         (
             _table(
                 ["case", "loads", "n", "RSS first MiB", "RSS last MiB", "growth per load KiB", "adapter KiB"],
-                [
+                series,
+                lambda s: (
                     [s.case_id, s.label, len(s.rss_after_bytes), _mib(s.rss_after_bytes[0])]
                     + [_mib(s.rss_after_bytes[-1])]
                     + ["-" if s.growth_bytes_per_load is None else f"{s.growth_bytes_per_load / 1024:.1f}"]
                     + ["-" if s.adapter_bytes_per_load is None else f"{s.adapter_bytes_per_load / 1024:.1f}"]
-                    for s in series
-                ],
+                ),
             ),
         )
         if series
@@ -314,11 +326,11 @@ def recompiles(results: Results) -> Section:
                     "strict",
                     "reason",
                 ],
-                [
+                rows,
+                lambda r: (
                     [r.case_id, f"{r.step} ({r.op})", r.recompiles, r.frame_compiles, r.graph_breaks]
                     + [f"{r.compile_time_s:.2f}", "yes" if r.strict else "", r.first_reason[:200]]
-                    for r in rows
-                ],
+                ),
             ),
         )
         if rows
