@@ -11,8 +11,10 @@ the rest. The PNGs are the same bytes wherever they are drawn.
 The helper process is a probe in the house style: a context manager that always cleans up. It is spawned,
 never forked: this process may hold pyarrow's and BLAS's threads, and a forked child inherits their locks but
 not the threads. It starts at `Painter.__enter__`, before the rows are worked out, so its interpreter start
-and its import of matplotlib (about 1.5 s) overlap that work. Whatever it cannot deliver is drawn here
-instead, so a failure in the helper never changes the report:
+and its import of matplotlib (about 1.5 s) overlap that work. The pipe carries pickles between this
+process and the child it spawned, never data read from a file. The helper ignores Ctrl-C: the key reaches the
+whole process group, and the report's process stops the helper as it leaves. Whatever the helper cannot
+deliver is drawn here instead, so a failure in the helper never changes the report:
 - it could not start;
 - it died;
 - it raised (drawn here, the same error is then raised with its traceback in this process).
@@ -20,10 +22,12 @@ instead, so a failure in the helper never changes the report:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +36,7 @@ from bench.report.figure import Plot
 from bench.report.flags import WRONG
 from bench.results.records import Results
 
-# A 40-row figure draws in about 1 s here; below two figures, a helper's start costs more than it saves.
+# With fewer figures to draw than this, there is nothing to split: this process draws what there is.
 MIN_FIGURES_TO_SHARE = 2
 
 
@@ -119,6 +123,27 @@ def _helper(conn: Any) -> None:
         conn.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT blocked while the helper is started. A spawned process keeps the signal mask it was started
+    with, through exec and Python's start-up, so the helper never sees Ctrl-C: its start and imports take
+    about a second, where Ctrl-C would print a traceback of its own. The report's process gets a Ctrl-C of
+    these milliseconds as soon as the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):  # not on POSIX: the helper is started as it is
+        yield
+        return
+    # A spawn starts multiprocessing's resource tracker first, which blocks SIGINT for its own start and then
+    # unblocks it: started before the mask is set, it cannot unblock it under the helper's start.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -152,7 +177,8 @@ class Painter:
                 ctx = multiprocessing.get_context("spawn")
                 parent, child = ctx.Pipe()
                 process = ctx.Process(target=_helper, args=(child,), daemon=True, name="peft-bench-figures")
-                process.start()
+                with _ctrl_c_ignored():  # the helper is started with SIGINT blocked, and keeps it so
+                    process.start()
                 child.close()
                 self._process, self._conn = process, parent
             except (OSError, RuntimeError, ValueError):  # no process to be had: everything is drawn here

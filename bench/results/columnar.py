@@ -252,8 +252,8 @@ class Columnar:
 
 
 def _parsed(texts: list[str]) -> list[dict[str, Any]]:
-    # One parse per batch, as one JSON list: the parser shares the object keys it has seen within one call, so
-    # the batch's cases hold one copy of each field name, not one per case.
+    # One parse per batch, as one JSON list: the parser shares the object keys it has seen (json within one call,
+    # orjson in a cache of short keys), so the batch's cases hold one copy of each field name, not one per case.
     return fastjson.loads("[" + ",".join(texts) + "]")
 
 

@@ -108,3 +108,34 @@ def test_leaving_the_block_early_stops_the_helper():
         painter.share([Figure("a", operator.add, (1, 2)), Figure("b", operator.add, (3, 4))])
         raise KeyError("the report failed while the helper worked")
     _no_helper_left()
+
+
+def _blocked_signals(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc (Linux)")
+@needs_two_cpus
+def test_the_helper_starts_with_ctrl_c_blocked_and_this_process_does_not_keep_it():
+    """Ctrl-C reaches the whole process group; the helper must not print a traceback of its own (its start and
+    imports take a second), so it is started with SIGINT blocked. The report's process stops it as it
+    leaves, and gets its own Ctrl-C as before."""
+    sigint = 1 << (signal.SIGINT - 1)
+    assert not _blocked_signals(os.getpid()) & sigint
+    with Painter() as painter:
+        assert painter._process is not None
+        assert _blocked_signals(painter._process.pid) & sigint
+        assert not _blocked_signals(os.getpid()) & sigint  # restored here at once
+    _no_helper_left()
+    # Control: a process spawned the plain way has SIGINT unblocked, so the check above can fail.
+    ctx = multiprocessing.get_context("spawn")
+    plain = ctx.Process(target=signal.pause, daemon=True)
+    plain.start()
+    try:
+        assert not _blocked_signals(plain.pid) & sigint
+    finally:
+        plain.terminate()
+        plain.join()
