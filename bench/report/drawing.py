@@ -12,9 +12,10 @@ The helper process is a probe in the house style: a context manager that always 
 never forked: this process may hold pyarrow's and BLAS's threads, and a forked child inherits their locks but
 not the threads. It starts at `Painter.__enter__`, before the rows are worked out, so its interpreter start
 and its import of matplotlib (about 1.5 s) overlap that work. The pipe carries pickles between this
-process and the child it spawned, never data read from a file. The helper ignores Ctrl-C: the key reaches the
-whole process group, and the report's process stops the helper as it leaves. Whatever the helper cannot
-deliver is drawn here instead, so a failure in the helper never changes the report:
+process and the child it spawned, never data read from a file. The helper starts with Ctrl-C (SIGINT)
+blocked: the key reaches the whole process group, and the report's process stops the helper as it leaves.
+Whatever the helper cannot deliver is drawn here instead, so a failure in the helper never changes the
+report:
 - it could not start;
 - it died;
 - it raised (drawn here, the same error is then raised with its traceback in this process).
@@ -124,7 +125,7 @@ def _helper(conn: Any) -> None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
+def _ctrl_c_blocked() -> Iterator[None]:
     """SIGINT blocked while the helper is started. A spawned process keeps the signal mask it was started
     with, through exec and Python's start-up, so the helper never sees Ctrl-C: its start and imports take
     about a second, where Ctrl-C would print a traceback of its own. The report's process gets a Ctrl-C of
@@ -177,7 +178,7 @@ class Painter:
                 ctx = multiprocessing.get_context("spawn")
                 parent, child = ctx.Pipe()
                 process = ctx.Process(target=_helper, args=(child,), daemon=True, name="peft-bench-figures")
-                with _ctrl_c_ignored():  # the helper is started with SIGINT blocked, and keeps it so
+                with _ctrl_c_blocked():  # the helper is started with SIGINT blocked, and keeps it so
                     process.start()
                 child.close()
                 self._process, self._conn = process, parent
