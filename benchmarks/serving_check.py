@@ -2,9 +2,12 @@
 check: `unbatched` (one reference call per (adapter, prompt) pair, one more forward per adapter for the math
 oracle's library logits, and a fresh math oracle model per adapter: the check at 19fd455), `before` (batched
 references, bench/engine/serving/check.py ServingReference.ensure, and a fresh math oracle model per adapter,
-merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge) and `one_base`
-(batched, and the math oracle's adapters merged in place into one base model loaded once, MathOracle.one_base:
-the check now). The merges give the same bits every way (tests/engine/test_oracle_base.py).
+merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge), `every_adapter` (the math oracle
+on one base, MathOracle.one_base, and the library reference one model holding every served adapter side by
+side, switched by set_adapter, and each merge's delta in a new buffer: the check at e57ac2e) and `one_base`
+(the same math oracle with the deltas in buffers reused per shape, and the library reference one base holding
+one adapter at a time, each loaded after the previous one is deleted: the check now). The merges give the same bits every way (tests/engine/test_oracle_base.py), and so do the two library
+references.
 
 One case's stream is served once; then the `--variants` checks of that same stream alternate, `--rounds` times each
 (interleaved, so that the machine's load drifts over both alike). Each check is timed by wall clock and by the
@@ -13,7 +16,7 @@ check_responses_s, check_oracle_s), its reference calls and its count of wrong r
 same for both.
 
     OMP_NUM_THREADS=1 python benchmarks/serving_check.py examples/cpu/serving_135m.toml -k side_by_side \
-        --rounds 3 --variants before,fresh_math,one_base --out reports/performance/serving_check.json
+        --rounds 3 --variants every_adapter,one_base --out reports/performance/serving_check_one_adapter.json
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ from bench.engine.math_oracle import _merge_deltas as _MERGE  # noqa: E402  (aft
 
 @contextlib.contextmanager
 def fresh_math():
-    """A fresh math oracle model per adapter (from_pretrained and merge each), as before MathOracle.one_base."""
+    """A fresh math oracle model per adapter (from_pretrained and merge each), as before MathOracle.one_base
+    (with the library reference of that time, every_adapter)."""
     from bench.engine.math_oracle import MathOracle
 
     one_base = MathOracle.one_base
     MathOracle.one_base = lambda self: contextlib.nullcontext()
     try:
-        yield
+        with every_adapter():  # the library reference of that time
+            yield
     finally:
         MathOracle.one_base = one_base
 
@@ -98,7 +103,42 @@ def before():
         math_oracle._merge_deltas = _MERGE
 
 
+@contextlib.contextmanager
+def every_adapter():
+    """The check at e57ac2e: the library reference one fresh model holding every served adapter side by side
+    (each `load_adapter`ed at its first use of the model), switched by `set_adapter`; and the math oracle's
+    deltas each in a new buffer (no scratch)."""
+    import bench.engine.math_oracle as math_oracle
+    from bench.engine.serving.check import ServingReference
+
+    one_at_a_time, delta = ServingReference._activate, math_oracle.lora_delta
+
+    def activate(self, adapter):
+        if self._active == adapter:
+            return
+        t = time.perf_counter()
+        if self._model is None:
+            self._model = self.fresh_base()
+            for key, location in self.locations.items():
+                self._model.load_adapter(location, adapter_name=key)
+                self.loads += 1
+            self._model.requires_grad_(False)
+            self.load_s += time.perf_counter() - t  # as then: the switches count as the responses' time
+        self._model.set_adapter(adapter)
+        self._active = adapter
+
+    ServingReference._activate = activate
+    math_oracle.lora_delta = lambda weight, lora, *, transposed, scratch=None: delta(
+        weight, lora, transposed=transposed
+    )
+    try:
+        yield
+    finally:
+        ServingReference._activate, math_oracle.lora_delta = one_at_a_time, delta
+
+
 VARIANTS = {
+    "every_adapter": every_adapter,
     "unbatched": unbatched,
     "before": before,
     "fresh_math": fresh_math,

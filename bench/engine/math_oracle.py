@@ -235,10 +235,25 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: b
     return model
 
 
-def lora_delta(weight, lora, *, transposed: bool):
-    """scaling * B @ A in fp32, laid out like `weight` (transposed for Conv1D / fan_in_fan_out)."""
+def lora_delta(weight, lora, *, transposed: bool, scratch: dict | None = None):
+    """scaling * B @ A in fp32, laid out like `weight` (transposed for Conv1D / fan_in_fan_out). `scratch`:
+    buffers by shape to compute it in, reused by the next module of the same shape; the caller consumes
+    each delta before asking for the next."""
+    import torch
+
     # In place: the same product as scaling * (B @ A), in one buffer instead of two.
-    delta = (lora.B @ lora.A).mul_(lora.scaling)
+    b, a = lora.B, lora.A
+    if scratch is None or b.dtype != a.dtype or b.device != a.device:
+        delta = b @ a
+    else:
+        # A weight-sized allocation per module is mostly page faults (fresh memory the kernel zeroes): one
+        # buffer per shape takes the 135M shape's merge from about 0.47 to 0.33 s an adapter (one thread),
+        # with the same bits (the same matmul, written into memory that exists already).
+        key = (b.shape[0], a.shape[1], b.dtype, b.device)
+        if key not in scratch:
+            scratch[key] = torch.empty(key[:2], dtype=b.dtype, device=b.device)
+        delta = torch.mm(b, a, out=scratch[key])
+    delta = delta.mul_(lora.scaling)
     return delta.T if transposed else delta
 
 
@@ -250,6 +265,7 @@ def is_quantized(module) -> bool:
 def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits: Edits) -> None:
     merge_param_deltas(modules, adapters, edits)  # target_parameters: plain Parameters, never quantized
     merge_embedding_deltas(modules, adapters, lora_delta, edits)
+    scratch: dict = {}  # each delta is added before the next is computed
     for adapter in adapters:
         for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
             module = modules[v.module]
@@ -265,7 +281,7 @@ def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits
             if lora.magnitude is not None:
                 weight.copy_(dora_weight(weight, lora, transposed=transposed).to(weight.dtype))
                 continue
-            delta = lora_delta(weight, lora, transposed=transposed)
+            delta = lora_delta(weight, lora, transposed=transposed, scratch=scratch)
             if weight.dtype == delta.dtype:  # fp32: in place, the same sum as W + delta, two buffers fewer
                 weight.add_(delta)
             else:

@@ -258,16 +258,12 @@ def test_a_serve_step_loads_the_math_oracles_base_once_with_the_same_agreement(
     assert shared.figures.checked_responses == fresh.figures.checked_responses > 0
 
 
-def test_one_reference_model_with_every_adapter_equals_a_fresh_model_per_adapter(cache_root, write_scenario):
-    """The serve step's library reference: one fresh model holding every served adapter, switched by
-    set_adapter (in any order, and back to one after the others), gives each adapter's logits bit for bit as a
-    fresh model loaded with that adapter alone (bench.engine.reference.ReferenceOracle, one model per state)."""
-    from bench.engine.model import Inputs, load_model
-    from bench.engine.reference import ReferenceOracle
+def _serving_reference(cache_root, write_scenario, kind="forward"):
+    from bench.engine.model import load_model
     from bench.engine.serving.check import ServingReference
     from tests.engine.test_serving import _serve
 
-    s = _serve(write_scenario, alphas=(16, 32))
+    s = _serve(write_scenario, kind=kind, alphas=(16, 32))
     model = resolve_model(s.model, cache_root)
     keys = ["fam0", "fam1", "fam2"]
     locations = {k: resolve_adapter(s.adapter(k), model, cache_root).location for k in keys}
@@ -275,12 +271,29 @@ def test_one_reference_model_with_every_adapter_equals_a_fresh_model_per_adapter
         fresh_base=lambda: load_model(model.location, "fp32", "cpu"), workload=s.workload, locations=locations
     )
     prompts = torch.randint(3, 200, (5, s.workload.seq_len), generator=torch.Generator().manual_seed(1))
+    return reference, prompts, keys, s, model, locations
+
+
+def test_the_serving_reference_one_adapter_at_a_time_equals_a_fresh_model_per_adapter(
+    cache_root, write_scenario
+):
+    """The serve step's library reference: one fresh base holding one adapter at a time (the previous one
+    deleted), gives each adapter's logits bit for bit as a fresh model loaded with that adapter alone
+    (bench.engine.reference.ReferenceOracle, one model per state), in any order of loads, and again for an
+    adapter loaded a second time after the others."""
+    from bench.engine.model import Inputs
+    from bench.engine.reference import ReferenceOracle
+
+    reference, prompts, keys, s, model, locations = _serving_reference(cache_root, write_scenario)
     everything = set(range(len(prompts)))
     shared = {}
-    for key in reversed(keys):  # fam2, fam1, fam0: each a set_adapter away from the previous
+    for key in reversed(keys):  # fam2, fam1, fam0: each loaded after the previous one was deleted
         reference.ensure({key: everything}, prompts)
         shared[key] = torch.stack([reference.response(key, p, prompts).logits for p in sorted(everything)])
-    back = reference.forward_logits(keys[-1], prompts)  # fam2 again, after fam1 and fam0 were active
+        assert list(reference._model.peft_config) == [key]  # one adapter at a time
+    assert reference.loads == len(keys)
+    back = reference.forward_logits(keys[-1], prompts)  # fam2 again, after fam1 and fam0 were loaded
+    assert reference.loads == len(keys) + 1
     fresh = ReferenceOracle(
         model.location, "fp32", "cpu", Inputs(prompts, torch.ones_like(prompts)), s.workload, locations, {}
     )
@@ -292,28 +305,90 @@ def test_one_reference_model_with_every_adapter_equals_a_fresh_model_per_adapter
     assert not torch.equal(shared[keys[0]], shared[keys[1]])  # the control: the adapters differ
 
 
+def test_generate_references_load_each_adapter_once(cache_root, write_scenario):
+    """A generate step also needs each adapter's forward logits for the math oracle: `ensure` computes them
+    while the adapter is loaded, so library_logits afterwards loads nothing and calls nothing."""
+    reference, prompts, keys, *_ = _serving_reference(cache_root, write_scenario, kind="generate")
+    oracle_prompts = (3, 1)
+    reference.ensure({k: {0, 1, 3} for k in keys}, prompts, forward_of=oracle_prompts)
+    loads, calls = reference.loads, reference.calls
+    assert loads == len(keys) and calls == len(keys) * 3 + len(
+        keys
+    )  # one prompt per generate call, 1 forward
+    got = {k: reference.library_logits(k, oracle_prompts, prompts) for k in keys}
+    assert (reference.loads, reference.calls) == (loads, calls)
+    for k in keys:  # the same bits as a forward of those prompts made now
+        assert torch.equal(got[k], reference.forward_logits(k, prompts[list(oracle_prompts)]))
+    # The control: without forward_of, each adapter is loaded again for its forward logits.
+    again, prompts, keys, *_ = _serving_reference(cache_root, write_scenario, kind="generate")
+    again.ensure({k: {0, 1, 3} for k in keys}, prompts)
+    for k in keys:
+        again.library_logits(k, oracle_prompts, prompts)
+    assert again.loads == 2 * len(keys)
+
+
+def test_a_delete_adapter_that_leaves_the_old_adapter_behind_fails_the_math(
+    cache_root, write_scenario, monkeypatch
+):
+    """Negative control for the reference's own API: a planted `delete_adapter` that leaves the deleted
+    adapter's delta in the base weights (merged before the delete) makes every later reference wrong; the math
+    oracle, which uses no peft, fails the step."""
+    from peft.tuners.lora import LoraLayer
+    from transformers.integrations.peft import PeftAdapterMixin
+
+    from bench.spec.cases import expand
+    from bench.worker.execute import run_case
+    from tests.engine.test_serving import _serve
+
+    real = PeftAdapterMixin.delete_adapter
+
+    def planted(self, adapter_names):
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for module in self.modules():
+            if isinstance(module, LoraLayer):
+                module.merge(adapter_names=[n for n in names if n in module.lora_A])
+        return real(self, adapter_names)
+
+    case = expand(_serve(write_scenario, strategy="side_by_side", alphas=(16, 32)))[0]
+    clean = run_case(case, cache_root)
+    monkeypatch.setattr(PeftAdapterMixin, "delete_adapter", planted)
+    bad = run_case(case, cache_root)
+    for result, want in ((clean, "pass"), (bad, "fail")):
+        (step,) = result.steps
+        (o,) = [o for o in step.outcomes if o.expectation == "oracles_agree"]
+        assert o.status == want, (want, o)
+    assert clean.verdict == "pass" and bad.verdict == "fail"
+    assert bad.steps[0].serving.figures.wrong_responses > 0  # the responses were right: the reference is not
+
+
 @pytest.mark.parametrize(
     ("dtype", "fan_in_fan_out"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]
 )
 def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, fan_in_fan_out):
     """_merge_deltas adds the delta in place (fp32) to save two weight-sized buffers per module: the result is
-    bit for bit the formula it replaced, (W.float() + scaling * (B @ A)).to(W.dtype), transposed or not."""
+    bit for bit the formula it replaced, (W.float() + scaling * (B @ A)).to(W.dtype), transposed or not. Two
+    modules of one shape: the second delta is computed in the first one's buffer (lora_delta's scratch)."""
     from bench.engine.lora_files import AdapterWeights, LoraModule
     from bench.engine.math_oracle import _merge_deltas
 
     g = torch.Generator().manual_seed(3)
-    out_f, in_f, r, scaling = 96, 80, 8, 1.7
-    a, b = 0.1 * torch.randn(r, in_f, generator=g), 0.1 * torch.randn(out_f, r, generator=g)
-    linear = (
-        torch.nn.Linear(out_f, in_f) if fan_in_fan_out else torch.nn.Linear(in_f, out_f)
-    )  # (in, out) or (out, in)
-    linear.weight.requires_grad_(False).copy_(torch.randn(linear.weight.shape, generator=g))
-    linear.to(dtype)
-    before = linear.weight.detach().clone()
-    delta = scaling * (b @ a)
-    want = (before.float() + (delta.T if fan_in_fan_out else delta)).to(dtype)
-    adapter = AdapterWeights("x", (LoraModule("m", a, b, r, r * scaling, scaling),), (), fan_in_fan_out)
+    out_f, in_f, r = 96, 80, 8
+    modules, loras, want, before = {}, [], {}, {}
+    for name, scaling in (("m", 1.7), ("n", 0.3)):
+        a, b = 0.1 * torch.randn(r, in_f, generator=g), 0.1 * torch.randn(out_f, r, generator=g)
+        linear = (
+            torch.nn.Linear(out_f, in_f) if fan_in_fan_out else torch.nn.Linear(in_f, out_f)
+        )  # (in, out) or (out, in)
+        linear.weight.requires_grad_(False).copy_(torch.randn(linear.weight.shape, generator=g))
+        linear.to(dtype)
+        before[name] = linear.weight.detach().clone()
+        delta = scaling * (b @ a)
+        want[name] = (before[name].float() + (delta.T if fan_in_fan_out else delta)).to(dtype)
+        modules[name] = linear
+        loras.append(LoraModule(name, a, b, r, r * scaling, scaling))
+    adapter = AdapterWeights("x", tuple(loras), (), fan_in_fan_out)
     with torch.no_grad():
-        _merge_deltas({"m": linear}, [adapter], Edits(record=False))
-    assert torch.equal(linear.weight, want)
-    assert not torch.equal(linear.weight, before)  # the control: the merge moved the weight
+        _merge_deltas(modules, [adapter], Edits(record=False))
+    for name, linear in modules.items():
+        assert torch.equal(linear.weight, want[name]), name
+        assert not torch.equal(linear.weight, before[name])  # the control: the merge moved the weight

@@ -1,12 +1,13 @@
 """Every checked response of a serve step against a fresh eager reference of its adapter.
 
-The library reference is one freshly loaded model holding every served adapter (`load_adapter` each, then
-`set_adapter` per adapter): eager, never compiled, never swapped. Its references are computed per adapter,
-that adapter's prompts together (ServingReference.ensure: one forward call per adapter for the shipped pools,
-checked bit for bit against a one-prompt call), so checking every response costs one call per adapter, not
-one per response. The math oracle (no peft code, W + s*B@A from the adapter files) checks that reference once
-per adapter on up to ORACLE_PROMPTS of the served prompts (one batched call each; the adapters merged in turn
-into one base model loaded once, each undone exactly before the next: MathOracle.one_base), so a bug inside `load_adapter`/`set_adapter` that moves both the subject and the
+The library reference is one freshly loaded base model that holds one served adapter at a time (`load_adapter`
+it, the previous one removed with `delete_adapter`): eager, never compiled, never swapped. Its references are
+computed per adapter, that adapter's prompts together (ServingReference.ensure: one forward call per adapter
+for the shipped pools, checked bit for bit against a one-prompt call), so checking every response costs one
+load and one call per adapter, not one per response. The math oracle (no peft code, W + s*B@A from the adapter
+files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts (one batched call
+each; the adapters merged in turn into one base model loaded once, each undone exactly before the next:
+MathOracle.one_base), so a bug inside `load_adapter`/`delete_adapter` that moves both the subject and the
 library reference alike is still caught. The references of every two served adapters must differ by more than
 DISTINGUISH_FACTOR x the step's tolerance on each of those prompts, or the per-response check could not tell a
 server that never switched from a right one.
@@ -39,59 +40,71 @@ REFERENCE_ROWS = 16
 
 @dataclass
 class ServingReference:
-    """One fresh model for the step's adapter set. The references are computed per adapter, its prompts
-    together (`ensure`): a forward workload REFERENCE_ROWS prompts per call; generate one prompt per call,
-    because its decode steps run one token per row, and a matmul over one row is not the same kernel as over
-    several (measured on CPU: batched generate logits 7.7e-7 off the one-prompt ones, the fp32 exact rule's
-    bound is 9.5e-7).
+    """One fresh base model for the step, holding one served adapter at a time. The references are computed per
+    adapter, its prompts together (`ensure`): a forward workload REFERENCE_ROWS prompts per call; generate one
+    prompt per call, because its decode steps run one token per row, and a matmul over one row is not the same
+    kernel as over several (measured on CPU: batched generate logits 7.7e-7 off the one-prompt ones, the fp32
+    exact rule's bound is 9.5e-7).
 
-    Why one model for every adapter, switched by set_adapter, is still a fresh and independent reference:
+    Why one base model for every adapter, each loaded after the previous one is deleted, is still a fresh and
+    independent reference:
     - it is not the subject: `fresh_base` loads the base afresh from its files (a new object the strategy under
       test never sees: no hotswap, compile, merge, unload or reload touches it), and each adapter is loaded
-      from its files with plain `load_adapter`, once;
-    - switching changes no weight: peft keeps each loaded adapter's A and B under its own name, and a LoRA
-      layer adds only its active adapters' terms, so the adapters loaded beside it add nothing. Each adapter's
-      logits equal those of a fresh model loaded with that adapter alone, bit for bit, in any order of
-      switches (tests/engine/test_oracle_base.py, against ReferenceOracle's one model per state);
-    - a set_adapter that switched wrongly (a previous adapter left active) would not pass unseen: every served
+      from its files with plain `load_adapter`;
+    - it holds one adapter at a time, so its logits are those of the base with that adapter alone. They equal a
+      fresh model loaded with that adapter alone bit for bit, in any order of loads, and for an adapter loaded
+      again after others (tests/engine/test_oracle_base.py, against ReferenceOracle's one model per state);
+    - a `delete_adapter` that left something of the previous adapter behind would not pass unseen: every served
       adapter's reference is checked against the math oracle, which uses no peft (agree_with_math), and every
-      two adapters' references must be told apart (adapter_margins)."""
+      two adapters' references must be told apart (adapter_margins).
+
+    One adapter at a time, not every adapter side by side switched by `set_adapter` (what this class did
+    before): peft walks the whole module tree for each adapter it injects, and each adapter already loaded
+    makes that tree larger, so loading eight adapters side by side cost about 10.5 s on the 135M shape against
+    about 7.4 s one at a time, the deletes included (reports/performance/serving_check.md)."""
 
     fresh_base: Callable[[], Any]  # the base model loaded afresh (bench.engine.reference.ReferenceOracle)
     workload: Any
     locations: dict[str, str]
     rows: int = REFERENCE_ROWS  # prompts per forward call; 1: the unbatched reference
     calls: int = 0  # model calls made for the references
-    load_s: float = 0.0  # loading the fresh model and its adapters
+    loads: int = 0  # load_adapter calls (one per served adapter when its references are asked for together)
+    load_s: float = 0.0  # loading the fresh base and each adapter (and deleting the one before)
     # Whether a batched call's last row equals the same prompt called alone, bit for bit (None: no batch
     # made); where it does not, every reference is computed one prompt per call.
     exact_batches: bool | None = None
     notes: list[str] = field(default_factory=list)
     _model: Any = None
-    _active: str | None = None
+    _active: str | None = None  # the one adapter the model holds
     _cache: dict[tuple[str, int], Response] = field(default_factory=dict)
-
-    def _load(self):
-        import time
-
-        t = time.perf_counter()
-        model = self.fresh_base()
-        for key, location in self.locations.items():
-            model.load_adapter(location, adapter_name=key)
-        model.requires_grad_(False)
-        self.load_s += time.perf_counter() - t
-        return model
+    # (adapter, prompt ids) -> forward logits of those prompts in one call (generate: for the math oracle)
+    _forward: dict[tuple[str, tuple[int, ...]], Any] = field(default_factory=dict)
 
     def _activate(self, adapter: str) -> None:
-        if self._model is None:
-            self._model = self._load()
-        if self._active != adapter:
-            self._model.set_adapter(adapter)
-            self._active = adapter
+        """Make `adapter` the one the model holds: the base is loaded on first use; the adapter held before is
+        deleted, then this one is loaded from its files and set active."""
+        import time
 
-    def ensure(self, wanted: dict[str, set[int]], prompts) -> None:
+        if self._active == adapter:
+            return
+        t = time.perf_counter()
+        if self._model is None:
+            self._model = self.fresh_base()
+        if self._active is not None:
+            self._model.delete_adapter(self._active)
+            self._active = None
+        self._model.load_adapter(self.locations[adapter], adapter_name=adapter)
+        self._model.set_adapter(adapter)
+        self._model.requires_grad_(False)
+        self._active = adapter
+        self.loads += 1
+        self.load_s += time.perf_counter() - t
+
+    def ensure(self, wanted: dict[str, set[int]], prompts, forward_of: tuple[int, ...] = ()) -> None:
         """Compute the reference of every (adapter, prompt) in `wanted` that is not cached yet: per adapter,
-        its prompts in ascending order, `rows` per call (forward) or one per call (generate)."""
+        its prompts in ascending order, `rows` per call (forward) or one per call (generate). `forward_of`: the
+        prompts whose forward logits (one call) a generate workload also needs per adapter (library_logits),
+        computed while that adapter is loaded."""
         for adapter in sorted(wanted):
             todo = sorted(p for p in wanted[adapter] if (adapter, p) not in self._cache)
             while todo:
@@ -107,6 +120,8 @@ class ServingReference:
                     out = [self._call(prompts[[p]])[0] for p in chunk]
                 for p, response in zip(chunk, out, strict=True):
                     self._cache[(adapter, p)] = response
+            if forward_of and self.workload.kind != "forward":
+                self._forward_logits(adapter, tuple(forward_of), prompts)
 
     def _batch_is_exact(self, out: list[Response], chunk: list[int], prompts) -> bool:
         """The batch's last row against its prompt called alone; where they differ, batching is switched off
@@ -136,12 +151,18 @@ class ServingReference:
     def library_logits(self, adapter: str, prompt_ids: tuple[int, ...], prompts):
         """Forward logits [len(prompt_ids), seq_len, vocab] of those prompts under `adapter` (what the math
         oracle is compared with): the cached references for a forward workload, one batched forward for
-        generate (whose references hold the generated tokens' logits)."""
+        generate (whose references hold the generated tokens' logits; made by `ensure` given `forward_of`)."""
         import torch
 
         if self.workload.kind == "forward":
             return torch.stack([self.response(adapter, p, prompts).logits for p in prompt_ids])
-        return self.forward_logits(adapter, prompts[list(prompt_ids)])
+        return self._forward_logits(adapter, tuple(prompt_ids), prompts)
+
+    def _forward_logits(self, adapter: str, prompt_ids: tuple[int, ...], prompts):
+        key = (adapter, prompt_ids)
+        if key not in self._forward:
+            self._forward[key] = self.forward_logits(adapter, prompts[list(prompt_ids)])
+        return self._forward[key]
 
     def forward_logits(self, adapter: str, input_ids):
         """Forward logits of `input_ids` under `adapter`."""
@@ -166,7 +187,9 @@ class ServingReference:
 
     def close(self) -> None:
         self._model = None
+        self._active = None
         self._cache.clear()
+        self._forward.clear()
 
 
 def wanted_references(run: ServingRun, prompts: tuple[int, ...]) -> dict[str, set[int]]:

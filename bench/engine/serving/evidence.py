@@ -61,9 +61,9 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
 
         prompts = sampled_prompts(run)
         # Every reference this step needs, per adapter in batches, before any is read.
-        reference.ensure(wanted_references(run, prompts), run.prompts)
+        reference.ensure(wanted_references(run, prompts), run.prompts, forward_of=prompts)
         checks = check_run(run, reference, tol_for)
-        checked = time.perf_counter()
+        checked, loaded_s = time.perf_counter(), reference.load_s
         kind = subject.workload.kind
         # The rule in words from a reference already computed for a check (the bound scales with it).
         rule = check_rule(tol_for(first_checked_reference(reference, run)), kind) if checks else ""
@@ -100,8 +100,9 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
         serve_s=run.serve_s,
         check_s=done - started,
         check_load_s=reference.load_s,
-        check_responses_s=checked - started - reference.load_s,
-        check_oracle_s=done - checked,
+        # An adapter loaded again after the responses were checked (none is, normally) counts as loading.
+        check_responses_s=checked - started - loaded_s,
+        check_oracle_s=done - checked - (reference.load_s - loaded_s),
         reference_calls=reference.calls,
         unavailable=unavailable,
         notes=tuple(notes),
