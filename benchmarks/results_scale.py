@@ -12,6 +12,14 @@ ones already there, each with its --label). Files are built in a temporary folde
 them (bench.results.writing: about 22 KB per case, 20,000 cases about 450 MB each; the run builds four:
 two whole files and two halves for merge). Each command gets --timeout-s: one that has not answered by then is
 killed (its process group) and recorded as "no answer in N s", with its peak RSS so far.
+
+gate and compare read two files: the baseline (a) and the current run (b). By default b is a byte copy of a,
+so every step's timing samples equal the baseline's and every U test meets only ties. `--current-from
+RESULTS.json` builds b from another run of the same scenarios instead (the same case ids in the same order),
+as a user's gate sees it: a run against a baseline taken earlier.
+
+    python -m bench run scenarios --tag gate --out /tmp/run2     # the shipped baseline's five cases, again
+    python benchmarks/results_scale.py --sizes 20000 --commands gate compare --current-from /tmp/run2/results.json
 """
 
 from __future__ import annotations
@@ -177,12 +185,32 @@ def _loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def same_cases(source: Path, other: Path) -> None:
+    """`other` must hold the cases of `source` (the same ids, in the same order), so that copy i of one is
+    copy i of the other; SystemExit naming both files where it does not."""
+    a, b = [c.case_id for c in load(source).cases], [c.case_id for c in load(other).cases]
+    if a != b:
+        raise SystemExit(
+            f"--current-from {other}: its cases {b} are not those of {source} ({a}), in that order: run the "
+            "same scenarios (the shipped baseline: `python -m bench run scenarios --tag gate`)"
+        )
+
+
 def run_size(
-    n: int, repeats: int, commands: tuple[str, ...], tmp: Path, slow_s: float, timeout_s: float
+    n: int,
+    repeats: int,
+    commands: tuple[str, ...],
+    tmp: Path,
+    slow_s: float,
+    timeout_s: float,
+    current_from: Path | None = None,
 ) -> dict:
     if set(commands) - {"merge"}:
         build(tmp / "a", n)
-        _copy(tmp / "a", tmp / "b")
+        if current_from is None:
+            _copy(tmp / "a", tmp / "b")
+        else:
+            build(tmp / "b", n, source=current_from)
     if "merge" in commands:
         build(tmp / "half1", n // 2)
         build(tmp / "half2", n - n // 2, start=n // 2)
@@ -270,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--label", default="", help="what this run measured (the table's `taken` column)")
     p.add_argument("--append", action="store_true", help="add this run's sizes to those already in --out")
+    p.add_argument(
+        "--current-from",
+        type=Path,
+        help="build gate's and compare's current file from this other run of the baseline's scenarios "
+        "(default: a byte copy of the baseline file)",
+    )
     args = p.parse_args(argv)
+    if args.current_from is not None:
+        same_cases(SOURCE, args.current_from)
     run = {
         "command": " ".join(["python benchmarks/results_scale.py", *(argv or sys.argv[1:])]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -282,7 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for n in args.sizes:
-            size = run_size(n, args.repeats, tuple(args.commands), Path(tmp), args.slow_s, args.timeout_s)
+            size = run_size(
+                n,
+                args.repeats,
+                tuple(args.commands),
+                Path(tmp),
+                args.slow_s,
+                args.timeout_s,
+                args.current_from,
+            )
+            if args.current_from is not None:
+                size["current_from"] = str(args.current_from)
             sizes.append({**size, "note": args.label} if args.label else size)
             print(json.dumps(sizes[-1]["commands"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

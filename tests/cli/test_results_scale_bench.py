@@ -55,3 +55,37 @@ def test_a_command_past_its_timeout_is_killed_and_recorded(tmp_path):
     text = markdown(doc)
     assert "| slow | 1 | no answer in 1 s (killed) |" in text
     assert "| quick | 1 | no answer" not in text
+
+
+def test_the_current_file_can_come_from_another_run_of_the_same_cases(tmp_path):
+    """--current-from: copy i of the other run is copy i of the baseline (the same case id), with that run's
+    own figures, so gate and compare meet samples that differ as two runs' do; a run of other cases is
+    refused, naming the file."""
+    import pytest
+
+    from benchmarks.results_scale import SOURCE, same_cases
+
+    doc = json.loads(SOURCE.read_text())
+    for case in doc["cases"]:  # another run: every timing sample 1 % slower
+        for step in case["steps"]:
+            if step.get("timing"):
+                step["timing"]["samples_ms"] = [x * 1.01 for x in step["timing"]["samples_ms"]]
+    other = tmp_path / "other" / "results.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(doc))
+    same_cases(SOURCE, other)
+    a, b = (load(build(tmp_path / name, 7, source=src)) for name, src in (("a", SOURCE), ("b", other)))
+    assert [c.case_id for c in a.cases] == [c.case_id for c in b.cases]
+    pairs = [
+        (s, t)
+        for x, y in zip(a.cases, b.cases, strict=True)
+        for s, t in zip(x.steps, y.steps, strict=True)
+        if s.timing
+    ]
+    assert pairs and all(
+        t.timing.samples_ms == tuple(v * 1.01 for v in s.timing.samples_ms) for s, t in pairs
+    )
+    doc["cases"] = doc["cases"][1:]  # the control: a run without the first case
+    other.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="--current-from .*other/results.json"):
+        same_cases(SOURCE, other)
