@@ -60,8 +60,8 @@ class ServingReference:
 
     One adapter at a time, not every adapter side by side switched by `set_adapter` (what this class did
     before): peft walks the whole module tree for each adapter it injects, and each adapter already loaded
-    makes that tree larger, so loading eight adapters side by side cost about 10.5 s on the 135M shape against
-    about 7.4 s one at a time, the deletes included (reports/performance/serving_check.md)."""
+    makes that tree larger, so loading eight adapters side by side took 9.4 s on the 135M shape against 7.8 s
+    one at a time, the deletes included (check_load_s, reports/performance/serving_check.md)."""
 
     fresh_base: Callable[[], Any]  # the base model loaded afresh (bench.engine.reference.ReferenceOracle)
     workload: Any
