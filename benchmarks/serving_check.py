@@ -2,11 +2,12 @@
 check: `unbatched` (one reference call per (adapter, prompt) pair, one more forward per adapter for the math
 oracle's library logits, and a fresh math oracle model per adapter: the check at 19fd455), `before` (batched
 references, bench/engine/serving/check.py ServingReference.ensure, and a fresh math oracle model per adapter,
-merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge), `every_adapter` (the math oracle
-on one base, MathOracle.one_base, and the library reference one model holding every served adapter side by
-side, switched by set_adapter, and each merge's delta in a new buffer: the check at e57ac2e) and `one_base`
-(the same math oracle with the deltas in buffers reused per shape, and the library reference one base holding
-one adapter at a time, each loaded after the previous one is deleted: the check now). The merges give the same bits every way (tests/engine/test_oracle_base.py), and so do the two library
+merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge),
+`every_adapter` (the math oracle on one base, MathOracle.one_base, and the library reference one model holding
+every served adapter side by side, switched by set_adapter, and each merge's delta in a new buffer: the check at
+e57ac2e) and `one_base` (the same math oracle with the deltas in buffers reused per shape, and the library
+reference one base holding one adapter at a time, each loaded after the previous one is deleted: the check
+now). The merges give the same bits every way (tests/engine/test_oracle_base.py), and so do the two library
 references.
 
 One case's stream is served once; then the `--variants` checks of that same stream alternate, `--rounds` times each
