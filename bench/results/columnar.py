@@ -208,8 +208,11 @@ class Columnar:
 
     def case_data(self) -> Iterator[dict[str, Any]]:
         """Each case's JSON data, in file order, parsed one row group at a time."""
-        for (texts,) in self._batches(["record"]):
-            yield from _parsed(texts)
+        import pyarrow.parquet as pq
+
+        f = pq.ParquetFile(self.path)
+        for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["record"]):
+            yield from _parsed_column(batch.column(0))
 
     def case_data_but(self, skip: Container[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(case_id, JSON data) of each case in file order; None in place of the data of a case whose id is in
@@ -255,6 +258,21 @@ def _parsed(texts: list[str]) -> list[dict[str, Any]]:
     # One parse per batch, as one JSON list: the parser shares the object keys it has seen (json within one call,
     # orjson in a cache of short keys), so the batch's cases hold one copy of each field name, not one per case.
     return fastjson.loads("[" + ",".join(texts) + "]")
+
+
+def _parsed_column(column: Any) -> list[dict[str, Any]]:
+    """Each text of an Arrow string column parsed. With orjson, each straight from its slice of the column's
+    data buffer: no Python str per case nor one joined text per batch (at 20,000 cases those two copies of
+    450 MB took 2 s, a third of the reading; orjson shares the keys it has seen across calls anyway)."""
+    if fastjson.orjson is None or column.null_count or str(column.type) not in ("string", "large_string"):
+        return _parsed(column.to_pylist())
+    import numpy as np
+
+    _, offsets, data = column.buffers()
+    kind = np.int32 if str(column.type) == "string" else np.int64
+    at = np.frombuffer(offsets, dtype=kind)[column.offset : column.offset + len(column) + 1].tolist()
+    view = memoryview(data) if data is not None else memoryview(b"")
+    return [fastjson.loads_utf8(view[at[i] : at[i + 1]]) for i in range(len(column))]
 
 
 def _names(path: Path) -> list[str]:

@@ -28,3 +28,13 @@ def loads(text: str) -> Any:
         except orjson.JSONDecodeError:
             pass  # then json parses it, or raises its own error as it would without orjson
     return json.loads(text)
+
+
+def loads_utf8(data: bytes | memoryview) -> Any:
+    """loads() of UTF-8 bytes (a slice of an Arrow column's buffer: no str is made for orjson)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(data))
