@@ -1,6 +1,6 @@
 """bench.report.drawing: the report's figures drawn partly in a helper process give the same PNGs as drawn
-in one process; whatever the helper fails to deliver (it raised, it died) is drawn here, and the helper never
-outlives its block."""
+in one process; the helper draws each figure as it is planned; whatever the helper fails to deliver (it
+raised, it died) is drawn here, and the helper never outlives its block."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import multiprocessing
 import operator
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,14 @@ def alone(baseline):
     return drawing.draw(drawing.planned(baseline))
 
 
+def _claimed_by_helper(painter: Painter, n: int, timeout_s: float = 60) -> None:
+    """Wait until the helper has claimed the n-th figure sent to it (it imports matplotlib first, about 1.5 s)."""
+    deadline = time.monotonic() + timeout_s
+    while painter._claims[n] != drawing.HELPER:
+        assert time.monotonic() < deadline, f"the helper did not claim figure {n} in {timeout_s} s"
+        time.sleep(0.02)
+
+
 def _no_helper_left() -> None:
     assert not [p for p in multiprocessing.active_children() if p.name == "peft-bench-figures"]
 
@@ -50,8 +59,9 @@ def _no_helper_left() -> None:
 def test_the_helper_draws_the_same_pngs(baseline, alone):
     with Painter() as painter:
         painter.share(drawing.planned(baseline))
+        _claimed_by_helper(painter, 0)  # as it does while the report's text is rendered here
         shared = painter.plots()
-    assert painter.shared >= 2  # the helper really drew its part
+    assert painter.shared >= 1  # the helper really drew its part
     assert list(shared) == list(alone)  # report order
     assert {k: p and p.png for k, p in shared.items()} == {k: p and p.png for k, p in alone.items()}
     assert sum(p is not None for p in shared.values()) >= 4  # the control: there were figures to compare
@@ -72,10 +82,11 @@ def test_the_report_is_the_same_with_and_without_the_helper(baseline, tmp_path):
 @needs_two_cpus
 def test_what_the_helper_raised_is_raised_here():
     figures = [Figure("ok", drawing.plots.switch_plot, ([],)), Figure("a", operator.truediv, (1, 0))]
-    figures.append(Figure("b", operator.truediv, (1, 0)))
+    figures.append(Figure("b", operator.add, (1, 2)))
     with Painter() as painter:
         painter.share(figures)
-        assert painter._theirs  # sent to the helper, which raises
+        assert painter._sent == [1, 2]  # the figure without rows is never sent
+        _claimed_by_helper(painter, 0)  # "a": the helper raises on it
         with pytest.raises(ZeroDivisionError):
             painter.plots()
     assert painter.shared == 0
@@ -87,7 +98,7 @@ def test_a_helper_that_dies_is_replaced_by_drawing_here():
     figures = [Figure("x", _die_in_helper, ([1],)), Figure("y", _die_in_helper, ([1],))]
     with Painter() as painter:
         painter.share(figures)
-        assert [f.key for f in painter._theirs] == ["x"]
+        _claimed_by_helper(painter, 0)  # "x": the helper dies drawing it
         assert painter.plots() == {"x": None, "y": None}
     assert painter.shared == 0
     _no_helper_left()
@@ -97,9 +108,55 @@ def test_without_the_helper_everything_is_drawn_here():
     figures = [Figure("a", operator.add, (1, 2)), Figure("b", operator.add, (3, 4))]
     with Painter(helper=False) as painter:
         painter.share(figures)
-        assert painter._theirs == []
+        assert painter._sent == []
         assert painter.plots() == {"a": 3, "b": 7}
     assert painter.shared == 0
+
+
+def _slow_sum(a, b):
+    time.sleep(0.5)  # long enough that the other process claims the next figure meanwhile
+    return a + b
+
+
+@needs_two_cpus
+def test_each_figure_is_drawn_by_the_helper_while_the_next_is_planned():
+    """planned() works out each figure's rows in turn: the helper must get each figure as it is yielded, not
+    once all are planned. Here the plan waits for the helper to claim each figure before yielding the next,
+    which only a helper fed one figure at a time can do."""
+    with Painter() as painter:
+
+        def plan():
+            for n in range(3):
+                yield Figure(f"f{n}", _slow_sum, ([n], [1]))
+                _claimed_by_helper(painter, n)
+
+        painter.share(plan())
+        assert painter.plots() == {"f0": [0, 1], "f1": [1, 1], "f2": [2, 1]}
+    assert painter.shared == 3
+    _no_helper_left()
+    # Control: figures without rows are never sent, so the helper never claims one and the wait fails.
+    with Painter() as painter:
+        painter.share([Figure("empty", _slow_sum, ([], [1]))])
+        with pytest.raises(AssertionError, match="did not claim"):
+            _claimed_by_helper(painter, 0, timeout_s=3)
+        assert painter.plots() == {"empty": [1]}
+    _no_helper_left()
+
+
+@needs_two_cpus
+def test_a_figure_is_drawn_once_by_whoever_claims_it_first():
+    """The helper has claimed the first figure; this process takes back the others, from the last."""
+    figures = [Figure(f"f{n}", _slow_sum, ([n], [1])) for n in range(4)]
+    with Painter() as painter:
+        painter.share(figures)
+        _claimed_by_helper(painter, 0)
+        shared = painter._claims  # plots() lets go of it
+        out = painter.plots()
+        claims = list(shared[:4])
+    assert out == {f"f{n}": [n, 1] for n in range(4)}
+    assert claims[0] == drawing.HELPER and claims.count(drawing.HERE) >= 1
+    assert painter.shared == claims.count(drawing.HELPER)
+    _no_helper_left()
 
 
 @needs_two_cpus
@@ -139,3 +196,40 @@ def test_the_helper_starts_with_ctrl_c_blocked_and_this_process_does_not_keep_it
     finally:
         plain.terminate()
         plain.join()
+
+
+_PINNED = """
+import gc, sys, weakref
+from pathlib import Path
+gc.disable()  # only reference counts free the run: whatever a cycle holds stays
+from bench.report import drawing
+from bench.report.build import write_reports
+from bench.results.store import load
+if sys.argv[1] == "own-stack":
+    drawing.drawn_apart = lambda figure: figure.drawn()  # the control: drawn on the report's own stack
+results = load(Path(sys.argv[2]))
+write_reports(results, Path(sys.argv[3]), ("html",), draw_helper=False)
+ref = weakref.ref(results)
+del results
+print("held" if ref() is not None else "freed")
+"""
+
+
+@pytest.mark.parametrize("how, expected", [("apart", "freed"), ("own-stack", "held")])
+def test_drawing_here_leaves_nothing_that_holds_the_run(tmp_path, how, expected):
+    """Matplotlib's first drawing in a process leaves pyparsing's cached exceptions, whose tracebacks hold
+    every frame of the stack they were raised on: the report's frames, and so the run it reported. Drawn on a
+    thread of its own, the run is freed when the caller lets go of it. A fresh interpreter each: only the
+    first drawing in a process leaves them."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PINNED, how, str(BASELINE), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
