@@ -177,6 +177,30 @@ def test_a_large_pool_gets_the_order_statistic_interval():
     assert small.method == bootstrap.BOOTSTRAP and small.low < 10 < small.high
 
 
+def test_the_lower_rank_is_the_binomial_quantile_scipy_stats_gives():
+    ns = [*range(1, 2500), 10_001, 20_000, 123_457, 750_000, 2_000_003]
+    assert [bootstrap.lower_rank(n) for n in ns] == [int(binom.ppf(0.025, n, 0.5)) for n in ns]
+
+
+def test_a_large_pool_imports_no_scipy_stats():
+    """scipy.stats takes 1.5 s to import: a report whose pools are all past MAX_BOOTSTRAP_SAMPLES never needs
+    it. A fresh interpreter each; the control, a small pool, does import it (the bootstrap)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from bench.report import bootstrap as b; "
+        "n = int(sys.argv[1]); b.pooled_median([np.arange(n, dtype=float)]); print('scipy.stats' in sys.modules)"
+    )
+    seen = {
+        n: subprocess.run(
+            [sys.executable, "-c", code, str(n)], capture_output=True, text=True, cwd=REPO, check=True
+        ).stdout.strip()
+        for n in (20_000, 100)
+    }
+    assert seen == {20_000: "False", 100: "True"}
+
+
 def test_the_answers_name_the_rows_with_an_order_statistic_interval():
     # 275 copies: the "hotswap (peft)" row pools 110 cases x 2 steps x ~47 calls, over 10,000.
     section = answers_view.section(_copies(275))
