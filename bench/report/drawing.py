@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -166,8 +167,8 @@ def _helper(conn: Any, claims: Any) -> None:
         try:
             while (item := conn.recv()) is not None:
                 inbox.put(item)
-        except (EOFError, OSError):  # the parent went away: nothing to deliver
-            inbox.put(EOFError)
+        except BaseException:  # the parent went away, or sent what cannot be read: nothing to deliver
+            inbox.put(EOFError)  # (the parent then draws here what this process was sent)
             return
         inbox.put(None)
 
@@ -242,6 +243,7 @@ class Painter:
         self._claims: Any = None
         self._figures: list[Figure] = []  # every figure shared, in the order planned
         self._sent: list[int] = []  # those sent to the helper (positions in _figures), in the order sent
+        self._told_done = False  # the helper has been told there are no more figures
         self.shared = 0  # figures the helper drew (for the tests: the helper really drew them)
 
     def __enter__(self) -> Painter:
@@ -269,14 +271,22 @@ class Painter:
         out as it goes), then tell it that there are no more."""
         for figure in figures:
             self._figures.append(figure)
-            if self._conn is None or not _has_rows(figure) or len(self._sent) >= MAX_SHARED:
-                continue
+            if (
+                self._told_done
+                or self._conn is None
+                or not _has_rows(figure)
+                or len(self._sent) >= MAX_SHARED
+            ):
+                continue  # drawn here (after the first share(), the helper takes no more)
             try:
-                self._conn.send((len(self._sent), figure))
+                self._conn.send((len(self._sent), figure))  # pickled whole before a byte is sent
                 self._sent.append(len(self._figures) - 1)
+            except (pickle.PicklingError, AttributeError, TypeError):  # cannot travel: drawn here
+                continue
             except (OSError, ValueError, EOFError):  # the helper is gone: what it was sent is drawn here
                 self._give_up()
-        if self._conn is not None:
+        if self._conn is not None and not self._told_done:
+            self._told_done = True
             try:
                 self._conn.send(None)
             except (OSError, ValueError, EOFError):

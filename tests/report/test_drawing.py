@@ -160,6 +160,17 @@ def test_a_figure_is_drawn_once_by_whoever_claims_it_first():
 
 
 @needs_two_cpus
+def test_what_cannot_travel_and_a_second_share_are_drawn_here():
+    local = Figure("local", lambda rows: len(rows), ([1, 2],))  # a lambda cannot be pickled
+    with Painter() as painter:
+        painter.share([local, Figure("a", operator.add, (1, 2))])
+        painter.share([Figure("b", operator.add, (3, 4))])  # the helper was told there are no more
+        assert painter._sent == [1]
+        assert painter.plots() == {"local": 2, "a": 3, "b": 7}
+    _no_helper_left()
+
+
+@needs_two_cpus
 def test_leaving_the_block_early_stops_the_helper():
     with pytest.raises(KeyError), Painter() as painter:
         painter.share([Figure("a", operator.add, (1, 2)), Figure("b", operator.add, (3, 4))])
