@@ -28,13 +28,10 @@ report:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
-import os
 import pickle
 import queue
-import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from bench.report import answers, data, flags, pareto, plots, plots_memory, serv
 from bench.report.figure import Plot
 from bench.report.flags import WRONG
 from bench.results.records import Results
+from bench.spec.processes import cpus, ctrl_c_blocked
 
 
 @dataclass(frozen=True)
@@ -197,34 +195,6 @@ def _helper(conn: Any, claims: Any) -> None:
         conn.close()
 
 
-@contextlib.contextmanager
-def _ctrl_c_blocked() -> Iterator[None]:
-    """SIGINT blocked while the helper is started. A spawned process keeps the signal mask it was started
-    with, through exec and Python's start-up, so the helper never sees Ctrl-C: its start and imports take
-    about a second, where Ctrl-C would print a traceback of its own. The report's process gets a Ctrl-C of
-    these milliseconds as soon as the mask is restored."""
-    if not hasattr(signal, "pthread_sigmask"):  # not on POSIX: the helper is started as it is
-        yield
-        return
-    # A spawn starts multiprocessing's resource tracker first, which blocks SIGINT for its own start and then
-    # unblocks it: started before the mask is set, it cannot unblock it under the helper's start.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class Painter:
     """Draws a report's figures, some of them in a helper process when there is a second CPU for it.
 
@@ -237,7 +207,7 @@ class Painter:
     happened inside it."""
 
     def __init__(self, *, helper: bool = True) -> None:
-        self._want_helper = helper and _cpus() >= 2 and plots.unavailable_reason() is None
+        self._want_helper = helper and cpus() >= 2 and plots.unavailable_reason() is None
         self._process: Any = None
         self._conn: Any = None
         self._claims: Any = None
@@ -255,7 +225,7 @@ class Painter:
                 process = ctx.Process(
                     target=_helper, args=(child, claims), daemon=True, name="peft-bench-figures"
                 )
-                with _ctrl_c_blocked():  # the helper is started with SIGINT blocked, and keeps it so
+                with ctrl_c_blocked():  # the helper is started with SIGINT blocked, and keeps it so
                     process.start()
                 child.close()
                 self._process, self._conn, self._claims = process, parent, claims

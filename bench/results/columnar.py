@@ -214,6 +214,13 @@ class Columnar:
         for batch in f.iter_batches(batch_size=ROW_GROUP_ROWS, columns=["record"]):
             yield from _parsed_column(batch.column(0))
 
+    def row_group_rows(self) -> list[int]:
+        """The number of cases in each row group, in file order."""
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(self.path).metadata
+        return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
     def case_data_but(self, skip: Container[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(case_id, JSON data) of each case in file order; None in place of the data of a case whose id is in
         `skip`, whose record is not parsed (merge already holds it). A second column read, so load() keeps
@@ -258,6 +265,14 @@ def _parsed(texts: list[str]) -> list[dict[str, Any]]:
     # One parse per batch, as one JSON list: the parser shares the object keys it has seen (json within one call,
     # orjson in a cache of short keys), so the batch's cases hold one copy of each field name, not one per case.
     return fastjson.loads("[" + ",".join(texts) + "]")
+
+
+def row_group_data(path: Path, group: int) -> list[dict[str, Any]]:
+    """The JSON data of the cases of one row group, in file order (bench.results.two_builders)."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path).read_row_group(group, columns=["record"])
+    return [data for chunk in table.column(0).chunks for data in _parsed_column(chunk)]
 
 
 def _parsed_column(column: Any) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from bench.errors import BenchInputError
-from bench.results import columnar, judging
+from bench.results import columnar, judging, two_builders
 from bench.results.atomic import replace_atomically
 from bench.results.checks import ResultsInvalid, parse_results
 from bench.results.finite import NOTES_KEY
@@ -192,6 +192,9 @@ def _load_columnar(path: Path) -> Results | None:
     if col is None:
         return None
     top = _file_fields(col, path)
+    if two_builders.shareable(col.row_group_rows()):
+        built = two_builders.cases(col.path, len(col.row_group_rows()))
+        return None if built is None else dataclasses.replace(top, cases=tuple(built))
     cases = []
     for data in col.case_data():
         if data.get(NOTES_KEY):

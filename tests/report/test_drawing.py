@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "reports" / "baseline" / "results.json"
 
 pytest.importorskip("matplotlib")
-needs_two_cpus = pytest.mark.skipif(drawing._cpus() < 2, reason="the helper is used only with a second CPU")
+needs_two_cpus = pytest.mark.skipif(drawing.cpus() < 2, reason="the helper is used only with a second CPU")
 
 
 def _die_in_helper(rows):
