@@ -41,7 +41,7 @@ from bench.report import answers, data, flags, pareto, plots, plots_memory, serv
 from bench.report.figure import Plot
 from bench.report.flags import WRONG
 from bench.results.records import Results
-from bench.spec.processes import cpus, ctrl_c_blocked
+from bench.spec.processes import claim, cpus, ctrl_c_blocked, stop
 
 
 @dataclass(frozen=True)
@@ -142,15 +142,6 @@ MAX_SHARED = 32  # figures one report can send the helper (it has eight); any be
 RAISED = "raised"  # what the helper sends for a figure whose drawing raised
 
 
-def _claim(claims: Any, i: int, who: int) -> bool:
-    """Take figure i for `who` if nobody has: under the shared lock, so only one process gets it."""
-    with claims.get_lock():
-        if claims[i] != FREE:
-            return False
-        claims[i] = who
-        return True
-
-
 def _helper(conn: Any, claims: Any) -> None:
     """The helper process: imports matplotlib while the parent works out the rows, then draws each figure it
     is sent and can claim. When the parent has sent None (no more figures) and every claimed figure is drawn,
@@ -182,7 +173,7 @@ def _helper(conn: Any, claims: Any) -> None:
             if item is EOFError:
                 return
             i, figure = item
-            if not _claim(claims, i, HELPER):
+            if not claim(claims, i, HELPER, FREE):
                 continue  # the parent took it back
             try:
                 out[i] = figure.drawn()
@@ -271,7 +262,7 @@ class Painter:
         theirs = []
         for n in reversed(range(len(self._sent))):
             figure = self._figures[self._sent[n]]
-            if self._claims is None or _claim(self._claims, n, HERE):
+            if self._claims is None or claim(self._claims, n, HERE, FREE):
                 out[figure.key] = drawn_apart(figure)
             else:
                 theirs.append(n)
@@ -314,11 +305,4 @@ class Painter:
             conn.close()
         if process is None:
             return
-        if graceful:
-            process.join(timeout=5)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        stop(process, grace_s=5 if graceful else 0)

@@ -26,7 +26,7 @@ from bench.results.columnar import ROW_GROUP_ROWS, row_group_data
 from bench.results.finite import NOTES_KEY
 from bench.results.records import CaseResult
 from bench.spec.codec import from_dict
-from bench.spec.processes import cpus, ctrl_c_blocked
+from bench.spec.processes import claim, cpus, ctrl_c_blocked, stop
 
 # Fewer row groups than this (about 4,000 cases) are built here alone: the helper's start and imports (about
 # 0.8 s) would cost about what it saves.
@@ -46,14 +46,6 @@ def built(path: Path, group: int) -> list[CaseResult] | str:
     return out
 
 
-def _claim(claims: Any, group: int, who: int) -> bool:
-    with claims.get_lock():
-        if claims[group] != FREE:
-            return False
-        claims[group] = who
-        return True
-
-
 def _helper(path: str, groups: int, claims: Any, conn: Any) -> None:
     """Claims groups from the last down and builds them, until it meets one this process holds; then sends
     each as (group, records), and None at the end (nothing more: this process then builds what is missing).
@@ -63,7 +55,7 @@ def _helper(path: str, groups: int, claims: Any, conn: Any) -> None:
     try:
         mine = {}
         for group in reversed(range(groups)):
-            if not _claim(claims, group, HELPER):
+            if not claim(claims, group, HELPER, FREE):
                 break
             mine[group] = built(Path(path), group)
             if mine[group] == NOTES:
@@ -109,12 +101,7 @@ def cases(path: Path, groups: int, *, helper: bool = True) -> list[CaseResult] |
         return _shared(path, groups, claims, parent, process)
     finally:
         parent.close()
-        if process.is_alive():
-            process.terminate()
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        stop(process, grace_s=5)  # it has sent its last message, or this load raised: either way it is done
 
 
 def _all_here(path: Path, groups: range) -> list[CaseResult] | None:
@@ -131,7 +118,7 @@ def _shared(path: Path, groups: int, claims: Any, conn: Any, process: Any) -> li
     out: list[CaseResult] = []
     first_theirs = groups
     for group in range(groups):
-        if not _claim(claims, group, HERE):
+        if not claim(claims, group, HERE, FREE):
             first_theirs = group
             break
         got = built(path, group)

@@ -36,3 +36,25 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def claim(claims, index: int, who: int, free: int = 0) -> bool:
+    """Take item `index` of a shared claims array (multiprocessing's Array) for `who` if nobody holds it: under
+    the array's lock, so that of two processes claiming the same item only one gets it."""
+    with claims.get_lock():
+        if claims[index] != free:
+            return False
+        claims[index] = who
+        return True
+
+
+def stop(process, *, grace_s: float = 0.0) -> None:
+    """Stop a helper process: given `grace_s` to exit on its own, then terminated, then killed; always joined."""
+    if grace_s:
+        process.join(timeout=grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join()
