@@ -101,7 +101,7 @@ def cases(path: Path, groups: int, *, helper: bool = True) -> list[CaseResult] |
         return _shared(path, groups, claims, parent, process)
     finally:
         parent.close()
-        stop(process, grace_s=5)  # it has sent its last message, or this load raised: either way it is done
+        stop(process)  # nothing more is wanted from it: it has sent its last message, or this load ended early
 
 
 def _all_here(path: Path, groups: range) -> list[CaseResult] | None:
