@@ -192,8 +192,9 @@ def _load_columnar(path: Path) -> Results | None:
     if col is None:
         return None
     top = _file_fields(col, path)
-    if two_builders.shareable(col.row_group_rows()):
-        built = two_builders.cases(col.path, len(col.row_group_rows()))
+    groups = col.row_group_rows()
+    if two_builders.shareable(groups):
+        built = two_builders.cases(col.path, len(groups))
         return None if built is None else dataclasses.replace(top, cases=tuple(built))
     cases = []
     for data in col.case_data():

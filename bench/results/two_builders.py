@@ -101,7 +101,8 @@ def cases(path: Path, groups: int, *, helper: bool = True) -> list[CaseResult] |
         return _shared(path, groups, claims, parent, process)
     finally:
         parent.close()
-        stop(process)  # nothing more is wanted from it: it has sent its last message, or this load ended early
+        # Nothing more is wanted from it: it has sent its last message, or this load ended early.
+        stop(process)
 
 
 def _all_here(path: Path, groups: range) -> list[CaseResult] | None:
