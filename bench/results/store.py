@@ -194,14 +194,10 @@ def _load_columnar(path: Path) -> Results | None:
     top = _file_fields(col, path)
     groups = col.row_group_rows()
     if two_builders.shareable(groups):
-        built = two_builders.cases(col.path, len(groups))
-        return None if built is None else dataclasses.replace(top, cases=tuple(built))
-    cases = []
-    for data in col.case_data():
-        if data.get(NOTES_KEY):
-            return None
-        cases.append(from_dict(CaseResult, data))
-    return dataclasses.replace(top, cases=tuple(cases))
+        cases = two_builders.cases(col.path, len(groups))
+    else:
+        cases = two_builders.records(col.case_data())
+    return None if cases is None else dataclasses.replace(top, cases=tuple(cases))
 
 
 def case_from_file(path: Path) -> CaseResult:

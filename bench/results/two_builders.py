@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,23 @@ from bench.spec.processes import claim, cpus, ctrl_c_blocked, stop
 # 0.8 s) would cost about what it saves.
 MIN_GROUPS = 8
 FREE, HERE, HELPER = 0, 1, 2
-NOTES = "notes"  # what a group is instead of its records when a case holds non-finite notes
+NOT_SENT = object()  # a group the helper did not deliver
 
 
-def built(path: Path, group: int) -> list[CaseResult] | str:
-    """Row group `group`'s cases as records, in file order; NOTES where one holds non-finite notes (then the
-    whole file is read from results.json, as a load without a columnar copy does)."""
+def records(datas: Iterable[dict[str, Any]]) -> list[CaseResult] | None:
+    """Cases' JSON data as records, in order; None where one holds non-finite notes (then the whole file is
+    read from results.json, as a load without a columnar copy does)."""
     out = []
-    for data in row_group_data(path, group):
+    for data in datas:
         if data.get(NOTES_KEY):
-            return NOTES
+            return None
         out.append(from_dict(CaseResult, data))
     return out
+
+
+def built(path: Path, group: int) -> list[CaseResult] | None:
+    """Row group `group`'s cases as records (`records`)."""
+    return records(row_group_data(path, group))
 
 
 def _helper(path: str, groups: int, claims: Any, conn: Any) -> None:
@@ -58,7 +64,7 @@ def _helper(path: str, groups: int, claims: Any, conn: Any) -> None:
             if not claim(claims, group, HELPER, FREE):
                 break
             mine[group] = built(Path(path), group)
-            if mine[group] == NOTES:
+            if mine[group] is None:  # non-finite notes: the whole file is read from the JSON
                 break
         for group in sorted(mine):
             conn.send((group, mine.pop(group)))  # one group at a time: the pipe never holds more than one
@@ -109,7 +115,7 @@ def _all_here(path: Path, groups: range) -> list[CaseResult] | None:
     out: list[CaseResult] = []
     for group in groups:
         got = built(path, group)
-        if got == NOTES:
+        if got is None:
             return None
         out += got
     return out
@@ -123,15 +129,15 @@ def _shared(path: Path, groups: int, claims: Any, conn: Any, process: Any) -> li
             first_theirs = group
             break
         got = built(path, group)
-        if got == NOTES:
+        if got is None:
             return None
         out += got
     received = _received(conn, process)
     for group in range(first_theirs, groups):
-        got = received.pop(group, None)
-        if got is None:  # not delivered: built here
+        got = received.pop(group, NOT_SENT)
+        if got is NOT_SENT:  # not delivered: built here
             got = built(path, group)
-        if got == NOTES:
+        if got is None:
             return None
         out += got
     return out
