@@ -94,7 +94,7 @@ class Op:
     # The op loads one adapter's files (`adapter`): the bytes it moved and their copy floor are recorded.
     moves_adapter: ClassVar[bool] = False
     # The op puts one adapter into the model it already holds (a new slot, or a swap into one): the report's
-    # memory growth sums these steps' own RSS changes (bench.report.data.growth_series).
+    # memory growth sums these steps' own RSS changes (bench.report.memory_data.growth_series).
     adds_adapter: ClassVar[bool] = False
     # The StepRecord field that keeps what `apply` returned (TrainStats, RepeatStats); None: nothing is kept.
     result_field: ClassVar[str | None] = None

@@ -17,6 +17,7 @@ from bench.judge.figures import case_peak, is_hotswap, reload_step, switch_ms
 from bench.report import flags
 from bench.report.bootstrap import Interval, pooled_median, ratio_of_medians
 from bench.report.memo import per_results
+from bench.results.failures import Failure
 from bench.results.records import CaseResult, Results, StepRecord
 
 # What the harness does not record yet; the report says so rather than leave the reader to wonder.
@@ -123,11 +124,49 @@ def _measured(case: CaseResult) -> tuple[list[StepRecord], list[StepRecord]]:
     return [s for s in timed if not _base_state(s)], [s for s in timed if _base_state(s)]
 
 
-def _overhead(cases: list[CaseResult]) -> tuple[Interval | None, str]:
-    for c in cases:
-        active, base = _measured(c)
-        if active and base and not flags.case_wrong(c):
-            iv = ratio_of_medians(active[-1].timing.samples_ms, base[-1].timing.samples_ms)
+@dataclass(frozen=True)
+class CaseFacts:
+    """What the answers read of one case, worked out once per run: each row asked these of every case two or
+    three times (each a walk over its steps; 2.5 s of a 20,000-case report)."""
+
+    active: tuple[StepRecord, ...]  # measured model-call steps with the adapter in effect (_measured)
+    base: tuple[StepRecord, ...]  # ... and without
+    swaps: tuple[StepRecord, ...]  # hotswap steps with a switch time
+    serve: StepRecord | None  # the serve step with figures
+    wrong: str  # the first wrong-output flag of its steps; empty when none
+    failure: Failure | None  # flags.failure_of; None where unread (a passing case with a wrong output)
+    rss_peak_bytes: int | None
+
+    @property
+    def bad(self) -> bool:
+        """A wrong output, or a raise or error: the row is not usable as it is in this case."""
+        return bool(self.wrong) or (self.failure is not None and self.failure.kind in ("raised", "error"))
+
+
+def facts_of(case: CaseResult) -> CaseFacts:
+    active, base = _measured(case)
+    wrong = flags.case_wrong(case) or ""
+    return CaseFacts(
+        active=tuple(active),
+        base=tuple(base),
+        swaps=tuple(_swaps([case])),
+        serve=_serve_step(case),
+        wrong=wrong,
+        failure=flags.failure_of(case) if not wrong or case.verdict != "pass" else None,
+        rss_peak_bytes=case_peak(case, "rss_peak_bytes"),
+    )
+
+
+@per_results
+def case_facts(results: Results) -> list[CaseFacts]:
+    """facts_of each case, in the order of results.cases."""
+    return [facts_of(c) for c in results.cases]
+
+
+def _overhead(members: list[tuple[CaseResult, CaseFacts]]) -> tuple[Interval | None, str]:
+    for c, f in members:
+        if f.active and f.base and not f.wrong:
+            iv = ratio_of_medians(f.active[-1].timing.samples_ms, f.base[-1].timing.samples_ms)
             if iv is not None:
                 return iv, c.case_id
     return None, ""
@@ -146,15 +185,21 @@ def case_keys(results: Results) -> dict[str, Key]:
 
 
 @per_results
+def reload_steps(results: Results) -> list[StepRecord | None]:
+    """bench.judge.figures.reload_step of each case, in the order of results.cases: the reload pool and the
+    switch table both read it."""
+    return [reload_step(c) for c in results.cases]
+
+
+@per_results
 def reload_pool(results: Results) -> dict[tuple[str, str, str, str], tuple[str, float]]:
     """(model, precision, workload, compile) -> (case id, plain load + first call, ms) of the first case with a
     plain load into the model its swaps would run on (bench.judge.figures.reload_step): the reload a swap of
     another case of the same model and setting avoids."""
     out: dict[tuple[str, str, str, str], tuple[str, float]] = {}
     keys = case_keys(results)
-    for c in results.cases:
+    for c, step in zip(results.cases, reload_steps(results), strict=True):
         k = keys[c.case_id]
-        step = reload_step(c)
         total = switch_ms(step) if step is not None else None
         if total is not None:
             out.setdefault((k.model, k.precision, k.workload, k.compile), (c.case_id, total))
@@ -165,20 +210,21 @@ def _swaps(cases: list[CaseResult]) -> list[StepRecord]:
     return [s for c in cases for s in c.steps if is_hotswap(s) and switch_ms(s) is not None]
 
 
-def _choice(key: Key, cases: list[CaseResult], reloads: dict) -> Choice:
+def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict) -> Choice:
     """One row: the cases of one key, pooled."""
-    serve = [s for c in cases if (s := _serve_step(c)) is not None]
-    wrong = next((w for c in cases if (w := flags.case_wrong(c))), "")
-    bad = [c for c in cases if flags.case_wrong(c) or flags.failure_of(c).kind in ("raised", "error")]
+    cases = [c for c, _ in members]
+    serve = [f.serve for _, f in members if f.serve is not None]
+    wrong = next((f.wrong for _, f in members if f.wrong), "")
+    bad = [c for c, f in members if f.bad]
     if wrong and len(bad) < len(cases):
         # Only some cases: say which, so a scenario-specific bug does not read as the whole way's.
         wrong = f"{flags.WRONG} in {len(bad)} of {len(cases)} cases" + wrong.removeprefix(flags.WRONG)
-    peaks = [p for c in cases if (p := case_peak(c, "rss_peak_bytes")) is not None]
+    peaks = [f.rss_peak_bytes for _, f in members if f.rss_peak_bytes is not None]
     failures = tuple(
-        f"{c.case_id}: {f.kind}" + (f"; known failure: {f.known_failure}" if f.known_failure else "")
-        for c in cases
+        f"{c.case_id}: {f.failure.kind}"
+        + (f"; known failure: {f.failure.known_failure}" if f.failure.known_failure else "")
+        for c, f in members
         if c.verdict != "pass"
-        for f in (flags.failure_of(c),)
     )
     common = {
         "key": key,
@@ -208,14 +254,14 @@ def _choice(key: Key, cases: list[CaseResult], reloads: dict) -> Choice:
             reload_from="",
             recompiles_per_swap=float(sum(f.recompiles_after_warmup for f in figs)),
         )
-    active = [s for c in cases for s in _measured(c)[0]]
+    active = [s for _, f in members for s in f.active]
     latency = pooled_median([s.timing.samples_ms for s in active])
     tokens = None
     w = _scenario(cases[0]).get("workload", {})
     if latency is not None and w.get("kind") == "generate":
         tokens = w.get("batch_size", 1) * w.get("new_tokens", 0) / (latency.estimate / 1000.0)
-    overhead, overhead_case = _overhead(cases)
-    swaps = _swaps(cases)
+    overhead, overhead_case = _overhead(members)
+    swaps = [s for _, f in members for s in f.swaps]
     correct = [s for s in swaps if not flags.wrong_output(s)]
     switch = _median([switch_ms(s) for s in swaps])
     reload_case, reload_total = reloads.get((key.model, key.precision, key.workload, key.compile), ("", None))
@@ -242,14 +288,14 @@ def choices(results: Results) -> list[Choice]:
     """Every key of the run, in the order a reader scans them: by model, precision and workload, then compile
     setting and way. Cases that measured nothing a reader decides on (no timed call, no swap, no serve) are
     left to the detailed sections."""
-    groups: dict[Key, list[CaseResult]] = {}
+    groups: dict[Key, list[tuple[CaseResult, CaseFacts]]] = {}
     keys = case_keys(results)
-    for c in results.cases:
+    for c, f in zip(results.cases, case_facts(results), strict=True):
         if c.verdict in ("skip", "not_run"):
             continue
-        if not (_measured(c)[0] or _swaps([c]) or _serve_step(c)):
+        if not (f.active or f.swaps or f.serve):
             continue
-        groups.setdefault(keys[c.case_id], []).append(c)
+        groups.setdefault(keys[c.case_id], []).append((c, f))
     reloads = reload_pool(results)
     rows = _serve_reloads([_choice(k, cs, reloads) for k, cs in groups.items()])
     return sorted(rows, key=lambda r: (r.key.block, r.key.compile, r.key.way))

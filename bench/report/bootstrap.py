@@ -57,7 +57,7 @@ def pooled_median(groups: Sequence[Sequence[float]]) -> Interval | None:
         return Interval(estimate, estimate, estimate, n)
     if n > MAX_BOOTSTRAP_SAMPLES:
         return order_statistic_interval(pooled, estimate)
-    # Imported here, not above: the order statistics need no scipy.stats (lower_rank).
+    # Imported here, not above: the order statistics need no scipy (lower_rank).
     from scipy.stats import bootstrap
 
     res = bootstrap(
@@ -88,19 +88,38 @@ def order_statistic_interval(samples, estimate: float) -> Interval:
 
 
 def lower_rank(n: int) -> int:
-    """The (1 - CONFIDENCE) / 2 quantile of Binomial(n, 1/2) (scipy.stats.binom.ppf's value): the smallest k
-    with P(B <= k) >= (1 - CONFIDENCE) / 2, searched from the normal approximation's k with scipy.special's
-    binomial CDF. Not scipy.stats: importing it takes 1.5 s, most of the answers section's time at 20,000
-    cases, where every row's pool is past MAX_BOOTSTRAP_SAMPLES and gets this interval."""
-    from scipy.special import bdtr
-
+    """The (1 - CONFIDENCE) / 2 quantile of Binomial(n, 1/2) (scipy.stats.binom.ppf's value, tested): the
+    smallest k with P(B <= k) >= (1 - CONFIDENCE) / 2, searched from the normal approximation's k. No scipy:
+    importing even scipy.special took 0.8 s, a third of the answers' 2.5 s at 20,000 cases, where every
+    row's pool is past MAX_BOOTSTRAP_SAMPLES and gets this interval."""
     q = (1 - CONFIDENCE) / 2
     k = max(int(n / 2 - 0.98 * math.sqrt(n)), 0)  # z(0.975) / 2 = 0.98: a few ranks from the answer
-    while k > 0 and bdtr(k - 1, n, 0.5) >= q:
+    while k > 0 and binomial_half_cdf(k - 1, n) >= q:
         k -= 1
-    while bdtr(k, n, 0.5) < q:
+    while binomial_half_cdf(k, n) < q:
         k += 1
     return k
+
+
+def binomial_half_cdf(k: int, n: int) -> float:
+    """P(B <= k) for B ~ Binomial(n, 1/2): the terms C(n, i) / 2^n summed from i = k down, the first from
+    log-gamma, each next one the last times i / (n - i + 1), until they no longer change the sum. Below the
+    mean the terms shrink at least geometrically, so a few thousand of them at a million calls; above it,
+    by symmetry."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if 2 * k > n:
+        return 1.0 - binomial_half_cdf(n - k - 1, n)
+    term = math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2))
+    total = 0.0
+    i = k
+    while i >= 0 and term > total * 1e-17:
+        total += term
+        term *= i / (n - i + 1)
+        i -= 1
+    return total
 
 
 def ratio_of_medians(num: Sequence[float], den: Sequence[float]) -> Interval | None:

@@ -6,16 +6,17 @@ and a reason where a figure could not be measured (None, never 0).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from bench.judge.figures import is_hotswap, reload_step, switch_ms
-from bench.ops import op_named
+from bench.judge.figures import is_hotswap, switch_ms
+from bench.report import answers
 from bench.report.memo import per_results
 from bench.results.brief import clipped
 from bench.results.failures import output_wrong
 from bench.results.measures import TimingStats
 from bench.results.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
-from bench.results.stats import slope
 
 # Rows a per-case table or list of the report shows: a run of 20,000 cases would make a report of
 # hundreds of MB. The figures behind every row stay in the results files the note names.
@@ -70,43 +71,6 @@ class SwitchRow:
 
 
 @dataclass(frozen=True)
-class MemoryRow:
-    case_id: str
-    step: int
-    op: str
-    rss_before_bytes: int | None
-    rss_after_bytes: int | None
-    rss_peak_bytes: int | None
-    rss_delta_bytes: int | None
-    cuda_allocated_peak_bytes: int | None
-    unavailable: str  # the reasons the record gives for missing figures (first one)
-
-
-@dataclass(frozen=True)
-class GrowthSeries:
-    """RSS after each load (a repeat_load step's repetitions, or the case's load steps), from the first."""
-
-    case_id: str
-    label: str  # e.g. "repeat_load hotswap x20 (step 4)" or "load steps 2, 5"
-    rss_after_bytes: tuple[int, ...]
-    growth_bytes_per_load: float | None  # least-squares slope
-    adapter_bytes_per_load: int | None
-
-
-@dataclass(frozen=True)
-class RecompileRow:
-    case_id: str
-    step: int
-    op: str
-    recompiles: int
-    frame_compiles: int
-    graph_breaks: int
-    compile_time_s: float
-    strict: bool
-    first_reason: str
-
-
-@dataclass(frozen=True)
 class FailingCase:
     case_id: str
     verdict: str
@@ -114,34 +78,60 @@ class FailingCase:
     repro: str | None = None  # path of the reproduction script, relative to the results folder
 
 
+@dataclass(frozen=True)
+class Listed:
+    """The first rows of a table (at most the limit asked for) and how many it has in all. A table lists
+    MAX_TABLE_ROWS and a figure draws MAX_FIGURE_ROWS, so only those rows are made: a row for every step of a
+    20,000-case run (about 110,000 for each per-step table) was 2.5 s of a report's time."""
+
+    rows: list
+    total: int
+
+
+def listed(items: list[tuple], make: Callable[..., Any], limit: int = MAX_TABLE_ROWS) -> Listed:
+    """`make(*item)` for the first `limit` items, and how many there are."""
+    return Listed([make(*item) for item in items[:limit]], len(items))
+
+
 @per_results
+def steps_with(results: Results, figures: str) -> list[tuple[CaseResult, StepRecord]]:
+    """The steps that recorded `figures` (a StepRecord field: "timing", "memory", "compile"), each with its
+    case, in run order: a per-step table's rows, before any is made."""
+    return [(c, s) for c in results.cases for s in c.steps if getattr(s, figures) is not None]
+
+
+def latency_steps(results: Results) -> list[tuple[CaseResult, StepRecord]]:
+    return steps_with(results, "timing")
+
+
+def latency_row(c: CaseResult, s: StepRecord) -> LatencyRow:
+    t = s.timing
+    return LatencyRow(
+        c.case_id,
+        c.scenario,
+        c.params.get("precision", ""),
+        c.params.get("compile", ""),
+        c.params.get("hotswap_path", ""),
+        s.index,
+        s.op,
+        t.n,
+        t.median_ms,
+        t.iqr_ms,
+        t.p90_ms,
+        t.min_ms,
+        t.max_ms,
+        t.samples_ms,
+        wrong_output=output_wrong(s),
+    )
+
+
 def latency_rows(results: Results) -> list[LatencyRow]:
-    out = []
-    for c in results.cases:
-        for s in c.steps:
-            if s.timing is None:
-                continue
-            t = s.timing
-            out.append(
-                LatencyRow(
-                    c.case_id,
-                    c.scenario,
-                    c.params.get("precision", ""),
-                    c.params.get("compile", ""),
-                    c.params.get("hotswap_path", ""),
-                    s.index,
-                    s.op,
-                    t.n,
-                    t.median_ms,
-                    t.iqr_ms,
-                    t.p90_ms,
-                    t.min_ms,
-                    t.max_ms,
-                    t.samples_ms,
-                    wrong_output=output_wrong(s),
-                )
-            )
-    return out
+    """Every row of the latency table (latency_listed: the first ones, as the report shows them)."""
+    return [latency_row(c, s) for c, s in latency_steps(results)]
+
+
+def latency_listed(results: Results, limit: int = MAX_TABLE_ROWS) -> Listed:
+    return listed(latency_steps(results), latency_row, limit)
 
 
 def _switch_row(case: CaseResult, s: StepRecord, kind: str, reload_total: float | None) -> SwitchRow:
@@ -209,12 +199,11 @@ def switch_rows(results: Results) -> list[SwitchRow]:
     """Each hotswap step beside its case's plain load (swap + first call against load + first call), and each
     repeat_load hotswap step's swaps."""
     out = []
-    for c in results.cases:
+    for c, reload in zip(results.cases, answers.reload_steps(results), strict=True):
         swaps = [s for s in c.steps if is_hotswap(s) and s.status != "not_run"]
         repeats = [s for s in c.steps if s.repeat is not None and s.repeat.mode == "hotswap"]
         if not swaps and not repeats:
             continue
-        reload = reload_step(c)
         reload_total = switch_ms(reload) if reload else None
         if reload:
             out.append(_switch_row(c, reload, "reload", reload_total))
@@ -222,109 +211,6 @@ def switch_rows(results: Results) -> list[SwitchRow]:
             out.append(_switch_row(c, s, f"hotswap ({c.params.get('hotswap_path', '?')})", reload_total))
         out += [_repeat_row(c, s) for s in repeats]
     return out
-
-
-@per_results
-def memory_rows(results: Results) -> list[MemoryRow]:
-    out = []
-    for c in results.cases:
-        for s in c.steps:
-            m = s.memory
-            if m is None:
-                continue
-            out.append(
-                MemoryRow(
-                    c.case_id,
-                    s.index,
-                    s.op,
-                    m.rss_before_bytes,
-                    m.rss_after_bytes,
-                    m.rss_peak_bytes,
-                    m.rss_delta_bytes,
-                    m.cuda_allocated_peak_bytes,
-                    next(iter(m.unavailable.values()), ""),
-                )
-            )
-    return out
-
-
-def _slope(values: list[float]) -> float | None:
-    """Least-squares slope over the index; None for fewer than two values (nothing to fit)."""
-    return slope(values) if len(values) >= 2 else None
-
-
-@per_results
-def growth_series(results: Results) -> list[GrowthSeries]:
-    """repeat_load steps: RSS after each repetition. Cases without one but with several load steps: the sum of
-    the load steps' own RSS changes, so the compiles and calls between them are left out."""
-    out = []
-    for c in results.cases:
-        repeats = [s for s in c.steps if getattr(s, "repeat", None) is not None]
-        for s in repeats:
-            r = s.repeat
-            out.append(
-                GrowthSeries(
-                    c.case_id,
-                    f"repeat_load {r.mode} x{r.count} (step {s.index})",
-                    tuple(r.rss_after_bytes),
-                    r.rss_growth_bytes_per_rep,
-                    r.adapter_bytes_per_rep,
-                )
-            )
-        if repeats:
-            continue
-        loads = [s for s in c.steps if op_named(s.op).adds_adapter and s.memory]
-        deltas = [s.memory.rss_delta_bytes for s in loads]
-        if len(loads) < 2 or any(d is None for d in deltas):
-            continue
-        series = [loads[0].memory.rss_before_bytes]
-        for d in deltas:
-            series.append(series[-1] + d)
-        sizes = [s.adapter_bytes for s in loads if s.adapter_bytes]
-        out.append(
-            GrowthSeries(
-                c.case_id,
-                "load steps " + ", ".join(str(s.index) for s in loads) + " (their own RSS changes)",
-                tuple(series[1:]),
-                _slope([float(x) for x in series[1:]]),
-                max(sizes) if sizes else None,
-            )
-        )
-    return out
-
-
-@per_results
-def recompile_rows(results: Results) -> list[RecompileRow]:
-    out = []
-    for c in results.cases:
-        for s in c.steps:
-            if s.compile is None:
-                continue
-            k = s.compile
-            out.append(
-                RecompileRow(
-                    c.case_id,
-                    s.index,
-                    s.op,
-                    k.recompiles,
-                    k.frame_compiles,
-                    k.graph_breaks,
-                    k.compile_time_s,
-                    s.strict,
-                    (k.recompile_reasons or k.graph_break_reasons or ("",))[0],
-                )
-            )
-    return out
-
-
-def has_compile_activity(rows: list[RecompileRow]) -> list[str]:
-    """Cases whose steps compiled anything: the ones a recompile table is about."""
-    seen: dict[str, bool] = {}
-    for r in rows:
-        seen[r.case_id] = seen.get(r.case_id, False) or bool(
-            r.frame_compiles or r.recompiles or r.graph_breaks
-        )
-    return [cid for cid, active in seen.items() if active]
 
 
 @per_results

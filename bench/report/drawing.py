@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.report import answers, data, flags, pareto, plots, plots_memory, serving, training
+from bench.report import answers, data, flags, memory_data, pareto, plots, plots_memory, serving, training
 from bench.report.figure import Plot
 from bench.report.flags import WRONG
 from bench.results.records import Results
@@ -60,10 +60,11 @@ class Figure:
         return dataclasses.replace(plot, titles=(*plot.titles, self.note))
 
 
-def _first(rows: list) -> tuple[list, str]:
+def _first(rows: list | data.Listed) -> tuple[list, str]:
     """The rows a figure draws (bench.report.data.MAX_FIGURE_ROWS), and what its caption says when cut."""
     cap = data.MAX_FIGURE_ROWS
-    return (rows, "") if len(rows) <= cap else (rows[:cap], f"drawn: the first {cap} of {len(rows)} rows")
+    rows, total = (rows.rows, rows.total) if isinstance(rows, data.Listed) else (rows, len(rows))
+    return (rows, "") if total <= cap else (rows[:cap], f"drawn: the first {cap} of {total} rows")
 
 
 def planned(results: Results) -> Iterator[Figure]:
@@ -73,17 +74,14 @@ def planned(results: Results) -> Iterator[Figure]:
     MAX_FIGURE_ROWS of its table's rows (the memory and recompile figures at most the table's MAX_TABLE_ROWS:
     they summarise per case). A figure's height and drawing time grow with its rows: 20,000 of them made a PNG
     800,000 pixels tall, and 200 per figure were 15 s of the report's CPU."""
-    cap = data.MAX_TABLE_ROWS
-    latency, latency_note = _first(data.latency_rows(results))
-    wrong = {k: v for k, v in flags.output_labels(results).items() if v.startswith(WRONG)}
+    latency, latency_note = _first(data.latency_listed(results, data.MAX_FIGURE_ROWS))
     # Only the rows a figure reads travel to the helper: `wrong` for the latency rows it draws.
-    shown = {(r.case_id, r.step) for r in latency}
-    yield Figure(
-        "latency", plots.latency_plot, (latency, {k: v for k, v in wrong.items() if k in shown}), latency_note
-    )
-    yield Figure("memory", plots_memory.memory_plot, (data.memory_rows(results)[:cap],))
-    yield Figure("recompiles", plots_memory.recompile_plot, (data.recompile_rows(results)[:cap],))
-    growth, growth_note = _first(data.growth_series(results))
+    drawn = data.latency_steps(results)[: data.MAX_FIGURE_ROWS]
+    wrong = {(c.case_id, s.index): w for c, s in drawn if (w := flags.output_label(s)).startswith(WRONG)}
+    yield Figure("latency", plots.latency_plot, (latency, wrong), latency_note)
+    yield Figure("memory", plots_memory.memory_plot, (memory_data.memory_listed(results).rows,))
+    yield Figure("recompiles", plots_memory.recompile_plot, (memory_data.recompile_listed(results).rows,))
+    growth, growth_note = _first(memory_data.growth_listed(results, data.MAX_FIGURE_ROWS))
     yield Figure("growth", plots_memory.growth_plot, (growth,), growth_note)
     serve, serve_note = _first(serving.serving_rows(results))
     yield Figure("serving", serving.serving_plot, (serve,), serve_note)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report import data
+from bench.report import memory_data
 from bench.report.figure import Plot, colours, new_figure, readable_on, save
 
 MiB = 2**20
@@ -13,13 +13,13 @@ MiB = 2**20
 MAX_MEMORY_CASES = 40
 
 
-def memory_plot(rows: list[data.MemoryRow]) -> Plot | None:
+def memory_plot(rows: list[memory_data.MemoryRow]) -> Plot | None:
     """One line per case, largest peak first: RSS from its first step's start to its peak (the dot) and where
     it ended (the tick). A line per step over 60+ cases is unreadable; this reads at any count."""
     rows = [r for r in rows if r.rss_after_bytes is not None]
     if not rows:
         return None
-    by_case: dict[str, list[data.MemoryRow]] = {}
+    by_case: dict[str, list[memory_data.MemoryRow]] = {}
     for r in rows:
         by_case.setdefault(r.case_id, []).append(r)
     spans = []
@@ -50,7 +50,7 @@ def memory_plot(rows: list[data.MemoryRow]) -> Plot | None:
     return save(plt, fig)
 
 
-def growth_plot(series: list[data.GrowthSeries]) -> Plot | None:
+def growth_plot(series: list[memory_data.GrowthSeries]) -> Plot | None:
     if not series:
         return None
     plt, fig, ax = new_figure(12, 4.5)
@@ -85,12 +85,12 @@ class Cell:
     foreground: tuple[float, float, float]
 
 
-def recompile_cells(rows: list[data.RecompileRow]) -> tuple[list[str], list[int], list[Cell], float]:
+def recompile_cells(rows: list[memory_data.RecompileRow]) -> tuple[list[str], list[int], list[Cell], float]:
     """(cases, steps, cells, vmax): each cell's colour from the Reds colour map and a text colour readable on
     it (black or white, whichever contrasts more)."""
     import matplotlib
 
-    active = data.has_compile_activity(rows)
+    active = memory_data.has_compile_activity(rows)
     rows = [r for r in rows if r.case_id in active]
     cases = list(dict.fromkeys(r.case_id for r in rows))
     steps = sorted({r.step for r in rows})
@@ -105,7 +105,7 @@ def recompile_cells(rows: list[data.RecompileRow]) -> tuple[list[str], list[int]
     return cases, steps, cells, vmax
 
 
-def recompile_plot(rows: list[data.RecompileRow]) -> Plot | None:
+def recompile_plot(rows: list[memory_data.RecompileRow]) -> Plot | None:
     """A case x step grid: the cell's colour is its recompiles, the text recompiles (frame compiles)."""
     cases, steps, cells, vmax = recompile_cells(rows)
     if not cells:

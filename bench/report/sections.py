@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.report import answers, data, flags, training
+from bench.report import answers, data, flags, memory_data, training
 from bench.report.data import MAX_TABLE_ROWS, TABLES_NOTE
 from bench.report.memo import per_results
 from bench.report.units import ratio_text as _ratio
@@ -57,12 +57,19 @@ def _floor_note(r: data.SwitchRow) -> str:
 
 
 def _table(
-    header: list[str], rows: Sequence[Any], cells: Callable[[Any], list[object]] | None = None, **kw: Any
+    header: list[str],
+    rows: Sequence[Any] | data.Listed,
+    cells: Callable[[Any], list[object]] | None = None,
+    **kw: Any,
 ) -> ReportTable:
-    """`rows`: the table's rows as lists of cells, or records that `cells` turns into them. Bounded: a run of
-    20,000 cases lists its first MAX_TABLE_ROWS rows and says where the rest are; `cells` is called for the
-    rows listed only (formatting every row of 20,000 cases was seconds of a report's time)."""
-    total = len(rows)
+    """`rows`: the table's rows as lists of cells, or records that `cells` turns into them, or the first ones
+    of them and their number (data.Listed). Bounded: a run of 20,000 cases lists its first MAX_TABLE_ROWS
+    rows and says where the rest are; `cells` is called for the rows listed only (formatting every row of
+    20,000 cases was seconds of a report's time)."""
+    if isinstance(rows, data.Listed):
+        rows, total = rows.rows, rows.total
+    else:
+        total = len(rows)
     if total > MAX_TABLE_ROWS:
         more = f"First {MAX_TABLE_ROWS} of {total} rows; {TABLES_NOTE}."
         kw["caption"] = f"{kw['caption']} {more}" if kw.get("caption") else more
@@ -85,8 +92,10 @@ def verdicts(results: Results) -> Section:
 
 
 def latency(results: Results) -> Section:
-    rows = data.latency_rows(results)
-    labels = flags.output_labels(results)
+    rows = data.latency_listed(results)
+    labels = {
+        (c.case_id, s.index): flags.output_label(s) for c, s in data.latency_steps(results)[:MAX_TABLE_ROWS]
+    }
     return Section(
         "latency",
         "Latency per precision and compile setting",
@@ -116,7 +125,7 @@ def latency(results: Results) -> Section:
                 ),
             ),
         )
-        if rows
+        if rows.total
         else (),
         empty="No measured calls in this run.",
     )
@@ -232,14 +241,11 @@ def train(results: Results) -> Section:
 
 
 def memory(results: Results) -> Section:
-    rows = data.memory_rows(results)
-    if not rows:
+    rows = memory_data.memory_listed(results)
+    if not rows.total:
         return Section("memory", "Memory per step", "", empty="No memory figures in this run.")
-    by_case: dict[str, list[data.MemoryRow]] = {}
-    for r in rows:
-        by_case.setdefault(r.case_id, []).append(r)
 
-    def summary(item: tuple[str, list[data.MemoryRow]]) -> list[object]:
+    def summary(item: tuple[str, list[memory_data.MemoryRow]]) -> list[object]:
         cid, rs = item
         peaks = [r.rss_peak_bytes for r in rs if r.rss_peak_bytes is not None]
         top = max(rs, key=lambda r: r.rss_peak_bytes or 0)
@@ -258,7 +264,7 @@ def memory(results: Results) -> Section:
         (
             _table(
                 ["case", "steps", "RSS first MiB", "RSS last MiB", "peak MiB", "peak at", "CUDA peak MiB"],
-                list(by_case.items()),
+                memory_data.memory_by_case(results),
                 summary,
             ),
             _table(
@@ -276,7 +282,7 @@ def memory(results: Results) -> Section:
 
 
 def growth(results: Results) -> Section:
-    series = data.growth_series(results)
+    series = memory_data.growth_listed(results)
     return Section(
         "growth",
         "Memory growth over repeated loads",
@@ -294,21 +300,15 @@ def growth(results: Results) -> Section:
                 ),
             ),
         )
-        if series
+        if series.total
         else (),
         empty="No case loads adapters more than once.",
     )
 
 
 def recompiles(results: Results) -> Section:
-    rows = data.recompile_rows(results)
-    active = set(data.has_compile_activity(rows))
     # The figure shows every step; the table lists the steps where dynamo did something, or was told to fail.
-    rows = [
-        r
-        for r in rows
-        if r.case_id in active and (r.recompiles or r.frame_compiles or r.graph_breaks or r.strict)
-    ]
+    rows = memory_data.recompile_table(results)
     return Section(
         "recompiles",
         "Recompiles per step",
@@ -333,7 +333,7 @@ def recompiles(results: Results) -> Section:
                 ),
             ),
         )
-        if rows
+        if rows.total
         else (),
         empty="No step compiled anything (eager cases only).",
     )

@@ -28,6 +28,7 @@ from bench.report import (
     flags,
     html,
     markdown,
+    memory_data,
     plots,
     plots_memory,
 )
@@ -226,7 +227,7 @@ def test_bootstrap_interval_covers_the_median_and_narrows():
 
 
 def test_recompile_grid_text_is_readable_on_its_cell(failing):
-    cases, steps, cells, vmax = plots_memory.recompile_cells(data.recompile_rows(failing))
+    cases, steps, cells, vmax = plots_memory.recompile_cells(memory_data.recompile_rows(failing))
     coloured = [c for c in cells if c.text[0] != "0"]
     assert coloured, "the fixture's recompile-zero case recompiles once"
     assert all(contrast(c.foreground, c.background) >= MIN_CONTRAST for c in cells)
@@ -235,7 +236,7 @@ def test_recompile_grid_text_is_readable_on_its_cell(failing):
 
 
 def test_memory_plot_reads_with_many_cases(failing):
-    rows = data.memory_rows(failing)
+    rows = memory_data.memory_rows(failing)
     many = [replace(r, case_id=f"{r.case_id}#{i}") for i in range(23) for r in rows]
     n = len({r.case_id for r in many})
     assert n > plots_memory.MAX_MEMORY_CASES
@@ -247,7 +248,7 @@ def test_memory_plot_reads_with_many_cases(failing):
 
 def test_growth_plot_keeps_its_legend():
     trained = load(TRAIN)
-    plot = plots_memory.growth_plot(data.growth_series(trained))
+    plot = plots_memory.growth_plot(memory_data.growth_series(trained))
     assert plot.legend and all("KiB/load" in entry for entry in plot.legend)
     # The legend sits below the axes: the picture is taller than the 4.5 in figure it would be cut to.
     assert plot.height_px > 450

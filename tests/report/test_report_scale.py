@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy.stats import binom
 
-from bench.report import answers, answers_view, bootstrap, data, memo, training
+from bench.report import answers, answers_view, bootstrap, data, memo, memory_data, training
 from bench.results.store import load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,15 +183,29 @@ def test_the_lower_rank_is_the_binomial_quantile_scipy_stats_gives():
     assert [bootstrap.lower_rank(n) for n in ns] == [int(binom.ppf(0.025, n, 0.5)) for n in ns]
 
 
-def test_a_large_pool_imports_no_scipy_stats():
-    """scipy.stats takes 1.5 s to import: a report whose pools are all past MAX_BOOTSTRAP_SAMPLES never needs
-    it. A fresh interpreter each; the control, a small pool, does import it (the bootstrap)."""
+def test_the_binomial_cdf_is_scipys_on_both_sides_of_the_mean():
+    from scipy.special import bdtr
+
+    cases = [
+        (k, n) for n in (1, 2, 7, 40, 999, 20_000, 750_000) for k in {-1, 0, 1, n // 3, n // 2, n - 2, n}
+    ]
+    # rel 1e-8: log-gamma of 750,001 is about 9e6, whose last bit is about 2e-9 (every term carries it).
+    for k, n in cases:
+        want = 0.0 if k < 0 else float(bdtr(k, n, 0.5))
+        assert bootstrap.binomial_half_cdf(k, n) == pytest.approx(want, rel=1e-8, abs=1e-300), (k, n)
+
+
+def test_a_large_pool_imports_no_scipy():
+    """scipy.stats takes 1.5 s to import and scipy.special 0.8 s: a report whose pools are all past
+    MAX_BOOTSTRAP_SAMPLES needs neither. A fresh interpreter each; the control, a small pool, does import
+    scipy.stats (the bootstrap)."""
     import subprocess
     import sys
 
     code = (
         "import sys, numpy as np; from bench.report import bootstrap as b; "
-        "n = int(sys.argv[1]); b.pooled_median([np.arange(n, dtype=float)]); print('scipy.stats' in sys.modules)"
+        "n = int(sys.argv[1]); b.pooled_median([np.arange(n, dtype=float)]); "
+        "print(sorted(m for m in ('scipy', 'scipy.stats') if m in sys.modules))"
     )
     seen = {
         n: subprocess.run(
@@ -198,7 +213,7 @@ def test_a_large_pool_imports_no_scipy_stats():
         ).stdout.strip()
         for n in (20_000, 100)
     }
-    assert seen == {20_000: "False", 100: "True"}
+    assert seen == {20_000: "[]", 100: "['scipy', 'scipy.stats']"}
 
 
 def test_the_answers_name_the_rows_with_an_order_statistic_interval():
@@ -207,3 +222,58 @@ def test_the_answers_name_the_rows_with_an_order_statistic_interval():
     (note,) = [n for n in section.notes if "order statistics" in n]
     assert "hotswap (peft)" in note and "hotswap (transformers)" not in note
     assert not [n for n in answers_view.section(_copies(10)).notes if "order statistics" in n]
+
+
+def test_a_listed_table_is_its_first_rows_and_counts_them_all():
+    """The tables and figures make rows only for what they show (data.Listed): each listing is the first rows
+    of the whole table, with the whole table's count. 300 copies: every table is past MAX_TABLE_ROWS."""
+    results = _copies(300)
+    limit = data.MAX_TABLE_ROWS
+    tables = {
+        "latency": (data.latency_listed, data.latency_rows),
+        "memory": (memory_data.memory_listed, memory_data.memory_rows),
+        "growth": (memory_data.growth_listed, memory_data.growth_series),
+        "recompiles": (memory_data.recompile_listed, memory_data.recompile_rows),
+    }
+    for name, (listed, every) in tables.items():
+        rows = every(results)
+        assert len(rows) > limit, name  # the control: a table longer than it lists
+        shown = listed(results)
+        assert (shown.rows, shown.total) == (rows[:limit], len(rows)), name
+        assert listed(results, 7).rows == rows[:7], name
+    # The recompile table: the steps of the cases that compiled anything where dynamo did something, or
+    # was told to fail, as the rows say.
+    rows = memory_data.recompile_rows(results)
+    active = set(memory_data.has_compile_activity(rows))
+    want = [
+        r
+        for r in rows
+        if r.case_id in active and (r.recompiles or r.frame_compiles or r.graph_breaks or r.strict)
+    ]
+    table = memory_data.recompile_table(results)
+    assert 0 < len(want) < len(rows) and (table.rows, table.total) == (want[:limit], len(want))
+    # The memory summary: one entry per case with memory figures, its rows in step order.
+    by_case: dict[str, list] = {}
+    for r in memory_data.memory_rows(results):
+        by_case.setdefault(r.case_id, []).append(r)
+    summary = memory_data.memory_by_case(results)
+    assert (summary.rows, summary.total) == (list(by_case.items())[:limit], len(by_case))
+
+
+def test_a_table_makes_no_row_it_does_not_list(monkeypatch):
+    """Negative control for the listings above: the slope of a growth series (0.5 s for every case of a
+    20,000-case run) is fitted for the series listed only."""
+    results = _copies(300)
+    fits = []
+    real = memory_data._slope  # noqa: SLF001
+
+    def counted(values):
+        fits.append(values)
+        return real(values)
+
+    monkeypatch.setattr(memory_data, "_slope", counted)
+    fitted = sum(1 for part in memory_data.growth_parts(results) if part[-1])  # series of load steps
+    assert fitted > 5  # the control: more series to fit than are listed
+    assert memory_data.growth_listed(results, 5).total > 5 and len(fits) == 5
+    memory_data.growth_series(results)  # every series: every one fitted
+    assert len(fits) == 5 + fitted
