@@ -132,7 +132,9 @@ def _copy(src: Path, dst: Path) -> None:
 def _measure(argv: list[str], cwd: Path, timeout_s: float) -> dict:
     """One command as its own process (and session): wall time, peak RSS and CPU from os.wait4. Past
     timeout_s its process group is killed and the figure says so (timed_out); nothing waits forever."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # This checkout first; a PYTHONPATH given is kept after it (another library version to measure with).
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -257,6 +259,29 @@ def _cpu(r: dict) -> str:
     return f"{r['cpu_s_median']:.2f}" if "cpu_s_median" in r else "-"  # not recorded before it existed
 
 
+MEASURED_LIBRARIES = ("matplotlib", "numpy", "pyarrow", "orjson")  # what the commands' own time depends on
+
+
+def _libraries() -> dict[str, str]:
+    """The versions the measured commands import: they run with this checkout first on the path and any
+    PYTHONPATH given after it, as this process does (_measure)."""
+    import importlib.metadata
+
+    out = {}
+    for name in MEASURED_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _taken(size: dict) -> str:
+    libs = size.get("libraries")  # not recorded before it existed
+    mpl = f" [matplotlib {libs['matplotlib']}]" if libs and "matplotlib" in libs else ""
+    return f"{size.get('note', '')}{mpl}".strip()
+
+
 def markdown(doc: dict) -> str:
     lines = [
         "# Results-file scale: report, gate, compare, merge, run --resume",
@@ -278,7 +303,7 @@ def markdown(doc: dict) -> str:
                 f"{_wall(r)} | "
                 f"{_cpu(r)} | "
                 f"{r['peak_rss_bytes_max'] / 2**20:.0f} | {','.join(map(str, r['exit_codes']))} | "
-                f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} | {size.get('note', '')} |"
+                f"{size['load_before'][0]:.1f} -> {size['load_after'][0]:.1f} | {_taken(size)} |"
             )
     lines += ["", *doc.get("notes", [])]
     return "\n".join(lines) + "\n"
@@ -312,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "python": platform.python_version(),
+        "libraries": _libraries(),
         "load_note": "Other processes shared the machine: see the load columns.",
         "notes": args.note,
     }
@@ -329,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.current_from is not None:
                 size["current_from"] = str(args.current_from)
+            size["libraries"] = run["libraries"]
             sizes.append({**size, "note": args.label} if args.label else size)
             print(json.dumps(sizes[-1]["commands"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

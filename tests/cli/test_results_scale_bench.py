@@ -4,6 +4,7 @@ distinct case ids, through its columnar copy), and a command past its timeout is
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,3 +90,33 @@ def test_the_current_file_can_come_from_another_run_of_the_same_cases(tmp_path):
     other.write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match="--current-from .*other/results.json"):
         same_cases(SOURCE, other)
+
+
+def test_a_command_runs_this_checkout_first_and_keeps_a_pythonpath_given(tmp_path, monkeypatch):
+    """Another library version is measured by putting it on PYTHONPATH: the commands get it after this
+    checkout (the benchmark once replaced it, and measured the installed version under another's label)."""
+    show = [sys.executable, "-c", "import os; print(os.environ['PYTHONPATH'])"]
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert _measure(show, REPO, timeout_s=60)["output_tail"].strip().split(os.pathsep) == [
+        str(REPO),
+        str(tmp_path),
+    ]
+    monkeypatch.delenv("PYTHONPATH")  # control: none given, this checkout alone
+    assert _measure(show, REPO, timeout_s=60)["output_tail"].strip() == str(REPO)
+
+
+def test_the_table_names_the_matplotlib_each_row_was_measured_with():
+    size = {"cases": 1, "results_json_bytes": 1, "load_before": [1.0], "load_after": [1.0], "commands": {}}
+    size["commands"]["report"] = {
+        "n": 1,
+        "wall_s_median": 1.0,
+        "wall_s_min": 1.0,
+        "wall_s_max": 1.0,
+        "peak_rss_bytes_max": 1,
+        "exit_codes": [0],
+    }
+    doc = {"command": "c", "machine": "m", "python": "p", "started_at": "t", "load_note": ""}
+    with_libs = {**size, "note": "label", "libraries": {"matplotlib": "3.10.9"}}
+    text = markdown({**doc, "sizes": [with_libs, size]})
+    assert "| label [matplotlib 3.10.9] |" in text
+    assert text.count("matplotlib") == 1  # a row recorded before the versions were names none
