@@ -127,7 +127,7 @@ def _measured(case: CaseResult) -> tuple[list[StepRecord], list[StepRecord]]:
 @dataclass(frozen=True)
 class CaseFacts:
     """What the answers read of one case, worked out once per run: each row asked these of every case two or
-    three times (each a walk over its steps; 2.5 s of a 20,000-case report)."""
+    three times, each a walk over its steps: most of the answers' 2.5 s at 20,000 cases."""
 
     active: tuple[StepRecord, ...]  # measured model-call steps with the adapter in effect (_measured)
     base: tuple[StepRecord, ...]  # ... and without

@@ -8,7 +8,6 @@ checks is "not checked", never "matches".
 
 from __future__ import annotations
 
-from bench.report.memo import per_results
 from bench.results.failures import WRONG, Failure, failure_of, wrong_output  # noqa: F401  (read as flags.*)
 from bench.results.records import CaseResult, StepRecord
 
@@ -28,9 +27,3 @@ def output_label(step: StepRecord) -> str:
 def case_wrong(case: CaseResult) -> str | None:
     """The first wrong-output flag of a case's steps (its figures are of a wrong answer somewhere)."""
     return next((w for s in case.steps if (w := wrong_output(s))), None)
-
-
-@per_results
-def output_labels(results) -> dict[tuple[str, int], str]:
-    """(case id, step index) -> output_label, for every step of the run."""
-    return {(c.case_id, s.index): output_label(s) for c in results.cases for s in c.steps}

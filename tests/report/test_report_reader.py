@@ -101,7 +101,7 @@ def test_a_step_nobody_checked_is_not_called_matching(failing):
 
 
 def test_timing_and_switch_plots_mark_wrong_output(failing):
-    wrong = {k: v for k, v in flags.output_labels(failing).items() if v.startswith(flags.WRONG)}
+    wrong = {(c.case_id, s.index): w for c in failing.cases for s in c.steps if (w := flags.wrong_output(s))}
     assert (ALPHA_TF, 6) in wrong
     plot = plots.latency_plot(data.latency_rows(failing), wrong)
     assert flags.WRONG in plot.legend and "x:log" in plot.scales
