@@ -104,9 +104,10 @@ def _slope(values: list[float]) -> float | None:
 
 
 def _growth_parts(c: CaseResult) -> list[tuple]:
-    """The case's growth series, each as (case, label, RSS after each load, growth per load or None to fit
-    it, adapter bytes): its repeat_load steps' repetitions; without one, the sum of its load steps' own RSS
-    changes (when it has several), so that the compiles and calls between them are left out."""
+    """The case's growth series, each as (case, label, RSS after each load, growth per load as recorded,
+    adapter bytes, whether the growth is to be fitted instead): its repeat_load steps' repetitions; without
+    one, the sum of its load steps' own RSS changes (when it has several), so that the compiles and calls
+    between them are left out."""
     repeats = [s for s in c.steps if getattr(s, "repeat", None) is not None]
     if repeats:
         return [
