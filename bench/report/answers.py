@@ -149,7 +149,7 @@ def facts_of(case: CaseResult) -> CaseFacts:
     return CaseFacts(
         active=tuple(active),
         base=tuple(base),
-        swaps=tuple(_swaps([case])),
+        swaps=tuple(s for s in case.steps if is_hotswap(s) and switch_ms(s) is not None),
         serve=_serve_step(case),
         wrong=wrong,
         failure=flags.failure_of(case) if not wrong or case.verdict != "pass" else None,
@@ -204,10 +204,6 @@ def reload_pool(results: Results) -> dict[tuple[str, str, str, str], tuple[str, 
         if total is not None:
             out.setdefault((k.model, k.precision, k.workload, k.compile), (c.case_id, total))
     return out
-
-
-def _swaps(cases: list[CaseResult]) -> list[StepRecord]:
-    return [s for c in cases for s in c.steps if is_hotswap(s) and switch_ms(s) is not None]
 
 
 def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict) -> Choice:
