@@ -88,6 +88,11 @@ class Listed:
     total: int
 
 
+def as_listed(rows: list | Listed) -> Listed:
+    """Rows a caller made in full, or already listed, as a Listed."""
+    return rows if isinstance(rows, Listed) else Listed(rows, len(rows))
+
+
 def listed(items: list[tuple], make: Callable[..., Any], limit: int = MAX_TABLE_ROWS) -> Listed:
     """`make(*item)` for the first `limit` items, and how many there are."""
     return Listed([make(*item) for item in items[:limit]], len(items))

@@ -39,7 +39,6 @@ from typing import Any
 
 from bench.report import answers, data, flags, memory_data, pareto, plots, plots_memory, serving, training
 from bench.report.figure import Plot
-from bench.report.flags import WRONG
 from bench.results.records import Results
 from bench.spec.processes import claim, cpus, ctrl_c_blocked, stop
 
@@ -63,7 +62,8 @@ class Figure:
 def _first(rows: list | data.Listed) -> tuple[list, str]:
     """The rows a figure draws (bench.report.data.MAX_FIGURE_ROWS), and what its caption says when cut."""
     cap = data.MAX_FIGURE_ROWS
-    rows, total = (rows.rows, rows.total) if isinstance(rows, data.Listed) else (rows, len(rows))
+    shown = data.as_listed(rows)
+    rows, total = shown.rows, shown.total
     return (rows, "") if total <= cap else (rows[:cap], f"drawn: the first {cap} of {total} rows")
 
 
@@ -77,7 +77,7 @@ def planned(results: Results) -> Iterator[Figure]:
     latency, latency_note = _first(data.latency_listed(results, data.MAX_FIGURE_ROWS))
     # Only the rows a figure reads travel to the helper: `wrong` for the latency rows it draws.
     drawn = data.latency_steps(results)[: data.MAX_FIGURE_ROWS]
-    wrong = {(c.case_id, s.index): w for c, s in drawn if (w := flags.output_label(s)).startswith(WRONG)}
+    wrong = {(c.case_id, s.index): w for c, s in drawn if (w := flags.wrong_output(s))}
     yield Figure("latency", plots.latency_plot, (latency, wrong), latency_note)
     yield Figure("memory", plots_memory.memory_plot, (memory_data.memory_listed(results).rows,))
     yield Figure("recompiles", plots_memory.recompile_plot, (memory_data.recompile_listed(results).rows,))

@@ -66,10 +66,8 @@ def _table(
     of them and their number (data.Listed). Bounded: a run of 20,000 cases lists its first MAX_TABLE_ROWS
     rows and says where the rest are; `cells` is called for the rows listed only (formatting every row of
     20,000 cases was seconds of a report's time)."""
-    if isinstance(rows, data.Listed):
-        rows, total = rows.rows, rows.total
-    else:
-        total = len(rows)
+    shown = data.as_listed(rows)
+    rows, total = shown.rows, shown.total
     if total > MAX_TABLE_ROWS:
         more = f"First {MAX_TABLE_ROWS} of {total} rows; {TABLES_NOTE}."
         kw["caption"] = f"{kw['caption']} {more}" if kw.get("caption") else more
