@@ -5,10 +5,13 @@ references, bench/engine/serving/check.py ServingReference.ensure, and a fresh m
 merged out of place: the check at a433a00), `fresh_math` (the same with today's in-place merge),
 `every_adapter` (the math oracle on one base, MathOracle.one_base, and the library reference one model holding
 every served adapter side by side, switched by set_adapter, and each merge's delta in a new buffer: the check at
-e57ac2e) and `one_base` (the same math oracle with the deltas in buffers reused per shape, and the library
+e57ac2e), `one_base` (the same math oracle with the deltas in buffers reused per shape, and the library
 reference one base holding one adapter at a time, each loaded after the previous one is deleted: the check
-now). The merges give the same bits every way (tests/engine/test_oracle_base.py), and so do the two library
-references.
+at d629b20) and `rows` (the math oracle with every adapter alone on its own rows of one batch, through forward
+hooks on an unchanged base, bench/engine/oracle_rows.py; and each reference's bound worked out once for the
+distinguishability margins: the check now). The merges give the same bits every way
+(tests/engine/test_oracle_base.py), and so do the two library references; the rows form is within the fp32
+oracle bound of them (tests/engine/test_oracle_rows.py).
 
 One case's stream is served once; then the `--variants` checks of that same stream alternate, `--rounds` times each
 (interleaved, so that the machine's load drifts over both alike). Each check is timed by wall clock and by the
@@ -17,7 +20,7 @@ check_responses_s, check_oracle_s), its reference calls and its count of wrong r
 same for both.
 
     OMP_NUM_THREADS=1 python benchmarks/serving_check.py examples/cpu/serving_135m.toml -k side_by_side \
-        --rounds 3 --variants every_adapter,one_base --out reports/performance/serving_check_one_adapter.json
+        --rounds 3 --variants one_base,rows --out reports/performance/serving_check_rows.json
 """
 
 from __future__ import annotations
@@ -133,9 +136,61 @@ def every_adapter():
         weight, lora, transposed=transposed
     )
     try:
-        yield
+        with one_base():  # the math oracle, margins and comparison of that time
+            yield
     finally:
         ServingReference._activate, math_oracle.lora_delta = one_at_a_time, delta
+
+
+def _margins_per_pair(run, reference, tol_for, prompts):
+    """adapter_margins as at d629b20: both bounds worked out again for every pair."""
+    from bench.engine.serving.check import margin
+
+    served = sorted({s.request.adapter for s in run.served})
+    refs = {k: [reference.response(k, p, run.prompts).logits for p in prompts] for k in served}
+    return {
+        f"{a} / {b}": min(margin(x, y, tol_for) for x, y in zip(refs[a], refs[b], strict=True))
+        for i, a in enumerate(served)
+        for b in served[i + 1 :]
+    }
+
+
+def _compare_every_element(actual, expected, tol_for):
+    """check.compare as at d629b20: atol + rtol * |reference| element by element, also where rtol is 0."""
+    import torch
+
+    from bench.engine.serving.check import ResponseCheck
+
+    mismatched = None
+    if expected.tokens is not None:
+        if actual.tokens is None or actual.tokens.shape != expected.tokens.shape:
+            return ResponseCheck(False, None, int(expected.tokens.numel()))
+        mismatched = int((actual.tokens != expected.tokens).sum())
+    if actual.logits.shape != expected.logits.shape:
+        return ResponseCheck(False, None, mismatched)
+    tol = tol_for(expected.logits)
+    diff = (actual.logits - expected.logits).abs()
+    finite = bool(torch.isfinite(actual.logits).all()) and bool(torch.isfinite(expected.logits).all())
+    within = finite and bool((diff <= tol.atol + tol.rtol * expected.logits.abs()).all())
+    return ResponseCheck(within and not mismatched, float(diff.max()), mismatched)
+
+
+@contextlib.contextmanager
+def one_base():
+    """The check at d629b20: the math oracle merges each adapter into one base in turn (MathOracle.one_base;
+    oracle_rows refused), the margins work out both bounds per pair, and every response is compared element by
+    element."""
+    import bench.engine.oracle_rows as oracle_rows
+    import bench.engine.serving.check as check
+    import bench.engine.serving.evidence as evidence
+
+    saved = oracle_rows.each_alone, evidence.adapter_margins, check.compare
+    oracle_rows.each_alone = lambda math, keys: (None, "the check at d629b20")
+    evidence.adapter_margins, check.compare = _margins_per_pair, _compare_every_element
+    try:
+        yield
+    finally:
+        oracle_rows.each_alone, evidence.adapter_margins, check.compare = saved
 
 
 VARIANTS = {
@@ -143,7 +198,8 @@ VARIANTS = {
     "unbatched": unbatched,
     "before": before,
     "fresh_math": fresh_math,
-    "one_base": contextlib.nullcontext,
+    "one_base": one_base,
+    "rows": contextlib.nullcontext,
 }
 
 
@@ -191,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scenario")
     ap.add_argument("-k", default="side_by_side", help="the case whose stream is served (text of its id)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument(
-        "--variants", default="before,fresh_math,one_base", help=f"comma-separated, of {sorted(VARIANTS)}"
-    )
+    ap.add_argument("--variants", default="one_base,rows", help=f"comma-separated, of {sorted(VARIANTS)}")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
     args = ap.parse_args(argv)

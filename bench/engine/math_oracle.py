@@ -24,8 +24,8 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 
 Within `with oracle.one_base():` every state is applied to one base model loaded once and undone exactly after
 its run (oracle_base.py), bit for bit what a fresh model per state gives; outside it, a fresh model per state.
+A serve step's fp32 LoRA adapters take a third way: each alone on its own rows of one batch (oracle_rows.py).
 Every edit goes through an Edits (keep before an in-place change, replace, hook), or the undo cannot restore it.
-
 It imports no peft module, directly or through the suite (a test runs it with peft blocked).
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,15 +137,10 @@ class MathOracle:
         differ = int((lib != mine).sum()) if lib.shape == mine.shape else int(mine.numel())
         rule = f"generate: {step.rule}; greedy tokens equal"
         if differ:
-            return OracleAgreement(
-                False,
-                step.max_abs_diff,
-                step.scale,
-                step.bound,
-                step.rtol,
-                rule + f" (they differ in {differ} of {mine.numel()})",
+            return dataclasses.replace(
+                step, agree=False, rule=rule + f" (they differ in {differ} of {mine.numel()})"
             )
-        return OracleAgreement(step.agree, step.max_abs_diff, step.scale, step.bound, step.rtol, rule)
+        return dataclasses.replace(step, rule=rule)
 
     def build(self, state: AdapterState):
         """A fresh plain transformers model whose weights (or hooks) hold exactly `state`."""
@@ -167,6 +163,10 @@ class MathOracle:
         self.fresh_loads += 1
         return model
 
+    def plain_base(self):
+        """A fresh plain base in the case's dtype and device, nothing applied (oracle_rows.each_alone)."""
+        return self._finish(self._load())
+
     def _base_model(self):
         """A shared base: finished now where _finish would not change it, else cast per state (_model_of)."""
         model = self._load()
@@ -181,7 +181,7 @@ class MathOracle:
 
         modules = dict(model.named_modules())
         loaded = [s for s in state.effective if not s.added]  # an added slot's B = 0: no delta
-        adapters = [self._adapter(s.adapter, modules) for s in loaded]
+        adapters = [self.adapter(s.adapter, modules) for s in loaded]
         quantized = self.precision in QUANTIZED
         if why := dora_conflict(adapters, quantized=quantized):
             raise MathOracleError(why)
@@ -209,7 +209,7 @@ class MathOracle:
         model.requires_grad_(False)
         return model
 
-    def _adapter(self, key: str, modules: dict[str, Any]) -> AdapterWeights:
+    def adapter(self, key: str, modules: dict[str, Any]) -> AdapterWeights:
         if key not in self._adapters:
             self._adapters[key] = read_any_adapter(self.adapter_locations[key], modules)
         return self._adapters[key]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.engine import lora_files, math_oracle, oracle_dora, oracle_params
+from bench.engine import lora_files, math_oracle, oracle_dora, oracle_params, oracle_rows
 from bench.engine.math_oracle import ORACLE_RTOL, MathOracle, MathOracleError, compare_oracles
 from bench.engine.model import load_model, make_inputs
 from bench.engine.reference import ReferenceOracle, compare_logits
@@ -462,7 +462,7 @@ def test_compare_oracles_rule():
 # No peft code: static and at run time ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [math_oracle, lora_files, oracle_params, oracle_dora])
+@pytest.mark.parametrize("module", [math_oracle, lora_files, oracle_params, oracle_dora, oracle_rows])
 def test_source_imports_no_peft(module):
     tree = ast.parse(Path(module.__file__).read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

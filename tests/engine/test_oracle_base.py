@@ -233,31 +233,6 @@ def test_subtracting_the_delta_back_is_not_exact_and_the_bit_sum_sees_one_ulp():
 # A serve step -------------------------------------------------------------------------------------------
 
 
-def test_a_serve_step_loads_the_math_oracles_base_once_with_the_same_agreement(
-    cache_root, write_scenario, monkeypatch
-):
-    """Three served adapters: one base model for the math oracle (was three), and every agreement figure equal
-    to a fresh model per adapter's (the logits are the same bits)."""
-    import contextlib
-
-    from bench.spec.cases import expand
-    from bench.worker.execute import run_case
-    from tests.engine.test_serving import _record, _serve
-
-    (case,) = expand(_serve(write_scenario, alphas=(16, 32)))
-    loads = []
-    real_load = MathOracle._load
-    monkeypatch.setattr(MathOracle, "_load", lambda self: loads.append(1) or real_load(self))
-    shared = _record(run_case(case, cache_root))[1]
-    shared_loads = len(loads)
-    monkeypatch.setattr(MathOracle, "one_base", lambda self: contextlib.nullcontext())
-    fresh = _record(run_case(case, cache_root))[1]
-    assert len(shared.oracle_agreement) == 3 and all(a.agree for a in shared.oracle_agreement.values())
-    assert shared.oracle_agreement == fresh.oracle_agreement
-    assert shared_loads == 1 and len(loads) - shared_loads == 3
-    assert shared.figures.checked_responses == fresh.figures.checked_responses > 0
-
-
 def _serving_reference(cache_root, write_scenario, kind="forward"):
     from bench.engine.model import load_model
     from bench.engine.serving.check import ServingReference

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.engine import oracle_rows
+from bench.engine.math_oracle import compare_oracles
 from bench.engine.serving.serve import Response, ServingRun, load_response, model_call
 from bench.results.measures import OracleAgreement
 from bench.spec.precision import Tolerance
@@ -217,10 +219,14 @@ def compare(actual: Response, expected: Response, tol_for) -> ResponseCheck:
         return ResponseCheck(False, None, mismatched)
     tol = tol_for(expected.logits)
     diff = (actual.logits - expected.logits).abs()
+    largest = diff.max()
     # Non-finite on either side is never a match (an infinite reference logit would accept anything).
     finite = bool(torch.isfinite(actual.logits).all()) and bool(torch.isfinite(expected.logits).all())
-    within = finite and bool((diff <= tol.atol + tol.rtol * expected.logits.abs()).all())
-    return ResponseCheck(within and not mismatched, float(diff.max()), mismatched)
+    if tol.rtol == 0:  # the same comparison as element by element (dtype and scalar alike), one pass fewer
+        within = finite and bool(largest <= tol.atol)
+    else:
+        within = finite and bool((diff <= tol.atol + tol.rtol * expected.logits.abs()).all())
+    return ResponseCheck(within and not mismatched, float(largest), mismatched)
 
 
 def check_rule(tol: Tolerance, kind: str) -> str:
@@ -263,45 +269,69 @@ def sampled_prompts(run: ServingRun, k: int = ORACLE_PROMPTS) -> tuple[int, ...]
 
 def agree_with_math(
     run: ServingRun, reference: ServingReference, math_oracle_for, prompts: tuple[int, ...]
-) -> dict[str, OracleAgreement]:
-    """The math oracle against the library reference, once per served adapter, on `prompts` together (one
-    batch). `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts. Its adapters are
-    merged into one base model loaded once and undone exactly after each (MathOracle.one_base: bit for bit a
-    fresh model per adapter)."""
+) -> tuple[dict[str, OracleAgreement], str]:
+    """The math oracle against the library reference, once per served adapter, on `prompts` together, and how
+    the oracle computed them. `math_oracle_for(input_ids)` builds a MathOracle whose inputs are those prompts.
+    fp32 LoRA: every adapter alone on its own rows of one batch of a plain base, through forward hooks
+    (oracle_rows.each_alone). Otherwise its adapters are merged into one base model loaded once and undone
+    exactly after each (MathOracle.one_base: bit for bit a fresh model per adapter)."""
     math = math_oracle_for(run.prompts[list(prompts)])
     served = sorted({s.request.adapter for s in run.served})
+    library = {key: reference.library_logits(key, prompts, run.prompts) for key in served}
+    rows, why = oracle_rows.each_alone(math, served)
+    if rows is not None:
+        how = "math oracle: each adapter alone on its own rows of one batch, B @ (A @ x) added by hooks"
+        return {key: compare_oracles(library[key], rows[key], math.precision) for key in served}, how
     out = {}
     with math.one_base():
         for key in served:
             state = AdapterState(slots=(Slot(key, key, False),), active=(key,))
-            out[key] = math.check(state, reference.library_logits(key, prompts, run.prompts))
-    return out
+            out[key] = math.check(state, library[key])
+    return out, f"math oracle: each adapter merged into the base in turn ({why})"
 
 
 def margin(a, b, tol_for) -> float:
     """How far apart two references are in units of the response check's own bound, the smaller of the two
     directions (a response of `a` checked against `b`, and of `b` against `a`); 0 when either is not finite."""
+    return _margin(a, b, _bound(a, tol_for), _bound(b, tol_for))
+
+
+def _bound(ref, tol_for):
+    """The response check's bound around `ref`: atol + rtol * |ref| element by element (atol alone where rtol
+    is 0, as the exact rule's is), or None where `ref` is not finite."""
     import torch
 
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+    if not bool(torch.isfinite(ref).all()):
+        return None
+    tol = tol_for(ref)
+    return tol.atol if tol.rtol == 0 and tol.atol > 0 else tol.atol + tol.rtol * ref.abs()
+
+
+def _margin(a, b, bound_a, bound_b) -> float:
+    if bound_a is None or bound_b is None:
         return 0.0
     diff = (a - b).abs()
-    out = []
-    for ref in (a, b):
-        tol = tol_for(ref)
-        out.append(float((diff / (tol.atol + tol.rtol * ref.abs())).max()))
-    return min(out)
+    # max(diff / atol) is diff.max() / atol: division by a positive number keeps the order, in the same dtype.
+    return min(
+        float(diff.max() / bound) if isinstance(bound, float) else float((diff / bound).max())
+        for bound in (bound_a, bound_b)
+    )
 
 
 def adapter_margins(
     run: ServingRun, reference: ServingReference, tol_for, prompts: tuple[int, ...]
 ) -> dict[str, float]:
     """ "a / b" -> the margin between the fresh references of every two served adapters: the smallest over
-    `prompts` (on each prompt a response of one must fail the other's check). Generate: the per-token logits."""
+    `prompts` (on each prompt a response of one must fail the other's check). Generate: the per-token logits.
+    Each reference's bound is worked out once, not once per pair it is in."""
     served = sorted({s.request.adapter for s in run.served})
     refs = {k: [reference.response(k, p, run.prompts).logits for p in prompts] for k in served}
+    bounds = {k: [_bound(x, tol_for) for x in refs[k]] for k in served}
     out = {}
     for i, a in enumerate(served):
         for b in served[i + 1 :]:
-            out[f"{a} / {b}"] = min(margin(x, y, tol_for) for x, y in zip(refs[a], refs[b], strict=True))
+            out[f"{a} / {b}"] = min(
+                _margin(x, y, bx, by)
+                for x, y, bx, by in zip(refs[a], refs[b], bounds[a], bounds[b], strict=True)
+            )
     return out

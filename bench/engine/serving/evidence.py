@@ -72,12 +72,14 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
             inputs = Inputs(input_ids, torch.ones_like(input_ids))
             return dataclasses.replace(math_oracle, inputs=inputs, _logits={}, _tokens={}, _adapters={})
 
-        agreement = agree_with_math(run, reference, math_for, prompts) if run.served else {}
+        agreement, how = agree_with_math(run, reference, math_for, prompts) if run.served else ({}, "")
         margins = adapter_margins(run, reference, tol_for, prompts) if run.served else {}
     finally:
         reference.close()
     done = time.perf_counter()
     notes.extend(reference.notes)
+    if how:
+        notes.append(how)
     requests = request_records(run, checks)
     kind = subject.workload.kind
     per_request = subject.workload.new_tokens if kind == "generate" else subject.workload.seq_len
