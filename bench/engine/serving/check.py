@@ -280,7 +280,7 @@ def agree_with_math(
     library = {key: reference.library_logits(key, prompts, run.prompts) for key in served}
     rows, why = oracle_rows.each_alone(math, served)
     if rows is not None:
-        how = "math oracle: each adapter alone on its own rows of one batch, B @ (A @ x) added by hooks"
+        how = "math oracle: each adapter alone on its own rows of one batch, s * (x @ A.T) @ B.T added by hooks"
         return {key: compare_oracles(library[key], rows[key], math.precision) for key in served}, how
     out = {}
     with math.one_base():
