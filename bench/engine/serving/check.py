@@ -5,9 +5,10 @@ it, the previous one removed with `delete_adapter`): eager, never compiled, neve
 computed per adapter, that adapter's prompts together (ServingReference.ensure: one forward call per adapter
 for the shipped pools, checked bit for bit against a one-prompt call), so checking every response costs one
 load and one call per adapter, not one per response. The math oracle (no peft code, W + s*B@A from the adapter
-files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts (one batched call
-each; the adapters merged in turn into one base model loaded once, each undone exactly before the next:
-MathOracle.one_base), so a bug inside `load_adapter`/`delete_adapter` that moves both the subject and the
+files) checks that reference once per adapter on up to ORACLE_PROMPTS of the served prompts (fp32 LoRA: every
+adapter alone on its own rows of one call to an unchanged base, oracle_rows.each_alone; otherwise the adapters
+merged in turn into one base model loaded once, each undone exactly before the next: MathOracle.one_base), so
+a bug inside `load_adapter`/`delete_adapter` that moves both the subject and the
 library reference alike is still caught. The references of every two served adapters must differ by more than
 DISTINGUISH_FACTOR x the step's tolerance on each of those prompts, or the per-response check could not tell a
 server that never switched from a right one.
@@ -280,7 +281,9 @@ def agree_with_math(
     library = {key: reference.library_logits(key, prompts, run.prompts) for key in served}
     rows, why = oracle_rows.each_alone(math, served)
     if rows is not None:
-        how = "math oracle: each adapter alone on its own rows of one batch, s * (x @ A.T) @ B.T added by hooks"
+        how = (
+            "math oracle: each adapter alone on its own rows of one batch, s * (x @ A.T) @ B.T added by hooks"
+        )
         return {key: compare_oracles(library[key], rows[key], math.precision) for key in served}, how
     out = {}
     with math.one_base():
