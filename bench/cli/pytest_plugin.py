@@ -28,6 +28,7 @@ from bench.results.store import save
 from bench.results.summary import write_summary
 from bench.runner.launch import RunOptions, not_run, run_one
 from bench.runner.run import default_out_dir
+from bench.runner.saving import SaveClock
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 
@@ -174,6 +175,7 @@ class _RunState:
         self.cases: list = []
         self.done: dict = {}
         self._opts = None
+        self._saves = SaveClock()
         self._env = None
         self._created_at = ""
 
@@ -193,7 +195,9 @@ class _RunState:
             self._start()
         result = run_one(case, self._opts)
         self.done[case.id] = result
-        save(self.out_dir, self._results())  # rewritten after every case, so a killed session keeps its cases
+        # Rewritten as cases finish (after each while a write is cheap: bench.runner.saving), so a killed
+        # session keeps its cases; the session's end writes them all.
+        self._saves.maybe(lambda: save(self.out_dir, self._results()))
         return result
 
     def _start(self) -> None:

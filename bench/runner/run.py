@@ -3,8 +3,9 @@
 The parent blocks in wait() while a case runs (its CPU time is recorded, to show it stays idle); one case's
 worker is bench.runner.launch.run_one. A case whose worker crashes, is killed, runs out of memory or times out gets
 the verdict `error` with what happened and where (bench.results.exits), and the run goes on. results.json is
-rewritten atomically after every case, so a run interrupted (SIGINT, SIGTERM, SIGHUP) or even killed keeps
-every finished case and marks the rest `not_run`; `--resume` then runs only those. One run at a time writes
+rewritten atomically as cases finish (after each one while a write is cheap: bench.runner.saving), so a run
+interrupted (SIGINT, SIGTERM, SIGHUP) keeps every finished case and marks the rest `not_run`, and one killed
+outright keeps its last write, with the cases since in cases/; `--resume` then runs only the missing ones. One run at a time writes
 to a folder (bench.runner.lock).
 """
 
@@ -39,6 +40,7 @@ from bench.runner.launch import (
 )
 from bench.runner.lock import folder_lock
 from bench.runner.processes import REAP_WAIT_S, WorkerGone, fork_available
+from bench.runner.saving import SaveClock
 from bench.spec.cases import Case
 from bench.spec.codec import from_dict
 
@@ -126,6 +128,7 @@ def run_cases(
 
         todo = [c for c in cases if c.id not in done]
         total = len(todo)
+        saves = SaveClock()
 
         def begin(i: int, case: Case):
             """The parent's side before a case starts; returns its on_phase callback."""
@@ -147,7 +150,7 @@ def run_cases(
             lock.check()
             # Marked interrupted until the final write: the file a run leaves when it dies (killed, a full
             # disk) says that it did not finish; "pending" says which cases were still to come.
-            write_run(opts.out_dir, replace(snapshot(False), interrupted=True))
+            saves.maybe(lambda: write_run(opts.out_dir, replace(snapshot(False), interrupted=True)))
             if progress:
                 progress("done", i, total, case, result, time.perf_counter() - run_started)
 
