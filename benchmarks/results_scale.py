@@ -292,7 +292,7 @@ def markdown(doc: dict) -> str:
         "largest peak RSS and the median CPU time, user + system (os.wait4). Load: /proc/loadavg before and after each size. "
         f"{doc['load_note']}",
         "",
-        "| cases | results.json MB | command | n | wall s median [min, max] | CPU s median | peak RSS MB | exit "
+        "| cases | results.json MB | command | n | wall s median [min, max] | CPU s median | peak RSS MiB | exit "
         "| load before -> after | taken |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
