@@ -4,14 +4,22 @@ across verdict rules, the host name left out of the changes unless asked."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
 from bench.errors import BenchInputError
 from bench.report.site import history
 from bench.results.records import CaseResult, Results, WorkerInfo
-from bench.results.runs import load_runs, run_id, started_at, without_hostname
-from bench.results.store import save
+from bench.results.runs import (
+    load_runs,
+    results_json,
+    run_id,
+    started_at,
+    without_hostname,
+    write_results_json,
+)
+from bench.results.store import load, save
 from tests.conftest import fixed_environment
 
 ENV = fixed_environment(hostname="box-a")
@@ -105,3 +113,33 @@ def test_verdict_changes_skip_runs_without_the_case_and_flag_a_change_of_rules(t
         ("b[x]", "pass", "xfail", False),
     ]
     assert [c.stale for c in cols] == [True, True, True, False]
+
+
+def test_drawn_cases_are_those_whose_figures_moved_most():
+    from bench.report.site.history import Trend, drawn_cases, moved
+
+    steady = Trend("a-steady", "latency_ms_median", "ms", {"step 1 forward": (2.0, 2.0, 2.0)})
+    doubled = Trend("b-doubled", "latency_ms_median", "ms", {"step 1 forward": (2.0, None, 4.0)})
+    halved = Trend("c-halved", "rss_peak_bytes", "bytes", {"case": (10.0, 5.0)})
+    alone = Trend("d-one-run", "latency_ms_median", "ms", {"step 1 forward": (None, 7.0)})
+    assert moved(steady) == 0 and moved(doubled) == 1.0 and moved(halved) == 0.5 and moved(alone) == 0
+    trends = [steady, doubled, halved, alone]
+    assert drawn_cases(trends, 2) == ["b-doubled", "c-halved"]
+    assert drawn_cases(trends, 10) == ["b-doubled", "c-halved", "a-steady", "d-one-run"]  # ties: case order
+    # a case's largest movement over its metrics counts: a second metric that moved puts it first
+    assert drawn_cases([*trends, Trend("a-steady", "first_call_ms", "ms", {"s": (1.0, 9.0)})], 1) == [
+        "a-steady"
+    ]
+
+
+def test_a_run_id_hashes_the_results_json_text_without_the_host_and_the_copy_is_that_text(tmp_path):
+    save(tmp_path / "a", _results("2026-01-01T00:00:00+00:00", {"c[x]": "pass"}))
+    r = load(tmp_path / "a")
+    when = started_at(r, "a")
+    text = results_json(without_hostname(r))
+    assert run_id(r, when).endswith("-" + hashlib.sha256(text.encode()).hexdigest()[:8])
+    # the text is what save writes: the copy a site or dataset publishes reads back as the same run
+    assert text == (tmp_path / "a" / "results.json").read_text().replace('"box-a"', '""')
+    write_results_json(tmp_path / "copy.json", without_hostname(r))
+    assert (tmp_path / "copy.json").read_text() == text
+    assert load(tmp_path / "copy.json") == without_hostname(r)

@@ -5,6 +5,7 @@ matrix and trends equal to what the results files say, older verdict rules shown
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -265,3 +266,20 @@ def test_a_site_is_rebuilt_in_place(tmp_path, cli):
     assert cli("site", COMPAT[0], COMPAT[1] / "results.json", "--out", out).returncode == 0  # a file too
     assert len(list(out.glob("runs/*/report.html"))) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_a_trends_page_past_its_limit_draws_the_cases_that_moved_most_and_says_so(tmp_path, monkeypatch):
+    from bench.report.site import history, pages
+    from bench.results.runs import load_runs
+
+    monkeypatch.setattr(pages, "TREND_CASES", 2)
+    out = tmp_path / "site"
+    assert main(["site", *map(str, INPUTS), "--out", str(out)]) == 0
+    text = (out / "trends.html").read_text()
+    cols = history.columns(load_runs(INPUTS))
+    every = history.trends(cols)
+    want = history.drawn_cases(every, 2)
+    drawn = re.findall(r"<h2 id=\"[^\"]*\"><code>([^<]*)</code></h2>", text)
+    assert [html.unescape(d) for d in drawn] == want
+    assert history.moved(next(t for t in every if t.case_id == want[0])) > 0  # they did move
+    assert f"{len({t.case_id for t in every}):,} cases: the 2 whose figures moved most" in text

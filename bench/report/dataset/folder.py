@@ -23,7 +23,7 @@ from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
 from bench.results.json_schema import schema_text
 from bench.results.outfiles import check_own_folder
-from bench.results.runs import Run, load_runs, results_json, without_hostname
+from bench.results.runs import Run, load_runs, without_hostname, write_results_json
 
 MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
 SCHEMA_FILE = "results.schema.json"
@@ -64,7 +64,7 @@ def write_dataset(
     for run, table in tables:
         written.append(_write_parquet(table, folder / parquet_path(run)))
         path = folder / RUNS_DIR / run.run_id / "results.json"
-        write_text(path, results_json(run.results))
+        write_results_json(path, run.results)
         written.append(path)
     write_text(folder / SCHEMA_FILE, schema_text())
     everything = load_runs(sorted((folder / RUNS_DIR).glob("*/results.json")))

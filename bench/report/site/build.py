@@ -17,7 +17,7 @@ from bench.report.build import write_reports
 from bench.report.site import history, pages
 from bench.results.atomic import current_umask, write_text
 from bench.results.outfiles import check_own_folder
-from bench.results.runs import Run, results_json, without_hostname
+from bench.results.runs import Run, without_hostname, write_results_json
 
 MARKER = ".peft-bench-site"  # what says "this folder is a site this command built"
 
@@ -59,7 +59,7 @@ def _build(runs: list[Run], root: Path, *, with_hostname: bool, roots: tuple[Pat
     cols = history.columns(runs, with_hostname=with_hostname)
     for col in cols:
         folder = root / pages.RUNS_DIR / col.run.run_id
-        write_text(folder / "results.json", results_json(col.run.results))
+        write_results_json(folder / "results.json", col.run.results)
         write_reports(col.run.results, folder, ("html",), roots=roots)
     texts = {
         "index.html": pages.index_page(cols, with_hostname=with_hostname),

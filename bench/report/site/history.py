@@ -152,6 +152,26 @@ def trends(cols: list[Column], metrics: dict[str, str] = TREND_METRICS) -> list[
     return out
 
 
+def moved(trend: Trend) -> float:
+    """How far a trend's figures moved: the largest |last / first - 1| over its series, between the first and
+    the last run holding a value (0 for a series with fewer than two, or a first value of 0)."""
+    out = 0.0
+    for values in trend.series.values():
+        held = [v for v in values if v is not None]
+        if len(held) >= 2 and held[0]:
+            out = max(out, abs(held[-1] / held[0] - 1.0))
+    return out
+
+
+def drawn_cases(trends_: list[Trend], limit: int) -> list[str]:
+    """The cases a trends page draws, at most `limit`: those whose figures moved most across the runs first
+    (`moved`, their largest over the metrics), ties in case order."""
+    by_case: dict[str, float] = {}
+    for t in trends_:
+        by_case[t.case_id] = max(by_case.get(t.case_id, 0.0), moved(t))
+    return sorted(by_case, key=lambda cid: (-by_case[cid], cid))[:limit]
+
+
 def host_facts(env: Environment, *, with_hostname: bool = False) -> str:
     """The machine in one line, for a run's row."""
     where = env.gpu or env.cpu

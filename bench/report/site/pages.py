@@ -170,6 +170,11 @@ def _scale(unit: str) -> tuple[float, str]:
     return (2.0**20, "MiB") if unit == "bytes" else (1.0, unit)
 
 
+# Cases a trends page draws at most: each is a chart and a table per metric (about 9 KB a case), so a page of
+# every case of a 20,000-case run was 177 MB, more than a browser opens.
+TREND_CASES = 200
+
+
 def trends_page(cols: list[Column]) -> str:
     marks = [
         svg.Mark(i, "; ".join(c.changes), rules=c.rules != cols[i - 1].rules)
@@ -184,8 +189,19 @@ def trends_page(cols: list[Column]) -> str:
         "versions. A red dotted line marks a change of verdict rules.</p>",
         *_stale_note(cols),
     ]
+    every = history.trends(cols)
+    drawn = history.drawn_cases(every, TREND_CASES)
+    cases = len({t.case_id for t in every})
+    if cases > len(drawn):
+        body.append(
+            f'<p class="note">{cases:,} cases: the {len(drawn):,} whose figures moved most between their first '
+            "and last run are drawn here, the most first. Every case's figures are in each run's results.json "
+            "(links on Runs) and in the dataset `peft-bench publish` writes.</p>"
+        )
+    # Every case drawn: in case order, as before; some left out: the most moved first, as the note says.
+    rank = {cid: i for i, cid in enumerate(drawn if cases > len(drawn) else sorted(drawn))}
     current = None
-    for t in history.trends(cols):
+    for t in sorted((t for t in every if t.case_id in rank), key=lambda t: rank[t.case_id]):
         if t.case_id != current:
             current = t.case_id
             body.append(f'<h2 id="{_e(_anchor(t.case_id))}"><code>{_e(t.case_id)}</code></h2>')
