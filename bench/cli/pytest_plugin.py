@@ -195,8 +195,8 @@ class _RunState:
             self._start()
         result = run_one(case, self._opts)
         self.done[case.id] = result
-        # Rewritten as cases finish (after each while a write is cheap: bench.runner.saving), so a killed
-        # session keeps its cases; the session's end writes them all.
+        # Rewritten as cases finish (after each while a write is cheap: bench.runner.saving): a killed session
+        # keeps the cases of its last write, and each case's own file in cases/; the session's end writes all.
         self._saves.maybe(lambda: save(self.out_dir, self._results()))
         return result
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +84,7 @@ class _Hashing:
 
 def run_id(results: Results, when: _dt.datetime) -> str:
     digest = _Hashing()
-    write_json(digest, without_hostname(results), None)  # the text results_json gives, hashed as it is made
+    write_json(digest, without_hostname(results), None)  # the text save writes, hashed as it is made
     digest = digest.sha.hexdigest()[:8]
     return f"{when.astimezone(_dt.UTC):%Y%m%dT%H%M%SZ}-{digest}"
 
@@ -114,18 +113,11 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))
 
 
-def results_json(results: Results) -> str:
-    """The text of a results.json for these results: what bench.results.store.save writes (its one-pass
-    writer, each case encoded by the json module's C encoder: strict JSON, a non-finite value null with its
-    note). Made twice per run by a site (its id, its copy): the generic to_dict and the indenting encoder
-    took about 25 s each at 4,000 cases, this about 2 s."""
-    text = io.StringIO()
-    write_json(text, results, None)
-    return text.getvalue()
-
-
 def write_results_json(path: Path, results: Results) -> None:
-    """results_json(results) written to `path` atomically, straight to the file (never held whole)."""
+    """A results.json for these results at `path`, atomically: the text bench.results.store.save writes (its
+    one-pass writer, each case encoded by the json module's C encoder), written straight to the file. A site
+    or dataset copies each run so; the generic to_dict and the indenting encoder it used before took about
+    25 s at 4,000 cases (bench/results/runs.py at c46004a), this about 2 s."""
 
     def dump(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:

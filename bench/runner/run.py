@@ -5,8 +5,8 @@ worker is bench.runner.launch.run_one. A case whose worker crashes, is killed, r
 the verdict `error` with what happened and where (bench.results.exits), and the run goes on. results.json is
 rewritten atomically as cases finish (after each one while a write is cheap: bench.runner.saving), so a run
 interrupted (SIGINT, SIGTERM, SIGHUP) keeps every finished case and marks the rest `not_run`, and one killed
-outright keeps its last write, with the cases since in cases/; `--resume` then runs only the missing ones. One run at a time writes
-to a folder (bench.runner.lock).
+outright keeps its last write, with the cases since in cases/; `--resume` then runs only the missing ones.
+One run at a time writes to a folder (bench.runner.lock).
 """
 
 from __future__ import annotations
