@@ -218,15 +218,17 @@ def compare(actual: Response, expected: Response, tol_for) -> ResponseCheck:
         mismatched = int((actual.tokens != expected.tokens).sum())
     if actual.logits.shape != expected.logits.shape:
         return ResponseCheck(False, None, mismatched)
-    tol = tol_for(expected.logits)
     diff = (actual.logits - expected.logits).abs()
     largest = diff.max()
-    # Non-finite on either side is never a match (an infinite reference logit would accept anything).
-    finite = bool(torch.isfinite(actual.logits).all()) and bool(torch.isfinite(expected.logits).all())
-    if tol.rtol == 0:  # the same comparison as element by element (dtype and scalar alike), one pass fewer
-        within = finite and bool(largest <= tol.atol)
+    # Non-finite on either side is never a match (an infinite reference logit would accept anything): _bound
+    # is None for a non-finite reference.
+    bound = _bound(expected.logits, tol_for)
+    if bound is None or not bool(torch.isfinite(actual.logits).all()):
+        within = False
+    elif isinstance(bound, float):  # atol alone: the same comparison as element by element, one pass fewer
+        within = bool(largest <= bound)
     else:
-        within = finite and bool((diff <= tol.atol + tol.rtol * expected.logits.abs()).all())
+        within = bool((diff <= bound).all())
     return ResponseCheck(within and not mismatched, float(largest), mismatched)
 
 
@@ -300,8 +302,9 @@ def margin(a, b, tol_for) -> float:
 
 
 def _bound(ref, tol_for):
-    """The response check's bound around `ref`: atol + rtol * |ref| element by element (atol alone where rtol
-    is 0, as the exact rule's is), or None where `ref` is not finite."""
+    """The response check's bound around `ref` (`compare`, and the margins in its units): atol + rtol * |ref|
+    element by element (atol alone, a float, where rtol is 0, as the exact rule's is), or None where `ref` is
+    not finite."""
     import torch
 
     if not bool(torch.isfinite(ref).all()):
