@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.results import columnar  # noqa: E402
 from bench.results.atomic import replace_atomically  # noqa: E402
+from bench.results.environment import cpu_name  # noqa: E402
 from bench.results.records import CaseResult  # noqa: E402
 from bench.results.store import load  # noqa: E402
 from bench.results.writing import encode_case, record_row  # noqa: E402
@@ -279,7 +280,8 @@ def _libraries() -> dict[str, str]:
 def _taken(size: dict) -> str:
     libs = size.get("libraries")  # not recorded before it existed
     mpl = f" [matplotlib {libs['matplotlib']}]" if libs and "matplotlib" in libs else ""
-    return f"{size.get('note', '')}{mpl}".strip()
+    cpu = f" [{size['cpu']}]" if size.get("cpu") else ""  # not recorded before it existed
+    return f"{size.get('note', '')}{mpl}{cpu}".strip()
 
 
 def markdown(doc: dict) -> str:
@@ -335,13 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     run = {
         "command": " ".join(["python benchmarks/results_scale.py", *(argv or sys.argv[1:])]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu_name()}), {platform.platform()}",
         "python": platform.python_version(),
         "libraries": _libraries(),
         "load_note": "Other processes shared the machine: see the load columns.",
         "notes": args.note,
     }
     sizes = []
+    if args.tmp is not None:
+        args.tmp.mkdir(parents=True, exist_ok=True)  # a folder named for this run, made here
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for n in args.sizes:
             size = run_size(
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.current_from is not None:
                 size["current_from"] = str(args.current_from)
             size["libraries"] = run["libraries"]
+            size["cpu"] = cpu_name()  # per row: appended runs may come from VMs of one kind but other CPUs
             sizes.append({**size, "note": args.label} if args.label else size)
             print(json.dumps(sizes[-1]["commands"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,14 +35,31 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and, where /proc/cpuinfo gives them, its family, model and stepping.
+
+    Why more than the name: a VM may show a name as bare as "AMD EPYC" for CPUs of different generations. Two
+    2-core VMs of the same kind, both "AMD EPYC", built a case's records in 0.351 and 0.152 ms
+    (benchmarks/load_parts.py, 2026-12-05 and 2026-12-06): by the name alone, `compare` would have set their
+    absolute times side by side and the cost estimate calibrated one on the other. `cpuinfo`: the file's
+    text (read from /proc where None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough: a VM's cores are alike
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    parts = [f"{key} {fields[key]}" for key in ("cpu family", "model", "stepping") if fields.get(key)]
+    return f"{name} ({', '.join(parts)})" if parts else name
 
 
 def git_commit(repo: Path | None = None) -> str | None:

@@ -1,4 +1,4 @@
-"""benchmarks/run_facts.py, load_parts.py and save_cost.py, the scripts behind figures the README quotes: their
+"""benchmarks/run_facts.py, load_parts.py, save_cost.py and report_phases.py, the scripts behind figures the README quotes: their
 numbers are the records' own (checked against the JSON read directly, and moved when the record moves), and
 bad input is refused by name."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from bench.results import columnar
 from bench.results.store import load
-from benchmarks import load_parts, run_facts, save_cost
+from benchmarks import load_parts, report_phases, run_facts, save_cost
 from benchmarks.results_scale import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,3 +95,23 @@ def test_save_cost_refuses_an_unknown_variant(capsys):
     with pytest.raises(SystemExit) as exc:
         save_cost.main([str(BASELINE), "--variants", "sometimes"])
     assert exc.value.code == 2 and "--variants" in capsys.readouterr().err
+
+
+def test_report_phases_times_the_commands_own_steps(tmp_path, capsys):
+    folder = build(tmp_path / "copies", 20)
+    out = tmp_path / "reports"
+    phases = report_phases.one_round(folder / "results.json", out)
+    assert set(phases) == set(report_phases.PHASES) and all(v > 0 for v in phases.values())
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()  # the reports were written
+    verdicts = [c.verdict for c in load(folder / "results.json").cases]
+    counts = f"**{verdicts.count('pass')} pass, {verdicts.count('xfail')} xfail**"
+    assert counts in (out / "report.md").read_text()  # the report of these 20 cases
+    assert report_phases.main([str(folder / "results.json"), "--rounds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "n = 1" in printed and all(phase in printed for phase in report_phases.PHASES)
+
+
+def test_report_phases_refuses_a_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        report_phases.main([str(tmp_path / "results.json")])
+    assert exc.value.code == 2 and str(tmp_path / "results.json") in capsys.readouterr().err

@@ -194,6 +194,28 @@ def test_timing_basis_follows_the_environment():
     assert timing_basis(env, env, "ratio")[0] == "ratio"
 
 
+# /proc/cpuinfo of two 2-core VMs of one kind, both named "AMD EPYC": the first processor's block, as read.
+EPYC_ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+EPYC_ZEN4 = EPYC_ZEN3.replace("model\t\t: 1\n", "model\t\t: 17\n")
+
+
+def test_cpus_of_one_bare_name_but_different_models_compare_as_ratios():
+    """A VM may name two CPU generations alike ("AMD EPYC", one 2.3x slower a case than the other): the
+    family, model and stepping keep their absolute times apart."""
+    from bench.results.environment import cpu_name
+
+    zen3, zen4 = cpu_name(EPYC_ZEN3 + "\n" + EPYC_ZEN3), cpu_name(EPYC_ZEN4)
+    assert zen3 == "AMD EPYC (cpu family 25, model 1, stepping 1)"  # the first block only, not doubled
+    assert zen4 == "AMD EPYC (cpu family 25, model 17, stepping 1)"
+    env = load(FIXTURES / "noise-a").environment
+    basis, reason = timing_basis(replace(env, cpu=zen3), replace(env, cpu=zen4))
+    assert basis == "ratio" and "model 17" in reason
+    assert timing_basis(replace(env, cpu=zen4), replace(env, cpu=cpu_name(EPYC_ZEN4)))[0] == "absolute"
+    # Where the file gives no family (another architecture, or no /proc), the name alone, as before.
+    assert cpu_name("processor\t: 0\nmodel name\t: Neoverse-N1\n") == "Neoverse-N1"
+    assert cpu_name("") != ""  # platform's name for the machine, never empty
+
+
 def test_runs_of_different_jobs_compare_as_ratios():
     # Same machine, but one run had its cases beside each other (--jobs 2): a few per cent slower each.
     env = load(FIXTURES / "noise-a").environment
