@@ -41,7 +41,7 @@ from typing import Any
 from bench.engine.lora_files import AdapterWeights, is_conv1d
 from bench.engine.method_files import read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
-from bench.engine.oracle_base import Edits, SharedBase
+from bench.engine.oracle_base import Edits, SharedBase, settled
 from bench.engine.oracle_dora import dora_conflict, dora_weight
 from bench.engine.oracle_embedding import merge_embedding_deltas, untie_targets
 from bench.engine.oracle_params import merge_param_deltas
@@ -168,9 +168,10 @@ class MathOracle:
         return self._finish(self._load())
 
     def _base_model(self):
-        """A shared base: finished now where _finish would not change it, else cast per state (_model_of)."""
-        model = self._load()
-        return model if self._casts() else self._finish(model)
+        """A shared base: finished now where _finish would not change it (and settled), else cast per state."""
+        if self._casts():  # copied and cast per state (_model_of)
+            return self._load()
+        return settled(self._finish(self._load()), self.precision, self.device, self.inputs)
 
     def _casts(self) -> bool:
         """Whether _finish changes the loaded model's dtype or device (a shared base is then copied per state)."""
@@ -186,9 +187,8 @@ class MathOracle:
         if why := dora_conflict(adapters, quantized=quantized):
             raise MathOracleError(why)
         with torch.no_grad():
-            untie_targets(
-                modules, adapters, edits
-            )  # a LoRA on a tied lm_head / embed_tokens moves that layer alone
+            # A LoRA on a tied lm_head / embed_tokens moves that layer alone.
+            untie_targets(modules, adapters, edits)
             _replace_saved_copies(modules, adapters, [s.name for s in loaded], edits)
             if quantized:
                 _hook_deltas(modules, adapters, edits)

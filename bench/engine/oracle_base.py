@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.spec.precision import repacks_on_first_forward
+
 
 class Edits:
     """What one state did to a model, recorded before it was done. `record=False` (a model built for one
@@ -91,6 +93,21 @@ def fingerprint(model) -> dict[str, tuple]:
     for name, module in model.named_modules(remove_duplicate=False):
         out[f"{name} hooks"] = (tuple(module._forward_hooks), tuple(module._forward_pre_hooks))
     return out
+
+
+def settled(model, precision: str, device: str, inputs):
+    """`model` after one forward of `inputs` where it rewrites its own weights on its first forward
+    (bitsandbytes repacks 4-bit weights on a CPU with avx512_bf16), so that SharedBase fingerprints the
+    weights every later forward computes with. Without it, each state's undo would find the weights changed
+    since the load and drop the base: a load per state (seen on such a CPU, 2026-12-06). A fresh model per
+    state repacks on its first forward too, before it computes: the outputs are the same bit for bit
+    (tests/engine/test_oracle_base.py)."""
+    if repacks_on_first_forward(precision, device):
+        import torch
+
+        with torch.no_grad():
+            model(**inputs.as_kwargs())
+    return model
 
 
 @dataclass

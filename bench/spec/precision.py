@@ -167,4 +167,10 @@ def needs_eager_forward_after_state_dict(precision: str, device: str) -> bool:
     recompiles on a size guard. One eager forward after such a call restores the packed layout. The harness
     makes that call and says so in the step's notes, so a strict step measures the swap, not the repacking.
     Where bitsandbytes does not repack (no avx512_bf16, CUDA) there is nothing to restore."""
+    return repacks_on_first_forward(precision, device)
+
+
+def repacks_on_first_forward(precision: str, device: str) -> bool:
+    """Whether a model loaded in `precision` rewrites its own 4-bit weights on its first eager forward here
+    (bitsandbytes on a CPU with avx512_bf16: bench.spec.host)."""
     return precision in ("nf4", "fp4") and fact_holds("bnb_cpu_packs_4bit", device)

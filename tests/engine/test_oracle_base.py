@@ -111,6 +111,31 @@ def test_one_base_on_cuda_equals_a_fresh_model_per_state_bit_for_bit(world, prec
     assert oracle.fresh_loads == 1
 
 
+@pytest.mark.parametrize("repacks", [True, False])
+def test_a_repacking_base_is_settled_before_its_fingerprint(world, monkeypatch, repacks):
+    """bitsandbytes repacks 4-bit weights on the first forward on a CPU with avx512_bf16 (the nf4 case above
+    runs it on such a CPU: without the settling forward its first undo missed). Here the host fact is set
+    either way (our own function, not the library), and the shared base gets that one forward only where it
+    holds; the states still equal a fresh model per state."""
+    monkeypatch.setattr(oracle_base, "repacks_on_first_forward", lambda precision, device: repacks)
+    oracle = _oracle(world)
+    calls = []
+    load = oracle._load
+
+    def counted():
+        model = load()
+        model.register_forward_hook(lambda *_: calls.append(1))
+        return model
+
+    monkeypatch.setattr(oracle, "_load", counted)
+    with oracle.one_base() as base:
+        base.take()
+        assert len(calls) == (1 if repacks else 0)
+    states = LLAMA_STATES[:2]
+    shared, fresh, _ = _shared_and_fresh(oracle, states)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(shared, fresh, strict=True))
+
+
 def test_one_base_ties_and_generate(world):
     """GPT-2: Conv1D deltas and a modules_to_save copy of lm_head, which is tied to the embeddings (the copy
     unties it; the undo must tie it back), under generate (tokens and per-step logits)."""
