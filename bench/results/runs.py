@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from bench.errors import BenchInputError
 from bench.results.atomic import replace_atomically
@@ -32,6 +33,9 @@ class Run:
     results: Results
     run_id: str  # <start time, UTC, compact>-<8 hex of the content without the host's name>
     started_at: _dt.datetime  # the run's recorded start (Results.created_at), timezone-aware
+    # The results.json text without the host's name, exactly as run_id hashed it, kept in a file where the
+    # reader asked for it (load_runs' `spool`): a site copies it instead of encoding every case again.
+    text: Path | None = None
 
     @property
     def date(self) -> str:
@@ -72,27 +76,33 @@ def started_at(results: Results, source: str) -> _dt.datetime:
 
 
 class _Hashing:
-    """A text file that only hashes what is written to it: a run's id from its results.json text, without the
-    text (433 MB at 20,000 cases) ever held whole."""
+    """A text file that hashes what is written to it, and passes the same bytes on to `copy` where given: a
+    run's id from its results.json text, without the text (433 MB at 20,000 cases) ever held whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, copy: BinaryIO | None = None) -> None:
         self.sha = hashlib.sha256()
+        self.copy = copy
 
     def write(self, text: str) -> None:
-        self.sha.update(text.encode())
+        data = text.encode()
+        self.sha.update(data)
+        if self.copy is not None:
+            self.copy.write(data)
 
 
-def run_id(results: Results, when: _dt.datetime) -> str:
-    digest = _Hashing()
+def run_id(results: Results, when: _dt.datetime, copy: BinaryIO | None = None) -> str:
+    """`copy`: a binary file that gets the hashed text too (the run's results.json without the host's name)."""
+    digest = _Hashing(copy)
     write_json(digest, without_hostname(results), None)  # the text save writes, hashed as it is made
     digest = digest.sha.hexdigest()[:8]
     return f"{when.astimezone(_dt.UTC):%Y%m%dT%H%M%SZ}-{digest}"
 
 
-def load_runs(paths: list[Path]) -> list[Run]:
+def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
     """Every path read (a results.json or a folder holding one) before anything is written: one error that
     names each bad one, so a publish or a site never goes out with a run silently missing. The same run
-    given twice (the same id) is kept once. In order of start time."""
+    given twice (the same id) is kept once. In order of start time. `spool`: a folder (the caller's, and the
+    caller removes it) where each run's hashed text is written as its id is worked out (Run.text)."""
     runs: dict[str, Run] = {}
     bad: list[str] = []
     for path in paths:
@@ -103,8 +113,14 @@ def load_runs(paths: list[Path]) -> list[Run]:
         except BenchInputError as exc:
             bad.append(str(exc))
             continue
-        rid = run_id(results, when)
-        runs.setdefault(rid, Run(source, results, rid, when))
+        if spool is None:
+            rid = run_id(results, when)
+            runs.setdefault(rid, Run(source, results, rid, when))
+            continue
+        text = Path(spool) / f"{len(runs) + len(bad)}-results.json"  # one file per input read
+        with open(text, "wb") as f:
+            rid = run_id(results, when, f)
+        runs.setdefault(rid, Run(source, results, rid, when, text))
     if bad:
         more = f" ({len(bad)} of {len(paths)} inputs)" if len(bad) > 1 else ""
         raise BenchInputError(f"cannot read every input{more}; nothing was written:\n  " + "\n  ".join(bad))

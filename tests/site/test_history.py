@@ -144,3 +144,57 @@ def test_a_run_id_hashes_the_results_json_text_without_the_host_and_the_copy_is_
     write_results_json(tmp_path / "copy.json", without_hostname(r))
     assert (tmp_path / "copy.json").read_text() == text
     assert load(tmp_path / "copy.json") == without_hostname(r)
+
+
+def test_a_spooled_run_keeps_its_id_and_its_text_is_the_copy_a_site_publishes(tmp_path):
+    """load_runs' spool: each run's hashed text in a file (Run.text) that a site moves into place instead of
+    encoding every case again. The ids are those without a spool; each text is write_results_json's copy,
+    byte for byte; a run given twice is kept once."""
+    late = _results("2026-03-01T00:00:00+00:00", {"a[x]": "pass"})
+    early = _results("2026-01-01T00:00:00+00:00", {"a[x]": "fail", "b[x]": "pass"})
+    paths = []
+    for i, r in enumerate((late, early, late)):
+        save(tmp_path / f"r{i}", r)
+        paths.append(tmp_path / f"r{i}")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spooled = load_runs(paths, spool)
+    plain = load_runs(paths)
+    assert [r.run_id for r in spooled] == [r.run_id for r in plain] and len(spooled) == 2
+    assert all(r.text is None for r in plain)
+    for run in spooled:
+        write_results_json(tmp_path / "copy.json", without_hostname(run.results))
+        assert run.text.read_bytes() == (tmp_path / "copy.json").read_bytes()
+        assert b"box-a" not in run.text.read_bytes()  # the host's name left out, as in the id
+        assert run.text.parent == spool
+
+
+def test_the_site_command_encodes_each_run_once_and_leaves_no_spool(tmp_path, monkeypatch):
+    """The site's copies are the spooled texts (write_results_json is not called), the same bytes it would
+    have written; the spool beside --out is gone after the command, and after a failed one."""
+    from bench.cli.main import main
+    from bench.report.site import build
+
+    save(tmp_path / "r0", _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"}))
+    save(tmp_path / "r1", _results("2026-02-01T00:00:00+00:00", {"a[x]": "fail"}))
+    expected = {}
+    for run in load_runs([tmp_path / "r0", tmp_path / "r1"]):
+        write_results_json(tmp_path / f"{run.run_id}.json", without_hostname(run.results))
+        expected[run.run_id] = (tmp_path / f"{run.run_id}.json").read_bytes()
+    calls = []
+    monkeypatch.setattr(build, "write_results_json", lambda *a: calls.append(a))
+    out = tmp_path / "pub" / "site"
+    assert main(["site", str(tmp_path / "r0"), str(tmp_path / "r1"), "--out", str(out)]) == 0
+    assert calls == []  # nothing encoded a second time
+    copies = {p.parent.name: p.read_bytes() for p in out.glob("runs/*/results.json")}
+    assert copies == expected
+    assert sorted(p.name for p in out.parent.iterdir()) == ["site"]  # no spool, no staging folder left
+    # with the host's name asked for, the copies are written from the records (the spool leaves it out)
+    assert (
+        main(["site", str(tmp_path / "r0"), "--out", str(tmp_path / "pub" / "named"), "--with-hostname"]) == 0
+    )
+    assert len(calls) == 1 and sorted(p.name for p in out.parent.iterdir()) == ["named", "site"]
+    # a failed build: the spool is removed too
+    monkeypatch.setattr(build, "write_reports", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+    assert main(["site", str(tmp_path / "r0"), "--out", str(tmp_path / "pub" / "failed")]) != 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["named", "site"]

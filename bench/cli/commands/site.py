@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.cli.paths import check_out_folder, path_arg
-from bench.report.site.build import check_site_folder, write_site
+from bench.report.site.build import check_site_folder, spool_beside, write_site
 from bench.results.runs import load_runs
 
 NAME = "site"
@@ -41,10 +41,12 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     check_out_folder(args.out)  # before reading anything: a bad --out is refused at once
     check_site_folder(args.out)
-    runs = load_runs(args.results)
-    site = write_site(
-        runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
-    )
+    # Each run's text is spooled as its id is hashed, and moved into the site: encoded once, not twice.
+    with spool_beside(args.out, args.with_hostname) as spool:
+        runs = load_runs(args.results, spool)
+        site = write_site(
+            runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
+        )
     for rid in site.runs:
         print(f"peft-bench: run {rid}")
     print(f"peft-bench: site of {len(site.runs)} run(s) in {site.out} (open {site.out / 'index.html'})")
