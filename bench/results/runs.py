@@ -8,9 +8,14 @@ writes unless asked for (`without_hostname`): a published page or dataset should
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -140,3 +145,41 @@ def write_results_json(path: Path, results: Results) -> None:
             write_json(f, results, None)
 
     replace_atomically(path, dump)
+
+
+@contextlib.contextmanager
+def spool_beside(out: Path, with_hostname: bool = False) -> Iterator[Path | None]:
+    """A folder beside `out` (a site or dataset folder) for the runs' texts as load_runs hashes them (its
+    `spool`), removed at the end whatever happened. Beside `out`: on its file system, so each text is moved
+    into place (a rename), not copied. None `with_hostname`: a spooled text leaves the host's name out."""
+    if with_hostname:
+        yield None
+        return
+    parent = Path(out).absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.", suffix=".spool", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def for_publishing(runs: list[Run], with_hostname: bool) -> list[Run]:
+    """The runs as a site or dataset writes them: without the host's name unless `with_hostname` (a spooled
+    text, Run.text, has none either, so it is dropped where the name is kept)."""
+    if with_hostname:
+        return [dataclasses.replace(r, text=None) for r in runs]
+    return [dataclasses.replace(r, results=without_hostname(r.results)) for r in runs]
+
+
+def place_results_json(path: Path, run: Run) -> None:
+    """The run's results.json at `path`: its spooled text moved there (the text run_id hashed, so no case is
+    encoded again), else written from the records (write_results_json). Either way the file appears whole."""
+    if run.text is None:
+        write_results_json(path, run.results)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(run.text, path)  # a rename: the spool is beside the folder
+    except OSError:  # another file system after all: copied and put in place whole
+        replace_atomically(path, lambda tmp: shutil.copyfile(run.text, tmp))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -174,6 +175,7 @@ def test_the_site_command_encodes_each_run_once_and_leaves_no_spool(tmp_path, mo
     have written; the spool beside --out is gone after the command, and after a failed one."""
     from bench.cli.main import main
     from bench.report.site import build
+    from bench.results import runs as runs_module
 
     save(tmp_path / "r0", _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"}))
     save(tmp_path / "r1", _results("2026-02-01T00:00:00+00:00", {"a[x]": "fail"}))
@@ -182,7 +184,7 @@ def test_the_site_command_encodes_each_run_once_and_leaves_no_spool(tmp_path, mo
         write_results_json(tmp_path / f"{run.run_id}.json", without_hostname(run.results))
         expected[run.run_id] = (tmp_path / f"{run.run_id}.json").read_bytes()
     calls = []
-    monkeypatch.setattr(build, "write_results_json", lambda *a: calls.append(a))
+    monkeypatch.setattr(runs_module, "write_results_json", lambda *a: calls.append(a))
     out = tmp_path / "pub" / "site"
     assert main(["site", str(tmp_path / "r0"), str(tmp_path / "r1"), "--out", str(out)]) == 0
     assert calls == []  # nothing encoded a second time
@@ -198,3 +200,55 @@ def test_the_site_command_encodes_each_run_once_and_leaves_no_spool(tmp_path, mo
     monkeypatch.setattr(build, "write_reports", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
     assert main(["site", str(tmp_path / "r0"), "--out", str(tmp_path / "pub" / "failed")]) != 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["named", "site"]
+
+
+def _two_runs(tmp_path) -> tuple[list, dict[str, bytes]]:
+    """Two saved runs and each one's copy as write_results_json writes it (host's name left out)."""
+    save(tmp_path / "r0", _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"}))
+    save(tmp_path / "r1", _results("2026-02-01T00:00:00+00:00", {"a[x]": "fail"}))
+    expected = {}
+    for run in load_runs([tmp_path / "r0", tmp_path / "r1"]):
+        write_results_json(tmp_path / f"{run.run_id}.json", without_hostname(run.results))
+        expected[run.run_id] = (tmp_path / f"{run.run_id}.json").read_bytes()
+    return [str(tmp_path / "r0"), str(tmp_path / "r1")], expected
+
+
+def test_publish_encodes_each_run_once_and_leaves_no_spool(tmp_path, monkeypatch):
+    """The dataset's results.json copies are the spooled texts, the bytes write_results_json would write."""
+    from bench.cli.main import main
+    from bench.results import runs as runs_module
+
+    inputs, expected = _two_runs(tmp_path)
+    calls = []
+    monkeypatch.setattr(runs_module, "write_results_json", lambda *a: calls.append(a))
+    out = tmp_path / "pub" / "dataset"
+    assert main(["publish", *inputs, "--to", str(out)]) == 0
+    assert calls == []  # nothing encoded a second time
+    assert {p.parent.name: p.read_bytes() for p in out.glob("runs/*/results.json")} == expected
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dataset"]  # no spool left beside it
+
+
+def test_a_spooled_text_on_another_file_system_is_copied_whole(tmp_path, monkeypatch):
+    """Where the rename fails (a spool on another file system), the text is copied into place instead."""
+    import errno
+
+    from bench.results import runs as runs_module
+
+    inputs, expected = _two_runs(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (run, _) = load_runs([tmp_path / "r0", tmp_path / "r1"], spool)
+    real = runs_module.os.replace
+    crossed = []
+
+    def cross_device(src, dst):
+        if Path(src) == run.text:
+            crossed.append(src)
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst)
+
+    monkeypatch.setattr(runs_module.os, "replace", cross_device)
+    runs_module.place_results_json(
+        tmp_path / "site" / "results.json", runs_module.for_publishing([run], False)[0]
+    )
+    assert crossed and (tmp_path / "site" / "results.json").read_bytes() == expected[run.run_id]

@@ -10,7 +10,7 @@ from bench.cli.paths import check_out_folder
 from bench.errors import BenchInputError
 from bench.report.dataset import hub
 from bench.report.dataset.folder import MARKER, check_dataset_folder, write_dataset
-from bench.results.runs import load_runs
+from bench.results.runs import load_runs, spool_beside
 
 NAME = "publish"
 
@@ -59,16 +59,18 @@ def run(args: argparse.Namespace) -> int:
         check_out_folder(folder)
         check_dataset_folder(folder)
     tokens = [hub.hub_token(t) for t in hubs]
-    runs = load_runs(args.results)
     with tempfile.TemporaryDirectory(prefix="peft-bench-publish-") as tmp:
         folder = folders[0] if folders else Path(tmp) / "dataset"
-        published = write_dataset(
-            runs,
-            folder,
-            with_hostname=args.with_hostname,
-            license=args.license,
-            pretty_name=args.pretty_name,
-        )
+        # Each run's text is spooled as its id is hashed, and moved into the dataset: encoded once, not twice.
+        with spool_beside(folder, args.with_hostname) as spool:
+            runs = load_runs(args.results, spool)
+            published = write_dataset(
+                runs,
+                folder,
+                with_hostname=args.with_hostname,
+                license=args.license,
+                pretty_name=args.pretty_name,
+            )
         for rid in (r.run_id for r in runs):
             print(f"peft-bench: run {rid}")
         if folders:

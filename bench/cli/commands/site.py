@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from bench.cli.paths import check_out_folder, path_arg
-from bench.report.site.build import check_site_folder, spool_beside, write_site
-from bench.results.runs import load_runs
+from bench.report.site.build import check_site_folder, write_site
+from bench.results.runs import load_runs, spool_beside
 
 NAME = "site"
 

@@ -23,7 +23,7 @@ from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
 from bench.results.json_schema import schema_text
 from bench.results.outfiles import check_own_folder
-from bench.results.runs import Run, load_runs, without_hostname, write_results_json
+from bench.results.runs import Run, for_publishing, load_runs, place_results_json
 
 MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
 SCHEMA_FILE = "results.schema.json"
@@ -56,15 +56,14 @@ def write_dataset(
 ) -> Published:
     folder = Path(folder)
     check_dataset_folder(folder)
-    if not with_hostname:
-        runs = [Run(r.source, without_hostname(r.results), r.run_id, r.started_at) for r in runs]
+    runs = for_publishing(runs, with_hostname)
     tables = [(run, run_table(run, with_hostname=with_hostname)) for run in runs]
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for run, table in tables:
         written.append(_write_parquet(table, folder / parquet_path(run)))
         path = folder / RUNS_DIR / run.run_id / "results.json"
-        write_results_json(path, run.results)
+        place_results_json(path, run)
         written.append(path)
     write_text(folder / SCHEMA_FILE, schema_text())
     everything = load_runs(sorted((folder / RUNS_DIR).glob("*/results.json")))

@@ -7,12 +7,9 @@ so a mistyped --out never replaces someone's files.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from bench.report.build import write_reports
 from bench.report.site import history, pages
 from bench.results.atomic import current_umask, write_text
 from bench.results.outfiles import check_own_folder
-from bench.results.runs import Run, without_hostname, write_results_json
+from bench.results.runs import Run, for_publishing, place_results_json
 
 MARKER = ".peft-bench-site"  # what says "this folder is a site this command built"
 
@@ -36,22 +33,6 @@ def check_site_folder(out: Path) -> None:
     check_own_folder(out, MARKER, "a site built by peft-bench")
 
 
-@contextlib.contextmanager
-def spool_beside(out: Path, with_hostname: bool = False) -> Iterator[Path | None]:
-    """A folder beside `out` for the runs' texts as load_runs hashes them (its `spool`), removed at the end
-    whatever happened. Beside `out`: on the file system of the site's staging folder, so each text is moved
-    into the site, not copied. None `with_hostname`: a spooled text leaves the host's name out."""
-    if with_hostname:
-        yield None
-        return
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".spool", dir=out.absolute().parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def write_site(
     runs: list[Run], out: Path, *, with_hostname: bool = False, roots: tuple[Path, ...] = ()
 ) -> Site:
@@ -59,10 +40,7 @@ def write_site(
     out of every page and copied results file unless `with_hostname`."""
     out = Path(out)
     check_site_folder(out)
-    if not with_hostname:  # a spooled text (Run.text) is already without the host's name: kept
-        runs = [dataclasses.replace(r, results=without_hostname(r.results)) for r in runs]
-    else:  # a spooled text has no host's name: the copies are written from the records instead
-        runs = [dataclasses.replace(r, text=None) for r in runs]
+    runs = for_publishing(runs, with_hostname)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.absolute().parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would keep a web server out of the site
@@ -80,11 +58,7 @@ def _build(runs: list[Run], root: Path, *, with_hostname: bool, roots: tuple[Pat
     cols = history.columns(runs, with_hostname=with_hostname)
     for col in cols:
         folder = root / pages.RUNS_DIR / col.run.run_id
-        if col.run.text is not None:  # the text run_id hashed (load_runs' spool): moved, not encoded again
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.move(col.run.text, folder / "results.json")
-        else:
-            write_results_json(folder / "results.json", col.run.results)
+        place_results_json(folder / "results.json", col.run)
         write_reports(col.run.results, folder, ("html",), roots=roots)
     texts = {
         "index.html": pages.index_page(cols, with_hostname=with_hostname),
