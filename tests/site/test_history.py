@@ -170,38 +170,6 @@ def test_a_spooled_run_keeps_its_id_and_its_text_is_the_copy_a_site_publishes(tm
         assert run.text.parent == spool
 
 
-def test_the_site_command_encodes_each_run_once_and_leaves_no_spool(tmp_path, monkeypatch):
-    """The site's copies are the spooled texts (write_results_json is not called), the same bytes it would
-    have written; the spool beside --out is gone after the command, and after a failed one."""
-    from bench.cli.main import main
-    from bench.report.site import build
-    from bench.results import runs as runs_module
-
-    save(tmp_path / "r0", _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"}))
-    save(tmp_path / "r1", _results("2026-02-01T00:00:00+00:00", {"a[x]": "fail"}))
-    expected = {}
-    for run in load_runs([tmp_path / "r0", tmp_path / "r1"]):
-        write_results_json(tmp_path / f"{run.run_id}.json", without_hostname(run.results))
-        expected[run.run_id] = (tmp_path / f"{run.run_id}.json").read_bytes()
-    calls = []
-    monkeypatch.setattr(runs_module, "write_results_json", lambda *a: calls.append(a))
-    out = tmp_path / "pub" / "site"
-    assert main(["site", str(tmp_path / "r0"), str(tmp_path / "r1"), "--out", str(out)]) == 0
-    assert calls == []  # nothing encoded a second time
-    copies = {p.parent.name: p.read_bytes() for p in out.glob("runs/*/results.json")}
-    assert copies == expected
-    assert sorted(p.name for p in out.parent.iterdir()) == ["site"]  # no spool, no staging folder left
-    # with the host's name asked for, the copies are written from the records (the spool leaves it out)
-    assert (
-        main(["site", str(tmp_path / "r0"), "--out", str(tmp_path / "pub" / "named"), "--with-hostname"]) == 0
-    )
-    assert len(calls) == 1 and sorted(p.name for p in out.parent.iterdir()) == ["named", "site"]
-    # a failed build: the spool is removed too
-    monkeypatch.setattr(build, "write_reports", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
-    assert main(["site", str(tmp_path / "r0"), "--out", str(tmp_path / "pub" / "failed")]) != 0
-    assert sorted(p.name for p in out.parent.iterdir()) == ["named", "site"]
-
-
 def _two_runs(tmp_path) -> tuple[list, dict[str, bytes]]:
     """Two saved runs and each one's copy as write_results_json writes it (host's name left out)."""
     save(tmp_path / "r0", _results("2026-01-01T00:00:00+00:00", {"a[x]": "pass"}))
@@ -213,19 +181,38 @@ def _two_runs(tmp_path) -> tuple[list, dict[str, bytes]]:
     return [str(tmp_path / "r0"), str(tmp_path / "r1")], expected
 
 
-def test_publish_encodes_each_run_once_and_leaves_no_spool(tmp_path, monkeypatch):
-    """The dataset's results.json copies are the spooled texts, the bytes write_results_json would write."""
+@pytest.mark.parametrize("command, out_flag", [("site", "--out"), ("publish", "--to")])
+def test_site_and_publish_encode_each_run_once_and_leave_no_spool(tmp_path, monkeypatch, command, out_flag):
+    """Their results.json copies are the spooled texts (write_results_json is not called), the bytes it would
+    have written; nothing is left beside the folder (no spool, no staging folder)."""
     from bench.cli.main import main
     from bench.results import runs as runs_module
 
     inputs, expected = _two_runs(tmp_path)
     calls = []
     monkeypatch.setattr(runs_module, "write_results_json", lambda *a: calls.append(a))
-    out = tmp_path / "pub" / "dataset"
-    assert main(["publish", *inputs, "--to", str(out)]) == 0
+    out = tmp_path / "pub" / "folder"
+    assert main([command, *inputs, out_flag, str(out)]) == 0
     assert calls == []  # nothing encoded a second time
     assert {p.parent.name: p.read_bytes() for p in out.glob("runs/*/results.json")} == expected
-    assert sorted(p.name for p in out.parent.iterdir()) == ["dataset"]  # no spool left beside it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["folder"]
+
+
+def test_a_site_with_the_host_name_or_a_failed_one_leaves_no_spool(tmp_path, monkeypatch):
+    """With the host's name asked for, the copies are written from the records (a spooled text leaves it
+    out); a failed build removes the spool too."""
+    from bench.cli.main import main
+    from bench.report.site import build
+    from bench.results import runs as runs_module
+
+    inputs, _ = _two_runs(tmp_path)
+    calls = []
+    monkeypatch.setattr(runs_module, "write_results_json", lambda *a: calls.append(a))
+    assert main(["site", inputs[0], "--out", str(tmp_path / "pub" / "named"), "--with-hostname"]) == 0
+    assert len(calls) == 1 and sorted(p.name for p in (tmp_path / "pub").iterdir()) == ["named"]
+    monkeypatch.setattr(build, "write_reports", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+    assert main(["site", inputs[0], "--out", str(tmp_path / "pub" / "failed")]) != 0
+    assert sorted(p.name for p in (tmp_path / "pub").iterdir()) == ["named"]
 
 
 def test_a_spooled_text_on_another_file_system_is_copied_whole(tmp_path, monkeypatch):
