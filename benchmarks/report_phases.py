@@ -1,7 +1,7 @@
 """Where `peft-bench report` spends its wall time: loading the records, writing the reports, freeing the records.
 
-The same steps as the command (bench.cli.commands.report: the load with the collector paused and its objects
-frozen, then bench.report.build.write_reports), each timed by the clock of this process, n rounds, each in a
+The same steps as the command (bench.cli.commands.report: its load_frozen, then
+bench.report.build.write_reports), each timed by the clock of this process, n rounds, each in a
 fresh process (a load's helper and the drawing helper start as they do for the command).
 
     python benchmarks/report_phases.py /tmp/r20k/results.json --rounds 3
@@ -29,14 +29,11 @@ PHASES = ("load_s", "report_s", "free_s")
 
 def one_round(results: Path, out: Path) -> dict[str, float]:
     """The command's steps, timed (run in a process of its own: `--one`)."""
-    from bench.cli.commands.report import collector_paused
+    from bench.cli.commands.report import load_frozen
     from bench.report.build import write_reports
-    from bench.results.store import load
 
     t0 = time.perf_counter()
-    with collector_paused():
-        loaded = load(results)
-        gc.freeze()
+    loaded = load_frozen(results)
     t1 = time.perf_counter()
     write_reports(loaded, out, results_dir=results.parent)
     t2 = time.perf_counter()

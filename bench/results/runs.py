@@ -118,13 +118,10 @@ def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
         except BenchInputError as exc:
             bad.append(str(exc))
             continue
-        if spool is None:
-            rid = run_id(results, when)
-            runs.setdefault(rid, Run(source, results, rid, when))
-            continue
-        text = Path(spool) / f"{len(runs) + len(bad)}-results.json"  # one file per input read
-        with open(text, "wb") as f:
-            rid = run_id(results, when, f)
+        # With a spool, one file per input read (a run given twice writes twice; the spool goes whole).
+        text = None if spool is None else Path(spool) / f"{len(runs) + len(bad)}-results.json"
+        with open(text, "wb") if text else contextlib.nullcontext() as copy:
+            rid = run_id(results, when, copy)
         runs.setdefault(rid, Run(source, results, rid, when, text))
     if bad:
         more = f" ({len(bad)} of {len(paths)} inputs)" if len(bad) > 1 else ""
@@ -137,8 +134,9 @@ def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
 def write_results_json(path: Path, results: Results) -> None:
     """A results.json for these results at `path`, atomically: the text bench.results.store.save writes (its
     one-pass writer, each case encoded by the json module's C encoder), written straight to the file. A site
-    or dataset copies each run so; the generic to_dict and the indenting encoder it used before took about
-    25 s at 4,000 cases (bench/results/runs.py at c46004a), this about 2 s."""
+    or dataset writes a run's copy so where no spooled text is at hand (place_results_json); the generic
+    to_dict and the indenting encoder it used before took about 25 s at 4,000 cases (bench/results/runs.py at
+    c46004a), this about 2 s."""
 
     def dump(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -57,17 +57,24 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(out)  # before loading: a bad --out is refused at once
     for path in args.table:
         check_out_file(path)
-    # The run's records (millions of objects at 20,000 cases) live until the command ends and hold no cycles:
-    # frozen, the collector's passes while the report is built no longer walk them (about 1 s of CPU at 5,000).
-    # Frozen before the collector is back on: the objects made while it was off all wait in its youngest
-    # generation, and its first pass after would walk them once (2.2 s at 20,000 cases).
-    with collector_paused():
-        results = load(args.results)
-        gc.freeze()
+    results = load_frozen(args.results)
     try:
         return _report(args, results, folder, out)
     finally:
         gc.unfreeze()
+
+
+def load_frozen(path: Path) -> Results:
+    """The results at `path`, loaded for a report: the caller calls gc.unfreeze() when it is done with them.
+
+    The run's records (millions of objects at 20,000 cases) live until the command ends and hold no cycles:
+    frozen, the collector's passes while the report is built no longer walk them (about 1 s of CPU at 5,000).
+    Frozen before the collector is back on: the objects made while it was off all wait in its youngest
+    generation, and its first pass after would walk them once (2.2 s at 20,000 cases)."""
+    with collector_paused():
+        results = load(path)
+        gc.freeze()
+    return results
 
 
 def _report(args: argparse.Namespace, results: Results, folder: Path, out: Path) -> int:
