@@ -242,6 +242,17 @@ def _time_setups() -> list[float]:
     return spent
 
 
+def _resized(step, args):
+    """The serve step with --requests / --prompts in place of the scenario's (the check's fixed cost is per
+    adapter, its per-response cost per distinct (adapter, prompt): how the ratio moves with the stream)."""
+    serve = step.serve
+    if args.requests is not None:
+        serve = dataclasses.replace(serve, requests=args.requests)
+    if args.prompts is not None:
+        serve = dataclasses.replace(serve, prompts=args.prompts)
+    return dataclasses.replace(step, serve=serve)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario")
@@ -250,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="one_base,rows", help=f"comma-separated, of {sorted(VARIANTS)}")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
+    ap.add_argument("--requests", type=int, help="serve this many requests instead of the scenario's")
+    ap.add_argument("--prompts", type=int, help="draw them from this many distinct prompts instead")
     args = ap.parse_args(argv)
 
     import torch
@@ -265,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         ready = set_up(case, args.cache, "cpu", Path(work), {}, trust=False, pickle_ok=False)
         setup_cpu_s = _time_setups()
         cpu = time.process_time()
-        run = OPS["serve"].apply(ready.subject, case.scenario.steps[0], ready.adapters, ready.locations)
+        run = OPS["serve"].apply(
+            ready.subject, _resized(case.scenario.steps[0], args), ready.adapters, ready.locations
+        )
         serve_and_setup_cpu_s = time.process_time() - cpu
         serve_cpu_s = serve_and_setup_cpu_s - sum(
             setup_cpu_s
@@ -290,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve_and_setup_cpu_s": serve_and_setup_cpu_s,
         "serve_cpu_s": serve_cpu_s,
         "requests": len(run.served),
+        "prompts": len(run.prompts),
+        "adapters": len({s.request.adapter for s in run.served}),
         "rounds": rounds,
         "median": {
             name: {

@@ -1,6 +1,6 @@
-"""benchmarks/run_facts.py, load_parts.py, save_cost.py and report_phases.py, the scripts behind figures the README quotes: their
-numbers are the records' own (checked against the JSON read directly, and moved when the record moves), and
-bad input is refused by name."""
+"""benchmarks/run_facts.py, load_parts.py, save_cost.py, report_phases.py and serving_check.py's stream flags,
+the scripts behind figures the README quotes: their numbers are the records' own (checked against the JSON read
+directly, and moved when the record moves), and bad input is refused by name."""
 
 from __future__ import annotations
 
@@ -115,3 +115,24 @@ def test_report_phases_refuses_a_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         report_phases.main([str(tmp_path / "results.json")])
     assert exc.value.code == 2 and str(tmp_path / "results.json") in capsys.readouterr().err
+
+
+def test_serving_check_serves_the_stream_size_it_is_given():
+    """benchmarks/serving_check.py --requests / --prompts (the curve of reports/performance/serving_check.md):
+    the serve step served is the scenario's with those two replaced, nothing else; without them, the
+    scenario's own."""
+    import argparse
+
+    from bench.scenario import load_scenario
+    from benchmarks.serving_check import _resized
+
+    (step,) = load_scenario(REPO / "examples" / "cpu" / "serving_135m.toml").steps
+    assert _resized(step, argparse.Namespace(requests=None, prompts=None)) == step
+    longer = _resized(step, argparse.Namespace(requests=192, prompts=16))
+    assert (
+        (longer.serve.requests, longer.serve.prompts)
+        == (192, 16)
+        != (step.serve.requests, step.serve.prompts)
+    )
+    assert longer.serve.adapters == step.serve.adapters and longer.serve.seed == step.serve.seed
+    assert longer.index == step.index and longer.op == "serve"
