@@ -97,6 +97,29 @@ def test_pandas_reads_every_run_with_its_run_columns(dataset):
     assert "hostname" not in df.columns
 
 
+@pytest.mark.parametrize("source", [OLD_RULES, BASELINE, REPO / "reports/serving-cpu"], ids=lambda p: p.name)
+def test_the_tables_rows_are_the_tidy_frames_cell_for_cell(source):
+    """The dataset's row columns are built without pandas (row_columns); they must be the tidy frame's rows
+    (results.csv's), in its order, each cell as its Arrow column holds it."""
+    from bench.report.dataset.table import row_columns
+
+    results = load(source)
+    tidy = frame(results)
+    mine = row_columns(results)
+    assert len(mine["case_id"]) == len(tidy) > 0
+    for name in mine:
+        if name == "step":
+            expected = [None if pd.isna(v) else int(v) for v in tidy[name]]
+        elif name == "value":
+            expected = [float(v) for v in tidy[name]]
+        else:
+            expected = [
+                None if v is None or (isinstance(v, float) and v != v) else str(v) for v in tidy[name]
+            ]
+        assert mine[name] == expected, name
+    assert {type(v) for v in mine["verdict"]} == {str}  # the verdict's text, not its enum
+
+
 def test_datasets_loads_the_folder_as_one_table(dataset, tmp_path):
     from datasets import load_dataset
 
@@ -120,6 +143,33 @@ def test_publishing_again_adds_runs_and_replaces_its_own(tmp_path, cli):
     files = {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
     assert first < files and len(list(out.rglob("*.parquet"))) == 2
     assert _card(out)[1].count("\n| `2026") == 2
+
+
+def test_the_card_reads_back_only_the_runs_it_did_not_just_write(tmp_path, monkeypatch):
+    """The runs just published go into the card as they are in memory; only the folder's other runs are read
+    from their files (each published run was parsed twice before: a 454 MB run read again for one row)."""
+    from bench.cli.main import main
+    from bench.report.dataset import folder as dataset_folder
+
+    out = tmp_path / "ds"
+    assert main(["publish", str(COMPAT[0]), "--to", str(out)]) == 0
+    (first,) = [p.parent for p in out.glob("runs/*/results.json")]
+    read_back: list[list[str]] = []
+    real = dataset_folder.load_runs
+
+    def spy(paths, *rest):
+        read_back.append([Path(p).parent.name for p in paths])
+        return real(paths, *rest)
+
+    monkeypatch.setattr(dataset_folder, "load_runs", spy)
+    assert main(["publish", str(COMPAT[1]), "--to", str(out)]) == 0
+    assert read_back == [[first.name]]  # the earlier run, not the one just written
+    rows = [line for line in _card(out)[1].splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == sorted(p.parent.name for p in out.glob("runs/*/results.json"))
+    # Published again with nothing else in the folder: nothing is read back at all.
+    read_back.clear()
+    assert main(["publish", str(COMPAT[0]), str(COMPAT[1]), "--to", str(out)]) == 0
+    assert read_back == []
 
 
 def _with_host(tmp_path: Path, source: Path) -> Path:

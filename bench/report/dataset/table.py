@@ -13,8 +13,9 @@ import json
 
 from bench.errors import BenchInputError
 from bench.results.environment import LIBRARIES
-from bench.results.flat_rows import ROW_FIELDS
-from bench.results.frames import frame, parquet_engine
+from bench.results.flat_rows import ROW_FIELDS, case_rows
+from bench.results.frames import parquet_engine
+from bench.results.records import Results
 from bench.results.runs import Run
 
 _INT_ROW_FIELDS = {"step"}
@@ -69,10 +70,36 @@ def schema(*, with_hostname: bool = False):
 
 
 def _text(value: object) -> str | None:
-    """A cell of a text column: pandas may hold a missing parameter as NaN, a verdict as its enum."""
+    """A cell of a text column: a missing or NaN parameter is null, a verdict its enum's text."""
     if value is None or (isinstance(value, float) and value != value):
         return None
     return str(value)
+
+
+# The flat row's fields that are the case's own (the same on each of its rows), and the step's and metric's.
+_CASE_FIELDS = ROW_FIELDS[: ROW_FIELDS.index("step")]
+_ROW_FIELDS = ROW_FIELDS[len(_CASE_FIELDS) :]
+
+
+def row_columns(results: Results) -> dict[str, list]:
+    """ROW_FIELDS -> the cells of results.csv's rows (bench.results.flat_rows), each as its Arrow column holds
+    it: texts (or null), `step` an int (or null), `value` a float. A case's own fields are converted once for
+    all its rows, and no DataFrame is built between: at 20,000 cases (1.7 million rows) the frame and a
+    conversion per cell were most of a publish's time."""
+    out: dict[str, list] = {name: [] for name in ROW_FIELDS}
+    text = {name: out[name] for name in _ROW_FIELDS if name not in ("step", "value")}
+    for case in results.cases:
+        rows = list(case_rows(case))
+        if not rows:
+            continue
+        for name, value in zip(_CASE_FIELDS, rows[0], strict=False):
+            out[name].extend([_text(value)] * len(rows))
+        cells = dict(zip(ROW_FIELDS, zip(*rows, strict=True), strict=True))
+        out["step"].extend(None if v is None else int(v) for v in cells["step"])
+        out["value"].extend(float(v) for v in cells["value"])
+        for name, column in text.items():
+            column.extend(map(_text, cells[name]))
+    return out
 
 
 def run_table(run: Run, *, with_hostname: bool = False):
@@ -82,17 +109,13 @@ def run_table(run: Run, *, with_hostname: bool = False):
         raise BenchInputError(
             "publishing needs pyarrow (pip install 'peft-bench[report]')", source=run.source
         )
-    import pandas as pd  # heavy: only when a dataset is written
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: only when a dataset is written
 
     r = run.results
     env = r.environment
-    df = frame(r)
     params = {c.case_id: json.dumps(c.params, sort_keys=True) for c in r.cases}
     known = set(LIBRARIES)
-    columns = {name: [_text(v) for v in df[name].tolist()] for name in ROW_FIELDS}
-    columns["step"] = [None if pd.isna(v) else int(v) for v in df["step"].tolist()]
-    columns["value"] = [None if v is None else float(v) for v in df["value"].tolist()]
+    columns = row_columns(r)
     run_values = {
         "run_id": run.run_id,
         "run_started_at": run.started_at,
@@ -117,7 +140,7 @@ def run_table(run: Run, *, with_hostname: bool = False):
     }
     if with_hostname:
         run_values[HOSTNAME_COLUMN] = env.hostname
-    n = len(df)
+    n = len(columns["case_id"])
     for name, value in run_values.items():
         columns[name] = [value] * n
     columns["params_json"] = [params.get(cid) for cid in columns["case_id"]]
