@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bench.errors import BenchInputError
 from bench.results import columnar, judging, two_builders
@@ -25,6 +27,8 @@ from bench.results.records import CaseResult, Results
 from bench.results.summary import SUMMARY_FILE
 from bench.results.writing import save_json_and_columnar
 from bench.spec.codec import from_dict
+
+T = TypeVar("T")
 
 RESULTS_FILE = "results.json"
 CSV_FILE = "results.csv"
@@ -86,6 +90,21 @@ def collector_paused():
     finally:
         if was:
             gc.enable()
+
+
+def loaded_frozen(load_fn: Callable[..., T], *args: Any) -> T:
+    """`load_fn(*args)` for a command that keeps what it loads until it ends (report, site, publish): the
+    caller calls gc.unfreeze() when it is done with it.
+
+    The loaded records (millions of objects at 20,000 cases) hold no cycles: frozen, the collector's passes
+    while the command works no longer walk them (about 1 s of CPU at 5,000 cases in a report; a site's list
+    of timed steps took 3.3 s at 20,000 cases for that alone). Frozen before the collector is back on: the
+    objects made while it was off all wait in its youngest generation, and its first pass after would walk
+    them once (2.2 s at 20,000 cases)."""
+    with collector_paused():
+        out = load_fn(*args)
+        gc.freeze()
+    return out
 
 
 def _load(path: Path) -> Results:

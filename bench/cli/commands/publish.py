@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from bench.errors import BenchInputError
 from bench.report.dataset import hub
 from bench.report.dataset.folder import MARKER, check_dataset_folder, write_dataset
 from bench.results.runs import load_runs, spool_beside
+from bench.results.store import loaded_frozen
 
 NAME = "publish"
 
@@ -63,14 +65,19 @@ def run(args: argparse.Namespace) -> int:
         folder = folders[0] if folders else Path(tmp) / "dataset"
         # Each run's text is spooled as its id is hashed, and moved into the dataset: encoded once, not twice.
         with spool_beside(folder, args.with_hostname) as spool:
-            runs = load_runs(args.results, spool)
-            published = write_dataset(
-                runs,
-                folder,
-                with_hostname=args.with_hostname,
-                license=args.license,
-                pretty_name=args.pretty_name,
-            )
+            runs = loaded_frozen(
+                load_runs, args.results, spool
+            )  # kept to the end: out of the collector's way
+            try:
+                published = write_dataset(
+                    runs,
+                    folder,
+                    with_hostname=args.with_hostname,
+                    license=args.license,
+                    pretty_name=args.pretty_name,
+                )
+            finally:
+                gc.unfreeze()
         for rid in (r.run_id for r in runs):
             print(f"peft-bench: run {rid}")
         if folders:

@@ -14,7 +14,7 @@ from bench.report.build import write_reports
 from bench.results.brief import clipped
 from bench.results.frames import export, frame
 from bench.results.records import Results
-from bench.results.store import collector_paused, load
+from bench.results.store import load, loaded_frozen
 
 NAME = "report"
 MAX_LINES = 10  # files and cases without a script named on the terminal; the report lists them
@@ -65,16 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_frozen(path: Path) -> Results:
-    """The results at `path`, loaded for a report: the caller calls gc.unfreeze() when it is done with them.
-
-    The run's records (millions of objects at 20,000 cases) live until the command ends and hold no cycles:
-    frozen, the collector's passes while the report is built no longer walk them (about 1 s of CPU at 5,000).
-    Frozen before the collector is back on: the objects made while it was off all wait in its youngest
-    generation, and its first pass after would walk them once (2.2 s at 20,000 cases)."""
-    with collector_paused():
-        results = load(path)
-        gc.freeze()
-    return results
+    """The results at `path`, loaded for a report and frozen (bench.results.store.loaded_frozen): the caller
+    calls gc.unfreeze() when it is done with them."""
+    return loaded_frozen(load, path)
 
 
 def _report(args: argparse.Namespace, results: Results, folder: Path, out: Path) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 from bench.cli.paths import check_out_folder, path_arg
 from bench.report.site.build import check_site_folder, write_site
 from bench.results.runs import load_runs, spool_beside
+from bench.results.store import loaded_frozen
 
 NAME = "site"
 
@@ -43,10 +45,13 @@ def run(args: argparse.Namespace) -> int:
     check_site_folder(args.out)
     # Each run's text is spooled as its id is hashed, and moved into the site: encoded once, not twice.
     with spool_beside(args.out, args.with_hostname) as spool:
-        runs = load_runs(args.results, spool)
-        site = write_site(
-            runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
-        )
+        runs = loaded_frozen(load_runs, args.results, spool)  # kept to the end: out of the collector's way
+        try:
+            site = write_site(
+                runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
+            )
+        finally:
+            gc.unfreeze()
     for rid in site.runs:
         print(f"peft-bench: run {rid}")
     print(f"peft-bench: site of {len(site.runs)} run(s) in {site.out} (open {site.out / 'index.html'})")
