@@ -89,3 +89,26 @@ def test_parquet_reads_back(results, tmp_path):
 def test_unknown_format(results, tmp_path):
     with pytest.raises(BenchInputError, match="unknown table format '.xlsx'"):
         export(frame(results), tmp_path / "t.xlsx")
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"latency_ms_median", "total_recompiles", "rss_peak_bytes"},
+        {"phase_load_model_s"},
+        {"no such metric"},
+        set(),
+    ],
+    ids=["steps-and-case", "a-phase", "unknown", "none"],
+)
+def test_row_lists_of_some_metrics_are_those_rows_of_every_row(results, metrics):
+    """row_lists' `metrics` filter (a site's trends read 5 metrics of about 40): the same rows, in the same
+    order, as filtering every row afterwards; the rows of the other metrics are never made."""
+    from bench.results.flat_rows import row_lists
+
+    at = ROW_FIELDS.index("metric")
+    every = list(row_lists(results))
+    some = list(row_lists(results, metrics))
+    assert some == [r for r in every if r[at] in metrics]
+    assert bool(some) == bool(metrics - {"no such metric"})  # each known metric has rows here
+    assert list(row_lists(results, None)) == every and len({r[at] for r in every}) > 10

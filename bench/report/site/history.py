@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bench import VERDICT_RULES_VERSION
 from bench.results.environment import LIBRARIES
-from bench.results.flat_rows import rows
+from bench.results.flat_rows import ROW_FIELDS, row_lists
 from bench.results.records import Environment, Results
 from bench.results.runs import Run
 
@@ -132,18 +132,22 @@ def verdict_changes(cols: list[Column]) -> list[VerdictChange]:
     return out
 
 
+# Where a flat row holds what a trend reads (ROW_FIELDS' order).
+_TREND_AT = tuple(ROW_FIELDS.index(f) for f in ("case_id", "step", "op", "metric", "value"))
+
+
 def trends(cols: list[Column], metrics: dict[str, str] = TREND_METRICS) -> list[Trend]:
     """Each case's TREND_METRICS per step across the columns: only series with at least one value."""
     values: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     order: dict[tuple[str, str], dict[str, int]] = {}
     for i, col in enumerate(cols):
-        for row in rows(col.run.results):
-            if row["metric"] not in metrics or row["value"] is None:
-                continue
-            key = (row["case_id"], row["metric"])
-            label = "case" if row["step"] is None else f"step {row['step']} {row['op']}"
-            values.setdefault(key, {}).setdefault(label, {})[i] = float(row["value"])
-            order.setdefault(key, {}).setdefault(label, -1 if row["step"] is None else row["step"])
+        # Only the trend metrics' rows are made (row_lists' filter), as lists read by position.
+        for row in row_lists(col.run.results, metrics):
+            case_id, step, op, metric, value = (row[k] for k in _TREND_AT)
+            key = (case_id, metric)
+            label = "case" if step is None else f"step {step} {op}"
+            values.setdefault(key, {}).setdefault(label, {})[i] = float(value)
+            order.setdefault(key, {}).setdefault(label, -1 if step is None else step)
     out = []
     for (cid, metric), by_label in sorted(values.items()):
         labels = sorted(by_label, key=lambda lb: order[(cid, metric)][lb])
