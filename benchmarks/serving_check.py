@@ -242,6 +242,13 @@ def _time_setups() -> list[float]:
     return spent
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
+
+
 def _resized(step, args):
     """The serve step with --requests / --prompts in place of the scenario's (the check's fixed cost is per
     adapter, its per-response cost per distinct (adapter, prompt): how the ratio moves with the stream)."""
@@ -261,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="one_base,rows", help=f"comma-separated, of {sorted(VARIANTS)}")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "peft-bench")
-    ap.add_argument("--requests", type=int, help="serve this many requests instead of the scenario's")
-    ap.add_argument("--prompts", type=int, help="draw them from this many distinct prompts instead")
+    ap.add_argument("--requests", type=_positive, help="serve this many requests instead of the scenario's")
+    ap.add_argument("--prompts", type=_positive, help="draw them from this many distinct prompts instead")
     args = ap.parse_args(argv)
 
     import torch

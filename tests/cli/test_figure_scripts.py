@@ -136,3 +136,13 @@ def test_serving_check_serves_the_stream_size_it_is_given():
     )
     assert longer.serve.adapters == step.serve.adapters and longer.serve.seed == step.serve.seed
     assert longer.index == step.index and longer.op == "serve"
+
+
+@pytest.mark.parametrize("flag", ["--requests", "--prompts"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_serving_check_refuses_a_stream_size_below_one(flag, value, capsys):
+    from benchmarks import serving_check
+
+    with pytest.raises(SystemExit) as exc:
+        serving_check.main(["examples/cpu/serving_135m.toml", flag, value])
+    assert exc.value.code == 2 and flag in capsys.readouterr().err

@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
         folder = folders[0] if folders else Path(tmp) / "dataset"
         # Each run's text is spooled as its id is hashed, and moved into the dataset: encoded once, not twice.
         with spool_beside(folder, args.with_hostname) as spool:
-            runs = loaded_frozen(
-                load_runs, args.results, spool
-            )  # kept to the end: out of the collector's way
+            # Kept to the end: frozen, out of the garbage collector's way (bench.results.store).
+            runs = loaded_frozen(load_runs, args.results, spool)
             try:
                 published = write_dataset(
                     runs,

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     check_site_folder(args.out)
     # Each run's text is spooled as its id is hashed, and moved into the site: encoded once, not twice.
     with spool_beside(args.out, args.with_hostname) as spool:
-        runs = loaded_frozen(load_runs, args.results, spool)  # kept to the end: out of the collector's way
+        # Kept to the end: frozen, out of the garbage collector's way (bench.results.store).
+        runs = loaded_frozen(load_runs, args.results, spool)
         try:
             site = write_site(
                 runs, args.out, with_hostname=args.with_hostname, roots=(*args.scenarios_root, Path.cwd())
