@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -128,7 +128,12 @@ def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
         raise BenchInputError(f"cannot read every input{more}; nothing was written:\n  " + "\n  ".join(bad))
     if not runs:
         raise BenchInputError("no results given")
-    return sorted(runs.values(), key=lambda r: (r.started_at, r.run_id))
+    return in_start_order(runs.values())
+
+
+def in_start_order(runs: Iterable[Run]) -> list[Run]:
+    """Runs by start time (and id, for two started in the same second): a history's and a card's order."""
+    return sorted(runs, key=lambda r: (r.started_at, r.run_id))
 
 
 def write_results_json(path: Path, results: Results) -> None:

@@ -23,7 +23,7 @@ from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
 from bench.results.json_schema import schema_text
 from bench.results.outfiles import check_own_folder
-from bench.results.runs import Run, for_publishing, load_runs, place_results_json
+from bench.results.runs import Run, for_publishing, in_start_order, load_runs, place_results_json
 
 MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
 SCHEMA_FILE = "results.schema.json"
@@ -86,7 +86,7 @@ def _every_run(folder: Path, published: list[Run]) -> list[Run]:
     others = [p for p in sorted((folder / RUNS_DIR).glob("*/results.json")) if p.parent.name not in held]
     for run in load_runs(others) if others else []:
         held.setdefault(run.run_id, run)
-    return sorted(held.values(), key=lambda r: (r.started_at, r.run_id))
+    return in_start_order(held.values())
 
 
 def _write_parquet(table, path: Path) -> Path:
