@@ -246,6 +246,7 @@ COMPAT_TAGS = ("hotswap", "gate")  # scenarios carrying all of these tags are th
 COMPAT_MATRIX = [
     ("5.23.0", "0.21.2"),  # the pinned pair (constraints/ci.txt)
     ("5.24.0", "0.21.2"),  # transformers 5.24 requires peft >= 0.22 in most adapter calls; no such release
+    ("5.25.0", "0.21.2"),  # the newest transformers on 2026-12-06 (a plain install's pair): 5.24's check
     ("5.23.0", "0.20.0"),  # the oldest peft that transformers 5.23 accepts (its MIN_PEFT_VERSION)
     ("5.23.0", "0.18.1"),  # below that minimum: installs, then the adapter calls refuse it
 ]

@@ -31,9 +31,11 @@ KNOWN_BROKEN: tuple[BrokenPair, ...] = (
     BrokenPair(
         transformers_from=(5, 24),
         peft_below=(0, 22),
-        what="transformers 5.24 refuses peft < 0.22 in add_adapter, set_adapter, enable_adapters, "
-        "disable_adapters, active_adapters and delete_adapter (ValueError; only load_adapter does not check), "
-        "so every case would fail",
+        # 5.25.0 (published by 2026-12-06) keeps the same MIN_PEFT_VERSION and the same seven checks:
+        # tests/spec/test_versions.py installs both releases for real.
+        what="transformers 5.24 and later (5.25 too) refuse peft < 0.22 in add_adapter, set_adapter, "
+        "enable_adapters, disable_adapters, active_adapters and delete_adapter (ValueError; only load_adapter "
+        "does not check), so every case would fail",
         fix="pip install 'transformers<5.24' (or peft>=0.22 once it is released)",
     ),
 )

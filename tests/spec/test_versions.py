@@ -1,7 +1,8 @@
 """Issue 16, packaging: the known-broken transformers 5.24 + peft < 0.22 pair is refused at start-up with
 the fix, the compat matrix can still run it on purpose, and a bisect probe of it is `untestable` with the
-reason. The end-to-end tests install the real transformers 5.24.0 wheel into a probe folder (bench.bisect),
-over this environment's peft 0.21.2: the pair a plain `pip install -e .` resolves today."""
+reason. The end-to-end tests install the real transformers 5.24.0 and 5.25.0 wheels into a probe folder
+(bench.bisect), over this environment's peft 0.21.2: 5.25.0 with peft 0.21.2 is the pair a plain
+`pip install -e .` resolves since 5.25.0 came out (seen 2026-12-06; it keeps 5.24's MIN_PEFT_VERSION 0.22.0)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def test_broken_pair_rule(transformers, peft, dev):
     [
         ("5.24.0", "0.21.2", True),
         ("5.24.0.dev0", "0.21.2", True),
+        ("5.25.0", "0.21.2", True),  # the newest transformers, over the newest peft (2026-12-06)
         ("6.0.0", "0.17.0", True),
         ("5.23.0", "0.21.2", False),  # the pair this suite is developed on
         ("5.24.0", "0.22.0", False),
@@ -95,8 +97,11 @@ SCENARIO = (
 
 
 @pytest.mark.slow
-def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_path, cache_root):
-    """A bisect probe of transformers 5.24.0 (installed for real into its probe folder, over peft 0.21.2):
+@pytest.mark.parametrize("release", ["5.24.0", "5.25.0"])
+def test_real_transformers_5_24_and_later_is_refused_by_run_and_untestable_in_bisect(
+    release, tmp_path, cache_root
+):
+    """A bisect probe of `release` (installed for real into its probe folder, over peft 0.21.2):
     `untestable`, the reason the refusal with its fix. Then the same environment with
     --allow-known-broken-versions: the case fails on the library's own ValueError, which is what a user of
     the plain install met in every case before the refusal (the control: the rule is not a guess)."""
@@ -109,12 +114,12 @@ def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_p
     env_extra = {"PEFT_BENCH_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
     # An earlier search's result in the probe folder (seen in reports/bisect: a rules-1 results.json beside
     # the new untestable probe): a probe that does not run must not leave it there.
-    stale = tmp_path / "out" / "transformers-5.24.0" / "results.json"
+    stale = tmp_path / "out" / f"transformers-{release}" / "results.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
     record = run_probe(
         Target("transformers", "transformers"),
-        "5.24.0",
+        release,
         [str(scenario)],
         criteria.parse("expectation:matches_reference"),
         (),
@@ -125,7 +130,7 @@ def test_real_transformers_5_24_is_refused_by_run_and_untestable_in_bisect(tmp_p
     )
     assert record.state == UNTESTABLE and record.stage == "run failed", record
     assert "known-broken pair" in record.reason and "transformers<5.24" in record.reason, record.reason
-    assert "5.24.0" in record.imported
+    assert release in record.imported
     assert not stale.exists(), "an earlier search's results.json outlived the probe"
 
     env = {**os.environ, **env_extra, "PYTHONPATH": os.pathsep.join([str(REPO), record.env])}
