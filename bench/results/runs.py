@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from bench.errors import BenchInputError
 from bench.results.atomic import replace_atomically
@@ -30,6 +30,9 @@ from bench.results.writing import write_json
 # the pod's host name (bench.cli.ci.scheduler_from_env).
 HOST_KEYS = ("node",)
 HOST_KEYS_BY_KIND = {"kubernetes": ("job_id",)}
+
+
+_Started = TypeVar("_Started")  # a Run, or a record of one with its started_at and run_id
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,9 @@ def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
     return in_start_order(runs.values())
 
 
-def in_start_order(runs: Iterable[Run]) -> list[Run]:
-    """Runs by start time (and id, for two started in the same second): a history's and a card's order."""
+def in_start_order(runs: Iterable[_Started]) -> list[_Started]:
+    """Runs by start time (and id, for two started in the same second): a history's and a card's order. Runs,
+    or anything with their `started_at` and `run_id` (the dataset card's rows, bench.report.dataset.card)."""
     return sorted(runs, key=lambda r: (r.started_at, r.run_id))
 
 

@@ -149,14 +149,17 @@ def test_publishing_again_adds_runs_and_replaces_its_own(tmp_path, cli):
 
 
 def test_the_card_reads_back_only_the_runs_it_did_not_just_write(tmp_path, monkeypatch):
-    """The runs just published go into the card as they are in memory; only the folder's other runs are read
-    from their files (each published run was parsed twice before: a 454 MB run read again for one row)."""
+    """The runs just published go into the card as they are in memory (each published run was parsed twice
+    before: a 454 MB run read again for one row); the folder's other runs come from their card.json, checked
+    against their results.json's sha256, and are read from their files only where that record is missing,
+    names another run or was written for other bytes. Read or indexed, the card is the same text."""
     from bench.cli.main import main
     from bench.report.dataset import folder as dataset_folder
 
     out = tmp_path / "ds"
     assert main(["publish", str(COMPAT[0]), "--to", str(out)]) == 0
     (first,) = [p.parent for p in out.glob("runs/*/results.json")]
+    assert (first / "card.json").is_file()
     read_back: list[list[str]] = []
     real = dataset_folder.load_runs
 
@@ -165,10 +168,34 @@ def test_the_card_reads_back_only_the_runs_it_did_not_just_write(tmp_path, monke
         return real(paths, *rest)
 
     monkeypatch.setattr(dataset_folder, "load_runs", spy)
-    assert main(["publish", str(COMPAT[1]), "--to", str(out)]) == 0
-    assert read_back == [[first.name]]  # the earlier run, not the one just written
-    rows = [line for line in _card(out)[1].splitlines() if line.startswith("| `")]
+
+    def publish_second() -> str:
+        read_back.clear()
+        assert main(["publish", str(COMPAT[1]), "--to", str(out)]) == 0
+        return _card(out)[1]
+
+    indexed = publish_second()
+    assert read_back == []  # the earlier run from its card.json, the new one from memory
+    rows = [line for line in indexed.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == sorted(p.parent.name for p in out.glob("runs/*/results.json"))
+
+    # Negative controls: each makes the earlier run read again, and the card is the same as from its record.
+    record = (first / "card.json").read_text()
+    (first / "card.json").unlink()
+    assert publish_second() == indexed and read_back == [[first.name]]
+    assert (first / "card.json").read_text() == record  # written again, the same
+    with open(first / "results.json", "a") as f:
+        f.write("\n")  # other bytes, the same run
+    assert publish_second() == indexed and read_back == [[first.name]]
+    assert (first / "card.json").read_text() != record  # the new bytes' hash
+    assert publish_second() == indexed and read_back == []
+    other = json.loads((first / "card.json").read_text())
+    other["card"]["run_id"] = "20990101T000000Z-00000000"
+    (first / "card.json").write_text(json.dumps(other))
+    assert publish_second() == indexed and read_back == [[first.name]]
+    (first / "card.json").write_text("{not json")
+    assert publish_second() == indexed and read_back == [[first.name]]
+
     # Published again with nothing else in the folder: nothing is read back at all.
     read_back.clear()
     assert main(["publish", str(COMPAT[0]), str(COMPAT[1]), "--to", str(out)]) == 0

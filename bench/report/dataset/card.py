@@ -8,7 +8,9 @@ hand, every string as a JSON string (valid YAML), so no YAML library is needed t
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+from dataclasses import asdict, dataclass
 
 from bench import VERDICT_RULES_VERSION
 from bench.report.dataset.table import column_names
@@ -49,28 +51,74 @@ def yaml_header(*, pretty_name: str, license: str, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_row(run: Run) -> str:
-    r = run.results
-    libs = r.environment.libraries
-    rules = str(r.verdict_rules)
-    if r.verdict_rules < VERDICT_RULES_VERSION:
+@dataclass(frozen=True)
+class CardRun:
+    """What the card says of one run: its row of the Runs table, and the start time and verdict rules that
+    order and flag it. A few fields, so that the runs a folder already holds need not be read again to rewrite
+    the card (bench.report.dataset.folder keeps each in runs/<id>/card.json)."""
+
+    run_id: str
+    started_at: _dt.datetime  # timezone-aware, as Run.started_at
+    transformers: str | None
+    peft: str | None
+    torch: str | None
+    device: str  # the GPU's name, else the device
+    verdict_rules: int
+    verdicts: str  # counts_line: "3 pass (1 unverified), 1 fail"
+
+    @property
+    def date(self) -> str:  # as Run.date: the folder its Parquet file is in
+        return self.started_at.strftime("%Y-%m-%d")
+
+    @classmethod
+    def of(cls, run: Run) -> CardRun:
+        r = run.results
+        libs = r.environment.libraries
+        return cls(
+            run.run_id,
+            run.started_at,
+            libs.get("transformers"),
+            libs.get("peft"),
+            libs.get("torch"),
+            r.environment.gpu or r.environment.device,
+            r.verdict_rules,
+            counts_line(r),
+        )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CardRun:
+        """Raises KeyError, TypeError or ValueError on a record that is not one (the caller reads the run
+        instead)."""
+        fields = {**data, "started_at": _dt.datetime.fromisoformat(data["started_at"])}
+        row = cls(**fields)
+        if row.started_at.tzinfo is None or not isinstance(row.verdict_rules, int):
+            raise ValueError("not a card row")
+        return row
+
+
+def _run_row(run: CardRun) -> str:
+    rules = str(run.verdict_rules)
+    if run.verdict_rules < VERDICT_RULES_VERSION:
         rules += f" (older than {VERDICT_RULES_VERSION})"
     cells = [
         f"`{run.run_id}`",
         run.started_at.strftime("%Y-%m-%d %H:%M"),
-        libs.get("transformers") or "-",
-        libs.get("peft") or "-",
-        libs.get("torch") or "-",
-        r.environment.gpu or r.environment.device,
+        run.transformers or "-",
+        run.peft or "-",
+        run.torch or "-",
+        run.device,
         rules,
-        counts_line(r),
+        run.verdicts,
     ]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def render(runs: list[Run], *, pretty_name: str, license: str, rows: int, with_hostname: bool) -> str:
+def render(runs: list[CardRun], *, pretty_name: str, license: str, rows: int, with_hostname: bool) -> str:
     """Long because: the card's text, one block per part, in the order it reads."""
-    stale = [r for r in runs if r.results.verdict_rules < VERDICT_RULES_VERSION]
+    stale = [r for r in runs if r.verdict_rules < VERDICT_RULES_VERSION]
     run_cols = ", ".join(f"`{c}`" for c in column_names(with_hostname=with_hostname) if c not in ROW_FIELDS)
     body = [
         f"# {pretty_name}",

@@ -3,15 +3,24 @@
     README.md                          the dataset card (YAML header: configs, license, tags, pretty_name)
     data/<start date>/<run id>.parquet one per run, one fixed schema (bench.report.dataset.table)
     runs/<run id>/results.json         the run's full results
+    runs/<run id>/card.json            what the card says of it, and the sha256 of that results.json
     results.schema.json                the JSON Schema of results.json (bench.results.json_schema)
 
 Publishing into a folder that already holds a dataset adds the new runs to it (a run published again
 replaces its own files: the id is the same) and rewrites the card over every run there. Every table is
 built before the first file is written, and each file is written whole (temporary file, rename).
+
+The card's rows of the runs the folder already held come from their card.json, checked against their
+results.json by its sha256, so that publishing one more run does not parse every earlier one again (a
+20,000-case run is a 454 MB results.json; its parse took longer than the rest of a publish). A run without
+a card.json, or whose results.json no longer has the recorded hash, is read whole and its card.json
+written again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +28,7 @@ from pathlib import Path
 
 from bench.errors import BenchInputError
 from bench.report.dataset import card
+from bench.report.dataset.card import CardRun
 from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
 from bench.results.json_schema import schema_text
@@ -28,6 +38,7 @@ from bench.results.runs import Run, for_publishing, in_start_order, load_runs, p
 MARKER = ".peft-bench-dataset"  # says "a dataset this command wrote"; never uploaded
 SCHEMA_FILE = "results.schema.json"
 DATA_DIR, RUNS_DIR = "data", "runs"
+CARD_FILE = "card.json"  # beside each run's results.json
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ def check_dataset_folder(folder: Path) -> None:
     check_own_folder(folder, MARKER, "a dataset written by peft-bench publish")
 
 
-def parquet_path(run: Run) -> str:
+def parquet_path(run: Run | CardRun) -> str:
     return f"{DATA_DIR}/{run.date}/{run.run_id}.parquet"
 
 
@@ -64,9 +75,9 @@ def write_dataset(
         written.append(_write_parquet(table, folder / parquet_path(run)))
         path = folder / RUNS_DIR / run.run_id / "results.json"
         place_results_json(path, run)
-        written.append(path)
+        written += [path, _write_card_json(path, CardRun.of(run))]
     write_text(folder / SCHEMA_FILE, schema_text())
-    everything = _every_run(folder, runs)
+    everything = _every_run(folder, runs, written)
     rows = _row_count(folder, everything)
     text = card.render(
         everything, pretty_name=pretty_name, license=license, rows=rows, with_hostname=with_hostname
@@ -77,16 +88,54 @@ def write_dataset(
     return Published(folder, tuple(written), tuple(r.run_id for r in everything), rows)
 
 
-def _every_run(folder: Path, published: list[Run]) -> list[Run]:
-    """Every run the folder holds, in start order, for the card: the runs just published as they are in
-    memory (a results.json read back is the same run: its folder is named by the id its content hashes to),
-    the folder's other runs read from their files. Reading back what was just written cost a second parse of
-    every published case (a 454 MB run read twice)."""
-    held = {run.run_id: run for run in published}
-    others = [p for p in sorted((folder / RUNS_DIR).glob("*/results.json")) if p.parent.name not in held]
-    for run in load_runs(others) if others else []:
-        held.setdefault(run.run_id, run)
+def _every_run(folder: Path, published: list[Run], written: list[Path]) -> list[CardRun]:
+    """What the card says of every run the folder holds, in start order: the runs just published from memory
+    (a results.json read back is the same run: its folder is named by the id its content hashes to), the
+    folder's other runs from their card.json where it matches their results.json (_indexed), else read from
+    their files, their card.json written again (added to `written`)."""
+    held = {run.run_id: CardRun.of(run) for run in published}
+    unread = []
+    for path in sorted((folder / RUNS_DIR).glob("*/results.json")):
+        if path.parent.name in held:
+            continue
+        row = _indexed(path)
+        if row is None:
+            unread.append(path)
+        else:
+            held[row.run_id] = row
+    for run in load_runs(unread) if unread else []:
+        row = held.setdefault(run.run_id, CardRun.of(run))
+        # Only in the run's own folder: a results.json put under another id's folder stays unindexed.
+        path = folder / RUNS_DIR / run.run_id / "results.json"
+        if Path(run.source) == path:
+            written.append(_write_card_json(path, row))
     return in_start_order(held.values())
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_card_json(results_json: Path, row: CardRun) -> Path:
+    path = results_json.with_name(CARD_FILE)
+    record = {"results_sha256": _sha256(results_json), "card": row.to_json()}
+    write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def _indexed(results_json: Path) -> CardRun | None:
+    """The run's card row from its card.json, or None where there is none, it cannot be read, it names
+    another run than its folder does, or it was written for other bytes than the results.json there now."""
+    try:
+        record = json.loads(results_json.with_name(CARD_FILE).read_text())
+        row = CardRun.from_json(record["card"])
+        recorded = record["results_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if row.run_id != results_json.parent.name or recorded != _sha256(results_json):
+        return None
+    return row
 
 
 def _write_parquet(table, path: Path) -> Path:
@@ -106,7 +155,7 @@ def _write_parquet(table, path: Path) -> Path:
     return path
 
 
-def _row_count(folder: Path, runs: list[Run]) -> int:
+def _row_count(folder: Path, runs: list[CardRun]) -> int:
     import pyarrow.parquet as pq  # heavy: only when a dataset is written
 
     total = 0
