@@ -195,6 +195,10 @@ def test_the_card_reads_back_only_the_runs_it_did_not_just_write(tmp_path, monke
     assert publish_second() == indexed and read_back == [[first.name]]
     (first / "card.json").write_text("{not json")
     assert publish_second() == indexed and read_back == [[first.name]]
+    wrong_type = json.loads((first / "card.json").read_text())
+    wrong_type["card"]["verdicts"] = 3  # not the text a row holds
+    (first / "card.json").write_text(json.dumps(wrong_type))
+    assert publish_second() == indexed and read_back == [[first.name]]
 
     # Published again with nothing else in the folder: nothing is read back at all.
     read_back.clear()

@@ -94,7 +94,14 @@ class CardRun:
         instead)."""
         fields = {**data, "started_at": _dt.datetime.fromisoformat(data["started_at"])}
         row = cls(**fields)
-        if row.started_at.tzinfo is None or not isinstance(row.verdict_rules, int):
+        texts = (row.run_id, row.device, row.verdicts)
+        versions = (row.transformers, row.peft, row.torch)
+        if (
+            row.started_at.tzinfo is None
+            or type(row.verdict_rules) is not int
+            or not all(isinstance(t, str) for t in texts)
+            or not all(v is None or isinstance(v, str) for v in versions)
+        ):
             raise ValueError("not a card row")
         return row
 

@@ -77,7 +77,8 @@ def write_dataset(
         place_results_json(path, run)
         written += [path, _write_card_json(path, CardRun.of(run))]
     write_text(folder / SCHEMA_FILE, schema_text())
-    everything = _every_run(folder, runs, written)
+    everything, mended = _every_run(folder, runs)
+    written += mended
     rows = _row_count(folder, everything)
     text = card.render(
         everything, pretty_name=pretty_name, license=license, rows=rows, with_hostname=with_hostname
@@ -88,13 +89,13 @@ def write_dataset(
     return Published(folder, tuple(written), tuple(r.run_id for r in everything), rows)
 
 
-def _every_run(folder: Path, published: list[Run], written: list[Path]) -> list[CardRun]:
+def _every_run(folder: Path, published: list[Run]) -> tuple[list[CardRun], list[Path]]:
     """What the card says of every run the folder holds, in start order: the runs just published from memory
     (a results.json read back is the same run: its folder is named by the id its content hashes to), the
     folder's other runs from their card.json where it matches their results.json (_indexed), else read from
-    their files, their card.json written again (added to `written`)."""
+    their files and their card.json written again (the second list: those files)."""
     held = {run.run_id: CardRun.of(run) for run in published}
-    unread = []
+    unread, mended = [], []
     for path in sorted((folder / RUNS_DIR).glob("*/results.json")):
         if path.parent.name in held:
             continue
@@ -108,8 +109,8 @@ def _every_run(folder: Path, published: list[Run], written: list[Path]) -> list[
         # Only in the run's own folder: a results.json put under another id's folder stays unindexed.
         path = folder / RUNS_DIR / run.run_id / "results.json"
         if Path(run.source) == path:
-            written.append(_write_card_json(path, row))
-    return in_start_order(held.values())
+            mended.append(_write_card_json(path, row))
+    return in_start_order(held.values()), mended
 
 
 def _sha256(path: Path) -> str:
