@@ -19,7 +19,6 @@ written again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -31,6 +30,7 @@ from bench.report.dataset import card
 from bench.report.dataset.card import CardRun
 from bench.report.dataset.table import run_table
 from bench.results.atomic import write_text
+from bench.results.columnar import fingerprint  # the sha256 a columnar copy is matched by
 from bench.results.json_schema import schema_text
 from bench.results.outfiles import check_own_folder
 from bench.results.runs import Run, for_publishing, in_start_order, load_runs, place_results_json
@@ -113,14 +113,9 @@ def _every_run(folder: Path, published: list[Run]) -> tuple[list[CardRun], list[
     return in_start_order(held.values()), mended
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _write_card_json(results_json: Path, row: CardRun) -> Path:
     path = results_json.with_name(CARD_FILE)
-    record = {"results_sha256": _sha256(results_json), "card": row.to_json()}
+    record = {"results_sha256": fingerprint(results_json)["sha256"], "card": row.to_json()}
     write_text(path, json.dumps(record, indent=1) + "\n")
     return path
 
@@ -134,7 +129,7 @@ def _indexed(results_json: Path) -> CardRun | None:
         recorded = record["results_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if row.run_id != results_json.parent.name or recorded != _sha256(results_json):
+    if row.run_id != results_json.parent.name or recorded != fingerprint(results_json)["sha256"]:
         return None
     return row
 
