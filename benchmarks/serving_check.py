@@ -193,7 +193,22 @@ def one_base():
         oracle_rows.each_alone, evidence.adapter_margins, check.compare = saved
 
 
+@contextlib.contextmanager
+def collector_on():
+    """The check at 91069fa: the cyclic garbage collector left on while the references are built (each
+    load_adapter's new objects set off passes over the whole process)."""
+    import bench.engine.serving.evidence as evidence
+
+    paused = evidence.collector_paused
+    evidence.collector_paused = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        evidence.collector_paused = paused
+
+
 VARIANTS = {
+    "collector_on": collector_on,
     "every_adapter": every_adapter,
     "unbatched": unbatched,
     "before": before,

@@ -5,7 +5,6 @@ See docs/results-schema.md for the fields. Every write is atomic.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -20,6 +19,7 @@ from bench.errors import BenchInputError
 from bench.results import columnar, judging, two_builders
 from bench.results.atomic import replace_atomically
 from bench.results.checks import ResultsInvalid, parse_results
+from bench.results.collector import collector_paused
 from bench.results.finite import NOTES_KEY
 from bench.results.flat_rows import write_header
 from bench.results.outfiles import file_kind
@@ -75,21 +75,6 @@ def load(path: str | Path) -> Results:
     path = _results_file(path)
     with collector_paused():
         return _load(path)
-
-
-@contextlib.contextmanager
-def collector_paused():
-    """The cyclic garbage collector off while a file's records are built: they are millions of new objects
-    and hold no cycles, so its passes over them (a third of the time of loading 4,000 cases) find nothing.
-    compare and gate keep it off while they judge too: each finding made set off passes over every loaded
-    case (about 3 s of CPU at 20,000 cases)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def loaded_frozen(load_fn: Callable[..., T], *args: Any) -> T:

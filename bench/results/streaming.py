@@ -33,11 +33,12 @@ from typing import Any, NamedTuple
 
 from bench.results import columnar
 from bench.results.atomic import replace_atomically
+from bench.results.collector import collector_paused
 from bench.results.failures import failure_line
 from bench.results.flat_rows import write_header
 from bench.results.records import CaseResult, Results
 from bench.results.shards import Source, checked, merged_top, with_provenance, with_provenance_text
-from bench.results.store import CSV_FILE, collector_paused, load_streamable
+from bench.results.store import CSV_FILE, load_streamable
 from bench.results.summary import counts_text, steps_lines, summary_text, table_row
 from bench.results.writing import Encoded, save_json_and_columnar
 from bench.spec.codec import from_dict

@@ -122,3 +122,57 @@ def test_batching_leaves_the_wrong_responses_of_the_transformers_bug_unchanged(c
         assert sv.serve_s > 0 and sv.check_s > 0
         parts = sv.check_load_s + sv.check_responses_s + sv.check_oracle_s
         assert sv.check_s == pytest.approx(parts, rel=1e-6)
+
+
+def _check_under_watch(cache_root, write_scenario, monkeypatch) -> tuple[list[bool], int, bool]:
+    """A side_by_side serve step run as a case, and while its check built the references: whether the
+    collector was on at each reference load, and how many collector passes ran from the first load until the
+    reference was closed; then whether the collector is on after the case."""
+    import gc
+
+    from bench.spec.cases import expand
+
+    watched = {"on_at_load": [], "passes": 0, "inside": False}
+    activate, close = ServingReference._activate, ServingReference.close
+
+    def watched_activate(self, adapter):
+        watched["on_at_load"].append(gc.isenabled())
+        watched["inside"] = True
+        return activate(self, adapter)
+
+    def watched_close(self):
+        watched["inside"] = False
+        return close(self)
+
+    def count(phase, info):
+        if phase == "start" and watched["inside"]:
+            watched["passes"] += 1
+
+    (case,) = expand(_serve(write_scenario))
+    with monkeypatch.context() as m:  # undone on the way out: the next call wraps the real methods again
+        m.setattr(ServingReference, "_activate", watched_activate)
+        m.setattr(ServingReference, "close", watched_close)
+        gc.callbacks.append(count)
+        try:
+            result = run_case(case, cache_root)
+        finally:
+            gc.callbacks.remove(count)
+    step, sv = _record(result)
+    assert sv.figures.checked_responses > 0 and sv.figures.wrong_responses == 0, step
+    return watched["on_at_load"], watched["passes"], gc.isenabled()
+
+
+def test_the_collector_is_off_while_a_serve_step_is_checked(cache_root, write_scenario, monkeypatch):
+    """The check's reference loads make thousands of module objects and no cycle: no collector pass runs while
+    the references are built (bench.engine.serving.evidence), and the collector is on again after. Negative
+    control: with the pause taken out, the same case's check does set off passes."""
+    import contextlib
+
+    import bench.engine.serving.evidence as evidence
+
+    on_at_load, passes, on_after = _check_under_watch(cache_root, write_scenario, monkeypatch)
+    assert on_at_load and not any(on_at_load) and passes == 0 and on_after
+
+    monkeypatch.setattr(evidence, "collector_paused", contextlib.nullcontext)
+    on_at_load, passes, on_after = _check_under_watch(cache_root, write_scenario, monkeypatch)
+    assert on_at_load and all(on_at_load) and passes > 0 and on_after

@@ -8,7 +8,8 @@ from pathlib import Path
 from bench.judge.compare import TIMING_MODES, compare, rules_mismatch
 from bench.judge.thresholds import load_policy, with_flags
 from bench.report.comparison import comparison_markdown, comparison_text
-from bench.results.store import collector_paused, load_for_judging
+from bench.results.collector import collector_paused
+from bench.results.store import load_for_judging
 
 NAME = "compare"
 
@@ -51,7 +52,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.store)
+    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.collector)
         return _run(args)
 
 

@@ -14,8 +14,9 @@ from bench.judge.gate import DEFAULT_BASELINE, decide, update_command
 from bench.report.comparison import MAX_ROWS, comparison_markdown, comparison_text
 from bench.results.atomic import write_text
 from bench.results.brief import clipped
+from bench.results.collector import collector_paused
 from bench.results.records import FAILING_VERDICTS
-from bench.results.store import RESULTS_FILE, collector_paused, load_for_judging
+from bench.results.store import RESULTS_FILE, load_for_judging
 
 NAME = "gate"
 CONFIG_BESIDE_BASELINE = "gate.toml"
@@ -90,7 +91,7 @@ def _summary_file(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.store)
+    with collector_paused():  # findings and loaded cases hold no cycles (bench.results.collector)
         return _run(args)
 
 
