@@ -196,15 +196,16 @@ def one_base():
 @contextlib.contextmanager
 def collector_on():
     """The check at 91069fa: the cyclic garbage collector left on while the references are built (each
-    load_adapter's new objects set off passes over the whole process)."""
-    import bench.engine.serving.evidence as evidence
+    load_adapter's new objects set off passes over the whole process). The worker now pauses it around every
+    step's references (bench.worker.evidence.gather_evidence), and timed_check takes the same pause from there."""
+    import bench.worker.evidence as worker_evidence
 
-    paused = evidence.collector_paused
-    evidence.collector_paused = contextlib.nullcontext
+    paused = worker_evidence.collector_paused
+    worker_evidence.collector_paused = contextlib.nullcontext
     try:
         yield
     finally:
-        evidence.collector_paused = paused
+        worker_evidence.collector_paused = paused
 
 
 VARIANTS = {
@@ -219,9 +220,11 @@ VARIANTS = {
 
 
 def timed_check(run, ready, variant) -> dict:
+    import bench.worker.evidence as worker_evidence
     from bench.engine.serving.evidence import serving_record
 
-    with variant():
+    # The pause the worker puts around a step's references (looked up now: collector_on takes it out).
+    with variant(), worker_evidence.collector_paused():
         cpu, wall = time.process_time(), time.perf_counter()
         sv = serving_record(run, ready.oracles.reference, ready.oracles.math, ready.subject)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

@@ -164,11 +164,11 @@ def _check_under_watch(cache_root, write_scenario, monkeypatch) -> tuple[list[bo
 
 def test_the_collector_is_off_while_a_serve_step_is_checked(cache_root, write_scenario, monkeypatch):
     """The check's reference loads make thousands of module objects and no cycle: no collector pass runs while
-    the references are built (bench.engine.serving.evidence), and the collector is on again after. Negative
-    control: with the pause taken out, the same case's check does set off passes."""
+    the references are built (bench.worker.evidence.gather_evidence), and the collector is on again after.
+    Negative control: with the pause taken out, the same case's check does set off passes."""
     import contextlib
 
-    import bench.engine.serving.evidence as evidence
+    import bench.worker.evidence as evidence
 
     on_at_load, passes, on_after = _check_under_watch(cache_root, write_scenario, monkeypatch)
     assert on_at_load and not any(on_at_load) and passes == 0 and on_after

@@ -192,3 +192,48 @@ def test_a_checked_output_is_a_copy_later_calls_cannot_overwrite():
     raw = replay(1.0)  # control: the call's own output is the storage the next call overwrites
     replay(2.0)
     assert torch.equal(raw, torch.full((3,), 2.0))
+
+
+def _collector_seen(cache_root, monkeypatch) -> tuple[list[bool], list[bool], bool]:
+    """hotswap_peft.toml run as a case: whether the cyclic collector was on at each fresh reference base, at
+    each copy floor, and after the case."""
+    import gc
+
+    import bench.worker.evidence as evidence
+    from bench.engine.reference import ReferenceOracle
+
+    at_base: list[bool] = []
+    at_floor: list[bool] = []
+    fresh_base, floor = ReferenceOracle.fresh_base, evidence.copy_floor_ms
+
+    def watched_base(self):
+        at_base.append(gc.isenabled())
+        return fresh_base(self)
+
+    def watched_floor(*args, **kwargs):
+        at_floor.append(gc.isenabled())
+        return floor(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(ReferenceOracle, "fresh_base", watched_base)
+        m.setattr(evidence, "copy_floor_ms", watched_floor)
+        r = _run(SCENARIOS / "hotswap_peft.toml", cache_root)
+    assert r.verdict == "pass", r.reason
+    return at_base, at_floor, gc.isenabled()
+
+
+def test_references_are_built_with_the_collector_paused(cache_root, monkeypatch):
+    """Every fresh reference of a step is built with the cyclic collector off (bench.worker.evidence: its passes
+    over the whole process find nothing there); the copy floor is timed with it on, as the steps are, and it
+    is on after the case. Negative control: without the pause the references see it on."""
+    import contextlib
+
+    import bench.worker.evidence as evidence
+
+    at_base, at_floor, after = _collector_seen(cache_root, monkeypatch)
+    assert at_base and not any(at_base)
+    assert at_floor and all(at_floor) and after
+
+    monkeypatch.setattr(evidence, "collector_paused", contextlib.nullcontext)
+    at_base, _, after = _collector_seen(cache_root, monkeypatch)
+    assert at_base and all(at_base) and after

@@ -19,7 +19,6 @@ from bench.engine.serving.check import (
 )
 from bench.engine.serving.figures import figures, request_records
 from bench.engine.serving.serve import ServingError, ServingRun, phase
-from bench.results.collector import collector_paused
 from bench.results.serving_records import ServingRecord
 
 
@@ -53,34 +52,30 @@ def serving_record(run: ServingRun, oracle, math_oracle, subject) -> ServingReco
     phase(f"serve: checking {len(run.responses)} responses against fresh references")
     notes = list(run.notes)
     started = time.perf_counter()
-    # The collector off while the references are built: each load_adapter makes thousands of new objects, and
-    # the passes they set off walk the whole process (the subject and its adapters too) and find no cycle
-    # worth the time: about 0.3 s each on the 135M shape (reports/performance/serving_check.md).
-    with collector_paused():
-        try:
-            # The stream's calls ran on the case's backend once the strategy compiled (its setup compiles).
-            backend = subject.compile_setting.backend if subject.compile_setting.enabled else "eager"
+    try:
+        # The stream's calls ran on the case's backend once the strategy compiled (its setup compiles).
+        backend = subject.compile_setting.backend if subject.compile_setting.enabled else "eager"
 
-            def tol_for(reference_logits):
-                return oracle.tolerance(reference_logits, backend)
+        def tol_for(reference_logits):
+            return oracle.tolerance(reference_logits, backend)
 
-            prompts = sampled_prompts(run)
-            # Every reference this step needs, per adapter in batches, before any is read.
-            reference.ensure(wanted_references(run, prompts), run.prompts, forward_of=prompts)
-            checks = check_run(run, reference, tol_for)
-            checked, loaded_s = time.perf_counter(), reference.load_s
-            kind = subject.workload.kind
-            # The rule in words from a reference already computed for a check (the bound scales with it).
-            rule = check_rule(tol_for(first_checked_reference(reference, run)), kind) if checks else ""
+        prompts = sampled_prompts(run)
+        # Every reference this step needs, per adapter in batches, before any is read.
+        reference.ensure(wanted_references(run, prompts), run.prompts, forward_of=prompts)
+        checks = check_run(run, reference, tol_for)
+        checked, loaded_s = time.perf_counter(), reference.load_s
+        kind = subject.workload.kind
+        # The rule in words from a reference already computed for a check (the bound scales with it).
+        rule = check_rule(tol_for(first_checked_reference(reference, run)), kind) if checks else ""
 
-            def math_for(input_ids):
-                inputs = Inputs(input_ids, torch.ones_like(input_ids))
-                return dataclasses.replace(math_oracle, inputs=inputs, _logits={}, _tokens={}, _adapters={})
+        def math_for(input_ids):
+            inputs = Inputs(input_ids, torch.ones_like(input_ids))
+            return dataclasses.replace(math_oracle, inputs=inputs, _logits={}, _tokens={}, _adapters={})
 
-            agreement, how = agree_with_math(run, reference, math_for, prompts) if run.served else ({}, "")
-            margins = adapter_margins(run, reference, tol_for, prompts) if run.served else {}
-        finally:
-            reference.close()
+        agreement, how = agree_with_math(run, reference, math_for, prompts) if run.served else ({}, "")
+        margins = adapter_margins(run, reference, tol_for, prompts) if run.served else {}
+    finally:
+        reference.close()
     done = time.perf_counter()
     notes.extend(reference.notes)
     if how:
