@@ -14,10 +14,10 @@ def collector_paused():
     - building a results file's records (a third of the time of loading 4,000 cases; bench.results.store);
     - compare and gate while they judge: each finding made set off passes over every loaded case (about 3 s of
       CPU at 20,000 cases);
-    - a serve step's check (bench.engine.serving.evidence): each reference load_adapter makes thousands of
-      module objects, and the passes they set off walk the subject, its adapters and the libraries' own
-      objects too (about 0.3 s each on the 135M shape, 0.4 s of a 7 s check:
-      reports/performance/serving_check.md)."""
+    - a case's references (bench.worker.evidence.gather_evidence): each fresh model and load_adapter makes
+      thousands of module objects, and the passes they set off walk the subject, its adapters and the
+      libraries' own objects too (about 0.3 s each on the 135M shape: a serve step's check 7.9 -> 7.0 s, a
+      hotswap case's references 4.3 -> 2.9 s; reports/performance/serving_check.md)."""
     was = gc.isenabled()
     gc.disable()
     try:

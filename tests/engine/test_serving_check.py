@@ -130,8 +130,6 @@ def _check_under_watch(cache_root, write_scenario, monkeypatch) -> tuple[list[bo
     reference was closed; then whether the collector is on after the case."""
     import gc
 
-    from bench.spec.cases import expand
-
     watched = {"on_at_load": [], "passes": 0, "inside": False}
     activate, close = ServingReference._activate, ServingReference.close
 
