@@ -13,7 +13,7 @@
 #      (examples/gpu/inductor_hotswap.toml, and examples/gpu/cudagraphs_hotswap.toml, whose CUDA graph
 #      re-records per step go to stages.log) and the serving replay on a 135M-shaped model
 #      (examples/cpu/serving_135m.toml), whose timings are the ones to report; stages.log gets each serving
-#      case's serve_s and check_s (checking every response against serving the stream);
+#      case's serve_s, setup_s and check_s (checking every response against serving the stream);
 #   Q. bitsandbytes on CUDA: the 4-bit and 8-bit hotswap and quantized scenarios (their bitsandbytes-on-CPU
 #      known failures are scoped to CPU hosts; what CUDA does instead is in reports/gpu/README.md).
 # STAGES=A,C picks some (default: A,B,C,Q); SERVING_K=-k,hotswap narrows the serving replay; TA, TC1,
@@ -113,7 +113,8 @@ from bench.results.store import load
 f = lambda v: "-" if v is None else f"{v:.2f}"
 for c in load(sys.argv[1]).cases:
     for sv in (s.serving for s in c.steps if s.serving is not None):
-        print(f"C: {c.case_id}: serve_s {f(sv.serve_s)} check_s {f(sv.check_s)} (load {f(sv.check_load_s)}, "
+        setup_s = sv.figures and sv.figures.setup_ms / 1000
+        print(f"C: {c.case_id}: serve_s {f(sv.serve_s)} setup_s {f(setup_s)} check_s {f(sv.check_s)} (load {f(sv.check_load_s)}, "
               f"responses {f(sv.check_responses_s)}, oracle {f(sv.check_oracle_s)}; {sv.reference_calls} "
               f"reference calls) wrong {sv.figures and sv.figures.wrong_responses} verdict {c.verdict}")
 PY

@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, med in out["median"].items():
         print(
             f"{name}: median check {med['check_s']:.1f} s / serve {run.serve_s:.1f} s = "
-            f"{med['check_s'] / run.serve_s:.2f}; responses part {med['check_responses_s'] / run.serve_s:.2f}; "
+            f"{med['check_s'] / run.serve_s:.2f}; / serve + setup {med['check_s'] / (run.serve_s + out['setup_s']):.2f}; "
+            f"responses part {med['check_responses_s'] / run.serve_s:.2f}; "
             f"CPU: check {med['check_cpu_s']:.1f} s / serve {serve_cpu_s:.1f} s = {med['check_cpu_s'] / serve_cpu_s:.2f}"
         )
     if args.out:

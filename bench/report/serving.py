@@ -83,7 +83,7 @@ def section(results: Results) -> Section:
             "recompiles (after warm-up)",
             "RSS peak MiB",
             "RSS growth KiB/req",
-            "check / serve s",
+            "check / serve + setup s",
             "compile",
         ],
         [
@@ -103,7 +103,7 @@ def section(results: Results) -> Section:
                     None if f.rss_growth_bytes_per_request is None else f.rss_growth_bytes_per_request / 1024
                 )
             ]
-            + [f"{_num(r.check_s)} / {_num(r.serve_s)}"]
+            + [f"{_num(r.check_s)} / {_num(r.serve_s)} + {_num(f.setup_ms / 1000)}"]
             + [r.compile]
             for r in rows
             for f in (r.figures,)
@@ -115,7 +115,10 @@ def section(results: Results) -> Section:
         "One row per strategy: the same seeded request stream, served by one process each. Latency is queueing "
         "+ switch + model call per request (virtual time over measured service times; n = requests). Every "
         "checked response is compared with a fresh eager reference of its adapter; a wrong one fails the case "
-        "and is listed with its request id; check / serve s: wall seconds checking them vs serving the stream. Timings compare only within one run.",
+        "and is listed with its request id; check / serve + setup s: wall seconds checking them (the fresh "
+        "reference's loads included) vs serving the stream, + the strategy's setup before its first request "
+        "(side_by_side and mixed_batch load every adapter there; hotswap and reload load during the stream). "
+        "Timings compare only within one run.",
         (table,) if rows else (),
         empty="No serve step in this run.",
     )

@@ -272,9 +272,12 @@ def test_the_report_compares_the_strategies_in_one_table_with_a_figure(eager_run
         assert f"| `serve-test[fp32-none-{strategy}" in section
     assert "| 0 / 12 | pass |" in section  # wrong / checked and the verdict lead, after case and strategy
     # What checking cost beside what serving cost, per strategy (ServingRecord.check_s / serve_s).
-    assert "| check / serve s |" in section
+    assert "| check / serve + setup s |" in section
     sv = eager_runs["reload"].steps[0].serving
-    assert f"| {sv.check_s:.3g} / {sv.serve_s:.3g} | none |" in section  # then the compile setting
+    setup_s = sv.figures.setup_ms / 1000
+    assert (
+        f"| {sv.check_s:.3g} / {sv.serve_s:.3g} + {setup_s:.3g} | none |" in section
+    )  # then the compile setting
     html = (tmp_path / "report.html").read_text()
     serving_html = html.split('id="serving"', 1)[1].split("<h2", 1)[0]
     assert "data:image/png" in serving_html  # the CDF / timeline / memory figure
