@@ -271,7 +271,8 @@ def test_the_report_compares_the_strategies_in_one_table_with_a_figure(eager_run
     for strategy in SERVING_STRATEGIES:
         assert f"| `serve-test[fp32-none-{strategy}" in section
     assert "| 0 / 12 | pass |" in section  # wrong / checked and the verdict lead, after case and strategy
-    # What checking cost beside what serving cost, per strategy (ServingRecord.check_s / serve_s).
+    # What checking cost beside what serving cost and the setup before it, per strategy (ServingRecord.check_s /
+    # serve_s + ServingFigures.setup_ms).
     assert "| check / serve + setup s |" in section
     sv = eager_runs["reload"].steps[0].serving
     setup_s = sv.figures.setup_ms / 1000
