@@ -27,6 +27,10 @@ class CaseFeatures:
     tokens: int = 0  # tokens through the model, all passes together
     timed_floor_s: float = 0.0  # the timing policy's min_time_s, once per measured step
     compiles: int = 0  # checked model calls on the compiled model: each may trace a frame
+    traces: int = (
+        0  # first traces: the first checked call after each compile (a serve step's strategy compiles)
+    )
+    layers: int | None = None  # the model's decoder layers (a trace grows with them); None: unknown
 
     @property
     def weight_bytes(self) -> float | None:
@@ -49,6 +53,13 @@ class CaseFeatures:
             "load_gb": loads * self.weight_bytes / 1e9,
             "timed_floor_s": self.timed_floor_s,
             **({f"compiles:{group}": float(self.compiles)} if self.backend != "none" else {}),
+            # A first trace walks every layer: about 0.5 s per layer with aot_eager on the 135M and 0.5B
+            # shapes (30 and 24 layers), where the count of calls above cannot tell them apart.
+            **(
+                {f"compile_layers:{group}": float(self.traces * self.layers)}
+                if self.backend != "none" and self.layers
+                else {}
+            ),
         }
 
 
@@ -59,24 +70,28 @@ def passes_per_call(w: Workload) -> tuple[int, int]:
     return 1, w.batch_size * w.seq_len
 
 
-def case_features(case: Case, params: int | None, *, skipped: bool = False) -> CaseFeatures:
+def case_features(
+    case: Case, params: int | None, *, skipped: bool = False, layers: int | None = None
+) -> CaseFeatures:
     """Long because: one pass over the steps adds up each kind of work an op brings, as the executor runs it."""
     s = case.scenario
     per_call_passes, per_call_tokens = passes_per_call(s.workload)
     timing = s.timing
     backend = case.compile.backend if case.compile.enabled else "none"
-    steps = checks = calls = compiles = extra_passes = extra_tokens = measured = 0
-    compiled = False
+    steps = checks = calls = compiles = traces = extra_passes = extra_tokens = measured = 0
+    compiled = untraced = False
     for step in s.steps:
         op = op_named(step.op)
         if op.compiles:
-            compiled = backend != "none"
+            compiled = untraced = backend != "none"
         steps += 1 + _repeats(step)
         checked = op.checks_output or step.expect.raises is not None
         if checked:
             checks += 1
             calls += 3  # the subject's call, the reference's and the oracle's
             compiles += compiled
+            traces += untraced
+            untraced = False
         if op.measures:
             measured += 1
             calls += 1 + timing.warmup + timing.min_rounds
@@ -94,6 +109,7 @@ def case_features(case: Case, params: int | None, *, skipped: bool = False) -> C
             calls += served
             checks += checked_adapters
             compiles += compiled * len(step.serve.adapters)
+            traces += backend != "none"  # every strategy compiles in its setup on a compiled case
     return CaseFeatures(
         case_id=case.id,
         params=params,
@@ -106,6 +122,8 @@ def case_features(case: Case, params: int | None, *, skipped: bool = False) -> C
         tokens=calls * per_call_tokens + extra_tokens,
         timed_floor_s=measured * timing.min_time_s,
         compiles=compiles,
+        traces=traces,
+        layers=layers,
     )
 
 

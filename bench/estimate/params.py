@@ -123,11 +123,8 @@ def count_in_folder(folder: Path) -> int | None:
     counted = count_from_safetensors(folder)
     if counted is not None:
         return counted
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return count_from_config(config) if isinstance(config, dict) else None
+    config = _config_in(folder)
+    return count_from_config(config) if config else None
 
 
 def hub_snapshot(model_id: str, env: dict[str, str] | None = None) -> Path | None:
@@ -142,6 +139,35 @@ def hub_snapshot(model_id: str, env: dict[str, str] | None = None) -> Path | Non
     except OSError:
         return None
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def layers_from_config(config: dict[str, Any]) -> int | None:
+    """The decoder layers a compile traces, from config.json (`num_hidden_layers`; GPT-2: `n_layer`), or None."""
+    value = config.get("num_hidden_layers", config.get("n_layer"))
+    try:
+        return int(value) if value is not None and int(value) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _config_in(folder: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def layer_count(source: str, env: dict[str, str] | None = None) -> int | None:
+    """The scenario's `model` as its number of decoder layers (what a compile's trace grows with), found as
+    parameter_count finds the config; None where unknown."""
+    if source.startswith(BUILTIN_PREFIX):
+        config = builtin_config(source[len(BUILTIN_PREFIX) :])
+    else:
+        path = Path(source).expanduser()
+        folder = path if path.is_dir() else hub_snapshot(source, env)
+        config = _config_in(folder) if folder else None
+    return layers_from_config(config) if config else None
 
 
 def parameter_count(source: str, env: dict[str, str] | None = None) -> int | None:

@@ -22,7 +22,7 @@ from bench.estimate.calibration import (
 )
 from bench.estimate.features import CaseFeatures, case_features
 from bench.estimate.model import Coefficients, makespan_s, predict_rss_bytes, predict_wall_s, slowdown
-from bench.estimate.params import parameter_count
+from bench.estimate.params import layer_count, parameter_count
 from bench.results.records import Results
 from bench.spec.cases import Case
 from bench.spec.precision import QUANTIZED
@@ -65,16 +65,18 @@ def estimate_cases(
     params_of: Callable[[str], int | None],
     skipped: Callable[[str], bool] = lambda precision: False,
     factor: float = 1.0,
+    layers_of: Callable[[str], int | None] = lambda model: None,
 ) -> tuple[tuple[CaseEstimate, ...], float]:
     """Pure: each case's estimate, and the run's wall time on `jobs` jobs (cases of unknown size left out),
     wall times multiplied by `factor` (the machine's load)."""
-    sizes: dict[str, int | None] = {}
+    sizes: dict[str, tuple[int | None, int | None]] = {}
     out = []
     for case in cases:
         model = case.scenario.model
         if model not in sizes:
-            sizes[model] = params_of(model)
-        f = case_features(case, sizes[model], skipped=skipped(case.precision))
+            sizes[model] = params_of(model), layers_of(model)
+        params, layers = sizes[model]
+        f = case_features(case, params, skipped=skipped(case.precision), layers=layers)
         wall = predict_wall_s(f.vector(), coefficients)
         out.append(
             CaseEstimate(
@@ -106,7 +108,7 @@ def estimate(cases: Sequence[Case], cache_root: Path, device: str, jobs: int, *,
     load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
     factor = slowdown(load, jobs, cores)
     rows, total = estimate_cases(
-        cases, coefficients, jobs, parameter_count, precision_skipped(device), factor
+        cases, coefficients, jobs, parameter_count, precision_skipped(device), factor, layer_count
     )
     compared = [r for r in runs if r.estimate_total_s is not None and r.measured_total_s]
     last = compared[-1] if compared else None

@@ -44,6 +44,30 @@ def test_counts_steps_checks_passes_and_compiles(write_scenario):
     assert (eager.steps, eager.checks, eager.passes) == (compiled.steps, compiled.checks, compiled.passes)
 
 
+def test_a_first_trace_counts_the_layers_it_walks(write_scenario):
+    """The compile op's first checked call traces the whole model: one trace, times the model's layers (the
+    compile term that tells a 30-layer 135M shape from a 24-layer 0.5B one); later checked calls are guards or
+    small recompiles, counted per call as before."""
+    cases = _cases(write_scenario, TOGGLES)
+    compiled = case_features(cases["aot_eager"], 1000, layers=30)
+    assert (compiled.compiles, compiled.traces) == (3, 1)
+    assert compiled.vector()["compile_layers:aot_eager"] == 30
+    assert case_features(cases["aot_eager"], 1000, layers=24).vector()["compile_layers:aot_eager"] == 24
+    # Negative controls: eager traces nothing, and unknown layers leave the term out (the per-call one stays).
+    eager = case_features(cases["none"], 1000, layers=30)
+    assert eager.traces == 0 and not any(k.startswith("compile") for k in eager.vector())
+    unknown = case_features(cases["aot_eager"], 1000).vector()
+    assert "compile_layers:aot_eager" not in unknown and unknown["compiles:aot_eager"] == 3
+
+
+def test_a_compiled_serve_step_traces_once_in_its_strategy():
+    (case, *_) = expand_all(load_scenarios([SCENARIOS / "serving.toml"]))
+    compiled = replace(case, compile=replace(case.compile, backend="aot_eager"))
+    assert case_features(compiled, 1000, layers=2).traces == 1
+    eager = replace(case, compile=replace(case.compile, backend="none"))
+    assert case_features(eager, 1000, layers=2).traces == 0  # negative control
+
+
 def test_generate_is_one_pass_per_new_token(write_scenario):
     text = (
         MINIMAL.replace('op = "forward"', 'op = "generate"')

@@ -13,6 +13,8 @@ from bench.estimate.params import (
     count_from_safetensors,
     count_in_folder,
     hub_snapshot,
+    layer_count,
+    layers_from_config,
     parameter_count,
 )
 
@@ -99,3 +101,30 @@ def test_every_builtin_model_has_a_count():
     tiny-gemma2 before gemma2 was added)."""
     assert [n for n in BUILTIN_MODELS if count_from_config(builtin_config(n)) is None] == []
     assert set(SMALL_BUILTINS) | {"smollm2-135m-shape", "qwen2.5-0.5b-shape"} == set(BUILTIN_MODELS)
+
+
+def test_layer_counts_from_configs_folders_and_the_hub_cache(tmp_path):
+    """What a compile's trace grows with: the decoder layers of the config, found where the parameter count is
+    found (built-in, local folder, Hub cache); None where there is no config or no such field."""
+    assert layer_count("builtin:smollm2-135m-shape") == 30
+    assert layer_count("builtin:qwen2.5-0.5b-shape") == 24
+    assert layer_count("builtin:tiny-gpt2") == BUILTIN_MODELS["tiny-gpt2"]["config"]["n_layer"]
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 32}))
+    assert layer_count(str(folder)) == 32
+    snapshot = tmp_path / "hub" / "models--org--model" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"n_layer": 12}))
+    assert layer_count("org/model", {"HF_HUB_CACHE": str(tmp_path / "hub")}) == 12
+    # Negative controls: unknown model, a folder without a config, a config without layers or a bad value.
+    assert layer_count("builtin:no-such-model") is None
+    assert layer_count("org/other", {"HF_HUB_CACHE": str(tmp_path / "hub")}) is None
+    assert layer_count(str(tmp_path)) is None
+    assert layers_from_config({"hidden_size": 8}) is None
+    assert layers_from_config({"num_hidden_layers": "many"}) is None
+    assert layers_from_config({"num_hidden_layers": 0}) is None
+
+
+def test_every_builtin_model_has_a_layer_count():
+    assert [n for n in BUILTIN_MODELS if layer_count(f"builtin:{n}") is None] == []
