@@ -27,9 +27,7 @@ class CaseFeatures:
     tokens: int = 0  # tokens through the model, all passes together
     timed_floor_s: float = 0.0  # the timing policy's min_time_s, once per measured step
     compiles: int = 0  # checked model calls on the compiled model: each may trace a frame
-    traces: int = (
-        0  # first traces: the first checked call after each compile (a serve step's strategy compiles)
-    )
+    traces: int = 0  # first traces: each compile's first checked call, a compiled serve step's setup
     layers: int | None = None  # the model's decoder layers (a trace grows with them); None: unknown
 
     @property

@@ -158,14 +158,19 @@ def _config_in(folder: Path) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
+def _folder_of(source: str, env: dict[str, str] | None) -> Path | None:
+    """Where a non-built-in `model` lies on disk: a local folder, or its newest Hub cache snapshot."""
+    path = Path(source).expanduser()
+    return path if path.is_dir() else hub_snapshot(source, env)
+
+
 def layer_count(source: str, env: dict[str, str] | None = None) -> int | None:
-    """The scenario's `model` as its number of decoder layers (what a compile's trace grows with), found as
-    parameter_count finds the config; None where unknown."""
+    """The scenario's `model` as its number of decoder layers (what a compile's trace grows with), from the
+    config that parameter_count reads; None where unknown."""
     if source.startswith(BUILTIN_PREFIX):
         config = builtin_config(source[len(BUILTIN_PREFIX) :])
     else:
-        path = Path(source).expanduser()
-        folder = path if path.is_dir() else hub_snapshot(source, env)
+        folder = _folder_of(source, env)
         config = _config_in(folder) if folder else None
     return layers_from_config(config) if config else None
 
@@ -175,8 +180,5 @@ def parameter_count(source: str, env: dict[str, str] | None = None) -> int | Non
     if source.startswith(BUILTIN_PREFIX):
         config = builtin_config(source[len(BUILTIN_PREFIX) :])
         return count_from_config(config) if config else None
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return count_in_folder(path)
-    snapshot = hub_snapshot(source, env)
-    return count_in_folder(snapshot) if snapshot else None
+    folder = _folder_of(source, env)
+    return count_in_folder(folder) if folder else None
