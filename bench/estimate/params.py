@@ -143,11 +143,11 @@ def hub_snapshot(model_id: str, env: dict[str, str] | None = None) -> Path | Non
 
 def layers_from_config(config: dict[str, Any]) -> int | None:
     """The decoder layers a compile traces, from config.json (`num_hidden_layers`; GPT-2: `n_layer`), or None."""
-    value = config.get("num_hidden_layers", config.get("n_layer"))
     try:
-        return int(value) if value is not None and int(value) > 0 else None
-    except (TypeError, ValueError):
+        layers = int(config.get("num_hidden_layers", config.get("n_layer")))
+    except (TypeError, ValueError):  # missing (None) or not a number
         return None
+    return layers if layers > 0 else None
 
 
 def _config_in(folder: Path) -> dict[str, Any] | None:
