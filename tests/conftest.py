@@ -33,6 +33,16 @@ def cache_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("peft-bench-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _runs_use_the_session_cache(cache_root):
+    """Every run a test starts, in this process or a child, uses the session's cache, never the user's. A run
+    appends itself to its cache's calibration file, which keeps the newest 20 runs per machine: two sessions
+    of the suite's small runs (and a Slurm test's shards) had replaced every real run in ~/.cache's file."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PEFT_BENCH_CACHE", str(cache_root))
+        yield
+
+
 @pytest.fixture
 def write_scenario(tmp_path):
     """Write a scenario file from (dedented) TOML text and return its path."""

@@ -146,7 +146,13 @@ def _line(run: RunRecord) -> str:
 
 def append_run(path: Path, run: RunRecord) -> str | None:
     """Add one run, keeping the newest MAX_RUNS_KEPT per machine. Returns a note when an unreadable file was
-    moved aside first. Two runs finishing at once take turns (a lock file beside it)."""
+    moved aside first. Two runs finishing at once take turns (a lock file beside it).
+
+    A run that measured no case (every case skipped, crashed or left for a later shard) is not added: it
+    calibrates nothing, and its line would push out one of the runs that do (seen: a Slurm array's empty
+    shards and crashed shards filled slots of a machine's file)."""
+    if not run.cases:
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     note = None

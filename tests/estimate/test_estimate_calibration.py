@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -18,6 +21,7 @@ from bench.estimate.calibration import (
 )
 from bench.estimate.model import DEFAULTS, Sample, predict_wall_s
 from bench.estimate.policy import MAX_RUNS_KEPT, MIN_CALIBRATION_CASES
+from tests.conftest import REPO, scenario_toml
 
 HERE = {"cpu": "Test CPU", "cores": 2, "device": "cpu"}
 THERE = {"cpu": "Other CPU", "cores": 64, "device": "cuda"}
@@ -53,6 +57,18 @@ def test_the_file_keeps_the_newest_runs_per_machine(tmp_path):
     here = runs_on(runs, HERE)
     assert [r.finished_at for r in here] == [str(i) for i in range(3, MAX_RUNS_KEPT + 3)]
     assert [r.finished_at for r in runs_on(runs, THERE)] == ["there"]  # another machine's run is not dropped
+
+
+def test_a_run_that_measured_nothing_takes_no_slot(tmp_path):
+    path = calibration_path(tmp_path)
+    assert append_run(path, _run(n_cases=0)) is None
+    assert not path.exists()  # nothing written, not even an empty file
+    for i in range(MAX_RUNS_KEPT):
+        append_run(path, _run(stamp=str(i)))
+    append_run(path, _run(n_cases=0, stamp="empty"))
+    assert [r.finished_at for r in read_runs(path)] == [str(i) for i in range(MAX_RUNS_KEPT)]
+    append_run(path, _run(n_cases=1, stamp="one"))  # the control: a run of one case does take a slot
+    assert [r.finished_at for r in read_runs(path)][-2:] == [str(MAX_RUNS_KEPT - 1), "one"]
 
 
 @pytest.mark.parametrize(
@@ -122,3 +138,22 @@ def test_time_between_cases_is_spread_over_them():
     mean = {"case": 1.0, "steps": sum(c.features["steps"] for c in base.cases) / 40}
     # Negative control: without the parent's 0.5 s per case the cases cost what they measured.
     assert predict_wall_s(mean, gapped) - predict_wall_s(mean, tight) == pytest.approx(0.5)
+
+
+@pytest.mark.slow  # a real run in a child process (about 8 s)
+def test_a_run_started_by_a_test_records_itself_in_the_session_cache(tmp_path, write_scenario, cache_root):
+    """A child `bench run` that inherits the test session's environment, as the report and Slurm tests' runs
+    do, writes its calibration line into the session's cache and nothing under the user's home."""
+    scenario = write_scenario(scenario_toml("isolated", ["forward"]))
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("XDG_CACHE_HOME", None)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(scenario), "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not (home / ".cache").exists()  # without the session's PEFT_BENCH_CACHE, the run lands here
+    recorded = [r.results for r in read_runs(calibration_path(cache_root))]
+    assert str(out / "results.json") in recorded
