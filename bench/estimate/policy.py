@@ -18,17 +18,21 @@ COMPILE_BACKENDS = ("aot_eager", "inductor", "other")
 # one thread per job, CPU time is what a quiet machine's wall time would be. Where that run cannot tell terms
 # apart (every model in it is tiny, and a case's checks grow with its steps) the fit gave 0 to checks and
 # passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms). gparam_tokens and
-# load_gb, which that run cannot see, come from an fp32 eager forward-latency case of the 135M shape on the
-# same machine (its wall time over its load's factor, n = 2: 60 s and 54 s; a reference ~2.5 s per GB of
-# weights; reports/performance/estimate.md).
+# load_gb, which that run cannot see, were refitted on 2026-12-06 on the 2-core AMD EPYC (family 25, model 17)
+# that the project's measurements now come from (the VM kind before it computed about 3x slower, and these
+# defaults had over-predicted a 135M case's compute 5-6x here): load_gb is the subject's measured load,
+# 0.09-0.31 s per GB of safetensors (135M and 0.5B shapes); gparam_tokens the least-squares fit, with the
+# other terms at these defaults, to 23 realistic cases measured quiet with --jobs 1 (hotswap_135m and
+# hotswap_05b n = 3 each, serving_135m's 5 cases n = 3, and the 135M forward-latency case n = 2;
+# reports/performance/estimate.md, "The size terms refitted on this CPU").
 DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
     {
         "case": 0.45,  # the forked worker's start and the case's set-up
         "steps": 0.05,  # one op's own API call (a load, a toggle) and what follows it
         "checks": 0.02,  # a fresh reference and the math oracle's plain model, per checked output
         "passes": 0.002,  # one forward pass of a tiny model: Python and dispatch overhead
-        "gparam_tokens": 0.18,  # 1e9 parameter-tokens of compute
-        "load_gb": 2.5,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
+        "gparam_tokens": 0.044,  # 1e9 parameter-tokens of compute
+        "load_gb": 0.3,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
         "timed_floor_s": 1.1,  # the timing policy's min_time_s, per measured step
         # A compile's cost is split into a part per checked call on the compiled model (guards, a recompile of
         # a small frame) and a part per layer of each first trace. Fitted on 2026-12-06 to two facts: the
