@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -10,6 +11,7 @@ from types import MappingProxyType
 from bench.estimate.policy import (
     DEFAULT_RUN_OVERHEAD_S,
     DEFAULT_WALL_COEFFICIENTS,
+    LOAD_AVERAGE_TAU_S,
     LOAD_AWARE,
     PRIOR_WEIGHT_CASES,
     RSS_BASE_BYTES,
@@ -66,6 +68,15 @@ def slowdown(load_1min: float, jobs: int, cores: int) -> float:
     if not LOAD_AWARE or cores < 1 or load_1min < 0:
         return 1.0
     return max(1.0, (load_1min + jobs) / cores)
+
+
+def own_tail(cores: int, ran_s: float | None, ago_s: float) -> float:
+    """How much of the 1-minute load average a run that kept `cores` busy for `ran_s` seconds still holds
+    `ago_s` seconds after it ended; 0 where its duration is unknown (an interrupted run)."""
+    if ran_s is None or ran_s <= 0 or cores < 1:
+        return 0.0
+    built = 1.0 - math.exp(-ran_s / LOAD_AVERAGE_TAU_S)
+    return cores * built * math.exp(-max(ago_s, 0.0) / LOAD_AVERAGE_TAU_S)
 
 
 def makespan_s(walls_s: Sequence[float], jobs: int) -> float:

@@ -3,6 +3,7 @@ calibration it came from and how far off the last run's estimate was; and the ru
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
@@ -21,7 +22,14 @@ from bench.estimate.calibration import (
     this_machine,
 )
 from bench.estimate.features import CaseFeatures, case_features
-from bench.estimate.model import Coefficients, makespan_s, predict_rss_bytes, predict_wall_s, slowdown
+from bench.estimate.model import (
+    Coefficients,
+    makespan_s,
+    own_tail,
+    predict_rss_bytes,
+    predict_wall_s,
+    slowdown,
+)
 from bench.estimate.params import layer_count, parameter_count
 from bench.results.records import Results
 from bench.spec.cases import Case
@@ -47,6 +55,9 @@ class Estimate:
     load_1min: float | None = None  # the machine's 1-minute load average when estimated
     cores: int = 0
     slowdown: float = 1.0  # the load's factor, already in every wall time above
+    own_load: float = (
+        0.0  # of load_1min, what this machine's last run left (not other work: not in the factor)
+    )
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -106,13 +117,29 @@ def estimate(cases: Sequence[Case], cache_root: Path, device: str, jobs: int, *,
         runs, problem = [], str(exc)
     coefficients = coefficients_from(runs, jobs)
     load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
-    factor = slowdown(load, jobs, cores)
+    own = min(last_run_tail(runs, cores, _dt.datetime.now(_dt.UTC)), load)
+    factor = slowdown(load - own, jobs, cores)
     rows, total = estimate_cases(
         cases, coefficients, jobs, parameter_count, precision_skipped(device), factor, layer_count
     )
     compared = [r for r in runs if r.estimate_total_s is not None and r.measured_total_s]
     last = compared[-1] if compared else None
-    return Estimate(rows, jobs, total, coefficients, last, str(path), problem, load, cores, factor)
+    return Estimate(rows, jobs, total, coefficients, last, str(path), problem, load, cores, factor, own)
+
+
+def last_run_tail(runs: Sequence[RunRecord], cores: int, now: _dt.datetime) -> float:
+    """What the newest recorded run on this machine still holds of the 1-minute load average at `now`
+    (model.own_tail): a run of peft-bench keeps every core busy (one torch thread per job, or every core's
+    thread with one job). 0 without a run or where its end cannot be read."""
+    if not runs:
+        return 0.0
+    run = runs[-1]  # the file keeps the order runs were appended in
+    try:
+        ended = _dt.datetime.fromisoformat(run.finished_at)
+        ago_s = (now - ended).total_seconds()
+    except (TypeError, ValueError):  # an end without a time zone, or not a time
+        return 0.0
+    return own_tail(cores, run.measured_total_s, ago_s)
 
 
 def over_budget(est: Estimate, max_minutes: float | None) -> str | None:

@@ -96,6 +96,11 @@ MAX_RUNS_KEPT = 20
 # quiet time (bench.estimate.model.slowdown). Calibration divides measured times by the factor their run had
 # and the estimate multiplies by the factor now, so runs measured on a busy machine calibrate a quiet one.
 LOAD_AWARE = True
+# The 1-minute load average is damped with a 60 s time constant, so a run that kept the cores busy for D s and
+# ended t s ago still holds about cores x (1 - exp(-D/60)) x exp(-t/60) of it (bench.estimate.model.own_tail).
+# That tail is this machine's own last run, not other work, and is taken out before the load factor: run back
+# to back on a quiet machine, a run started 5 s after the one before it read load 1.8 and took x1.4.
+LOAD_AVERAGE_TAU_S = 60.0
 
 # The run's own overhead before and after its cases: the preloaded workers' imports and the environment block.
 DEFAULT_RUN_OVERHEAD_S = 6.0

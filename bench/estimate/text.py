@@ -48,7 +48,8 @@ def calibration_text(est: Estimate) -> str:
 def load_text(est: Estimate) -> str:
     if est.load_1min is None:
         return ""
-    return f"load {est.load_1min:.1f} on {est.cores} core(s): x{est.slowdown:.1f}"
+    own = f", {est.own_load:.1f} of it the last run's" if est.own_load >= 0.05 else ""
+    return f"load {est.load_1min:.1f} on {est.cores} core(s){own}: x{est.slowdown:.1f}"
 
 
 def run_line(est: Estimate) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -18,9 +19,14 @@ from bench.estimate.calibration import (
     coefficients_from,
     read_runs,
     runs_on,
+    this_machine,
 )
-from bench.estimate.model import DEFAULTS, Sample, predict_wall_s
+from bench.estimate.model import DEFAULTS, Sample, own_tail, predict_wall_s, slowdown
+from bench.estimate.plan import estimate, last_run_tail
 from bench.estimate.policy import MAX_RUNS_KEPT, MIN_CALIBRATION_CASES
+from bench.estimate.text import load_text
+from bench.scenario import load_scenario
+from bench.spec.cases import expand
 from tests.conftest import REPO, scenario_toml
 
 HERE = {"cpu": "Test CPU", "cores": 2, "device": "cpu"}
@@ -157,3 +163,50 @@ def test_a_run_started_by_a_test_records_itself_in_the_session_cache(tmp_path, w
     assert not (home / ".cache").exists()  # without the session's PEFT_BENCH_CACHE, the run lands here
     recorded = [r.results for r in read_runs(calibration_path(cache_root))]
     assert str(out / "results.json") in recorded
+
+
+NOW = dt.datetime(2026, 12, 6, 20, 0, 0, tzinfo=dt.UTC)
+
+
+def _ended(seconds_ago: float, ran_s: float | None = 300.0) -> RunRecord:
+    return replace(
+        _run(), finished_at=(NOW - dt.timedelta(seconds=seconds_ago)).isoformat(), measured_total_s=ran_s
+    )
+
+
+def test_the_newest_runs_tail_is_taken_out_of_the_load():
+    assert last_run_tail([_ended(5)], 2, NOW) == pytest.approx(own_tail(2, 300.0, 5))
+    assert last_run_tail([_ended(5)], 2, NOW) > 1.8  # back to back: almost the whole average is our own
+    # Only the newest run counts (the file's order): an older run's tail is already inside it.
+    assert last_run_tail([_ended(5), _ended(600)], 2, NOW) == pytest.approx(own_tail(2, 300.0, 600))
+    # Controls: nothing to take out without a run, for an interrupted one, or an end that is not a time.
+    assert last_run_tail([], 2, NOW) == 0.0
+    assert last_run_tail([_ended(5, ran_s=None)], 2, NOW) == 0.0
+    assert last_run_tail([replace(_ended(5), finished_at="2026-12-06T19:59:55")], 2, NOW) == 0.0  # no zone
+    assert last_run_tail([replace(_ended(5), finished_at="t")], 2, NOW) == 0.0
+
+
+def test_the_estimate_leaves_the_last_runs_own_load_out_of_its_factor(tmp_path, write_scenario):
+    """Against the machine's real load average: what was taken out is the tail, never more than the load, and
+    the factor is the one the rest gives."""
+    cases = expand(load_scenario(write_scenario(scenario_toml("tail", ["forward"]))))
+    machine = this_machine("cpu")
+    just_now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    path = calibration_path(tmp_path)
+    append_run(path, replace(_run(machine=machine), finished_at=just_now, measured_total_s=600.0))
+    est = estimate(cases, tmp_path, "cpu", 1, strict=True)
+    # Between "ended now" and "ended 30 s ago" (the stamp's second, and the time this test takes under load).
+    lowest, highest = (min(own_tail(est.cores, 600.0, ago), est.load_1min) for ago in (30, 0))
+    assert lowest <= est.own_load <= highest + 1e-9
+    assert est.slowdown == pytest.approx(slowdown(est.load_1min - est.own_load, 1, est.cores))
+    # Control: a run that ended an hour ago leaves nothing, and the factor is the whole load's.
+    an_hour_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat(timespec="seconds")
+    append_run(path, replace(_run(machine=machine), finished_at=an_hour_ago, measured_total_s=600.0))
+    old = estimate(cases, tmp_path, "cpu", 1, strict=True)
+    assert old.own_load < 1e-10
+    assert old.slowdown == pytest.approx(slowdown(old.load_1min, 1, old.cores))
+    # The line says how much of the load was the last run's, and says nothing where none was.
+    assert f"load {est.load_1min:.1f} on {est.cores} core(s)" in load_text(est)
+    assert (", of it the last run's" not in load_text(old)) and "last run" not in load_text(old)
+    shown = replace(est, load_1min=1.8, own_load=1.7, slowdown=1.0)
+    assert load_text(shown) == f"load 1.8 on {est.cores} core(s), 1.7 of it the last run's: x1.0"

@@ -13,6 +13,7 @@ from bench.estimate.model import (
     calibrate,
     fit,
     makespan_s,
+    own_tail,
     predict_rss_bytes,
     predict_wall_s,
     run_wall_s,
@@ -172,3 +173,19 @@ def test_calibrate_without_samples_is_the_defaults():
 )
 def test_slowdown_from_the_machines_load(load, jobs, cores, factor):
     assert slowdown(load, jobs, cores) == pytest.approx(factor)
+
+
+@pytest.mark.parametrize(
+    "cores, ran_s, ago_s, tail",
+    [
+        (2, 600.0, 0.0, 2.0),  # a long run that just ended: the whole 1-minute average is its own
+        (2, 600.0, 60.0, 2.0 * 0.36788),  # a minute later: 1/e of it
+        (2, 600.0, 300.0, 2.0 * 0.00674),  # five minutes later: gone
+        (2, 30.0, 0.0, 2.0 * 0.39347),  # a 30 s run never built the average up to its cores
+        (2, 600.0, -5.0, 2.0),  # an end stamped in the future (clock skew): as if it just ended
+        (2, None, 0.0, 0.0),  # an interrupted run: its duration unknown, nothing taken out
+        (16, 600.0, 0.0, 16.0),
+    ],
+)
+def test_own_tail_is_the_damped_load_a_finished_run_leaves(cores, ran_s, ago_s, tail):
+    assert own_tail(cores, ran_s, ago_s) == pytest.approx(tail, rel=1e-3, abs=1e-9)
