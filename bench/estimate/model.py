@@ -100,13 +100,19 @@ def fit(
     prior_weight_cases: float = PRIOR_WEIGHT_CASES,
     intercept: str | None = None,
     held: Collection[str] = (),
+    at_scale: Collection[str] = (),
 ) -> dict[str, float]:
     """Coefficients for `prior`'s names minimising squared error on (rows, targets) plus a pull towards the
     prior: each coefficient's pull weighs as much as `prior_weight_cases` rows holding its feature's mean
     square, or with an `intercept` (a feature 1 in every row, not pulled: ridge regression on centred
     features) its variance, so the pull on a slope never shifts the level. A feature no row varies keeps its
     prior (a feature no row has: the prior alone decides it); the `held` names keep their prior exactly. No coefficient is negative (a
-    negative cost per step would predict less time for more work): those are held at 0 and the rest refitted."""
+    negative cost per step would predict less time for more work): those are held at 0 and the rest refitted.
+
+    The `at_scale` names' pull weighs as much as `prior_weight_cases` rows at the scale of their largest rows
+    (those within SIZE_SPREAD_TO_FIT of the largest value), not at their mean: among a hundred tiny models and
+    one 135M case, the mean square of a size term is a hundredth of that case's, so the prior would weigh
+    almost nothing and that one case alone would split its time between the size terms as it liked."""
     names = list(prior)
     n = len(rows)
     x = [[float(r.get(name, 0.0)) for name in names] for r in rows]
@@ -114,7 +120,10 @@ def fit(
     # What the held coefficients explain comes off the targets first.
     y = [t - sum(row[j] * v for j, v in fixed.items()) for row, t in zip(x, targets, strict=True)]
     centred = intercept in names
-    strength = [prior_weight_cases * _spread(x, j, centred=centred) or 1.0 for j in range(len(names))]
+    strength = [
+        prior_weight_cases * (_at_scale(x, j) if name in at_scale else _spread(x, j, centred=centred)) or 1.0
+        for j, name in enumerate(names)
+    ]
     if intercept in names and n:
         strength[names.index(intercept)] = 1e-9  # free, yet the system stays solvable
     held_at_zero: set[int] = set()
@@ -143,6 +152,14 @@ def _spread(x: list[list[float]], j: int, *, centred: bool) -> float:
     mean = sum(column) / len(column)
     variance = mean_square - mean * mean
     return variance if centred and variance > 1e-9 * mean_square else mean_square
+
+
+def _at_scale(x: list[list[float]], j: int) -> float:
+    """A feature's mean square over the rows within SIZE_SPREAD_TO_FIT of its largest value."""
+    column = [abs(row[j]) for row in x]
+    largest = max(column, default=0.0)
+    near = [v * v for v in column if v * SIZE_SPREAD_TO_FIT >= largest]
+    return sum(near) / len(near) if near and largest > 0 else 0.0
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float]:
@@ -180,6 +197,7 @@ def calibrate(
         defaults.wall_s,
         intercept="case",
         held=() if sizes_vary else SIZE_TERMS,
+        at_scale=SIZE_TERMS,
     )
     with_rss = [s for s in samples if s.peak_rss_bytes is not None]
     rss = fit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -154,6 +155,32 @@ def test_size_terms_keep_their_defaults_on_tiny_models():
         for i, s in enumerate(samples)
     ]
     assert calibrate(big, []).wall_s["gparam_tokens"] != DEFAULTS.wall_s["gparam_tokens"]
+
+
+def test_one_large_case_among_tiny_ones_moves_a_size_term_a_quarter_of_the_way():
+    """The prior of a size term weighs as much as PRIOR_WEIGHT_CASES (3) cases at the scale of the largest
+    ones, so the first realistic case among a hundred tiny ones moves it 1/(1 + 3) of the way to what that
+    case alone says. Seen without this: one 135M case took the compute term from 0.044 to 0.11 and the next
+    run, a 0.5B one, was predicted at 2.9x."""
+    prior = {"case": 0.5, "gparam_tokens": 1.0}
+    rows = [{"case": 1.0, "gparam_tokens": 0.01}] * 100 + [{"case": 1.0, "gparam_tokens": 100.0}]
+    targets = [0.5 + 2.0 * r["gparam_tokens"] for r in rows]  # the data's own slope: 2.0
+    scaled = fit(rows, targets, prior, intercept="case", at_scale=("gparam_tokens",))
+    assert scaled["gparam_tokens"] == pytest.approx(1.25, abs=0.01)
+    # Negative control: weighed at the column's spread over every row, the prior is worth a few hundredths of
+    # that one case, and the case decides the term alone.
+    assert fit(rows, targets, prior, intercept="case")["gparam_tokens"] > 1.95
+    # More large cases outweigh the prior: thirty of them take the term most of the way.
+    many = rows + [{"case": 1.0, "gparam_tokens": 100.0 + i} for i in range(30)]
+    slope = fit(many, [0.5 + 2.0 * r["gparam_tokens"] for r in many], prior, at_scale=("gparam_tokens",))
+    assert slope["gparam_tokens"] > 1.85
+    # calibrate weighs every size term so.
+    samples = [
+        Sample(f"c{i}", r, 1e6 if r["gparam_tokens"] < 1 else 1e9, t, None)
+        for i, (r, t) in enumerate(zip(rows, targets, strict=True))
+    ]
+    moved = calibrate(samples, [], replace(DEFAULTS, wall_s={"case": 0.5, "gparam_tokens": 1.0}))
+    assert moved.wall_s["gparam_tokens"] == pytest.approx(1.25, abs=0.01)
 
 
 def test_calibrate_without_samples_is_the_defaults():
