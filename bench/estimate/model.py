@@ -109,10 +109,13 @@ def fit(
     prior (a feature no row has: the prior alone decides it); the `held` names keep their prior exactly. No coefficient is negative (a
     negative cost per step would predict less time for more work): those are held at 0 and the rest refitted.
 
-    The `at_scale` names' pull weighs as much as `prior_weight_cases` rows at the scale of their largest rows
-    (those within SIZE_SPREAD_TO_FIT of the largest value), not at their mean: among a hundred tiny models and
-    one 135M case, the mean square of a size term is a hundredth of that case's, so the prior would weigh
-    almost nothing and that one case alone would split its time between the size terms as it liked."""
+    The `at_scale` names (the size terms) are pulled on their relative change, coefficient / prior - 1, all with
+    one weight: as much as `prior_weight_cases` rows at the scale of the largest cases (the mean square of the
+    seconds the priors predict for these terms, over the rows within SIZE_SPREAD_TO_FIT of the largest). Two
+    things follow. The prior still weighs something when a hundred tiny models sit beside one 135M case (at a
+    size term's mean square it weighed a hundredth of that case). And a case's miss is shared among the size
+    terms as the square of what each predicts for it, so a compile-bound case's miss moves the compile term,
+    not the compute term that a larger model's serving run would multiply 16-fold (seen: 2.0-2.9x)."""
     names = list(prior)
     n = len(rows)
     x = [[float(r.get(name, 0.0)) for name in names] for r in rows]
@@ -120,8 +123,11 @@ def fit(
     # What the held coefficients explain comes off the targets first.
     y = [t - sum(row[j] * v for j, v in fixed.items()) for row, t in zip(x, targets, strict=True)]
     centred = intercept in names
+    scaled = [j for j, name in enumerate(names) if name in at_scale and prior[name] > 0]
+    shared = _at_scale([[row[j] * prior[names[j]] for j in scaled] for row in x])
     strength = [
-        prior_weight_cases * (_at_scale(x, j) if name in at_scale else _spread(x, j, centred=centred)) or 1.0
+        prior_weight_cases * (shared / prior[name] ** 2 if j in scaled else _spread(x, j, centred=centred))
+        or 1.0
         for j, name in enumerate(names)
     ]
     if intercept in names and n:
@@ -154,11 +160,12 @@ def _spread(x: list[list[float]], j: int, *, centred: bool) -> float:
     return variance if centred and variance > 1e-9 * mean_square else mean_square
 
 
-def _at_scale(x: list[list[float]], j: int) -> float:
-    """A feature's mean square over the rows within SIZE_SPREAD_TO_FIT of its largest value."""
-    column = [abs(row[j]) for row in x]
-    largest = max(column, default=0.0)
-    near = [v * v for v in column if v * SIZE_SPREAD_TO_FIT >= largest]
+def _at_scale(parts: list[list[float]]) -> float:
+    """The mean square of the rows' summed `parts` (each term's predicted seconds), over the rows within
+    SIZE_SPREAD_TO_FIT of the largest sum."""
+    totals = [sum(row) ** 2 for row in parts]
+    largest = max(totals, default=0.0)
+    near = [t for t in totals if t * SIZE_SPREAD_TO_FIT**2 >= largest]
     return sum(near) / len(near) if near and largest > 0 else 0.0
 
 

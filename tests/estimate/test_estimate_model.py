@@ -183,6 +183,26 @@ def test_one_large_case_among_tiny_ones_moves_a_size_term_a_quarter_of_the_way()
     assert moved.wall_s["gparam_tokens"] == pytest.approx(1.25, abs=0.01)
 
 
+def test_a_cases_miss_moves_the_size_term_it_spends_its_time_on():
+    """A compile-bound realistic case (30 layers traced, 12 s predicted, against 2.8 s of compute) measured
+    4.6 s over its prediction: the layer term takes the miss, not the compute term a larger model multiplies."""
+    prior = {"case": 0.5, "gparam_tokens": 0.05, "compile_layers": 0.4}
+    rows = [{"case": 1.0, "gparam_tokens": 0.5, "compile_layers": 2.0}] * 100
+    rows.append({"case": 1.0, "gparam_tokens": 56.0, "compile_layers": 30.0})
+    targets = [0.5 + 0.05 * r["gparam_tokens"] + 0.4 * r["compile_layers"] for r in rows]
+    targets[-1] += 4.6
+    c = fit(rows, targets, prior, intercept="case", at_scale=("gparam_tokens", "compile_layers"))
+    compute_s = 56.0 * (c["gparam_tokens"] - 0.05)
+    layers_s = 30.0 * (c["compile_layers"] - 0.4)
+    # Shared as the square of what each term predicts for the case: (12 / 2.8) ** 2, about 18 to 1.
+    assert layers_s > 0.5 and 0 <= compute_s < layers_s / 10
+    # Control: the same miss on a compute-bound case (a serving stream, no compile) moves the compute term.
+    rows[-1] = {"case": 1.0, "gparam_tokens": 890.0, "compile_layers": 0.0}
+    targets[-1] = 0.5 + 0.05 * 890.0 + 4.6
+    c = fit(rows, targets, prior, intercept="case", at_scale=("gparam_tokens", "compile_layers"))
+    assert 890.0 * (c["gparam_tokens"] - 0.05) > 0.5 and c["compile_layers"] == pytest.approx(0.4, abs=1e-3)
+
+
 def test_calibrate_without_samples_is_the_defaults():
     assert calibrate([], [1.0]) is DEFAULTS
     assert dict(DEFAULTS.wall_s) == dict(DEFAULT_WALL_COEFFICIENTS)
