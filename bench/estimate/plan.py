@@ -55,9 +55,7 @@ class Estimate:
     load_1min: float | None = None  # the machine's 1-minute load average when estimated
     cores: int = 0
     slowdown: float = 1.0  # the load's factor, already in every wall time above
-    own_load: float = (
-        0.0  # of load_1min, what this machine's last run left (not other work: not in the factor)
-    )
+    own_load: float = 0.0  # of load_1min, what this machine's last run left (not other work)
 
     @property
     def unknown(self) -> tuple[str, ...]:

@@ -19,8 +19,8 @@ COMPILE_BACKENDS = ("aot_eager", "inductor", "other")
 # apart (every model in it is tiny, and a case's checks grow with its steps) the fit gave 0 to checks and
 # passes; they keep a small physical cost here (a tiny model's forward pass is ~2 ms). gparam_tokens and
 # load_gb, which that run cannot see, were refitted on 2026-12-06 on the 2-core AMD EPYC (family 25, model 17)
-# that the project's measurements now come from (the VM kind before it computed about 3x slower, and these
-# defaults had over-predicted a 135M case's compute 5-6x here): load_gb is the subject's measured load,
+# that the project's measurements now come from (the VM kind before it computed about 3x slower, and the
+# defaults fitted there over-predicted a 135M case 5-6x here): load_gb is the subject's measured load,
 # 0.09-0.31 s per GB of safetensors (135M and 0.5B shapes); gparam_tokens the least-squares fit, with the
 # other terms at these defaults, to 23 realistic cases measured quiet with --jobs 1 (hotswap_135m and
 # hotswap_05b n = 3 each, serving_135m's 5 cases n = 3, and the 135M forward-latency case n = 2;
