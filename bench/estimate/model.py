@@ -31,6 +31,7 @@ class Coefficients:
     rss_per_weight_byte: float = RSS_PER_WEIGHT_BYTE
     run_overhead_s: float = DEFAULT_RUN_OVERHEAD_S
     calibrated_cases: int = 0
+    sizes_fitted: bool = False  # the terms that scale with model size fitted too (else at their defaults)
 
 
 @dataclass(frozen=True)
@@ -221,4 +222,5 @@ def calibrate(
         rss_per_weight_byte=rss["weight_bytes"],
         run_overhead_s=max(overhead, 0.0),
         calibrated_cases=len(samples),
+        sizes_fitted=sizes_vary,
     )

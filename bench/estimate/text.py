@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.estimate.calibration import RunRecord
 from bench.estimate.plan import Estimate
+from bench.estimate.policy import SIZE_SPREAD_TO_FIT, SIZE_TO_FIT_BYTES
 
 MIB = 2**20
 
@@ -38,11 +39,22 @@ def calibration_text(est: Estimate) -> str:
     if est.problem:
         return f"uncalibrated (built-in defaults: {est.problem})"
     n = est.coefficients.calibrated_cases
-    return (
-        f"calibrated on {n} measured case(s)"
-        if n
-        else "uncalibrated (built-in defaults; a run calibrates it)"
-    )
+    if not n:
+        return "uncalibrated (built-in defaults; a run calibrates it)"
+    if sizes_unfitted(est):
+        return (
+            f"calibrated on {n} measured case(s); the terms that scale with model size at their defaults (no "
+            f"stored runs of models {SIZE_SPREAD_TO_FIT:g}x apart in size, the largest "
+            f"{SIZE_TO_FIT_BYTES / MIB:.0f} MiB or more)"
+        )
+    return f"calibrated on {n} measured case(s)"
+
+
+def sizes_unfitted(est: Estimate) -> bool:
+    """Whether a calibrated estimate holds a model large enough for its size terms to matter while those terms
+    are still the built-in defaults: worth saying, since 'calibrated' alone would claim more than it is."""
+    large = any((c.features.weight_bytes or 0) >= SIZE_TO_FIT_BYTES for c in est.cases)
+    return bool(est.coefficients.calibrated_cases) and not est.coefficients.sizes_fitted and large
 
 
 def load_text(est: Estimate) -> str:
@@ -61,7 +73,9 @@ def run_line(est: Estimate) -> str:
     parts = [
         f"peft-bench: estimate {duration(est.total_wall_s)}{unknown} on {est.jobs} job(s){peak}",
         load_text(est),
-        f"calibrated on {n} case(s)" if n else "uncalibrated (built-in defaults)",
+        (f"calibrated on {n} case(s)" + (", size terms default" if sizes_unfitted(est) else ""))
+        if n
+        else "uncalibrated (built-in defaults)",
     ]
     if est.last_run is not None:
         parts.append(last_text(est.last_run))

@@ -24,7 +24,7 @@ from bench.estimate.calibration import (
 from bench.estimate.model import DEFAULTS, Sample, own_tail, predict_wall_s, slowdown
 from bench.estimate.plan import estimate, last_run_tail
 from bench.estimate.policy import MAX_RUNS_KEPT, MIN_CALIBRATION_CASES
-from bench.estimate.text import load_text
+from bench.estimate.text import calibration_text, load_text, run_line
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
 from tests.conftest import REPO, scenario_toml
@@ -210,3 +210,28 @@ def test_the_estimate_leaves_the_last_runs_own_load_out_of_its_factor(tmp_path, 
     assert (", of it the last run's" not in load_text(old)) and "last run" not in load_text(old)
     shown = replace(est, load_1min=1.8, own_load=1.7, slowdown=1.0)
     assert load_text(shown) == f"load 1.8 on {est.cores} core(s), 1.7 of it the last run's: x1.0"
+
+
+def test_calibrated_size_terms_left_at_their_defaults_are_said(tmp_path, write_scenario):
+    """Runs of tiny models calibrate the per-case terms, not the size terms: a selection of a 135M model then
+    hears that its size terms are the defaults; a tiny selection, or a calibration whose models vary in size,
+    hears nothing more than 'calibrated'."""
+    machine = this_machine("cpu")
+    path = calibration_path(tmp_path)
+    append_run(path, _run(n_cases=6, machine=machine))  # 1 MB models only
+    big = expand(
+        load_scenario(write_scenario(scenario_toml("big", ["forward"], model="builtin:smollm2-135m-shape")))
+    )
+    tiny = expand(load_scenario(write_scenario(scenario_toml("tiny", ["forward"]), "tiny.toml")))
+    said = estimate(big, tmp_path, "cpu", 1, strict=True)
+    assert said.coefficients.calibrated_cases == 6 and not said.coefficients.sizes_fitted
+    assert "model size at their defaults" in calibration_text(said) and "size terms default" in run_line(said)
+    quiet = estimate(tiny, tmp_path, "cpu", 1, strict=True)
+    assert calibration_text(quiet) == "calibrated on 6 measured case(s)"
+    assert "size" not in run_line(quiet)
+    # Control: once a stored run holds a model 1000x larger, the size terms are fitted and nothing is added.
+    large = tuple(replace(s, weight_bytes=1e9) for s in _run(n_cases=3).cases)
+    append_run(path, replace(_run(machine=machine), cases=large))
+    fitted = estimate(big, tmp_path, "cpu", 1, strict=True)
+    assert fitted.coefficients.sizes_fitted
+    assert calibration_text(fitted) == "calibrated on 9 measured case(s)" and "size" not in run_line(fitted)
