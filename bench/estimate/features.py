@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.estimate.policy import BYTES_PER_PARAM, COMPILE_BACKENDS, COMPUTE_FACTOR, TRAIN_PASSES_PER_STEP
+from bench.engine.serving.stream import make_stream
+from bench.estimate.policy import (
+    BYTES_PER_PARAM,
+    COMPILE_BACKENDS,
+    COMPUTE_FACTOR,
+    SWAP_LOADS,
+    TRAIN_PASSES_PER_STEP,
+)
 from bench.ops import op_named
 from bench.spec.cases import Case
 from bench.spec.schema import Step, Workload
@@ -29,6 +36,14 @@ class CaseFeatures:
     compiles: int = 0  # checked model calls on the compiled model: each may trace a frame
     traces: int = 0  # first traces: each compile's first checked call, a compiled serve step's setup
     layers: int | None = None  # the model's decoder layers (a trace grows with them); None: unknown
+    # Whole models loaded: the subject, then a reference and a math-oracle model per checked step and per
+    # serve step (a serve step's check loads one of each and its adapters into them in turn). None: 1 + 2 x
+    # checks, as before serve steps were told apart.
+    model_loads: int | None = None
+    # `load_adapter` calls, a hotswap counted as SWAP_LOADS of one: the load ops' and the serve steps' (each
+    # strategy's setup and switches, and its check's one per adapter). A checked step's reference loads are
+    # part of `checks`.
+    adapter_loads: float = 0.0
 
     @property
     def weight_bytes(self) -> float | None:
@@ -41,7 +56,7 @@ class CaseFeatures:
         if self.skipped:
             return {"case": 1.0}
         group = self.backend if self.backend in COMPILE_BACKENDS else "other"
-        loads = 1 + 2 * self.checks  # the subject, then a reference and an oracle model per check
+        loads = 1 + 2 * self.checks if self.model_loads is None else self.model_loads
         return {
             "case": 1.0,
             "steps": float(self.steps),
@@ -49,6 +64,8 @@ class CaseFeatures:
             "passes": float(self.passes),
             "gparam_tokens": self.params * self.tokens * COMPUTE_FACTOR.get(self.precision, 1.0) / 1e9,
             "load_gb": loads * self.weight_bytes / 1e9,
+            # An adapter load injects a LoRA layer into every target module of every decoder layer.
+            **({"adapter_load_layers": self.adapter_loads * self.layers} if self.layers else {}),
             "timed_floor_s": self.timed_floor_s,
             **({f"compiles:{group}": float(self.compiles)} if self.backend != "none" else {}),
             # A first trace walks every layer: about 0.5 s per layer with aot_eager on the 135M and 0.5B
@@ -77,16 +94,19 @@ def case_features(
     timing = s.timing
     backend = case.compile.backend if case.compile.enabled else "none"
     steps = checks = calls = compiles = traces = extra_passes = extra_tokens = measured = 0
+    model_loads, adapter_loads = 1, 0.0
     compiled = untraced = False
     for step in s.steps:
         op = op_named(step.op)
         if op.compiles:
             compiled = untraced = backend != "none"
         steps += 1 + _repeats(step)
+        adapter_loads += _op_loads(step, op.moves_adapter, case.hotswap_path)
         checked = op.checks_output or step.expect.raises is not None
         if checked:
             checks += 1
             calls += 3  # the subject's call, the reference's and the oracle's
+            model_loads += 2
             compiles += compiled
             traces += untraced
             untraced = False
@@ -106,6 +126,8 @@ def case_features(
             served, checked_adapters = _serve_work(step, s.workload)
             calls += served
             checks += checked_adapters
+            model_loads += 2  # the check's reference and math-oracle models, each loaded once
+            adapter_loads += _serve_loads(step, case.strategy, case.hotswap_path)
             compiles += compiled * len(step.serve.adapters)
             traces += backend != "none"  # every strategy compiles in its setup on a compiled case
     return CaseFeatures(
@@ -122,6 +144,8 @@ def case_features(
         compiles=compiles,
         traces=traces,
         layers=layers,
+        model_loads=model_loads,
+        adapter_loads=adapter_loads,
     )
 
 
@@ -136,3 +160,27 @@ def _serve_work(step: Step, w: Workload) -> tuple[int, int]:
     serve = step.serve
     checked = len(serve.adapters) * (serve.check_per_adapter or 1)
     return serve.requests + checked, checked
+
+
+def _op_loads(step: Step, moves_adapter: bool, path: str) -> float:
+    """`load_adapter` calls of a step that is not a serve step: a load op's one (a hotswap's SWAP_LOADS of
+    one), repeat_load's `count`."""
+    swap = SWAP_LOADS.get(path, 1.0)
+    if step.op == "repeat_load":
+        return (step.count or 0) * (swap if step.mode == "hotswap" else 1.0)
+    if moves_adapter:
+        return swap if step.hotswap else 1.0
+    return 0.0
+
+
+def _serve_loads(step: Step, strategy: str, path: str) -> float:
+    """`load_adapter` calls of a serve step, as bench.engine.serving.strategies makes them: side_by_side and
+    mixed_batch load every adapter in their setup; reload and hotswap load the first, then one per switch of
+    the stream (served one request at a time, in the stream's order), a hotswap counted as SWAP_LOADS of one;
+    and the check loads each adapter once into its reference."""
+    serve = step.serve
+    n = len(serve.adapters)
+    stream = make_stream(serve)
+    switches = sum(a.adapter != b.adapter for a, b in zip(stream, stream[1:], strict=False))
+    own = {"reload": 1 + switches, "hotswap": 1 + switches * SWAP_LOADS.get(path, 1.0)}.get(strategy, n)
+    return own + n

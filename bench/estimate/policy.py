@@ -33,6 +33,13 @@ DEFAULT_WALL_COEFFICIENTS = MappingProxyType(
         "passes": 0.002,  # one forward pass of a tiny model: Python and dispatch overhead
         "gparam_tokens": 0.044,  # 1e9 parameter-tokens of compute
         "load_gb": 0.3,  # 1 GB of weights loaded (the subject, each reference, each oracle model)
+        # One `load_adapter` per decoder layer of the model it goes into: a load walks the model and injects a
+        # LoRA layer in every target module, so its cost grows with the layers, not with the adapter's bytes.
+        # Fitted on 2026-12-06 to the 135M serving example's strategies (30 layers), which differ in what they
+        # load: side_by_side and mixed_batch 8 adapters in their setup, reload one per switch (44), each check
+        # 8; against the estimate's other terms, side_by_side is over by 0.25 s a load and reload by 0.23 s
+        # (reports/performance/estimate.md, "Serving strategies told apart").
+        "adapter_load_layers": 0.008,
         "timed_floor_s": 1.1,  # the timing policy's min_time_s, per measured step
         # A compile's cost is split into a part per checked call on the compiled model (guards, a recompile of
         # a small frame) and a part per layer of each first trace. Fitted on 2026-12-06 to two facts: the
@@ -69,6 +76,12 @@ BYTES_PER_PARAM = MappingProxyType(
 COMPUTE_FACTOR = MappingProxyType(
     {"fp32": 1.0, "bf16": 1.5, "fp16": 3.0, "int8": 3.0, "nf4": 4.0, "fp4": 4.0}
 )
+# A swap into a hotswap slot as a fraction of a `load_adapter` (it reads the adapter's files and copies its
+# weights into the slot's, no new layers), per hotswap path: the 135M serving example's serve time over
+# side_by_side's, which switches with set_adapter alone, per switch (44): 0.02 s through PEFT's own hotswap
+# functions and 0.09 s through transformers' load_adapter(hotswap=True), with a load at 0.24 s (n = 3 each).
+SWAP_LOADS = MappingProxyType({"peft": 0.1, "transformers": 0.4})
+
 # A train step's optimizer step costs about three forward passes (forward, backward, AdamW).
 TRAIN_PASSES_PER_STEP = 3
 
@@ -82,6 +95,7 @@ PRIOR_WEIGHT_CASES = 3.0
 SIZE_TERMS = (
     "gparam_tokens",
     "load_gb",
+    "adapter_load_layers",
     "compile_layers:aot_eager",
     "compile_layers:inductor",
     "compile_layers:other",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from bench.engine.serving.stream import make_stream
 from bench.estimate.features import case_features
+from bench.estimate.policy import SWAP_LOADS
+from bench.ops import op_named
 from bench.scenario import load_scenarios
 from bench.spec.cases import expand_all
 from tests.conftest import MINIMAL, SCENARIOS
@@ -100,3 +105,76 @@ def test_train_steps_and_repeat_loads_add_their_work():
     case, growth = features("memory_growth.toml")
     repeats = sum((s.count or 1) - 1 for s in case.scenario.steps)
     assert repeats > 0 and growth.steps == len(case.scenario.steps) + repeats
+
+
+def _serving_cases():
+    return {(c.strategy, c.hotswap_path): c for c in expand_all(load_scenarios([SCENARIOS / "serving.toml"]))}
+
+
+def test_serve_steps_count_each_strategys_adapter_loads():
+    """A serve step's `load_adapter` calls as each strategy makes them: the estimate's only way to tell a
+    strategy that reloads per switch from one that loaded everything once."""
+    cases = _serving_cases()
+    (serve,) = [s.serve for s in next(iter(cases.values())).scenario.steps if s.serve is not None]
+    n = len(serve.adapters)
+    stream = make_stream(serve)
+    switches = sum(1 for i in range(1, len(stream)) if stream[i].adapter != stream[i - 1].adapter)
+    assert 0 < switches < len(stream)
+
+    def serve_loads(strategy, path):
+        f = case_features(cases[(strategy, path)], 1000, layers=3)
+        assert f.vector()["adapter_load_layers"] == f.adapter_loads * 3
+        return f.adapter_loads - _op_loads_before_serve(cases[(strategy, path)])
+
+    path = next(p for s, p in cases if s == "side_by_side")
+    # setup loads every adapter (side_by_side, mixed_batch) or the first (reload, hotswap); the check loads
+    # each adapter once into its reference.
+    assert serve_loads("side_by_side", path) == serve_loads("mixed_batch", path) == 2 * n
+    assert serve_loads("reload", path) == 1 + switches + n
+    hotswaps = {p: serve_loads("hotswap", p) for s, p in cases if s == "hotswap"}
+    assert hotswaps == pytest.approx({p: 1 + switches * SWAP_LOADS[p] + n for p in hotswaps})
+    # Negative control: a load per switch puts reload above every strategy that swaps or loaded once.
+    assert serve_loads("reload", path) > max(serve_loads("side_by_side", path), *hotswaps.values())
+
+
+def _op_loads_before_serve(case):
+    """The load ops of the serving scenario's other steps (one load_adapter each, none hotswapped)."""
+    return sum(1 for s in case.scenario.steps if s.op == "load_adapter")
+
+
+def test_a_serve_step_loads_one_reference_and_one_oracle_model_whatever_its_adapters():
+    """The check holds one fresh base for every served adapter (bench.engine.serving.check), so the models it
+    loads do not grow with the adapters, as `1 + 2 x checks` would have them."""
+    case = next(iter(_serving_cases().values()))
+    f = case_features(case, 1000)
+    op_checks = sum(
+        1
+        for s in case.scenario.steps
+        if s.serve is None and (op_named(s.op).checks_output or s.expect.raises is not None)
+    )
+    assert f.model_loads == 1 + 2 * op_checks + 2
+    assert f.vector()["load_gb"] == f.model_loads * 4000 / 1e9
+    # Negative control: the serve step's checked adapters are still counted as checks.
+    assert f.checks > op_checks + 2 and 1 + 2 * f.checks > f.model_loads
+
+
+def test_load_ops_count_one_load_and_a_hotswap_a_fraction(write_scenario):
+    cases = _cases(write_scenario, MINIMAL)
+    case = next(iter(cases.values()))
+    plain = case_features(case, 1000, layers=2)
+    loads = sum(1 for s in case.scenario.steps if s.op == "load_adapter")
+    assert loads > 0 and plain.adapter_loads == loads
+    swapped = replace(
+        case,
+        scenario=replace(
+            case.scenario,
+            steps=tuple(
+                replace(s, hotswap=True) if s.op == "load_adapter" else s for s in case.scenario.steps
+            ),
+        ),
+    )
+    for path, fraction in SWAP_LOADS.items():
+        f = case_features(replace(swapped, hotswap_path=path), 1000, layers=2)
+        assert f.adapter_loads == loads * fraction
+    # Unknown layers leave the term out, as the compile term's.
+    assert "adapter_load_layers" not in case_features(case, 1000).vector()
