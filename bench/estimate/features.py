@@ -177,10 +177,9 @@ def _serve_loads(step: Step, strategy: str, path: str) -> float:
     """`load_adapter` calls of a serve step, as bench.engine.serving.strategies makes them: side_by_side and
     mixed_batch load every adapter in their setup; reload and hotswap load the first, then one per switch of
     the stream (served one request at a time, in the stream's order), a hotswap counted as SWAP_LOADS of one;
-    and the check loads each adapter once into its reference."""
+    and the check loads each adapter the stream asks for once into its reference."""
     serve = step.serve
-    n = len(serve.adapters)
     stream = make_stream(serve)
     switches = sum(a.adapter != b.adapter for a, b in zip(stream, stream[1:], strict=False))
-    own = {"reload": 1 + switches, "hotswap": 1 + switches * SWAP_LOADS.get(path, 1.0)}.get(strategy, n)
-    return own + n
+    own = {"reload": 1 + switches, "hotswap": 1 + switches * SWAP_LOADS.get(path, 1.0)}
+    return own.get(strategy, len(serve.adapters)) + len({r.adapter for r in stream})

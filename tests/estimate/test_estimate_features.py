@@ -137,6 +137,24 @@ def test_serve_steps_count_each_strategys_adapter_loads():
     assert serve_loads("reload", path) > max(serve_loads("side_by_side", path), *hotswaps.values())
 
 
+def test_the_check_loads_only_the_adapters_the_stream_asks_for():
+    """side_by_side loads every listed adapter in its setup; the check only those with a response to check."""
+    case = _serving_cases()[("side_by_side", next(p for s, p in _serving_cases() if s == "side_by_side"))]
+    steps = case.scenario.steps
+    (serve,) = [s.serve for s in steps if s.serve is not None]
+    short = replace(serve, requests=2)
+    asked = len({r.adapter for r in make_stream(short)})
+    assert asked < len(serve.adapters)
+    shorter = replace(
+        case,
+        scenario=replace(
+            case.scenario, steps=tuple(replace(s, serve=short) if s.serve else s for s in steps)
+        ),
+    )
+    loads = case_features(shorter, 1000, layers=2).adapter_loads - _op_loads_before_serve(case)
+    assert loads == len(serve.adapters) + asked
+
+
 def _op_loads_before_serve(case):
     """The load ops of the serving scenario's other steps (one load_adapter each, none hotswapped)."""
     return sum(1 for s in case.scenario.steps if s.op == "load_adapter")
