@@ -37,9 +37,8 @@ class CaseFeatures:
     traces: int = 0  # first traces: each compile's first checked call, a compiled serve step's setup
     layers: int | None = None  # the model's decoder layers (a trace grows with them); None: unknown
     # Whole models loaded: the subject, then a reference and a math-oracle model per checked step and per
-    # serve step (a serve step's check loads one of each and its adapters into them in turn). None: 1 + 2 x
-    # checks, as before serve steps were told apart.
-    model_loads: int | None = None
+    # serve step (a serve step's check loads one of each and its adapters into them in turn).
+    model_loads: int = 1
     # `load_adapter` calls, a hotswap counted as SWAP_LOADS of one: the load ops' and the serve steps' (each
     # strategy's setup and switches, and its check's one per adapter). A checked step's reference loads are
     # part of `checks`.
@@ -56,14 +55,13 @@ class CaseFeatures:
         if self.skipped:
             return {"case": 1.0}
         group = self.backend if self.backend in COMPILE_BACKENDS else "other"
-        loads = 1 + 2 * self.checks if self.model_loads is None else self.model_loads
         return {
             "case": 1.0,
             "steps": float(self.steps),
             "checks": float(self.checks),
             "passes": float(self.passes),
             "gparam_tokens": self.params * self.tokens * COMPUTE_FACTOR.get(self.precision, 1.0) / 1e9,
-            "load_gb": loads * self.weight_bytes / 1e9,
+            "load_gb": self.model_loads * self.weight_bytes / 1e9,
             # An adapter load injects a LoRA layer into every target module of every decoder layer.
             **({"adapter_load_layers": self.adapter_loads * self.layers} if self.layers else {}),
             "timed_floor_s": self.timed_floor_s,
