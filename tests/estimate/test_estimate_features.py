@@ -139,7 +139,7 @@ def test_serve_steps_count_each_strategys_adapter_loads():
 
 def test_the_check_loads_only_the_adapters_the_stream_asks_for():
     """side_by_side loads every listed adapter in its setup; the check only those with a response to check."""
-    case = _serving_cases()[("side_by_side", next(p for s, p in _serving_cases() if s == "side_by_side"))]
+    case = next(c for (strategy, _), c in _serving_cases().items() if strategy == "side_by_side")
     steps = case.scenario.steps
     (serve,) = [s.serve for s in steps if s.serve is not None]
     short = replace(serve, requests=2)
