@@ -3,7 +3,7 @@ ratio of its median request latency to the median of the same scenario's `reload
 compile setting) is below the factor with 95 % confidence: the upper end of a seeded percentile bootstrap CI
 of that ratio over the two cases' per-request latencies lies below the factor. Above it with 95 % confidence
 (the lower end at or above the factor) it fails; a CI that contains the factor is not decided (a note, never a
-pass). Two cases that ran at the same time (their workers' recorded intervals overlap, or, where a file lacks
+pass), nor is a ratio over fewer than MIN_SAMPLES requests on either side (bench.results.stats). Two cases that ran at the same time (their workers' recorded intervals overlap, or, where a file lacks
 them, the run had --jobs > 1) are compared only when their recorded cores are disjoint, and the outcome says
 so; on shared or unknown cores, or on two machines, the step notes why it is not decided. Each case runs in
 its own process, so this is decided after the run, over its results; a pure function, applied again when
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bench.results.records import CaseResult, StepRecord, WorkerInfo
+from bench.results.stats import MIN_SAMPLES, median_ratio_interval
 from bench.results.verdict import case_verdict, find_known, outcome, step_status
 from bench.spec.cases import Case
 from bench.spec.host import scope_to_host
@@ -34,26 +35,10 @@ def _latencies(case: CaseResult) -> list[float] | None:
     return None
 
 
-def ratio_ci(mine: list[float], theirs: list[float]) -> tuple[float, float, float]:
+def ratio_ci(mine: list[float], theirs: list[float]) -> tuple[float, float, float] | None:
     """median(mine) / median(theirs) and its CONFIDENCE percentile-bootstrap interval (each sample resampled
-    on its own, RESAMPLES times, seeded)."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    def ratio(x, y, axis=-1):
-        return np.median(x, axis=axis) / np.median(y, axis=axis)
-
-    a, b = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
-    res = bootstrap(
-        (a, b),
-        ratio,
-        n_resamples=RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(SEED),
-    )
-    return float(ratio(a, b)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+    on its own, RESAMPLES times, seeded); None when either has fewer than MIN_SAMPLES requests."""
+    return median_ratio_interval(mine, theirs, confidence=CONFIDENCE, resamples=RESAMPLES, seed=SEED)
 
 
 def _interval(w: WorkerInfo) -> tuple[float, float] | None:
@@ -150,7 +135,14 @@ def _decide(c: CaseResult, s: StepRecord, spec, index: dict, jobs: int) -> StepR
         if not comparable:
             notes.append(f"{_NOTE}{strategy}: not decided: {c.case_id} and {other.case_id} {how}")
             continue
-        ratio, low, high = ratio_ci(mine, theirs)
+        found = ratio_ci(mine, theirs)
+        if found is None:
+            notes.append(
+                f"{_NOTE}{strategy}: not decided: {len(mine)} and {len(theirs)} requests; the confidence "
+                f"interval needs at least {MIN_SAMPLES} on each side"
+            )
+            continue
+        ratio, low, high = found
         ci = (
             f"p50 ratio {ratio:.3g}, {CONFIDENCE:.0%} CI [{low:.3g}, {high:.3g}] over {len(mine)} and "
             f"{len(theirs)} requests" + (f"; {how}" if how else "")

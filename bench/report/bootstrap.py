@@ -17,11 +17,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Fewer calls than MIN_SAMPLES give an interval that says nothing (the median of 3 calls): none is shown.
+from bench.results.stats import MIN_SAMPLES, median_ratio_interval
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
-# Fewer calls than this give an interval that says nothing (the median of 3 calls): none is shown.
-MIN_SAMPLES = 5
 # Pooled calls above which the interval is by order statistics, not the bootstrap (about 1 s of CPU per row here).
 MAX_BOOTSTRAP_SAMPLES = 10_000
 BOOTSTRAP, ORDER_STATISTICS = "percentile bootstrap", "order statistics"
@@ -125,29 +126,7 @@ def binomial_half_cdf(k: int, n: int) -> float:
 def ratio_of_medians(num: Sequence[float], den: Sequence[float]) -> Interval | None:
     """median(num) / median(den), both resampled independently (two steps of one case): the adapter's cost over
     the base model's. None when either side has fewer than MIN_SAMPLES samples."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES or np.median(b) <= 0:
+    found = median_ratio_interval(num, den, confidence=CONFIDENCE, resamples=RESAMPLES, seed=SEED)
+    if found is None:
         return None
-
-    def ratio(x, y, axis=-1):
-        return np.median(x, axis=axis) / np.median(y, axis=axis)
-
-    estimate = float(ratio(a, b))
-    if len(set(a.tolist())) == 1 and len(set(b.tolist())) == 1:
-        return Interval(estimate, estimate, estimate, len(a) + len(b))
-    res = bootstrap(
-        (a, b),
-        ratio,
-        n_resamples=RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        vectorized=True,
-        paired=False,
-        batch=200,
-        rng=np.random.default_rng(SEED),
-    )
-    ci = res.confidence_interval
-    return Interval(estimate, float(ci.low), float(ci.high), len(a) + len(b))
+    return Interval(*found, len(num) + len(den))

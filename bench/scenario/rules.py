@@ -8,6 +8,7 @@ import dataclasses
 from bench.errors import ScenarioError
 from bench.ops import OPS
 from bench.ops.base import Walk
+from bench.results.stats import MIN_SAMPLES
 from bench.spec.schema import (
     CUDA_GRAPH_MODES,
     SERVING_STRATEGIES,
@@ -96,6 +97,13 @@ def check_serving(s: Scenario) -> Scenario:
         )
     if not s.matrix.strategy:
         s = dataclasses.replace(s, matrix=dataclasses.replace(s.matrix, strategy=SERVING_STRATEGIES))
+    if serves[0].expect.faster_than and serves[0].serve.requests < MIN_SAMPLES:
+        raise ScenarioError(
+            f"expect.faster_than: decided from a confidence interval over the requests' latencies, which needs "
+            f"at least {MIN_SAMPLES} requests (requests = {serves[0].serve.requests})",
+            source=s.source_file,
+            field=serves[0].label,
+        )
     for strategy, _ in serves[0].expect.faster_than:
         if strategy not in s.matrix.strategy:
             raise ScenarioError(

@@ -460,6 +460,22 @@ def test_faster_than_must_name_a_strategy_of_the_matrix(write_scenario):
         load_scenario(write_scenario(text + "expect = { faster_than = { reloda = 1.0 } }\n"))
 
 
+@pytest.mark.parametrize("requests, refused", [(1, True), (4, True), (5, False)])
+def test_faster_than_needs_enough_requests_for_its_interval(write_scenario, requests, refused):
+    """A stream too short for the confidence interval could never decide faster_than: refused when the file is
+    read, naming the step. Control: MIN_SAMPLES requests load."""
+    text = _serve_toml(["side_by_side", "reload"], steps=({**SERVE_STEP, "requests": requests},))
+    path = write_scenario(text + "expect = { faster_than = { reload = 1.0 } }\n")
+    if refused:
+        with pytest.raises(
+            ScenarioError, match=f"needs at least 5 requests \\(requests = {requests}\\)"
+        ) as e:
+            load_scenario(path)
+        assert "step 1 (serve)" in str(e.value) and str(path) in str(e.value)
+    else:
+        assert load_scenario(path).steps[0].expect.faster_than == (("reload", 1.0),)
+
+
 @pytest.mark.parametrize(
     "name, published",
     # The parameter counts the two checkpoints publish (tied embeddings counted once).

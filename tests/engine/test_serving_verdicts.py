@@ -11,6 +11,7 @@ import pytest
 from bench.engine.serving.check import ORACLE_PROMPTS
 from bench.engine.serving.strategies import Hotswap
 from bench.judge.relative import ratio_ci, relative_outcomes
+from bench.results.stats import MIN_SAMPLES
 from bench.results.store import load
 from bench.scenario import load_scenario
 from bench.spec.cases import expand
@@ -162,6 +163,30 @@ def test_a_confidence_interval_that_contains_the_factor_is_not_decided(eager_run
     outs, notes = _faster(judged)
     assert not outs and judged.verdict == "pass"
     assert any("not decided" in n and "contains" in n and "never a pass" in n for n in notes)
+
+
+def _first_requests(result, n):
+    """The case as if its stream had served only its first n requests."""
+    step = result.steps[0]
+    sv = replace(step.serving, requests=step.serving.requests[:n])
+    return replace(result, steps=(replace(step, serving=sv), *result.steps[1:]))
+
+
+@pytest.mark.parametrize("n, decided", [(1, False), (MIN_SAMPLES - 1, False), (MIN_SAMPLES, True)])
+def test_faster_than_over_too_few_requests_is_not_decided(eager_runs, n, decided):  # noqa: F811
+    """A stream of one request crashed the end of the run (scipy refuses a bootstrap over one value), and two
+    to four gave an interval that looked narrow over nothing. Control: at MIN_SAMPLES requests it decides."""
+    mine = _first_requests(_with_faster_than(eager_runs["mixed_batch"], [("reload", 1000.0)]), n)
+    judged, _ = relative_outcomes((mine, _first_requests(eager_runs["reload"], n)))
+    outs, notes = _faster(judged)
+    if decided:
+        assert [o.status for o in outs] == ["pass"] and f"over {n} and {n} requests" in outs[0].actual
+    else:
+        assert not outs and judged.verdict == "pass"
+        assert (
+            f"faster_than reload: not decided: {n} and {n} requests; the confidence interval needs at "
+            f"least {MIN_SAMPLES} on each side" in notes
+        )
 
 
 def _at(result, start, end, cpus):
