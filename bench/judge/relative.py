@@ -137,10 +137,14 @@ def _decide(c: CaseResult, s: StepRecord, spec, index: dict, jobs: int) -> StepR
             continue
         found = ratio_ci(mine, theirs)
         if found is None:
-            notes.append(
-                f"{_NOTE}{strategy}: not decided: {len(mine)} and {len(theirs)} requests; the confidence "
-                f"interval needs at least {MIN_SAMPLES} on each side"
+            few = min(len(mine), len(theirs)) < MIN_SAMPLES
+            why = (
+                f"{len(mine)} and {len(theirs)} requests; the confidence interval needs at least {MIN_SAMPLES} "
+                "on each side"
+                if few
+                else "no finite confidence interval (a median latency of 0, or a latency that is not finite)"
             )
+            notes.append(f"{_NOTE}{strategy}: not decided: {why}")
             continue
         ratio, low, high = found
         ci = (

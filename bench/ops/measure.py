@@ -64,5 +64,11 @@ class Generate(Op):
     name = "generate"
     call = "generate"
 
+    def check(self, walk: Walk, step):
+        if walk.scenario.workload.kind != "generate":
+            # The references generate only for a generate workload (its new_tokens, greedy): a forward one
+            # has no tokens to check these against.
+            raise walk.fail(step, 'generate needs [workload] kind = "generate" (with its new_tokens)')
+
     def script(self, w, step):
         pass

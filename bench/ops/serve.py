@@ -17,6 +17,12 @@ from bench.ops.script_text import ReproUnsupported
 from bench.spec.schema import ARRIVALS, POPULARITIES, ServeSpec
 
 MAX_REQUESTS = 100_000
+# The open loop's arrival rate. The replay's clock is virtual (nothing sleeps), so a low rate costs nothing,
+# but its arrival times grow as requests / rate: at 1e-3 requests per second, MAX_REQUESTS of them arrive
+# within about 1e11 ms, where a float64 still resolves 1e-5 ms. At 1e-306 the second arrival overflowed to
+# inf and its latency was NaN.
+MIN_RATE_RPS = 1e-3
+MAX_RATE_RPS = 1e6
 SERVE_FIELDS = frozenset(
     {
         "adapters",
@@ -67,8 +73,12 @@ class Serve(Op):
             raise t.error("adapters", f"adapter(s) listed twice: {', '.join(dupes)}")
         arrival = t.choice("arrival", ARRIVALS, "closed")
         rate = t.get("rate_rps", float, None)
-        if arrival == "poisson" and (rate is None or not 0 < rate <= 1e6):
-            raise t.error("rate_rps", "arrival 'poisson' needs rate_rps, requests per second in (0, 1e6]")
+        if arrival == "poisson" and (rate is None or not MIN_RATE_RPS <= rate <= MAX_RATE_RPS):
+            raise t.error(
+                "rate_rps",
+                f"arrival 'poisson' needs rate_rps, requests per second in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}]"
+                + ("" if rate is None else f", got {rate:g}"),
+            )
         if arrival == "closed" and rate is not None:
             raise t.error("rate_rps", "only an open loop (arrival = 'poisson') has an arrival rate")
         zipf_s = t.get("zipf_s", float, 1.1)

@@ -52,6 +52,11 @@ class Train(Op):
             raise walk.fail(
                 step, "train needs an adapter (add_adapter first), or full = true for full fine-tuning"
             )
+        if walk.scenario.workload.seq_len < 2:
+            # The causal LM loss predicts each next token: one token has none, and its loss is NaN.
+            raise walk.fail(
+                step, "train needs the workload's seq_len of at least 2 (one token has no next one)"
+            )
 
     def transition(self, state, step):
         return state.trained(full=step.full)

@@ -80,8 +80,9 @@ def median_ratio_interval(
     ratios (bench.report.bootstrap), so that the two never disagree on the same samples.
 
     None when either side has fewer than MIN_SAMPLES values (scipy refuses one value, and two to four give an
-    interval that looks narrow and says nothing about the median) or median(den) is not above 0. Every value
-    equal on each side: the ratio itself, with no spread to resample."""
+    interval that looks narrow and says nothing about the median), when a value is not finite, when
+    median(den) is not above 0, or when the interval is not finite. Every value equal on each side: the ratio
+    itself, with no spread to resample."""
     import numpy as np
     from scipy.stats import (
         bootstrap,
@@ -89,6 +90,8 @@ def median_ratio_interval(
 
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES or not np.median(b) > 0:
+        return None
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return None
 
     def ratio(x, y, axis=-1):
@@ -108,7 +111,9 @@ def median_ratio_interval(
         batch=200,  # 200 resamples at a time: long request streams stay within a few MiB
         rng=np.random.default_rng(seed),
     )
-    return estimate, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    # A resample whose denominator's median is 0 (most of den at 0) makes the interval NaN or infinite.
+    return (estimate, low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def _rank_sums(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -13,6 +13,9 @@ from bench.spec.table import (
     short,
 )
 
+# alpha (and alphas, alpha_pattern) in (0, MAX_ALPHA]: the scaling alpha / rank stays finite and positive.
+MAX_ALPHA = 1e6
+
 # ---------------------------------------------------------------------------------------------------------
 # Reading
 
@@ -54,6 +57,11 @@ def adapters_table(t: Table) -> tuple[dict[str, AdapterSpec], dict[str, tuple[st
         for k, r in rank_pattern:
             if not 1 <= r <= MAX_RANK:
                 raise a.error(f"rank_pattern.{k}", f"must be between 1 and {MAX_RANK}, got {short(r)}")
+        # The range a family's alphas have: 0 makes the adapter the base model, and a huge or negative one
+        # gives non-finite or sign-flipped logits that fail the oracles for the input's sake, not the library's.
+        for field_name, value in (("alpha", alpha), *((f"alpha_pattern.{k}", v) for k, v in alpha_pattern)):
+            if not 0 < value <= MAX_ALPHA:
+                raise a.error(field_name, f"must be in (0, {MAX_ALPHA:g}], got {short(value)}")
         if kind == "adalora":
             for lora_only in ("rank_pattern", "alpha_pattern", "modules_to_save"):
                 if lora_only in a.data:
@@ -131,7 +139,7 @@ def _family(a: Table, key: str) -> list[AdapterSpec]:
         if not values:
             raise a.error(field_name, "needs at least one value")
         for i, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1e6:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_ALPHA:
                 raise a.error(f"{field_name}[{i}]", f"expected a positive number, got {short(v)}")
     for i, r in enumerate(ranks):
         if not isinstance(r, int) or not 1 <= r <= MAX_RANK:

@@ -25,6 +25,15 @@ def check_order(s: Scenario) -> None:
     walk = Walk(scenario=s)
     compiled_somewhere = any(c.enabled for c in s.matrix.compile)
     graphs_somewhere = any(c.backend == "inductor" and c.mode in CUDA_GRAPH_MODES for c in s.matrix.compile)
+    if compiled_somewhere and s.workload.kind == "generate" and s.workload.new_tokens < 2:
+        # transformers compiles the decoding steps only (the prefill runs eager), and one new token comes
+        # from the prefill: such a case would compile nothing and fail compile_effective for it.
+        raise ScenarioError(
+            "a compiled generate workload needs new_tokens of at least 2: transformers compiles only the "
+            "decoding steps, and the first new token comes from the uncompiled prefill",
+            source=s.source_file,
+            field="workload.new_tokens",
+        )
     for step in s.steps:
         if walk.unloaded and OPS[step.op].changes_state:
             raise walk.fail(

@@ -189,6 +189,25 @@ def test_faster_than_over_too_few_requests_is_not_decided(eager_runs, n, decided
         )
 
 
+def test_faster_than_without_a_finite_interval_is_not_decided(eager_runs):  # noqa: F811
+    """Latencies of 0 ms (arrival times so large that a float swallowed the service time) gave a NaN interval,
+    and a NaN upper end failed the expectation."""
+    other = eager_runs["reload"]
+    step = other.steps[0]
+    zeros = tuple(replace(q, latency_ms=0.0) for q in step.serving.requests)
+    other = replace(other, steps=(replace(step, serving=replace(step.serving, requests=zeros)),))
+    mine = _with_faster_than(eager_runs["mixed_batch"], [("reload", 1000.0)])
+    judged, _ = relative_outcomes((mine, other))
+    outs, notes = _faster(judged)
+    assert not outs and judged.verdict == "pass"
+    assert (
+        "faster_than reload: not decided: no finite confidence interval (a median latency of 0, or a "
+        "latency that is not finite)" in notes
+    )
+    # Control: the same case against the real latencies decides.
+    assert [o.status for o in _faster(relative_outcomes((mine, eager_runs["reload"]))[0])[0]] == ["pass"]
+
+
 def _at(result, start, end, cpus):
     w = replace(result.worker, finished_at_epoch_s=end, wall_s=end - start, cpus=cpus)
     return replace(result, worker=w)

@@ -41,6 +41,10 @@ def test_equal_values_on_each_side_give_the_ratio_itself():
         ([1.0] * (MIN_SAMPLES - 1), [2.0] * 10),  # too few on one side
         ([1.0] * 10, [2.0] * (MIN_SAMPLES - 1)),  # on the other
         ([1.0] * 10, [0.0] * 10),  # no ratio to a median of 0
+        ([1.0] * 10, [2.0] * 9 + [float("nan")]),  # a value that is not finite
+        # median 1, but most resamples' medians are 0: the interval would be infinite or NaN, and a NaN upper
+        # end failed faster_than (NaN < factor is False)
+        ([1.0, 2.0, 1.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0, 1.0]),
     ],
 )
 def test_no_interval_where_the_samples_cannot_give_one(num, den):
