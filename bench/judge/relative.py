@@ -3,11 +3,12 @@ ratio of its median request latency to the median of the same scenario's `reload
 compile setting) is below the factor with 95 % confidence: the upper end of a seeded percentile bootstrap CI
 of that ratio over the two cases' per-request latencies lies below the factor. Above it with 95 % confidence
 (the lower end at or above the factor) it fails; a CI that contains the factor is not decided (a note, never a
-pass), nor is a ratio over fewer than MIN_SAMPLES requests on either side (bench.results.stats). Two cases that ran at the same time (their workers' recorded intervals overlap, or, where a file lacks
-them, the run had --jobs > 1) are compared only when their recorded cores are disjoint, and the outcome says
-so; on shared or unknown cores, or on two machines, the step notes why it is not decided. Each case runs in
-its own process, so this is decided after the run, over its results; a pure function, applied again when
-shards are merged (a sibling may have run in another shard).
+pass), nor is one over fewer than MIN_SAMPLES requests on either side, or one that is not finite
+(bench.results.stats). Two cases that ran at the same time (their workers' recorded intervals overlap, or,
+where a file lacks them, the run had --jobs > 1) are compared only when their recorded cores are disjoint, and
+the outcome says so; on shared or unknown cores, or on two machines, the step notes why it is not decided.
+Each case runs in its own process, so this is decided after the run, over its results; a pure function,
+applied again when shards are merged (a sibling may have run in another shard).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _latencies(case: CaseResult) -> list[float] | None:
 
 def ratio_ci(mine: list[float], theirs: list[float]) -> tuple[float, float, float] | None:
     """median(mine) / median(theirs) and its CONFIDENCE percentile-bootstrap interval (each sample resampled
-    on its own, RESAMPLES times, seeded); None when either has fewer than MIN_SAMPLES requests."""
+    on its own, RESAMPLES times, seeded); None where bench.results.stats.median_ratio_interval gives none (fewer
+    than MIN_SAMPLES requests on a side, a median of 0, a value or an interval that is not finite)."""
     return median_ratio_interval(mine, theirs, confidence=CONFIDENCE, resamples=RESAMPLES, seed=SEED)
 
 

@@ -77,16 +77,16 @@ def median_ratio_interval(
     """(median(num) / median(den), low, high): the ratio and its `confidence` percentile-bootstrap interval,
     each side resampled on its own (unpaired), `resamples` times from a generator seeded with `seed`. The one
     implementation behind the gate's `faster_than` (bench.judge.relative) and the report's adapter-over-base
-    ratios (bench.report.bootstrap), so that the two never disagree on the same samples.
+    ratios (bench.report.bootstrap), so that what one of them needs (a guard, a fix) the other has too.
 
     None when either side has fewer than MIN_SAMPLES values (scipy refuses one value, and two to four give an
     interval that looks narrow and says nothing about the median), when a value is not finite, when
     median(den) is not above 0, or when the interval is not finite. Every value equal on each side: the ratio
     itself, with no spread to resample."""
     import numpy as np
-    from scipy.stats import (
-        bootstrap,
-    )  # scipy only where an interval is drawn (the report's reader stays light)
+
+    # scipy only where an interval is drawn: the gate's and the report's readers stay light without it
+    from scipy.stats import bootstrap
 
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES or not np.median(b) > 0:
