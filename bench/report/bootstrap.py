@@ -61,9 +61,23 @@ def pooled_median(groups: Sequence[Sequence[float]]) -> Interval | None:
     # Imported here, not above: the order statistics need no scipy (lower_rank).
     from scipy.stats import bootstrap
 
+    # A step of one call resamples to itself, and scipy refuses a one-value sample (it crashed the end of a run
+    # whose steps had one timed call beside others with several): the one-call steps are pooled into one
+    # group, resampled together when there are several, held fixed when there is one.
+    many = [a for a in arrays if len(a) > 1]
+    ones = np.concatenate([a for a in arrays if len(a) == 1] or [np.empty(0)])
+    if len(ones) > 1:
+        many.append(ones)
+    fixed = ones if len(ones) == 1 else None
+
+    def statistic(*samples, axis=-1):
+        if fixed is not None:
+            samples = (*samples, np.broadcast_to(fixed, (*samples[0].shape[:-1], 1)))
+        return _median(*samples, axis=axis)
+
     res = bootstrap(
-        tuple(arrays),
-        _median,
+        tuple(many),
+        statistic,
         n_resamples=RESAMPLES,
         confidence_level=CONFIDENCE,
         method="percentile",

@@ -272,7 +272,9 @@ class Painter:
             else:
                 out[figure.key] = got[n]
                 self.shared += 1
-        self._stop(graceful=True)
+        # Graceful only where the helper delivered (it is exiting on its own): one that was sent nothing, or
+        # whose figures were all taken back, may still be importing matplotlib, and is not waited for.
+        self._stop(graceful=bool(theirs))
         return in_report_order(out)
 
     def _received(self, wanted: set[int]) -> dict[int, Any]:
@@ -297,10 +299,13 @@ class Painter:
     def _stop(self, *, graceful: bool) -> None:
         """graceful: the helper has delivered and is exiting on its own (it is given 5 s); otherwise it is
         stopped at once."""
-        conn, process = self._conn, self._process
+        conn, process, claims = self._conn, self._process, self._claims
         self._conn = self._process = self._claims = None
         if conn is not None:
             conn.close()
-        if process is None:
-            return
-        stop(process, grace_s=5 if graceful else 0)
+        if process is not None:
+            stop(process, grace_s=5 if graceful else 0)
+        # Released only now: a spawned helper still starting rebuilds the claims' lock from its name, and a
+        # lock released before that printed a FileNotFoundError traceback from the helper (a report with no
+        # figure to draw was done before the helper had started).
+        del claims

@@ -178,6 +178,24 @@ def test_leaving_the_block_early_stops_the_helper():
     _no_helper_left()
 
 
+@needs_two_cpus
+@pytest.mark.parametrize("claims_released_first", [False, True])
+def test_a_helper_stopped_while_it_starts_prints_nothing(capfd, claims_released_first):
+    """A report with nothing to draw (every case errored) was done before its helper had started, and the
+    helper printed a FileNotFoundError traceback: the claims' lock it rebuilds at start had been released.
+    Stopped as a finished report stops it, the helper exits without a word. Control: with the claims
+    released before it stops (the old order), the same helper prints the traceback."""
+    painter = Painter().__enter__()
+    process = painter._process
+    if claims_released_first:
+        painter._claims = None  # the lock goes with its last reference
+    painter._stop(graceful=True)  # gives it 5 s to end on its own: it starts, then meets the closed pipe
+    process.join(30)
+    err = capfd.readouterr().err
+    assert ("FileNotFoundError" in err) == claims_released_first, err[-2000:]
+    _no_helper_left()
+
+
 def _blocked_signals(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigBlk:"):

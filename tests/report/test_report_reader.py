@@ -226,6 +226,38 @@ def test_bootstrap_interval_covers_the_median_and_narrows():
     assert pooled_median([[1.0, 2.0]]) is None and ratio_of_medians([1.0] * 3, large) is None
 
 
+def test_steps_of_one_call_pool_beside_steps_of_several():
+    """A run whose one case timed one call and another case several crashed at its end: scipy refuses a
+    one-value sample. One-call steps are pooled together (held fixed when alone), as a one-value sample
+    resamples to itself."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    several = [2.0, 3.0, 4.0, 5.0, 6.0]
+    with pytest.raises(ValueError, match="two or more observations"):  # the crash, without the pooling
+        bootstrap(([1.0], several), lambda *s, axis=-1: np.median(np.concatenate(s, axis=axis), axis=axis))
+    alone = pooled_median([[1.0], several])
+    assert alone.estimate == 3.5 and alone.n == 6 and alone.low < 3.5 < alone.high
+    # Several one-call steps resample as one group: all of them alone give the same interval as one step
+    # holding their calls.
+    assert pooled_median([[1.0], [2.0], [3.0], [4.0], [5.0]]) == pooled_median([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    # Control: with no one-call step nothing is pooled: the interval of scipy's bootstrap over the steps as given.
+    from bench.report.bootstrap import CONFIDENCE, RESAMPLES, SEED
+
+    direct = bootstrap(
+        (np.array([1.0, 7.0]), np.array(several)),
+        lambda *s, axis=-1: np.median(np.concatenate(s, axis=axis), axis=axis),
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        vectorized=True,
+        batch=200,
+        rng=np.random.default_rng(SEED),
+    ).confidence_interval
+    two = pooled_median([[1.0, 7.0], several])
+    assert (two.low, two.high) == (direct.low, direct.high)
+
+
 def test_recompile_grid_text_is_readable_on_its_cell(failing):
     cases, steps, cells, vmax = plots_memory.recompile_cells(memory_data.recompile_rows(failing))
     coloured = [c for c in cells if c.text[0] != "0"]
