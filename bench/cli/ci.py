@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench.cli.paths import check_named_out_file
 from bench.errors import BenchInputError
 from bench.results.atomic import write_text
 
@@ -174,6 +175,15 @@ def append_step_summary(env: Mapping[str, str], markdown: str) -> Path | None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(markdown.rstrip("\n") + "\n\n")
     return path
+
+
+def check_ci_outputs(junit_xml: Path | None, env: Mapping[str, str]) -> None:
+    """Before any work: the JUnit file and the step summary can be written (a folder, a missing folder or a
+    read-only place there was a traceback after every case had run, and the run's exit code lost)."""
+    if junit_xml:
+        check_named_out_file(Path(junit_xml), "--junit-xml")
+    if (summary := step_summary_path(env)) is not None:
+        check_named_out_file(summary, "$GITHUB_STEP_SUMMARY")
 
 
 def write_ci_outputs(junit_xml: Path | None, out_dir: Path, results, env: Mapping[str, str]) -> None:

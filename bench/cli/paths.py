@@ -80,6 +80,15 @@ def check_out_file(path: Path) -> None:
     _writable(parent, path)
 
 
+def check_named_out_file(path: Path, given: str) -> None:
+    """check_out_file, the error naming the option or variable the path came from (`--junit-xml`,
+    `$GITHUB_STEP_SUMMARY`)."""
+    try:
+        check_out_file(path)
+    except BenchInputError as exc:
+        raise BenchInputError(f"{given}: {exc.detail}", source=exc.source) from None
+
+
 def cache_root(path: Path) -> Path:
     """A cache folder with ~ expanded (~unknownuser/... is an error, not a traceback), and usable."""
     try:

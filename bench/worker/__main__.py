@@ -100,6 +100,11 @@ def run_spec(spec: dict, *, process_start: float | None = None, faults: tuple = 
         # it during a run changes nothing in the run.
         case = Case.from_dict(spec["case"])
         device = pick_device()
+        if spec.get("device") == "cuda" and device != "cuda":
+            # Asked for, not there: never a CPU run filed as a CUDA one (its timings calibrated CUDA estimates).
+            raise RuntimeError(
+                "--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)"
+            )
         return run_case(
             case,
             Path(spec["cache_root"]),

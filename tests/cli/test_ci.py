@@ -171,6 +171,53 @@ def test_report_appends_to_the_step_summary(tmp_path, monkeypatch, capsys):
     assert text.startswith("earlier step\n") and load(run).cases[0].case_id in text
 
 
+@pytest.mark.parametrize(
+    "where, junit, message",
+    [
+        ("folder", True, "--junit-xml: is a folder: give a file name"),
+        ("under_file", True, "--junit-xml: its folder"),
+        ("folder", False, "$GITHUB_STEP_SUMMARY: is a folder: give a file name"),
+        ("under_file", False, "$GITHUB_STEP_SUMMARY: its folder"),
+    ],
+)
+def test_ci_outputs_that_cannot_be_written_are_refused_before_any_case(
+    tmp_path, monkeypatch, capsys, where, junit, message
+):
+    """A JUnit file or step summary that could not be written was a traceback after every case had run, and
+    the run's exit code was lost: now exit 2 before anything starts, naming the option. Control: a writable
+    file runs (test_run_writes_junit_and_step_summary)."""
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / "x.xml" if where == "under_file" else tmp_path
+    out = tmp_path / "out"
+    args = ["run", str(_scen(tmp_path, "ci", ["x"])), "--out", str(out)]
+    if junit:
+        args += ["--junit-xml", str(path)]
+    else:
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(path))
+    assert main(args) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+    if not junit:  # the report appends to the step summary too, and checks it before loading
+        assert main(["report", str(FAILING), "--out", str(tmp_path / "rep")]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_device_cuda_without_cuda_is_an_error_not_a_cpu_run(tmp_path, cache_root, monkeypatch, capsys):
+    """--device cuda on a machine where torch sees no CUDA ran every case on the CPU without a word, and the
+    run's timings went into the calibration filed under cuda. Where CUDA is there, the case runs on it."""
+    import torch
+
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(cache_root))
+    out = tmp_path / "out"
+    code = main(["run", str(_scen(tmp_path, "dev", ["x"])), "--out", str(out), "--device", "cuda"])
+    (case,) = load(out).cases
+    if torch.cuda.is_available():
+        assert code == 0 and case.device == "cuda"
+    else:
+        assert code == 1 and case.verdict == "error" and case.device == "cpu"
+        assert "--device cuda: torch sees no CUDA device here" in case.reason
+        assert "torch sees no CUDA device" in capsys.readouterr().out
+
+
 def test_device_goes_into_the_case_spec(tmp_path, cache_root):
     from bench.runner.launch import RunOptions, case_spec
     from bench.scenario import load_scenarios

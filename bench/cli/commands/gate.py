@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from bench.cli.commands.compare import add_policy_options, policy_from_args
-from bench.cli.paths import check_out_file
+from bench.cli.paths import check_named_out_file
 from bench.errors import BenchInputError
 from bench.judge.compare import compare, rules_mismatch
 from bench.judge.gate import DEFAULT_BASELINE, decide, update_command
@@ -83,10 +83,7 @@ def _summary_file(args: argparse.Namespace) -> Path | None:
         (args.summary, "--summary") if args.summary else (env and Path(env), "$GITHUB_STEP_SUMMARY")
     )
     if summary:
-        try:
-            check_out_file(summary)
-        except BenchInputError as exc:
-            raise BenchInputError(f"{given}: {exc.detail}", source=exc.source) from None
+        check_named_out_file(summary, given)
     return summary or None
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 from pathlib import Path
 
-from bench.cli.ci import append_step_summary, step_summary_path
+from bench.cli.ci import append_step_summary, check_ci_outputs, step_summary_path
 from bench.cli.paths import check_out_file, check_out_folder, path_arg
 from bench.errors import BenchInputError
 from bench.report import markdown
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(out)  # before loading: a bad --out is refused at once
     for path in args.table:
         check_out_file(path)
+    check_ci_outputs(None, os.environ)  # the step summary the report is appended to
     results = load_frozen(args.results)
     try:
         return _report(args, results, folder, out)
@@ -96,8 +98,6 @@ def _report(args: argparse.Namespace, results: Results, folder: Path, out: Path)
         if "md" not in formats:
             raise BenchInputError("--print prints the Markdown report: add --format md")
         print(markdown.render(results, written.repros, results_dir=folder, out_dir=out), end="")
-    import os
-
     # Rendered again only where a step summary wants it: a second render of a large run is seconds.
     if step_summary_path(os.environ) is None:
         return 0

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cli.ci import scheduler_from_env, write_ci_outputs
+from bench.cli.ci import check_ci_outputs, scheduler_from_env, write_ci_outputs
 from bench.cli.estimating import after_run, before_run
 from bench.cli.options import (
     hard_address_space_limit,
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     cache = cache_root(args.cache) if args.cache else default_cache_root()
     if args.out or args.resume:
         check_out_folder(args.resume or args.out, lock_file=LOCK_FILE)
+    check_ci_outputs(args.junit_xml, os.environ)
     if args.resume_any_version and not args.resume:
         raise BenchInputError("--resume-any-version goes with --resume")
 
