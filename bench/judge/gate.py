@@ -34,14 +34,28 @@ class GateResult:
         """The closing line of a failed gate. Baseline cases missing from the run (a shard, a -k, a run
         that stopped early): --allow-missing, never the update command, which would make the few cases
         that ran the whole baseline."""
-        missing = sum(1 for f in self.failures if f.status == "missing")
-        if missing:
-            return (
-                f"{missing} baseline case(s) did not run here: if this run covers part of the baseline on "
+        unfinished = sum(1 for f in self.failures if _unfinished(f))
+        absent = sum(1 for f in self.failures if f.status == "missing" and not _unfinished(f))
+        lines = []
+        if unfinished:
+            lines.append(
+                f"{unfinished} case(s) of this run did not finish (interrupted, or still pending): finish it "
+                "with `peft-bench run --resume`, then gate it; --allow-missing does not cover them"
+            )
+        if absent:
+            lines.append(
+                f"{absent} baseline case(s) did not run here: if this run covers part of the baseline on "
                 "purpose (a shard, -k, --tag), gate it with --allow-missing; update the baseline only from a "
                 "complete run"
             )
-        return f"If the change is intended, update the baseline: {self.update_command}"
+        return "\n".join(lines) or f"If the change is intended, update the baseline: {self.update_command}"
+
+
+def _unfinished(f: Finding) -> bool:
+    """A case this run selected and did not finish (recorded not_run: it was interrupted, or killed before the
+    case's turn). --allow-missing is for a run that covers part of the baseline on purpose; a run that
+    stopped early is not one, whether or not its unfinished cases are in the baseline."""
+    return f.status == "missing" and f.current == "not_run"
 
 
 def update_command(current: str | Path, baseline: str | Path) -> str:
@@ -59,13 +73,16 @@ def decide(
     comparison: Comparison, command: str, *, allow_missing: bool = False, allow_coverage_loss: bool = False
 ) -> GateResult:
     """Gated findings that are regressions fail; so do baseline cases that did not run, unless allowed
-    (a sharded or filtered run), and baseline passes that now skip or xfail, unless allowed."""
+    (a sharded or filtered run), cases the run did not finish, always, and baseline passes that now skip or
+    xfail, unless allowed."""
     failures = []
     allowed = 0
     for f in comparison.findings:
         if not f.fails_gate:
             continue
-        if (f.status == "missing" and allow_missing) or (f.status == "coverage_lost" and allow_coverage_loss):
+        if (f.status == "missing" and allow_missing and not _unfinished(f)) or (
+            f.status == "coverage_lost" and allow_coverage_loss
+        ):
             allowed += 1
             continue
         failures.append(f)

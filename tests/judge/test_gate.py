@@ -242,6 +242,27 @@ def test_missing_case_fails_unless_allowed(noise_a, cpu_policy):
     assert _gate(noise_a, fewer, cpu_policy, allow_missing=True)[1].passed
 
 
+def _unfinished(c):
+    return replace(c, verdict="not_run", reason="interrupted before this case ran", steps=())
+
+
+def test_cases_a_run_did_not_finish_fail_even_with_allow_missing(noise_a, cpu_policy):
+    """An interrupted run passed the gate with --allow-missing, though its cases never ran; and its unfinished
+    cases that are not in the baseline were counted as baseline cases that did not run. Control: a case
+    absent from the run (a shard, a -k) is still let through by --allow-missing."""
+    absent = noise_a.cases[0].case_id  # in the baseline, left out of this run
+    assert absent != SWAP_CASE
+    new = replace(_unfinished(noise_a.cases[0]), case_id="only-here[fp32-none]")
+    stopped = _edit_case(noise_a, SWAP_CASE, _unfinished)
+    stopped = replace(stopped, cases=(*stopped.cases[1:], new), interrupted=True)
+    g = _gate(noise_a, stopped, cpu_policy, allow_missing=True)[1]
+    assert not g.passed
+    assert {f.case_id for f in g.failures if f.metric == "verdict"} == {SWAP_CASE, new.case_id}
+    assert g.advice.startswith("2 case(s) of this run did not finish") and "--resume" in g.advice
+    assert "1 baseline case(s) did not run here" in _gate(noise_a, stopped, cpu_policy)[1].advice
+    assert absent not in {f.case_id for f in g.failures}  # allowed: absent, not unfinished
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The command line
 
