@@ -47,6 +47,10 @@ _COMPILE_METRICS = (
 )
 
 
+# The case-level row every case has (value 1): count cases by verdict with df[df.metric == "case"].
+CASE_METRIC = "case"
+
+
 def step_metrics(step: StepRecord) -> Iterator[tuple[str, Any, str]]:
     yield "op_time_ms", step.op_time_ms, "ms"
     yield "first_call_ms", step.first_call_ms, "ms"
@@ -115,6 +119,10 @@ def case_rows(case: CaseResult, metrics: Container[str] | None = None) -> Iterat
     for phase, seconds in case.phases_s.items():
         if metrics is None or f"phase_{phase}" in metrics:
             yield [*base, None, None, None, f"phase_{phase}", seconds, "s"]
+    # One row per case whatever it measured: an errored or unfinished case has no other, and a table without
+    # it counted only the cases that ran (a published pass rate over its rows left every error out).
+    if metrics is None or CASE_METRIC in metrics:
+        yield [*base, None, None, None, CASE_METRIC, 1, "count"]
 
 
 def rows(results: Results) -> Iterator[dict[str, Any]]:

@@ -33,6 +33,32 @@ def test_frame_agrees_with_results_csv(results):
     assert (df["metric"] == from_csv["metric"]).all() and (df["case_id"] == from_csv["case_id"]).all()
 
 
+def test_every_case_has_a_row_so_errors_are_counted(results):
+    """An errored or unfinished case measured nothing, and had no row: a table (results.csv, --table, a
+    published dataset) counted only the cases that ran. Each case now has one `case` row."""
+    from dataclasses import replace
+
+    first = results.cases[0]
+    broken = replace(
+        first,
+        case_id="broken[fp32-none]",
+        verdict="error",
+        reason="model missing",
+        steps=(),
+        total_recompiles=None,
+        phases_s={},
+    )
+    df = frame(replace(results, cases=(*results.cases, broken)))
+    mine = df[df.case_id == broken.case_id]
+    assert list(mine.metric) == ["case"] and list(mine.verdict) == ["error"] and list(mine.value) == [1]
+    counted = df[df.metric == "case"].groupby("verdict").size().to_dict()
+    expected = pd.Series([c.verdict for c in (*results.cases, broken)]).value_counts().to_dict()
+    assert counted == expected and counted["error"] == 1
+    # Control: a case that ran has its metric rows beside its one case row.
+    theirs = df[df.case_id == first.case_id]
+    assert (theirs.metric == "case").sum() == 1 and len(theirs) > 10
+
+
 def test_frame_is_tidy_with_parameters_as_columns(results):
     df = load_frame(RESULTS)
     assert str(df["step"].dtype) == "Int64"  # steps stay integers; case-level rows have none

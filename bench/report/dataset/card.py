@@ -148,7 +148,8 @@ def render(runs: list[CardRun], *, pretty_name: str, license: str, rows: int, wi
         + ", ".join(f"`{c}`" for c in ROW_FIELDS)
         + f". Then the run's own columns: {run_cols}. `<library>_version` is the installed version "
         "(null: not installed); `params_json` holds every matrix value of the case; `verdict_rules` is the "
-        "version of the rules its verdicts were judged under.",
+        "version of the rules its verdicts were judged under. Every case has one row with metric `case` "
+        "(value 1), also a case that errored or did not run: count cases by verdict from those rows.",
         "",
         "## Loading",
         "",
