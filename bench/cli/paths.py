@@ -49,7 +49,7 @@ def check_out_folder(path: Path, *, lock_file: str | None = None) -> None:
     """A folder a command will write into: it is one (or can be made), writable, its lock file a file."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise BenchInputError("exists and is not a folder: give a folder for the output", source=str(path))
+        raise BenchInputError("exists and is not a folder: give a folder", source=str(path))
     base = _nearest_existing(path)
     if not base.is_dir():
         raise BenchInputError(f"cannot create a folder under {base}: it is a file", source=str(path))
@@ -89,13 +89,17 @@ def check_named_out_file(path: Path, given: str) -> None:
         raise BenchInputError(f"{given}: {exc.detail}", source=exc.source) from None
 
 
-def cache_root(path: Path) -> Path:
-    """A cache folder with ~ expanded (~unknownuser/... is an error, not a traceback), and usable."""
+def cache_root(path: Path, given: str = "--cache") -> Path:
+    """A cache folder with ~ expanded (~unknownuser/... is an error, not a traceback), and usable; an error
+    names where the path came from (`given`)."""
     try:
         expanded = Path(path).expanduser()
     except RuntimeError as exc:  # pathlib: "Could not determine home directory."
         raise BenchInputError(f"cannot expand ~: {exc}", source=str(path)) from None
-    check_out_folder(expanded)
+    try:
+        check_out_folder(expanded)
+    except BenchInputError as exc:
+        raise BenchInputError(f"{given}: {exc.detail}", source=exc.source) from None
     return expanded
 
 
@@ -106,4 +110,4 @@ def default_cache_root() -> Path:
         raise BenchInputError(
             f"cannot expand ~: {exc}", source=f"${ENV_VAR}={os.environ.get(ENV_VAR)}"
         ) from None
-    return cache_root(root)
+    return cache_root(root, f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default cache")

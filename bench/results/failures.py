@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.results.brief import clipped
 from bench.results.records import CaseResult, StepRecord
 
 
@@ -68,7 +69,11 @@ def failure_of(case: CaseResult) -> Failure:
     if case.verdict in ("skip", "not_run"):
         return Failure(case.verdict, None, known)
     if step is None:  # the worker's own error (a timeout, a crash), or a whole-case expectation
-        return Failure("error" if case.verdict == "error" else "whole-case expectation", None, known)
+        if case.verdict == "error":  # the reason says what (the bare word "error: error" said nothing)
+            return Failure(
+                clipped(" ".join(case.reason.split()), 160) if case.reason else "error", None, known
+            )
+        return Failure("whole-case expectation", None, known)
     if step.error:
         return Failure("raised", step, known)
     if wrong_output(step):

@@ -184,8 +184,12 @@ def _check_same_scenario_set(sources: list[Source]) -> None:
         if s.results.scenario_set != first.results.scenario_set:
             raise BenchInputError(
                 f"selected scenarios {_names(s.results.scenario_set)}, but {first.path} selected "
-                f"{_names(first.results.scenario_set)}: unsharded runs merge only when they select the "
-                "same scenarios",
+                f"{_names(first.results.scenario_set)}: "
+                + (
+                    "the shards of one selection select the same scenarios (a shard of another run?)"
+                    if s.results.shard
+                    else "unsharded runs merge only when they select the same scenarios"
+                ),
                 source=s.path,
                 field="scenario_set",
             )

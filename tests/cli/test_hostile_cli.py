@@ -132,6 +132,18 @@ def test_run_out_refused_before_any_work(name, tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("from_env", [False, True])
+def test_a_cache_that_is_a_file_is_refused_naming_where_it_came_from(from_env, tmp_path, capsys, monkeypatch):
+    """The refusal said "give a folder for the output" of a cache given with --cache or $PEFT_BENCH_CACHE."""
+    (a_file := tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("PEFT_BENCH_CACHE", str(a_file if from_env else tmp_path / "cache"))
+    cache = [] if from_env else ["--cache", str(a_file)]
+    assert main(["run", str(_scenario(tmp_path)), "--out", str(tmp_path / "out"), *cache]) == 2
+    line = _error(capsys)
+    assert ("$PEFT_BENCH_CACHE: " if from_env else "--cache: ") in line and "is not a folder" in line
+    assert "for the output" not in line and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("name", ["a file", "under a file", "a missing folder under one", "empty"])
 def test_report_and_merge_out_refused(name, tmp_path, capsys):
     out, message = _out_cases(tmp_path)[name]

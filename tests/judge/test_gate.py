@@ -345,3 +345,12 @@ def test_lost_coverage_fails_unless_allowed(noise_a, cpu_policy, verdict):
     assert [f.status for f in g.failures] == ["coverage_lost"]
     _, allowed = _gate(noise_a, current, cpu_policy, allow_coverage_loss=True)
     assert allowed.passed and allowed.missing_allowed == 1
+
+
+def test_a_run_of_no_case_is_refused_as_a_baseline(noise_a, tmp_path, capsys):
+    """A results file with no case was taken as the baseline, and every later run would pass against it.
+    Control: the same file with its cases updates the baseline (test_gate_cli_passes_on_noise_...)."""
+    baseline = tmp_path / "base.json"
+    empty = _write(replace(noise_a, cases=()), tmp_path / "empty")
+    assert main(["gate", str(empty), "--baseline", str(baseline), "--update-baseline"]) == 2
+    assert "holds no case" in capsys.readouterr().err and not baseline.exists()

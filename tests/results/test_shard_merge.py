@@ -236,7 +236,12 @@ def test_refuses_different_scenario_sets(tmp_path):
     a = _write(tmp_path, "a", _results(SELECTION[:3]))
     b = _write(tmp_path, "b", _results(SELECTION[3:], scenario_set=("s3", "s4", "s5", "s6")))
     msg = _refusal([a, b])
-    assert b.path in msg and "scenario_set" in msg and "same scenarios" in msg
+    assert b.path in msg and "scenario_set" in msg and "unsharded runs merge only when" in msg
+    # Two shards of different selections: the message speaks of shards, not of unsharded runs.
+    s1 = _write(tmp_path, "s1", _results(_shard_ids(1, 2), shard="1/2"))
+    s2 = _write(tmp_path, "s2", _results(_shard_ids(2, 2), shard="2/2", scenario_set=("s0", "s1")))
+    msg = _refusal([s1, s2])
+    assert "the shards of one selection select the same scenarios" in msg and "unsharded" not in msg
 
 
 def test_refuses_a_missing_shard(tmp_path):

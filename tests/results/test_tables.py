@@ -59,6 +59,25 @@ def test_every_case_has_a_row_so_errors_are_counted(results):
     assert (theirs.metric == "case").sum() == 1 and len(theirs) > 10
 
 
+def test_a_workers_error_says_its_reason_in_the_summary_line(results):
+    """An error before any step (a missing model, a crash) was listed as "error: error". Control: a case
+    whose step raised names the way it failed, not the reason."""
+    from dataclasses import replace
+
+    from bench.results.failures import failure_line
+
+    broken = replace(
+        results.cases[0],
+        verdict="error",
+        reason="FileNotFoundError: model '/x': path  does\nnot exist",
+        steps=(),
+    )
+    assert failure_line(broken).endswith("error: FileNotFoundError: model '/x': path does not exist")
+    assert failure_line(replace(broken, reason="x" * 500)).endswith("[340 more characters in results.json]")
+    raised = next(c for c in results.cases if any(s.error for s in c.steps))
+    assert ": raised" in failure_line(replace(raised, verdict="error"))
+
+
 def test_frame_is_tidy_with_parameters_as_columns(results):
     df = load_frame(RESULTS)
     assert str(df["step"].dtype) == "Int64"  # steps stay integers; case-level rows have none

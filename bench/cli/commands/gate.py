@@ -62,6 +62,10 @@ def _current_file(path: Path) -> Path:
 
 
 def _update(args: argparse.Namespace, current) -> int:
+    if not current.cases:
+        raise BenchInputError(
+            "holds no case: a baseline of no case would let every later run pass", source=str(args.current)
+        )
     bad = [c.case_id for c in current.cases if c.verdict in (*FAILING_VERDICTS, "not_run")]
     if bad:
         raise BenchInputError(

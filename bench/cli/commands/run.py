@@ -88,8 +88,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         )
         if not selection and (args.tag or args.skip_tag):
             raise BenchInputError(
-                f"--tag {' '.join(args.tag) or '-'} --skip-tag {' '.join(args.skip_tag) or '-'}: "
-                "no scenario is left by these tags"
+                " ".join([*(f"--tag {t}" for t in args.tag), *(f"--skip-tag {t}" for t in args.skip_tag)])
+                + ": no scenario is left by these tags"
             )
         shard = shard_text(args.shard) if args.shard else None
         cases = Shard.parse(shard).select(selection) if shard else selection
