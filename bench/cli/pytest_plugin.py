@@ -19,12 +19,14 @@ from pathlib import Path
 import pytest
 
 from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION, __version__
+from bench.cli.options import timeout_seconds
+from bench.cli.paths import check_out_folder
 from bench.engine.sources.cache import default_cache_root
 from bench.errors import BenchInputError
 from bench.report.answers_view import summary_lines
 from bench.results.environment import collect
 from bench.results.records import Results
-from bench.results.store import save
+from bench.results.store import holds_results, save
 from bench.results.summary import write_summary
 from bench.runner.launch import RunOptions, not_run, run_one
 from bench.runner.run import default_out_dir
@@ -178,6 +180,7 @@ class _RunState:
         self._saves = SaveClock()
         self._env = None
         self._created_at = ""
+        self._refusal = ""  # why no case may run in this process (a pytest-xdist worker)
 
     def selected(self, items: list[ScenarioCaseItem]) -> None:
         ids: dict[str, ScenarioCaseItem] = {}
@@ -189,8 +192,38 @@ class _RunState:
                     f"{other.case.scenario.source_file}: scenario names must be unique across the selection"
                 )
         self.cases = [item.case for item in items]
+        if items:
+            self._check_options()
+
+    def _check_options(self) -> None:
+        """The options `peft-bench run` refuses, refused before any case here too: each was found to lose or
+        misfile results (an existing run replaced by this session's, two xdist workers writing one
+        results.json, a timeout of 0 or inf taken as none)."""
+        opt = self.config.getoption
+        if hasattr(self.config, "workerinput"):
+            # A pytest-xdist worker: every worker would write the one results folder. A usage error raised in
+            # a worker is an xdist INTERNALERROR, so each case fails with the reason instead, writing nothing.
+            self._refusal = (
+                "peft-bench scenarios run in one pytest process: leave out -n (pytest-xdist); each case already "
+                "runs in a worker process of its own, and `peft-bench run --jobs N` runs several at once"
+            )
+            return
+        try:
+            if (out := opt("peft_bench_out")) is not None:
+                check_out_folder(out)
+                if holds_results(out):
+                    raise BenchInputError(
+                        "--peft-bench-out: this folder holds the results of another run; give another folder",
+                        source=str(out),
+                    )
+            if (timeout := opt("peft_bench_timeout")) is not None:
+                timeout_seconds(timeout)
+        except BenchInputError as exc:
+            raise pytest.UsageError(str(exc).replace("--timeout:", "--peft-bench-timeout:")) from None
 
     def run(self, case):
+        if self._refusal:
+            pytest.fail(self._refusal, pytrace=False)
         if self._opts is None:
             self._start()
         result = run_one(case, self._opts)

@@ -70,7 +70,7 @@ def read_runs(path: Path) -> list[RunRecord]:
 def _parse_line(line: str, path: Path, n: int) -> RunRecord:
     where = {"source": str(path), "field": f"line {n}"}
     try:
-        data = json.loads(line)
+        data = json.loads(line, parse_constant=_no_constant)
         if data.get("format") != CALIBRATION_FORMAT:
             raise BenchInputError(
                 f"calibration format {data.get('format')!r}, this version reads {CALIBRATION_FORMAT}; "
@@ -82,10 +82,10 @@ def _parse_line(line: str, path: Path, n: int) -> RunRecord:
                 case_id=str(c["case_id"]),
                 features={str(k): float(v) for k, v in c["features"].items()},
                 weight_bytes=float(c["weight_bytes"]),
-                wall_s=float(c["wall_s"]),
+                wall_s=_seconds(c["wall_s"]),
                 peak_rss_bytes=_opt_float(c.get("peak_rss_bytes")),
                 jobs=int(data["jobs"]),
-                estimate_wall_s=_opt_float(c.get("estimate_wall_s")),
+                estimate_wall_s=_opt_seconds(c.get("estimate_wall_s")),
                 estimate_rss_bytes=_opt_float(c.get("estimate_rss_bytes")),
             )
             for c in data["cases"]
@@ -95,8 +95,8 @@ def _parse_line(line: str, path: Path, n: int) -> RunRecord:
             finished_at=str(data["finished_at"]),
             jobs=int(data["jobs"]),
             cases=cases,
-            estimate_total_s=_opt_float(data.get("estimate_total_s")),
-            measured_total_s=_opt_float(data.get("measured_total_s")),
+            estimate_total_s=_opt_seconds(data.get("estimate_total_s")),
+            measured_total_s=_opt_seconds(data.get("measured_total_s")),
             results=str(data.get("results", "")),
             load_1min=_opt_float(data.get("load_1min")),
             slowdown=float(data.get("slowdown", 1.0)),
@@ -112,6 +112,27 @@ def _parse_line(line: str, path: Path, n: int) -> RunRecord:
 
 def _opt_float(value) -> float | None:
     return None if value is None else float(value)
+
+
+# A case's wall time above this is not a measurement (three years): 1e300 gave a 300-digit estimate.
+MAX_WALL_S = 1e8
+
+
+def _no_constant(name: str):
+    """json's NaN, Infinity and -Infinity: this file never holds them (written with allow_nan=False), and one
+    edited in stopped every later run in a traceback while the estimate printed its duration."""
+    raise ValueError(f"{name} is not a number this file holds")
+
+
+def _opt_seconds(value) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+def _seconds(value) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= MAX_WALL_S:
+        raise ValueError(f"{seconds:g} s is not a duration (0 to {MAX_WALL_S:g} s)")
+    return seconds
 
 
 def _line(run: RunRecord) -> str:

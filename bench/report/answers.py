@@ -254,7 +254,7 @@ def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict
     latency = pooled_median([s.timing.samples_ms for s in active])
     tokens = None
     w = _scenario(cases[0]).get("workload", {})
-    if latency is not None and w.get("kind") == "generate":
+    if latency is not None and w.get("kind") == "generate" and latency.estimate > 0:  # 0 ms: no rate
         tokens = w.get("batch_size", 1) * w.get("new_tokens", 0) / (latency.estimate / 1000.0)
     overhead, overhead_case = _overhead(members)
     swaps = [s for _, f in members for s in f.swaps]

@@ -200,6 +200,9 @@ def _rules(cls: type, f: dict[str, Any], where: str) -> None:
             raise ResultsInvalid(
                 _child(where, "n"), f"is {f['n']}, but samples_ms holds {len(f['samples_ms'])}"
             )
+        # A monotonic clock's difference: a negative one was edited in (and was named "fastest").
+        if (low := min((x for x in f["samples_ms"] if x is not None), default=0.0)) < 0:
+            raise ResultsInvalid(_child(where, "samples_ms"), f"a negative timing sample ({low:g} ms)")
     elif cls is StepRecord:
         _one_of(f["status"], STEP_STATUSES, _child(where, "status"), "step status")
     elif cls is Outcome:

@@ -153,6 +153,23 @@ def test_report_and_merge_out_refused(name, tmp_path, capsys):
     assert message in _error(capsys)
 
 
+@pytest.mark.parametrize("name", ["results.json", "results.csv", "summary.md", "table.json"])
+def test_report_table_never_replaces_a_runs_own_files(name, tmp_path, capsys):
+    """--table RUN/results.json replaced the run's results with the table: the run could not be read again.
+    Control: another name in the same folder is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(NOISE_A).parent if Path(NOISE_A).is_file() else NOISE_A, run)
+    before = (run / "results.json").read_bytes()
+    code = main(["report", str(run), "--out", str(tmp_path / "r"), "--table", str(run / name)])
+    if name == "table.json":
+        assert code == 0 and json.loads((run / name).read_text())  # the tidy rows
+    else:
+        assert code == 2 and "would replace a run's own" in _error(capsys)
+    assert (run / "results.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("table", ["missing/t.csv", "a-file/t.csv", "folder", ""])
 def test_report_table_path_refused(table, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")

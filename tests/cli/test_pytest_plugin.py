@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy  # noqa: F401 - see below
 import pytest
 
 from bench.cli.pytest_plugin import VERDICT_OUTCOMES, is_scenario_file, outcome_for
@@ -22,6 +23,9 @@ from bench.results.store import load
 from tests.conftest import FAST_TIMING, LOAD_A, ONE_ADAPTER_SEED_0, scenario_toml
 
 pytest_plugins = ["pytester"]
+# numpy is imported above, before any in-process pytester run: such a run restores sys.modules as it found them,
+# so a numpy first imported inside one (loading a results file reads its columnar copy) was dropped, and the
+# next import failed with "cannot load module more than once per process" when this file ran in one process.
 
 ADAPTER = {"a": {"rank": 4, "alpha": 8, "seed": 1}}
 # Three cases, one worker each: pass, fail and xfail (xpass takes the fail path: see the outcome table test).
@@ -177,6 +181,43 @@ def test_duplicate_scenario_names_are_a_usage_error(pytester, scenario_dir):
     result = pytester.runpytest("scen", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "scenario names must be unique" in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--peft-bench-out", "RUN"], "holds the results of another run"),
+        (["--peft-bench-out", "A_FILE"], "is not a folder"),
+        (["--peft-bench-timeout", "0"], "--peft-bench-timeout: expected seconds greater than 0"),
+        (["--peft-bench-timeout", "inf"], "--peft-bench-timeout: expected seconds"),
+        (["--peft-bench-timeout", "nan"], "--peft-bench-timeout: expected seconds"),
+    ],
+)
+def test_options_that_would_lose_or_misfile_results_are_usage_errors(pytester, scenario_dir, args, message):
+    """An existing run was replaced by the session's (105 cases became 1), two xdist workers wrote one
+    results.json (a passed case recorded not_run), a timeout of 0 or inf meant none, and an --out that is a
+    file was an internal error. Each is a usage error before any case runs now. Control: a new folder and a
+    finite timeout collect (and test_cases_run_as_tests runs them)."""
+    run = pytester.mkdir("run")
+    (run / "results.json").write_text("{}")
+    (pytester.path / "a-file").write_text("x")
+    where = {"RUN": str(run), "A_FILE": str(pytester.path / "a-file")}
+    args = [where.get(a, a) for a in args]
+    result = pytester.runpytest_subprocess("scen", "--collect-only", "-q", *args)
+    assert result.ret != 0 and message in result.stderr.str() + result.stdout.str()
+    assert (run / "results.json").read_text() == "{}"
+    fine = ["--peft-bench-out", str(pytester.path / "new"), "--peft-bench-timeout", "30"]
+    assert pytester.runpytest_subprocess("scen", "--collect-only", "-q", *fine).ret == 0
+
+
+def test_under_xdist_each_case_fails_with_the_reason_and_nothing_is_written(pytester, scenario_dir):
+    """Two xdist workers wrote one results.json: a passed case was recorded not_run."""
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        "scen/holds.toml", "-p", "xdist", "-n", "2", "--peft-bench-out", str(out)
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED and "INTERNALERROR" not in result.stdout.str()
+    assert "leave out -n (pytest-xdist)" in result.stdout.str() and not out.exists()
 
 
 @pytest.mark.slow

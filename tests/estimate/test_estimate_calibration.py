@@ -93,6 +93,29 @@ def test_a_corrupt_file_is_an_error_naming_it_and_its_line(tmp_path, text, what)
     assert str(path) in str(err.value) and what in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "old, new, what",
+    [
+        ('"wall_s": ', '"wall_s": NaN, "was": ', "NaN is not a number"),
+        ('"measured_total_s": ', '"measured_total_s": Infinity, "was": ', "Infinity is not a number"),
+        ('"wall_s": ', '"wall_s": 1e300, "was": ', "is not a duration"),
+        ('"wall_s": ', '"wall_s": -1, "was": ', "is not a duration"),
+    ],
+)
+def test_a_number_no_run_measures_is_a_corrupt_line(tmp_path, old, new, what):
+    """A NaN or Infinity edited into the file stopped `list --estimate` and every later `run` in a traceback
+    (the estimate's duration could not be printed); 1e300 s printed a 300-digit estimate. Control: the line
+    as written reads back."""
+    path = calibration_path(tmp_path)
+    append_run(path, _run())
+    line = path.read_text()
+    assert old in line and len(read_runs(path)) == 1
+    path.write_text(line.replace(old, new, 1))
+    with pytest.raises(BenchInputError) as err:
+        read_runs(path)
+    assert "line 1" in str(err.value) and what in str(err.value)
+
+
 def test_appending_to_a_corrupt_file_moves_it_aside(tmp_path):
     path = calibration_path(tmp_path)
     path.write_text("{not json\n")

@@ -258,6 +258,23 @@ def test_steps_of_one_call_pool_beside_steps_of_several():
     assert (two.low, two.high) == (direct.low, direct.high)
 
 
+@pytest.mark.parametrize("sample_ms, rated", [(0.0, False), (2.0, True)])
+def test_a_generate_case_timed_at_0_ms_has_no_token_rate(baseline, sample_ms, rated):
+    """A generate case whose timed calls read 0 ms stopped `report` and `site` with a ZeroDivisionError (tokens
+    per second). Control: at 2 ms the rate is batch x new tokens / latency."""
+    from bench.results.measures import TimingStats
+
+    case = next(c for c in baseline.cases if any(s.timing for s in c.steps))
+    scenario = {**case.case["scenario"], "workload": {"kind": "generate", "batch_size": 2, "new_tokens": 4}}
+    timed = TimingStats.from_samples([sample_ms] * 6)
+    steps = tuple(replace(s, timing=timed) if s.timing else s for s in case.steps)
+    one = replace(baseline, cases=(replace(case, case={**case.case, "scenario": scenario}, steps=steps),))
+    (choice,) = answers.choices(one)
+    assert (choice.tokens_per_s is not None) == rated
+    if rated:
+        assert choice.tokens_per_s == pytest.approx(2 * 4 / 0.002)
+
+
 def test_recompile_grid_text_is_readable_on_its_cell(failing):
     cases, steps, cells, vmax = plots_memory.recompile_cells(memory_data.recompile_rows(failing))
     coloured = [c for c in cells if c.text[0] != "0"]

@@ -354,6 +354,10 @@ DIRECTED = {
         lambda d: _first_timing(d)["samples_ms"].__setitem__(0, float("nan")),
         "samples_ms[0]: expected a finite number, got nan",
     ),
+    "negative timing sample": (
+        lambda d: _first_timing(d)["samples_ms"].__setitem__(0, -3.0),
+        "samples_ms: a negative timing sample (-3 ms)",
+    ),
     "infinite median": (lambda d: _first_timing(d).__setitem__("median_ms", float("inf")), "got inf"),
     "n disagrees with samples": (lambda d: _first_timing(d).__setitem__("n", 10**6), "but samples_ms holds"),
     "case id with ../": (

@@ -52,12 +52,26 @@ def register(sub) -> None:
     p.add_argument("--print", action="store_true", help="also print the Markdown report to stdout")
 
 
+# What a run folder holds that a table export must never replace.
+RUN_FILES = ("results.json", "results.csv", "results.parquet", "summary.md")
+
+
+def _refuse_a_runs_own_file(path: Path) -> None:
+    """--table Rt/results.json replaced the run's results with the table, and the run could no longer be read."""
+    path = Path(path)
+    if path.name in RUN_FILES and (path.absolute().parent / "results.json").is_file():
+        raise BenchInputError(
+            f"--table: would replace a run's own {path.name}; give the table another name", source=str(path)
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     folder = args.results if args.results.is_dir() else args.results.parent
     out = args.out or folder
     check_out_folder(out)  # before loading: a bad --out is refused at once
     for path in args.table:
         check_out_file(path)
+        _refuse_a_runs_own_file(path)
     check_ci_outputs(None, os.environ)  # the step summary the report is appended to
     results = load_frozen(args.results)
     try:
