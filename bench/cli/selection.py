@@ -23,6 +23,11 @@ def select_cases(
     scenarios = load_scenarios(paths)
     check_selection_size(scenarios, max_cases)  # from the axes' lengths, before expanding the product
     cases = select_tags(expand_all(scenarios), list(tags), list(skip_tags))
+    if not cases and (tags or skip_tags):  # run and list alike (list printed nothing and exited 0)
+        raise BenchInputError(
+            " ".join([*(f"--tag {t}" for t in tags), *(f"--skip-tag {t}" for t in skip_tags)])
+            + ": no scenario is left by these tags"
+        )
     if keywords:
         cases = [c for c in cases if any(k in c.id for k in keywords)]
         if not cases:

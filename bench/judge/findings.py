@@ -81,7 +81,10 @@ def fmt_value(value: float | str | None, unit: str) -> str:
 
 
 def fmt_change(change: float | None) -> str:
-    return "" if change is None else f"{change:+.0%}"
+    """+12%; a change of 100x or more as a factor (x1e+298): a percentage of 1e300 printed 301 digits."""
+    if change is None:
+        return ""
+    return f"{change:+.0%}" if abs(change) < 100 else f"x{change + 1:.3g}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from bench.report.answers import Advice, Choice
 from bench.report.bootstrap import MAX_BOOTSTRAP_SAMPLES, ORDER_STATISTICS
 from bench.report.memo import per_results
 from bench.report.sections import ReportTable, Section
-from bench.report.units import MiB
+from bench.report.units import MiB, number_text, ratio_text
 from bench.results.brief import listing
 from bench.results.failures import failure_line
 from bench.results.records import Results
@@ -31,9 +31,7 @@ HEADER = (
 
 
 def _ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return "-" if v is None else number_text(v)
 
 
 def _interval(iv, unit: str = "") -> str:
@@ -43,9 +41,7 @@ def _interval(iv, unit: str = "") -> str:
 
 
 def _ratio(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.0f}x" if v >= 1000 else f"{v:.2g}x"
+    return ratio_text(v, digits=2)
 
 
 def _verdicts(c: Choice) -> str:

@@ -17,13 +17,13 @@ from bench.report.figure import (  # noqa: F401 (Plot: the figures' type, for ca
     save,
 )
 from bench.report.flags import WRONG
-from bench.report.units import ratio_text, size_text
+from bench.report.units import number_text, ratio_text, size_text
 
 MiB = 2**20
 
 
 def _ms(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 6810, not 6.81e+03
+    return number_text(v)
 
 
 def unavailable_reason() -> str | None:

@@ -9,8 +9,8 @@ from typing import Any
 from bench.report import answers, data, flags, memory_data, training
 from bench.report.data import MAX_TABLE_ROWS, TABLES_NOTE
 from bench.report.memo import per_results
+from bench.report.units import number_text, size_text
 from bench.report.units import ratio_text as _ratio
-from bench.report.units import size_text
 from bench.results.brief import clipped
 from bench.results.records import Results
 
@@ -37,9 +37,7 @@ class Section:
 
 
 def _ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # 1180, not 1.18e+03
+    return "-" if v is None else number_text(v)
 
 
 def _mib(v: int | float | None) -> str:

@@ -15,7 +15,17 @@ def size_text(v: int | None) -> str:
     return f"{v} B"
 
 
-def ratio_text(v: float | None) -> str:
+# Numbers from 1000 up to this print whole (6810, 19,900x, not 6.81e+03); beyond it with an exponent: a
+# latency of 1e300 (an edited file) printed 301 digits, which the cell's clipping then cut short.
+WHOLE_BELOW = 1e9
+
+
+def number_text(v: float) -> str:
+    """A time or count for a table cell: 3 significant digits, whole from 1000 to WHOLE_BELOW."""
+    return f"{v:.0f}" if 1000 <= abs(v) < WHOLE_BELOW else f"{v:.3g}"
+
+
+def ratio_text(v: float | None, digits: int = 3) -> str:
     if v is None:
         return "-"
-    return f"{v:,.0f}x" if v >= 1000 else f"{v:.3g}x"  # 19,900x reads better than 1.99e+04x
+    return f"{v:,.0f}x" if 1000 <= v < WHOLE_BELOW else f"{v:.{digits}g}x"

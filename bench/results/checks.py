@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any
 
-from bench import RESULTS_SCHEMA_VERSION
+from bench import RESULTS_SCHEMA_VERSION, VERDICT_RULES_VERSION
 from bench.results.finite import NOTES_KEY, WORDS
 from bench.results.finite import child as _child
 from bench.results.measures import TimingStats
@@ -254,6 +254,14 @@ def parse_results(data: Any) -> Results:
             "schema_version",
             f"{version} is not a results schema version (this peft-bench reads "
             f"{OLDEST_SCHEMA_VERSION} to {RESULTS_SCHEMA_VERSION})",
+        )
+    rules = data.get("verdict_rules")
+    if isinstance(rules, int) and not isinstance(rules, bool) and rules > VERDICT_RULES_VERSION:
+        # Like a newer schema: its verdicts mean what rules this version does not know (an older one is read,
+        # and flagged by gate, compare and site).
+        raise ResultsInvalid(
+            "verdict_rules",
+            f"{rules} is newer than this peft-bench judges by ({VERDICT_RULES_VERSION}); upgrade peft-bench",
         )
     suite = data.get("suite_version")
     if isinstance(suite, str) and not VERSION_RE.fullmatch(suite):

@@ -69,11 +69,7 @@ def failure_of(case: CaseResult) -> Failure:
     if case.verdict in ("skip", "not_run"):
         return Failure(case.verdict, None, known)
     if step is None:  # the worker's own error (a timeout, a crash), or a whole-case expectation
-        if case.verdict == "error":  # the reason says what (the bare word "error: error" said nothing)
-            return Failure(
-                clipped(" ".join(case.reason.split()), 160) if case.reason else "error", None, known
-            )
-        return Failure("whole-case expectation", None, known)
+        return Failure("error" if case.verdict == "error" else "whole-case expectation", None, known)
     if step.error:
         return Failure("raised", step, known)
     if wrong_output(step):
@@ -90,4 +86,7 @@ def failure_line(case: CaseResult) -> str:
     failure its marker matched."""
     f = failure_of(case)
     known = f"; known failure: {f.known_failure}" if f.known_failure else ""
-    return f"- `{case.case_id}` {case.verdict}: {f.kind}{known}"
+    kind = f.kind
+    if kind == "error" and case.reason:  # the worker's error: its reason says what ("error: error" did not)
+        kind = clipped(" ".join(case.reason.split()), 160)
+    return f"- `{case.case_id}` {case.verdict}: {kind}{known}"

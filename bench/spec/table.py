@@ -163,6 +163,6 @@ def checked_name(table: Table, key: str, value: str) -> str:
     if not _NAME_RE.fullmatch(value):
         raise table.error(
             key,
-            f"invalid name {value!r}: use letters, digits, '_', '.', '-' (at most 64, not starting with '.')",
+            f"invalid name {value!r}: use letters, digits, '_', '.', '-' (at most 64, the first a letter or digit)",
         )
     return value

@@ -136,6 +136,10 @@ def test_run_refuses_a_selection_the_tags_empty(tmp_path, capsys):
     assert main(["run", str(tmp_path), "--skip-tag", "slow", "--out", str(tmp_path / "out")]) == 2
     assert "no scenario is left by these tags" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything started
+    # list alike (it printed nothing and exited 0), naming only the tags given
+    assert main(["list", str(tmp_path), "--tag", "nosuchtag"]) == 2
+    assert "error: --tag nosuchtag: no scenario is left by these tags" in capsys.readouterr().err
+    assert main(["list", str(tmp_path), "--tag", "slow"]) == 0  # control: a tag that selects
 
 
 def test_list_by_tag_and_auto_shard(tmp_path, capsys, monkeypatch):

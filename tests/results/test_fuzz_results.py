@@ -337,6 +337,10 @@ DIRECTED = {
     "schema version true": (lambda d: d.__setitem__("schema_version", True), "got a boolean"),
     "schema version 1.0": (lambda d: d.__setitem__("schema_version", 1.0), "got a number"),
     "schema version newer": (lambda d: d.__setitem__("schema_version", 99), "newer than this"),
+    "verdict rules newer": (
+        lambda d: d.__setitem__("verdict_rules", 99),
+        "verdict_rules: 99 is newer than this",
+    ),
     "suite version not a version": (
         lambda d: d.__setitem__("suite_version", "banana"),
         "suite_version: not a",

@@ -86,11 +86,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         selection = select_cases(
             args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword, args.skip_tag
         )
-        if not selection and (args.tag or args.skip_tag):
-            raise BenchInputError(
-                " ".join([*(f"--tag {t}" for t in args.tag), *(f"--skip-tag {t}" for t in args.skip_tag)])
-                + ": no scenario is left by these tags"
-            )
         shard = shard_text(args.shard) if args.shard else None
         cases = Shard.parse(shard).select(selection) if shard else selection
         if not cases:
