@@ -170,6 +170,15 @@ def test_report_table_never_replaces_a_runs_own_files(name, tmp_path, capsys):
     assert (run / "results.json").read_bytes() == before
 
 
+def test_report_print_without_markdown_is_refused_before_writing(tmp_path, capsys):
+    """--print with --format html only wrote report.html, then refused. Control: with md it prints the report."""
+    out = tmp_path / "r"
+    assert main(["report", str(NOISE_A), "--out", str(out), "--format", "html", "--print"]) == 2
+    assert "add --format md" in _error(capsys) and not out.exists()
+    assert main(["report", str(NOISE_A), "--out", str(out), "--format", "md", "--print"]) == 0
+    assert capsys.readouterr().out.count("# peft-bench report") == 1 and (out / "report.md").is_file()
+
+
 @pytest.mark.parametrize("table", ["missing/t.csv", "a-file/t.csv", "folder", ""])
 def test_report_table_path_refused(table, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")

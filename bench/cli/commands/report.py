@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     folder = args.results if args.results.is_dir() else args.results.parent
     out = args.out or folder
     check_out_folder(out)  # before loading: a bad --out is refused at once
+    if args.print and "md" not in (args.format or FORMATS):  # before any report is written
+        raise BenchInputError("--print prints the Markdown report: add --format md")
     for path in args.table:
         check_out_file(path)
         _refuse_a_runs_own_file(path)
@@ -109,8 +111,6 @@ def _report(args: argparse.Namespace, results: Results, folder: Path, out: Path)
             f"peft-bench: ... and {len(unwritten) - MAX_LINES} more case(s) without a script (see the report)"
         )
     if args.print:
-        if "md" not in formats:
-            raise BenchInputError("--print prints the Markdown report: add --format md")
         print(markdown.render(results, written.repros, results_dir=folder, out_dir=out), end="")
     # Rendered again only where a step summary wants it: a second render of a large run is seconds.
     if step_summary_path(os.environ) is None:
