@@ -39,11 +39,12 @@ def memory_limit_bytes(limit_mb: int, *, machine_bytes: int, hard_limit_bytes: i
     return limit
 
 
-def timeout_seconds(timeout_s: float) -> float:
-    """--timeout, or a BenchInputError for one that is not a finite time up to MAX_TIMEOUT_S."""
+def timeout_seconds(timeout_s: float, option: str = "--timeout") -> float:
+    """--timeout (or the pytest plugin's `option`), or a BenchInputError for one that is not a finite time up
+    to MAX_TIMEOUT_S."""
     if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
         raise BenchInputError(
-            f"--timeout: expected seconds greater than 0 and at most {MAX_TIMEOUT_S:.0f} (a week), got {timeout_s}"
+            f"{option}: expected seconds greater than 0 and at most {MAX_TIMEOUT_S:.0f} (a week), got {timeout_s}"
         )
     return timeout_s
 

@@ -217,9 +217,9 @@ class _RunState:
                         source=str(out),
                     )
             if (timeout := opt("peft_bench_timeout")) is not None:
-                timeout_seconds(timeout)
+                timeout_seconds(timeout, "--peft-bench-timeout")
         except BenchInputError as exc:
-            raise pytest.UsageError(str(exc).replace("--timeout:", "--peft-bench-timeout:")) from None
+            raise pytest.UsageError(str(exc)) from None
 
     def run(self, case):
         if self._refusal:
