@@ -17,9 +17,11 @@ from bench.judge.thresholds import MetricPolicy
 from bench.results.records import FAILING_VERDICTS
 from bench.results.stats import MIN_SAMPLES, mann_whitney_u
 
-# Statuses a finding can have. Only a gated "regression", "missing" or "coverage_lost" fails the gate.
+# Statuses a finding can have. Only a gated "regression", "still_failing", "missing" or "coverage_lost"
+# fails the gate.
 STATUSES = (
     "regression",
+    "still_failing",
     "improvement",
     "unchanged",
     "noise",
@@ -32,6 +34,7 @@ STATUSES = (
 # suite lose its coverage silently (a precision that stopped running, a marker added to hide a bug).
 COVERAGE_LOST_FROM = ("pass",)
 COVERAGE_LOST_TO = ("skip", "xfail")
+GATE_FAILING = ("regression", "still_failing", "missing", "coverage_lost")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Finding:
 
     @property
     def fails_gate(self) -> bool:
-        return self.gated and self.status in ("regression", "missing", "coverage_lost")
+        return self.gated and self.status in GATE_FAILING
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,6 +158,19 @@ def judge_verdict(
         return finding(p, key, None, cur, "new", "new case (not in the baseline)")
     if cur in FAILING_VERDICTS and base not in FAILING_VERDICTS:
         return finding(p, key, base, cur, "regression", f"verdict got worse: {base} -> {cur}")
+    if cur in FAILING_VERDICTS:
+        # Failing in the baseline too is not "unchanged": an error checked nothing, and a fail or xpass is a
+        # wrong output or a marker that no longer holds. A baseline made by --update-baseline holds no such
+        # case; one written by hand or merged from elsewhere must not turn them into passes.
+        return finding(
+            p,
+            key,
+            base,
+            cur,
+            "still_failing",
+            f"still {cur} (the baseline's verdict: {base}); a failing case never passes the gate: fix it, "
+            "or mark an upstream bug known_failure",
+        )
     if base in FAILING_VERDICTS and cur not in FAILING_VERDICTS:
         return finding(p, key, base, cur, "improvement", f"verdict got better: {base} -> {cur}")
     if base == cur == "xfail" and base_known != cur_known:

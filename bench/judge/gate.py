@@ -33,10 +33,16 @@ class GateResult:
     def advice(self) -> str:
         """The closing line of a failed gate. Baseline cases missing from the run (a shard, a -k, a run
         that stopped early): --allow-missing, never the update command, which would make the few cases
-        that ran the whole baseline."""
+        that ran the whole baseline. Cases failing now: no update command either, which refuses them."""
         unfinished = sum(1 for f in self.failures if _unfinished(f))
         absent = sum(1 for f in self.failures if f.status == "missing" and not _unfinished(f))
         lines = []
+        failing = sum(1 for f in self.failures if f.status == "still_failing")
+        if failing:
+            lines.append(
+                f"{failing} case(s) failed in the baseline as they do now: a failing case is never a pass; fix "
+                "them or mark an upstream bug known_failure (a baseline made by --update-baseline holds none)"
+            )
         if unfinished:
             lines.append(
                 f"{unfinished} case(s) of this run did not finish (interrupted, or still pending): finish it "

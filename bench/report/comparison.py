@@ -8,11 +8,21 @@ from bench.judge.gate import GateResult
 from bench.results.brief import clipped
 
 # Statuses shown by default: what changed. `--all` shows every finding.
-CHANGED = ("regression", "missing", "coverage_lost", "improvement", "noise", "new")
+CHANGED = ("regression", "still_failing", "missing", "coverage_lost", "improvement", "noise", "new")
 _ORDER = {
     s: i
     for i, s in enumerate(
-        ("regression", "missing", "coverage_lost", "improvement", "noise", "new", "not_compared", "unchanged")
+        (
+            "regression",
+            "still_failing",
+            "missing",
+            "coverage_lost",
+            "improvement",
+            "noise",
+            "new",
+            "not_compared",
+            "unchanged",
+        )
     )
 }
 

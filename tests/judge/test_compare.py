@@ -166,8 +166,19 @@ def test_verdicts():
     assert judge_verdict(p, "c", "pass", None).status == "missing"
     assert judge_verdict(p, "c", None, "fail").status == "regression"
     assert judge_verdict(p, "c", None, "pass").status == "new"
+    assert judge_verdict(p, "c", "xfail", "pass").status == "unchanged"  # control: no failure either side
     skipped = judge_verdict(p, "c", "fail", "skip")
     assert skipped.status == "not_compared" and not skipped.fails_gate and "skipped" in skipped.message
+
+
+@pytest.mark.parametrize("base", ["fail", "error", "xpass"])
+@pytest.mark.parametrize("cur", ["fail", "error", "xpass"])
+def test_a_case_failing_in_both_runs_still_fails_the_gate(base, cur):
+    """A baseline written by hand or merged from elsewhere may hold a failing case; the same failure now
+    was "unchanged" and passed the gate, though an error checked nothing."""
+    f = judge_verdict(DEFAULT_POLICY["verdict"], "c", base, cur)
+    assert f.status == "still_failing" and f.fails_gate
+    assert f"still {cur}" in f.message and base in f.message
 
 
 @pytest.mark.parametrize("cur", ["skip", "xfail"])

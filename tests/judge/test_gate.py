@@ -263,6 +263,24 @@ def test_cases_a_run_did_not_finish_fail_even_with_allow_missing(noise_a, cpu_po
     assert absent not in {f.case_id for f in g.failures}  # allowed: absent, not unfinished
 
 
+def test_a_case_erroring_in_baseline_and_run_fails_the_gate(noise_a, cpu_policy):
+    """The same errored case on both sides passed the gate (its verdict "unchanged"). Control: the same two
+    runs with the case passing on both sides pass."""
+
+    def errored(c):
+        return replace(c, verdict="error", reason="worker crashed", steps=())
+
+    broken = _edit_case(noise_a, SWAP_CASE, errored)
+    g = _gate(broken, broken, cpu_policy)[1]
+    assert not g.passed
+    assert [(f.case_id, f.status) for f in g.failures] == [(SWAP_CASE, "still_failing")]
+    assert g.advice.startswith("1 case(s) failed in the baseline as they do now") and "--update-baseline" in (
+        g.advice
+    )
+    assert "update the baseline:" not in g.advice  # --update-baseline would refuse this run
+    assert _gate(noise_a, noise_a, cpu_policy)[1].passed
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The command line
 

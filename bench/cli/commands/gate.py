@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     if result.passed:
         print(f"peft-bench gate: PASS ({len(c.findings)} finding(s), none gated worse)")
         return 0
-    print(f"peft-bench gate: FAIL: {len(result.failures)} regression(s)")
+    print(f"peft-bench gate: FAIL: {len(result.failures)} gated finding(s)")
     for m in result.messages[:MAX_ROWS]:
         print(f"  {clipped(m)}")
     if len(result.messages) > MAX_ROWS:
