@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchInputError
-from bench.estimate.plan import Estimate, estimate, over_budget, record_run
+from bench.estimate.plan import Estimate, estimate, over_budget, record_run, uncounted_under_budget
 from bench.estimate.text import run_line, table
 from bench.results.records import Results
 
@@ -31,7 +31,13 @@ def list_estimate(args: argparse.Namespace, cases, cache: Path, jobs: int) -> in
     print(table(est))
     if why := over_budget(est, args.max_minutes):
         raise BenchInputError(why)
+    _warn_uncounted(est, args.max_minutes)
     return 0
+
+
+def _warn_uncounted(est: Estimate, max_minutes: float | None) -> None:
+    if note := uncounted_under_budget(est, max_minutes):
+        print(f"peft-bench: warning: {note}", file=sys.stderr)
 
 
 def before_run(args: argparse.Namespace, cases, cache: Path, jobs: int) -> Estimate:
@@ -42,6 +48,7 @@ def before_run(args: argparse.Namespace, cases, cache: Path, jobs: int) -> Estim
         print(f"peft-bench: warning: {est.problem}; the estimate uses the built-in defaults", file=sys.stderr)
     if why := over_budget(est, args.max_minutes):
         raise BenchInputError(why)
+    _warn_uncounted(est, args.max_minutes)
     if not args.quiet:
         print(run_line(est), flush=True)
     return est

@@ -153,6 +153,17 @@ def over_budget(est: Estimate, max_minutes: float | None) -> str | None:
     )
 
 
+def uncounted_under_budget(est: Estimate, max_minutes: float | None) -> str | None:
+    """What a --max-minutes that let the selection through did not count, or None: cases of unknown size are
+    not in the total, so a pass says the budget held for the rest only."""
+    if max_minutes is None or not est.unknown or over_budget(est, max_minutes):
+        return None
+    return (
+        f"--max-minutes {max_minutes:g} held for the cases of known size ({est.total_wall_s / 60:.1f} min); "
+        f"{len(est.unknown)} case(s) of unknown size (e.g. {est.unknown[0]}) are not counted and may run past it"
+    )
+
+
 def record_run(
     est: Estimate,
     results: Results,

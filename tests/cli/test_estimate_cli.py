@@ -57,6 +57,12 @@ def test_an_unknown_model_size_is_said_not_guessed(cli, write_scenario, tmp_path
     row = proc.stdout.splitlines()[1].split()
     assert row[1] == "unknown" and row[4] == "unknown"
     assert "1 of unknown size not counted" in proc.stdout
+    assert "warning" not in proc.stderr  # control: no budget asked, nothing to warn about
+    # A budget the known cases hold says what it did not count, on list and before a run.
+    budget = cli("list", path, "--max-minutes", "600", "--cache", tmp_path / "cache")
+    assert budget.returncode == 0, budget.stderr
+    assert "--max-minutes 600 held for the cases of known size" in budget.stderr
+    assert "1 case(s) of unknown size (e.g. minimal[fp32-aot_eager]) are not counted" in budget.stderr
 
 
 def test_max_minutes_refuses_before_any_case_starts(cli, write_scenario, tmp_path, cache_root):
