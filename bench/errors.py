@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 
 class BenchInputError(Exception):
@@ -41,3 +42,12 @@ class OutputFull(Exception):
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def naming_file(exc: BaseException, path: object) -> BaseException:
+    """A full disk's error with `path` as its file where it names none (a write() error, pyarrow's own), so
+    the one line the CLI prints says which file could not be written; any other error as it is. The system's
+    words for the errno: pyarrow's message wraps them in its own."""
+    if is_disk_full(exc) and not exc.filename:
+        return OSError(exc.errno, os.strerror(exc.errno), str(path))
+    return exc

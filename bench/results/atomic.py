@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import is_disk_full
+from bench.errors import naming_file
 from bench.results.finite import encode
 from bench.results.outfiles import refuse_symlink
 
@@ -55,8 +55,9 @@ def replace_atomically(path: Path, dump: Callable[[Path], None]) -> None:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if is_disk_full(exc) and not exc.filename:  # a write() error names no file: name the one it was for
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        named = naming_file(exc, path)  # a write() error names no file: name the one it was for
+        if named is not exc:
+            raise named from None
         raise
 
 

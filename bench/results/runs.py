@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, naming_file
 from bench.results.atomic import replace_atomically
 from bench.results.records import Results
 from bench.results.store import load
@@ -123,8 +123,14 @@ def load_runs(paths: list[Path], spool: Path | None = None) -> list[Run]:
             continue
         # With a spool, one file per input read (a run given twice writes twice; the spool goes whole).
         text = None if spool is None else Path(spool) / f"{len(runs) + len(bad)}-results.json"
-        with open(text, "wb") if text else contextlib.nullcontext() as copy:
-            rid = run_id(results, when, copy)
+        try:
+            with open(text, "wb") if text else contextlib.nullcontext() as copy:
+                rid = run_id(results, when, copy)
+        except OSError as exc:
+            named = naming_file(exc, text)
+            if named is not exc:
+                raise named from None
+            raise
         runs.setdefault(rid, Run(source, results, rid, when, text))
     if bad:
         more = f" ({len(bad)} of {len(paths)} inputs)" if len(bad) > 1 else ""

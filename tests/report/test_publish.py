@@ -243,6 +243,64 @@ def test_a_bad_input_is_named_and_nothing_is_written(tmp_path, cli):
     assert not (tmp_path / "ds").exists()
 
 
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_refused_publish_leaves_the_folder_as_it_was(tmp_path, cli):
+    """A data file deleted by hand was found after the new run's data file, results.json and card.json were
+    written: the refused publish left a dataset with a run its card did not list. Control: the same publish
+    into the intact folder goes through."""
+    out = tmp_path / "ds"
+    assert cli("publish", COMPAT[0], "--to", out).returncode == 0
+    intact = _snapshot(out)
+    (data,) = out.glob("data/*/*.parquet")
+    data.unlink()
+    before = _snapshot(out)
+    res = cli("publish", COMPAT[1], "--to", out)
+    assert res.returncode == 2 and "has no data file" in res.stderr and "publish it again" in res.stderr
+    assert _snapshot(out) == before
+    # Control: with the data file back, the same publish adds the run.
+    data.write_bytes(intact[str(data.relative_to(out))])
+    assert cli("publish", COMPAT[1], "--to", out).returncode == 0
+    assert len(list(out.glob("data/*/*.parquet"))) == 2
+
+
+@pytest.mark.parametrize("hostname", [False, True], ids=["spooled", "with-hostname"])
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, hostname):
+    """A write() error names no file, nor does pyarrow's: "cannot write: File too large" alone. The limit is
+    real (RLIMIT_FSIZE: a write past it fails with EFBIG, treated as a full disk). The first file past it:
+    the run's spooled text beside the folder, or with the host name kept (no spool) the data file. Control:
+    with room, the same publish writes the whole dataset."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10 * 1024, 10 * 1024))
+
+    out = tmp_path / "ds"
+    args = [str(BASELINE), "--to", str(out), *(["--with-hostname"] if hostname else [])]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "publish", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 74, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("peft-bench: error:")]
+    assert line.endswith(": cannot write: File too large"), line
+    named = Path(line.removeprefix("peft-bench: error: ").split(": ")[0])
+    if hostname:
+        assert named.is_relative_to(out) and named.suffix == ".parquet", line
+    else:
+        assert named.parent.parent == tmp_path and named.parent.name.endswith(".spool"), line
+    assert not named.exists() and not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.glob("*.spool"))
+    from bench.cli.main import main
+
+    assert main(["publish", *args]) == 0 and (out / "README.md").is_file()
+
+
 def test_a_folder_that_is_not_a_dataset_is_refused(tmp_path, cli):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds/mine.txt").write_text("x")

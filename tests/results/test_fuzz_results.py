@@ -410,8 +410,12 @@ def test_control_the_seeds_are_valid(seed, command, tmp_path, capsys):
     rc, out, err = run_command(command, good, FIXTURES / seed / "results.json", tmp_path, capsys)
     assert rc in (0, 1) and not err.startswith("peft-bench: error"), err
     assert broken_rule(good.read_text()) is None
-    if command.startswith("gate"):
-        assert rc == 0 and "PASS" in out  # the same file against itself
+    if command.startswith("gate"):  # the same file against itself: only its failing cases fail the gate
+        failing = [c for c in SEED_DATA[seed]["cases"] if c["verdict"] in ("fail", "error", "xpass")]
+        if failing:
+            assert rc == 1 and f"{len(failing)} case(s) failed in the baseline as they do now" in out, out
+        else:
+            assert rc == 0 and "PASS" in out
 
 
 def test_control_the_oracle_sees_each_planted_rule():

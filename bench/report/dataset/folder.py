@@ -8,7 +8,8 @@
 
 Publishing into a folder that already holds a dataset adds the new runs to it (a run published again
 replaces its own files: the id is the same) and rewrites the card over every run there. Every table is
-built before the first file is written, and each file is written whole (temporary file, rename).
+built, and every run already there checked, before the first file is written, and each file is written
+whole (temporary file, rename): a refused publish leaves the folder as it was.
 
 The card's rows of the runs the folder already held come from their card.json, checked against their
 results.json by its sha256, so that publishing one more run does not parse every earlier one again (a
@@ -20,8 +21,6 @@ written again.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from bench.errors import BenchInputError
 from bench.report.dataset import card
 from bench.report.dataset.card import CardRun
 from bench.report.dataset.table import run_table
-from bench.results.atomic import write_text
+from bench.results.atomic import replace_atomically, write_text
 from bench.results.columnar import fingerprint  # the sha256 a columnar copy is matched by
 from bench.results.json_schema import schema_text
 from bench.results.outfiles import check_own_folder
@@ -69,31 +68,36 @@ def write_dataset(
     check_dataset_folder(folder)
     runs = for_publishing(runs, with_hostname)
     tables = [(run, run_table(run, with_hostname=with_hostname)) for run in runs]
+    # Everything that can refuse the publish is decided before the first file is written: a data file
+    # deleted by hand from the folder used to be found after the new run's files were in place.
+    everything, unindexed = _every_run(folder, runs)
+    new_rows = {run.run_id: table.num_rows for run, table in tables}
+    rows = _row_count(folder, everything, new_rows)
+    text = card.render(
+        everything, pretty_name=pretty_name, license=license, rows=rows, with_hostname=with_hostname
+    )
     folder.mkdir(parents=True, exist_ok=True)
+    # The marker first: a publish stopped part way (a full disk) leaves a folder the next publish may finish.
+    write_text(folder / MARKER, "written by `peft-bench publish`; it adds runs to this folder\n")
     written = []
     for run, table in tables:
         written.append(_write_parquet(table, folder / parquet_path(run)))
         path = folder / RUNS_DIR / run.run_id / "results.json"
         place_results_json(path, run)
         written += [path, _write_card_json(path, CardRun.of(run))]
+    written += [_write_card_json(path, row) for path, row in unindexed]
     write_text(folder / SCHEMA_FILE, schema_text())
-    everything, mended = _every_run(folder, runs)
-    written += mended
-    rows = _row_count(folder, everything)
-    text = card.render(
-        everything, pretty_name=pretty_name, license=license, rows=rows, with_hostname=with_hostname
-    )
     write_text(folder / "README.md", text)
-    write_text(folder / MARKER, "written by `peft-bench publish`; it adds runs to this folder\n")
     written += [folder / SCHEMA_FILE, folder / "README.md"]
     return Published(folder, tuple(written), tuple(r.run_id for r in everything), rows)
 
 
-def _every_run(folder: Path, published: list[Run]) -> tuple[list[CardRun], list[Path]]:
+def _every_run(folder: Path, published: list[Run]) -> tuple[list[CardRun], list[tuple[Path, CardRun]]]:
     """What the card says of every run the folder holds, in start order: the runs just published from memory
     (a results.json read back is the same run: its folder is named by the id its content hashes to), the
     folder's other runs from their card.json where it matches their results.json (_indexed), else read from
-    their files and their card.json written again (the second list: those files)."""
+    their files; the second list: those results.json files with their rows, whose card.json is to be written
+    again. Reads only."""
     held = {run.run_id: CardRun.of(run) for run in published}
     unread, mended = [], []
     for path in sorted((folder / RUNS_DIR).glob("*/results.json")):
@@ -109,7 +113,7 @@ def _every_run(folder: Path, published: list[Run]) -> tuple[list[CardRun], list[
         # Only in the run's own folder: a results.json put under another id's folder stays unindexed.
         path = folder / RUNS_DIR / run.run_id / "results.json"
         if Path(run.source) == path:
-            mended.append(_write_card_json(path, row))
+            mended.append((path, row))
     return in_start_order(held.values()), mended
 
 
@@ -137,25 +141,21 @@ def _indexed(results_json: Path) -> CardRun | None:
 def _write_parquet(table, path: Path) -> Path:
     import pyarrow.parquet as pq  # heavy: only when a dataset is written
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # The atomic writer names the file in a full disk's error (pyarrow's own names none).
+    replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 
-def _row_count(folder: Path, runs: list[CardRun]) -> int:
+def _row_count(folder: Path, runs: list[CardRun], new_rows: dict[str, int]) -> int:
+    """Rows of every run's data file: the runs being published from their tables (`new_rows`), the others
+    from their files' metadata; a run whose data file is gone is refused."""
     import pyarrow.parquet as pq  # heavy: only when a dataset is written
 
     total = 0
     for run in runs:
+        if run.run_id in new_rows:
+            total += new_rows[run.run_id]
+            continue
         path = folder / parquet_path(run)
         if not path.is_file():
             raise BenchInputError(
