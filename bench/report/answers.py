@@ -13,11 +13,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, replace
 
-from bench.judge.figures import case_peak, is_hotswap, reload_step, switch_ms
+from bench.judge.figures import is_hotswap, reload_step, switch_ms
 from bench.report import flags
 from bench.report.bootstrap import Interval, pooled_median, ratio_of_medians
+from bench.report.case_facts import CaseFacts, case_facts, serve_step
 from bench.report.memo import per_results
-from bench.results.failures import Failure
 from bench.results.records import CaseResult, Results, StepRecord
 
 # What the harness does not record yet; the report says so rather than leave the reader to wonder.
@@ -60,7 +60,11 @@ class Choice:
     wrong: str  # the first wrong-output flag of the row's steps; empty when every checked output matched
     failures: tuple[str, ...]  # "case: kind; known failure: reason [fingerprint]" for each case not passing
     bad_scenarios: tuple[str, ...] = ()  # scenarios of the cases with a wrong output or a raise
-    bad_cases: int = 0  # how many of the row's cases had a wrong output or raised
+    bad_cases: int = 0  # how many of the row's cases had a wrong output or raised (CaseFacts.bad)
+    bad_kinds: tuple[str, ...] = ()  # CaseFacts.bad_kind of those cases other than a wrong output, each once
+    unchecked_cases: int = 0  # cases none of whose outputs was checked against a reference
+    unverified_cases: int = 0  # unverified passes: one oracle's word (StepRecord.unverified)
+    calls: int = 0  # timed calls (serve: requests) the latency pools, also where too few for an interval
 
 
 def _scenario(case: CaseResult) -> dict:
@@ -72,12 +76,8 @@ def model_of(case: CaseResult) -> str:
     return str(_scenario(case).get("model", "model not recorded")).removeprefix("builtin:")
 
 
-def _serve_step(case: CaseResult) -> StepRecord | None:
-    return next((s for s in case.steps if s.serving is not None and s.serving.figures is not None), None)
-
-
 def workload_of(case: CaseResult) -> str:
-    serve = _serve_step(case)
+    serve = serve_step(case)
     if serve is not None:
         return f"serve ({serve.serving.arrival}, {serve.serving.figures.requests} requests)"
     w = _scenario(case).get("workload", {})
@@ -87,7 +87,7 @@ def workload_of(case: CaseResult) -> str:
 
 
 def key_of(case: CaseResult) -> Key:
-    serve = _serve_step(case)
+    serve = serve_step(case)
     if serve is not None:
         sv = serve.serving
         way = "serve: " + sv.strategy + (f" ({sv.hotswap_path})" if sv.hotswap_path else "")
@@ -102,65 +102,6 @@ def key_of(case: CaseResult) -> Key:
         case.params.get("compile", "?"),
         way,
     )
-
-
-def _base_state(step: StepRecord) -> bool:
-    """The step was checked against the model with no adapter in effect (disabled, or none loaded)."""
-    state = step.output.reference_state if step.output else ""
-    return state.endswith("disabled") or state.startswith("no adapters")
-
-
-def _measured(case: CaseResult) -> tuple[list[StepRecord], list[StepRecord]]:
-    """(adapter-active, base) measured model-call steps; a serve step is neither (its requests are), nor a
-    forward on its own input shape (`batch_size` / `seq_len` in its args): the figures are the workload's."""
-    timed = [
-        s
-        for s in case.steps
-        if s.timing is not None
-        and s.serving is None
-        and s.timing.n
-        and not {"batch_size", "seq_len"} & set(s.args or {})
-    ]
-    return [s for s in timed if not _base_state(s)], [s for s in timed if _base_state(s)]
-
-
-@dataclass(frozen=True)
-class CaseFacts:
-    """What the answers read of one case, worked out once per run: each row asked these of every case two or
-    three times, each a walk over its steps: most of the answers' 2.5 s at 20,000 cases."""
-
-    active: tuple[StepRecord, ...]  # measured model-call steps with the adapter in effect (_measured)
-    base: tuple[StepRecord, ...]  # ... and without
-    swaps: tuple[StepRecord, ...]  # hotswap steps with a switch time
-    serve: StepRecord | None  # the serve step with figures
-    wrong: str  # the first wrong-output flag of its steps; empty when none
-    failure: Failure | None  # flags.failure_of; None where unread (a passing case with a wrong output)
-    rss_peak_bytes: int | None
-
-    @property
-    def bad(self) -> bool:
-        """A wrong output, or a raise or error: the row is not usable as it is in this case."""
-        return bool(self.wrong) or (self.failure is not None and self.failure.kind in ("raised", "error"))
-
-
-def facts_of(case: CaseResult) -> CaseFacts:
-    active, base = _measured(case)
-    wrong = flags.case_wrong(case) or ""
-    return CaseFacts(
-        active=tuple(active),
-        base=tuple(base),
-        swaps=tuple(s for s in case.steps if is_hotswap(s) and switch_ms(s) is not None),
-        serve=_serve_step(case),
-        wrong=wrong,
-        failure=flags.failure_of(case) if not wrong or case.verdict != "pass" else None,
-        rss_peak_bytes=case_peak(case, "rss_peak_bytes"),
-    )
-
-
-@per_results
-def case_facts(results: Results) -> list[CaseFacts]:
-    """facts_of each case, in the order of results.cases."""
-    return [facts_of(c) for c in results.cases]
 
 
 def _overhead(members: list[tuple[CaseResult, CaseFacts]]) -> tuple[Interval | None, str]:
@@ -231,6 +172,9 @@ def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict
         "failures": failures,
         "bad_scenarios": tuple(dict.fromkeys(c.scenario for c in bad)),
         "bad_cases": len(bad),
+        "bad_kinds": tuple(dict.fromkeys(k for _, f in members if (k := f.bad_kind) and k != flags.WRONG)),
+        "unchecked_cases": sum(1 for _, f in members if not f.checked),
+        "unverified_cases": sum(1 for _, f in members if f.unverified),
     }
     if serve:
         figs = [s.serving.figures for s in serve]
@@ -240,6 +184,7 @@ def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict
             **common,
             latency=pooled_median([[q.latency_ms for q in s.serving.requests] for s in serve]),
             latency_steps=sum(f.requests for f in figs),
+            calls=sum(len(s.serving.requests) for s in serve),
             tokens_per_s=_median([f.tokens_per_s for f in figs if f.tokens_per_s is not None]),
             overhead=None,
             overhead_case="",
@@ -258,20 +203,24 @@ def _choice(key: Key, members: list[tuple[CaseResult, CaseFacts]], reloads: dict
         tokens = w.get("batch_size", 1) * w.get("new_tokens", 0) / (latency.estimate / 1000.0)
     overhead, overhead_case = _overhead(members)
     swaps = [s for _, f in members for s in f.swaps]
+    # The switch figures are of the swaps whose output matched, all three alike (a median of a wrong and a
+    # right swap set against the right one's reload ratio read as one claim); of every swap, flagged
+    # wrong, only where none matched.
     correct = [s for s in swaps if not flags.wrong_output(s)]
-    switch = _median([switch_ms(s) for s in swaps])
+    counted = correct or swaps
     reload_case, reload_total = reloads.get((key.model, key.precision, key.workload, key.compile), ("", None))
     correct_switch = _median([switch_ms(s) for s in correct])
     return Choice(
         **common,
         latency=latency,
         latency_steps=len(active),
+        calls=sum(s.timing.n for s in active),
         tokens_per_s=tokens,
         overhead=overhead,
         overhead_case=overhead_case,
-        switch_ms=switch,
-        switch_n=len(swaps),
-        switch_over_floor=_median([s.op_time_ms / s.copy_floor_ms for s in swaps if s.copy_floor_ms]),
+        switch_ms=_median([switch_ms(s) for s in counted]),
+        switch_n=len(counted),
+        switch_over_floor=_median([s.op_time_ms / s.copy_floor_ms for s in counted if s.copy_floor_ms]),
         # A wrong swap is never a speed-up: the ratio counts the swaps whose output matched, only.
         switch_over_reload=(correct_switch / reload_total) if correct_switch and reload_total else None,
         reload_from=reload_case if correct_switch and reload_total else "",
@@ -314,8 +263,14 @@ def _serve_reloads(rows: list[Choice]) -> list[Choice]:
 
 
 def usable(c: Choice) -> bool:
-    """A choice a reader may take as it is: every checked output matched and no case raised or errored."""
-    return c.bad_cases == 0 and not c.wrong
+    """A choice a reader may take as it is: every case's output was checked and matched, the references
+    agreed with the math where it ran, and no case raised or errored."""
+    return c.bad_cases == 0 and not c.wrong and c.unchecked_cases == 0
+
+
+def unchecked_only(c: Choice) -> bool:
+    """Nothing wrong seen, but some case's output was never checked: not a choice to take as it is."""
+    return c.bad_cases == 0 and not c.wrong and c.unchecked_cases > 0
 
 
 def partly_usable(c: Choice) -> bool:
@@ -331,6 +286,7 @@ class Advice:
     switch: Choice | None  # the way to change adapters with the lowest switch cost (usable, else partly)
     avoid: tuple[Choice, ...]  # wrong or raising in every case
     careful: tuple[Choice, ...]  # wrong or raising in some cases
+    unchecked: tuple[Choice, ...] = ()  # nothing wrong seen, but some case's output never checked
 
 
 def advice(rows: list[Choice]) -> list[Advice]:
@@ -351,8 +307,9 @@ def advice(rows: list[Choice]) -> list[Advice]:
             key=lambda r: (r.bad_cases / len(r.cases), r.switch_ms),
             default=None,
         )
-        avoid = tuple(r for r in rs if not usable(r) and not partly_usable(r))
-        out.append(Advice(block, fastest, tied, switch, avoid, tuple(r for r in rs if partly_usable(r))))
+        avoid = tuple(r for r in rs if not usable(r) and not partly_usable(r) and not unchecked_only(r))
+        careful = tuple(r for r in rs if partly_usable(r))
+        out.append(Advice(block, fastest, tied, switch, avoid, careful, tuple(filter(unchecked_only, rs))))
     return out
 
 

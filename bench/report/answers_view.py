@@ -9,7 +9,7 @@ from bench.report.bootstrap import MAX_BOOTSTRAP_SAMPLES, ORDER_STATISTICS
 from bench.report.memo import per_results
 from bench.report.sections import ReportTable, Section
 from bench.report.units import MiB, number_text, ratio_text
-from bench.results.brief import listing
+from bench.results.brief import listing, md_text
 from bench.results.failures import failure_line
 from bench.results.records import Results
 
@@ -52,11 +52,26 @@ def _verdicts(c: Choice) -> str:
 
 
 def output_cell(c: Choice) -> str:
+    """The flag, how its cases failed, "not checked", or "matches" with what it rests on: "matches" claims a
+    checked output in every case, verified by both oracles unless it says otherwise."""
+    n = len(c.cases)
     if c.wrong:
         return c.wrong
     if c.bad_cases:
-        return "raised" if c.bad_cases == len(c.cases) else f"raised in {c.bad_cases} of {len(c.cases)} cases"
-    return "matches"
+        kinds = "/".join(c.bad_kinds) or "raised"
+        return kinds if c.bad_cases == n else f"{kinds} in {c.bad_cases} of {n} cases"
+    if c.unchecked_cases == n:
+        return "not checked"
+    notes = [f"not checked in {c.unchecked_cases} of {n} cases"] if c.unchecked_cases else []
+    if c.unverified_cases:
+        notes.append(f"unverified in {c.unverified_cases} of {n} cases: one oracle")
+    return "matches" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _calls(c: Choice) -> str:
+    if c.latency is not None:
+        return str(c.latency.n)
+    return f"{c.calls} (too few for an interval)" if c.calls else "0"
 
 
 def row(c: Choice) -> tuple[str, ...]:
@@ -65,7 +80,7 @@ def row(c: Choice) -> tuple[str, ...]:
         c.key.way,
         output_cell(c),
         _interval(c.latency),
-        str(c.latency.n if c.latency else 0),
+        _calls(c),
         "-" if c.tokens_per_s is None else f"{c.tokens_per_s:.3g}",
         _interval(c.overhead, "x") if c.overhead else "no disabled step",
         "-" if c.switch_ms is None else f"{_ms(c.switch_ms)} (n={c.switch_n})",
@@ -81,6 +96,16 @@ def _what(c: Choice) -> str:
     return f"{c.key.compile} + {c.key.way}"
 
 
+def _chosen(c: Choice) -> str:
+    """A recommended choice, with what its "matches" rests on where that is less than both oracles."""
+    note = (
+        f" (unverified in {c.unverified_cases} of {len(c.cases)} cases: one oracle)"
+        if c.unverified_cases
+        else ""
+    )
+    return _what(c) + note
+
+
 def _costs(c: Choice) -> str:
     text = f"{_interval(c.latency, ' ms')}" if c.latency else "no timed call"
     if c.rss_peak_bytes is not None:
@@ -89,7 +114,7 @@ def _costs(c: Choice) -> str:
 
 
 def _switch(c: Choice) -> str:
-    text = f"{_what(c)}: {_ms(c.switch_ms)} ms per switch"
+    text = f"{_chosen(c)}: {_ms(c.switch_ms)} ms per switch"
     if c.switch_over_reload is not None:
         text += f" ({_ratio(c.switch_over_reload)} a reload)"
     if c.bad_cases:
@@ -100,16 +125,18 @@ def _switch(c: Choice) -> str:
 def decision_line(a: Advice) -> str:
     """One line per block: the fastest choice, the cheapest way to switch, what to avoid and why."""
     parts = [
-        f"fastest: {_what(a.fastest)}, {_costs(a.fastest)}"
+        f"fastest: {_chosen(a.fastest)}, {_costs(a.fastest)}"
         if a.fastest
         else "no choice here is right in every case"
     ]
     if a.tied:
-        parts.append("tied within the 95% CI: " + ", ".join(_what(t) for t in a.tied))
+        parts.append("tied within the 95% CI: " + ", ".join(_chosen(t) for t in a.tied))
     if a.switch is not None:
         parts.append("to switch adapters: " + _switch(a.switch))
     if a.avoid:
         parts.append("avoid " + "; ".join(f"{_what(c)} ({output_cell(c)})" for c in a.avoid))
+    if a.unchecked:
+        parts.append("not checked: " + "; ".join(f"{_what(c)} ({output_cell(c)})" for c in a.unchecked))
     careful = [c for c in a.careful if c is not a.switch]
     if careful:
         parts.append(
@@ -123,12 +150,16 @@ INTRO = (
     "What to pick, per model, precision and workload. Each row pools the run's cases with that compile setting "
     "and way of changing adapters. Latency: median ms per call of the measured steps with the adapter active "
     "(serve: per request, queueing included), 95% percentile-bootstrap interval over the raw calls (each step "
-    "resampled within itself); n = calls (serve: requests). Adapter overhead: adapter active over adapter "
-    "disabled, medians of one case's two measured steps. Switch: swap call + first model call after it, median "
-    "over the swaps (n); x copy floor: the swap call over a plain copy of the adapter's bytes; x reload: against "
-    "a plain load into the same (compiled) model of the same run, with its first call (serve: against the reload "
-    "strategy's cost per switch); a wrong swap gets none. Peak RSS: median of the cases' peaks. A row with a "
-    "wrong output is flagged: its figures are of wrong answers."
+    "resampled within itself); n = calls (serve: requests), under 5 too few for an interval and left out of "
+    "'fastest'. Output: 'matches' when every case's output was checked against a fresh reference and matched, "
+    "the reference agreeing with the math oracle unless the cell says 'unverified'; 'oracles disagree': the "
+    "reference itself is not the math's, so matching it proves nothing. Adapter overhead: adapter active over "
+    "adapter disabled, medians of one case's two measured steps. Switch: swap call + first model call after "
+    "it, median over the swaps whose output matched (over every swap, flagged, where none did) (n); x copy "
+    "floor: the swap call over a plain copy of the adapter's bytes; x reload: against a plain load into the "
+    "same (compiled) model of the same run, with its first call (serve: against the reload strategy's cost per "
+    "switch); a wrong swap gets none. Peak RSS: median of the cases' peaks. A row with a wrong output is "
+    "flagged: its figures are of wrong answers."
 )
 
 
@@ -174,11 +205,11 @@ def summary_lines(results: Results) -> list[str]:
     the scenario's known-failure reason (a silently wrong answer and a refusal read differently)."""
     rows = answers.choices(results)
     out = (
-        ["## Which to use", "", *(f"- {decision_line(a)}" for a in answers.advice(rows)), ""] if rows else []
+        ["## Which to use", "", *(f"- {md_text(decision_line(a))}" for a in answers.advice(rows)), ""]
+        if rows
+        else []
     )
-    odd = [c for c in results.cases if c.verdict not in ("pass",)]
+    odd = [line for c in results.cases if (line := failure_line(c))]
     if odd:
-        out += ["## Not a plain pass", ""]
-        out += [failure_line(c) for c in odd]
-        out.append("")
+        out += ["## Not a plain pass", "", *odd, ""]
     return out

@@ -14,7 +14,7 @@ from bench.judge.figures import is_hotswap, switch_ms
 from bench.report import answers
 from bench.report.memo import per_results
 from bench.results.brief import clipped
-from bench.results.failures import output_wrong
+from bench.results.failures import output_wrong, unverified_reason
 from bench.results.measures import TimingStats
 from bench.results.records import FAILING_VERDICTS, CaseResult, Results, StepRecord
 
@@ -234,27 +234,42 @@ def verdict_matrix(results: Results) -> tuple[list[str], list[str], dict[tuple[s
         col = f"{c.params.get('precision', '?')} / {c.params.get('compile', '?')}"
         rows.setdefault(row)
         cols.setdefault(col)
-        cells[(row, col)] = c.verdict
+        cells[(row, col)] = c.verdict + (" (unverified)" if unverified_reason(c) else "")
     return list(rows), list(cols), cells
 
 
+# The order of the failures list; an unverified pass last: it passed, on one oracle's word.
+_NOT_PLAIN = (*FAILING_VERDICTS, "xfail", "not_run", "skip", "pass")
+
+
+def _not_plain(results: Results) -> list:
+    """(case, reason) of each case that is not a plain pass, an unverified pass with why it is one."""
+    out = []
+    for c in results.cases:
+        if c.verdict == "pass":
+            why = unverified_reason(c)
+            if why:
+                out.append((c, f"unverified: {why}"))
+        elif c.verdict in _NOT_PLAIN:
+            out.append((c, c.reason))
+    return out
+
+
 def failing_cases(results: Results, repro: dict[str, str] | None = None) -> list[FailingCase]:
-    """Cases that are not a plain pass: failures, errors, xpasses and known failures, each with its reason."""
+    """Cases that are not a plain pass: failures, errors, xpasses, known failures, skipped and unfinished
+    cases, and unverified passes (never shown as plain passes), each with its reason."""
     repro = repro or {}
-    shown = (*FAILING_VERDICTS, "xfail", "not_run", "skip")
-    order = {v: i for i, v in enumerate(shown)}
-    cases = [c for c in results.cases if c.verdict in shown]
-    cases.sort(key=lambda c: order[c.verdict])
+    order = {v: i for i, v in enumerate(_NOT_PLAIN)}
+    cases = sorted(_not_plain(results), key=lambda cr: order[cr[0].verdict])
     return [
-        FailingCase(c.case_id, c.verdict, " ".join(clipped(c.reason).split()), repro.get(c.case_id))
-        for c in cases[:MAX_TABLE_ROWS]
+        FailingCase(c.case_id, c.verdict, " ".join(clipped(reason).split()), repro.get(c.case_id))
+        for c, reason in cases[:MAX_TABLE_ROWS]
     ]
 
 
 def failing_not_listed(results: Results) -> str:
     """The line that says how many failing cases failing_cases left out, and where they are ('' for none)."""
-    shown = (*FAILING_VERDICTS, "xfail", "not_run", "skip")
-    total = sum(1 for c in results.cases if c.verdict in shown)
+    total = len(_not_plain(results))
     if total <= MAX_TABLE_ROWS:
         return ""
     return f"... and {total - MAX_TABLE_ROWS} more of {total} not listed here; {TABLES_NOTE}."

@@ -1,5 +1,5 @@
 """The "Failures and known failures" list, as records both renderers lay out: per case that is not a plain
-pass, how it went wrong (a silently wrong answer reads differently from a refusal), the scenario's
+pass (an unverified pass included: "pass: unverified"), how it went wrong (a silently wrong answer reads differently from a refusal), the scenario's
 known-failure reason and fingerprint, the reason, the informative lines of its log where the reason points
 to them (or the case raised or errored), and the log's path for a link."""
 
@@ -34,7 +34,8 @@ def items(results: Results, results_dir: Path | None) -> list[FailureItem]:
     by_id = {c.case_id: c for c in results.cases}
     for f in data.failing_cases(results):
         case = by_id[f.case_id]
-        failure = flags.failure_of(case)
+        # An unverified pass (data.failing_cases lists it last): it passed, on one oracle's word.
+        failure = flags.failure_of(case) if case.verdict != "pass" else flags.Failure("unverified", None, "")
         quote = failure.kind.startswith(_QUOTE_KINDS) or caselogs.points_elsewhere(f.reason)
         log = caselogs.detail(case, results_dir) if results_dir is not None else None
         out.append(

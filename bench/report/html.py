@@ -11,7 +11,7 @@ from bench.report import answers_view, contents, data, drawing, failures_view, m
 from bench.report.flags import WRONG
 from bench.report.repro import Repro
 from bench.results.records import Results
-from bench.results.summary import verdict_counts
+from bench.results.summary import count_badges
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1320px;
@@ -28,6 +28,7 @@ td.id { white-space: nowrap; }
 td.wrap { max-width: 520px; word-break: break-word; } td:first-child { white-space: nowrap; }
 td.way { white-space: nowrap; }
 .v-pass { background: #dafbe1; } .v-xfail { background: #fff8c5; } .v-fail, .v-error, .v-xpass { background: #ffebe9; }
+.v-pass.v-unverified { background: #fff8c5; }
 .v-skip, .v-not_run { background: #eaeef2; }
 .intro { color: #57606a; font-size: .9rem; max-width: 980px; }
 .note { border-left: 3px solid #d4a72c; padding-left: .6rem; font-size: .9rem; max-width: 980px; }
@@ -84,7 +85,8 @@ def table_html(t: sections.ReportTable, *, verdict_cells: bool = False) -> str:
         for h, v in zip(t.header, row, strict=True):
             cls = []
             if verdict_cells and h != "scenario" and v:
-                cls.append(f"v-{v}")
+                # "pass (unverified)": an unverified pass, never coloured as a plain one
+                cls += [f"v-{v.split()[0]}", *(["v-unverified"] if "unverified" in v else [])]
             if _is_num(h):
                 cls.append("num")
             if h in ("reason", "note", "output", "wrong / checked"):
@@ -180,8 +182,10 @@ def render(
     text); drawn here when not given."""
     repros = repros or {}
     results_dir = results_dir if results_dir is not None else out_dir
-    counts = verdict_counts(results)
-    badges = "".join(f'<span class="v-{_e(v)}">{counts[v]} {_e(v)}</span>' for v in counts)
+    badges = "".join(
+        f'<span class="v-{_e(v)}{" v-unverified" if v == "pass" and unverified else ""}">{_e(text)}</span>'
+        for v, text, unverified in count_badges(results)
+    )
     env = "".join(
         f"<div>{_e(line)}</div>"
         for line in [*data.environment_lines(results), data.timing_policy_line(results)]

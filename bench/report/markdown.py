@@ -8,39 +8,41 @@ from pathlib import Path
 
 from bench.report import answers_view, contents, data, failures_view, sections
 from bench.report.repro import Repro
+from bench.results.brief import code_span, md_text
 from bench.results.records import Results
 from bench.results.summary import counts_line
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|")
 
 
 def table_md(t: sections.ReportTable, *, code_first: bool = True) -> list[str]:
-    def first(c: str) -> str:
-        return f"`{c}`" if code_first and c and c != "-" else c
+    """Cells hold text from the results (scenario names, reasons): each on one line, its markup shown as
+    written (md_text), the first column a code span where `code_first`."""
+
+    def cell(c: str, first: bool) -> str:
+        return _cell(code_span(c) if first and code_first and c and c != "-" else md_text(c))
 
     out = ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
-    out += [
-        "| " + " | ".join(_cell(first(r[0]) if i == 0 else c) for i, c in enumerate(r)) + " |" for r in t.rows
-    ]
+    out += ["| " + " | ".join(cell(c, i == 0) for i, c in enumerate(r)) + " |" for r in t.rows]
     if t.collapsed:
-        return [f"<details><summary>{t.caption or 'details'}</summary>", "", *out, "", "</details>"]
+        return [f"<details><summary>{md_text(t.caption or 'details')}</summary>", "", *out, "", "</details>"]
     return out
 
 
 def section_md(s: sections.Section) -> list[str]:
     out = [f"## {s.title}", ""]
     if s.lead:
-        out += [*(f"- **{line}**" for line in s.lead), ""]
+        out += [*(f"- **{md_text(line)}**" for line in s.lead), ""]
     if s.intro:
         out += [s.intro, ""]
-    notes = [f"> {n}" for n in s.notes]
+    notes = [f"> {md_text(n)}" for n in s.notes]
     if not s.tables:
         return [*out, s.empty, "", *notes, *([""] if notes else [])]
     for t in s.tables:
         if t.caption and not t.collapsed:
-            out += [f"**{t.caption}**", ""]
+            out += [f"**{md_text(t.caption)}**", ""]
         out += [*table_md(t, code_first=s.key not in ("verdicts", "answers")), ""]
     return [*out, *notes, *([""] if notes else [])]
 
@@ -63,9 +65,9 @@ def failures_md(
     out = ["## Failures and known failures", ""]
     items = failures_view.items(results, results_dir)
     for f in items:
-        line = f"- `{f.case_id}` **{failures_view.label(f)}**: {f.reason}"
+        line = f"- {code_span(f.case_id)} **{failures_view.label(f)}**: {md_text(f.reason)}"
         if f.known_failure:
-            line += f" Known failure: {f.known_failure}."
+            line += f" Known failure: {md_text(f.known_failure)}."
         r = repros.get(f.case_id)
         if r is not None:
             line += f" Reproduction: [`{r.path}`]({r.path})." if r.path else f" ({r.note})"
@@ -73,9 +75,9 @@ def failures_md(
             link = log_link(f.log, results_dir, out_dir)
             line += f" Log: [`{f.log}`]({link})."
         out.append(line)
-        out += [f"  > `{x}`" for x in f.log_lines]
+        out += [f"  > {code_span(x)}" for x in f.log_lines]
         if f.log_note:
-            out.append(f"  > ({f.log_note})")
+            out.append(f"  > ({md_text(f.log_note)})")
     if more := data.failing_not_listed(results):  # bounded (bench.report.data.MAX_TABLE_ROWS)
         out.append(more)
     return [*out, ""] if items else [*out, "Every case passed.", ""]
@@ -95,7 +97,7 @@ def render(
     out = [f"# {title}", "", f"**{counts_line(results)}**", ""]
     out += section_md(answers_view.section(results))
     out += ["## Environment", ""]
-    out += [f"- {line}" for line in data.environment_lines(results)]
+    out += [f"- {md_text(line)}" for line in data.environment_lines(results)]
     out += [f"- {data.timing_policy_line(results)}", ""]
     out += section_md(sections.verdicts(results))
     out += failures_md(results, repros, results_dir=results_dir, out_dir=out_dir or results_dir)

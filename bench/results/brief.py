@@ -26,3 +26,25 @@ def clipped(text: str, limit: int = TEXT_CHARS, *, where: str = "results.json") 
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters in {where}]"
+
+
+def md_text(text: str) -> str:
+    """Text from a results file as Markdown prose or a table cell: on one line (a newline would end a list
+    item or a table row) and with `<` as an entity, so that a reason holding `<class 'torch.Tensor'>` or an
+    HTML tag shows as written instead of vanishing or becoming markup where the Markdown is rendered (a
+    GitHub step summary, a README); no tag starts without `<`, so `>` stays readable ("recompiles 1 > 0").
+    `|` is the table writer's to escape."""
+    return " ".join(text.splitlines()).replace("<", "&lt;")
+
+
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span, shown literally whatever backticks it holds (its fence is one
+    backtick longer than its longest run of them); on one line."""
+    text = " ".join(text.splitlines())
+    run = longest = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if longest else ""  # a span that starts or ends with a backtick needs the space
+    return f"{fence}{pad}{text}{pad}{fence}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.results.brief import clipped
+from bench.results.brief import clipped, code_span, md_text
 from bench.results.records import CaseResult, StepRecord
 
 
@@ -60,16 +60,25 @@ class Failure:
 
 def failure_of(case: CaseResult) -> Failure:
     """The failure kind from what the deciding step recorded (its error, its output, its recompiles), not from
-    the expectation's name: a silently wrong answer and a refusal read differently."""
+    the expectation's name: a silently wrong answer and a refusal read differently. The deciding step: the
+    first whose status is the case's verdict and that raised, else the first with that status, else the first
+    that did not pass. A case in error is never "expectation not met": it raised at a step, or the worker or a
+    check could not run (its reason says which)."""
     bad = ("fail", "error", "xfail", "xpass")
-    step = next((s for s in case.steps if s.status == case.verdict), None) or next(
-        (s for s in case.steps if s.status in bad), None
+    same = [s for s in case.steps if s.status == case.verdict]
+    step = (
+        next((s for s in same if s.error), None)
+        or (same[0] if same else None)
+        or next((s for s in case.steps if s.status in bad), None)
     )
     known = "; ".join(known_failures_of(case))
     if case.verdict in ("skip", "not_run"):
         return Failure(case.verdict, None, known)
-    if step is None:  # the worker's own error (a timeout, a crash), or a whole-case expectation
-        return Failure("error" if case.verdict == "error" else "whole-case expectation", None, known)
+    if case.verdict == "error":
+        raised = step if step is not None and step.error else next((s for s in case.steps if s.error), None)
+        return Failure("raised", raised, known) if raised is not None else Failure("error", step, known)
+    if step is None:  # a whole-case expectation
+        return Failure("whole-case expectation", None, known)
     if step.error:
         return Failure("raised", step, known)
     if wrong_output(step):
@@ -81,12 +90,29 @@ def failure_of(case: CaseResult) -> Failure:
     return Failure("expectation not met", step, known)
 
 
+def unverified_reason(case: CaseResult) -> str | None:
+    """Why a passing case is an unverified pass (the first step no pair of oracles verified), or None."""
+    if case.verdict != "pass":
+        return None
+    return next((f"step {s.index} ({s.op}): {s.unverified}" for s in case.steps if s.unverified), None)
+
+
 def failure_line(case: CaseResult) -> str:
     """The case's line in a summary's "Not a plain pass" list: its verdict, how it went wrong and the known
-    failure its marker matched."""
+    failure its marker matched; for an unverified pass, why an oracle did not verify it; "" for a plain pass."""
+    if case.verdict == "pass":
+        why = unverified_reason(case)
+        return f"- {code_span(case.case_id)} pass (unverified): {one_line(why, 160)}" if why else ""
     f = failure_of(case)
-    known = f"; known failure: {f.known_failure}" if f.known_failure else ""
+    known = f"; known failure: {one_line(f.known_failure, 500)}" if f.known_failure else ""
     kind = f.kind
-    if kind == "error" and case.reason:  # the worker's error: its reason says what ("error: error" did not)
-        kind = clipped(" ".join(case.reason.split()), 160)
-    return f"- `{case.case_id}` {case.verdict}: {kind}{known}"
+    # The worker's error, a skip's or an unfinished case's reason says what ("error: error" did not).
+    if kind in ("error", "skip", "not_run") and case.reason:
+        kind = one_line(case.reason, 160)
+    return f"- {code_span(case.case_id)} {case.verdict}: {kind}{known}"
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` clipped, on one line (a newline in a reason would end a Markdown list item or table row), its
+    markup shown as written (md_text)."""
+    return md_text(clipped(" ".join(text.split()), limit))

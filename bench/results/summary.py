@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.results.atomic import write_text
+from bench.results.brief import clipped, md_text
 from bench.results.records import CaseResult, Results
 
 SUMMARY_FILE = "summary.md"
@@ -36,13 +37,28 @@ def counts_line(results: Results) -> str:
     return counts_text(verdict_counts(results), unverified_passes(results))
 
 
+def count_badges(results: Results) -> list[tuple[str, str, int]]:
+    """(verdict, its text, unverified passes) per verdict present, in counts_text's order: "2 pass (1
+    unverified)" as the counts line says it, for the HTML badges and the site."""
+    counts, unverified = verdict_counts(results), unverified_passes(results)
+    return [
+        (v, counts_text({v: counts[v]}, unverified if v == "pass" else 0), unverified if v == "pass" else 0)
+        for v in _ordered(counts)
+    ]
+
+
+VERDICT_ORDER = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
+
+
+def _ordered(counts: dict[str, int]) -> list[str]:
+    return [v for v in VERDICT_ORDER if counts.get(v)]
+
+
 def counts_text(counts: dict[str, int], unverified: int) -> str:
     """'3 pass (1 unverified), 1 fail': verdict counts, and how many of the passes are unverified."""
-    order = ("pass", "fail", "xfail", "xpass", "error", "skip", "not_run")
     return ", ".join(
         f"{counts[v]} {v}" + (f" ({unverified} unverified)" if v == "pass" and unverified else "")
-        for v in order
-        if counts.get(v)
+        for v in _ordered(counts)
     )
 
 
@@ -61,15 +77,17 @@ def summary_text(results: Results, counts: str, head, rows, steps) -> str:
     out = [
         "# peft-bench summary",
         "",
-        f"{counts}. Created {results.created_at}"
+        f"{counts}. Created {md_text(results.created_at)}"
         + (" (interrupted: the run did not finish)" if results.interrupted else "")
         + ".",
         "",
         *head,
-        f"Environment: {env.device}"
-        + (f" ({env.gpu})" if env.gpu else "")
-        + f", {env.cpu} x{env.cpu_count}, "
-        f"Python {env.python}; {libs}; peft-bench {env.suite_version} at {env.git_commit or 'unknown commit'}.",
+        md_text(
+            f"Environment: {env.device}"
+            + (f" ({env.gpu})" if env.gpu else "")
+            + f", {env.cpu} x{env.cpu_count}, "
+            f"Python {env.python}; {libs}; peft-bench {env.suite_version} at {env.git_commit or 'unknown commit'}."
+        ),
         "",
         "| case | verdict | recompiles | wall s | reason |",
         "|---|---|---|---|---|",
@@ -83,7 +101,8 @@ def summary_text(results: Results, counts: str, head, rows, steps) -> str:
 
 
 def table_row(c: CaseResult) -> str:
-    reason = c.reason.replace("|", "\\|")
+    # One line, clipped, its markup shown as written: a reason is text from a library's exception.
+    reason = md_text(clipped(c.reason)).replace("|", "\\|")
     return (
         f"| `{c.case_id}` | {c.verdict} | {'-' if c.total_recompiles is None else c.total_recompiles} | "
         f"{_wall(c)} | {reason} |"

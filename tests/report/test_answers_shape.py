@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.report import answers
+from bench.report import answers, case_facts
 from bench.results.store import load
 from tests.conftest import REPO
 
@@ -16,9 +16,11 @@ def _with_extra_step(results, args: dict):
     """The first case with a measured adapter-active step, given one more such step: its copy with `args` and
     every timed call 100 times slower (a larger shape's latency)."""
     case = next(
-        c for c in results.cases if answers._measured(c)[0] and answers.choices(replace(results, cases=(c,)))
+        c
+        for c in results.cases
+        if case_facts._measured(c)[0] and answers.choices(replace(results, cases=(c,)))
     )
-    step = answers._measured(case)[0][-1]
+    step = case_facts._measured(case)[0][-1]
     slow = replace(step.timing, samples_ms=tuple(100 * x for x in step.timing.samples_ms))
     extra = replace(step, index=len(case.steps) + 1, args={**step.args, **args}, timing=slow)
     one = replace(case, steps=(*case.steps, extra))

@@ -80,7 +80,7 @@ def summary_head(results: Results, out: Path) -> list[str]:
         f"Not computed by merge (they pool every case's timed calls): `peft-bench report {out}`.",
         "",
     ]
-    return out_lines + odd_section([failure_line(c) for c in results.cases if c.verdict != "pass"])
+    return out_lines + odd_section([line for c in results.cases if (line := failure_line(c))])
 
 
 def odd_section(lines: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ import html
 from bench import VERDICT_RULES_VERSION
 from bench.report.site import history, svg
 from bench.report.site.history import Column
-from bench.results.summary import verdict_counts
+from bench.results.summary import counts_line
 
 PAGES = {"index.html": "Runs", "compat.html": "Verdicts across runs", "trends.html": "Trends"}
 RUNS_DIR = "runs"  # runs/<run id>/report.html and results.json
@@ -78,7 +78,7 @@ def index_page(cols: list[Column], *, with_hostname: bool = False) -> str:
     body_rows = []
     for i, col in enumerate(cols):
         r = col.run.results
-        counts = ", ".join(f"{n} {v}" for v, n in verdict_counts(r).items() if n)
+        counts = counts_line(r)  # "2 pass (1 unverified)": an unverified pass is never shown as a plain one
         cells = [
             f"<td>{i + 1}</td>",
             f'<td><a href="{_e(report_href(col))}">{_e(col.run.run_id)}</a></td>',
