@@ -189,3 +189,24 @@ def test_markup_in_results_text_shows_as_written_in_the_markdown(tmp_path):
     assert "| error | - |" in summary_markdown(plain) or "error: x" in "\n".join(
         answers_view.summary_lines(plain)
     )
+
+
+def test_a_case_of_an_unknown_built_in_model_gets_no_script_and_the_report_is_written(tmp_path):
+    """A results file naming a built-in model this peft-bench does not have (another version, or edited) made
+    `report` die with a KeyError traceback and write nothing. Control: the baseline's failing cases get
+    their scripts."""
+    from bench.report.repro.script import write_repros
+
+    base = load(BASELINE / "results.json")
+
+    def other_model(c):
+        scenario = {**c.case["scenario"], "model": "builtin:not-a-model"}
+        return replace(c, case={**c.case, "scenario": scenario})
+
+    odd = replace(base, cases=tuple(other_model(c) for c in base.cases))
+    repros = write_repros(odd, tmp_path / "odd")
+    assert repros and all(r.path is None for r in repros.values())
+    assert {r.note for r in repros.values()} == {
+        "no reproduction script: builtin:not-a-model is not a built-in model of this peft-bench"
+    }
+    assert all(r.path for r in write_repros(base, tmp_path / "base").values())

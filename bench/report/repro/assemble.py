@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.engine.sources.models import BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED
-from bench.ops.script_text import doc_line, ident
+from bench.ops.script_text import ReproUnsupported, doc_line, ident
 from bench.ops.templates import HELPERS
 from bench.report.repro.writer import Writer
 from bench.results.brief import clipped
@@ -79,7 +79,9 @@ def _header(result: CaseResult, results: Results, target: Target) -> list[str]:
 
 def _model_source(scenario: Scenario) -> list[str]:
     if scenario.model.startswith(BUILTIN_PREFIX):
-        entry = BUILTIN_MODELS[scenario.model[len(BUILTIN_PREFIX) :]]
+        entry = BUILTIN_MODELS.get(scenario.model[len(BUILTIN_PREFIX) :])
+        if entry is None:  # a results file from another peft-bench, or edited: a script cannot build it
+            raise ReproUnsupported(f"{scenario.model} is not a built-in model of this peft-bench")
         return [
             f"# {scenario.model}: a tiny {entry['model_class']} built from this config and seed.",
             f"BUILTIN_CONFIG = {entry['config']!r}",
