@@ -6,6 +6,7 @@ The full text stays in results.json; what a terminal line or a report shows is b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 LIST_ITEMS = 10  # items a message lists before it says how many more there are
@@ -30,11 +31,15 @@ def clipped(text: str, limit: int = TEXT_CHARS, *, where: str = "results.json") 
 
 def md_text(text: str) -> str:
     """Text from a results file as Markdown prose or a table cell: on one line (a newline would end a list
-    item or a table row) and with `<` as an entity, so that a reason holding `<class 'torch.Tensor'>` or an
-    HTML tag shows as written instead of vanishing or becoming markup where the Markdown is rendered (a
-    GitHub step summary, a README); no tag starts without `<`, so `>` stays readable ("recompiles 1 > 0").
-    `|` is the table writer's to escape."""
-    return " ".join(text.splitlines()).replace("<", "&lt;")
+    item or a table row), and a `<` that could open an HTML tag, comment or autolink (followed by a letter,
+    `/`, `!` or `?`) as `&lt;`, so that a reason holding `<class 'torch.Tensor'>` or a tag shows as written
+    instead of vanishing or becoming markup where the Markdown is rendered (a GitHub step summary, a README).
+    A `<` before a space or a digit opens nothing, and stays as it is ("saving < 5%"). `|` is the table
+    writer's to escape."""
+    return _TAG_START.sub("&lt;", " ".join(text.splitlines()))
+
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def code_span(text: str) -> str:

@@ -152,7 +152,9 @@ class WorkerInfo:
     results_file: str | None = None
     hostname: str | None = None
     shard: str | None = None
-    job: str | None = None  # the scheduler job that ran it (Results.scheduler's job_id: Slurm `123_1`)
+    # The scheduler job that ran it (Results.scheduler's job_id: Slurm `123_1`): written by the run, so that a
+    # case a --resume in another job kept names its own; merge fills it in from its file where it is None.
+    job: str | None = None
 
     def merged(self, over: WorkerInfo) -> WorkerInfo:
         """This block with every fact `over` holds (not None, not empty) put in: the parent's facts over the
@@ -233,6 +235,20 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """The run's options that its verdicts and figures depend on (bench.runner.launch.RunOptions)."""
+
+    require_oracles: bool = False
+    timeout_s: float | None = None
+    memory_limit_bytes: int | None = None
+    device: str | None = None  # None: each worker's own choice (cuda when available)
+    compile_cache: str = "warm"
+    worker: str = ""  # fork | spawn
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
 class Results:
     schema_version: int
     suite_version: str
@@ -253,3 +269,10 @@ class Results:
     # "array_job_id", "array_task_id", "shard_base", "shard_count", "script", "submit_dir", "node"}, or a
     # Kubernetes Indexed Job's or a GitHub Actions job's facts; {} outside a scheduler and in older files.
     scheduler: dict[str, str] = field(default_factory=dict)
+    # The whole selection this run is part of (bench.spec.cases.selection_fingerprint): how many cases, and
+    # the sha256 of their ids and specs; merge refuses shards whose selections differ. None / "" in older
+    # files and in merged files.
+    selection_cases: int | None = None
+    selection_sha256: str = ""
+    # The options its verdicts and figures depend on: --resume finishes the run with them. None in older files.
+    options: RunSettings | None = None

@@ -62,6 +62,7 @@ def checked(sources: list[Source]) -> list[Source]:
     _check_no_duplicate_cases(sources)
     _check_same_scenario_set(sources)
     if sharded:
+        _check_same_selection(sources)
         _check_round_robin(sources)
     return sources
 
@@ -69,14 +70,21 @@ def checked(sources: list[Source]) -> list[Source]:
 def merged_top(
     ordered: list[Source], *, command: tuple[str, ...] = (), created_at: str | None = None
 ) -> Results:
-    """The merged file-level fields (no cases) of checked sources."""
+    """The merged file-level fields (no cases) of checked sources: their `jobs`, options and selection (they
+    share them, or only some files record them), and the start of the earliest (created_at is when the run
+    started; the merge's own time only where no source says when it started)."""
     first = ordered[0]
     cpu = [s.results.parent_cpu_s for s in ordered]
+    selection = next((s.results for s in ordered if s.results.selection_sha256), None)
     return Results(
         schema_version=first.results.schema_version,
         suite_version=first.results.suite_version,
         verdict_rules=first.results.verdict_rules,
-        created_at=created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        created_at=created_at or _earliest([s.results.created_at for s in ordered]),
+        jobs=first.results.jobs,
+        options=next((s.results.options for s in ordered if s.results.options is not None), None),
+        selection_cases=selection.selection_cases if selection and first.results.shard else None,
+        selection_sha256=selection.selection_sha256 if selection and first.results.shard else "",
         environment=first.results.environment,
         scenario_set=first.results.scenario_set,
         cases=(),
@@ -87,6 +95,21 @@ def merged_top(
     )
 
 
+def _earliest(times: list[str]) -> str:
+    """The earliest of ISO times (the same instant written with any offset); now where none parses."""
+    parsed = []
+    for t in times:
+        try:
+            when = _dt.datetime.fromisoformat(t)
+        except (TypeError, ValueError):
+            continue
+        if when.tzinfo is not None:
+            parsed.append((when, t))
+    if not parsed:
+        return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return min(parsed)[1]
+
+
 def _provenance(source: Source, shard: str | None, job: str | None) -> dict[str, str | None]:
     # The merged file has one environment block; each case keeps where it ran and which file it came from.
     return {
@@ -94,7 +117,8 @@ def _provenance(source: Source, shard: str | None, job: str | None) -> dict[str,
         "hostname": source.results.environment.hostname,
         # A case of a merged file merged again keeps the shard it ran in.
         "shard": source.results.shard or shard,
-        "job": source.results.scheduler.get("job_id") or job,
+        # The job the case recorded it ran in first: a case a --resume kept ran in the job before it.
+        "job": job or source.results.scheduler.get("job_id"),
     }
 
 
@@ -162,6 +186,24 @@ def _check_same_run_kind(a: Source, b: Source) -> None:
             f"ran on {rb.environment.device}, but {a.path} on {ra.environment.device}",
             source=b.path,
             field="environment.device",
+        )
+    if ra.jobs != rb.jobs:
+        # The merged file has one `jobs`, and compare reads timings as absolute only between equal ones.
+        raise BenchInputError(
+            f"ran {rb.jobs} case(s) at a time, but {a.path} {ra.jobs}: timings under different --jobs are not "
+            "one run; rerun one with the other's --jobs",
+            source=b.path,
+            field="jobs",
+        )
+    if ra.options is not None and rb.options is not None and ra.options != rb.options:
+        diff = [
+            f.name for f in fields(ra.options) if getattr(ra.options, f.name) != getattr(rb.options, f.name)
+        ]
+        raise BenchInputError(
+            f"ran with other options than {a.path} ({', '.join(diff)}): verdicts under different options "
+            "are not one run",
+            source=b.path,
+            field="options",
         )
 
 
@@ -285,6 +327,33 @@ def rerun_lines(present: list[Source], shards: list[int], count: int) -> list[st
             f"PEFT_BENCH_SHARD_COUNT={count} (each pod's JOB_COMPLETION_INDEX its index)"
         ]
     return []
+
+
+def _check_same_selection(ordered: list[Source]) -> None:
+    """Shards of one selection record the same one (Results.selection_sha256), and together hold all of its
+    cases. A shard run after its scenario file changed, or with another -k or --tag, may still hold ids that
+    fit the round-robin of the others: the merged file would lose a case, or mix two versions of a scenario.
+    Files from before the fingerprint are not checked."""
+    recorded = [s for s in ordered if s.results.selection_sha256]
+    for s in recorded[1:]:
+        if s.results.selection_sha256 != recorded[0].results.selection_sha256:
+            raise BenchInputError(
+                f"shard {s.results.shard} selected other cases than {recorded[0].path} (shard "
+                f"{recorded[0].results.shard}): {s.results.selection_cases} against "
+                f"{recorded[0].results.selection_cases}, or the same ids with other scenario contents (a "
+                "scenario file changed between the jobs, or another -k, --tag or --skip-tag): rerun every "
+                "shard from one selection",
+                source=s.path,
+                field="selection_sha256",
+            )
+    if recorded and len(recorded) == len(ordered):
+        held = sum(len(s.results.cases) for s in ordered)
+        if held != recorded[0].results.selection_cases:
+            raise BenchInputError(
+                f"the shards hold {held} cases, but their selection had {recorded[0].results.selection_cases}",
+                source=recorded[0].path,
+                field="selection_cases",
+            )
 
 
 def _check_round_robin(ordered: list[Source]) -> None:

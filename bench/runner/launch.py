@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.results.atomic import write_json
 from bench.results.exits import STACK_DUMP_HEADER, describe_exit, read_log
 from bench.results.outfiles import create_output, ensure_folder, refuse_symlink
-from bench.results.records import CaseResult, WorkerInfo
+from bench.results.records import CaseResult, RunSettings, WorkerInfo
 from bench.results.store import CASES_DIR, case_from_file
 from bench.runner.processes import (
     REAP_WAIT_S,
@@ -71,6 +71,23 @@ class RunOptions:
     jobs: int = 1  # cases at a time (bench.runner.run.run_parallel); 1: one after another, unpinned
     # The cores this case's worker is pinned to (one job of `--jobs N`, bench.runner.jobs); None: not pinned.
     cpus: tuple[int, ...] | None = None
+    # The whole selection this run is part of (bench.spec.cases.selection_fingerprint): Results.selection_*.
+    selection: tuple[int, str] | None = None
+    created_at: str | None = None  # when the run started: a --resume keeps its run's; None: now
+
+    @property
+    def settings(self) -> RunSettings:
+        """The options the verdicts and figures depend on, as the results record them (Results.options)."""
+        return RunSettings(
+            require_oracles=self.require_oracles,
+            timeout_s=self.timeout_s,
+            memory_limit_bytes=self.memory_limit_bytes,
+            device=self.device,
+            compile_cache=self.compile_cache,
+            worker=self.worker,
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
 
 
 COMPILE_CACHES = ("warm", "cold")
@@ -236,6 +253,8 @@ def run_one(case: Case, opts: RunOptions, on_phase=None, live=None) -> CaseResul
         fork_failed=fallback,
         memory_limit_bytes=opts.memory_limit_bytes,
         log_tail=tuple(log_text.splitlines()[-LOG_TAIL_LINES:]),
+        # The scheduler job this case ran in: a case kept by a --resume in another job keeps its own.
+        job=opts.scheduler.get("job_id"),
     )
     if timed_out or returncode != 0 or not result_file.exists():
         what = describe_exit(returncode, timed_out=timed_out, timeout_s=timeout, log_text=log_text)

@@ -8,14 +8,15 @@ parsing 20,000 cases to find there is nothing to do.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from bench import RESULTS_SCHEMA_VERSION, __version__
 from bench.errors import BenchInputError
-from bench.results.environment import library_versions
-from bench.results.records import CaseResult, Results
+from bench.results.environment import cpu_name, library_versions
+from bench.results.records import CaseResult, Results, RunSettings
 from bench.results.shards import VERDICT_LIBRARIES
 from bench.results.store import CASES_DIR, case_from_file, load, open_columnar
 from bench.scenario import load_scenarios
@@ -50,6 +51,12 @@ class Resume:
     scenario_set: tuple[str, ...]
     # case id -> which versions differ, for kept cases measured by another version (--resume-any-version)
     version_notes: dict[str, str] = field(default_factory=dict)
+    # What the run recorded of itself, that finishing it must keep: its whole selection, its options, its
+    # --jobs and when it started (Results.selection_*, options, jobs, created_at).
+    selection: tuple[int, str] | None = None
+    options: RunSettings | None = None
+    jobs: int = 1
+    created_at: str = ""
 
     @property
     def missing(self) -> tuple[Case, ...]:
@@ -57,8 +64,18 @@ class Resume:
 
 
 def version_differences(results: Results) -> list[str]:
-    """How the run in a results file differs from this one in suite and library versions (empty: not at all)."""
-    return _differences(results.suite_version, results.environment.libraries)
+    """How the run in a results file differs from this one in suite and library versions, and in the kind of
+    machine (its CPU and core count: the kept cases' figures were measured there, and the file has one
+    environment block); empty: not at all. The host's name is not compared: a requeued job may land on
+    another node of the same kind."""
+    env = results.environment
+    machine = []
+    here_cpu, here_cores = cpu_name(), os.cpu_count() or 0
+    if env.cpu and env.cpu != here_cpu:
+        machine.append(f"CPU {env.cpu} there, {here_cpu} here")
+    if env.cpu_count and env.cpu_count != here_cores:
+        machine.append(f"{env.cpu_count} cores there, {here_cores} here")
+    return _differences(results.suite_version, env.libraries) + machine
 
 
 def _differences(suite_version: str, libraries: dict[str, str | None]) -> list[str]:
@@ -121,11 +138,19 @@ def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
     diffs = version_differences(results)
     if diffs and not any_version:
         raise BenchInputError(
-            f"the run was made by other versions ({'; '.join(diffs)}): start a new run, or keep its cases "
-            "anyway with --resume-any-version",
+            f"the run was made by other versions or on another kind of machine ({'; '.join(diffs)}): start a "
+            "new run, or keep its cases anyway with --resume-any-version",
             source=str(out_dir),
         )
     kept_note = "; ".join(diffs)
+    own = {
+        "selection": (results.selection_cases, results.selection_sha256)
+        if results.selection_sha256
+        else None,
+        "options": results.options,
+        "jobs": results.jobs,
+        "created_at": results.created_at,
+    }
     if all(c.case for c in results.cases):  # self-contained results: the cases are in the file
         cases = tuple(Case.from_dict(c.case) for c in results.cases)
         return Resume(
@@ -134,6 +159,7 @@ def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
             shard=results.shard,
             scenario_set=results.scenario_set,
             version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
+            **own,
         )
     # Results written before cases were kept in them: reload the scenario files they name.
     files = list(dict.fromkeys(c.scenario_file for c in results.cases))
@@ -151,4 +177,55 @@ def resume_selection(out_dir: Path, *, any_version: bool = False) -> Resume:
         shard=results.shard,
         scenario_set=results.scenario_set,
         version_notes={c.case_id: kept_note for c in results.cases if diffs and c.verdict != "not_run"},
+        **own,
     )
+
+
+# --flag -> the RunSettings field it sets (and --jobs): what a resume must keep.
+RESUMED_OPTIONS = {
+    "--require-oracles": "require_oracles",
+    "--timeout": "timeout_s",
+    "--memory-limit-mb": "memory_limit_bytes",
+    "--device": "device",
+    "--compile-cache": "compile_cache",
+    "--worker": "worker",
+    "--trust-remote-code": "trust_remote_code",
+    "--allow-pickle": "allow_pickle",
+    "--jobs": "jobs",
+}
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The RESUMED_OPTIONS fields the command line gives (argparse takes an unambiguous prefix of a flag too)."""
+    out = set()
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if len(name) > 2 and name.startswith("--"):
+            out |= {field for flag, field in RESUMED_OPTIONS.items() if flag.startswith(name)}
+    return out
+
+
+def resumed_options(
+    recorded: RunSettings | None, recorded_jobs: int, asked: RunSettings, asked_jobs: int, given: set[str]
+) -> tuple[RunSettings, int, list[str]]:
+    """The options a --resume runs its cases with: the run's own, so that every case of it is judged and
+    timed under one set (a resume without --require-oracles passed steps the run's first cases had failed).
+    An option the resume's command line gives with another value is refused; one it leaves out is taken
+    from the run, and said. Files from before the run recorded its options: the resume's own."""
+    if recorded is None:
+        return asked, asked_jobs, []
+    values = {**{f.name: getattr(recorded, f.name) for f in fields(recorded)}, "jobs": recorded_jobs}
+    wanted = {**{f.name: getattr(asked, f.name) for f in fields(asked)}, "jobs": asked_jobs}
+    flag = {v: k for k, v in RESUMED_OPTIONS.items()}
+    notes = []
+    for name, value in values.items():
+        if name not in flag or wanted[name] == value:
+            continue
+        if name in given:
+            raise BenchInputError(
+                f"--resume: the run was started with {flag[name]} {value!r}, this command gives {wanted[name]!r}: "
+                "a run's cases are judged and timed under one set of options; resume without it, or start a "
+                "new run"
+            )
+        notes.append(f"{flag[name]} {value!r}")
+    return recorded, recorded_jobs, notes

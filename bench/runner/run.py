@@ -91,7 +91,7 @@ def run_cases(
             opts.jobs > 1
         ):  # each case runs on its job's cores, with that many torch threads (bench.runner.jobs)
             env = replace(env, torch_threads=threads_per_job([s.cpus for s in slots]))
-        created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        created = opts.created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         scenario_set = opts.scenario_set or tuple(sorted({c.scenario.name for c in cases}))
         done: dict[str, CaseResult] = {cid: r for cid, r in previous.items() if r.verdict != "not_run"}
         self_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -124,6 +124,9 @@ def run_cases(
                 parent_cpu_s=parent_cpu,
                 interrupted=interrupted,
                 jobs=opts.jobs,
+                selection_cases=opts.selection[0] if opts.selection else None,
+                selection_sha256=opts.selection[1] if opts.selection else "",
+                options=opts.settings,
             )
 
         todo = [c for c in cases if c.id not in done]
@@ -287,7 +290,18 @@ def run_parallel(todo: list[Case], slots: list[RunOptions], begin, finish) -> No
                 slots.append(slot)
                 finish(i, case, future.result())
     except BaseException:
+        # A case whose worker finished since the last poll (up to half a second ago) has its result: it is
+        # kept, not recorded as "interrupted while this case ran". Only those done before the kill: a killed
+        # worker's job returns soon after it, with nothing of the case.
+        ended = [
+            (f, running[f]) for f in list(running) if f.done() and not f.cancelled() and not f.exception()
+        ]
         live.kill_all()
+        for future, (i, case, _slot) in ended:
+            try:
+                finish(i, case, future.result())
+            except Exception:  # noqa: BLE001  (the interrupt is what is raised; this case then counts not_run)
+                break
         raise
     finally:
         # Killed workers are reaped within moments; never wait here for a job thread (a second signal).

@@ -135,3 +135,21 @@ class Shard:
         """Round-robin over the cases sorted by id: the N shards partition any selection exactly."""
         ordered = sorted(cases, key=lambda c: c.id)
         return [c for i, c in enumerate(ordered) if i % self.count == self.index - 1]
+
+
+def selection_fingerprint(cases: list[Case]) -> tuple[int, str]:
+    """What a run records of the whole selection it is part of (Results.selection_cases and selection_sha256):
+    how many cases, and the
+    sha256 of every case's id and spec, sorted by id. Shards of one selection share it; a shard run after the
+    scenario file changed, or with another -k or --tag, does not, though its ids may still fit the round-robin
+    of the others (merge would lose a case, or join two versions of a scenario). The file the scenario was
+    read from is left out: two jobs may name it by different paths."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for case in sorted(cases, key=lambda c: c.id):
+        data = case.to_dict()
+        data["scenario"] = {k: v for k, v in data["scenario"].items() if k != "source_file"}
+        digest.update(f"{case.id}\t{json.dumps(data, sort_keys=True, separators=(',', ':'))}\n".encode())
+    return len(cases), digest.hexdigest()

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.cli.main import main
+from bench.errors import BenchInputError
 from bench.results.environment import collect
 from bench.results.records import CaseResult, Results
 from bench.spec.codec import to_dict
@@ -303,7 +304,7 @@ def test_scenario_path_not_a_regular_file(kind, message, given_as, tmp_path, cap
 def _finished_run(tmp_path: Path, **changes) -> Path:
     scenario = _scenario(tmp_path)
     env = collect()
-    env = replace(env, libraries={**env.libraries, **changes.pop("libraries", {})})
+    env = replace(env, libraries={**env.libraries, **changes.pop("libraries", {})}, **changes.pop("env", {}))
     case = CaseResult(
         case_id="minimal[fp32-aot_eager]",
         scenario="minimal",
@@ -334,6 +335,9 @@ def _finished_run(tmp_path: Path, **changes) -> Path:
         ({"libraries": {"torch": "2.0.0"}}, "torch 2.0.0 there"),
         ({"libraries": {"peft": "0.1.0"}}, "peft 0.1.0 there"),
         ({"libraries": {"transformers": None}}, "transformers not installed there"),
+        # Another kind of machine: the kept cases' figures were measured there (a node of another kind).
+        ({"env": {"cpu": "Intel(R) Xeon(R) Platinum 8480+"}}, "CPU Intel(R) Xeon(R) Platinum 8480+ there"),
+        ({"env": {"cpu_count": 112}}, "112 cores there"),
     ],
 )
 def test_resume_of_another_version(changes, differs, tmp_path, capsys):
@@ -468,3 +472,56 @@ def test_results_file_not_a_regular_file(kind, what, given_as, tmp_path, capsys)
         line = _error(capsys)
         assert str(results) in line and f"not a regular file: {what}" in line, line
         assert "no such results file" not in line
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume with the run's own options: a resume without --require-oracles passed the steps the run's first case
+# had failed under it.
+
+
+def test_resumed_options_take_the_runs_own_and_refuse_a_change():
+    from bench.results.records import RunSettings
+    from bench.runner.resume import given_options, resumed_options
+
+    run = RunSettings(require_oracles=True, timeout_s=60.0, worker="fork")
+    asked = RunSettings(worker="fork")
+    settings, jobs, notes = resumed_options(run, 2, asked, 1, given_options(["run", "--resume", "OUT"]))
+    assert (settings, jobs) == (run, 2)
+    assert notes == ["--require-oracles True", "--timeout 60.0", "--jobs 2"]
+    for argv, flag in (
+        (["--jobs", "1"], "--jobs 2"),
+        (["--jobs=1"], "--jobs 2"),
+        (["--time", "5"], "--timeout 60.0"),  # argparse's prefix of --timeout
+    ):
+        asked_here = RunSettings(worker="fork", timeout_s=5.0) if "--time" in argv else asked
+        with pytest.raises(BenchInputError) as info:
+            resumed_options(run, 2, asked_here, 1, given_options(argv))
+        assert f"the run was started with {flag}" in str(info.value)
+    # Controls: the same values given again are fine; a file from before the options were recorded resumes
+    # with the command's own.
+    assert resumed_options(run, 2, run, 2, given_options(["--jobs", "2", "--require-oracles"]))[2] == []
+    assert resumed_options(None, 1, asked, 1, set()) == (asked, 1, [])
+
+
+@pytest.mark.slow
+def test_a_resume_runs_the_missing_case_under_the_runs_options(tmp_path, capsys):
+    from bench.results.records import RunSettings
+    from bench.results.store import load
+    from bench.runner.processes import default_method
+
+    out = _finished_run(tmp_path)
+    data = json.loads((out / "results.json").read_text())
+    data["cases"][0].update(verdict="not_run", reason="interrupted before this case ran")
+    data["options"] = to_dict(RunSettings(require_oracles=True, worker=default_method()))
+    data["suite_version"] = __import__("bench").__version__
+    (out / "results.json").write_text(json.dumps(data))
+    before = (out / "results.json").read_text()
+    cache = ["--cache", str(tmp_path / "c")]
+    assert main(["run", "--resume", str(out), "--compile-cache", "cold", *cache]) == 2
+    assert "started with --compile-cache 'warm'" in _error(capsys)
+    assert (out / "results.json").read_text() == before  # refused before any case ran
+    assert main(["run", "--resume", str(out), *cache]) == 0
+    assert "resuming with the run's own --require-oracles True" in capsys.readouterr().out
+    resumed = load(out)
+    assert resumed.options.require_oracles and resumed.cases[0].verdict == "pass"
+    assert resumed.created_at == "2026-12-03T00:00:00+00:00"  # the run's start, not the resume's

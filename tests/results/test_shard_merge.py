@@ -9,6 +9,7 @@ runs real shards through the CLI and merges them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -334,6 +335,69 @@ def test_refuses_shards_of_different_selections(tmp_path):
     alien = _write(tmp_path, "s2", _results(["s0[bf16-none]", "s9[fp32-none]"], shard="2/2"))
     msg = _refusal([s1, alien])
     assert "not shards of one selection" in msg
+
+
+def _fingerprinted(tmp_path, selection: list[str], sha: str, k: int, n: int, name: str, **kw) -> Source:
+    ids = [cid for i, cid in enumerate(sorted(selection)) if i % n == k - 1]
+    results = _results(ids, shard=f"{k}/{n}", selection_cases=len(selection), selection_sha256=sha, **kw)
+    return _write(tmp_path, name, results)
+
+
+def test_refuses_shards_whose_selections_differ_though_their_ids_fit(tmp_path):
+    """Shard 1/2 selected 5 cases, shard 2/2 (the scenario file grown by two precisions, or another -k) 7:
+    their ids still fit one round-robin, and the merge lost a case without a word. Control: the same ids
+    with one fingerprint merge, and the merged file keeps it."""
+    tmp = tmp_path
+    five, seven = SELECTION[:5], SELECTION
+    s1 = _fingerprinted(tmp, five, "a" * 64, 1, 2, "s1")
+    s2 = _fingerprinted(tmp, seven, "b" * 64, 2, 2, "s2")
+    assert sorted(c.case_id for c in s1.results.cases + s2.results.cases) != sorted(seven)  # fits, lacks one
+    msg = _refusal([s1, s2])
+    assert "selected other cases" in msg and "rerun every shard from one selection" in msg and s2.path in msg
+    # The same selection, edited between the jobs: same ids and count, other contents.
+    t1 = _fingerprinted(tmp, seven, "c" * 64, 1, 2, "t1")
+    t2 = _fingerprinted(tmp, seven, "d" * 64, 2, 2, "t2")
+    assert "other scenario contents" in _refusal([t1, t2])
+    # Control: one selection, one fingerprint.
+    u1 = _fingerprinted(tmp, seven, "c" * 64, 1, 2, "u1")
+    merged = merge([u1, _fingerprinted(tmp, seven, "c" * 64, 2, 2, "u2")])
+    assert (merged.selection_cases, merged.selection_sha256) == (7, "c" * 64)
+
+
+def test_refuses_shards_that_hold_fewer_cases_than_their_selection(tmp_path):
+    s1 = _fingerprinted(tmp_path, SELECTION, "e" * 64, 1, 2, "s1")
+    short = _results(_shard_ids(2, 2)[:-1], shard="2/2", selection_cases=7, selection_sha256="e" * 64)
+    msg = _refusal([s1, _write(tmp_path, "s2", short)])
+    assert "hold 6 cases, but their selection had 7" in msg
+
+
+def test_refuses_files_of_different_jobs_and_keeps_the_common_one(tmp_path):
+    """The merged file dropped `jobs` (1), so compare read timings of --jobs 2 shards as absolute against a
+    --jobs 1 baseline; mixed --jobs were accepted. Control: shards of one --jobs keep it."""
+    a = _write(tmp_path, "a", _results(_shard_ids(1, 2), shard="1/2", jobs=2))
+    b = _write(tmp_path, "b", _results(_shard_ids(2, 2), shard="2/2", jobs=1))
+    assert "ran 1 case(s) at a time, but" in _refusal([a, b])
+    c = _write(tmp_path, "c", _results(_shard_ids(2, 2), shard="2/2", jobs=2))
+    assert merge([a, c]).jobs == 2
+
+
+def test_refuses_files_run_with_other_options(tmp_path):
+    from bench.results.records import RunSettings
+
+    strict, lax = RunSettings(require_oracles=True, worker="fork"), RunSettings(worker="fork")
+    a = _write(tmp_path, "a", _results(_shard_ids(1, 2), shard="1/2", options=strict))
+    b = _write(tmp_path, "b", _results(_shard_ids(2, 2), shard="2/2", options=lax))
+    assert "ran with other options" in _refusal([a, b]) and "require_oracles" in _refusal([a, b])
+    c = _write(tmp_path, "c", _results(_shard_ids(2, 2), shard="2/2", options=strict))
+    assert merge([a, c]).options == strict
+
+
+def test_the_merged_file_started_when_its_earliest_file_did(tmp_path):
+    """created_at is when the run started: a merge wrote its own time, and the site ordered runs by it."""
+    a = _write(tmp_path, "a", replace(_results(SELECTION[:3]), created_at="2026-01-02T10:00:00+00:00"))
+    b = _write(tmp_path, "b", replace(_results(SELECTION[3:]), created_at="2026-01-02T10:30:00+01:00"))
+    assert merge([a, b]).created_at == "2026-01-02T10:30:00+01:00"  # 09:30 UTC: the earlier
+    assert merge([a, b], created_at="2030-01-01T00:00:00+00:00").created_at.startswith("2030")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,16 +21,18 @@ from bench.cli.paths import cache_root, check_out_folder, default_cache_root
 from bench.cli.preflight import check_before_run, parse_required, skipped_required
 from bench.cli.selection import DEFAULT_SCENARIOS, select_cases, shard_text
 from bench.errors import BenchInputError
+from bench.results.records import RunSettings
 from bench.results.store import holds_results
 from bench.results.summary import SUMMARY_FILE, case_line, counts_line, counts_text
 from bench.results.verdict import exit_code
 from bench.runner.jobs import parse_jobs, usable_cpus
 from bench.runner.launch import RunOptions
 from bench.runner.lock import LOCK_FILE
+from bench.runner.processes import default_method
 from bench.runner.progress import eta_s, phase_line
-from bench.runner.resume import finished_run, resume_selection
+from bench.runner.resume import finished_run, given_options, resume_selection, resumed_options
 from bench.runner.run import default_out_dir, run_cases
-from bench.spec.cases import Shard
+from bench.spec.cases import Shard, selection_fingerprint
 from bench.spec.library_pairs import installed_versions, refusal
 
 
@@ -82,6 +84,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         cases, previous = list(resume.cases), resume.previous
         shard, scenario_set = resume.shard, resume.scenario_set
         out_dir = args.resume
+        # Every case of a run is judged and timed under its options: the resume takes them from the run.
+        settings, jobs, taken = resumed_options(
+            resume.options, resume.jobs, _settings(args, timeout, memory_limit), jobs, given_options(argv)
+        )
+        selection_fp, created_at = resume.selection, resume.created_at or None
     else:
         selection = select_cases(
             args.paths or [DEFAULT_SCENARIOS], None, args.max_cases, args.tag, args.keyword, args.skip_tag
@@ -92,11 +99,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             raise BenchInputError(f"--shard {shard}: no case selected (the selection has fewer cases than N)")
         previous = {}
         scenario_set = tuple(sorted({c.scenario.name for c in selection}))
+        settings, taken = _settings(args, timeout, memory_limit), []
+        selection_fp, created_at = selection_fingerprint(selection), None
         if args.out and not args.overwrite:
             _refuse_finished_run(args.out)
         out_dir = args.out
     required = parse_required(args.require_precision)
-    check_before_run(required, (c.precision for c in cases), args.device or "cpu")
+    check_before_run(required, (c.precision for c in cases), settings.device or "cpu")
     # The cases this invocation runs (not those --resume keeps): estimated, and refused over --max-minutes
     # before any folder is made or worker started.
     to_run = [c for c in cases if not (c.id in previous and previous[c.id].verdict != "not_run")]
@@ -105,19 +114,21 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
-        timeout_s=timeout,
-        memory_limit_bytes=memory_limit,
+        timeout_s=settings.timeout_s,
+        memory_limit_bytes=settings.memory_limit_bytes,
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,
         scheduler=scheduler_from_env(os.environ),
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-        require_oracles=args.require_oracles,
-        compile_cache=args.compile_cache,
-        **({"worker": args.worker} if args.worker else {}),
-        device=args.device,
+        trust_remote_code=settings.trust_remote_code,
+        allow_pickle=settings.allow_pickle,
+        require_oracles=settings.require_oracles,
+        compile_cache=settings.compile_cache,
+        worker=settings.worker,
+        device=settings.device,
         jobs=jobs,
+        selection=selection_fp,
+        created_at=created_at,
     )
 
     tty = sys.stdout.isatty() and jobs == 1  # lines rewritten in place only when one case runs at a time
@@ -146,6 +157,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", flush=True)
 
     kept = sum(1 for c in cases if c.id in previous and previous[c.id].verdict != "not_run")
+    if taken:
+        print(f"peft-bench: resuming with the run's own {', '.join(taken)}", flush=True)
     if args.resume:
         for case_id, note in resume.version_notes.items():
             print(f"peft-bench: {case_id}: kept figures from another version ({note})", flush=True)
@@ -178,6 +191,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"peft-bench: --require-precision: required cases were skipped: {'; '.join(skipped)}")
         return 1
     return exit_code(c.verdict for c in results.cases)
+
+
+def _settings(args: argparse.Namespace, timeout: float | None, memory_limit: int | None) -> RunSettings:
+    """The options this command line asks for (RunOptions' defaults where it gives none)."""
+    return RunSettings(
+        require_oracles=args.require_oracles,
+        timeout_s=timeout,
+        memory_limit_bytes=memory_limit,
+        device=args.device,
+        compile_cache=args.compile_cache,
+        worker=args.worker or default_method(),
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
 
 
 def _refuse_finished_run(out: Path) -> None:
