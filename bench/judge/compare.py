@@ -111,6 +111,8 @@ def compare(
                 c.verdict if c else None,
                 known_failures_of(b),
                 known_failures_of(c),
+                base_unverified=_unverified(b),
+                cur_unverified=_unverified(c),
             )
         )
         if b is None or c is None or c.verdict == "not_run":
@@ -125,6 +127,11 @@ def compare(
         baseline_environment=baseline.environment,
         current_environment=current.environment,
     )
+
+
+def _unverified(case) -> bool:
+    """A pass with a step no pair of oracles verified (a CaseResult, or a judging view of one)."""
+    return case is not None and case.verdict == "pass" and any(s.unverified for s in case.steps)
 
 
 def _case_findings(

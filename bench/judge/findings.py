@@ -131,9 +131,12 @@ def judge_verdict(
     cur: str | None,
     base_known: tuple[str, ...] = (),
     cur_known: tuple[str, ...] = (),
+    *,
+    base_unverified: bool = False,
+    cur_unverified: bool = False,
 ) -> Finding:
     """`base_known` / `cur_known`: the known failures (reason and fingerprint) each side's xfail outcomes
-    matched. An xfail that now matches another marker, or the same marker with another fingerprint, is a
+    matched; `*_unverified`: a pass with a step no pair of oracles verified. An xfail that now matches another marker, or the same marker with another fingerprint, is a
     different known bug: a regression, not "unchanged"."""
     key = (case_id, None, None)
     if cur is None:
@@ -148,6 +151,17 @@ def judge_verdict(
             cur,
             "coverage_lost",
             f"coverage lost: {base} -> {cur} (allow with --allow-coverage-loss)",
+        )
+    if base == cur == "pass" and cur_unverified and not base_unverified:
+        # Both oracles verified the baseline's pass; one could not run now: less checked, as a skip is.
+        return finding(
+            p,
+            key,
+            "pass",
+            "pass (unverified)",
+            "coverage_lost",
+            "coverage lost: a pass both oracles verified is now unverified (an oracle did not run; allow with "
+            "--allow-coverage-loss)",
         )
     if cur == "skip" and base not in (None, "skip"):
         # Not worse code, but less coverage (a precision this machine cannot run): say so, do not gate.

@@ -3,7 +3,7 @@
 results.parquet (bench.results.columnar) holds, beside each case's full JSON, a `judge` column: the case
 reduced to the fields bench.judge.{compare,figures} read (verdict, parameters, outcomes' known failures, the
 footprint, and per step its index, op, status, hotswap flag, op and first-call times, output match, compile
-counts, peak memory and raw timing samples). It is about a tenth of the record, and a case read from it is
+counts, peak memory, raw timing samples and why an oracle did not verify it). It is about a tenth of the record, and a case read from it is
 a handful of small objects instead of a CaseResult of hundreds.
 
 `case_view` builds, from that reduced data, objects with the same attribute names and values as the
@@ -49,6 +49,7 @@ def _step(s: dict[str, Any]) -> list:
         None if m is None else [m.get("rss_peak_bytes"), m.get("cuda_allocated_peak_bytes")],
         None if o is None else o["matches"],
         _outcomes(s.get("outcomes")),
+        s.get("unverified"),
     ]
 
 
@@ -91,6 +92,7 @@ def _record_step(s: Any) -> list:
         None if m is None else [m.rss_peak_bytes, m.cuda_allocated_peak_bytes],
         None if o is None else o.matches,
         _record_outcomes(s.outcomes),
+        s.unverified,
     ]
 
 
@@ -155,6 +157,7 @@ class StepView(NamedTuple):
     memory: MemoryView | None
     output: OutputView | None
     outcomes: tuple[OutcomeView, ...]
+    unverified: str | None  # StepRecord.unverified (None in columns written before it was kept)
 
 
 class CaseView(NamedTuple):
@@ -170,7 +173,7 @@ class CaseView(NamedTuple):
 
 
 def _step_view(s: list) -> StepView:
-    index, op, status, has_hotswap, hotswap, op_time_ms, first_call_ms, t, c, m, o, outcomes = s
+    index, op, status, has_hotswap, hotswap, op_time_ms, first_call_ms, t, c, m, o, outcomes, *rest = s
     return StepView(
         index,
         op,
@@ -183,6 +186,7 @@ def _step_view(s: list) -> StepView:
         None if m is None else MemoryView(*m),
         None if o is None else OutputView(o),
         tuple(OutcomeView(*x) for x in outcomes),
+        rest[0] if rest else None,
     )
 
 

@@ -210,3 +210,22 @@ def test_a_case_of_an_unknown_built_in_model_gets_no_script_and_the_report_is_wr
         "no reproduction script: builtin:not-a-model is not a built-in model of this peft-bench"
     }
     assert all(r.path for r in write_repros(base, tmp_path / "base").values())
+
+
+def test_compare_and_gate_see_a_pass_that_lost_its_second_oracle(tmp_path, capsys):
+    """Two passes both oracles verified became unverified passes: compare said "Nothing changed." and the gate
+    passed. Saved and read back, so the columnar copy's judged view is what is compared. Control: the
+    baseline against itself."""
+    from bench.cli.main import main
+    from bench.results.store import save
+
+    base = load(BASELINE / "results.json")
+    save(tmp_path / "base", base)
+    save(tmp_path / "cur", _edit(base, PEFT, _unverified))
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "cur")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("coverage_lost") >= 2 and "now unverified" in out and "Nothing changed" not in out
+    gate = ["gate", str(tmp_path / "cur"), "--baseline", str(tmp_path / "base" / "results.json")]
+    assert main(gate) == 1
+    assert main([*gate, "--allow-coverage-loss"]) == 0
+    assert main(["gate", str(tmp_path / "base"), "--baseline", str(tmp_path / "base" / "results.json")]) == 0
