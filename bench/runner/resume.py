@@ -223,9 +223,20 @@ def resumed_options(
             continue
         if name in given:
             raise BenchInputError(
-                f"--resume: the run was started with {flag[name]} {value!r}, this command gives {wanted[name]!r}: "
-                "a run's cases are judged and timed under one set of options; resume without it, or start a "
-                "new run"
+                f"--resume: the run was started with {_shown(flag[name], value)}, this command gives "
+                f"{_shown(flag[name], wanted[name])}: a run's cases are judged and timed under one set of "
+                "options; resume without it, or start a new run"
             )
-        notes.append(f"{flag[name]} {value!r}")
+        notes.append(_shown(flag[name], value))
     return recorded, recorded_jobs, notes
+
+
+def _shown(flag: str, value) -> str:
+    """An option as its command line gives it: `--memory-limit-mb 1024`, `--device` not given."""
+    if value is None or value is False:
+        return f"{flag} not given"
+    if value is True:
+        return flag
+    if flag == "--memory-limit-mb":
+        return f"{flag} {value // 2**20}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
