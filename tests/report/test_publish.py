@@ -282,6 +282,9 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, hostname):
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "publish", *args],
         cwd=REPO,
+        # Under the limit Python's own bytecode cache files would be cut short in the checkout's
+        # __pycache__, and every later import of those modules would fail (a fresh clone has none yet).
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -30,7 +30,14 @@ def _run(args, cache_root: Path, limit_bytes: int | None = None) -> subprocess.C
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    env = {**os.environ, "PEFT_BENCH_CACHE": str(cache_root), "OMP_NUM_THREADS": "1"}
+    # No bytecode written under the limit: a .pyc cut short in the checkout's __pycache__ breaks every later
+    # import of its module (a fresh clone has none yet).
+    env = {
+        **os.environ,
+        "PEFT_BENCH_CACHE": str(cache_root),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     return subprocess.run(
         [sys.executable, "-m", "bench", "run", *map(str, args)],
         cwd=REPO,
