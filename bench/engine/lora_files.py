@@ -46,6 +46,8 @@ _LORA_SUFFIXES = {
 
 # Config fields whose non-default value changes the math beyond W + scaling * B @ A (or DoRA's, use_dora). The
 # oracle refuses them by name rather than compute something else and call it the reference.
+# init_lora_weights values whose initialisation changes the base model's weights (pissa_niter_N included).
+BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")
 _UNSUPPORTED_WHEN_SET = (
     "lora_bias",
     "layer_replication",
@@ -105,6 +107,22 @@ def is_targeted(target_modules, module_name: str) -> bool:
     return any(module_name == t or module_name.endswith(f".{t}") for t in target_modules)
 
 
+def is_excluded(exclude_modules, module_name: str) -> bool:
+    """peft's exclude_modules rule: a regex matched against the whole name, or a list of names or suffixes."""
+    if not exclude_modules:
+        return False
+    if isinstance(exclude_modules, str):
+        return re.fullmatch(exclude_modules, module_name) is not None
+    return any(module_name == t or module_name.endswith(f".{t}") for t in exclude_modules)
+
+
+def config_targets(config: dict[str, Any], module_name: str) -> bool:
+    """The config puts an adapter layer on this module: in target_modules and not in exclude_modules."""
+    return is_targeted(config.get("target_modules"), module_name) and not is_excluded(
+        config.get("exclude_modules"), module_name
+    )
+
+
 def in_saved_module(modules_to_save, module_name: str) -> bool:
     return any(re.match(rf"(^|.*\.){m}($|\..*)", module_name) for m in modules_to_save or ())
 
@@ -148,6 +166,16 @@ def read_config(folder: Path) -> dict[str, Any]:
             raise BenchInputError("missing or not a number", source=str(path), field=field)
     if config.get("use_dora") and config["peft_type"] != "LORA":
         raise BenchInputError("set: DoRA is a LoRA variant", source=str(path), field="use_dora")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        # Loading such an adapter runs its initialisation again (transformers' load_adapter and peft's
+        # from_pretrained alike), which rewrites the base weights; the file holds only A and B.
+        raise BenchInputError(
+            f"set to {init!r}: loading it rewrites the base weights (peft runs this initialisation again), and "
+            "the math oracle computes W + scaling * B @ A on the base as saved",
+            source=str(path),
+            field="init_lora_weights",
+        )
     for field in _UNSUPPORTED_WHEN_SET:
         if config.get(field):
             raise BenchInputError(
@@ -196,8 +224,10 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
                 module = rest[: -len(suffix)]
                 if module not in modules:
                     raise bad(key, f"unknown key: the base model has no module {module!r}")
-                if not is_targeted(config.get("target_modules"), module):
-                    raise bad(key, f"unknown key: module {module!r} is not in target_modules")
+                if not config_targets(config, module):
+                    raise bad(
+                        key, f"unknown key: module {module!r} is not in target_modules (or is excluded)"
+                    )
                 if _LORA_SUFFIXES[suffix] == "m" and not config.get("use_dora"):
                     raise bad(key, "unknown key: a DoRA magnitude in an adapter without use_dora")
                 pairs.setdefault(module, {})[_LORA_SUFFIXES[suffix]] = f.get_tensor(key).float()
@@ -288,7 +318,7 @@ def is_conv1d(module) -> bool:
 
 
 def _lora_target(config: dict[str, Any], name: str, module) -> bool:
-    if not is_targeted(config.get("target_modules"), name):
+    if not config_targets(config, name):
         return False
     if in_saved_module(config.get("modules_to_save"), name):
         return False

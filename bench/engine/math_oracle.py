@@ -8,15 +8,15 @@ AutoModelForCausalLM.from_pretrained, and applies W + sum over active adapters o
 - fp32 / bf16 / fp16: merged into the weights in fp32, then the model is cast to the case dtype;
 - int8 / nf4 / fp4: quantized weights cannot take a merge, so each target module gets a forward hook that adds
   scaling * (x @ A.T) @ B.T in fp32 to the quantized layer's output (what an unmerged LoRA layer computes);
-- Conv1D (GPT-2) and fan_in_fan_out: the weight is stored (in, out), so the delta is added transposed;
+- Conv1D (GPT-2): stored (in, out), so the delta is added transposed (as peft, whatever fan_in_fan_out says);
 - target_parameters (a mixture of experts' fused expert weights): the delta per expert is added to the
   Parameter itself (oracle_params.py);
 - LoRA on embed_tokens (an nn.Embedding: W + scaling * (B @ A).T) and on lm_head, tied or not:
   oracle_embedding.py;
 - modules_to_save: the adapter's saved copy replaces the module's parameters (untied first, so a head tied to
   the embeddings does not change the embeddings);
-- AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output (or, for
-  feedforward targets, its input) by its learned vector: merged as W * l, hooked on quantized layers
+- AdaLoRA is a LoRA delta B (A * E) with its own scaling; IA3 rescales each target's output, bias included
+  (or, for feedforward targets, its input) by its learned vector: merged, hooked on quantized layers
   (method_files.py);
 - DoRA (use_dora) merges m * (W + s B A) / ||W + s B A||_row instead (oracle_dora.py); on quantized precisions,
   and on a module that holds another active adapter beside a DoRA one, it is a MathOracleError (unverified);
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engine.lora_files import AdapterWeights, is_conv1d
-from bench.engine.method_files import read_any_adapter
+from bench.engine.method_files import merge_ia3, read_any_adapter
 from bench.engine.model import Inputs, generate_kwargs
 from bench.engine.oracle_base import Edits, SharedBase, settled
 from bench.engine.oracle_dora import dora_conflict, dora_weight
@@ -236,7 +236,7 @@ def _from_pretrained(location: str, kwargs: dict[str, Any], trust_remote_code: b
 
 
 def lora_delta(weight, lora, *, transposed: bool, scratch: dict | None = None):
-    """scaling * B @ A in fp32 (scaled in place), laid out like `weight` (transposed for Conv1D / fan_in_fan_out).
+    """scaling * B @ A in fp32 (scaled in place), laid out like `weight` (transposed for Conv1D).
     `scratch`: buffers by shape, reused for the next delta of that shape (each is consumed before the next)."""
     import torch
 
@@ -264,16 +264,16 @@ def _merge_deltas(modules: dict[str, Any], adapters: list[AdapterWeights], edits
     merge_embedding_deltas(modules, adapters, lora_delta, edits)
     scratch: dict = {}  # each delta is added before the next is computed
     for adapter in adapters:
-        for v in adapter.ia3:  # W * l: rows for an output vector (out, 1), columns for an input one (1, in)
-            module = modules[v.module]
-            if not is_quantized(module):
-                weight = edits.keep(module.weight)
-                weight.copy_((weight.float() * v.vector).to(weight.dtype))
+        for v in adapter.ia3:
+            if not is_quantized(modules[v.module]):
+                merge_ia3(modules[v.module], v, edits)
         for lora in adapter.lora:
             module = modules[lora.module]
             if is_quantized(module):
                 continue  # _hook_deltas handles it
-            transposed = is_conv1d(module) or adapter.fan_in_fan_out
+            # The layer's own layout decides: peft turns fan_in_fan_out off on an nn.Linear (and on for a
+            # Conv1D), with a warning, whatever the saved config says.
+            transposed = is_conv1d(module)
             weight = edits.keep(module.weight)
             if lora.magnitude is not None:
                 weight.copy_(dora_weight(weight, lora, transposed=transposed).to(weight.dtype))

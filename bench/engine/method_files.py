@@ -5,7 +5,7 @@ the oracle:
 
 - AdaLoRA (peft_type ADALORA): per target, lora_A (r, in), lora_E (r, 1) and lora_B (out, r), saved without the
   adapter name and without ".weight". The layer adds (x @ (A * E).T @ B.T) * scaling / (ranknum + 1e-5), where
-  scaling = lora_alpha (r when lora_alpha is 0) and ranknum = init_r, the rank the layers were built with. That
+  scaling = lora_alpha (init_r when lora_alpha is 0: the rank the layers were built with) and ranknum = init_r. That
   is a LoRA delta with A' = A * E and scaling' = scaling / (init_r + 1e-5): it is returned as one.
 - IA3 (peft_type IA3): per target one vector ia3_l; a `feedforward_modules` target rescales its input
   (y = W (x * l), the vector is (1, in)), any other its output (y = (W x) * l, the vector is (out, 1)). Both are
@@ -24,6 +24,7 @@ from bench.engine.lora_files import (
     Ia3Vector,
     LoraModule,
     _features,
+    config_targets,
     is_conv1d,
     is_targeted,
     read_adapter,
@@ -53,7 +54,7 @@ def _tensors(weights_path: Path) -> dict[str, Any]:
 
 
 def _targets(config: dict[str, Any], modules: dict[str, Any], weights_path: Path) -> list[str]:
-    names = sorted(n for n, m in modules.items() if is_targeted(config.get("target_modules"), n))
+    names = sorted(n for n in modules if config_targets(config, n))
     targets = [n for n in names if hasattr(modules[n], "weight") and hasattr(modules[n], "in_features")]
     conv = [n for n in names if is_conv1d(modules[n])]
     if conv:
@@ -86,7 +87,8 @@ def read_adalora(
     _expect_keys(tensors, {f"{_PREFIX}{m}.lora_{p}" for m in targets for p in "ABE"}, weights_path)
     init_r = int(config.get("init_r") or config["r"])
     alpha = float(config["lora_alpha"])
-    scaling = (alpha if alpha > 0 else float(config["r"])) / (init_r + 1e-5)
+    # peft builds the layers with r = init_r: lora_alpha 0 falls back to that rank, not to the config's r.
+    scaling = (alpha if alpha > 0 else float(init_r)) / (init_r + 1e-5)
     lora = []
     for m in targets:
         a, e, b = (tensors[f"{_PREFIX}{m}.lora_{p}"] for p in "AEB")
@@ -128,3 +130,15 @@ def read_ia3(
     return AdapterWeights(
         location=str(folder), lora=(), saved_copies=(), fan_in_fan_out=False, ia3=tuple(vectors)
     )
+
+
+def merge_ia3(module, v: Ia3Vector, edits) -> None:
+    """One IA3 vector merged into a floating-point layer (`edits`: bench.engine.oracle_base.Edits, so that it
+    can be undone): W * l, rows for an output vector (out, 1), columns for an input one (1, in). An output
+    vector rescales the whole output, bias included: (W x + b) * l. Every built-in model's biases are 0,
+    where leaving b out made no difference; a Qwen2 checkpoint's are not."""
+    weight = edits.keep(module.weight)
+    weight.copy_((weight.float() * v.vector).to(weight.dtype))
+    if not v.feedforward and getattr(module, "bias", None) is not None:
+        bias = edits.keep(module.bias)
+        bias.copy_((bias.float() * v.vector.flatten()).to(bias.dtype))

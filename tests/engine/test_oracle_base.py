@@ -362,12 +362,15 @@ def test_a_delete_adapter_that_leaves_the_old_adapter_behind_fails_the_math(
 
 
 @pytest.mark.parametrize(
-    ("dtype", "fan_in_fan_out"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]
+    ("dtype", "conv1d"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]
 )
-def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, fan_in_fan_out):
+def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, conv1d):
     """_merge_deltas adds the delta in place (fp32) to save two weight-sized buffers per module: the result is
     bit for bit the formula it replaced, (W.float() + scaling * (B @ A)).to(W.dtype), transposed or not. Two
-    modules of one shape: the second delta is computed in the first one's buffer (lora_delta's scratch)."""
+    modules of one shape: the second delta is computed in the first one's buffer (lora_delta's scratch). The
+    transposed layout is GPT-2's Conv1D, weight (in, out): peft transposes by the layer's type."""
+    from transformers.pytorch_utils import Conv1D
+
     from bench.engine.lora_files import AdapterWeights, LoraModule
     from bench.engine.math_oracle import _merge_deltas
 
@@ -376,17 +379,15 @@ def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, 
     modules, loras, want, before = {}, [], {}, {}
     for name, scaling in (("m", 1.7), ("n", 0.3)):
         a, b = 0.1 * torch.randn(r, in_f, generator=g), 0.1 * torch.randn(out_f, r, generator=g)
-        linear = (
-            torch.nn.Linear(out_f, in_f) if fan_in_fan_out else torch.nn.Linear(in_f, out_f)
-        )  # (in, out) or (out, in)
+        linear = Conv1D(out_f, in_f) if conv1d else torch.nn.Linear(in_f, out_f)  # (in, out) or (out, in)
         linear.weight.requires_grad_(False).copy_(torch.randn(linear.weight.shape, generator=g))
         linear.to(dtype)
         before[name] = linear.weight.detach().clone()
         delta = scaling * (b @ a)
-        want[name] = (before[name].float() + (delta.T if fan_in_fan_out else delta)).to(dtype)
+        want[name] = (before[name].float() + (delta.T if conv1d else delta)).to(dtype)
         modules[name] = linear
         loras.append(LoraModule(name, a, b, r, r * scaling, scaling))
-    adapter = AdapterWeights("x", tuple(loras), (), fan_in_fan_out)
+    adapter = AdapterWeights("x", tuple(loras), (), conv1d)
     with torch.no_grad():
         _merge_deltas(modules, [adapter], Edits(record=False))
     for name, linear in modules.items():
