@@ -6,6 +6,7 @@ functions of their inputs (the environment is passed in).
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from bench.cli.paths import check_named_out_file
 from bench.errors import BenchInputError
 from bench.results.atomic import write_text
+from bench.results.failures import known_failures_of, unverified_reason
 
 # `--shard auto` reads these (first match wins). GitHub Actions has no matrix index variable of its own:
 # map `strategy.job-index` / `strategy.job-total` onto them in the workflow (docs/ci.md).
@@ -133,9 +135,22 @@ def select_tags(cases: list, tags: list[str], skip_tags: list[str] = ()) -> list
     ]
 
 
+# Characters XML 1.0 cannot hold, even escaped: a reason quoting a terminal's colour codes (ESC) made the whole
+# file unreadable to a CI's JUnit parser, and every case in it was lost.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """`text` with each character XML cannot hold written as \\xNN (or \\uNNNN), so it stays readable."""
+    return _NOT_XML.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
 def junit_xml(results) -> str:
     """One <testcase> per case; fail/error/xpass as <failure> with the case's reason; skip/xfail/not_run
-    as <skipped>."""
+    as <skipped> (an xfail with the known failure its marker matched); an unverified pass as a pass with a
+    property "unverified" and its reason in system-out, so that it is never read as a plain pass."""
     cases = results.cases
     suite = ET.Element(
         "testsuite",
@@ -148,17 +163,28 @@ def junit_xml(results) -> str:
     )
     for c in cases:
         tc = ET.SubElement(
-            suite, "testcase", classname=c.scenario, name=c.case_id, time=f"{(c.wall_s or 0.0):.3f}"
+            suite, "testcase", classname=_xml_text(c.scenario), name=_xml_text(c.case_id), time=_time(c)
         )
-        reason = c.reason or c.verdict
+        reason = _xml_text(c.reason or c.verdict)
         if c.verdict in FAILED:
             el = ET.SubElement(tc, "failure", message=reason, type=c.verdict)
-            tail = c.worker.log_tail
-            el.text = "\n".join([reason, *tail])
+            el.text = "\n".join([reason, *map(_xml_text, c.worker.log_tail)])
         elif c.verdict in SKIPPED:
-            ET.SubElement(tc, "skipped", message=f"{c.verdict}: {reason}")
+            known = "; ".join(known_failures_of(c))
+            message = f"{c.verdict}: {reason}" + (f"; known failure: {_xml_text(known)}" if known else "")
+            ET.SubElement(tc, "skipped", message=message)
+        elif why := unverified_reason(c):
+            props = ET.SubElement(tc, "properties")
+            ET.SubElement(props, "property", name="unverified", value=_xml_text(why))
+            ET.SubElement(tc, "system-out").text = f"unverified pass: {_xml_text(why)}"
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _time(case) -> str:
+    """The case's own time; for a worker that reported none (an error), the parent's time of its process."""
+    wall = case.wall_s if case.wall_s is not None else case.worker.wall_s
+    return f"{(wall or 0.0):.3f}"
 
 
 def write_junit(path: Path, results) -> None:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from bench.judge.compare import Comparison
 from bench.judge.findings import Finding, fmt_value
+from bench.results.records import FAILING_VERDICTS
+
+FAILING_NOW = tuple(str(v) for v in FAILING_VERDICTS)  # a verdict finding's current value, as text
 
 DEFAULT_BASELINE = Path("reports/baseline/results.json")
 
@@ -23,7 +26,8 @@ class GateResult:
     messages: tuple[str, ...]  # one per failure
     timing: str  # how speed was compared, in words
     update_command: str
-    missing_allowed: int = 0  # findings --allow-missing / --allow-coverage-loss let through
+    missing_allowed: int = 0  # baseline cases absent from the run that --allow-missing let through
+    coverage_allowed: int = 0  # coverage losses --allow-coverage-loss let through
 
     @property
     def exit_code(self) -> int:
@@ -33,15 +37,19 @@ class GateResult:
     def advice(self) -> str:
         """The closing line of a failed gate. Baseline cases missing from the run (a shard, a -k, a run
         that stopped early): --allow-missing, never the update command, which would make the few cases
-        that ran the whole baseline. Cases failing now: no update command either, which refuses them."""
+        that ran the whole baseline. Cases failing now (newly or as in the baseline): no update command
+        either, which refuses such a run."""
         unfinished = sum(1 for f in self.failures if _unfinished(f))
         absent = sum(1 for f in self.failures if f.status == "missing" and not _unfinished(f))
         lines = []
-        failing = sum(1 for f in self.failures if f.status == "still_failing")
+        failing = [f for f in self.failures if f.metric == "verdict" and str(f.current) in FAILING_NOW]
         if failing:
+            before = sum(1 for f in failing if f.status == "still_failing")
             lines.append(
-                f"{failing} case(s) failed in the baseline as they do now: a failing case is never a pass; fix "
-                "them or mark an upstream bug known_failure (a baseline made by --update-baseline holds none)"
+                f"{len(failing)} case(s) fail, error or xpass in this run"
+                + (f" ({before} as in the baseline)" if before else "")
+                + ": fix them, or mark an upstream bug known_failure; --update-baseline refuses a run with "
+                "failing cases"
             )
         if unfinished:
             lines.append(
@@ -82,21 +90,22 @@ def decide(
     (a sharded or filtered run), cases the run did not finish, always, and baseline passes that now skip or
     xfail, unless allowed."""
     failures = []
-    allowed = 0
+    missing_allowed = coverage_allowed = 0
     for f in comparison.findings:
         if not f.fails_gate:
             continue
-        if (f.status == "missing" and allow_missing and not _unfinished(f)) or (
-            f.status == "coverage_lost" and allow_coverage_loss
-        ):
-            allowed += 1
-            continue
-        failures.append(f)
+        if f.status == "missing" and allow_missing and not _unfinished(f):
+            missing_allowed += 1
+        elif f.status == "coverage_lost" and allow_coverage_loss:
+            coverage_allowed += 1
+        else:
+            failures.append(f)
     return GateResult(
         passed=not failures,
         failures=tuple(failures),
         messages=tuple(failure_message(f) for f in failures),
         timing=comparison.timing_reason,
         update_command=command,
-        missing_allowed=allowed,
+        missing_allowed=missing_allowed,
+        coverage_allowed=coverage_allowed,
     )

@@ -100,6 +100,12 @@ def comparison_markdown(c: Comparison, *, show_all: bool = False, gate: GateResu
                 "",
                 f"{gate.missing_allowed} baseline case(s) absent from this run were allowed (--allow-missing).",
             ]
+        if gate.coverage_allowed:
+            out += [
+                "",
+                f"{gate.coverage_allowed} case(s) that check less than in the baseline were allowed "
+                "(--allow-coverage-loss).",
+            ]
         out.append("")
     else:
         out += ["## peft-bench compare", ""]

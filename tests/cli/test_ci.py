@@ -125,6 +125,32 @@ def test_junit_xml_one_testcase_per_case_with_reasons():
     assert int(suite.get("failures")) > 0  # the fixture run has failing cases: the check has something to see
 
 
+def test_junit_xml_holds_any_reason_and_tells_unverified_and_known_failures_apart():
+    """A reason quoting terminal colour codes (ESC, BEL) made the file unparseable, and a CI's JUnit reader
+    lost every case; an unverified pass was a bare <testcase>; an xfail's marker reason was not in it.
+    Control: a plain pass is a bare <testcase> still."""
+    import dataclasses
+
+    results = load(REPO / "reports" / "baseline")
+    plain, *rest = results.cases
+    colours = dataclasses.replace(
+        rest[1], verdict="error", reason="could not load /x/\x1b[31mred\x07\x01 bell"
+    )
+    step = dataclasses.replace(plain.steps[1], unverified="math oracle: lora_bias adapters")
+    unverified = dataclasses.replace(plain, case_id="u[fp32]", steps=(plain.steps[0], step, *plain.steps[2:]))
+    xfail = next(c for c in results.cases if c.verdict == "xfail")
+    suite = ET.fromstring(junit_xml(dataclasses.replace(results, cases=(plain, colours, unverified, xfail))))
+    by_name = {tc.get("name"): tc for tc in suite.findall("testcase")}
+    failure = by_name[colours.case_id].find("failure")
+    assert failure.get("message") == "could not load /x/\\x1b[31mred\\x07\\x01 bell"
+    props = by_name["u[fp32]"].find("properties")
+    assert props.find("property").get("name") == "unverified"
+    assert "lora_bias" in by_name["u[fp32]"].find("system-out").text
+    skipped = by_name[xfail.case_id].find("skipped").get("message")
+    assert skipped.startswith("xfail: ") and "; known failure: " in skipped and "[fingerprint: " in skipped
+    assert list(by_name[plain.case_id]) == []
+
+
 def _scen(tmp_path, name, tags):
     path = tmp_path / f"{name}.toml"
     path.write_text(scenario_toml(name, [LOAD_A], scenario={"tags": list(tags)}))

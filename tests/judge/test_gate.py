@@ -17,6 +17,7 @@ from bench.cli.main import main
 from bench.judge.compare import compare
 from bench.judge.gate import decide, update_command
 from bench.judge.thresholds import load_policy
+from bench.report.comparison import comparison_markdown
 from bench.results.measures import TimingStats
 from bench.results.records import Results
 from bench.results.store import load
@@ -117,6 +118,9 @@ def test_planted_verdict_regression(noise_a, cpu_policy):
     f, msg = _only_failure(g, "verdict")
     assert f.case_id == SWAP_CASE and "baseline pass" in msg and "current fail" in msg
     assert g.update_command == "peft-bench gate CURRENT --baseline BASELINE --update-baseline"
+    # The closing line does not offer the update: --update-baseline refuses a run with a failing case.
+    assert g.advice.startswith("1 case(s) fail, error or xpass in this run: fix them")
+    assert "update the baseline:" not in g.advice
 
 
 def test_planted_recompile(noise_a, cpu_policy):
@@ -274,9 +278,7 @@ def test_a_case_erroring_in_baseline_and_run_fails_the_gate(noise_a, cpu_policy)
     g = _gate(broken, broken, cpu_policy)[1]
     assert not g.passed
     assert [(f.case_id, f.status) for f in g.failures] == [(SWAP_CASE, "still_failing")]
-    assert g.advice.startswith("1 case(s) failed in the baseline as they do now") and "--update-baseline" in (
-        g.advice
-    )
+    assert g.advice.startswith("1 case(s) fail, error or xpass in this run (1 as in the baseline)")
     assert "update the baseline:" not in g.advice  # --update-baseline would refuse this run
     assert _gate(noise_a, noise_a, cpu_policy)[1].passed
 
@@ -362,7 +364,10 @@ def test_lost_coverage_fails_unless_allowed(noise_a, cpu_policy, verdict):
     assert not g.passed
     assert [f.status for f in g.failures] == ["coverage_lost"]
     _, allowed = _gate(noise_a, current, cpu_policy, allow_coverage_loss=True)
-    assert allowed.passed and allowed.missing_allowed == 1
+    assert allowed.passed and (allowed.coverage_allowed, allowed.missing_allowed) == (1, 0)
+    md = comparison_markdown(_gate(noise_a, current, cpu_policy)[0], gate=allowed)
+    assert "1 case(s) that check less than in the baseline were allowed (--allow-coverage-loss)" in md
+    assert "--allow-missing" not in md  # it was not missing, and --allow-missing was not given
 
 
 def test_a_run_of_no_case_is_refused_as_a_baseline(noise_a, tmp_path, capsys):
