@@ -203,6 +203,24 @@ def append_step_summary(env: Mapping[str, str], markdown: str) -> Path | None:
     return path
 
 
+# What `run` appends of its summary.md to $GITHUB_STEP_SUMMARY: GitHub takes at most 1 MiB per step, and a
+# gate or report in the same step appends after it (a summary.md is about 500 bytes a case: 2,000 cases pass it).
+STEP_SUMMARY_BYTES = 512 * 1024
+
+
+def bounded_summary(text: str, out_dir: Path, limit: int = STEP_SUMMARY_BYTES) -> str:
+    """summary.md's text for the step summary: whole when it fits, else cut at a line before `limit` bytes
+    (the counts, the answers and the failures come first), saying where the rest is."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    head = data[:limit].decode("utf-8", errors="ignore").rsplit("\n", 1)[0]
+    return (
+        f"{head}\n\n... cut at {limit // 1024} KiB for the step summary (GitHub takes 1 MiB a step): the whole "
+        f"summary is {Path(out_dir) / 'summary.md'} ({len(data) // 1024} KiB)\n"
+    )
+
+
 def check_ci_outputs(junit_xml: Path | None, env: Mapping[str, str]) -> None:
     """Before any work: the JUnit file and the step summary can be written (a folder, a missing folder or a
     read-only place there was a traceback after every case had run, and the run's exit code lost)."""
@@ -217,6 +235,6 @@ def write_ci_outputs(junit_xml: Path | None, out_dir: Path, results, env: Mappin
     if junit_xml:
         write_junit(junit_xml, results)
         print(f"peft-bench: JUnit XML in {junit_xml}")
-    summary = append_step_summary(env, (Path(out_dir) / "summary.md").read_text())
+    summary = append_step_summary(env, bounded_summary((Path(out_dir) / "summary.md").read_text(), out_dir))
     if summary is not None:
         print(f"peft-bench: summary appended to {summary}")

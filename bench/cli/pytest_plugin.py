@@ -181,6 +181,7 @@ class _RunState:
         self._env = None
         self._created_at = ""
         self._refusal = ""  # why no case may run in this process (a pytest-xdist worker)
+        self._running: str | None = None  # the case whose worker runs now (an interrupt kills it)
 
     def selected(self, items: list[ScenarioCaseItem]) -> None:
         ids: dict[str, ScenarioCaseItem] = {}
@@ -226,7 +227,9 @@ class _RunState:
             pytest.fail(self._refusal, pytrace=False)
         if self._opts is None:
             self._start()
+        self._running = case.id
         result = run_one(case, self._opts)
+        self._running = None
         self.done[case.id] = result
         # Rewritten as cases finish (after each while a write is cheap: bench.runner.saving): a killed session
         # keeps the cases of its last write, and each case's own file in cases/; the session's end writes all.
@@ -257,7 +260,13 @@ class _RunState:
         write_summary(self.out_dir, results, summary_lines(results))
 
     def _results(self, *, interrupted: bool = False):
-        reason = "interrupted before this case ran" if interrupted else "not run in this pytest session"
+        def missing(c) -> str:
+            if not interrupted:
+                return "not run in this pytest session"
+            if c.id == self._running:  # as `peft-bench run` says it: this case's worker was running
+                return "interrupted while this case ran (its worker was killed)"
+            return "interrupted before this case ran"
+
         return Results(
             schema_version=RESULTS_SCHEMA_VERSION,
             verdict_rules=VERDICT_RULES_VERSION,
@@ -265,7 +274,8 @@ class _RunState:
             created_at=self._created_at,
             environment=self._env,
             scenario_set=tuple(sorted({c.scenario.name for c in self.cases})),
-            cases=tuple(self.done.get(c.id) or not_run(c, reason) for c in self.cases),
+            cases=tuple(self.done.get(c.id) or not_run(c, missing(c)) for c in self.cases),
             command=self._opts.command,
             interrupted=interrupted,
+            options=self._opts.settings,
         )

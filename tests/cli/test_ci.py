@@ -274,3 +274,20 @@ def test_run_writes_junit_and_step_summary(tmp_path, cache_root, monkeypatch, ca
     assert json.loads((out / "cases" / "ci_fp32-none.case.json").read_text())["device"] == "cpu"
     (case,) = load(out).cases
     assert case.worker.start_method in ("fork", "spawn")
+
+
+def test_the_step_summary_of_a_large_run_stays_under_githubs_limit(tmp_path):
+    """A run appended its whole summary.md, about 500 bytes a case: over GitHub's 1 MiB a step past 2,000
+    cases. Control: a summary that fits goes whole."""
+    from bench.cli.ci import STEP_SUMMARY_BYTES, bounded_summary
+
+    rows = "".join(f"| `case-{i}[fp32-none]` | pass | 0 | 1.0s | |\n" for i in range(30_000))
+    text = "# peft-bench summary\n\n30000 pass.\n\n" + rows
+    cut = bounded_summary(text, tmp_path)
+    assert len(cut.encode()) < STEP_SUMMARY_BYTES + 300 and cut.startswith(
+        "# peft-bench summary\n\n30000 pass."
+    )
+    assert f"the whole summary is {tmp_path / 'summary.md'}" in cut
+    assert cut.split("\n\n... cut")[0].endswith("| |")  # cut at a line's end, never inside a row
+    small = "# peft-bench summary\n\n1 pass.\n"
+    assert bounded_summary(small, tmp_path) == small

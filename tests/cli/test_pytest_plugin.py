@@ -276,3 +276,32 @@ def test_worker_option_refuses_an_unknown_method(pytester, scenario_dir):
     result = pytester.runpytest_subprocess("scen", "--collect-only", "--peft-bench-worker", "thread")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "invalid choice: 'thread'" in result.stderr.str()
+
+
+def test_an_interrupted_session_names_the_case_that_was_running(tmp_path):
+    """Ctrl-C while a case's worker ran recorded it "interrupted before this case ran", as the cases after it;
+    `peft-bench run` says "while this case ran" in the same place. The session state is built as the plugin
+    builds it (its pytest config is not read here), its first case running and the second not yet started."""
+    from types import SimpleNamespace
+
+    from bench.cli.pytest_plugin import _RunState
+    from bench.results.environment import collect
+    from bench.runner.launch import RunOptions
+    from bench.scenario import load_scenario
+    from bench.spec.cases import expand
+
+    path = tmp_path / "two.toml"
+    path.write_text(
+        scenario_toml(
+            "two", [LOAD_A, "forward"], matrix={"compile": ["none", "aot_eager"]}, timing=FAST_TIMING
+        )
+    )
+    state = _RunState(SimpleNamespace())
+    state.cases = expand(load_scenario(path))
+    state._opts, state._env = RunOptions(out_dir=tmp_path / "out", cache_root=tmp_path / "c"), collect()
+    state._running = state.cases[0].id
+    first, second = state._results(interrupted=True).cases
+    assert first.reason == "interrupted while this case ran (its worker was killed)"
+    assert second.reason == "interrupted before this case ran"
+    # Control: a session that ended without an interrupt says neither.
+    assert {c.reason for c in state._results().cases} == {"not run in this pytest session"}
