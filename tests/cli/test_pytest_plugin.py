@@ -305,3 +305,61 @@ def test_an_interrupted_session_names_the_case_that_was_running(tmp_path):
     assert second.reason == "interrupted before this case ran"
     # Control: a session that ended without an interrupt says neither.
     assert {c.reason for c in state._results().cases} == {"not run in this pytest session"}
+
+
+@pytest.mark.slow
+def test_an_unverified_pass_is_said_in_the_session_and_its_junit(pytester, cache_root, tmp_path):
+    """A real lora_bias adapter: the math oracle cannot read it, so the case is an unverified pass. pytest
+    showed a plain PASSED and its --junitxml a bare testcase. Control: a plain LoRA case in the same session
+    carries neither the warning nor the property."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from bench.engine.sources.models import resolve_model
+
+    location = resolve_model("builtin:tiny-llama", cache_root).location
+    torch.manual_seed(3)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_bias=True),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "lora_bias")
+    scen = pytester.path / "scen"
+    scen.mkdir()
+    adapters = {
+        "biased": {"a": {"path": str(tmp_path / "lora_bias")}},
+        "plain": {"a": {"rank": 4, "seed": 1}},
+    }
+    for name, adapter in adapters.items():
+        (scen / f"{name}.toml").write_text(
+            scenario_toml(
+                name, [LOAD_A, "forward"], matrix={"compile": ["none"]}, timing=FAST_TIMING, adapters=adapter
+            )
+        )
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess(
+        "scen",
+        "--peft-bench-out",
+        str(pytester.path / "out"),
+        "--peft-bench-cache",
+        str(cache_root),
+        f"--junitxml={junit}",
+    )
+    result.assert_outcomes(passed=2, warnings=1)
+    text = result.stdout.str()
+    assert (
+        "PeftBenchUnverified: biased[fp32-none]: unverified pass: step 1 (load_adapter): math oracle" in text
+    )
+    assert "plain[fp32-none]: unverified" not in text
+    import xml.etree.ElementTree as ET
+
+    cases = {tc.get("name"): tc for tc in ET.parse(junit).getroot().iter("testcase")}
+    (biased,) = [tc for name, tc in cases.items() if "biased" in name]
+    (plain,) = [tc for name, tc in cases.items() if "plain" in name]
+    assert [p.get("name") for p in biased.iter("property")] == ["unverified"]
+    assert list(plain.iter("property")) == []
