@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import resource
 import shutil
@@ -78,16 +79,7 @@ class RunOptions:
     @property
     def settings(self) -> RunSettings:
         """The options the verdicts and figures depend on, as the results record them (Results.options)."""
-        return RunSettings(
-            require_oracles=self.require_oracles,
-            timeout_s=self.timeout_s,
-            memory_limit_bytes=self.memory_limit_bytes,
-            device=self.device,
-            compile_cache=self.compile_cache,
-            worker=self.worker,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-        )
+        return RunSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)})
 
 
 COMPILE_CACHES = ("warm", "cold")

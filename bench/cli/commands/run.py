@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -114,18 +115,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     opts = RunOptions(
         out_dir=out_dir,
         cache_root=cache,
-        timeout_s=settings.timeout_s,
-        memory_limit_bytes=settings.memory_limit_bytes,
         command=("peft-bench", *argv),
         shard=shard,
         scenario_set=scenario_set,
         scheduler=scheduler_from_env(os.environ),
-        trust_remote_code=settings.trust_remote_code,
-        allow_pickle=settings.allow_pickle,
-        require_oracles=settings.require_oracles,
-        compile_cache=settings.compile_cache,
-        worker=settings.worker,
-        device=settings.device,
+        **dataclasses.asdict(settings),  # RunSettings' fields are RunOptions' own names
         jobs=jobs,
         selection=selection_fp,
         created_at=created_at,
