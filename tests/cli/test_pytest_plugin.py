@@ -311,24 +311,28 @@ def test_an_interrupted_session_names_the_case_that_was_running(tmp_path):
 def test_an_unverified_pass_is_said_in_the_session_and_its_junit(pytester, cache_root, tmp_path):
     """A real lora_bias adapter: the math oracle cannot read it, so the case is an unverified pass. pytest
     showed a plain PASSED and its --junitxml a bare testcase. Control: a plain LoRA case in the same session
-    carries neither the warning nor the property."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from bench.engine.sources.models import resolve_model
-
-    location = resolve_model("builtin:tiny-llama", cache_root).location
-    torch.manual_seed(3)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32),
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_bias=True),
-    )
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    model.save_pretrained(tmp_path / "lora_bias")
+    carries neither the warning nor the property. The adapter is made in a subprocess: pytester restores
+    sys.modules after the test, and a torch, peft or transformers first imported here would be dropped and
+    imported again by the next test in this process (torch refuses its operators registered twice)."""
+    make = f"""
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+from bench.engine.sources.models import resolve_model
+location = resolve_model("builtin:tiny-llama", __import__("pathlib").Path({str(cache_root)!r})).location
+torch.manual_seed(3)
+model = get_peft_model(
+    AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32),
+    LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_bias=True),
+)
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.normal_(0, 0.05)
+model.save_pretrained({str(tmp_path / "lora_bias")!r})
+"""
+    made = subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
     scen = pytester.path / "scen"
     scen.mkdir()
     adapters = {
