@@ -44,10 +44,10 @@ _LORA_SUFFIXES = {
     ".lora_magnitude_vector.weight": "m",
 }
 
-# Config fields whose non-default value changes the math beyond W + scaling * B @ A (or DoRA's, use_dora). The
-# oracle refuses them by name rather than compute something else and call it the reference.
 # init_lora_weights values whose initialisation changes the base model's weights (pissa_niter_N included).
 BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")
+# Config fields whose non-default value changes the math beyond W + scaling * B @ A (or DoRA's, use_dora). The
+# oracle refuses them by name rather than compute something else and call it the reference.
 _UNSUPPORTED_WHEN_SET = (
     "lora_bias",
     "layer_replication",
@@ -107,19 +107,12 @@ def is_targeted(target_modules, module_name: str) -> bool:
     return any(module_name == t or module_name.endswith(f".{t}") for t in target_modules)
 
 
-def is_excluded(exclude_modules, module_name: str) -> bool:
-    """peft's exclude_modules rule: a regex matched against the whole name, or a list of names or suffixes."""
-    if not exclude_modules:
-        return False
-    if isinstance(exclude_modules, str):
-        return re.fullmatch(exclude_modules, module_name) is not None
-    return any(module_name == t or module_name.endswith(f".{t}") for t in exclude_modules)
-
-
 def config_targets(config: dict[str, Any], module_name: str) -> bool:
-    """The config puts an adapter layer on this module: in target_modules and not in exclude_modules."""
-    return is_targeted(config.get("target_modules"), module_name) and not is_excluded(
-        config.get("exclude_modules"), module_name
+    """The config puts an adapter layer on this module: in target_modules and not in exclude_modules (peft
+    matches both by the same rule: a regex against the whole name, or a list of names or suffixes)."""
+    excluded = config.get("exclude_modules")
+    return is_targeted(config.get("target_modules"), module_name) and not (
+        excluded and is_targeted(excluded, module_name)
     )
 
 

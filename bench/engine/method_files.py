@@ -5,8 +5,8 @@ the oracle:
 
 - AdaLoRA (peft_type ADALORA): per target, lora_A (r, in), lora_E (r, 1) and lora_B (out, r), saved without the
   adapter name and without ".weight". The layer adds (x @ (A * E).T @ B.T) * scaling / (ranknum + 1e-5), where
-  scaling = lora_alpha (init_r when lora_alpha is 0: the rank the layers were built with) and ranknum = init_r. That
-  is a LoRA delta with A' = A * E and scaling' = scaling / (init_r + 1e-5): it is returned as one.
+  scaling = lora_alpha (init_r when lora_alpha is 0: the rank the layers were built with) and ranknum = init_r.
+  That is a LoRA delta with A' = A * E and scaling' = scaling / (init_r + 1e-5): it is returned as one.
 - IA3 (peft_type IA3): per target one vector ia3_l; a `feedforward_modules` target rescales its input
   (y = W (x * l), the vector is (1, in)), any other its output (y = (W x) * l, the vector is (out, 1)). Both are
   W * l with broadcasting. Several active IA3 adapters multiply.
