@@ -82,7 +82,6 @@ class AdapterWeights:
     location: str
     lora: tuple[LoraModule, ...]
     saved_copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (module, ((param, tensor), ...))
-    fan_in_fan_out: bool
     ia3: tuple[Ia3Vector, ...] = ()  # IA3 adapters (peft_type IA3) hold these instead of `lora`
     params: tuple[ParamLora, ...] = ()  # LoRA on nn.Parameters (target_parameters): oracle_params.py
     embedding: tuple[LoraModule, ...] = ()  # LoRA on nn.Embedding targets: A (r, num_embeddings), B (dim, r)
@@ -249,7 +248,6 @@ def read_adapter(location: str, modules: dict[str, Any]) -> AdapterWeights:
         location=str(folder),
         lora=tuple(lora),
         saved_copies=tuple((m, tuple(sorted(p.items()))) for m, p in sorted(copies.items())),
-        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
         params=read_param_loras(config, modules, weights_path),
         embedding=_embedding_loras(config, embedding_keys, modules, weights_path),
     )

@@ -105,7 +105,7 @@ def read_adalora(
                 field=f"{_PREFIX}{m}.lora_A",
             )
         lora.append(LoraModule(m, a * e, b, init_r, alpha, scaling))
-    return AdapterWeights(location=str(folder), lora=tuple(lora), saved_copies=(), fan_in_fan_out=False)
+    return AdapterWeights(location=str(folder), lora=tuple(lora), saved_copies=())
 
 
 def read_ia3(
@@ -127,9 +127,7 @@ def read_ia3(
                 field=f"{_PREFIX}{m}.ia3_l",
             )
         vectors.append(Ia3Vector(m, v, feedforward))
-    return AdapterWeights(
-        location=str(folder), lora=(), saved_copies=(), fan_in_fan_out=False, ia3=tuple(vectors)
-    )
+    return AdapterWeights(location=str(folder), lora=(), saved_copies=(), ia3=tuple(vectors))
 
 
 def merge_ia3(module, v: Ia3Vector, edits) -> None:

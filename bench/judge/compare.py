@@ -29,7 +29,7 @@ from bench.judge.findings import (
 )
 from bench.judge.thresholds import DEFAULT_POLICY, MetricPolicy
 from bench.results.environment import same_machine
-from bench.results.failures import known_failures_of
+from bench.results.failures import known_failures_of, unverified_reason
 from bench.results.records import CaseResult, Environment, Results, StepRecord
 
 TIMING_MODES = ("auto", "absolute", "ratio")
@@ -111,8 +111,8 @@ def compare(
                 c.verdict if c else None,
                 known_failures_of(b),
                 known_failures_of(c),
-                base_unverified=_unverified(b),
-                cur_unverified=_unverified(c),
+                base_unverified=b is not None and unverified_reason(b) is not None,
+                cur_unverified=c is not None and unverified_reason(c) is not None,
             )
         )
         if b is None or c is None or c.verdict == "not_run":
@@ -127,11 +127,6 @@ def compare(
         baseline_environment=baseline.environment,
         current_environment=current.environment,
     )
-
-
-def _unverified(case) -> bool:
-    """A pass with a step no pair of oracles verified (a CaseResult, or a judging view of one)."""
-    return case is not None and case.verdict == "pass" and any(s.unverified for s in case.steps)
 
 
 def _case_findings(

@@ -136,8 +136,9 @@ def judge_verdict(
     cur_unverified: bool = False,
 ) -> Finding:
     """`base_known` / `cur_known`: the known failures (reason and fingerprint) each side's xfail outcomes
-    matched; `*_unverified`: a pass with a step no pair of oracles verified. An xfail that now matches another marker, or the same marker with another fingerprint, is a
-    different known bug: a regression, not "unchanged"."""
+    matched; `*_unverified`: a pass with a step no pair of oracles verified. An xfail that now matches
+    another marker, or the same marker with another fingerprint, is a different known bug: a regression, not
+    "unchanged"."""
     key = (case_id, None, None)
     if cur is None:
         return finding(p, key, base, None, "missing", "case is in the baseline but did not run now")

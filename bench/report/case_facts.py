@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from bench.judge.figures import case_peak, is_hotswap, switch_ms
 from bench.report import flags
 from bench.report.memo import per_results
-from bench.results.failures import Failure
+from bench.results.failures import Failure, unverified_reason
 from bench.results.records import CaseResult, Results, StepRecord
 
 
@@ -83,7 +83,7 @@ def facts_of(case: CaseResult) -> CaseFacts:
     outcomes = [o for s in case.steps for o in s.outcomes]
     return CaseFacts(
         checked=any(flags.checked(s) for s in case.steps),
-        unverified=case.verdict == "pass" and any(s.unverified for s in case.steps),
+        unverified=unverified_reason(case) is not None,
         disagree=any(o.expectation == ORACLES_AGREE and o.status in ("fail", "xfail") for o in outcomes),
         errored=case.verdict == "error",
         active=tuple(active),

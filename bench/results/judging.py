@@ -3,8 +3,8 @@
 results.parquet (bench.results.columnar) holds, beside each case's full JSON, a `judge` column: the case
 reduced to the fields bench.judge.{compare,figures} read (verdict, parameters, outcomes' known failures, the
 footprint, and per step its index, op, status, hotswap flag, op and first-call times, output match, compile
-counts, peak memory, raw timing samples and why an oracle did not verify it). It is about a tenth of the record, and a case read from it is
-a handful of small objects instead of a CaseResult of hundreds.
+counts, peak memory, raw timing samples and why an oracle did not verify it). It is about a tenth of the
+record, and a case read from it is a handful of small objects instead of a CaseResult of hundreds.
 
 `case_view` builds, from that reduced data, objects with the same attribute names and values as the
 CaseResult / StepRecord they stand for (floats where the record types say float, the Verdict enum), so the

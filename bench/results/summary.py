@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bench.results.atomic import write_text
 from bench.results.brief import clipped, md_text
+from bench.results.failures import unverified_reason
 from bench.results.records import CaseResult, Results
 
 SUMMARY_FILE = "summary.md"
@@ -30,7 +31,7 @@ def verdict_counts(results: Results) -> dict[str, int]:
 
 def unverified_passes(results: Results) -> int:
     """Passes with a step no pair of oracles verified (StepRecord.unverified): never counted as plain passes."""
-    return sum(1 for c in results.cases if c.verdict == "pass" and any(s.unverified for s in c.steps))
+    return sum(1 for c in results.cases if unverified_reason(c) is not None)
 
 
 def counts_line(results: Results) -> str:

@@ -387,7 +387,7 @@ def test_the_in_place_merge_is_the_same_arithmetic_as_w_plus_scaling_b_a(dtype, 
         want[name] = (before[name].float() + (delta.T if conv1d else delta)).to(dtype)
         modules[name] = linear
         loras.append(LoraModule(name, a, b, r, r * scaling, scaling))
-    adapter = AdapterWeights("x", tuple(loras), (), conv1d)
+    adapter = AdapterWeights("x", tuple(loras), ())
     with torch.no_grad():
         _merge_deltas(modules, [adapter], Edits(record=False))
     for name, linear in modules.items():

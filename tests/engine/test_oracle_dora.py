@@ -190,7 +190,7 @@ def test_dora_on_a_quantized_base_is_refused_with_its_reason():
 
     def one(magnitude):
         lora = LoraModule("q", torch.ones(1, 2), torch.ones(2, 1), 1, 1.0, 1.0, magnitude)
-        return [AdapterWeights("x", (lora,), (), False)]
+        return [AdapterWeights("x", (lora,), ())]
 
     assert "quantized base" in dora_conflict(one(torch.ones(2)), quantized=True)
     assert dora_conflict(one(torch.ones(2)), quantized=False) is None
